@@ -1,0 +1,11 @@
+.PHONY: test demo bench venv lint fmt
+test:        ## the whole suite: ruff, ruff format --check, mypy --strict, import layers, pytest
+	bash scripts/test.sh
+demo:        ## the demo campaign on the local sandbox
+	bash scripts/demo.sh
+bench:       ## benchmarks; figures printed and written to benchmarks/results/*.json
+	bash scripts/bootstrap.sh && . scripts/env.sh && python benchmarks/run.py
+venv:
+	bash scripts/bootstrap.sh
+fmt:
+	.venv/bin/ruff format . && .venv/bin/ruff check --fix .

@@ -1,0 +1,1 @@
+"""The job document contract between operators and devices: schema, catalog, checks."""
