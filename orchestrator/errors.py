@@ -1,0 +1,99 @@
+"""The orchestrator's errors, classified by what the caller should do.
+
+```
+OrchestratorError
+ ├── SpecError            the campaign file is invalid: fix the listed lines (exit 2)
+ ├── UsageError           a command that does not apply now (unknown wave, wrong state) (exit 2)
+ ├── StateError           the state store cannot serve the request
+ │    ├── CampaignNotFoundError    no campaign by that name in this store
+ │    ├── CampaignExistsError      `start` for a name already started with another spec
+ │    ├── LeaseHeldError           another reconcile holds the campaign's lease: retry later
+ │    └── VersionConflictError     the state changed under us: re-read and retry
+ └── AwsError             AWS (or the sandbox) refused or failed a call; botocore's
+      │                   ClientError never escapes the adapter
+      └── JobConflictError         a job with our deterministic id exists with another document
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AwsError",
+    "CampaignExistsError",
+    "CampaignNotFoundError",
+    "JobConflictError",
+    "LeaseHeldError",
+    "OrchestratorError",
+    "SpecError",
+    "SpecProblem",
+    "StateError",
+    "UsageError",
+    "VersionConflictError",
+]
+
+
+class OrchestratorError(Exception):
+    """Root of every error the orchestrator raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpecProblem:
+    """One problem in a campaign file, located by line and key path."""
+
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "file"
+        key = f" ({self.path})" if self.path else ""
+        return f"{where}{key}: {self.message}"
+
+
+class SpecError(OrchestratorError):
+    """The campaign file is invalid; `problems` lists every problem found."""
+
+    def __init__(self, source: str, problems: tuple[SpecProblem, ...]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {source}: {p}" for p in problems)
+        super().__init__(f"invalid campaign file {source}:\n{lines}")
+
+
+class UsageError(OrchestratorError):
+    """A command that does not apply to the campaign as it stands."""
+
+
+class StateError(OrchestratorError):
+    """The state store cannot serve the request."""
+
+
+class CampaignNotFoundError(StateError):
+    """No campaign by that name in this state store."""
+
+
+class CampaignExistsError(StateError):
+    """A campaign by that name was already started with a different campaign file."""
+
+
+class LeaseHeldError(StateError):
+    """Another reconcile holds this campaign's lease."""
+
+
+class VersionConflictError(StateError):
+    """The stored campaign changed since it was read."""
+
+
+class AwsError(OrchestratorError):
+    """An AWS call failed; `code` is the service's error code when there is one."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class JobConflictError(AwsError):
+    """A job with the campaign's deterministic id exists but carries another document."""

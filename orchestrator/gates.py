@@ -1,0 +1,127 @@
+"""Gate math: when a wave's counts are good enough, and when they never will be.
+
+Only `DescribeJob.jobProcessDetails` counts come in, so a verdict costs one API
+call per wave whatever the fleet size.
+
+Success rate is judged with the Wilson score interval at a one-sided
+`confidence` (default 0.95, z = 1.645):
+
+    p = s / n,   centre = p + z²/2n,   margin = z·sqrt(p(1-p)/n + z²/4n²)
+    lower = (centre - margin) / (1 + z²/n),   upper = (centre + margin) / (1 + z²/n)
+
+A gate passes only when `lower >= min_success_rate` (so 3 of 3 successes,
+lower = 0.53, does not pass a 0.95 gate; 52 of 52 does), together with the
+completed count and completed fraction. A wave halts early once `upper <
+min_success_rate` (the gate can no longer be met with that confidence), or once
+at least `min_executed` executions completed and the plain failure rate exceeds
+`max_failure_rate` (the same rule AWS applies through abortConfig).
+
+Failures are FAILED + REJECTED + TIMED_OUT as DescribeJob reports them now; an
+execution being retried is counted by its current status. Canceled and removed
+executions count for nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from orchestrator.model import Counts, Gate, Halt, OfflinePolicy
+
+__all__ = ["GateVerdict", "evaluate_gate", "wilson_bounds"]
+
+
+def wilson_bounds(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score bounds of a success rate at a one-sided `confidence`; (0, 1) when n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n ({n}), got {successes}")
+    z = NormalDist().inv_cdf(confidence)
+    p = successes / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = p + z2 / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    # The bounds bracket p exactly; min/max only absorb floating-point rounding at p = 0 or 1.
+    lower = max(0.0, min(p, (centre - margin) / denom))
+    upper = min(1.0, max(p, (centre + margin) / denom))
+    return lower, upper
+
+
+@dataclass(frozen=True, slots=True)
+class GateVerdict:
+    """The gate's reading of one wave's counts."""
+
+    passed: bool
+    halt: bool
+    reason: str
+    lower: float
+    upper: float
+    completed_fraction: float
+
+
+def evaluate_gate(
+    gate: Gate,
+    halt: Halt,
+    counts: Counts,
+    *,
+    deadline_reached: bool = False,
+    offline: OfflinePolicy = OfflinePolicy.IGNORE,
+) -> GateVerdict:
+    """Judge a wave: pass, halt, or keep waiting (neither), with the reason in words."""
+    n = counts.completed
+    lower, upper = wilson_bounds(counts.succeeded, n, gate.confidence)
+    denominator = counts.targeted
+    if deadline_reached and offline is OfflinePolicy.IGNORE:
+        denominator -= counts.queued
+    fraction = n / denominator if denominator > 0 else 0.0
+    figures = (
+        f"{counts.succeeded}/{n} succeeded, success lower bound {lower:.3f} "
+        f"upper {upper:.3f} (need {gate.min_success_rate:.3f}), "
+        f"completed {fraction:.1%} of {denominator}"
+    )
+    if n >= halt.min_executed and counts.failures / n > halt.max_failure_rate:
+        return GateVerdict(
+            passed=False,
+            halt=True,
+            reason=f"failure rate {counts.failures / n:.1%} ({counts.failures}/{n}) exceeds "
+            f"max_failure_rate {halt.max_failure_rate:.1%}",
+            lower=lower,
+            upper=upper,
+            completed_fraction=fraction,
+        )
+    if n > 0 and upper < gate.min_success_rate:
+        return GateVerdict(
+            passed=False,
+            halt=True,
+            reason=f"gate can no longer pass: {figures}",
+            lower=lower,
+            upper=upper,
+            completed_fraction=fraction,
+        )
+    missing: list[str] = []
+    if n < gate.min_completed:
+        missing.append(f"{n} of {gate.min_completed} completed executions")
+    if fraction < gate.min_completed_fraction:
+        missing.append(f"completed fraction {fraction:.1%} < {gate.min_completed_fraction:.1%}")
+    if lower < gate.min_success_rate:
+        missing.append(f"success lower bound {lower:.3f} < {gate.min_success_rate:.3f}")
+    if missing:
+        return GateVerdict(
+            passed=False,
+            halt=False,
+            reason=f"waiting: {'; '.join(missing)} ({figures})",
+            lower=lower,
+            upper=upper,
+            completed_fraction=fraction,
+        )
+    return GateVerdict(
+        passed=True,
+        halt=False,
+        reason=f"gate met: {figures}",
+        lower=lower,
+        upper=upper,
+        completed_fraction=fraction,
+    )

@@ -1,0 +1,363 @@
+"""The campaign's domain: the spec an operator wrote, the state the orchestrator keeps.
+
+Plain frozen dataclasses and enums (pydantic stays at the file boundary, in
+`orchestrator.spec`). Nothing here does I/O or reads a clock; every time is a
+timezone-aware UTC `datetime` handed in by the caller.
+
+Invariants:
+- `CampaignState.waves` has one `WaveState` per `CampaignSpec.waves`, same order.
+- A wave's `job_id` is fixed when the campaign starts (it is derived from the
+  campaign, the wave and the document hash), so every reconcile, however often
+  it crashes, aims at the same job.
+- `state_to_dict`/`state_from_dict` round-trip exactly; stores persist that dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+__all__ = [
+    "Approval",
+    "CampaignSpec",
+    "CampaignState",
+    "CampaignStatus",
+    "Counts",
+    "Event",
+    "ExecutionPolicy",
+    "ExponentialRate",
+    "Gate",
+    "Halt",
+    "MaintenanceWindow",
+    "OfflinePolicy",
+    "Rollout",
+    "TrustSpec",
+    "WavePhase",
+    "WaveSpec",
+    "WaveState",
+    "state_from_dict",
+    "state_to_dict",
+]
+
+
+class Approval(StrEnum):
+    """Whether a wave launches by itself once the previous one passed."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class OfflinePolicy(StrEnum):
+    """What devices that never started by the wave deadline do to promotion."""
+
+    IGNORE = "ignore"  # reported, left out of the completed fraction
+    BLOCK = "block"  # kept in the completed fraction: the wave halts at its deadline
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """When a wave counts as good enough to promote the next one."""
+
+    min_success_rate: float
+    min_completed: int = 1
+    min_completed_fraction: float = 0.0
+    bake_minutes: float = 0.0
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class ExponentialRate:
+    """CreateJob's jobExecutionsRolloutConfig.exponentialRate."""
+
+    base_rate_per_minute: int
+    increment_factor: float
+    notified_things: int | None = None
+    succeeded_things: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """How fast a wave's job notifies devices."""
+
+    maximum_per_minute: int | None = None
+    exponential: ExponentialRate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """CreateJob's schedulingConfig.maintenanceWindows entry (cron start, duration)."""
+
+    start: str
+    duration_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPolicy:
+    """Per-execution limits set on every job: timeout and retries."""
+
+    in_progress_timeout_minutes: int | None = None
+    retry_failed: int = 0
+    retry_timed_out: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """When to stop: a wave's failure rate, the campaign's failure budget."""
+
+    max_failure_rate: float = 1.0
+    fleet_failure_budget: int | None = None
+    min_executed: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSpec:
+    """Roots (catalog names or fingerprints) to add on the devices."""
+
+    add: tuple[str, ...]
+    keep_existing: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WaveSpec:
+    """One wave: thing groups, rollout, gate, approval, deadline."""
+
+    name: str
+    thing_groups: tuple[str, ...]
+    gate: Gate
+    rollout: Rollout = Rollout()
+    approval: Approval = Approval.AUTO
+    deadline_minutes: float | None = None
+    offline: OfflinePolicy = OfflinePolicy.IGNORE
+    execution: ExecutionPolicy | None = None
+    max_failure_rate: float | None = None
+    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSpec:
+    """A validated campaign file."""
+
+    name: str
+    region: str
+    endpoint: str  # "auto" or an explicit iot:Data-ATS host
+    trust: TrustSpec
+    waves: tuple[WaveSpec, ...]
+    execution: ExecutionPolicy = ExecutionPolicy()
+    halt: Halt = Halt()
+    catalog: str | None = None
+
+    def wave(self, name: str) -> WaveSpec:
+        for wave in self.waves:
+            if wave.name == name:
+                return wave
+        known = ", ".join(w.name for w in self.waves)
+        raise KeyError(f"no wave named {name!r}; the campaign has: {known}")
+
+    def execution_for(self, wave: WaveSpec) -> ExecutionPolicy:
+        return wave.execution if wave.execution is not None else self.execution
+
+    def halt_for(self, wave: WaveSpec) -> Halt:
+        if wave.max_failure_rate is None:
+            return self.halt
+        return replace(self.halt, max_failure_rate=wave.max_failure_rate)
+
+
+class CampaignStatus(StrEnum):
+    """Where the whole campaign stands."""
+
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    HALTED = "HALTED"
+    ABORTED = "ABORTED"
+    COMPLETED = "COMPLETED"
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+class WavePhase(StrEnum):
+    """Where one wave stands (see docs/orchestrator.md for the state machine)."""
+
+    PENDING = "PENDING"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    LAUNCHING = "LAUNCHING"
+    RUNNING = "RUNNING"
+    BAKING = "BAKING"
+    PASSED = "PASSED"
+    HALTED = "HALTED"
+    CANCELED = "CANCELED"
+
+
+ACTIVE_PHASES = frozenset({WavePhase.LAUNCHING, WavePhase.RUNNING, WavePhase.BAKING})
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """DescribeJob.jobProcessDetails, the only numbers gates read."""
+
+    queued: int = 0
+    in_progress: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rejected: int = 0
+    timed_out: int = 0
+    canceled: int = 0
+    removed: int = 0
+
+    @property
+    def failures(self) -> int:
+        return self.failed + self.rejected + self.timed_out
+
+    @property
+    def completed(self) -> int:
+        return self.succeeded + self.failures
+
+    @property
+    def targeted(self) -> int:
+        """Executions that count: everything but canceled and removed ones."""
+        return self.queued + self.in_progress + self.completed
+
+
+@dataclass(frozen=True, slots=True)
+class WaveState:
+    """What the orchestrator knows about one wave."""
+
+    name: str
+    job_id: str
+    phase: WavePhase = WavePhase.PENDING
+    approved: bool = False
+    launched_at: datetime | None = None
+    gate_passed_at: datetime | None = None
+    bake_until: datetime | None = None
+    finished_at: datetime | None = None
+    job_status: str | None = None
+    rollout_done: bool = False
+    counts: Counts = Counts()
+    verdict: str = ""
+    never_started: int | None = None
+    explained: bool = False
+    restore_job_id: str | None = None
+    restore_status: str | None = None
+    restore_counts: Counts = Counts()
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignState:
+    """What the orchestrator knows about one campaign; stores persist it whole."""
+
+    name: str
+    status: CampaignStatus
+    waves: tuple[WaveState, ...]
+    created_at: datetime
+    updated_at: datetime
+    reason: str = ""
+    cancel_all: bool = False
+    version: int = 0
+    documents: Mapping[str, str] = field(default_factory=dict)  # job id -> document text
+
+    def wave(self, name: str) -> WaveState:
+        for wave in self.waves:
+            if wave.name == name:
+                return wave
+        known = ", ".join(w.name for w in self.waves)
+        raise KeyError(f"no wave named {name!r}; the campaign has: {known}")
+
+    def with_wave(self, wave: WaveState) -> CampaignState:
+        return replace(self, waves=tuple(wave if w.name == wave.name else w for w in self.waves))
+
+
+EventKind = Literal[
+    "campaign-started",
+    "wave-awaiting-approval",
+    "wave-approved",
+    "wave-launching",
+    "job-created",
+    "job-adopted",
+    "job-observed",
+    "gate-passed",
+    "gate-lost",
+    "bake-finished",
+    "wave-passed",
+    "wave-halted",
+    "deadline-reached",
+    "campaign-completed",
+    "campaign-halted",
+    "campaign-paused",
+    "campaign-resumed",
+    "campaign-aborted",
+    "job-cancel-requested",
+    "rollback-started",
+    "restore-job-created",
+    "restore-job-adopted",
+    "rollback-finished",
+    "failures-explained",
+    "action-failed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the append-only event log: what happened and why."""
+
+    kind: str
+    reason: str
+    wave: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    at: datetime | None = None
+
+
+def _enc(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Counts):
+        return {f.name: getattr(value, f.name) for f in fields(Counts)}
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+def state_to_dict(state: CampaignState) -> dict[str, Any]:
+    """A JSON-ready dict of `state` (the version travels beside it, not inside)."""
+    return {
+        "name": state.name,
+        "status": state.status.value,
+        "created_at": state.created_at.isoformat(),
+        "updated_at": state.updated_at.isoformat(),
+        "reason": state.reason,
+        "cancel_all": state.cancel_all,
+        "documents": dict(state.documents),
+        "waves": [
+            {f.name: _enc(getattr(w, f.name)) for f in fields(WaveState)} for w in state.waves
+        ],
+    }
+
+
+_TIME_FIELDS = ("launched_at", "gate_passed_at", "bake_until", "finished_at")
+
+
+def _wave_from_dict(raw: Mapping[str, Any]) -> WaveState:
+    values: dict[str, Any] = dict(raw)
+    for name in _TIME_FIELDS:
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    values["phase"] = WavePhase(values["phase"])
+    values["counts"] = Counts(**values["counts"])
+    values["restore_counts"] = Counts(**values["restore_counts"])
+    return WaveState(**values)
+
+
+def state_from_dict(raw: Mapping[str, Any], version: int) -> CampaignState:
+    """The inverse of `state_to_dict`."""
+    return CampaignState(
+        name=raw["name"],
+        status=CampaignStatus(raw["status"]),
+        waves=tuple(_wave_from_dict(w) for w in raw["waves"]),
+        created_at=datetime.fromisoformat(raw["created_at"]),
+        updated_at=datetime.fromisoformat(raw["updated_at"]),
+        reason=raw.get("reason", ""),
+        cancel_all=bool(raw.get("cancel_all", False)),
+        version=version,
+        documents=dict(raw.get("documents", {})),
+    )
