@@ -1,0 +1,610 @@
+"""The imperative shell around the transaction: files, TLS probe, channel.
+
+`Agent` runs one transaction at a time for one device. It persists a
+`Journal` (see `device_handler.transaction`) before every side effect,
+makes every file change through a `FileOps`, and on start-up applies the
+recovery table to whatever the journal says was in flight. Policy lives in
+the transaction module and in the order of the calls below, nothing else.
+
+Files on the device (see docs/device-handler.md):
+- live: the endpoint file and the trust bundle, named by the configuration;
+- staged: `<bundle>.staged`, `<endpoint>.staged`, beside the live files, so
+  that the commit is a rename on one file system;
+- `<state_dir>/journal.json`: the transaction journal;
+- `<state_dir>/rollback.json`: endpoint + bundle as they were before this
+  transaction's commit (one file, so one atomic write holds both);
+- `<state_dir>/previous.json`: the configuration before the last successful
+  change, which the `restore` operation goes back to.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from device_handler.channel import Connector, JobExecution, JobsChannel
+from device_handler.errors import (
+    ChannelError,
+    ChannelRejected,
+    ConfigError,
+    DocumentRejected,
+    JournalError,
+    ProbeFailed,
+)
+from device_handler.fsops import FileOps, RealFileOps, atomic_write, read_optional
+from device_handler.order import Order, Validator
+from device_handler.probe import ClientIdentity, ProbeResult, probe
+from device_handler.status import details
+from device_handler.transaction import Journal, Phase, Recovery, recovery_for
+from device_handler.trust import EndpointConfig, TrustBundle, bundle_sha256
+from job_documents.clock import Clock, SystemClock
+
+__all__ = ["Agent", "AgentSettings", "DevicePaths", "Outcome", "Snapshot"]
+
+log = structlog.get_logger(__name__)
+
+SHADOW_NAME = "ca-migration"
+_PENDING = frozenset({"QUEUED", "IN_PROGRESS"})
+_FINAL_CODES = frozenset({"InvalidStateTransition", "TerminalStateReached", "ResourceNotFound"})
+
+ProbeFn = Callable[..., ProbeResult]
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePaths:
+    """Where the device keeps its live configuration and the transaction's files."""
+
+    endpoint_file: Path
+    trust_bundle: Path
+    state_dir: Path
+
+    @property
+    def staged_bundle(self) -> Path:
+        return self.trust_bundle.with_name(self.trust_bundle.name + ".staged")
+
+    @property
+    def staged_endpoint(self) -> Path:
+        return self.endpoint_file.with_name(self.endpoint_file.name + ".staged")
+
+    @property
+    def journal(self) -> Path:
+        return self.state_dir / "journal.json"
+
+    @property
+    def rollback(self) -> Path:
+        return self.state_dir / "rollback.json"
+
+    @property
+    def previous(self) -> Path:
+        return self.state_dir / "previous.json"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    thing_name: str
+    paths: DevicePaths
+    identity: ClientIdentity | None = None
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    dead_man_seconds: float = 60.0
+    connect_timeout: float = 10.0
+    max_attempts: int = 3
+    max_recoveries: int = 3
+    shadow_name: str = SHADOW_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one job (or one recovery): the status reported, and why."""
+
+    job_id: str | None
+    status: str  # SUCCEEDED | FAILED | REJECTED | SKIPPED | DEFERRED | NONE
+    reason: str | None = None
+    via: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An endpoint configuration and a trust bundle together, as one file holds them."""
+
+    endpoint: EndpointConfig
+    bundle: bytes
+
+    def render(self) -> bytes:
+        body = {
+            "endpoint": json.loads(self.endpoint.render()),
+            "bundle": self.bundle.decode("ascii"),
+        }
+        return (json.dumps(body, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def parse(cls, data: bytes, *, source: str) -> Snapshot:
+        try:
+            body: Any = json.loads(data)
+            endpoint = EndpointConfig.parse(json.dumps(body["endpoint"]).encode(), source=source)
+            bundle = body["bundle"].encode("ascii")
+        except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
+            raise JournalError(f"{source} is unreadable ({exc})") from exc
+        return cls(endpoint=endpoint, bundle=bundle)
+
+
+class _Fail(Exception):  # noqa: N818 - internal control flow, never escapes the agent
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Agent:
+    """One device's agent: handles jobs one at a time and recovers after power cuts."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        validator: Validator,
+        connector: Connector,
+        *,
+        fs: FileOps | None = None,
+        clock: Clock | None = None,
+        probe_fn: ProbeFn = probe,
+    ) -> None:
+        self.settings = settings
+        self.paths = settings.paths
+        self._validate = validator
+        self._connector = connector
+        self._fs: FileOps = fs if fs is not None else RealFileOps()
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._probe = probe_fn
+        self.channel: JobsChannel | None = None
+        self._log = log.bind(thing=settings.thing_name)
+
+    # ---------------------------------------------------------------- files
+
+    def read_journal(self) -> Journal:
+        data = read_optional(self.paths.journal)
+        return Journal() if data is None else Journal.from_bytes(data)
+
+    def _persist(self, journal: Journal) -> Journal:
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self._fs, self.paths.journal, journal.to_bytes())
+        self._log.debug("journal", phase=str(journal.phase), job_id=journal.job_id)
+        return journal
+
+    def live(self) -> Snapshot:
+        try:
+            endpoint = EndpointConfig.parse(
+                self.paths.endpoint_file.read_bytes(), source=str(self.paths.endpoint_file)
+            )
+            bundle = self.paths.trust_bundle.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"the live configuration cannot be read: {exc}") from exc
+        return Snapshot(endpoint=endpoint, bundle=bundle)
+
+    def _write_durable(self, path: Path, data: bytes) -> None:
+        self._fs.write(path, data)
+        self._fs.fsync(path)
+
+    def _discard_staging(self) -> None:
+        for path in (self.paths.staged_bundle, self.paths.staged_endpoint):
+            if path.exists():
+                self._fs.remove(path)
+
+    def _restore_rollback(self) -> None:
+        data = read_optional(self.paths.rollback)
+        if data is None:
+            raise JournalError(
+                f"{self.paths.rollback} is missing while the journal says a roll-back is due; "
+                "check the live endpoint and bundle by hand before restarting the agent"
+            )
+        snapshot = Snapshot.parse(data, source=str(self.paths.rollback))
+        atomic_write(self._fs, self.paths.trust_bundle, snapshot.bundle)
+        atomic_write(self._fs, self.paths.endpoint_file, snapshot.endpoint.render())
+        self._discard_staging()
+
+    # -------------------------------------------------------------- channel
+
+    def connect(self) -> JobsChannel:
+        """Connect on the live configuration (once; reused until the configuration changes)."""
+        if self.channel is None:
+            live = self.live()
+            self.channel = self._connector.connect(
+                live.endpoint, self.paths.trust_bundle, self.settings.connect_timeout
+            )
+            self._log.info("connected", endpoint=live.endpoint.label(), via=self.channel.via)
+        return self.channel
+
+    def disconnect(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self) -> Outcome:
+        """Apply the recovery table to the journal found on start-up."""
+        journal = self.read_journal()
+        if journal.phase is Phase.IDLE:
+            self._discard_staging()
+            return Outcome(journal.last_job_id, "NONE")
+        journal = self._persist(replace(journal, recoveries=journal.recoveries + 1))
+        action = recovery_for(journal, max_recoveries=self.settings.max_recoveries)
+        self._log.warning(
+            "recovering", phase=str(journal.phase), action=str(action), job_id=journal.job_id
+        )
+        if action is Recovery.DISCARD:
+            self._discard_staging()
+            if journal.phase is Phase.BACKING_UP:
+                self._fs.remove(self.paths.rollback)
+            self._persist(journal.discarded())
+            return Outcome(journal.job_id, "DEFERRED", "interrupted")
+        if action is Recovery.ROLL_BACK:
+            return self._roll_back(
+                journal,
+                journal.reason or "interrupted",
+                journal.message or f"power lost or agent stopped during {journal.phase}",
+            )
+        if action is Recovery.RESUME_RECONNECT:
+            self.disconnect()
+            return self._reconnect_new(journal)
+        if action is Recovery.RESUME_VERIFIED:
+            return self._report_success(journal, reconnect_ms=None)
+        if action is Recovery.ABANDON:
+            self._cleanup_after_report(journal)
+            self._persist(journal.finished("ABANDONED", self._now()))
+            return Outcome(journal.job_id, "ABANDONED", "loop-guard")
+        return self._send_report(journal)
+
+    # --------------------------------------------------------- transaction
+
+    def poll(self) -> Outcome:
+        """Handle the next pending job, if any."""
+        journal = self.read_journal()
+        if journal.phase is not Phase.IDLE:
+            return self.recover()
+        execution = self.connect().next_execution()
+        if execution is None:
+            return Outcome(None, "NONE")
+        return self.handle(execution)
+
+    def handle(self, execution: JobExecution) -> Outcome:
+        """Run the whole transaction for one job execution."""
+        channel = self.connect()
+        job_log = self._log.bind(job_id=execution.job_id)
+        if execution.status not in _PENDING:
+            return Outcome(execution.job_id, "SKIPPED", f"execution is {execution.status}")
+        journal = self.read_journal()
+        if journal.phase is not Phase.IDLE:
+            raise JournalError("a transaction is still in flight: run recovery first")
+        try:
+            order = self._validate(execution.document)
+        except DocumentRejected as exc:
+            job_log.warning("job_rejected", reason=exc.code)
+            return self._reject(channel, execution, exc)
+        attempts = journal.attempts + 1 if journal.job_id == execution.job_id else 1
+        journal = self._persist(
+            replace(
+                journal,
+                phase=Phase.ACCEPTED,
+                job_id=execution.job_id,
+                execution_number=execution.execution_number,
+                version=execution.version_number,
+                operation=order.operation,
+                document_sha256=order.sha256,
+                attempts=attempts,
+                recoveries=0,
+                started_at=self._now(),
+                probe_ms=None,
+                reason=None,
+                message=None,
+                report_status=None,
+                report_details={},
+            )
+        )
+        job_log = job_log.bind(operation=order.operation, campaign=order.campaign, wave=order.wave)
+        if attempts > self.settings.max_attempts:
+            job_log.error("loop_guard", attempts=attempts)
+            return self._fail(journal, "loop-guard", f"gave up after {attempts - 1} attempts")
+        try:
+            journal = self._progress(journal, "staging")
+        except ChannelRejected as exc:
+            job_log.warning("job_gone", code=exc.code)
+            self._persist(journal.discarded())
+            return Outcome(execution.job_id, "SKIPPED", exc.code)
+        except ChannelError:
+            self._persist(journal.discarded())
+            self.disconnect()
+            return Outcome(execution.job_id, "DEFERRED", "channel")
+        try:
+            target = self._target(order)
+        except _Fail as exc:
+            return self._fail(journal, exc.reason, exc.message)
+        if target is None:
+            live = self.live()
+            return self._finish(
+                journal,
+                "SUCCEEDED",
+                details(
+                    {
+                        "step": "nothing-to-do",
+                        "operation": order.operation,
+                        "endpoint": live.endpoint.label(),
+                        "bundleSha256": bundle_sha256(live.bundle),
+                    }
+                ),
+            )
+        journal = self._persist(replace(journal, phase=Phase.STAGING))
+        self._write_durable(self.paths.staged_bundle, target.bundle)
+        self._write_durable(self.paths.staged_endpoint, target.endpoint.render())
+        self._fs.fsync_dir(self.paths.staged_bundle.parent)
+        if self.paths.staged_endpoint.parent != self.paths.staged_bundle.parent:
+            self._fs.fsync_dir(self.paths.staged_endpoint.parent)
+        journal = self._persist(replace(journal, phase=Phase.STAGED))
+        try:
+            result = self._probe(
+                target.endpoint,
+                self.paths.staged_bundle,
+                identity=self.settings.identity,
+                overrides=self.settings.overrides,
+                timeout=order.probe_timeout,
+                attempts=order.probe_attempts,
+            )
+        except ProbeFailed as exc:
+            job_log.warning("probe_failed", reason=exc.reason)
+            self._discard_staging()
+            return self._fail(journal, exc.reason, exc.message)
+        journal = self._persist(
+            replace(journal, phase=Phase.BACKING_UP, probe_ms=result.elapsed_ms)
+        )
+        atomic_write(self._fs, self.paths.rollback, self.live().render())
+        journal = self._persist(replace(journal, phase=Phase.COMMITTING))
+        self._fs.rename(self.paths.staged_bundle, self.paths.trust_bundle)
+        self._fs.rename(self.paths.staged_endpoint, self.paths.endpoint_file)
+        self._fs.fsync_dir(self.paths.trust_bundle.parent)
+        if self.paths.endpoint_file.parent != self.paths.trust_bundle.parent:
+            self._fs.fsync_dir(self.paths.endpoint_file.parent)
+        journal = self._persist(replace(journal, phase=Phase.COMMITTED))
+        job_log.info("committed", endpoint=target.endpoint.label())
+        try:
+            journal = self._progress(journal, "reconnecting")
+        except ChannelError as exc:
+            job_log.info("progress_not_sent", error=str(exc))
+        self.disconnect()
+        return self._reconnect_new(journal)
+
+    # ------------------------------------------------------------- helpers
+
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
+
+    def _target(self, order: Order) -> Snapshot | None:
+        """The configuration the order asks for; None when it changes nothing."""
+        live = self.live()
+        if order.operation == "migrate":
+            assert order.endpoint is not None  # noqa: S101 - the schema requires it for migrate
+            base = TrustBundle.parse(live.bundle) if order.keep_existing else TrustBundle()
+            bundle = base.extended(list(order.roots))
+            return Snapshot(endpoint=order.endpoint, bundle=bundle.render())
+        if order.operation == "restore":
+            data = read_optional(self.paths.previous)
+            if data is None:
+                raise _Fail(
+                    "nothing-to-restore",
+                    "this device has no previous configuration to restore "
+                    "(it has not completed a migrate or prune)",
+                )
+            try:
+                return Snapshot.parse(data, source="previous.json")
+            except JournalError as exc:
+                raise _Fail("backup-unreadable", str(exc)) from exc
+        current = TrustBundle.parse(live.bundle)
+        pruned = current.without(order.remove)
+        if pruned == current:
+            return None
+        if not pruned.roots:
+            raise _Fail("prune-empty", "pruning these roots would leave the trust bundle empty")
+        return Snapshot(endpoint=live.endpoint, bundle=pruned.render())
+
+    def _progress(self, journal: Journal, step: str) -> Journal:
+        channel = self.connect()
+        version = channel.update(
+            journal.job_id or "",
+            "IN_PROGRESS",
+            details(
+                {
+                    "step": step,
+                    "operation": journal.operation,
+                    "documentSha256": journal.document_sha256,
+                }
+            ),
+            expected_version=journal.version,
+            execution_number=journal.execution_number,
+        )
+        return self._persist(replace(journal, version=version))
+
+    def _reject(
+        self, channel: JobsChannel, execution: JobExecution, exc: DocumentRejected
+    ) -> Outcome:
+        try:
+            channel.update(
+                execution.job_id,
+                "REJECTED",
+                details({"step": "validate", "reason": exc.code, "message": exc.message}),
+                expected_version=execution.version_number,
+                execution_number=execution.execution_number,
+            )
+        except ChannelRejected as err:
+            return Outcome(execution.job_id, "SKIPPED", err.code)
+        except ChannelError:
+            self.disconnect()
+            return Outcome(execution.job_id, "DEFERRED", "channel")
+        return Outcome(execution.job_id, "REJECTED", exc.code, channel.via)
+
+    def _fail(self, journal: Journal, reason: str, message: str) -> Outcome:
+        return self._finish(
+            replace(journal, reason=reason, message=message),
+            "FAILED",
+            details(
+                {
+                    "step": str(journal.phase),
+                    "operation": journal.operation,
+                    "reason": reason,
+                    "message": message,
+                    "documentSha256": journal.document_sha256,
+                }
+            ),
+        )
+
+    def _finish(self, journal: Journal, status: str, report: dict[str, str]) -> Outcome:
+        journal = self._persist(
+            replace(journal, phase=Phase.REPORTING, report_status=status, report_details=report)
+        )
+        return self._send_report(journal)
+
+    def _reconnect_new(self, journal: Journal) -> Outcome:
+        """Dead-man switch: the new configuration must connect within the window."""
+        deadline = time.monotonic() + self.settings.dead_man_seconds
+        started = time.monotonic()
+        error = "no attempt"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                self.channel = None
+                self.connect()
+                break
+            except (ChannelError, ConfigError) as exc:
+                error = str(exc)
+                self._log.info("reconnect_failed", error=error)
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        if self.channel is None:
+            self._log.error("dead_man_switch", job_id=journal.job_id, error=error)
+            return self._roll_back(
+                journal,
+                "dead-man",
+                f"no connection on the new configuration within "
+                f"{self.settings.dead_man_seconds:g} s: {error}",
+            )
+        reconnect_ms = int((time.monotonic() - started) * 1000)
+        journal = self._persist(replace(journal, phase=Phase.VERIFIED))
+        return self._report_success(journal, reconnect_ms=reconnect_ms)
+
+    def _report_success(self, journal: Journal, *, reconnect_ms: int | None) -> Outcome:
+        live = self.live()
+        total = None
+        if journal.started_at is not None:
+            total = max(0, int((self._now() - journal.started_at) * 1000))
+        report = details(
+            {
+                "step": "done",
+                "operation": journal.operation,
+                "endpoint": live.endpoint.label(),
+                "bundleSha256": bundle_sha256(live.bundle),
+                "documentSha256": journal.document_sha256,
+                "probeMs": journal.probe_ms,
+                "reconnectMs": reconnect_ms,
+                "totalMs": total,
+            }
+        )
+        return self._finish(journal, "SUCCEEDED", report)
+
+    def _roll_back(self, journal: Journal, reason: str, message: str) -> Outcome:
+        journal = self._persist(
+            replace(journal, phase=Phase.ROLLING_BACK, reason=reason, message=message)
+        )
+        self.disconnect()
+        self._restore_rollback()
+        self._log.warning("rolled_back", job_id=journal.job_id, reason=reason)
+        return self._fail(journal, reason, message)
+
+    def _cleanup_after_report(self, journal: Journal) -> None:
+        if not self.paths.rollback.exists():
+            return
+        if journal.report_status == "SUCCEEDED":
+            self._fs.rename(self.paths.rollback, self.paths.previous)
+        else:
+            self._fs.remove(self.paths.rollback)
+        self._fs.fsync_dir(self.paths.state_dir)
+
+    def _send_report(self, journal: Journal) -> Outcome:
+        """Send the pending terminal status on the live connection, then go idle."""
+        status = journal.report_status or "FAILED"
+        job_id = journal.job_id or ""
+        try:
+            channel = self.connect()
+            try:
+                self._update_terminal(channel, journal, status)
+            except ChannelRejected as exc:
+                if exc.code not in _FINAL_CODES:
+                    raise
+                self._log.info("report_not_needed", job_id=job_id, code=exc.code)
+        except (ChannelError, ConfigError) as exc:
+            self._log.warning("report_deferred", job_id=job_id, status=status, error=str(exc))
+            self.disconnect()
+            return Outcome(job_id, "DEFERRED", "channel")
+        self._cleanup_after_report(journal)
+        self._report_shadow(self._persist(journal.finished(status, self._now())))
+        self._log.info("job_finished", job_id=job_id, status=status, reason=journal.reason)
+        return Outcome(job_id, status, journal.reason, channel.via)
+
+    def _update_terminal(self, channel: JobsChannel, journal: Journal, status: str) -> None:
+        job_id = journal.job_id or ""
+        try:
+            channel.update(
+                job_id,
+                status,
+                journal.report_details,
+                expected_version=journal.version,
+                execution_number=journal.execution_number,
+            )
+        except ChannelRejected as exc:
+            if exc.code != "VersionMismatch":
+                raise
+            # Our last update may have landed before a power cut hid its new version.
+            current = channel.describe(job_id)
+            if current is None or current.status not in _PENDING:
+                raise
+            channel.update(
+                job_id,
+                status,
+                journal.report_details,
+                expected_version=current.version_number,
+                execution_number=journal.execution_number,
+            )
+
+    def _report_shadow(self, journal: Journal) -> None:
+        channel = self.channel
+        if channel is None or not channel.supports_shadows:
+            return
+        try:
+            self.report_state(channel, journal)
+        except (ChannelError, ConfigError) as exc:
+            self._log.info("shadow_not_updated", error=str(exc))
+
+    def trust_state(self, journal: Journal | None = None) -> dict[str, Any]:
+        """What the device trusts and where it connects, as reported to the shadow."""
+        journal = journal if journal is not None else self.read_journal()
+        live = self.live()
+        bundle = TrustBundle.parse(live.bundle)
+        return {
+            "endpoint": live.endpoint.host,
+            "port": live.endpoint.port,
+            "bundleSha256": bundle_sha256(live.bundle),
+            "roots": list(bundle.fingerprints()),
+            "phase": str(journal.phase),
+            "lastJob": {
+                "jobId": journal.last_job_id,
+                "status": journal.last_status,
+                "at": journal.last_at,
+            }
+            if journal.last_job_id
+            else None,
+        }
+
+    def report_state(self, channel: JobsChannel, journal: Journal | None = None) -> None:
+        channel.update_shadow(self.settings.shadow_name, self.trust_state(journal))

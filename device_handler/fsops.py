@@ -1,0 +1,97 @@
+"""The one door through which the device handler changes files.
+
+Every write the transaction makes goes through a `FileOps`, so that
+crash-injection layers (`device_handler.testing.CrashingFileOps`) can cut the
+power before any single write, fsync, rename or removal and the recovery can
+be checked from that exact point.
+
+Invariants:
+- `atomic_write` leaves either the old or the new content at `path`, never a
+  partial file: write a temporary file beside it, fsync it, rename it over the
+  target, fsync the directory.
+- Reads go straight to the file system: they have no side effect to crash.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+__all__ = ["FileOps", "RealFileOps", "atomic_write", "read_optional"]
+
+
+@runtime_checkable
+class FileOps(Protocol):
+    """The mutating file operations; each one is a possible power-cut point."""
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Create or truncate `path` and write `data` (not yet durable)."""
+        ...
+
+    def fsync(self, path: Path) -> None:
+        """Make the content of `path` durable."""
+        ...
+
+    def rename(self, src: Path, dst: Path) -> None:
+        """Atomically replace `dst` with `src` (same file system)."""
+        ...
+
+    def fsync_dir(self, directory: Path) -> None:
+        """Make renames and removals in `directory` durable."""
+        ...
+
+    def remove(self, path: Path) -> None:
+        """Remove `path` if it exists."""
+        ...
+
+
+class RealFileOps:
+    """`FileOps` on the real file system, with real fsync."""
+
+    def write(self, path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        finally:
+            os.close(fd)
+
+    def fsync(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rename(self, src: Path, dst: Path) -> None:
+        src.replace(dst)
+
+    def fsync_dir(self, directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+
+def atomic_write(fs: FileOps, path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a power cut leaves the old or the new content."""
+    tmp = path.with_name(path.name + ".tmp")
+    fs.write(tmp, data)
+    fs.fsync(tmp)
+    fs.rename(tmp, path)
+    fs.fsync_dir(path.parent)
+
+
+def read_optional(path: Path) -> bytes | None:
+    """The content of `path`, or None when it does not exist."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,400 @@
+"""Test helpers, shipped as public API so integrators can test their own devices.
+
+- `CrashingFileOps`: a `FileOps` that cuts the power before its N-th mutating
+  operation (and loses what was written but never fsynced, as a real power
+  cut may), for enumerating every crash point of a transaction.
+- `MemoryJobs`: a small in-memory `JobsBackend` with the AWS IoT Jobs rules a
+  device meets (versions, terminal states, `$next`).
+- `TestPki` and `TlsServer`: generated CAs and certificates, and a real TLS
+  server on 127.0.0.1 in a thread (modes: serve, hang), for probe tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from device_handler.errors import PowerCut
+from device_handler.fsops import FileOps, RealFileOps
+
+__all__ = [
+    "CrashingFileOps",
+    "IssuedCert",
+    "JobsRejection",
+    "MemoryExecution",
+    "MemoryJobs",
+    "TestPki",
+    "TlsServer",
+]
+
+
+class CrashingFileOps:
+    """Counts mutating file operations and raises `PowerCut` instead of the `crash_at`-th.
+
+    With `crash_at=None` it only records `ops` (kind, file name), which is how
+    a test enumerates every crash point. On a crash, files written since
+    their last fsync are truncated, as unsynced data may be lost on power loss.
+    """
+
+    def __init__(self, crash_at: int | None = None, inner: FileOps | None = None) -> None:
+        self.crash_at = crash_at
+        self.inner: FileOps = inner if inner is not None else RealFileOps()
+        self.ops: list[tuple[str, str]] = []
+        self._unsynced: set[Path] = set()
+
+    def _tick(self, kind: str, path: Path) -> None:
+        if self.crash_at is not None and len(self.ops) == self.crash_at:
+            for lost in self._unsynced:
+                if lost.exists():
+                    lost.write_bytes(b"")
+            self._unsynced.clear()
+            raise PowerCut(f"power cut before {kind} {path.name}")
+        self.ops.append((kind, path.name))
+
+    def write(self, path: Path, data: bytes) -> None:
+        self._tick("write", path)
+        self.inner.write(path, data)
+        self._unsynced.add(path)
+
+    def fsync(self, path: Path) -> None:
+        self._tick("fsync", path)
+        self.inner.fsync(path)
+        self._unsynced.discard(path)
+
+    def rename(self, src: Path, dst: Path) -> None:
+        self._tick("rename", dst)
+        self.inner.rename(src, dst)
+        if src in self._unsynced:
+            self._unsynced.discard(src)
+            self._unsynced.add(dst)
+
+    def fsync_dir(self, directory: Path) -> None:
+        self._tick("fsync_dir", directory)
+        self.inner.fsync_dir(directory)
+
+    def remove(self, path: Path) -> None:
+        self._tick("remove", path)
+        self.inner.remove(path)
+        self._unsynced.discard(path)
+
+
+# ------------------------------------------------------------------ jobs
+
+
+class JobsRejection(Exception):  # noqa: N818 - mirrors the service's rejection
+    """A request `MemoryJobs` refuses; `code` is the AWS IoT Jobs rejection code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+_TERMINAL = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "REMOVED", "CANCELED"})
+_DEVICE_STATUSES = frozenset({"IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"})
+
+
+@dataclass(slots=True)
+class MemoryExecution:
+    """One execution in `MemoryJobs`; also what `describe_execution` returns."""
+
+    job_id: str
+    thing_name: str
+    job_document: str
+    status: str = "QUEUED"
+    version_number: int = 1
+    execution_number: int = 1
+    status_details: Mapping[str, str] = field(default_factory=dict)
+    history: list[tuple[str, str]] = field(default_factory=list)  # (status, via)
+
+
+class MemoryJobs:
+    """An in-memory Jobs data plane for tests and simulations (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executions: dict[str, list[MemoryExecution]] = {}
+
+    def add_job(self, thing_name: str, job_id: str, document: str) -> MemoryExecution:
+        with self._lock:
+            execution = MemoryExecution(job_id=job_id, thing_name=thing_name, job_document=document)
+            self._executions.setdefault(thing_name, []).append(execution)
+            return execution
+
+    def execution(self, thing_name: str, job_id: str) -> MemoryExecution:
+        with self._lock:
+            return self._find(thing_name, job_id)
+
+    def _find(self, thing_name: str, job_id: str) -> MemoryExecution:
+        executions = self._executions.get(thing_name, [])
+        if job_id == "$next":
+            for wanted in ("IN_PROGRESS", "QUEUED"):
+                for execution in executions:
+                    if execution.status == wanted:
+                        return execution
+        else:
+            for execution in executions:
+                if execution.job_id == job_id:
+                    return execution
+        raise JobsRejection("ResourceNotFound", f"no execution {job_id} for {thing_name}")
+
+    def describe_execution(
+        self, thing_name: str, job_id: str, *, execution_number: int | None
+    ) -> MemoryExecution:
+        del execution_number
+        with self._lock:
+            found = self._find(thing_name, job_id)
+            return MemoryExecution(
+                job_id=found.job_id,
+                thing_name=found.thing_name,
+                job_document=found.job_document,
+                status=found.status,
+                version_number=found.version_number,
+                execution_number=found.execution_number,
+                status_details=dict(found.status_details),
+            )
+
+    def update_execution(
+        self,
+        thing_name: str,
+        job_id: str,
+        *,
+        status: str,
+        status_details: Mapping[str, str] | None,
+        expected_version: int | None,
+        execution_number: int | None,
+        step_timeout_minutes: int | None,
+        via: str,
+    ) -> MemoryExecution:
+        del execution_number, step_timeout_minutes
+        with self._lock:
+            found = self._find(thing_name, job_id)
+            if status not in _DEVICE_STATUSES:
+                raise JobsRejection("InvalidRequest", f"a device cannot set {status}")
+            if found.status in _TERMINAL:
+                raise JobsRejection("InvalidStateTransition", f"{job_id} is {found.status}")
+            if expected_version is not None and expected_version != found.version_number:
+                raise JobsRejection(
+                    "VersionMismatch",
+                    f"expected version {expected_version}, current {found.version_number}",
+                )
+            found.status = status
+            if status_details is not None:
+                found.status_details = dict(status_details)
+            found.version_number += 1
+            found.history.append((status, via))
+            return MemoryExecution(
+                job_id=found.job_id,
+                thing_name=found.thing_name,
+                job_document=found.job_document,
+                status=found.status,
+                version_number=found.version_number,
+                execution_number=found.execution_number,
+                status_details=dict(found.status_details),
+            )
+
+
+# ------------------------------------------------------------------- PKI
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCert:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    cert_path: Path
+    key_path: Path
+
+    @property
+    def pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+
+class TestPki:
+    """Generated CAs and leaf certificates, written as PEM files under `directory`."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, directory: Path, *, now: dt.datetime | None = None) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.now = now or dt.datetime.now(dt.UTC)
+
+    def _write(
+        self, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    ) -> IssuedCert:
+        cert_path = self.directory / f"{name}.pem"
+        key_path = self.directory / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return IssuedCert(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
+
+    def ca(self, name: str, *, rsa_bits: int | None = None) -> IssuedCert:
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+        if rsa_bits:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self.now - dt.timedelta(days=1))
+            .not_valid_after(self.now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return self._write(name, cert, key)
+
+    def leaf(
+        self,
+        name: str,
+        issuer: IssuedCert,
+        *,
+        hosts: tuple[str, ...] = (),
+        client: bool = False,
+        expired: bool = False,
+    ) -> IssuedCert:
+        key = ec.generate_private_key(ec.SECP256R1())
+        if expired:
+            not_before = self.now - dt.timedelta(days=30)
+            not_after = self.now - dt.timedelta(days=1)
+        else:
+            not_before = self.now - dt.timedelta(days=1)
+            not_after = self.now + dt.timedelta(days=365)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.cert.public_key()),  # type: ignore[arg-type]
+                critical=False,
+            )
+        )
+        if hosts:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False
+            )
+        cert = builder.sign(issuer.key, hashes.SHA256())
+        return self._write(name, cert, key)
+
+
+class TlsServer:
+    """A TLS server on 127.0.0.1 in a thread: completes handshakes (or hangs) and hangs up.
+
+    `mode="serve"` handshakes each connection and closes it; `mode="hang"`
+    accepts TCP and never answers, for timeout tests. `client_ca` turns on
+    mutual TLS. Use as a context manager; `stop()` joins the thread.
+    """
+
+    def __init__(
+        self,
+        server: IssuedCert | None,
+        *,
+        mode: str = "serve",
+        client_ca: Path | None = None,
+        alpn: tuple[str, ...] = (),
+    ) -> None:
+        self.mode = mode
+        self._context: ssl.SSLContext | None = None
+        if server is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(server.cert_path), str(server.key_path))
+            if client_ca is not None:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(cafile=str(client_ca))
+            if alpn:
+                context.set_alpn_protocols(list(alpn))
+            self._context = context
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._held: list[socket.socket] = []
+        self.handshakes = 0
+        self._thread = threading.Thread(target=self._serve, name="tls-test-server", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+        for held in self._held:
+            held.close()
+        self._held.clear()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._sock], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            if self.mode == "hang" or self._context is None:
+                self._held.append(conn)
+                continue
+            conn.settimeout(2.0)
+            try:
+                with self._context.wrap_socket(conn, server_side=True) as tls:
+                    self.handshakes += 1
+                    tls.settimeout(0.2)
+                    with contextlib.suppress(OSError, ssl.SSLError):
+                        tls.recv(1)
+            except (OSError, ssl.SSLError):
+                conn.close()

@@ -1,0 +1,168 @@
+"""The update transaction's pure core: phases, the journal record, the recovery table.
+
+The shell (`device_handler.agent`) persists a `Journal` with the next phase
+*before* each side effect of that phase, so after a power cut the last
+persisted phase says what may be half-done. `RECOVERY` maps that phase to
+what a booting agent does (as mender's client does): discard and retry
+while the live configuration is untouched, roll back while it may be
+partly replaced, resume once the new one is complete.
+
+Phases of one transaction, in order (each persisted before its effect):
+
+| phase        | effect that follows                                 | live config          |
+|--------------|-----------------------------------------------------|----------------------|
+| idle         | none; `last_*` remembers the previous job           | old or new, complete |
+| accepted     | report IN_PROGRESS                                  | old                  |
+| staging      | write `<bundle>.staged`, `<endpoint>.staged`, fsync | old                  |
+| staged       | TLS probe of the target with the staged bundle      | old                  |
+| backing-up   | write `rollback.json` (live endpoint + bundle)      | old                  |
+| committing   | rename staged files over the live ones              | old, mixed or new    |
+| committed    | reconnect on the new endpoint (dead-man window)     | new, unverified      |
+| verified     | promote `rollback.json` to `previous.json`          | new, verified        |
+| rolling-back | restore live files from `rollback.json`             | mixed -> old         |
+| reporting    | send the pending terminal status, then idle         | old or new, complete |
+
+Invariants:
+- Every function here is pure; no file, socket or clock is touched.
+- `Journal` is immutable; the next one is built with `dataclasses.replace`.
+- A journal that does not parse is a `JournalError`, never a silent reset.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from device_handler.errors import JournalError
+
+__all__ = [
+    "RECOVERY",
+    "Journal",
+    "Phase",
+    "Recovery",
+    "recovery_for",
+]
+
+
+_FORMAT = "ca-migrate-journal/1"
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    ACCEPTED = "accepted"
+    STAGING = "staging"
+    STAGED = "staged"
+    BACKING_UP = "backing-up"
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    VERIFIED = "verified"
+    ROLLING_BACK = "rolling-back"
+    REPORTING = "reporting"
+
+
+class Recovery(StrEnum):
+    """What a booting agent does about the last persisted phase."""
+
+    NOTHING = "nothing"
+    DISCARD = "discard"  # remove staged files, back to idle; the job is retried when seen again
+    ROLL_BACK = "roll-back"  # restore rollback.json, then report FAILED
+    RESUME_RECONNECT = "resume-reconnect"  # connect on the new config; dead-man switch applies
+    RESUME_VERIFIED = "resume-verified"  # promote the snapshot, report SUCCEEDED
+    RESEND_REPORT = "resend-report"  # send the pending terminal status again
+    ABANDON = "abandon"  # loop guard: drop the pending report, go idle
+
+
+RECOVERY: dict[Phase, Recovery] = {
+    Phase.IDLE: Recovery.NOTHING,
+    Phase.ACCEPTED: Recovery.DISCARD,
+    Phase.STAGING: Recovery.DISCARD,
+    Phase.STAGED: Recovery.DISCARD,
+    Phase.BACKING_UP: Recovery.DISCARD,
+    Phase.COMMITTING: Recovery.ROLL_BACK,
+    Phase.COMMITTED: Recovery.RESUME_RECONNECT,
+    Phase.VERIFIED: Recovery.RESUME_VERIFIED,
+    Phase.ROLLING_BACK: Recovery.ROLL_BACK,
+    Phase.REPORTING: Recovery.RESEND_REPORT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """The persisted state of the device's current (or last) transaction."""
+
+    phase: Phase = Phase.IDLE
+    job_id: str | None = None
+    execution_number: int | None = None
+    version: int | None = None
+    operation: str | None = None
+    document_sha256: str | None = None
+    attempts: int = 0  # how many times this job was started (loop guard across retries)
+    recoveries: int = 0  # how many boots found this transaction unfinished (loop guard)
+    started_at: float | None = None  # epoch seconds, for the totalMs figure
+    probe_ms: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    report_status: str | None = None
+    report_details: dict[str, str] = field(default_factory=dict)
+    last_job_id: str | None = None
+    last_status: str | None = None
+    last_at: float | None = None
+
+    def to_bytes(self) -> bytes:
+        body = asdict(self)
+        body["phase"] = str(self.phase)
+        body["format"] = _FORMAT
+        return (json.dumps(body, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Journal:
+        try:
+            body: Any = json.loads(data)
+            is_journal = body.pop("format", None) == _FORMAT
+            body["phase"] = Phase(body["phase"] if is_journal else "(not a journal record)")
+            body["report_details"] = dict(body.get("report_details") or {})
+            return cls(**body)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise JournalError(
+                f"the transaction journal is unreadable ({exc}); the live configuration was "
+                "written atomically, inspect the state directory and remove journal.json "
+                "only once the live endpoint and bundle are known to be good"
+            ) from exc
+
+    def finished(self, status: str, at: float) -> Journal:
+        """Back to idle after a terminal report; the loop-guard counter is kept per job."""
+        return Journal(
+            job_id=self.job_id,
+            attempts=self.attempts,
+            last_job_id=self.job_id,
+            last_status=status,
+            last_at=at,
+        )
+
+    def discarded(self) -> Journal:
+        """Back to idle without a report: the job will be picked up (and counted) again."""
+        return replace(
+            Journal(last_job_id=self.last_job_id, last_status=self.last_status),
+            job_id=self.job_id,
+            attempts=self.attempts,
+            last_at=self.last_at,
+        )
+
+
+def recovery_for(journal: Journal, *, max_recoveries: int) -> Recovery:
+    """The recovery table with its loop guard.
+
+    After `max_recoveries` boots that found the same transaction unfinished, a
+    resume that needs the new configuration is turned into a roll-back, and a
+    report that keeps failing is abandoned, so a device never cycles forever.
+    """
+    action = RECOVERY[journal.phase]
+    if journal.recoveries < max_recoveries:
+        return action
+    if action in {Recovery.RESUME_RECONNECT, Recovery.RESUME_VERIFIED}:
+        return Recovery.ROLL_BACK
+    if action is Recovery.RESEND_REPORT:
+        return Recovery.ABANDON
+    return action

@@ -1,0 +1,161 @@
+"""The transaction end to end through the in-memory channel, with real files and real TLS."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import ATS_HOST, LEGACY_HOST, THING, Device, fingerprint, migrate_doc
+
+from device_handler.transaction import Phase
+from device_handler.trust import TrustBundle
+
+
+def _run(device: Device, document: str, **agent_args: object) -> tuple[str, str | None]:
+    device.jobs.add_job(THING, "job-1", document)
+    agent = device.agent(**agent_args)  # type: ignore[arg-type]
+    agent.recover()
+    outcome = agent.poll()
+    return outcome.status, outcome.reason
+
+
+def test_migrate_commits_reconnects_and_acknowledges_over_the_new_connection(device: Device):
+    status, _ = _run(device, migrate_doc(device.world))
+    assert status == "SUCCEEDED"
+    execution = device.jobs.execution(THING, "job-1")
+    assert execution.status == "SUCCEEDED"
+    assert execution.history[0] == ("IN_PROGRESS", "legacy")
+    assert execution.history[-1] == ("SUCCEEDED", "ats")
+    assert json.loads(device.paths.endpoint_file.read_bytes())["host"] == ATS_HOST
+    bundle = TrustBundle.parse(device.paths.trust_bundle.read_bytes())
+    assert bundle.fingerprints() == (
+        fingerprint(device.world.legacy_root),
+        fingerprint(device.world.ats_root),
+    )
+    details = execution.status_details
+    assert details["endpoint"] == f"{ATS_HOST}:8883"
+    assert len(details["bundleSha256"]) == 64
+    assert int(details["probeMs"]) >= 0
+    assert int(details["totalMs"]) >= 0
+    assert device.paths.previous.exists()
+    assert not device.paths.rollback.exists()
+    assert not device.paths.staged_bundle.exists()
+
+
+def test_migrate_without_keep_existing_trusts_only_the_new_roots(device: Device):
+    status, _ = _run(device, migrate_doc(device.world, keep_existing=False))
+    assert status == "SUCCEEDED"
+    bundle = TrustBundle.parse(device.paths.trust_bundle.read_bytes())
+    assert bundle.fingerprints() == (fingerprint(device.world.ats_root),)
+
+
+def test_probe_with_a_root_the_endpoint_does_not_chain_to_fails_and_changes_nothing(
+    device: Device,
+):
+    before = device.live()
+    status, reason = _run(
+        device, migrate_doc(device.world, root=device.world.other_root, keep_existing=False)
+    )
+    assert (status, reason) == ("FAILED", "tls-verify")
+    assert device.live() == before
+    execution = device.jobs.execution(THING, "job-1")
+    assert execution.status == "FAILED"
+    assert execution.history[-1] == ("FAILED", "legacy")
+    assert "certificate verify failed" in execution.status_details["message"]
+    assert not device.paths.staged_bundle.exists()
+    assert not device.paths.staged_endpoint.exists()
+
+
+def test_dead_man_switch_restores_the_old_configuration_and_reports_on_it(device: Device):
+    before = device.live()
+    status, reason = _run(
+        device, migrate_doc(device.world), refuse=frozenset({ATS_HOST}), dead_man_seconds=0.3
+    )
+    assert (status, reason) == ("FAILED", "dead-man")
+    assert device.live() == before
+    execution = device.jobs.execution(THING, "job-1")
+    assert execution.history[-1] == ("FAILED", "legacy")
+    assert "no connection on the new configuration" in execution.status_details["message"]
+    assert device.agent().read_journal().phase is Phase.IDLE
+
+
+def test_invalid_document_is_rejected_with_a_reason_and_nothing_is_written(device: Device):
+    before = sorted(p.name for p in device.root.rglob("*"))
+    status, reason = _run(device, '{"operation": "migrate"')
+    assert (status, reason) == ("REJECTED", "schema")
+    assert sorted(p.name for p in device.root.rglob("*")) == before
+    execution = device.jobs.execution(THING, "job-1")
+    assert execution.status == "REJECTED"
+    assert execution.status_details["reason"] == "schema"
+
+
+def test_restore_goes_back_to_the_configuration_before_the_last_change(device: Device):
+    before = device.live()
+    assert _run(device, migrate_doc(device.world))[0] == "SUCCEEDED"
+    device.jobs.add_job(THING, "job-2", json.dumps({"operation": "restore"}))
+    outcome = device.agent().poll()
+    assert outcome.status == "SUCCEEDED"
+    assert device.live() == before
+    assert device.jobs.execution(THING, "job-2").history[-1] == ("SUCCEEDED", "legacy")
+
+
+def test_restore_without_a_previous_configuration_fails_with_a_reason(device: Device):
+    status, reason = _run(device, json.dumps({"operation": "restore"}))
+    assert (status, reason) == ("FAILED", "nothing-to-restore")
+
+
+def test_prune_drops_a_root_only_after_probing_the_current_endpoint_without_it(device: Device):
+    world = device.world
+    assert _run(device, migrate_doc(world))[0] == "SUCCEEDED"
+    device.jobs.add_job(
+        THING,
+        "job-2",
+        json.dumps({"operation": "prune", "remove": [fingerprint(world.legacy_root)]}),
+    )
+    assert device.agent().poll().status == "SUCCEEDED"
+    bundle = TrustBundle.parse(device.paths.trust_bundle.read_bytes())
+    assert bundle.fingerprints() == (fingerprint(world.ats_root),)
+
+
+def test_prune_of_the_root_the_current_endpoint_needs_fails_and_keeps_it(device: Device):
+    world = device.world
+    assert _run(device, migrate_doc(world))[0] == "SUCCEEDED"
+    before = device.live()
+    device.jobs.add_job(
+        THING, "job-2", json.dumps({"operation": "prune", "remove": [fingerprint(world.ats_root)]})
+    )
+    outcome = device.agent().poll()
+    assert (outcome.status, outcome.reason) == ("FAILED", "tls-verify")
+    assert device.live() == before
+
+
+def test_prune_of_roots_the_device_does_not_hold_succeeds_without_writing(device: Device):
+    before = device.live()
+    status, _ = _run(device, json.dumps({"operation": "prune", "remove": ["ab" * 32]}))
+    assert status == "SUCCEEDED"
+    assert device.live() == before
+    assert device.jobs.execution(THING, "job-1").status_details["step"] == "nothing-to-do"
+
+
+def test_loop_guard_fails_a_job_that_keeps_being_interrupted(device: Device):
+    device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+    agent = device.agent()
+    for _ in range(3):
+        journal = agent.read_journal()
+        attempts = journal.attempts + 1 if journal.job_id == "job-1" else 1
+        agent._persist(journal.__class__(phase=Phase.STAGED, job_id="job-1", attempts=attempts))
+        assert agent.recover().status == "DEFERRED"
+    outcome = agent.poll()
+    assert (outcome.status, outcome.reason) == ("FAILED", "loop-guard")
+
+
+def test_trust_state_is_reported_to_the_named_shadow(device: Device):
+    shadows: dict[str, dict[str, object]] = {}
+    from device_handler.memory import MemoryConnector
+
+    connector = MemoryConnector(device.jobs, THING, vias={LEGACY_HOST: "legacy"}, shadows=shadows)
+    device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+    assert device.agent(connector=connector).poll().status == "SUCCEEDED"
+    reported = shadows["ca-migration"]["state"]["reported"]  # type: ignore[index]
+    assert reported["endpoint"] == ATS_HOST  # type: ignore[index]
+    assert reported["lastJob"]["status"] == "SUCCEEDED"  # type: ignore[index]
+    assert fingerprint(device.world.ats_root) in reported["roots"]  # type: ignore[index]
