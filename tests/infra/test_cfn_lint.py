@@ -1,0 +1,52 @@
+"""cfn-lint accepts every shipped template, and would report a broken one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cfnlint.api import ManualArgs, lint_file
+
+from infra.aws import template_paths
+
+# A commercial region, an opt-in one and China, where the partition (and so every ARN) differs.
+REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-5", "cn-north-1"]
+
+
+def _lint(path: Path) -> str:
+    """cfn-lint's findings for one template, one per line, as its CLI prints them."""
+    matches = lint_file(path, ManualArgs(regions=REGIONS))
+    return "\n".join(str(match) for match in matches)
+
+
+def test_templates_are_found():
+    names = {path.name for path in template_paths()}
+    assert {"orchestrator-iam.yaml", "device-policy.yaml", "fleet.yaml", "runner.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", template_paths(), ids=lambda p: p.name)
+def test_cfn_lint_passes(path: Path):
+    findings = _lint(path)
+    assert not findings, f"cfn-lint {path.name}:\n{findings}"
+
+
+@pytest.mark.parametrize(
+    ("original", "broken", "expected"),
+    [
+        ("      MemorySize: 512\n", "      MemorySize: 512\n      Memory: 1\n", "Memory"),
+        ("Runtime: python3.11", "Runtime: python2.7", "python2.7"),
+        (
+            "Resource: !GetAtt RunnerFunction.Arn",
+            "Resource: !GetAtt RunnerFunktion.Arn",
+            "Funktion",
+        ),
+    ],
+    ids=["unknown-property", "retired-runtime", "dangling-getatt"],
+)
+def test_cfn_lint_reports_a_broken_template(tmp_path: Path, original, broken, expected):
+    """Guards the test above: cfn-lint must report each of these mistakes in runner.yaml."""
+    source = next(p for p in template_paths() if p.name == "runner.yaml").read_text()
+    assert original in source
+    path = tmp_path / "runner.yaml"
+    path.write_text(source.replace(original, broken))
+    assert expected in _lint(path)

@@ -1,0 +1,187 @@
+"""The IAM policies in the templates: no wildcard actions, every resource scoped and valid.
+
+Action names and the resource types each action accepts come from the IAM service reference data
+that cfn-lint ships, so a misspelt action, or an ARN of a type the action ignores (which would
+silently grant nothing), fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from cfn_test_helpers import (
+    TEMPLATES,
+    as_list,
+    iam_catalog,
+    identity_policies,
+    resolve,
+    statements,
+    template,
+)
+
+PARTITIONS = [
+    ("aws", "us-east-1"),
+    ("aws", "eu-west-1"),
+    ("aws-cn", "cn-north-1"),
+]
+
+
+def _all_policy_statements() -> list[tuple[str, str, dict[str, Any]]]:
+    found = []
+    for name in TEMPLATES:
+        for where, document in identity_policies(template(name)):
+            found.extend((name, where, statement) for statement in statements(document))
+    return found
+
+
+STATEMENTS = _all_policy_statements()
+STATEMENT_IDS = [
+    f"{name}:{where}:{s.get('Sid', i)}" for i, (name, where, s) in enumerate(STATEMENTS)
+]
+
+
+def test_the_templates_hold_policies():
+    assert len(STATEMENTS) >= 6
+
+
+@pytest.mark.parametrize(("name", "where", "statement"), STATEMENTS, ids=STATEMENT_IDS)
+def test_no_wildcard_actions_and_only_allow(name, where, statement):
+    assert statement["Effect"] == "Allow"
+    assert "NotAction" not in statement, "NotAction grants everything else"
+    assert "NotResource" not in statement
+    for action in as_list(statement["Action"]):
+        assert isinstance(action, str)
+        assert "*" not in action, f"{name} {where}: wildcard action {action}"
+        assert "?" not in action, f"{name} {where}: wildcard action {action}"
+
+
+@pytest.mark.parametrize(("name", "where", "statement"), STATEMENTS, ids=STATEMENT_IDS)
+def test_every_action_exists_in_iam(name, where, statement):
+    catalog = iam_catalog()
+    for action in as_list(statement["Action"]):
+        service, _, operation = action.partition(":")
+        assert service in catalog, f"unknown service prefix in {action}"
+        assert operation.lower() in catalog[service]["Actions"], f"IAM has no action {action}"
+
+
+def _arn_patterns(service: str, resource_type: str, partition: str, region: str) -> list[str]:
+    formats = iam_catalog()[service]["Resources"][resource_type]["ARNFormats"]
+    return [
+        fmt.replace("${Partition}", partition)
+        .replace("${Region}", region)
+        .replace("${Account}", "123456789012")
+        for fmt in formats
+    ]
+
+
+@pytest.mark.parametrize(("partition", "region"), PARTITIONS)
+@pytest.mark.parametrize(("name", "where", "statement"), STATEMENTS, ids=STATEMENT_IDS)
+def test_resources_are_scoped_to_types_each_action_accepts(
+    name, where, statement, partition, region
+):
+    tpl = template(name)
+    params = {"AWS::Partition": partition, "AWS::Region": region}
+    resources = as_list(resolve(statement["Resource"], tpl, params))
+    catalog = iam_catalog()
+    for action in as_list(statement["Action"]):
+        service, _, operation = action.partition(":")
+        accepted = catalog[service]["Actions"][operation.lower()].get("Resources", [])
+        if resources == ["*"]:
+            assert not accepted, f"{action} supports resource-level scoping: do not use '*'"
+            continue
+        for arn in resources:
+            if arn.startswith("<"):
+                continue  # a resource of the same stack (Ref/GetAtt), scoped by construction
+            assert "*" not in arn.split(":", 6)[:5], f"{arn}: partition/region/account wildcard"
+            assert arn.startswith(f"arn:{partition}:"), f"{arn} is not in partition {partition}"
+            assert any(
+                re.fullmatch(pattern, arn)
+                for resource_type in accepted
+                for pattern in _arn_patterns(service, resource_type, partition, region)
+            ), f"{name} {where}: {action} does not apply to {arn} (accepts {accepted})"
+
+
+def test_only_describe_endpoint_needs_a_resource_wildcard():
+    wildcard_actions = {
+        action
+        for name, _, statement in STATEMENTS
+        if resolve(statement["Resource"], template(name), {}) in ("*", ["*"])
+        for action in as_list(statement["Action"])
+    }
+    assert wildcard_actions == {"iot:DescribeEndpoint"}
+
+
+@pytest.mark.parametrize(
+    ("iot_region", "expected_region"), [("", "us-west-2"), ("eu-central-1", "eu-central-1")]
+)
+def test_orchestrator_policy_follows_the_iot_region(iot_region, expected_region):
+    tpl = template("orchestrator-iam.yaml")
+    params = {"IotRegion": iot_region, "AWS::Region": "us-west-2", "TableName": "camp"}
+    document = resolve(tpl["Resources"]["OrchestratorPolicy"], tpl, params)["Properties"][
+        "PolicyDocument"
+    ]
+    arns = [arn for s in statements(document) for arn in as_list(s["Resource"]) if arn != "*"]
+    assert arns
+    assert all(arn.split(":")[3] == expected_region for arn in arns)
+    assert f"arn:aws:dynamodb:{expected_region}:123456789012:table/camp" in arns
+
+
+def test_orchestrator_policy_grants_dynamodb_only_on_the_campaign_table():
+    tpl = template("orchestrator-iam.yaml")
+    document = resolve(tpl["Resources"]["OrchestratorPolicy"], tpl, {"TableName": "camp"})[
+        "Properties"
+    ]["PolicyDocument"]
+    ddb = [s for s in statements(document) if as_list(s["Action"])[0].startswith("dynamodb:")]
+    assert ddb
+    for statement in ddb:
+        assert all(a.startswith("dynamodb:") for a in as_list(statement["Action"]))
+        assert set(as_list(statement["Resource"])) <= {
+            "arn:aws:dynamodb:us-east-1:123456789012:table/camp",
+            "arn:aws:dynamodb:us-east-1:123456789012:table/camp/index/*",
+        }
+
+
+def _trust(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    return statements(resource["Properties"]["AssumeRolePolicyDocument"])
+
+
+def test_runner_roles_trust_only_their_service_in_this_account():
+    tpl = template("runner.yaml")
+    resources = resolve(tpl["Resources"], tpl, {})
+    for role, service in (
+        ("RunnerRole", "lambda.amazonaws.com"),
+        ("SchedulerRole", "scheduler.amazonaws.com"),
+    ):
+        (trust,) = _trust(resources[role])
+        assert trust["Principal"] == {"Service": service}
+        assert trust["Action"] == "sts:AssumeRole"
+        assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+def test_scheduler_may_only_invoke_the_runner():
+    tpl = template("runner.yaml")
+    role = resolve(tpl["Resources"]["SchedulerRole"], tpl, {})
+    (policy,) = role["Properties"]["Policies"]
+    (statement,) = statements(policy["PolicyDocument"])
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Resource"] == "<RunnerFunction.Arn>"
+
+
+def test_runner_role_carries_the_orchestrator_policy():
+    tpl = template("runner.yaml")
+    role = resolve(tpl["Resources"]["RunnerRole"], tpl, {"OrchestratorPolicyArn": "arn:p"})
+    assert role["Properties"]["ManagedPolicyArns"] == ["arn:p"]
+
+
+def test_operator_role_trust_can_be_narrowed_to_one_principal():
+    tpl = template("orchestrator-iam.yaml")
+    whole = resolve(tpl["Resources"]["OperatorRole"], tpl, {})
+    assert _trust(whole)[0]["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    one = resolve(
+        tpl["Resources"]["OperatorRole"],
+        tpl,
+        {"OperatorPrincipalArn": "arn:aws:iam::123456789012:role/fleet-ops"},
+    )
+    assert _trust(one)[0]["Principal"] == {"AWS": "arn:aws:iam::123456789012:role/fleet-ops"}

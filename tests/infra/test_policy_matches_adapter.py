@@ -1,0 +1,144 @@
+"""The orchestrator policy grants exactly what the orchestrator's AWS adapter calls.
+
+The adapter (`orchestrator/aws.py` or the `orchestrator/aws/` package) calls boto3 clients as
+`self._iot.<method>(...)` and `self._ddb.<method>(...)`. Scanning its syntax tree for those calls
+(and for `get_paginator("<method>")`) gives the operations; botocore's own service model maps
+each method name to its API operation, which is the IAM action name. The policy must hold every
+one of them (nothing missing: the runner would fail with AccessDenied) and nothing else
+(nothing extra: least privilege).
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import botocore.session
+import pytest
+from botocore import xform_name
+from cfn_test_helpers import as_list, statements, template
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_HELPERS = {"get_paginator", "get_waiter", "can_paginate", "close", "meta", "exceptions"}
+# DynamoDB authorises transactions and batches per item: the IAM actions are the item ones.
+DDB_COMPOSITE = {
+    "TransactWriteItems": {"PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"},
+    "TransactGetItems": {"GetItem"},
+    "BatchGetItem": {"BatchGetItem"},
+    "BatchWriteItem": {"BatchWriteItem"},
+}
+
+
+def adapter_files() -> list[Path]:
+    package = ROOT / "orchestrator" / "aws"
+    module = ROOT / "orchestrator" / "aws.py"
+    files = sorted(package.rglob("*.py")) if package.is_dir() else []
+    return files + ([module] if module.is_file() else [])
+
+
+@cache
+def _operations(service: str) -> dict[str, str]:
+    model = botocore.session.get_session().get_service_model(service)
+    return {xform_name(name): name for name in model.operation_names}
+
+
+def calls_on(attribute: str, files: list[Path]) -> set[str]:
+    """Method names called as `self.<attribute>.<method>(...)`, paginators included."""
+    methods: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            owner = node.func.value
+            if not (
+                isinstance(owner, ast.Attribute)
+                and owner.attr == attribute
+                and isinstance(owner.value, ast.Name)
+                and owner.value.id == "self"
+            ):
+                continue
+            method = node.func.attr
+            if method == "get_paginator":
+                first = node.args[0] if node.args else None
+                assert isinstance(first, ast.Constant), f"{path}: paginator name must be literal"
+                methods.add(str(first.value))
+            elif method not in CLIENT_HELPERS:
+                methods.add(method)
+    return methods
+
+
+def to_actions(service: str, prefix: str, methods: set[str]) -> set[str]:
+    operations = _operations(service)
+    unknown = sorted(m for m in methods if m not in operations)
+    assert not unknown, f"{service} client has no method(s) {unknown}"
+    actions: set[str] = set()
+    for method in methods:
+        operation = operations[method]
+        if prefix == "dynamodb":
+            actions |= DDB_COMPOSITE.get(operation, {operation})
+        else:
+            actions.add(operation)
+    return {f"{prefix}:{a}" for a in actions}
+
+
+def policy_actions(prefix: str) -> set[str]:
+    tpl = template("orchestrator-iam.yaml")
+    document = tpl["Resources"]["OrchestratorPolicy"]["Properties"]["PolicyDocument"]
+    return {
+        action
+        for statement in statements(document)
+        for action in as_list(statement["Action"])
+        if action.startswith(f"{prefix}:")
+    }
+
+
+def test_scanner_finds_calls_and_paginators(tmp_path: Path):
+    source = tmp_path / "aws.py"
+    source.write_text(
+        "class A:\n"
+        "    def f(self):\n"
+        "        self._iot.create_job(jobId='x')\n"
+        "        self._iot.get_paginator('list_job_executions_for_job').paginate()\n"
+        "        self._iot.exceptions.ResourceAlreadyExistsException\n"
+        "        self._ddb.transact_write_items(TransactItems=[])\n"
+        "        other._iot.delete_job(jobId='x')\n"
+    )
+    iot = calls_on("_iot", [source])
+    assert iot == {"create_job", "list_job_executions_for_job"}
+    assert to_actions("iot", "iot", iot) == {"iot:CreateJob", "iot:ListJobExecutionsForJob"}
+    ddb = to_actions("dynamodb", "dynamodb", calls_on("_ddb", [source]))
+    assert ddb == {
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:ConditionCheckItem",
+    }
+
+
+def _require_adapter(attribute: str) -> list[Path]:
+    files = adapter_files()
+    if not files:
+        pytest.skip(
+            "the orchestrator's AWS adapter (orchestrator/aws.py or orchestrator/aws/) "
+            "does not exist yet"
+        )
+    if not calls_on(attribute, files):
+        pytest.skip(f"the AWS adapter makes no self.{attribute}.<method>() calls yet")
+    return files
+
+
+def test_iot_actions_match_the_adapter_exactly():
+    files = _require_adapter("_iot")
+    used = to_actions("iot", "iot", calls_on("_iot", files))
+    granted = policy_actions("iot")
+    assert not used - granted, f"missing from orchestrator-iam.yaml: {sorted(used - granted)}"
+    assert not granted - used, f"granted but never called: {sorted(granted - used)}"
+
+
+def test_dynamodb_actions_match_the_adapter_exactly():
+    files = _require_adapter("_ddb")
+    used = to_actions("dynamodb", "dynamodb", calls_on("_ddb", files))
+    granted = policy_actions("dynamodb")
+    assert not used - granted, f"missing from orchestrator-iam.yaml: {sorted(used - granted)}"
+    assert not granted - used, f"granted but never called: {sorted(granted - used)}"
