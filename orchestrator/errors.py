@@ -11,6 +11,7 @@ OrchestratorError
  │    └── VersionConflictError     the state changed under us: re-read and retry
  └── AwsError             AWS (or the sandbox) refused or failed a call; botocore's
       │                   ClientError never escapes the adapter
+      ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
       └── JobConflictError         a job with our deterministic id exists with another document
 ```
 """
@@ -24,6 +25,7 @@ __all__ = [
     "CampaignExistsError",
     "CampaignNotFoundError",
     "JobConflictError",
+    "JobExistsError",
     "LeaseHeldError",
     "OrchestratorError",
     "SpecError",
@@ -93,6 +95,10 @@ class AwsError(OrchestratorError):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         self.code = code
         super().__init__(message)
+
+
+class JobExistsError(AwsError):
+    """CreateJob found a job with that id already there."""
 
 
 class JobConflictError(AwsError):

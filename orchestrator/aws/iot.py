@@ -1,0 +1,245 @@
+"""AWS IoT Jobs through boto3: the production `JobsApi`.
+
+Throttling and transient errors are retried by botocore's adaptive retry mode
+(`make_client`); there is no retry loop here. Thing-group targets are turned
+into ARNs with DescribeThingGroup, so the account id never has to be
+configured and a missing group fails with a clear message before any job
+exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import structlog
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from orchestrator.errors import AwsError, JobExistsError
+from orchestrator.jobs import FailureSample
+from orchestrator.model import Counts
+from orchestrator.planner import JobConfig, JobObservation
+
+if TYPE_CHECKING:
+    from mypy_boto3_iot import IoTClient
+
+__all__ = ["IotJobsAdapter", "make_client"]
+
+log = structlog.get_logger(__name__)
+
+RETRY_CONFIG = Config(
+    retries={"mode": "adaptive", "max_attempts": 10},
+    user_agent_extra="ca-migrate",
+    connect_timeout=10,
+    read_timeout=30,
+)
+REASON_CODE = "CA_MIGRATE_HALT"
+DETAILED_FAILURES = 5
+_NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def make_client(
+    *, region: str, endpoint_url: str | None = None, profile: str | None = None
+) -> IoTClient:
+    """A boto3 "iot" client with adaptive retries (throttling is botocore's job)."""
+    session = boto3.Session(profile_name=profile, region_name=region)
+    return session.client("iot", endpoint_url=endpoint_url, config=RETRY_CONFIG)
+
+
+@contextmanager
+def _translate(operation: str, **context: str) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", "")
+        if operation == "CreateJob" and code == "ResourceAlreadyExistsException":
+            raise JobExistsError(f"job {context.get('job_id')} exists", code=code) from exc
+        where = ", ".join(f"{k}={v}" for k, v in context.items())
+        raise AwsError(
+            f"AWS IoT {operation} failed ({code}: {message}){' for ' + where if where else ''}; "
+            "check the credentials, region and endpoint (--region, --endpoint-url, --profile)",
+            code=code,
+        ) from exc
+    except BotoCoreError as exc:
+        raise AwsError(
+            f"AWS IoT {operation} could not be sent: {exc}; check the network and --endpoint-url"
+        ) from exc
+
+
+def _counts(details: Any) -> Counts:
+    return Counts(
+        queued=int(details.get("numberOfQueuedThings", 0)),
+        in_progress=int(details.get("numberOfInProgressThings", 0)),
+        succeeded=int(details.get("numberOfSucceededThings", 0)),
+        failed=int(details.get("numberOfFailedThings", 0)),
+        rejected=int(details.get("numberOfRejectedThings", 0)),
+        timed_out=int(details.get("numberOfTimedOutThings", 0)),
+        canceled=int(details.get("numberOfCanceledThings", 0)),
+        removed=int(details.get("numberOfRemovedThings", 0)),
+    )
+
+
+def create_job_request(
+    job_id: str, document: str, config: JobConfig, targets: list[str]
+) -> dict[str, Any]:
+    """CreateJob's parameters for a job config (pure; exposed for `plan`)."""
+    request: dict[str, Any] = {
+        "jobId": job_id,
+        "targets": targets,
+        "document": document,
+        "description": config.description,
+        "targetSelection": "SNAPSHOT",
+    }
+    rollout: dict[str, Any] = {}
+    if config.maximum_per_minute is not None:
+        rollout["maximumPerMinute"] = config.maximum_per_minute
+    if config.exponential is not None:
+        exp = config.exponential
+        criteria = (
+            {"numberOfNotifiedThings": exp.notified_things}
+            if exp.notified_things is not None
+            else {"numberOfSucceededThings": exp.succeeded_things}
+        )
+        rollout["exponentialRate"] = {
+            "baseRatePerMinute": exp.base_rate_per_minute,
+            "incrementFactor": exp.increment_factor,
+            "rateIncreaseCriteria": criteria,
+        }
+    if rollout:
+        request["jobExecutionsRolloutConfig"] = rollout
+    if config.abort_threshold_percentage is not None:
+        request["abortConfig"] = {
+            "criteriaList": [
+                {
+                    "failureType": "ALL",
+                    "action": "CANCEL",
+                    "thresholdPercentage": config.abort_threshold_percentage,
+                    "minNumberOfExecutedThings": config.abort_min_executed or 1,
+                }
+            ]
+        }
+    if config.in_progress_timeout_minutes is not None:
+        request["timeoutConfig"] = {
+            "inProgressTimeoutInMinutes": config.in_progress_timeout_minutes
+        }
+    retries = [
+        {"failureType": kind, "numberOfRetries": count}
+        for kind, count in (("FAILED", config.retry_failed), ("TIMED_OUT", config.retry_timed_out))
+        if count > 0
+    ]
+    if retries:
+        request["jobExecutionsRetryConfig"] = {"criteriaList": retries}
+    if config.maintenance_windows:
+        request["schedulingConfig"] = {
+            "maintenanceWindows": [
+                {"startTime": w.start, "durationInMinutes": w.duration_minutes}
+                for w in config.maintenance_windows
+            ]
+        }
+    return request
+
+
+class IotJobsAdapter:
+    """`JobsApi` over a boto3 "iot" client."""
+
+    def __init__(self, iot: IoTClient) -> None:
+        self._iot = iot
+
+    def resolve_endpoint(self) -> str:
+        with _translate("DescribeEndpoint"):
+            answer = self._iot.describe_endpoint(endpointType="iot:Data-ATS")
+        return answer["endpointAddress"]
+
+    def group_arn(self, thing_group: str) -> str:
+        with _translate("DescribeThingGroup", thing_group=thing_group):
+            answer = self._iot.describe_thing_group(thingGroupName=thing_group)
+        return answer["thingGroupArn"]
+
+    def count_things(self, thing_group: str) -> int:
+        total = 0
+        token: str | None = None
+        for _ in range(100_000):  # 25 million things: far beyond any account quota
+            kwargs: dict[str, Any] = {"nextToken": token} if token else {}
+            with _translate("ListThingsInThingGroup", thing_group=thing_group):
+                page = self._iot.list_things_in_thing_group(
+                    thingGroupName=thing_group, recursive=True, maxResults=250, **kwargs
+                )
+            total += len(page.get("things", []))
+            token = page.get("nextToken")
+            if not token:
+                break
+        return total
+
+    def create_job(self, job_id: str, document: str, config: JobConfig) -> None:
+        targets = [self.group_arn(group) for group in config.thing_groups]
+        request = create_job_request(job_id, document, config, targets)
+        with _translate("CreateJob", job_id=job_id):
+            self._iot.create_job(**request)
+        log.info("job-created", job_id=job_id, targets=len(targets))
+
+    def describe_job(self, job_id: str) -> JobObservation:
+        try:
+            with _translate("DescribeJob", job_id=job_id):
+                answer = self._iot.describe_job(jobId=job_id)
+        except AwsError as exc:
+            if exc.code == "ResourceNotFoundException":
+                return JobObservation(job_id=job_id, exists=False)
+            raise
+        job: Any = answer["job"]
+        details = job.get("jobProcessDetails", {})
+        return JobObservation(
+            job_id=job_id,
+            exists=True,
+            status=job.get("status"),
+            counts=_counts(details),
+            rollout_done=not details.get("processingTargets"),
+            reason_code=job.get("reasonCode"),
+        )
+
+    def get_job_document(self, job_id: str) -> str:
+        with _translate("GetJobDocument", job_id=job_id):
+            answer = self._iot.get_job_document(jobId=job_id)
+        return answer.get("document", "")
+
+    def cancel_job(self, job_id: str, reason: str) -> None:
+        comment = _NOT_PRINTABLE.sub(" ", reason)[:2000] or "stopped by ca-migrate"
+        try:
+            with _translate("CancelJob", job_id=job_id):
+                self._iot.cancel_job(jobId=job_id, reasonCode=REASON_CODE, comment=comment)
+        except AwsError as exc:
+            if exc.code != "InvalidRequestException":
+                raise
+            seen = self.describe_job(job_id)
+            if seen.status == "IN_PROGRESS":
+                raise
+            log.info("job-already-stopped", job_id=job_id, status=seen.status)
+            return
+        log.info("job-cancel-requested", job_id=job_id)
+
+    def list_failures(self, job_id: str, limit: int) -> list[FailureSample]:
+        found: list[tuple[str, str]] = []
+        for status in ("FAILED", "TIMED_OUT", "REJECTED"):
+            if len(found) >= limit:
+                break
+            with _translate("ListJobExecutionsForJob", job_id=job_id):
+                page = self._iot.list_job_executions_for_job(
+                    jobId=job_id, status=status, maxResults=min(250, limit - len(found))
+                )
+            for summary in page.get("executionSummaries", []):
+                thing = summary.get("thingArn", "").rsplit("/", 1)[-1]
+                found.append((thing, status))
+        samples = []
+        for index, (thing, status) in enumerate(found[:limit]):
+            details: dict[str, str] = {}
+            if index < DETAILED_FAILURES:
+                with _translate("DescribeJobExecution", job_id=job_id, thing=thing):
+                    answer = self._iot.describe_job_execution(jobId=job_id, thingName=thing)
+                raw = answer.get("execution", {}).get("statusDetails", {}).get("detailsMap", {})
+                details = {str(k): str(v) for k, v in raw.items()}
+            samples.append(FailureSample(thing_name=thing, status=status, details=details))
+        return samples

@@ -1,0 +1,78 @@
+"""Building the campaign's job documents through `job_documents` (the shared contract).
+
+The migrate documents of every wave are built once, when the campaign starts,
+and stored with it: the document hash is part of each job id, so later
+reconciles must see exactly the same text. A catalog file named in the campaign
+(`catalog:`) is used explicitly and reported loudly; otherwise the packaged
+Amazon Trust Services catalog is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from job_documents import (
+    BuiltDocument,
+    Catalog,
+    Endpoint,
+    JobDocumentError,
+    Operation,
+    build_document,
+    check_ats_endpoint,
+    load_catalog,
+)
+from orchestrator.errors import SpecError, SpecProblem
+from orchestrator.model import CampaignSpec
+
+__all__ = ["WaveDocuments", "build_restore_document", "build_wave_documents", "campaign_catalog"]
+
+
+@dataclass(frozen=True, slots=True)
+class WaveDocuments:
+    """The migrate documents of a campaign, the endpoint and catalog they were built from."""
+
+    endpoint: str
+    catalog: Catalog
+    documents: dict[str, BuiltDocument]
+
+
+def campaign_catalog(spec: CampaignSpec) -> Catalog:
+    """The catalog the campaign names, else the packaged default one."""
+    try:
+        return load_catalog(Path(spec.catalog) if spec.catalog else None)
+    except JobDocumentError as exc:
+        raise SpecError(spec.name, (SpecProblem("catalog", str(exc)),)) from exc
+
+
+def build_wave_documents(spec: CampaignSpec, endpoint_host: str) -> WaveDocuments:
+    """One migrate document per wave; `SpecError` if the endpoint or a root is refused."""
+    try:
+        check_ats_endpoint(endpoint_host, spec.region)
+    except JobDocumentError as exc:
+        raise SpecError(spec.name, (SpecProblem("endpoint", str(exc)),)) from exc
+    catalog = campaign_catalog(spec)
+    documents: dict[str, BuiltDocument] = {}
+    for wave in spec.waves:
+        try:
+            roots = [catalog.get(name) for name in spec.trust.add]
+            documents[wave.name] = build_document(
+                operation=Operation.MIGRATE,
+                region=spec.region,
+                campaign=spec.name,
+                wave=wave.name,
+                endpoint=Endpoint(host=endpoint_host),
+                roots=roots,
+                keep_existing=spec.trust.keep_existing,
+                catalog=catalog,
+            )
+        except JobDocumentError as exc:
+            raise SpecError(spec.name, (SpecProblem("trust.add", str(exc)),)) from exc
+    return WaveDocuments(endpoint=endpoint_host, catalog=catalog, documents=documents)
+
+
+def build_restore_document(spec: CampaignSpec, wave: str) -> BuiltDocument:
+    """The document that sends a wave's devices back to the configuration they backed up."""
+    return build_document(
+        operation=Operation.RESTORE, region=spec.region, campaign=spec.name, wave=wave
+    )

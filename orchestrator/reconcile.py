@@ -1,0 +1,290 @@
+"""The reconcile step: read state and AWS, let the planner decide, act, record.
+
+`Reconciler.step(name)` is safe to run at any moment and any number of times
+(from `run --follow`, cron or a Lambda):
+
+1. take the campaign's lease (one reconcile per campaign at a time);
+2. DescribeJob for the jobs the state names (one call per active job: the
+   number of calls never depends on the fleet size);
+3. `planner.decide` -> next state, actions, events;
+4. commit state and events (before any AWS write);
+5. perform the actions, each idempotent, committing an event after each.
+
+A kill between any two lines leaves a state the next step resumes from: a
+LAUNCHING wave whose job is absent is created again; a CreateJob that finds its
+deterministic id taken adopts the job after checking its document
+(GetJobDocument, compared by canonical hash); a cancel that did not land is
+asked for again while the job is still IN_PROGRESS.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+
+from job_documents import Clock, document_hash
+from orchestrator.errors import AwsError, JobConflictError, JobExistsError, LeaseHeldError
+from orchestrator.jobdocs import build_restore_document, build_wave_documents
+from orchestrator.jobs import JobsApi
+from orchestrator.model import CampaignSpec, CampaignState, Event
+from orchestrator.planner import (
+    Action,
+    CancelJob,
+    Command,
+    CreateJob,
+    Decision,
+    Observations,
+    Rollback,
+    apply_command,
+    decide,
+    initial_state,
+    jobs_to_observe,
+    rollback_waves,
+)
+from orchestrator.spec import parse_spec
+from orchestrator.store import StateStore, StoredCampaign
+
+__all__ = ["Reconciler", "StepResult", "default_owner"]
+
+log = structlog.get_logger(__name__)
+
+LEASE_TTL = timedelta(minutes=2)
+
+
+def default_owner() -> str:
+    """A lease owner id: host, process, and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _dead_local_holder(owner: str | None) -> bool:
+    """True when `owner` is a process on this host that no longer runs (a killed reconcile)."""
+    if owner is None:
+        return False
+    parts = owner.split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():  # noqa: PLR2004
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one reconcile step did."""
+
+    state: CampaignState
+    actions: tuple[Action, ...]
+    events: tuple[Event, ...]
+
+
+class Reconciler:
+    """Runs reconcile steps and operator commands for the campaigns of one store."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        api: JobsApi,
+        clock: Clock,
+        *,
+        owner: str | None = None,
+        lease_ttl: timedelta = LEASE_TTL,
+    ) -> None:
+        self.store = store
+        self.api = api
+        self.clock = clock
+        self.owner = owner or default_owner()
+        self.lease_ttl = lease_ttl
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _lease(self, name: str) -> Iterator[None]:
+        now = self.clock.now()
+        try:
+            self.store.acquire_lease(name, self.owner, self.lease_ttl, now)
+        except LeaseHeldError:
+            holder = self.store.lease_holder(name)
+            if not _dead_local_holder(holder):
+                raise
+            log.warning("lease-taken-over", campaign=name, previous_owner=holder)
+            self.store.acquire_lease(name, self.owner, self.lease_ttl, now, take_over=holder)
+        try:
+            yield
+        finally:
+            self.store.release_lease(name, self.owner)
+
+    def _spec(self, stored: StoredCampaign) -> CampaignSpec:
+        base = Path(stored.spec_dir) if stored.spec_dir else None
+        return parse_spec(stored.spec_text, f"campaign {stored.state.name}", base_dir=base)
+
+    def _commit(self, before: CampaignState, decision: Decision) -> CampaignState:
+        if decision.state == before and not decision.events:
+            return before
+        return self.store.commit(decision.state, decision.events)
+
+    def _record(self, state: CampaignState, event: Event) -> CampaignState:
+        stamped = replace(event, at=self.clock.now())
+        return self.store.commit(replace(state, updated_at=self.clock.now()), [stamped])
+
+    # -- starting --------------------------------------------------------------------------
+
+    def start(self, spec: CampaignSpec, spec_text: str, spec_dir: str | None) -> CampaignState:
+        """Resolve the endpoint, build every wave's document, store the new campaign."""
+        host = self.api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
+        built = build_wave_documents(spec, host)
+        now = self.clock.now()
+        docs = {wave: (doc.text, doc.sha256) for wave, doc in built.documents.items()}
+        state = initial_state(spec, docs, now)
+        event = Event(
+            kind="campaign-started",
+            reason=f"endpoint {host}; catalog {built.catalog.source}"
+            + ("" if built.catalog.is_default else " (NOT the packaged Amazon catalog)"),
+            at=now,
+            data={
+                "endpoint": host,
+                "catalog": built.catalog.source,
+                "catalog_is_default": built.catalog.is_default,
+                "jobs": {w.name: w.job_id for w in state.waves},
+                "document_sizes": {w: d.size for w, d in built.documents.items()},
+            },
+        )
+        log.info("campaign-starting", campaign=spec.name, endpoint=host)
+        return self.store.create(StoredCampaign(spec_text, spec_dir, state), [event])
+
+    # -- the step --------------------------------------------------------------------------
+
+    def step(self, name: str) -> StepResult:
+        """One reconcile: observe, decide, commit, act."""
+        with self._lease(name):
+            stored = self.store.load(name)
+            spec = self._spec(stored)
+            state = stored.state
+            observations = Observations(
+                jobs={job_id: self.api.describe_job(job_id) for job_id in jobs_to_observe(state)}
+            )
+            decision = decide(spec, state, observations, self.clock.now())
+            state = self._commit(state, decision)
+            state, performed = self._perform(state, decision.actions)
+            return StepResult(state=state, actions=performed, events=decision.events)
+
+    def _perform(
+        self, state: CampaignState, actions: Sequence[Action]
+    ) -> tuple[CampaignState, tuple[Action, ...]]:
+        done: list[Action] = []
+        for action in actions:
+            bound = log.bind(campaign=state.name, wave=action.wave, job_id=action.job_id)
+            try:
+                event = self._act(state, action)
+            except AwsError as exc:
+                bound.error("action-failed", action=type(action).__name__, error=str(exc))
+                self._record(
+                    state,
+                    Event(
+                        kind="action-failed",
+                        reason=str(exc),
+                        wave=action.wave,
+                        data={"action": type(action).__name__, "job_id": action.job_id},
+                    ),
+                )
+                raise
+            bound.info(event.kind, reason=event.reason)
+            state = self._record(state, event)
+            done.append(action)
+        return state, tuple(done)
+
+    def _act(self, state: CampaignState, action: Action) -> Event:
+        if isinstance(action, CreateJob):
+            document = state.documents[action.job_id]
+            prefix = "restore-job" if action.operation == "restore" else "job"
+            try:
+                self.api.create_job(action.job_id, document, action.config)
+            except JobExistsError:
+                existing = self.api.get_job_document(action.job_id)
+                if _same_document(existing, document):
+                    return Event(
+                        kind=f"{prefix}-adopted",
+                        reason=f"job {action.job_id} already existed with this document",
+                        wave=action.wave,
+                        data={"job_id": action.job_id},
+                    )
+                raise JobConflictError(
+                    f"job {action.job_id} exists with a different document; delete it "
+                    "(aws iot delete-job) or rename the campaign, then run again"
+                ) from None
+            return Event(
+                kind=f"{prefix}-created",
+                reason=f"created job {action.job_id} for {', '.join(action.config.thing_groups)}",
+                wave=action.wave,
+                data={"job_id": action.job_id, "thing_groups": list(action.config.thing_groups)},
+            )
+        if isinstance(action, CancelJob):
+            self.api.cancel_job(action.job_id, action.reason)
+            return Event(
+                kind="job-cancel-requested",
+                reason=action.reason,
+                wave=action.wave,
+                data={"job_id": action.job_id},
+            )
+        samples = self.api.list_failures(action.job_id, action.limit)
+        return Event(
+            kind="failures-explained",
+            reason=f"{len(samples)} failed executions sampled (at most {action.limit})",
+            wave=action.wave,
+            data={
+                "samples": [
+                    {"thing": s.thing_name, "status": s.status, "details": dict(s.details)}
+                    for s in samples
+                ]
+            },
+        )
+
+    # -- commands --------------------------------------------------------------------------
+
+    def command(
+        self, name: str, make: Callable[[CampaignSpec, CampaignState], Command]
+    ) -> StepResult:
+        """Apply an operator command now (recorded), perform what it asks, then reconcile."""
+        with self._lease(name):
+            stored = self.store.load(name)
+            spec = self._spec(stored)
+            command = make(spec, stored.state)
+            decision = apply_command(spec, stored.state, command, self.clock.now())
+            state = self._commit(stored.state, decision)
+            state, _ = self._perform(state, decision.actions)
+        result = self.step(name)
+        return StepResult(
+            state=result.state,
+            actions=decision.actions + result.actions,
+            events=decision.events + result.events,
+        )
+
+    def rollback(self, name: str, waves: Sequence[str] = ()) -> StepResult:
+        """Restore jobs for the named waves, or for every wave that launched."""
+
+        def make(spec: CampaignSpec, state: CampaignState) -> Command:
+            docs: dict[str, tuple[str, str]] = {}
+            for wave in rollback_waves(state, waves):
+                built = build_restore_document(spec, wave)
+                docs[wave] = (built.text, built.sha256)
+            return Rollback(docs)
+
+        return self.command(name, make)
+
+
+def _same_document(a: str, b: str) -> bool:
+    try:
+        return document_hash(a) == document_hash(b)
+    except (ValueError, TypeError):
+        return a == b
