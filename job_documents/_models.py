@@ -65,8 +65,20 @@ class _Wire(BaseModel):
         frozen=True,
         strict=True,
         alias_generator=to_camel,
-        populate_by_name=True,
+        validate_by_name=True,
+        validate_by_alias=True,
     )
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        # The schema has no null anywhere: an optional member is absent, never null.
+        if isinstance(data, dict):
+            nulls = sorted(str(key) for key, value in data.items() if value is None)
+            if nulls:
+                raise ValueError(f"null is not allowed (leave the member out): {', '.join(nulls)}")
+        return data
 
 
 class RootModel(_Wire):
@@ -98,7 +110,9 @@ class EndpointModel(_Wire):
 
     host: Annotated[str, Field(pattern=HOST_PATTERN, max_length=253)]
     port: Literal[8883, 443]
-    alpn: Annotated[tuple[Literal["x-amzn-mqtt-ca"]], Field()] | None = None
+    alpn: Annotated[list[Literal["x-amzn-mqtt-ca"]], Field(min_length=1, max_length=1)] | None = (
+        None
+    )
 
     @model_validator(mode="after")
     def _alpn_matches_port(self) -> EndpointModel:
