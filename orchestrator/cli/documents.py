@@ -98,6 +98,8 @@ def list_roots(
 ) -> None:
     """List the known roots: name, key type, not-after date, SHA-256 fingerprint."""
     known = _catalog(catalog)
+    if known.sandbox:
+        print(f"note: {known.source} is a sandbox catalog, not for production", file=sys.stderr)
     if output is OutputFormat.JSON:
         rows = [
             {
