@@ -69,7 +69,6 @@ class _Wire(BaseModel):
         validate_by_alias=True,
     )
 
-
     @model_validator(mode="before")
     @classmethod
     def _no_nulls(cls, data: Any) -> Any:
