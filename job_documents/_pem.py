@@ -132,11 +132,6 @@ def inspect_root_pem(pem: str | bytes, *, strict: bool = True) -> CertificateInf
     re-validates what it built.
     """
     text = pem.decode("latin-1") if isinstance(pem, bytes) else pem
-    return _inspect(text, strict=strict)
-
-
-@lru_cache(maxsize=64)
-def _inspect(text: str, *, strict: bool) -> CertificateInfo:
     if contains_private_key(text):
         raise CertificateRejected(
             "private-key",
@@ -170,8 +165,13 @@ def _inspect(text: str, *, strict: bool) -> CertificateInfo:
         raise CertificateRejected(
             "pem-invalid", "text outside the certificate block: the PEM must hold the block only"
         )
+    return _inspect(block.group(0))
+
+
+@lru_cache(maxsize=64)
+def _inspect(block: str) -> CertificateInfo:
     try:
-        cert = _load_pem_certificate(block.group(0).encode("ascii") + b"\n")
+        cert = _load_pem_certificate(block.encode("ascii") + b"\n")
     except (ValueError, UnicodeEncodeError) as exc:
         raise CertificateRejected(
             "pem-invalid", f"the PEM block is not a readable X.509 certificate ({exc})"
