@@ -126,12 +126,12 @@ class MemoryJobs:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._executions: dict[str, list[MemoryExecution]] = {}
+        self._executions: dict[str, dict[str, MemoryExecution]] = {}
 
     def add_job(self, thing_name: str, job_id: str, document: str) -> MemoryExecution:
         with self._lock:
             execution = MemoryExecution(job_id=job_id, thing_name=thing_name, job_document=document)
-            self._executions.setdefault(thing_name, []).append(execution)
+            self._executions.setdefault(thing_name, {})[job_id] = execution
             return execution
 
     def execution(self, thing_name: str, job_id: str) -> MemoryExecution:
@@ -139,16 +139,14 @@ class MemoryJobs:
             return self._find(thing_name, job_id)
 
     def _find(self, thing_name: str, job_id: str) -> MemoryExecution:
-        executions = self._executions.get(thing_name, [])
+        executions = self._executions.get(thing_name, {})
         if job_id == "$next":
             for wanted in ("IN_PROGRESS", "QUEUED"):
-                for execution in executions:
+                for execution in executions.values():
                     if execution.status == wanted:
                         return execution
-        else:
-            for execution in executions:
-                if execution.job_id == job_id:
-                    return execution
+        elif job_id in executions:
+            return executions[job_id]
         raise JobsRejection("ResourceNotFound", f"no execution {job_id} for {thing_name}")
 
     def describe_execution(
