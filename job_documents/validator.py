@@ -31,7 +31,7 @@ from jsonschema import ValidationError
 
 from job_documents._canonical import canonical_json, document_hash
 from job_documents._catalog import Catalog, load_catalog
-from job_documents._endpoint import check_ats_endpoint
+from job_documents._endpoint import check_ats_endpoint, check_region
 from job_documents._pem import check_root_validity, contains_private_key, inspect_root_pem
 from job_documents._schema import operation_validators
 from job_documents._signature import signature_problem
@@ -126,7 +126,8 @@ def _parse(raw: str | bytes | Mapping[str, Any], problems: list[Problem]) -> tup
         except (TypeError, ValueError) as exc:
             problems.append(Problem("json", f"the document is not JSON-serializable ({exc})"))
             return None, None
-        return dict(raw), text
+        # Re-read from the canonical text: the checks then see exactly JSON types.
+        return json.loads(text), text
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -169,10 +170,17 @@ def _check_size_and_secrets(text: str, problems: list[Problem]) -> None:
         )
 
 
-def _check_endpoint(doc: Mapping[str, Any], problems: list[Problem]) -> None:
-    endpoint = doc.get("endpoint")
+def _check_region_and_endpoint(doc: Mapping[str, Any], problems: list[Problem]) -> None:
     region = doc.get("region")
-    if not isinstance(endpoint, Mapping) or not isinstance(region, str):
+    if not isinstance(region, str):
+        return
+    try:
+        check_region(region)
+    except EndpointRejected as exc:
+        problems.append(Problem(exc.code, str(exc), "/region"))
+        return
+    endpoint = doc.get("endpoint")
+    if not isinstance(endpoint, Mapping):
         return
     host = endpoint.get("host")
     if not isinstance(host, str):
@@ -180,8 +188,7 @@ def _check_endpoint(doc: Mapping[str, Any], problems: list[Problem]) -> None:
     try:
         check_ats_endpoint(host, region)
     except EndpointRejected as exc:
-        path = "/region" if exc.code == "region-invalid" else "/endpoint/host"
-        problems.append(Problem(exc.code, str(exc), path))
+        problems.append(Problem(exc.code, str(exc), "/endpoint/host"))
 
 
 def _check_roots(
@@ -359,7 +366,7 @@ def validate_document(
                 "/region",
             )
         )
-    _check_endpoint(doc, semantic)
+    _check_region_and_endpoint(doc, semantic)
     _check_roots(doc, policy, catalog, semantic)
     signed = _check_signature(doc, policy, semantic)
 

@@ -88,6 +88,15 @@ def test_a_pem_file_of_a_catalog_root_is_named_by_the_catalog():
             CertificateRejected,
             "expired",
         ),
+        (
+            lambda: [
+                RootInput(
+                    "future", make_root_ca(not_before=datetime.now(UTC) + timedelta(days=3)).pem
+                )
+            ],
+            CertificateRejected,
+            "not valid yet",
+        ),
         (lambda: [RootInput("stranger", make_root_ca().pem)], UnknownRoot, "--allow-unknown-ca"),
         (lambda: [RootInput("junk", "junk")], CertificateRejected, "not a PEM certificate"),
         (
@@ -103,7 +112,7 @@ def test_a_pem_file_of_a_catalog_root_is_named_by_the_catalog():
             "private key",
         ),
     ],
-    ids=["leaf", "expired", "unknown", "garbage", "duplicate", "private-key"],
+    ids=["leaf", "expired", "not-yet-valid", "unknown", "garbage", "duplicate", "private-key"],
 )
 def test_bad_roots_are_refused_before_anything_is_built(roots, error, says):
     with pytest.raises(error, match=says):

@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from job_documents import SCHEMA_ID, load_catalog, load_schema, schema_path
+from job_documents import (
+    SCHEMA_ID,
+    Endpoint,
+    RootRef,
+    build_document,
+    load_catalog,
+    load_schema,
+    schema_path,
+)
 from job_documents._models import (
     DOCUMENT_ADAPTER,
     EndpointModel,
@@ -201,6 +209,26 @@ def test_models_and_schema_refuse_the_same_invalid_documents(mutate):
     assert list(document_validator().iter_errors(doc)) != []
     with pytest.raises(ValidationError):
         DOCUMENT_ADAPTER.validate_python(doc)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {
+            "operation": "migrate",
+            "endpoint": Endpoint("a1-ats.iot.us-east-1.amazonaws.com", 443),
+            "roots": load_catalog().roots,
+            "keep_existing": False,
+        },
+        {"operation": "restore"},
+        {"operation": "prune", "remove": [RootRef("old-root", "ab" * 32)]},
+    ],
+    ids=["migrate", "restore", "prune"],
+)
+def test_every_built_document_validates_against_the_packaged_schema(arguments):
+    built = build_document(region="us-east-1", campaign="c", wave="w", **arguments)
+    assert list(document_validator().iter_errors(json.loads(built.text))) == []
+    DOCUMENT_ADAPTER.validate_json(built.text)
 
 
 def test_port_443_needs_alpn_in_both():

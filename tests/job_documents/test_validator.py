@@ -464,3 +464,18 @@ def test_restore_and_prune_documents_validate(test_catalog: Catalog):
             }
         )
     assert caught.value.codes == {"duplicate-root"}
+
+
+@pytest.mark.parametrize("region", ["cn-south-1", "us-iso-east-1"])
+def test_a_region_outside_the_known_partitions_is_refused_without_an_endpoint(region):
+    doc = {
+        "schema": "ca-migration/1",
+        "operation": "restore",
+        "campaign": "c",
+        "wave": "w",
+        "region": region,
+        "probe": {"timeoutSeconds": 5, "attempts": 2},
+    }
+    with pytest.raises(DocumentInvalid) as caught:
+        validate_document(doc)
+    assert [(p.code, p.path) for p in caught.value.problems] == [("region-invalid", "/region")]
