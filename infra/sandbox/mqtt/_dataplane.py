@@ -303,15 +303,19 @@ def start_data_plane(
 ) -> MqttDataPlane:
     """Start both brokers and the bridge; the caller must `stop()` the result.
 
-    `clock` stamps the `timestamp` of every answer and event (the sandbox's
-    scaled clock); the wall clock when omitted.
+    `clock` stamps the `timestamp` of every answer and event; when omitted,
+    the engine's own `clock` attribute if it has one (the sandbox's scaled
+    clock), else the wall clock.
     """
     if endpoint_hosts(region, endpoint_prefix) != pki.hosts:
         # Same roots, server certificates for this region's host names.
         pki = SandboxPki.create_or_load(
             pki.directory, region=region, endpoint_prefix=endpoint_prefix
         )
-    plane = MqttDataPlane(engine, pki=pki, work_dir=Path(work_dir), clock=clock or SystemClock())
+    if clock is None:
+        engine_clock = getattr(engine, "clock", None)
+        clock = engine_clock if isinstance(engine_clock, Clock) else SystemClock()
+    plane = MqttDataPlane(engine, pki=pki, work_dir=Path(work_dir), clock=clock)
     try:
         plane._start()  # noqa: SLF001
     except (BrokerError, OSError) as exc:

@@ -1,0 +1,142 @@
+"""The official AWS IoT Device SDK v2, unmodified, against the sandbox (real engine, boto3 jobs)."""
+
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from conftest_mqtt import require_sandbox_names
+
+from infra.sandbox.mqtt.sdkdevice import SdkDeviceError, SdkJobsDevice
+
+pytestmark = pytest.mark.mqtt
+
+runtime = pytest.importorskip("infra.sandbox.runtime", reason="the sandbox runtime is not built")
+
+# s2n (the SDK's TLS) waits 10-30 s ("blinding") before it reports a failed
+# handshake; the legacy-trust attempt below runs in the background meanwhile.
+BLINDING_WAIT = 45.0
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Any]:
+    with runtime.Sandbox() as sandbox:
+        require_sandbox_names(sandbox._data_plane)
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def iot(sandbox: Any) -> Any:
+    return boto3.client(
+        "iot",
+        endpoint_url=sandbox.control_plane_url,
+        region_name=sandbox.region,
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
+    )
+
+
+@pytest.fixture(scope="module")
+def things(sandbox: Any) -> dict[str, dict[str, str]]:
+    return dict(sandbox.provision(things=6).credentials)
+
+
+def sdk_device(
+    sandbox: Any, creds: dict[str, str], thing: str, kind: str, ca: Path, **kwargs: Any
+) -> SdkJobsDevice:
+    endpoint = sandbox.endpoints[kind]
+    return SdkJobsDevice(
+        thing_name=thing,
+        host=endpoint.host,
+        port=endpoint.port,
+        cert_pem=Path(creds["cert_pem"]),
+        key_pem=Path(creds["key_pem"]),
+        ca_pem=ca,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def legacy_trust_on_ats(
+    sandbox: Any, things: dict[str, dict[str, str]]
+) -> Iterator[dict[str, Any]]:
+    """Start, in the background, an SDK device that trusts only the legacy root, on ATS."""
+    thing = max(things)
+    device = sdk_device(
+        sandbox, things[thing], thing, "ats", sandbox.pki.legacy_root_pem, timeout=BLINDING_WAIT
+    )
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            device.start()
+            outcome["connected"] = True
+        except SdkDeviceError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    outcome["thread"] = worker
+    yield outcome
+    worker.join(BLINDING_WAIT)
+    device.stop()
+
+
+def admin(sandbox: Any, path: str) -> Any:
+    with urllib.request.urlopen(sandbox.admin_url + path, timeout=10) as response:  # noqa: S310 - loopback http
+        return json.loads(response.read())
+
+
+@pytest.mark.parametrize(
+    ("index", "protocol", "kind"),
+    [(0, "mqtt5", "ats"), (1, "mqtt311", "ats"), (2, "mqtt5", "legacy"), (3, "mqtt311", "legacy")],
+)
+def test_sdk_device_completes_a_boto3_job(sandbox, iot, things, index, protocol, kind):
+    thing = sorted(things)[index]
+    root = (
+        sandbox.pki.ats_root_pems["amazon-root-ca-1"]
+        if kind == "ats"
+        else sandbox.pki.legacy_root_pem
+    )
+    device = sdk_device(sandbox, things[thing], thing, kind, root, protocol=protocol, timeout=10)
+    device.start()
+    try:
+        arn = iot.describe_thing(thingName=thing)["thingArn"]
+        job_id = f"sdk-{protocol}-{kind}"
+        iot.create_job(jobId=job_id, targets=[arn], document=json.dumps({"step": index}))
+        assert device.run_one("SUCCEEDED") == job_id
+    finally:
+        device.stop()
+    execution = iot.describe_job_execution(jobId=job_id, thingName=thing)["execution"]
+    assert execution["status"] == "SUCCEEDED"
+    (history,) = admin(sandbox, f"/executions?jobId={job_id}")["executions"]
+    assert [(h["status"], h["via"]) for h in history["history"]][-2:] == [
+        ("IN_PROGRESS", kind),
+        ("SUCCEEDED", kind),
+    ]
+    job = iot.describe_job(jobId=job_id)["job"]
+    assert job["jobProcessDetails"]["numberOfSucceededThings"] == 1
+
+
+def test_sdk_device_that_trusts_only_the_legacy_root_connects_to_legacy(sandbox, things):
+    thing = sorted(things)[4]
+    device = sdk_device(sandbox, things[thing], thing, "legacy", sandbox.pki.legacy_root_pem)
+    try:
+        device.start()
+    finally:
+        device.stop()
+
+
+@pytest.mark.slow
+def test_sdk_device_that_trusts_only_the_legacy_root_fails_its_handshake_on_ats(
+    legacy_trust_on_ats,
+):
+    legacy_trust_on_ats["thread"].join(BLINDING_WAIT)
+    assert "connected" not in legacy_trust_on_ats
+    error = legacy_trust_on_ats.get("error")
+    assert error is not None, "the attempt did not end"
+    assert "TLS" in str(error)
