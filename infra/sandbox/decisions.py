@@ -1,0 +1,85 @@
+"""Every choice the sandbox makes where the live service's behaviour is unconfirmed.
+
+Kept in one place so docs/sandbox.md can list them and a test can pin each.
+Limits the botocore model does not carry (it has only some min/max values)
+are here too, with the AWS documentation's figure.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- identity -------------------------------------------------------------
+ACCOUNT_ID: Final = "123456789012"
+DEFAULT_REGION: Final = "us-east-1"
+ENDPOINT_PREFIX: Final = "a1sandbox2demo"
+
+# --- limits (documented by AWS, not in the botocore model) ------------------
+MAX_TARGETS_PER_JOB: Final = 100
+MAX_DOCUMENT_CHARS: Final = 32768
+MAX_GROUPS_PER_THING: Final = 10
+MAX_GROUP_DEPTH: Final = 7
+MAX_ACTIVE_SNAPSHOT_JOBS: Final = 100
+MAX_PER_MINUTE: Final = 1000
+MAX_IN_PROGRESS_TIMEOUT_MINUTES: Final = 10080
+MAX_STEP_TIMEOUT_MINUTES: Final = 10080
+MAX_RETRIES_PER_DEVICE: Final = 10
+MAX_STATUS_DETAILS: Final = 10
+STATUS_DETAILS_KEY_PATTERN: Final = r"[a-zA-Z0-9:_-]+"
+STATUS_DETAILS_KEY_MAX: Final = 128
+STATUS_DETAILS_VALUE_MAX: Final = 1024
+
+# --- execution state machine ---------------------------------------------
+# The device may go QUEUED -> SUCCEEDED | FAILED | REJECTED without IN_PROGRESS.
+DEVICE_MAY_SKIP_IN_PROGRESS: Final = True
+# Service-made changes (timeout, cancel, removal) raise versionNumber too.
+SERVICE_CHANGES_BUMP_VERSION: Final = True
+# A retry is a new execution: executionNumber + 1, versionNumber back to 1,
+# statusDetails cleared, queuedAt = the retry's time; the previous attempt stays
+# readable through DescribeJobExecution(executionNumber=...).
+RETRY_RESTARTS_VERSION: Final = True
+# A statusDetails map given on an update replaces the stored map (omitted: unchanged).
+STATUS_DETAILS_REPLACE: Final = True
+# Updating a terminal execution is InvalidStateTransition; this is checked before
+# expectedVersion, so a device retrying its final update learns the outcome.
+TERMINAL_CHECKED_BEFORE_VERSION: Final = True
+# start-next with an IN_PROGRESS execution pending returns it unchanged.
+START_NEXT_RETURNS_IN_PROGRESS_UNCHANGED: Final = True
+# An unknown thing on the device data plane is ResourceNotFound (not an empty list).
+UNKNOWN_THING_IS_NOT_FOUND: Final = True
+
+# --- rollout ----------------------------------------------------------------
+# Without jobExecutionsRolloutConfig every target is notified at creation.
+# With one, things are notified in batches, one batch per ROLLOUT_PERIOD_SECONDS,
+# the first at creation; batch size = floor(current rate). The exponential rate
+# is re-evaluated at each batch: for every further `N` things notified (or
+# succeeded) since the last increase, rate *= incrementFactor, capped by
+# maximumPerMinute (when given) and MAX_PER_MINUTE.
+ROLLOUT_PERIOD_SECONDS: Final = 60.0
+
+# --- abort ------------------------------------------------------------------
+# "Executed" = SUCCEEDED + FAILED + REJECTED + TIMED_OUT (current execution per
+# thing; a failure that is being retried is not counted until its last attempt).
+# Abort when failures of the type / executed * 100 > thresholdPercentage, once
+# executed >= minNumberOfExecutedThings. ALL = FAILED + REJECTED + TIMED_OUT.
+ABORT_EXECUTED_STATUSES: Final = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT"})
+ABORT_REASON_CODE: Final = "ABORT_CRITERIA_MET"
+
+# --- retry ------------------------------------------------------------------
+# The criterion naming the failure type (FAILED / TIMED_OUT) wins over ALL;
+# retryAttempt counts all retries of the thing's execution.
+
+# --- cancel / delete / targets ---------------------------------------------
+# CancelJob on a CANCELED job succeeds (with force it also cancels what is still
+# IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.
+# DeleteJob is immediate (no DELETION_IN_PROGRESS phase).
+# CreateJob naming a thing or group that does not exist: ResourceNotFoundException.
+# documentSource (S3) is refused: the sandbox cannot read S3.
+# The job document must be a JSON object (devices get it as one over MQTT).
+# A CONTINUOUS job's pending execution becomes REMOVED when its thing leaves the
+# last targeted group; terminal executions stay as they are.
+
+# --- faults ------------------------------------------------------------------
+# "Unavailable for N seconds" is measured on the sandbox clock (it scales with
+# --time-scale, and a manual clock ends it when advanced).
+DEFAULT_PAGE_SIZE: Final = 50

@@ -1,0 +1,369 @@
+"""The running sandbox: engine, scheduler, HTTP front ends, state, PKI and MQTT data plane.
+
+`Sandbox` is what tests, the demo and `ca-migrate sandbox up` start. It owns
+every thread and subprocess it starts and stops them all in `stop()` (also on
+`__exit__`), in reverse order: MQTT data plane (mosquitto), HTTP servers,
+scheduler, state writer (which writes the final state).
+
+The MQTT data plane and its PKI are imported lazily, only when `mqtt=True`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import boto3
+import structlog
+from botocore.config import Config
+
+from infra.sandbox import decisions as d
+from infra.sandbox.clock import ScaledClock
+from infra.sandbox.engine import JobsEngine
+from infra.sandbox.errors import SandboxStartError, invalid_request
+from infra.sandbox.faults import FaultInjector
+from infra.sandbox.http_api import HttpFrontEnd
+from infra.sandbox.persistence import StateStore
+from job_documents.clock import Clock
+
+if TYPE_CHECKING:
+    from mypy_boto3_iot import IoTClient
+    from mypy_boto3_iot_jobs_data import IoTJobsDataPlaneClient
+
+    from infra.sandbox.mqtt import Endpoint, MqttDataPlane
+    from infra.sandbox.pki import SandboxPki
+
+__all__ = ["ProvisionResult", "Sandbox", "plan_provision"]
+
+log = structlog.get_logger(__name__)
+
+DUMMY_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionResult:
+    """Things and groups created by `provision`, and each thing's credential files."""
+
+    things: tuple[str, ...]
+    groups: dict[str, tuple[str, ...]]
+    credentials: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def plan_provision(
+    things: int, groups: Sequence[tuple[str, int | None]], *, prefix: str = "device"
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Thing names and group memberships: groups take consecutive slices, in order.
+
+    A group with a count takes that many of the things not yet in a group; a
+    group without one takes all the rest.
+    """
+    if things < 0:
+        raise invalid_request("--things must be zero or more")
+    names = [f"{prefix}-{index:05d}" for index in range(1, things + 1)]
+    membership: dict[str, list[str]] = {}
+    cursor = 0
+    for group, count in groups:
+        if group in membership:
+            raise invalid_request(f"group {group} is given twice")
+        take = len(names) - cursor if count is None else count
+        if take < 0 or cursor + take > len(names):
+            raise invalid_request(
+                f"group {group} wants {take} things but only {len(names) - cursor} are left "
+                f"of {len(names)}; raise --things or lower the counts"
+            )
+        membership[group] = names[cursor : cursor + take]
+        cursor += take
+    return names, membership
+
+
+_SESSIONS: dict[str, boto3.session.Session] = {}
+_SESSIONS_LOCK = threading.RLock()
+
+
+def _session(region: str) -> boto3.session.Session:
+    """One boto3 session per region, shared: loading the service models is the slow part."""
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(region)
+        if session is None:
+            session = boto3.session.Session(
+                aws_access_key_id=DUMMY_CREDENTIALS["aws_access_key_id"],
+                aws_secret_access_key=DUMMY_CREDENTIALS["aws_secret_access_key"],
+                region_name=region,
+            )
+            _SESSIONS[region] = session
+        return session
+
+
+class Sandbox:
+    """A local AWS IoT Jobs stand-in; a context manager."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        region: str = d.DEFAULT_REGION,
+        time_scale: float = 1.0,
+        state_dir: Path | None = None,
+        mqtt: bool = True,
+        clock: Clock | None = None,
+        work_dir: Path | None = None,
+        throttle_rate: float = 0.0,
+    ) -> None:
+        if time_scale <= 0:
+            raise SandboxStartError("--time-scale must be a positive number")
+        self.port = port
+        self.region = region
+        self.account_id = d.ACCOUNT_ID
+        self.time_scale = time_scale
+        self.state_dir = state_dir
+        self.mqtt = mqtt
+        self._given_clock = clock
+        self._given_work_dir = work_dir
+        self.throttle_rate = throttle_rate
+        self.work_dir: Path | None = None
+        self._owns_work_dir = False
+        self.pki: SandboxPki | None = None
+        self.endpoints: dict[str, Endpoint] = {}
+        self._data_plane: MqttDataPlane | None = None
+        self._http: HttpFrontEnd | None = None
+        self._store: StateStore | None = None
+        self._scheduler: threading.Thread | None = None
+        self._scheduler_stop = threading.Event()
+        self._engine: JobsEngine | None = None
+        self.faults: FaultInjector | None = None
+
+    # ------------------------------------------------------------- lifecycle
+    @property
+    def engine(self) -> JobsEngine:
+        if self._engine is None:
+            raise SandboxStartError("the sandbox is not started; call start() first")
+        return self._engine
+
+    def start(self) -> Self:
+        """Start everything; on any failure, stop what was started and raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        if self._given_work_dir is not None:
+            self.work_dir = self._given_work_dir
+        elif self.state_dir is not None:
+            self.work_dir = self.state_dir
+        else:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="ca-migrate-sandbox-"))
+            self._owns_work_dir = True
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        store: StateStore | None = None
+        clock = self._given_clock
+        if self.state_dir is not None:
+            probe = StateStore(self.state_dir, JobsEngine(clock=ScaledClock(), region=self.region))
+            saved = probe.saved_time()
+            if clock is None:
+                start = datetime.now(UTC)
+                if saved is not None and saved > start.timestamp():
+                    start = datetime.fromtimestamp(saved, UTC)
+                clock = ScaledClock(self.time_scale, start=start)
+        if clock is None:
+            clock = ScaledClock(self.time_scale)
+        self._engine = JobsEngine(clock=clock, region=self.region, time_scale=self.time_scale)
+        if self.state_dir is not None:
+            store = StateStore(self.state_dir, self._engine)
+            store.load()
+            store.start()
+            self._store = store
+        self.faults = FaultInjector(clock, throttle_rate=self.throttle_rate)
+        self._scheduler_stop.clear()
+        self._scheduler = threading.Thread(
+            target=self._engine.run_scheduler,
+            args=(self._scheduler_stop,),
+            name="sandbox-scheduler",
+            daemon=True,
+        )
+        self._scheduler.start()
+        if self.mqtt:
+            self._start_mqtt()
+        self._http = HttpFrontEnd(self._engine, self.faults, admin=self, port=self.port)
+        self._http.start()
+        log.info(
+            "sandbox_started",
+            control_plane_url=self.control_plane_url,
+            jobs_data_url=self.jobs_data_url,
+            mqtt=self.mqtt,
+            time_scale=self.time_scale,
+        )
+
+    def _start_mqtt(self) -> None:
+        try:
+            from infra.sandbox.mqtt import start_data_plane
+            from infra.sandbox.pki import SandboxPki
+        except ImportError as exc:
+            raise SandboxStartError(
+                f"the MQTT data plane is not available ({exc}); start the sandbox with "
+                "mqtt=False (--no-mqtt) for the control plane and iot-jobs-data only"
+            ) from exc
+        assert self.work_dir is not None  # noqa: S101 - set by _start
+        self.pki = SandboxPki.create_or_load(
+            self.work_dir / "pki", region=self.region, endpoint_prefix=d.ENDPOINT_PREFIX
+        )
+        self._data_plane = start_data_plane(
+            self.engine,
+            pki=self.pki,
+            work_dir=self.work_dir / "mqtt",
+            region=self.region,
+            endpoint_prefix=d.ENDPOINT_PREFIX,
+        )
+        self.endpoints = dict(self._data_plane.endpoints)
+
+    def stop(self) -> None:
+        """Stop everything this sandbox started; safe to call more than once."""
+        if self._data_plane is not None:
+            try:
+                self._data_plane.stop()
+            finally:
+                self._data_plane = None
+        if self._http is not None:
+            self._http.stop()
+        if self._engine is not None:
+            self._scheduler_stop.set()
+            self._engine.stop_scheduler()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+            self._scheduler = None
+        if self._store is not None:
+            self._store.stop()
+            self._store = None
+        if self._owns_work_dir and self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self._owns_work_dir = False
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ access
+    @property
+    def control_plane_url(self) -> str:
+        if self._http is None:
+            raise SandboxStartError("the sandbox is not started; call start() first")
+        return self._http.control_plane_url
+
+    @property
+    def jobs_data_url(self) -> str:
+        if self._http is None:
+            raise SandboxStartError("the sandbox is not started; call start() first")
+        return self._http.jobs_data_url
+
+    @property
+    def admin_url(self) -> str:
+        return self.control_plane_url + "/_sandbox"
+
+    def _session(self) -> boto3.session.Session:
+        return _session(self.region)
+
+    def iot_client(self, *, config: Config | None = None) -> IoTClient:
+        """A boto3 `iot` client for this sandbox (dummy credentials)."""
+        with _SESSIONS_LOCK:
+            return self._session().client("iot", endpoint_url=self.control_plane_url, config=config)
+
+    def jobs_data_client(self, *, config: Config | None = None) -> IoTJobsDataPlaneClient:
+        """A boto3 `iot-jobs-data` client for this sandbox (dummy credentials)."""
+        with _SESSIONS_LOCK:
+            return self._session().client(
+                "iot-jobs-data", endpoint_url=self.jobs_data_url, config=config
+            )
+
+    def describe(self) -> dict[str, Any]:
+        """What `ca-migrate sandbox up --output json` prints."""
+        ca_files: dict[str, Any] = {}
+        if self.pki is not None:
+            ca_files = {
+                "legacy_root_pem": str(self.pki.legacy_root_pem),
+                "ats_root_pems": {k: str(v) for k, v in self.pki.ats_root_pems.items()},
+                "ats_catalog": str(self.pki.ats_catalog),
+                "device_ca_pem": str(self.pki.device_ca_pem),
+            }
+        return {
+            "control_plane_url": self.control_plane_url,
+            "jobs_data_url": self.jobs_data_url,
+            "admin_url": self.admin_url,
+            "region": self.region,
+            "account_id": self.account_id,
+            "endpoint_prefix": d.ENDPOINT_PREFIX,
+            "endpoints": {
+                kind: {"host": endpoint.host, "port": endpoint.port}
+                for kind, endpoint in self.endpoints.items()
+            },
+            "ca_dir": str(self.work_dir / "pki")
+            if self.pki is not None and self.work_dir
+            else None,
+            "ca_files": ca_files,
+            "mqtt": self.mqtt,
+            "time_scale": self.time_scale,
+            "state_dir": None if self.state_dir is None else str(self.state_dir),
+            "env": {
+                "AWS_ENDPOINT_URL_IOT": self.control_plane_url,
+                "AWS_ENDPOINT_URL_IOT_JOBS_DATA_PLANE": self.jobs_data_url,
+                "AWS_REGION": self.region,
+                "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
+            },
+        }
+
+    # ------------------------------------------------------------ admin hooks
+    def shadow(self, thing_name: str, shadow_name: str) -> dict[str, Any] | None:
+        """A named shadow kept by the MQTT data plane, if any."""
+        if self._data_plane is None:
+            return None
+        reader = getattr(self._data_plane, "shadow", None)
+        if reader is None:
+            return None
+        result: dict[str, Any] | None = reader(thing_name, shadow_name)
+        return result
+
+    def issue_credentials(self, thing_names: list[str]) -> dict[str, dict[str, str]]:
+        """Certificate and key files for each thing (idempotent), from the sandbox PKI."""
+        if self.pki is None:
+            raise invalid_request(
+                "this sandbox has no PKI (started without MQTT); device credentials need "
+                "`sandbox up` without --no-mqtt"
+            )
+        engine = self.engine
+        out: dict[str, dict[str, str]] = {}
+        for name in thing_names:
+            engine.describe_thing({"thingName": name})
+            credentials = self.pki.issue_thing_credentials(name)
+            out[name] = {"cert_pem": str(credentials.cert_pem), "key_pem": str(credentials.key_pem)}
+        return out
+
+    def provision(
+        self,
+        things: int | None = None,
+        groups: Sequence[tuple[str, int | None]] = (),
+        *,
+        prefix: str = "device",
+    ) -> ProvisionResult:
+        """Create things and groups in-process (and credentials when there is a PKI)."""
+        names, membership = plan_provision(things or 0, groups, prefix=prefix)
+        engine = self.engine
+        engine.create_things(names)
+        for group, members in membership.items():
+            engine.create_thing_group({"thingGroupName": group})
+            engine.add_things_to_group(group, members)
+        credentials = self.issue_credentials(names) if self.pki is not None else {}
+        return ProvisionResult(
+            things=tuple(names),
+            groups={g: tuple(m) for g, m in membership.items()},
+            credentials=credentials,
+        )
