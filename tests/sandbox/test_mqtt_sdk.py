@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from conftest_mqtt import require_sandbox_names
 
@@ -31,13 +30,7 @@ def sandbox() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def iot(sandbox: Any) -> Any:
-    return boto3.client(
-        "iot",
-        endpoint_url=sandbox.control_plane_url,
-        region_name=sandbox.region,
-        aws_access_key_id="sandbox",
-        aws_secret_access_key="sandbox",
-    )
+    return sandbox.iot_client()
 
 
 @pytest.fixture(scope="module")
