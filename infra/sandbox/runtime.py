@@ -316,6 +316,7 @@ class Sandbox:
                 "AWS_ENDPOINT_URL_IOT": self.control_plane_url,
                 "AWS_ENDPOINT_URL_IOT_JOBS_DATA_PLANE": self.jobs_data_url,
                 "AWS_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
                 "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
                 "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
             },

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from infra.sandbox.cli import sandbox_app
 from orchestrator.cli import documents
 from orchestrator.cli._logging import LogFormat, configure_logging
 
@@ -78,6 +79,7 @@ def _root(
 
 app.add_typer(documents.ca_app, name="ca")
 app.add_typer(documents.document_app, name="document")
+app.add_typer(sandbox_app, name="sandbox")
 
 
 def main() -> None:

@@ -1,0 +1,238 @@
+"""`ca-migrate sandbox ...`: run the local AWS IoT Jobs stand-in and fill it with a fleet.
+
+Exit codes: 0 ok, 2 invalid input, 1 anything else (cannot start, sandbox
+unreachable).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+
+from infra.sandbox import decisions as d
+from infra.sandbox.errors import SandboxError, ServiceError
+
+__all__ = ["parse_group", "sandbox_app"]
+
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+sandbox_app = typer.Typer(
+    name="sandbox",
+    help="Run a local AWS IoT Jobs stand-in (control plane, iot-jobs-data, MQTT) and provision "
+    "a simulated fleet in it.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+@sandbox_app.command("up")
+def up(
+    port: Annotated[int, typer.Option(help="Control-plane port (0: any free port).")] = 0,
+    region: Annotated[str, typer.Option(help="AWS region the sandbox pretends to be.")] = (
+        d.DEFAULT_REGION
+    ),
+    time_scale: Annotated[
+        float, typer.Option(help="Sandbox seconds per real second (60: an hour in a minute).")
+    ] = 1.0,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep jobs, things and the PKI in this directory across restarts."),
+    ] = None,
+    throttle_rate: Annotated[
+        float, typer.Option(help="Share of control-plane calls answered ThrottlingException.")
+    ] = 0.0,
+    no_mqtt: Annotated[
+        bool, typer.Option("--no-mqtt", help="Control plane and iot-jobs-data only.")
+    ] = False,
+    output: Annotated[str, typer.Option(help="text or json (first stdout line).")] = "text",
+) -> None:
+    """Run the sandbox in the foreground until SIGINT or SIGTERM."""
+    from infra.sandbox.runtime import Sandbox
+
+    if output not in ("text", "json"):
+        raise _fail("--output takes text or json", EXIT_INVALID)
+    if not 0.0 <= throttle_rate <= 1.0:
+        raise _fail("--throttle-rate is a share of calls, from 0 to 1", EXIT_INVALID)
+    if time_scale <= 0:
+        raise _fail("--time-scale must be a positive number", EXIT_INVALID)
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sandbox = Sandbox(
+        port=port,
+        region=region,
+        time_scale=time_scale,
+        state_dir=state_dir,
+        mqtt=not no_mqtt,
+        throttle_rate=throttle_rate,
+    )
+    try:
+        try:
+            sandbox.start()
+        except (SandboxError, OSError) as exc:
+            raise _fail(f"the sandbox did not start: {exc}", EXIT_FAILURE) from exc
+        description = sandbox.describe()
+        if output == "json":
+            print(json.dumps(description), flush=True)
+        else:
+            print(_text(description), flush=True)
+        stop.wait()
+    finally:
+        sandbox.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _text(description: dict[str, Any]) -> str:
+    lines = [
+        "AWS IoT Jobs sandbox running; Ctrl-C (or SIGTERM) stops it.",
+        f"  control plane (iot)   {description['control_plane_url']}",
+        f"  iot-jobs-data         {description['jobs_data_url']}",
+        f"  admin API             {description['admin_url']}",
+        f"  region / account      {description['region']} / {description['account_id']}",
+    ]
+    for kind, endpoint in description["endpoints"].items():
+        lines.append(f"  MQTT {kind:<16} {endpoint['host']}:{endpoint['port']}")
+    if description.get("ca_dir"):
+        lines.append(f"  CA directory          {description['ca_dir']}")
+    lines.append("")
+    lines.extend(f"export {key}={value}" for key, value in description["env"].items())
+    return "\n".join(lines)
+
+
+def parse_group(spec: str) -> tuple[str, int | None]:
+    """`NAME` or `NAME:COUNT` (group names may contain ':'; a numeric last part is the count)."""
+    name, sep, tail = spec.rpartition(":")
+    if sep and tail.isdigit() and name:
+        return name, int(tail)
+    return spec, None
+
+
+def _admin_call(admin_url: str, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    parsed = urlsplit(admin_url)
+    if parsed.scheme != "http" or parsed.hostname is None:
+        raise ServiceError("InvalidRequestException", f"{admin_url} is not an http:// URL", 400)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=60)
+    try:
+        connection.request(
+            method,
+            parsed.path.rstrip("/") + path,
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        payload = json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+    if response.status != 200:  # noqa: PLR2004
+        raise ServiceError(
+            str(payload.get("code", "Error")), str(payload.get("message", "")), response.status
+        )
+    result: dict[str, Any] = payload
+    return result
+
+
+@sandbox_app.command("provision")
+def provision(
+    ctx: typer.Context,
+    things: Annotated[int, typer.Option(help="How many things to create.")] = 10,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME[:COUNT], repeatable: groups take consecutive slices of the things; "
+            "a group without COUNT takes the rest."
+        ),
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Thing names are PREFIX-00001, ...")] = "device",
+    admin_url: Annotated[
+        str | None, typer.Option(help="The sandbox's admin URL (.../_sandbox).")
+    ] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="The sandbox's control-plane URL (the iot endpoint).")
+    ] = None,
+    region: Annotated[str, typer.Option(help="The sandbox's region.")] = d.DEFAULT_REGION,
+    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+) -> None:
+    """Create things, thing groups and device credentials in a running sandbox."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from infra.sandbox.runtime import DUMMY_CREDENTIALS, plan_provision
+
+    if output not in ("text", "json"):
+        raise _fail("--output takes text or json", EXIT_INVALID)
+    control = endpoint_url or getattr(ctx.obj, "endpoint_url", None)
+    if admin_url is None and control is None:
+        raise _fail(
+            "give --endpoint-url (or AWS_ENDPOINT_URL_IOT) or --admin-url of a running sandbox",
+            EXIT_INVALID,
+        )
+    if admin_url is None:
+        assert control is not None  # noqa: S101 - checked above
+        admin_url = control.rstrip("/") + "/_sandbox"
+    if control is None:
+        control = admin_url.rstrip("/").removesuffix("/_sandbox")
+    try:
+        names, membership = plan_provision(
+            things, [parse_group(g) for g in group or []], prefix=prefix
+        )
+    except ServiceError as exc:
+        raise _fail(exc.message, EXIT_INVALID) from exc
+    iot = boto3.session.Session(
+        aws_access_key_id=DUMMY_CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["aws_secret_access_key"],
+        region_name=region,
+    ).client("iot", endpoint_url=control)
+    try:
+        for name in names:
+            iot.create_thing(thingName=name)
+        for group_name, members in membership.items():
+            iot.create_thing_group(thingGroupName=group_name)
+            for name in members:
+                iot.add_thing_to_thing_group(thingGroupName=group_name, thingName=name)
+    except ClientError as exc:
+        raise _fail(f"the sandbox refused: {exc}", EXIT_INVALID) from exc
+    except BotoCoreError as exc:
+        raise _fail(f"cannot reach the sandbox at {control}: {exc}", EXIT_FAILURE) from exc
+    credentials: dict[str, Any] = {}
+    note = None
+    try:
+        credentials = _admin_call(admin_url, "POST", "/credentials", {"things": names})[
+            "credentials"
+        ]
+    except ServiceError as exc:
+        note = f"no device credentials: {exc.message}"
+    except OSError as exc:
+        raise _fail(f"cannot reach the sandbox admin API at {admin_url}: {exc}", 1) from exc
+    result = {
+        "things": names,
+        "groups": membership,
+        "credentials": credentials,
+    }
+    if note:
+        result["note"] = note
+        print(f"warning: {note}", file=sys.stderr)
+    if output == "json":
+        print(json.dumps(result))
+        return
+    print(f"created {len(names)} things")
+    for group_name, members in membership.items():
+        print(f"  group {group_name}: {len(members)} things")
+    if credentials:
+        print(f"credentials for {len(credentials)} things, e.g. {next(iter(credentials.values()))}")
