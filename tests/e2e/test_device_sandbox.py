@@ -1,0 +1,156 @@
+"""The device agent against the sandbox: MQTT over mutual TLS with the AWS IoT Device SDK v2.
+
+A real `ca-migrate-device` process connects on the legacy listener, receives a
+job built by job_documents and created with boto3, probes and switches to the
+ATS listener, and acknowledges there; the sandbox's engine records which
+listener each status update came through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from job_documents import Endpoint, Operation, build_document, load_catalog
+
+runtime = pytest.importorskip("infra.sandbox.runtime")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.mqtt,
+    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
+    pytest.mark.skipif(
+        "libnss_wrapper" not in os.environ.get("LD_PRELOAD", ""),
+        reason="the SDK resolves the sandbox's AWS-shaped names only under nss_wrapper: "
+        "run through `source scripts/env.sh`",
+    ),
+]
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    sb = runtime.Sandbox(mqtt=True, work_dir=tmp_path_factory.mktemp("sandbox")).start()
+    try:
+        yield sb
+    finally:
+        sb.stop()
+
+
+def _device(sandbox: Any, root: Path, thing: str, protocol: str = "mqtt5") -> Path:
+    """Files of a device still on the legacy endpoint, trusting only the legacy root."""
+    sandbox.engine.create_things([thing])
+    creds = sandbox.issue_credentials([thing])[thing]
+    root.mkdir(parents=True)
+    legacy, ats = sandbox.endpoints["legacy"], sandbox.endpoints["ats"]
+    (root / "endpoint.json").write_text(json.dumps({"host": legacy.host, "port": 8883}))
+    shutil.copy(sandbox.pki.legacy_root_pem, root / "trust.pem")
+    config = root / "device.toml"
+    config.write_text(
+        "\n".join(
+            [
+                f'thing_name = "{thing}"',
+                f'region = "{REGION}"',
+                f'client_cert = "{creds["cert_pem"]}"',
+                f'client_key = "{creds["key_pem"]}"',
+                'endpoint_file = "endpoint.json"',
+                'trust_bundle = "trust.pem"',
+                'state_dir = "state"',
+                f'catalog = "{sandbox.pki.ats_catalog}"',
+                "dead_man_seconds = 15",
+                "connect_timeout_seconds = 10",
+                "poll_seconds = 1",
+                f'protocol = "{protocol}"',
+                "[connect_override]",
+                f'"{legacy.host}:8883" = "127.0.0.1:{legacy.port}"',
+                f'"{ats.host}:8883" = "127.0.0.1:{ats.port}"',
+                "",
+            ]
+        )
+    )
+    return config
+
+
+def _create_job(sandbox: Any, job_id: str, thing: str, roots: list[str]) -> None:
+    catalog = load_catalog(sandbox.pki.ats_catalog)
+    built = build_document(
+        operation=Operation.MIGRATE,
+        region=REGION,
+        campaign="ats-2026",
+        wave="e2e",
+        endpoint=Endpoint(host=sandbox.endpoints["ats"].host, port=8883),
+        roots=[catalog.get(name) for name in roots],
+        catalog=catalog,
+    )
+    arn = f"arn:aws:iot:{REGION}:{sandbox.account_id}:thing/{thing}"
+    sandbox.iot_client().create_job(jobId=job_id, targets=[arn], document=built.text)
+
+
+def _agent_once(config: Path) -> subprocess.CompletedProcess[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "device_handler.cli", "run", "--once", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _history(sandbox: Any, job_id: str) -> list[tuple[str, str]]:
+    (execution,) = sandbox.engine.execution_history(job_id=job_id)
+    return [(h["status"], h["via"]) for h in execution["history"] if h["via"] != "service"]
+
+
+@pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
+def test_agent_switches_to_ats_and_acknowledges_over_the_ats_listener(
+    sandbox: Any, tmp_path: Path, protocol: str
+):
+    thing, job = f"dev-ok-{protocol}", f"migrate-ok-{protocol}"
+    config = _device(sandbox, tmp_path / "device", thing, protocol)
+    _create_job(sandbox, job, thing, ["amazon-root-ca-1"])
+    result = _agent_once(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = _history(sandbox, job)
+    assert history[0] == ("IN_PROGRESS", "legacy")
+    assert history[-1] == ("SUCCEEDED", "ats")
+    (execution,) = sandbox.engine.execution_history(job_id=job)
+    assert execution["statusDetails"]["endpoint"] == f"{sandbox.endpoints['ats'].host}:8883"
+    endpoint = json.loads((tmp_path / "device" / "endpoint.json").read_text())
+    assert endpoint["host"] == sandbox.endpoints["ats"].host
+    shadow = sandbox.shadow(thing, "ca-migration")
+    assert shadow is not None
+    assert shadow["state"]["reported"]["endpoint"] == sandbox.endpoints["ats"].host
+    assert shadow["state"]["reported"]["lastJob"]["status"] == "SUCCEEDED"
+
+
+def test_agent_lacking_the_root_fails_and_keeps_working_on_legacy(sandbox: Any, tmp_path: Path):
+    config = _device(sandbox, tmp_path / "device", "dev-no-root")
+    before = (tmp_path / "device" / "endpoint.json").read_text()
+    # The ATS listener chains to amazon-root-ca-1; the document only adds amazon-root-ca-3.
+    _create_job(sandbox, "migrate-no-root", "dev-no-root", ["amazon-root-ca-3"])
+    result = _agent_once(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = _history(sandbox, "migrate-no-root")
+    assert history[-1] == ("FAILED", "legacy")
+    (execution,) = sandbox.engine.execution_history(job_id="migrate-no-root")
+    assert execution["statusDetails"]["reason"] == "tls-verify"
+    assert (tmp_path / "device" / "endpoint.json").read_text() == before
+    again = _agent_once(config)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert '"event": "connected"' in again.stderr
+    assert sandbox.endpoints["legacy"].host in again.stderr
