@@ -133,3 +133,78 @@ def test_sdk_device_that_trusts_only_the_legacy_root_fails_its_handshake_on_ats(
     error = legacy_trust_on_ats.get("error")
     assert error is not None, "the attempt did not end"
     assert "TLS" in str(error)
+
+
+def test_describe_endpoint_names_the_hosts_the_listeners_serve(sandbox, iot):
+    ats = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+    legacy = iot.describe_endpoint(endpointType="iot:Data")["endpointAddress"]
+    assert ats == sandbox.endpoints["ats"].host
+    assert legacy == sandbox.endpoints["legacy"].host
+
+
+def test_sdk_v2_parses_a_version_mismatch_rejection(sandbox, iot, things):
+    thing = sorted(things)[5]
+    root = sandbox.pki.ats_root_pems["amazon-root-ca-1"]
+    device = sdk_device(sandbox, things[thing], thing, "ats", root, timeout=10)
+    device.start()
+    try:
+        arn = iot.describe_thing(thingName=thing)["thingArn"]
+        iot.create_job(jobId="sdk-mismatch", targets=[arn], document="{}")
+        execution = device.start_next()
+        assert execution.job_id == "sdk-mismatch"
+        with pytest.raises(SdkDeviceError) as caught:
+            device.update(
+                "sdk-mismatch", "SUCCEEDED", expected_version=execution.version_number + 5
+            )
+        rejection = caught.value.__cause__.modeled_error
+        assert rejection.code == "VersionMismatch"
+        assert rejection.execution_state.status == "IN_PROGRESS"
+        assert rejection.execution_state.version_number == execution.version_number
+        accepted = device.update(
+            "sdk-mismatch", "SUCCEEDED", expected_version=execution.version_number
+        )
+        assert accepted.execution_state.status == "SUCCEEDED"
+    finally:
+        device.stop()
+
+
+def test_sdk_v2_named_shadow_update_and_get(sandbox, things):
+    from awscrt import mqtt_request_response
+    from awsiot import iotshadow
+
+    thing = sorted(things)[5]
+    root = sandbox.pki.ats_root_pems["amazon-root-ca-1"]
+    device = sdk_device(sandbox, things[thing], thing, "ats", root, timeout=10)
+    device.start()
+    try:
+        shadows = iotshadow.IotShadowClientV2(
+            device.mqtt5_client,
+            mqtt_request_response.ClientOptions(
+                max_request_response_subscriptions=4,
+                max_streaming_subscriptions=1,
+                operation_timeout_in_seconds=10,
+            ),
+        )
+        reported = {"endpoint": sandbox.endpoints["ats"].host, "roots": ["amazon-root-ca-1"]}
+        updated = shadows.update_named_shadow(
+            iotshadow.UpdateNamedShadowRequest(
+                thing_name=thing,
+                shadow_name="ca-migration",
+                state=iotshadow.ShadowState(reported=reported),
+            )
+        ).result(10)
+        assert updated.version == 1
+        assert updated.state.reported == reported
+        got = shadows.get_named_shadow(
+            iotshadow.GetNamedShadowRequest(thing_name=thing, shadow_name="ca-migration")
+        ).result(10)
+        assert got.state.reported == reported
+        with pytest.raises(Exception) as missing:
+            shadows.get_named_shadow(
+                iotshadow.GetNamedShadowRequest(thing_name=thing, shadow_name="absent")
+            ).result(10)
+        assert missing.value.modeled_error.code == 404
+    finally:
+        device.stop()
+    stored = admin(sandbox, f"/shadows/{thing}/ca-migration")["shadow"]
+    assert stored["state"]["reported"] == reported

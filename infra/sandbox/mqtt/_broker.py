@@ -167,7 +167,7 @@ class Broker:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 return False
-            if self.socket_path.exists() and _accepts(port):
+            if _accepts(port) and _accepts_unix(self.socket_path):
                 return True
             time.sleep(0.01)
         return False
@@ -221,6 +221,19 @@ def _broker_environment() -> dict[str, str]:
     for key in ("NSS_WRAPPER_HOSTS", "NSS_WRAPPER_PASSWD", "NSS_WRAPPER_GROUP"):
         env.pop(key, None)
     return env
+
+
+def _accepts_unix(path: Path) -> bool:
+    # The socket file appears at bind(), before listen(): only a connect proves it ready.
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
 
 
 def _accepts(port: int) -> bool:

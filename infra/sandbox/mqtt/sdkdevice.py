@@ -207,6 +207,13 @@ class SdkJobsDevice:
                 log.debug("sdk_device_disconnect_failed", thing=self.thing_name, error=repr(exc))
             self._connection = None
 
+    @property
+    def mqtt5_client(self) -> Any:
+        """The SDK's MQTT 5 client once started (protocol "mqtt5"), for other SDK clients."""
+        if self._client5 is None:
+            raise SdkDeviceError(f"{self.thing_name}: no MQTT 5 client (start it with mqtt5)")
+        return self._client5
+
     # -- the job flow -----------------------------------------------------------------
 
     def next_execution(self) -> Any:
