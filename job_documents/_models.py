@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
@@ -122,11 +122,18 @@ class EndpointModel(_Wire):
         return self
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 2.0; accept exactly what the schema accepts.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class ProbeModel(_Wire):
     """How the device probes the new endpoint before committing."""
 
     timeout_seconds: Annotated[float, Field(gt=0, le=300)]
-    attempts: Annotated[int, Field(ge=1, le=10)]
+    attempts: Annotated[int, Field(ge=1, le=10), BeforeValidator(_integral)]
 
 
 class SignatureModel(_Wire):

@@ -154,7 +154,7 @@ def _valid_migrate() -> dict[str, Any]:
     }
 
 
-def _set(path: str, value: Any) -> Any:
+def _set(path: str, value: Any = None) -> Any:
     def mutate(doc: dict[str, Any]) -> None:
         *parents, last = path.split("/")
         target: Any = doc
@@ -229,6 +229,24 @@ def test_every_built_document_validates_against_the_packaged_schema(arguments):
     built = build_document(region="us-east-1", campaign="c", wave="w", **arguments)
     assert list(document_validator().iter_errors(json.loads(built.text))) == []
     DOCUMENT_ADAPTER.validate_json(built.text)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        _set("probe/attempts", 2.0),
+        _set("endpoint/port", 8883.0),
+        _set("probe/timeoutSeconds", 2.5),
+        _set("trust/keepExisting", value=False),
+        _set("signature", {"algorithm": "Ed25519", "value": "AAAA"}),
+    ],
+)
+def test_models_and_schema_accept_the_same_edge_cases(mutate):
+    doc = _valid_migrate()
+    mutate(doc)
+    assert list(document_validator().iter_errors(doc)) == []
+    DOCUMENT_ADAPTER.validate_python(doc)
+    DOCUMENT_ADAPTER.validate_json(json.dumps(doc))
 
 
 def test_port_443_needs_alpn_in_both():
