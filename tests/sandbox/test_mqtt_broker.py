@@ -16,7 +16,7 @@ from conftest_mqtt import (
     tls_context,
 )
 
-from infra.sandbox.mqtt import MqttDataPlane, start_data_plane
+from infra.sandbox.mqtt import MqttDataPlane, MqttError, start_data_plane
 from infra.sandbox.pki import SandboxPki
 
 pytestmark = pytest.mark.mqtt
@@ -219,3 +219,21 @@ def test_a_long_work_dir_still_gets_short_bridge_sockets(pki, tmp_path):
     with start_data_plane(FakeEngine(), pki=pki, work_dir=deep) as plane:
         assert plane.running
     assert not plane.running
+
+
+def test_missing_mosquitto_is_reported_with_what_to_install(pki, tmp_path, monkeypatch):
+    monkeypatch.setattr("infra.sandbox.mqtt._broker.shutil.which", lambda *_a, **_k: None)
+    with pytest.raises(MqttError, match="bootstrap"):
+        start_data_plane(FakeEngine(), pki=pki, work_dir=tmp_path / "mqtt")
+
+
+def test_a_broker_that_cannot_start_is_reported_and_nothing_is_left_running(pki, tmp_path):
+    broken = SandboxPki.create_or_load(tmp_path / "pki")
+    broken.server_key_pem("ats").write_text("not a key\n")
+    with pytest.raises(MqttError, match="ats endpoint did not start") as caught:
+        start_data_plane(FakeEngine(), pki=broken, work_dir=tmp_path / "mqtt")
+    assert "key" in str(caught.value).lower()
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(tmp_path / "mqtt")], capture_output=True, check=False
+    )
+    assert leftover.stdout == b""
