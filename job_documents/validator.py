@@ -133,6 +133,8 @@ def _parse(raw: str | bytes | Mapping[str, Any], problems: list[Problem]) -> tup
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             problems.append(Problem("json", "the document is not UTF-8 text"))
+            if contains_private_key(raw):
+                problems.append(Problem("private-key", "the input contains private key material"))
             return None, None
     else:
         text = raw

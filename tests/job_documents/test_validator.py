@@ -380,6 +380,13 @@ def test_a_document_that_is_not_json_is_refused():
     assert caught.value.codes == {"json"}
 
 
+def test_private_key_material_in_undecodable_bytes_is_still_named():
+    raw = b"\xff\xfe-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"
+    with pytest.raises(DocumentInvalid) as caught:
+        validate_document(raw)
+    assert caught.value.codes == {"json", "private-key"}
+
+
 def test_duplicate_member_names_are_refused(ats_migrate_text):
     text = ats_migrate_text.replace('"wave":"canary"', '"wave":"canary","wave":"all"')
     with pytest.raises(DocumentInvalid) as caught:
