@@ -30,8 +30,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import structlog
 
@@ -68,12 +67,12 @@ _COUNT_FIELDS: Final = {
     "TIMED_OUT": "numberOfTimedOutThings",
 }
 _DETAILS_KEY: Final = re.compile(d.STATUS_DETAILS_KEY_PATTERN)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ARN: Final = re.compile(r"arn:aws[a-z-]*:iot:([a-z0-9-]+):(\d{12}):(thing|thinggroup)/(.+)")
 _PERCENT_TWO_DECIMALS: Final = re.compile(r"\d{1,3}(\.\d{1,2})?")
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
     """One status change of an execution, with the way the request came in."""
 
     status: str
@@ -271,6 +270,8 @@ class JobsEngine:
 
     def _flush(self) -> None:
         """Tell subscribers about the things changed since the last flush (outside the lock)."""
+        if not self._dirty:
+            return
         with self._lock:
             if not self._dirty:
                 return
@@ -565,7 +566,8 @@ class JobsEngine:
             job_id=ex.job.job_id,
             thing_name=ex.thing,
             status=ex.status,
-            status_details=dict(ex.details),
+            # ex.details is only ever replaced, never mutated, so it can be shared.
+            status_details=ex.details,
             queued_at=int(ex.queued_at),
             started_at=None if ex.started_at is None else int(ex.started_at),
             last_updated_at=int(ex.last_updated_at),
@@ -633,7 +635,7 @@ class JobsEngine:
             if (
                 not isinstance(value, str)
                 or not 1 <= len(value) <= d.STATUS_DETAILS_VALUE_MAX
-                or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)  # noqa: PLR2004
+                or _CONTROL.search(value) is not None
             ):
                 raise DataPlaneError(
                     "InvalidRequest",
