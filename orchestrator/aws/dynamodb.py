@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from orchestrator.aws.iot import RETRY_CONFIG
 from orchestrator.errors import StateError
 from orchestrator.store import BaseStateStore
 
@@ -60,6 +62,14 @@ class DynamoDbStateStore(BaseStateStore):
     def __init__(self, ddb: DynamoDBClient, table: str) -> None:
         self._ddb = ddb
         self.table = table
+
+    @classmethod
+    def connect(
+        cls, table: str, *, region: str | None = None, profile: str | None = None
+    ) -> DynamoDbStateStore:
+        """A store on `table` through a new boto3 session (adaptive retries)."""
+        session = boto3.Session(profile_name=profile, region_name=region)
+        return cls(session.client("dynamodb", config=RETRY_CONFIG), table)
 
     @staticmethod
     def create_table(ddb: DynamoDBClient, table: str) -> None:

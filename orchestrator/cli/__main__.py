@@ -1,0 +1,5 @@
+"""`python -m orchestrator.cli`: the same as the `ca-migrate` console script."""
+
+from orchestrator.cli import main
+
+main()

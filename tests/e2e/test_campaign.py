@@ -1,0 +1,306 @@
+"""Whole campaigns against the sandbox: real boto3 over HTTP, devices acknowledging through
+`iot-jobs-data`, the CLI as a subprocess where the behaviour is the process's (exit codes,
+SIGKILL at every write)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Self
+
+import pytest
+from botocore.config import Config
+
+from job_documents import SystemClock, validate_document
+from orchestrator.aws.iot import IotJobsAdapter
+from orchestrator.model import CampaignStatus, WavePhase
+from orchestrator.planner import Approve
+from orchestrator.reconcile import Reconciler
+from orchestrator.spec import parse_spec
+from orchestrator.store.sqlite import SqliteStateStore
+
+runtime = pytest.importorskip("infra.sandbox.runtime")
+
+pytestmark = pytest.mark.e2e
+
+GROUPS = [("canary", 4), ("fleet-a", 4), ("fleet-b", 4)]
+THINGS = [f"device-{i:05d}" for i in range(1, 13)]
+CAMPAIGN = """\
+name: e2e
+region: us-east-1
+endpoint: auto
+trust: {add: [amazon-root-ca-1, amazon-root-ca-3]}
+execution: {in_progress_timeout_minutes: 30, retries: {failed: 0, timed_out: 0}}
+halt: {max_failure_rate: 0.5, fleet_failure_budget: 5, min_executed: 2}
+waves:
+  - name: canary
+    thing_groups: [canary]
+    gate: {min_success_rate: 0.5, min_completed: 4, confidence: 0.6}
+  - name: wave-1
+    thing_groups: [fleet-a]
+    rollout: {maximum_per_minute: 100}
+    gate: {min_success_rate: 0.5, min_completed_fraction: 1.0, confidence: 0.6}
+    approval: APPROVAL
+  - name: wave-2
+    thing_groups: [fleet-b]
+    gate: {min_success_rate: 0.5, min_completed_fraction: 1.0, confidence: 0.6}
+"""
+RETRIES = Config(retries={"mode": "adaptive", "max_attempts": 20})
+DEVICE_RETRIES = Config(retries={"mode": "standard", "max_attempts": 20})
+
+
+class Fleet:
+    """Simulated devices: answer every pending execution over iot-jobs-data."""
+
+    def __init__(self, sandbox, failing: frozenset[str] = frozenset()) -> None:
+        self._client = sandbox.jobs_data_client(config=DEVICE_RETRIES)
+        self._failing = failing
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.acks = 0
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            for thing in THINGS:
+                pending = self._client.get_pending_job_executions(thingName=thing)
+                for job in pending.get("queuedJobs", []) + pending.get("inProgressJobs", []):
+                    fail = thing in self._failing and "-r" not in job["jobId"]
+                    self._client.update_job_execution(
+                        thingName=thing,
+                        jobId=job["jobId"],
+                        status="FAILED" if fail else "SUCCEEDED",
+                        statusDetails={"reason": "probe-failed" if fail else "committed"},
+                    )
+                    self.acks += 1
+
+
+@pytest.fixture
+def sandbox(request) -> Iterator[object]:
+    throttle = getattr(request, "param", 0.0)
+    with runtime.Sandbox(mqtt=False) as sb:
+        sb.provision(len(THINGS), GROUPS)
+        if throttle:
+            sb.faults.update(throttle_rate=throttle)
+        yield sb
+
+
+def campaign_text(approval: str = "auto") -> str:
+    return CAMPAIGN.replace("APPROVAL", approval)
+
+
+def reconciler(sandbox, tmp_path: Path) -> Reconciler:
+    api = IotJobsAdapter(sandbox.iot_client(config=RETRIES))
+    return Reconciler(SqliteStateStore(tmp_path / "state.sqlite"), api, SystemClock())
+
+
+def drive(rec: Reconciler, name: str, *, approve: str | None = None, steps: int = 200):
+    state = rec.store.load(name).state
+    for _ in range(steps):
+        state = rec.step(name).state
+        if approve and state.wave(approve).phase is WavePhase.AWAITING_APPROVAL:
+            state = rec.command(name, lambda _s, _st: Approve(approve)).state
+        if state.status not in (CampaignStatus.RUNNING, CampaignStatus.ROLLING_BACK):
+            return state
+        waiting = any(w.phase is WavePhase.AWAITING_APPROVAL for w in state.waves)
+        if approve is None and waiting and state.status is CampaignStatus.RUNNING:
+            return state
+        threading.Event().wait(0.05)
+    return state
+
+
+def jobs_in_sandbox(sandbox) -> list[str]:
+    client = sandbox.iot_client(config=RETRIES)
+    return sorted(j["jobId"] for j in client.list_jobs(maxResults=100)["jobs"])
+
+
+def test_campaign_completes_with_manual_approval_one_job_per_wave(sandbox, tmp_path) -> None:
+    rec = reconciler(sandbox, tmp_path)
+    text = campaign_text("manual")
+    rec.start(parse_spec(text), text, None)
+    with Fleet(sandbox):
+        state = drive(rec, "e2e", approve="wave-1")
+    assert state.status is CampaignStatus.COMPLETED
+    assert jobs_in_sandbox(sandbox) == sorted(w.job_id for w in state.waves)
+    for wave in state.waves:
+        assert wave.counts.succeeded == 4
+    client = sandbox.iot_client()
+    job = client.describe_job(jobId=state.wave("wave-1").job_id)["job"]
+    assert job["jobExecutionsRolloutConfig"]["maximumPerMinute"] == 100
+    assert job["abortConfig"]["criteriaList"][0]["thresholdPercentage"] == 50.0
+    assert job["timeoutConfig"]["inProgressTimeoutInMinutes"] == 30
+    document = client.get_job_document(jobId=state.wave("canary").job_id)["document"]
+    assert validate_document(document).endpoint.host == (
+        "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
+    )
+    kinds = [e.kind for e in rec.store.events("e2e")]
+    assert kinds.count("job-created") == 3
+    assert kinds.index("wave-approved") < kinds.index("wave-launching", kinds.index("wave-passed"))
+
+
+def test_failing_canary_halts_cancels_and_explains(sandbox, tmp_path) -> None:
+    rec = reconciler(sandbox, tmp_path)
+    text = campaign_text()
+    rec.start(parse_spec(text), text, None)
+    with Fleet(sandbox, failing=frozenset(THINGS[:3])):
+        state = drive(rec, "e2e")
+    assert state.status is CampaignStatus.HALTED
+    canary = state.wave("canary")
+    assert canary.phase is WavePhase.HALTED
+    assert jobs_in_sandbox(sandbox) == [canary.job_id]
+    job = sandbox.iot_client().describe_job(jobId=canary.job_id)["job"]
+    assert job["status"] in ("CANCELED", "COMPLETED")
+    explained = [e for e in rec.store.events("e2e") if e.kind == "failures-explained"]
+    assert explained
+    samples = explained[0].data["samples"]
+    assert {s["thing"] for s in samples} <= set(THINGS[:3])
+    assert samples[0]["details"] == {"reason": "probe-failed"}
+
+
+def test_rollback_sends_restore_jobs_to_the_waves_that_ran(sandbox, tmp_path) -> None:
+    rec = reconciler(sandbox, tmp_path)
+    text = campaign_text("manual")
+    rec.start(parse_spec(text), text, None)
+    with Fleet(sandbox):
+        state = drive(rec, "e2e")  # stops waiting for approval of wave-1: still RUNNING
+        assert state.wave("wave-1").phase is WavePhase.AWAITING_APPROVAL
+        rec.rollback("e2e")
+        state = drive(rec, "e2e")
+    assert state.status is CampaignStatus.ROLLED_BACK
+    restore = state.wave("canary").restore_job_id
+    assert restore is not None
+    assert state.wave("wave-1").restore_job_id is None
+    document = sandbox.iot_client().get_job_document(jobId=restore)["document"]
+    assert validate_document(document).operation == "restore"
+    assert state.wave("canary").restore_counts.succeeded == 4
+
+
+@pytest.mark.parametrize("sandbox", [0.2], indirect=True)
+def test_throttled_control_plane_gives_the_same_result(sandbox, tmp_path) -> None:
+    rec = reconciler(sandbox, tmp_path)
+    text = campaign_text()
+    rec.start(parse_spec(text), text, None)
+    with Fleet(sandbox):
+        state = drive(rec, "e2e")
+    assert state.status is CampaignStatus.COMPLETED
+    assert len(jobs_in_sandbox(sandbox)) == 3
+    assert [w.counts.succeeded for w in state.waves] == [4, 4, 4]
+
+
+# -- the CLI as a process ---------------------------------------------------------------------
+
+
+def cli(sandbox, state: Path, *args: str, kill_after: int | None = None):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="sandbox", AWS_SECRET_ACCESS_KEY="sandbox")
+    env.pop("AWS_PROFILE", None)
+    env.pop("CA_MIGRATE_KILL_AFTER_WRITES", None)
+    if kill_after is not None:
+        env["CA_MIGRATE_KILL_AFTER_WRITES"] = str(kill_after)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "--endpoint-url",
+            sandbox.control_plane_url,
+            "--state",
+            str(state),
+            "--log-format",
+            "json",
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_exit_codes_and_outputs(sandbox, tmp_path) -> None:
+    state = tmp_path / "state.sqlite"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(campaign_text().replace("region: us-east-1", "region: nowhere"))
+    result = cli(sandbox, state, "plan", str(bad))
+    assert result.returncode == 2
+    assert "line 2 (region)" in result.stderr
+    good = tmp_path / "c.yaml"
+    good.write_text(campaign_text())
+    result = cli(sandbox, state, "plan", "--output", "json", str(good))
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert [sum(w["devices"].values()) for w in plan["waves"]] == [4, 4, 4]
+    assert plan["endpoint"] == "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
+    assert not state.exists()
+    assert cli(sandbox, state, "status", "e2e").returncode == 2
+    assert cli(sandbox, state, "start", str(good)).returncode == 0
+    result = cli(sandbox, state, "status", "e2e", "--output", "json")
+    assert json.loads(result.stdout)["waves"][0]["phase"] == "LAUNCHING"
+    assert cli(sandbox, state, "approve", "e2e", "canary").returncode == 2
+    assert cli(sandbox, state, "pause", "e2e").returncode == 0
+    assert cli(sandbox, state, "resume", "e2e").returncode == 0
+    assert cli(sandbox, state, "abort", "e2e").returncode == 0
+    report = tmp_path / "r.html"
+    assert (
+        cli(sandbox, state, "report", "e2e", "--format", "html", "-o", str(report)).returncode == 0
+    )
+    page = report.read_text()
+    assert "<svg" in page
+    assert "campaign-aborted" in page
+    assert "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    events = cli(sandbox, state, "events", "e2e").stdout
+    assert "campaign-paused" in events
+    assert "campaign-resumed" in events
+    job = sandbox.iot_client().describe_job(jobId=json.loads(result.stdout)["waves"][0]["job_id"])
+    assert job["job"]["status"] == "CANCELED"
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    broken = cli(sandbox, blocker / "state.sqlite", "run", "e2e")
+    assert broken.returncode == 1
+    assert "cannot open the state store" in broken.stderr
+
+
+def test_sigkill_at_every_step_still_finishes_with_one_job_per_wave(sandbox, tmp_path) -> None:
+    """Every process SIGKILLs itself right after its 1st, 2nd or 3rd write (in turn): the
+    campaign advances a write or three per process, so every step of a three-wave campaign is
+    followed by a kill somewhere, and `run` again must finish it without duplicates."""
+    state = tmp_path / "state.sqlite"
+    path = tmp_path / "c.yaml"
+    path.write_text(campaign_text())
+    kills = 0
+    with Fleet(sandbox):
+        result = cli(sandbox, state, "start", str(path), kill_after=1)
+        assert result.returncode == -9
+        kills += 1
+        store = SqliteStateStore(state)
+        for attempt in range(80):
+            result = cli(sandbox, state, "run", "e2e", kill_after=1 + attempt % 3)
+            assert result.returncode in (0, -9), result.stderr
+            kills += result.returncode == -9
+            if store.load("e2e").state.status is not CampaignStatus.RUNNING:
+                break
+    final = store.load("e2e").state
+    assert final.status is CampaignStatus.COMPLETED
+    assert kills >= 6
+    assert jobs_in_sandbox(sandbox) == sorted(w.job_id for w in final.waves)
+    log = store.events("e2e")
+    kinds = [e.kind for e in log]
+    for kind in ("wave-launching", "job-observed", "gate-passed", "wave-passed"):
+        assert sorted(e.wave for e in log if e.kind == kind) == ["canary", "wave-1", "wave-2"]
+    assert kinds.count("campaign-started") == 1
+    assert kinds[-1] == "campaign-completed"
+    assert kinds.count("job-created") + kinds.count("job-adopted") <= 3
+    versions = [(e.version, e.index) for e in log]
+    assert versions == sorted(set(versions))
