@@ -1,4 +1,4 @@
-"""The sandbox's scaled clock: N sandbox seconds per real second.
+"""The sandbox's scaled clock: N sandbox seconds per real second, and jumps forward.
 
 A rehearsal of a campaign that takes hours in production runs in minutes with
 `--time-scale 60`. The clock is monotonic (it follows `time.monotonic`, not
@@ -8,6 +8,7 @@ resume from the time its persisted state last saw.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +26,18 @@ class ScaledClock:
         self.scale = scale
         self._start = (start or datetime.now(UTC)).astimezone(UTC)
         self._origin = time.monotonic()
+        self._skipped = 0.0
+        self._lock = threading.Lock()
 
     def now(self) -> datetime:
         elapsed = (time.monotonic() - self._origin) * self.scale
-        return self._start + timedelta(seconds=elapsed)
+        return self._start + timedelta(seconds=elapsed + self._skipped)
+
+    def advance(self, delta: timedelta | float) -> datetime:
+        """Jump forward by `delta` (seconds or a timedelta), e.g. to reach a timeout now."""
+        seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+        if seconds < 0:
+            raise ValueError("the sandbox clock only moves forward")
+        with self._lock:
+            self._skipped += seconds
+        return self.now()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import boto3
@@ -92,13 +93,44 @@ def test_admin_shadows_and_credentials_need_the_mqtt_data_plane(http_call):
     assert "no PKI" in body["message"]
 
 
-def test_admin_clock_advance_needs_a_manual_clock(http_call):
+def test_admin_clock_advance_jumps_a_running_scaled_clock(http_call):
     with Sandbox(mqtt=False) as running:
+        before = http_call("GET", "/_sandbox/clock", base=running.control_plane_url)[2]["now"]
         status, _, body = http_call(
-            "POST", "/_sandbox/clock", {"advanceSeconds": 5}, base=running.control_plane_url
+            "POST", "/_sandbox/clock", {"advanceSeconds": 3600}, base=running.control_plane_url
+        )
+        assert status == 200
+        assert 3600 <= body["now"] - before < 3660
+        status, _, body = http_call(
+            "POST", "/_sandbox/clock", {"advanceSeconds": -1}, base=running.control_plane_url
         )
     assert status == 400
-    assert "manual clock" in body["message"]
+    assert "zero or more" in body["message"]
+
+
+def test_the_scheduler_times_executions_out_without_any_call():
+    """At 600 sandbox seconds per second a one-minute timeout fires in 0.1 s, by itself."""
+    timed_out = threading.Event()
+    with Sandbox(mqtt=False, time_scale=600) as running:
+        engine = running.engine
+
+        def on_change(thing: str) -> None:
+            if engine.counts("fast")["TIMED_OUT"] == 1:
+                timed_out.set()
+
+        engine.create_things(["t"])
+        engine.create_job(
+            {
+                "jobId": "fast",
+                "targets": [f"{ARN}:thing/t"],
+                "document": DOCUMENT,
+                "timeoutConfig": {"inProgressTimeoutInMinutes": 1},
+            }
+        )
+        engine.start_next("t", status_details=None, step_timeout_minutes=None, via="https")
+        engine.subscribe(on_change)
+        assert timed_out.wait(timeout=20)
+        assert engine.execution_history(job_id="fast")[0]["history"][-1]["via"] == "service"
 
 
 def test_state_survives_a_restart(tmp_path):
