@@ -1,0 +1,37 @@
+"""The simulated fleet: devices that run the real device transaction against the sandbox.
+
+`MemoryFleet` runs thousands of devices in one process on the in-memory
+channel and a simulated clock; `MqttFleet` runs hundreds over MQTT/TLS with the
+AWS IoT Device SDK against the sandbox's brokers. Both assign fault profiles
+(`Profile`) per cohort from a `FleetSpec`. See docs/demo.md.
+"""
+
+from __future__ import annotations
+
+from infra.sandbox.fleet.memory import DeviceView, FleetTiming, MemoryFleet, shared_validator
+from infra.sandbox.fleet.profiles import (
+    FleetSpec,
+    FleetSpecError,
+    GroupSpec,
+    Profile,
+    assign_profiles,
+    load_fleet_spec,
+    parse_fleet_spec,
+)
+from infra.sandbox.fleet.simtls import SimulatedTls, certificate_fingerprint
+
+__all__ = [
+    "DeviceView",
+    "FleetSpec",
+    "FleetSpecError",
+    "FleetTiming",
+    "GroupSpec",
+    "MemoryFleet",
+    "Profile",
+    "SimulatedTls",
+    "assign_profiles",
+    "certificate_fingerprint",
+    "load_fleet_spec",
+    "parse_fleet_spec",
+    "shared_validator",
+]

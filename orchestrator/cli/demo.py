@@ -1,0 +1,324 @@
+"""`ca-migrate demo` and `ca-migrate rehearse`: whole campaigns against the local sandbox.
+
+`demo` runs the bundled campaign over a simulated fleet shaped by a scenario
+(happy, bad-canary, offline, throttled, rollback) and shows it live; it
+answers "what does a gated rollout look like, and would the gates stop a bad
+one?" without touching AWS. `rehearse` runs the operator's own campaign file
+against a described fleet (groups, sizes, fault profiles) and reports when
+each gate would promote or halt, and how many devices a halt would have
+exposed.
+
+Both exit 0 when the run finished (`demo`: and reached the outcome its
+scenario is built for), 2 on invalid input, 1 otherwise. With `--output json`
+the last line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from infra.sandbox.errors import SandboxError
+from job_documents import JobDocumentError
+from orchestrator.cli._logging import LogFormat, configure_logging
+from orchestrator.errors import OrchestratorError, SpecError, UsageError
+from orchestrator.model import CampaignState, Counts
+
+__all__ = ["app"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@contextmanager
+def _exit_codes() -> Iterator[None]:
+    from infra.sandbox.fleet import FleetSpecError
+
+    try:
+        yield
+    except (SpecError, UsageError, FleetSpecError, JobDocumentError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from exc
+    except (OrchestratorError, SandboxError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE) from exc
+
+
+def _quiet_logs(ctx: typer.Context, verbose: bool) -> None:
+    """Thousands of simulated devices log every step (power cuts warn by design): errors only."""
+    obj = ctx.find_root().obj
+    fmt: LogFormat = obj.log_format if obj is not None else "auto"
+    configure_logging(fmt, level=logging.INFO if verbose else logging.ERROR)
+
+
+_BAR = (
+    ("succeeded", "green"),
+    ("failed", "red"),
+    ("rejected", "magenta"),
+    ("timed_out", "yellow"),
+    ("in_progress", "blue"),
+    ("queued", "grey50"),
+)
+
+
+def _bar(counts: Counts, width: int = 28) -> Text:
+    total = counts.targeted
+    text = Text()
+    if total <= 0:
+        return Text("·" * width, style="grey30")
+    used = 0
+    for name, style in _BAR:
+        cells = round(width * getattr(counts, name) / total)
+        cells = min(cells, width - used)
+        text.append("█" * cells, style=style)
+        used += cells
+    text.append("·" * (width - used), style="grey30")
+    return text
+
+
+def _table(state: CampaignState, title: str) -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in ("wave", "phase", "progress", "ok", "failed", "pending", "verdict"):
+        table.add_column(column, overflow="fold" if column == "verdict" else "ellipsis")
+    for wave in state.waves:
+        c = wave.counts
+        table.add_row(
+            wave.name,
+            wave.phase.value,
+            _bar(c),
+            str(c.succeeded),
+            str(c.failures),
+            str(c.queued + c.in_progress),
+            (wave.verdict[:70] + "…") if len(wave.verdict) > 70 else wave.verdict,  # noqa: PLR2004
+        )
+    return table
+
+
+class _LiveView:
+    """Redraws the campaign at most ten times a second while a run goes on."""
+
+    def __init__(self, console: Console, heading: str) -> None:
+        self._console = console
+        self._heading = heading
+        self._live: Live | None = None
+        self._last = 0.0
+
+    def __enter__(self) -> Self:
+        self._live = Live(console=self._console, refresh_per_second=10, transient=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def __call__(self, progress: Any) -> None:
+        now = time.monotonic()
+        if self._live is None or now - self._last < 0.1:  # noqa: PLR2004
+            return
+        self._last = now
+        state: CampaignState = progress.state
+        minutes = progress.simulated_seconds / 60
+        title = (
+            f"{self._heading} — campaign {state.name} {state.status.value} — "
+            f"{progress.devices} devices — t+{minutes:.0f} min (simulated)"
+        )
+        self._live.update(Group(_table(state, title)))
+
+
+def _summary(console: Console, result: Any, extra: list[str]) -> None:
+    console.print(f"[bold]campaign {result.campaign}: {result.status}[/bold] — {result.reason}")
+    table = Table(show_header=True)
+    for column in (
+        "wave",
+        "phase",
+        "succeeded",
+        "failed",
+        "rejected",
+        "queued",
+        "launched",
+        "done",
+    ):
+        table.add_column(column)
+    for wave in result.waves:
+        ex = wave["executions"] or {}
+        table.add_row(
+            wave["name"],
+            wave["phase"],
+            str(ex.get("succeeded", 0)),
+            str(ex.get("failed", 0) + ex.get("timed_out", 0)),
+            str(ex.get("rejected", 0)),
+            str(ex.get("queued", 0) + ex.get("in_progress", 0)),
+            _at(wave["launched_after_minutes"]),
+            _at(wave["finished_after_minutes"]),
+        )
+    console.print(table)
+    endpoints = ", ".join(f"{n} on {k}" for k, n in sorted(result.endpoints.items()))
+    console.print(f"devices: {result.devices} ({endpoints})")
+    console.print(f"exposure: {result.exposure} devices received a job", end="")
+    if result.halted_after_minutes is not None:
+        console.print(f" before the halt at t+{result.halted_after_minutes:.0f} min")
+    else:
+        console.print()
+    console.print(
+        f"simulated {result.simulated_minutes:.0f} min in {result.wall_seconds:.1f} s; "
+        f"{result.api_calls} control-plane calls ({result.http_requests} HTTP requests)"
+    )
+    for line in extra:
+        console.print(line)
+    if result.report:
+        console.print(f"report: {result.report}")
+
+
+def _at(minutes: float | None) -> str:
+    return "-" if minutes is None else f"t+{minutes:.0f} min"
+
+
+def _run(
+    output: str,
+    heading: str,
+    job: Callable[[Callable[[Any], None] | None], Any],
+) -> Any:
+    if output not in ("text", "json"):
+        raise UsageError(f"unknown --output {output!r}; use text or json")
+    console = Console(stderr=output == "json")
+    if not console.is_terminal:
+        return job(None)
+    with _LiveView(console, heading) as view:
+        return job(view)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    devices: Annotated[int, typer.Option(help="Simulated devices.", min=10)] = 1000,
+    transport: Annotated[
+        str, typer.Option(help="memory (thousands of devices) or mqtt (real SDK over TLS).")
+    ] = "memory",
+    scenario: Annotated[
+        str, typer.Option(help="happy, bad-canary, offline, throttled or rollback.")
+    ] = "happy",
+    time_scale: Annotated[
+        float,
+        typer.Option(help="Simulated seconds per real second (0: as fast as possible).", min=0),
+    ] = 600.0,
+    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    report: Annotated[
+        Path | None, typer.Option(help="Write the HTML report here (default: a temp file).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fault-profile draw.")] = 7,
+    verbose: Annotated[bool, typer.Option(help="Log every device event.")] = False,
+) -> None:
+    """Run the bundled campaign on the sandbox with a simulated fleet, live, then summarize."""
+    from orchestrator.demo.runner import RunSettings, run_campaign
+    from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet
+    from orchestrator.demo.scenarios import scenario as find_scenario
+
+    _quiet_logs(ctx, verbose)
+    with _exit_codes():
+        chosen = find_scenario(scenario)
+        fleet = demo_fleet(chosen, devices, seed)
+        path = report or Path(tempfile.gettempdir()) / f"ca-migrate-demo-{chosen.name}.html"
+        settings = RunSettings(
+            transport=transport,
+            time_scale=time_scale,
+            throttle_rate=chosen.throttle_rate,
+            rollback_on_halt=chosen.rollback,
+            report=path,
+        )
+        result = _run(
+            output,
+            f"demo {chosen.name}",
+            lambda view: run_campaign(
+                CAMPAIGN_FILE.read_text(encoding="utf-8"),
+                fleet,
+                settings,
+                source=str(CAMPAIGN_FILE),
+                on_progress=view,
+            ),
+        )
+    as_expected = result.status == chosen.expected
+    if output == "json":
+        body = {
+            "scenario": chosen.name,
+            "transport": transport,
+            "expected": chosen.expected,
+            "as_expected": as_expected,
+            **result.to_json(),
+        }
+        print(json.dumps(body, sort_keys=True))
+    else:
+        console = Console()
+        verdict = "as expected" if as_expected else f"NOT the expected {chosen.expected}"
+        _summary(
+            console,
+            result,
+            [f"scenario {chosen.name}: {chosen.description} — {verdict}"],
+        )
+    if not as_expected:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def rehearse(
+    ctx: typer.Context,
+    campaign: Annotated[Path, typer.Argument(help="Your campaign file (YAML).")],
+    fleet: Annotated[
+        Path, typer.Option(help="Fleet file: groups, sizes and fault profiles (YAML).")
+    ],
+    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
+    throttle_rate: Annotated[
+        float, typer.Option(help="Share of control-plane calls throttled.", min=0, max=1)
+    ] = 0.0,
+    time_scale: Annotated[
+        float, typer.Option(help="Simulated seconds per real second (0: as fast as possible).")
+    ] = 0.0,
+    verbose: Annotated[bool, typer.Option(help="Log every device event.")] = False,
+) -> None:
+    """Rehearse your campaign against a described fleet: when each gate promotes or halts."""
+    from infra.sandbox.fleet import load_fleet_spec
+    from orchestrator.demo.runner import RunSettings, run_campaign
+
+    _quiet_logs(ctx, verbose)
+    with _exit_codes():
+        try:
+            text = campaign.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the campaign file {campaign}: {exc.strerror}") from exc
+        spec = load_fleet_spec(fleet)
+        settings = RunSettings(time_scale=time_scale, throttle_rate=throttle_rate, report=report)
+        result = _run(
+            output,
+            f"rehearsal of {campaign.name}",
+            lambda view: run_campaign(text, spec, settings, source=str(campaign), on_progress=view),
+        )
+    if output == "json":
+        print(json.dumps({"rehearsal": str(campaign), **result.to_json()}, sort_keys=True))
+        return
+    lines = []
+    for wave in result.waves:
+        when = _at(wave["finished_after_minutes"])
+        if wave["phase"] == "PASSED":
+            lines.append(f"- {wave['name']}: promoted at {when}")
+        elif wave["phase"] == "HALTED":
+            lines.append(f"- {wave['name']}: HALTED at {when}: {wave['verdict']}")
+        else:
+            lines.append(f"- {wave['name']}: {wave['phase']} (never launched)")
+    _summary(Console(), result, lines)

@@ -1,0 +1,152 @@
+"""The demo's scenarios: a fleet shape, its fault profiles, and what the run should show.
+
+Each scenario describes the fleet as a `FleetSpec` over the groups of the
+bundled campaign (`campaign.yaml` beside this module) for any number of
+devices, plus control-plane faults and whether the operator rolls back once
+the campaign halts. `expected` is the final campaign status the scenario is
+built to reach; the demo reports whether it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.sandbox.fleet import FleetSpec, GroupSpec, Profile
+from orchestrator.errors import UsageError
+
+__all__ = [
+    "CAMPAIGN_FILE",
+    "GROUPS",
+    "SCENARIOS",
+    "Scenario",
+    "demo_fleet",
+    "group_sizes",
+    "scenario",
+]
+
+CAMPAIGN_FILE = Path(__file__).resolve().parent / "campaign.yaml"
+
+GROUPS: tuple[tuple[str, float], ...] = (
+    ("demo-canary", 0.02),
+    ("demo-wave-1", 0.10),
+    ("demo-wave-2", 0.20),
+    ("demo-wave-3", 0.30),
+    ("demo-wave-4", 0.0),  # the rest
+)
+"""The bundled campaign's groups: the canary's share of the fleet, then shares of the rest."""
+
+MIN_CANARY = 5
+MIN_DEVICES = 10
+
+
+def group_sizes(devices: int) -> dict[str, int]:
+    """How many of `devices` go in each group of the bundled campaign (at least 5 canaries)."""
+    if devices < MIN_DEVICES:
+        raise UsageError(f"--devices must be at least {MIN_DEVICES} for the five demo waves")
+    canary = max(MIN_CANARY, round(devices * GROUPS[0][1]))
+    rest = devices - canary
+    sizes = {GROUPS[0][0]: canary}
+    used = 0
+    for name, share in GROUPS[1:-1]:
+        sizes[name] = max(1, round(rest * share))
+        used += sizes[name]
+    sizes[GROUPS[-1][0]] = rest - used
+    return sizes
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One demo run's fleet and faults, and the outcome it is built to show."""
+
+    name: str
+    description: str
+    canary: Mapping[Profile, float]
+    rest: Mapping[Profile, float]
+    expected: str
+    throttle_rate: float = 0.0
+    rollback: bool = False
+    expect_endpoint: str = "ats"  # where every device that can get there ends up
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+_BENIGN: Mapping[Profile, float] = {
+    Profile.LATE: 0.03,
+    Profile.SLOW: 0.03,
+    Profile.POWER_CUT: 0.02,
+    Profile.TLS_NO_ECC: 0.03,
+}
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            name="happy",
+            description="late, slow, power-cut and RSA-only devices all recover: every wave "
+            "promotes and every device ends on the ATS endpoint",
+            canary=_BENIGN,
+            rest=_BENIGN,
+            expected="COMPLETED",
+        ),
+        Scenario(
+            name="bad-canary",
+            description="30% of the canary cannot reach the new endpoint: the gate halts the "
+            "campaign before wave-1, and the failed devices roll back by themselves",
+            canary={Profile.PROBE_FAILS: 0.3},
+            rest={},
+            expected="HALTED",
+            expect_endpoint="mixed",
+        ),
+        Scenario(
+            name="offline",
+            description="8% of every group never connects and 5% connects late: at each wave's "
+            "deadline the stragglers are left out of the gate and the campaign completes",
+            canary={Profile.OFFLINE: 0.08, Profile.LATE: 0.05},
+            rest={Profile.OFFLINE: 0.08, Profile.LATE: 0.05},
+            expected="COMPLETED",
+            expect_endpoint="mixed",
+        ),
+        Scenario(
+            name="throttled",
+            description="20% of control-plane calls are throttled: retries absorb it and the "
+            "outcome is the happy one",
+            canary=_BENIGN,
+            rest=_BENIGN,
+            expected="COMPLETED",
+            throttle_rate=0.2,
+        ),
+        Scenario(
+            name="rollback",
+            description="the canary halts (30% cannot reach the new endpoint) and the operator "
+            "rolls back: restore jobs return every device to the legacy endpoint",
+            canary={Profile.PROBE_FAILS: 0.3},
+            rest={},
+            expected="ROLLED_BACK",
+            rollback=True,
+            expect_endpoint="legacy",
+        ),
+    )
+}
+
+
+def scenario(name: str) -> Scenario:
+    """The scenario called `name`, or a `UsageError` listing the known ones."""
+    found = SCENARIOS.get(name)
+    if found is None:
+        raise UsageError(f"unknown scenario {name!r}; use one of: {', '.join(SCENARIOS)}")
+    return found
+
+
+def demo_fleet(chosen: Scenario, devices: int, seed: int = 7) -> FleetSpec:
+    """The scenario's fleet over the bundled campaign's groups."""
+    sizes = group_sizes(devices)
+    groups = tuple(
+        GroupSpec(
+            name=name,
+            size=size,
+            profiles=dict(chosen.canary if name == GROUPS[0][0] else chosen.rest),
+        )
+        for name, size in sizes.items()
+    )
+    return FleetSpec(groups=groups, seed=seed)
