@@ -11,6 +11,12 @@ import structlog
 LogFormat = Literal["json", "console", "auto"]
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    # Resolve sys.stderr on every use, not once: test runners and embedding
+    # applications swap (and close) it, and a stale handle would break logging.
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(fmt: LogFormat = "auto", level: int = logging.INFO) -> None:
     """Events go to stderr: JSON when not on a terminal (or asked for), readable otherwise."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -27,6 +33,6 @@ def configure_logging(fmt: LogFormat = "auto", level: int = logging.INFO) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
