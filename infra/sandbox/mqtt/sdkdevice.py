@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -218,19 +219,14 @@ class SdkJobsDevice:
 
     def next_execution(self) -> Any:
         """Block until a notify-next event carries an execution; return that execution."""
-        deadline = threading.Event()
-        timer = threading.Timer(self.timeout, deadline.set)
-        timer.start()
-        try:
-            while not deadline.is_set():
-                try:
-                    event = self._next_events.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if event.execution is not None:
-                    return event.execution
-        finally:
-            timer.cancel()
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = self._next_events.get(timeout=left)
+            except queue.Empty:
+                break
+            if event.execution is not None:
+                return event.execution
         raise SdkDeviceError(f"{self.thing_name}: no notify-next with an execution")
 
     def start_next(self) -> Any:
