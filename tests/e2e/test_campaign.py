@@ -304,3 +304,15 @@ def test_sigkill_at_every_step_still_finishes_with_one_job_per_wave(sandbox, tmp
     assert kinds.count("job-created") + kinds.count("job-adopted") <= 3
     versions = [(e.version, e.index) for e in log]
     assert versions == sorted(set(versions))
+
+
+def test_run_follow_reconciles_until_the_campaign_stops(sandbox, tmp_path) -> None:
+    state = tmp_path / "state.sqlite"
+    path = tmp_path / "c.yaml"
+    path.write_text(campaign_text())
+    with Fleet(sandbox):
+        assert cli(sandbox, state, "start", str(path)).returncode == 0
+        result = cli(sandbox, state, "run", "e2e", "--follow", "--interval", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert "campaign e2e: COMPLETED" in result.stdout
+    assert len(jobs_in_sandbox(sandbox)) == 3
