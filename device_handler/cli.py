@@ -47,7 +47,7 @@ def _configure_logging(verbose: bool) -> None:
             logging.DEBUG if verbose else logging.INFO
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,
     )
 
 

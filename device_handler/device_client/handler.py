@@ -1,0 +1,177 @@
+"""The ca-migration transaction for devices that run AWS IoT Device Client.
+
+Device Client owns the MQTT connection and reports the job's status itself
+from the handler's exit code, so this handler runs the agent's transaction
+with a local channel: status updates are collected instead of published,
+and "reconnect on the new configuration" is a real mutual-TLS handshake with
+the committed endpoint and bundle (the dead-man switch still applies).
+
+Invocation (the job document's `args`):
+  --config device.toml               the same configuration file as the agent
+  --document PATH | --document-json TEXT   the ca-migration/1 document
+  [--job-id ID]                      defaults to the document's hash
+  [--device-client-config PATH]      Device Client's JSON config: its `endpoint`
+                                     is kept equal to the live endpoint file
+
+Exit code 0 when the transaction SUCCEEDED, 1 when it FAILED or was
+REJECTED (Device Client then reports FAILED; the reason is on stdout as
+JSON), 2 on a configuration error. Device Client must be restarted after a
+successful migrate to connect on the new endpoint (its `root-ca` should be
+the trust bundle path, which the transaction replaces in place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from device_handler.agent import Agent
+from device_handler.channel import JobExecution, JobsChannel
+from device_handler.config import DeviceConfig, load_config
+from device_handler.errors import ChannelError, ConfigError, DeviceHandlerError, ProbeFailed
+from device_handler.fsops import RealFileOps, atomic_write
+from device_handler.probe import probe
+from device_handler.trust import EndpointConfig
+
+__all__ = ["LocalChannel", "LocalConnector", "main", "sync_device_client_config"]
+
+
+class LocalChannel:
+    """A channel that keeps the job's status updates for the handler to print."""
+
+    def __init__(self, execution: JobExecution, via: str, reports: list[dict[str, Any]]) -> None:
+        self._execution = execution
+        self._via = via
+        self._reports = reports
+        self._version = execution.version_number or 1
+
+    @property
+    def via(self) -> str:
+        return self._via
+
+    @property
+    def supports_shadows(self) -> bool:
+        return False
+
+    def next_execution(self) -> JobExecution | None:
+        return self._execution
+
+    def describe(self, job_id: str) -> JobExecution | None:
+        return self._execution if job_id == self._execution.job_id else None
+
+    def update(
+        self,
+        job_id: str,
+        status: str,
+        details: Mapping[str, str],
+        *,
+        expected_version: int | None,
+        execution_number: int | None,
+    ) -> int | None:
+        del expected_version, execution_number
+        self._reports.append({"jobId": job_id, "status": status, "statusDetails": dict(details)})
+        self._version += 1
+        return self._version
+
+    def wait_for_jobs(self, timeout: float) -> bool:
+        del timeout
+        return False
+
+    def update_shadow(self, shadow_name: str, reported: Mapping[str, Any]) -> None:
+        del shadow_name, reported
+
+    def close(self) -> None:
+        return
+
+
+class LocalConnector:
+    """Connects by a real mutual-TLS handshake, then hands out a `LocalChannel`."""
+
+    def __init__(self, config: DeviceConfig, execution: JobExecution) -> None:
+        self._config = config
+        self._execution = execution
+        self.reports: list[dict[str, Any]] = []
+
+    def connect(self, endpoint: EndpointConfig, ca_file: Path, timeout: float) -> JobsChannel:
+        try:
+            probe(
+                endpoint,
+                ca_file,
+                identity=self._config.identity(),
+                overrides=self._config.connect_override,
+                timeout=timeout,
+            )
+        except ProbeFailed as exc:
+            raise ChannelError(f"cannot reach {endpoint.label()}: {exc}") from exc
+        return LocalChannel(self._execution, endpoint.label(), self.reports)
+
+
+def sync_device_client_config(path: Path, endpoint: EndpointConfig) -> bool:
+    """Make Device Client's `endpoint` equal the live one (atomic; True when it changed)."""
+    try:
+        body: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Device Client configuration {path} cannot be read: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConfigError(f"Device Client configuration {path} is not a JSON object")
+    if body.get("endpoint") == endpoint.host:
+        return False
+    body["endpoint"] = endpoint.host
+    atomic_write(RealFileOps(), path, (json.dumps(body, indent=4) + "\n").encode())
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ca-migrate-handler")
+    parser.add_argument("--config", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--document", type=Path)
+    source.add_argument("--document-json")
+    parser.add_argument("--job-id")
+    parser.add_argument("--device-client-config", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        from device_handler.validation import make_validator
+
+        text = args.document_json
+        if text is None:
+            text = args.document.read_text(encoding="utf-8")
+        job_id = args.job_id or _job_id(text)
+        execution = JobExecution(job_id=job_id, status="QUEUED", document=text, version_number=1)
+        connector = LocalConnector(config, execution)
+        agent = Agent(
+            config.agent_settings(), make_validator(config.validation_settings()), connector
+        )
+        agent.recover()
+        outcome = agent.handle(execution)
+        if args.device_client_config is not None:
+            sync_device_client_config(args.device_client_config, agent.live().endpoint)
+    except ConfigError as exc:
+        _say({"status": "FAILED", "reason": "config", "message": str(exc)})
+        return 2
+    except (DeviceHandlerError, OSError) as exc:
+        _say({"status": "FAILED", "reason": "handler", "message": str(exc)})
+        return 1
+    final = connector.reports[-1] if connector.reports else {"status": outcome.status}
+    _say(final)
+    return 0 if outcome.status == "SUCCEEDED" else 1
+
+
+def _say(report: Mapping[str, Any]) -> None:
+    """The handler's one line of output: the report Device Client shows as stdout."""
+    sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
+
+
+def _job_id(text: str) -> str:
+    import hashlib
+
+    return "doc-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""device.toml, the ca-migrate-device CLI and the AWS IoT Device Client handler."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import structlog
+from conftest import ATS_HOST, LEGACY_HOST, THING, Device, World
+
+import device_handler
+from device_handler.cli import main
+from device_handler.config import load_config
+from device_handler.errors import ConfigError
+from job_documents import Endpoint, Operation, build_document, load_catalog
+from job_documents.testing import write_catalog
+
+HANDLER = Path(device_handler.__file__).parent / "device_client" / "ca-migrate-handler.sh"
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    """`main` configures structlog for the process, as a CLI does; undo it for the next test."""
+    yield
+    structlog.reset_defaults()
+
+
+def _write_config(device: Device, world: World, catalog: Path | None = None, **extra: str) -> Path:
+    lines = [
+        f'thing_name = "{THING}"',
+        'region = "us-east-1"',
+        f'client_cert = "{world.device.cert_path}"',
+        f'client_key = "{world.device.key_path}"',
+        'endpoint_file = "etc/endpoint.json"',
+        'trust_bundle = "etc/trust.pem"',
+        'state_dir = "state"',
+        "dead_man_seconds = 5",
+        *(f"{k} = {v}" for k, v in extra.items()),
+    ]
+    if catalog is not None:
+        lines.append(f'catalog = "{catalog}"')
+    lines.append("[connect_override]")
+    lines += [f'"{k}" = "{v}"' for k, v in world.overrides.items()]
+    path = device.root / "device.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_config_paths_are_relative_to_the_file(device: Device, world: World):
+    config = load_config(_write_config(device, world))
+    assert config.thing_name == THING
+    assert config.endpoint_file == device.root.resolve() / "etc" / "endpoint.json"
+    assert config.connect_override[f"{ATS_HOST}:8883"].startswith("127.0.0.1:")
+    assert config.dead_man_seconds == 5
+    assert config.protocol == "mqtt5"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"colour": '"blue"'}, "unknown settings"),
+        ({"connect_timeout_seconds": "0"}, "connect_timeout_seconds"),
+        ({"protocol": '"mqtt4"'}, "protocol"),
+        ({"allowed_fingerprints": '["abc"]'}, "allowed_fingerprints"),
+    ],
+)
+def test_bad_settings_are_config_errors_naming_the_setting(
+    device: Device, world: World, extra: dict[str, str], message: str
+):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write_config(device, world, **extra))
+
+
+def test_missing_required_setting_is_named(tmp_path: Path):
+    path = tmp_path / "device.toml"
+    path.write_text('region = "us-east-1"\n')
+    with pytest.raises(ConfigError, match="thing_name"):
+        load_config(path)
+
+
+def test_status_prints_the_live_configuration_and_journal(
+    device: Device, world: World, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["status", "--config", str(_write_config(device, world))]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["endpoint"] == LEGACY_HOST
+    assert state["journal"]["phase"] == "idle"
+
+
+def test_cli_exits_2_on_a_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    path = tmp_path / "device.toml"
+    path.write_text("not toml [")
+    assert main(["status", "--config", str(path)]) == 2
+    assert "configuration error" in capsys.readouterr().err
+
+
+def _handler(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHON=sys.executable)
+    return subprocess.run(
+        ["sh", str(HANDLER), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_device_client_handler_migrates_and_syncs_device_client_config(
+    device: Device, world: World, tmp_path: Path
+):
+    catalog = write_catalog(tmp_path / "cat", {"amazon-root-ca-1": world.ats_root.pem.decode()})
+    config = _write_config(device, world, catalog)
+    dc_config = tmp_path / "aws-iot-device-client.conf"
+    dc_config.write_text(json.dumps({"endpoint": LEGACY_HOST, "thing-name": THING}))
+    loaded = load_catalog(catalog)
+    built = build_document(
+        operation=Operation.MIGRATE,
+        region="us-east-1",
+        campaign="ats-2026",
+        wave="dc",
+        endpoint=Endpoint(host=ATS_HOST),
+        roots=[loaded.get("amazon-root-ca-1")],
+        catalog=loaded,
+    )
+    result = _handler(
+        config, "--document-json", built.text, "--device-client-config", str(dc_config)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["status"] == "SUCCEEDED"
+    assert report["statusDetails"]["endpoint"] == f"{ATS_HOST}:8883"
+    assert json.loads(device.paths.endpoint_file.read_text())["host"] == ATS_HOST
+    assert json.loads(dc_config.read_text())["endpoint"] == ATS_HOST
+
+
+def test_device_client_handler_exits_1_with_the_reason_for_an_invalid_document(
+    device: Device, world: World
+):
+    before = device.live()
+    result = _handler(_write_config(device, world), "--document-json", '{"schema": 1}')
+    assert result.returncode == 1
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["status"] == "REJECTED"
+    assert report["statusDetails"]["reason"]
+    assert device.live() == before
