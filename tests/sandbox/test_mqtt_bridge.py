@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 from conftest_mqtt import FakeEngine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra.sandbox.dataplane import DataPlaneError
 from infra.sandbox.mqtt._jobs import JobsTopics, NotifyTracker, Outgoing, parse_jobs_topic
@@ -308,3 +310,54 @@ def test_shadow_get_and_delete_of_a_missing_shadow_are_404():
 
 def test_shadow_ignores_its_own_answer_topics():
     assert ShadowStore(now).handle(f"{S}/update/accepted", b"{}") == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["queue", "start", "finish", "spurious"]), st.integers(0, 5)),
+        max_size=25,
+    )
+)
+def test_a_device_following_events_always_sees_the_true_pending_list_and_head(steps):
+    engine = FakeEngine()
+    tracker = NotifyTracker(now)
+    seen_list: list[tuple[str, str]] = []
+    seen_head: str | None = None
+    counter = 0
+    for action, pick in steps:
+        pending = engine.get_pending("t")
+        everything = [*pending.in_progress, *pending.queued]
+        if action == "queue":
+            counter += 1
+            engine.queue("t", f"job-{counter:03d}", {})
+        elif action == "start":
+            engine.start_next("t", status_details=None, step_timeout_minutes=None, via="ats")
+        elif action == "finish" and everything:
+            target = everything[pick % len(everything)]
+            engine.update_execution(
+                "t",
+                target.job_id,
+                status="SUCCEEDED",
+                status_details=None,
+                expected_version=None,
+                execution_number=None,
+                step_timeout_minutes=None,
+                via="ats",
+            )
+        events = by_topic(tracker.changes("t", engine.get_pending("t")))
+        if "notify" in events:
+            jobs = events["notify"]["jobs"]
+            seen_list = [
+                (status, j["jobId"])
+                for status in ("IN_PROGRESS", "QUEUED")
+                for j in jobs.get(status, [])
+            ]
+        if "notify-next" in events:
+            execution = events["notify-next"].get("execution")
+            seen_head = None if execution is None else execution["jobId"]
+        truth = engine.get_pending("t")
+        expected = [(s.status, s.job_id) for s in (*truth.in_progress, *truth.queued)][:10]
+        assert seen_list == expected
+        assert seen_head == (truth.next.job_id if truth.next else None)
+        assert tracker.changes("t", truth) == []
