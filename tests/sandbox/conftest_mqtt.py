@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -262,20 +262,6 @@ class Device:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def devices(
-    pki: SandboxPki, plane: MqttDataPlane, specs: list[tuple[str, str]]
-) -> Iterator[list[Device]]:
-    """Connected devices for (thing, kind) pairs, closed afterwards (use in a fixture)."""
-    made: list[Device] = []
-    try:
-        for thing, kind in specs:
-            made.append(Device(pki, plane, thing, kind))
-        yield made
-    finally:
-        for device in made:
-            device.close()
 
 
 def require_sandbox_names(plane: MqttDataPlane) -> None:
