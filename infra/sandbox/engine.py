@@ -947,11 +947,12 @@ class JobsEngine:
                 )
             for group in list(thing.groups):
                 self._groups[group].things.discard(name)
+            # The jobs keep the executions (REMOVED if they were pending), so
+            # numberOfRemovedThings counts deleted things, as AWS documents.
             for ex in list(thing.executions.values()):
                 if ex.status in PENDING:
                     self._set_status(ex, "REMOVED", now, "control-plane")
                     self._after_outcome(ex, now)
-                ex.job.executions.pop(name, None)
             del self._things[name]
             self._changed()
         self._flush()

@@ -462,3 +462,25 @@ def test_unknown_route_is_a_clear_error(http_call):
     assert status == 404
     assert headers["x-amzn-ErrorType"] == "UnknownOperationException"
     assert "does not implement GET /nothing-here" in body["message"]
+
+
+def test_delete_thing_removes_its_pending_executions(sandbox, iot, jobs_data):
+    make_fleet(iot, 2)
+    iot.create_job(jobId="del", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    iot.delete_thing(thingName="fleet-000")
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_thing(thingName="fleet-000")
+    assert iot.list_things_in_thing_group(thingGroupName="fleet")["things"] == ["fleet-001"]
+    details = iot.describe_job(jobId="del")["job"]["jobProcessDetails"]
+    assert details["numberOfQueuedThings"] == 1
+    assert details["numberOfRemovedThings"] == 1
+    assert sandbox.engine.counts("del") == sandbox.engine.recount("del")
+    with pytest.raises(jobs_data.exceptions.ResourceNotFoundException):
+        jobs_data.get_pending_job_executions(thingName="fleet-000")
+
+
+def test_delete_thing_checks_the_expected_version(iot):
+    iot.create_thing(thingName="v")
+    with pytest.raises(iot.exceptions.VersionConflictException, match="expectedVersion 5"):
+        iot.delete_thing(thingName="v", expectedVersion=5)
+    iot.delete_thing(thingName="v", expectedVersion=1)

@@ -168,6 +168,11 @@ class EngineMachine(RuleBasedStateMachine):
             code = exc.code
         assert code in {None, "InvalidStateTransitionException", "ResourceNotFoundException"}
 
+    @rule(thing=st.sampled_from(THINGS))
+    def delete_and_recreate(self, thing: str) -> None:
+        self.engine.delete_thing({"thingName": thing})
+        self.engine.create_thing({"thingName": thing})
+
     @rule(seconds=st.sampled_from([1, 30, 60, 61, 200]))
     def advance(self, seconds: int) -> None:
         self.engine.advance(seconds)
