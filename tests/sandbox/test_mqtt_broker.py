@@ -4,6 +4,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ from conftest_mqtt import (
     require_sandbox_names,
     tls_context,
 )
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from infra.sandbox.mqtt import MqttDataPlane, MqttError, start_data_plane
 from infra.sandbox.pki import SandboxPki
@@ -175,6 +180,8 @@ def test_a_thing_cannot_read_or_drive_another_things_topics(engine, device):
     snoop.subscribe("$aws/things/victim/jobs/#")
     snoop.subscribe("$aws/things/+/jobs/#")
     snoop.subscribe("$aws/things/victim/shadow/#")
+    snoop.subscribe("$share/group/$aws/things/victim/jobs/#")
+    snoop.subscribe("#")
     engine.queue("victim", "job-1", {"secret": "document"})
     victim.expect("$aws/things/victim/jobs/notify-next")
     snoop.publish("$aws/things/victim/jobs/start-next", {"clientToken": "stolen"})
@@ -237,3 +244,33 @@ def test_a_broker_that_cannot_start_is_reported_and_nothing_is_left_running(pki,
         ["pgrep", "-f", str(tmp_path / "mqtt")], capture_output=True, check=False
     )
     assert leftover.stdout == b""
+
+
+def test_a_certificate_from_another_ca_cannot_impersonate_a_thing(pki, plane, tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "victim")])
+    now = datetime.now(UTC)
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "forged.pem", tmp_path / "forged.key"
+    cert_path.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    endpoint = plane.endpoints["ats"]
+    context = tls_context(pki, None, root_of(pki, "amazon-root-ca-1"))
+    context.load_cert_chain(str(cert_path), str(key_path))
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        mqtt_connect(endpoint.host, endpoint.port, context)
