@@ -274,3 +274,14 @@ def test_a_certificate_from_another_ca_cannot_impersonate_a_thing(pki, plane, tm
     context.load_cert_chain(str(cert_path), str(key_path))
     with pytest.raises((ssl.SSLError, ConnectionError)):
         mqtt_connect(endpoint.host, endpoint.port, context)
+
+
+def test_another_region_serves_that_regions_names_under_the_same_roots(pki, tmp_path):
+    with start_data_plane(
+        FakeEngine(), pki=pki, work_dir=tmp_path / "mqtt", region="eu-west-1"
+    ) as plane:
+        endpoint = plane.endpoints["ats"]
+        assert endpoint.host == "a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com"
+        context = tls_context(pki, "eu-thing", root_of(pki, "amazon-root-ca-1"))
+        with handshake(endpoint.host, endpoint.port, context) as tls:
+            assert tls.version() is not None
