@@ -31,8 +31,13 @@ from pathlib import Path
 import structlog
 
 from job_documents import Clock, document_hash
-from orchestrator.errors import AwsError, JobConflictError, JobExistsError, LeaseHeldError
-from orchestrator.jobdocs import build_restore_document, build_wave_documents
+from orchestrator.errors import (
+    AwsError,
+    CampaignNotFoundError,
+    JobConflictError,
+    JobExistsError,
+    LeaseHeldError,
+)
 from orchestrator.jobs import JobsApi
 from orchestrator.model import CampaignSpec, CampaignState, Event
 from orchestrator.planner import (
@@ -141,7 +146,21 @@ class Reconciler:
     # -- starting --------------------------------------------------------------------------
 
     def start(self, spec: CampaignSpec, spec_text: str, spec_dir: str | None) -> CampaignState:
-        """Resolve the endpoint, build every wave's document, store the new campaign."""
+        """Resolve the endpoint, build every wave's document, store the new campaign.
+
+        Starting a campaign that exists with the very same file is a no-op (a `start` that
+        was killed can be run again); with another file it is `CampaignExistsError`.
+        """
+        from orchestrator.jobdocs import build_wave_documents
+
+        try:
+            existing = self.store.load(spec.name)
+        except CampaignNotFoundError:
+            pass
+        else:
+            if existing.spec_text == spec_text:
+                log.info("campaign-already-started", campaign=spec.name)
+                return existing.state
         host = self.api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
         built = build_wave_documents(spec, host)
         now = self.clock.now()
@@ -272,6 +291,7 @@ class Reconciler:
 
     def rollback(self, name: str, waves: Sequence[str] = ()) -> StepResult:
         """Restore jobs for the named waves, or for every wave that launched."""
+        from orchestrator.jobdocs import build_restore_document
 
         def make(spec: CampaignSpec, state: CampaignState) -> Command:
             docs: dict[str, tuple[str, str]] = {}

@@ -180,7 +180,7 @@ class IotJobsAdapter:
         request = create_job_request(job_id, document, config, targets)
         with _translate("CreateJob", job_id=job_id):
             self._iot.create_job(**request)
-        log.info("job-created", job_id=job_id, targets=len(targets))
+        log.info("create-job-sent", job_id=job_id, targets=len(targets))
 
     def describe_job(self, job_id: str) -> JobObservation:
         try:

@@ -7,7 +7,7 @@ import pytest
 from conftest import README_CAMPAIGN
 
 from job_documents import ManualClock, validate_document
-from orchestrator.errors import JobConflictError, LeaseHeldError, SpecError
+from orchestrator.errors import CampaignExistsError, JobConflictError, LeaseHeldError, SpecError
 from orchestrator.model import CampaignStatus, WavePhase
 from orchestrator.planner import Approve, Pause
 from orchestrator.reconcile import Reconciler
@@ -146,3 +146,14 @@ def _config(rec: Reconciler, wave: str):
     spec = parse_spec(README_CAMPAIGN)
     _ = rec
     return job_config(spec, spec.wave(wave), "migrate")
+
+
+def test_start_again_with_the_same_file_is_a_no_op_and_another_file_is_refused(world) -> None:
+    rec, api, _, store = world
+    again = rec.start(parse_spec(README_CAMPAIGN), README_CAMPAIGN, None)
+    assert again == store.load("ats-2026").state
+    assert kinds(store) == ["campaign-started"]
+    other = README_CAMPAIGN.replace("bake_minutes: 10", "bake_minutes: 11")
+    with pytest.raises(CampaignExistsError, match="already exists"):
+        rec.start(parse_spec(other), other, None)
+    assert api.calls["CreateJob"] == 0
