@@ -207,7 +207,7 @@ def _run(
 @app.command()
 def demo(
     ctx: typer.Context,
-    devices: Annotated[int, typer.Option(help="Simulated devices.", min=10)] = 1000,
+    devices: Annotated[int, typer.Option(help="Simulated devices (50 or more).")] = 1000,
     transport: Annotated[
         str, typer.Option(help="memory (thousands of devices) or mqtt (real SDK over TLS).")
     ] = "memory",

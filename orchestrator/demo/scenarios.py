@@ -37,20 +37,26 @@ GROUPS: tuple[tuple[str, float], ...] = (
 )
 """The bundled campaign's groups: the canary's share of the fleet, then shares of the rest."""
 
-MIN_CANARY = 5
-MIN_DEVICES = 10
+MIN_WAVE = 5
+MIN_DEVICES = 50
 
 
 def group_sizes(devices: int) -> dict[str, int]:
-    """How many of `devices` go in each group of the bundled campaign (at least 5 canaries)."""
+    """How many of `devices` go in each group of the bundled campaign (at least 5 in each).
+
+    Five is what the demo gates need to judge a wave at their confidence.
+    """
     if devices < MIN_DEVICES:
-        raise UsageError(f"--devices must be at least {MIN_DEVICES} for the five demo waves")
-    canary = max(MIN_CANARY, round(devices * GROUPS[0][1]))
+        raise UsageError(
+            f"--devices must be at least {MIN_DEVICES}: each of the five demo waves needs "
+            f"{MIN_WAVE} devices for its gate to judge it"
+        )
+    canary = max(MIN_WAVE, round(devices * GROUPS[0][1]))
     rest = devices - canary
     sizes = {GROUPS[0][0]: canary}
     used = 0
     for name, share in GROUPS[1:-1]:
-        sizes[name] = max(1, round(rest * share))
+        sizes[name] = max(MIN_WAVE, round(rest * share))
         used += sizes[name]
     sizes[GROUPS[-1][0]] = rest - used
     return sizes
@@ -72,10 +78,10 @@ class Scenario:
 
 
 _BENIGN: Mapping[Profile, float] = {
-    Profile.LATE: 0.03,
-    Profile.SLOW: 0.03,
-    Profile.POWER_CUT: 0.02,
-    Profile.TLS_NO_ECC: 0.03,
+    Profile.LATE: 0.04,
+    Profile.SLOW: 0.04,
+    Profile.POWER_CUT: 0.05,
+    Profile.TLS_NO_ECC: 0.04,
 }
 
 SCENARIOS: dict[str, Scenario] = {
