@@ -290,7 +290,7 @@ def _cancel_for_stop(step: _Step) -> None:
             step.cancel(wave, step.state.reason or "campaign stopped")
 
 
-def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:
+def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, paused: bool) -> None:
     wave_spec = spec.wave(wave.name)
     if wave.job_status == "CANCELED":
         _halt_wave(step, wave, "the job was canceled outside this campaign (abortConfig?)")
@@ -322,6 +322,8 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState) -> Non
     if verdict.halt:
         _halt_wave(step, wave, verdict.reason)
         return
+    if paused:
+        return  # a paused campaign still halts, but promotes nothing
     if wave.phase is WavePhase.RUNNING:
         if verdict.passed:
             step.event("gate-passed", verdict.reason, wave.name)
@@ -369,7 +371,7 @@ def _launch(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:
     )
 
 
-def _advance(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
+def _advance(step: _Step, spec: CampaignSpec, obs: Observations, *, paused: bool) -> None:
     budget = spec.halt.fleet_failure_budget
     failures = sum(w.counts.failures for w in step.state.waves)
     if budget is not None and failures > budget:
@@ -385,11 +387,11 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
         return
     for wave in step.state.waves:
         if wave.phase in (WavePhase.RUNNING, WavePhase.BAKING):
-            _judge_running_wave(step, spec, wave)
-            if step.state.status is not CampaignStatus.RUNNING:
+            _judge_running_wave(step, spec, wave, paused=paused)
+            if step.state.status is CampaignStatus.HALTED:
                 _cancel_for_stop(step)
                 return
-        elif wave.phase is WavePhase.LAUNCHING:
+        elif wave.phase is WavePhase.LAUNCHING and not paused:
             seen = obs.jobs.get(wave.job_id)
             if seen is None or not seen.exists:
                 step.actions.append(
@@ -400,6 +402,8 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
                         config=job_config(spec, spec.wave(wave.name), "migrate"),
                     )
                 )
+    if paused:
+        return
     for wave in step.state.waves:
         if wave.phase is WavePhase.PASSED:
             continue
@@ -456,8 +460,8 @@ def decide(
     step = _Step(state, now)
     _fold(step, observations)
     status = step.state.status
-    if status is CampaignStatus.RUNNING:
-        _advance(step, spec, observations)
+    if status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
+        _advance(step, spec, observations, paused=status is CampaignStatus.PAUSED)
     elif status in (CampaignStatus.HALTED, CampaignStatus.ABORTED):
         _cancel_for_stop(step)
     elif status is CampaignStatus.ROLLING_BACK:

@@ -353,3 +353,28 @@ def test_whole_campaign_to_completion() -> None:
             break
     assert state.status is CampaignStatus.COMPLETED
     assert len(done_jobs) == 3
+
+
+@pytest.mark.parametrize(
+    ("counts", "phase", "status"),
+    [
+        ({"succeeded": 100}, WavePhase.RUNNING, CampaignStatus.PAUSED),  # no promotion
+        ({"succeeded": 8, "failed": 2, "queued": 90}, WavePhase.HALTED, CampaignStatus.HALTED),
+    ],
+)
+def test_a_paused_campaign_still_halts_but_promotes_nothing(counts, phase, status) -> None:
+    state = apply_command(SPEC, running_canary(), Pause(), at(1)).state
+    job = state.wave("canary").job_id
+    decision = decide(SPEC, state, obs(seen(job, **counts)), at(30))
+    assert decision.state.wave("canary").phase is phase
+    assert decision.state.status is status
+    assert not any(isinstance(a, CreateJob) for a in decision.actions)
+
+
+def test_a_paused_campaign_still_honours_the_fleet_failure_budget() -> None:
+    spec = replace(SPEC, halt=replace(SPEC.halt, fleet_failure_budget=3, max_failure_rate=1.0))
+    state = apply_command(spec, running_canary(), Pause(), at(1)).state
+    job = state.wave("canary").job_id
+    decision = decide(spec, state, obs(seen(job, succeeded=500, failed=4)), at(2))
+    assert decision.state.status is CampaignStatus.HALTED
+    assert [a.job_id for a in decision.actions if isinstance(a, CancelJob)] == [job]
