@@ -18,6 +18,7 @@ from botocore.config import Config
 
 from job_documents import SystemClock, validate_document
 from orchestrator.aws.iot import IotJobsAdapter
+from orchestrator.errors import JobConflictError
 from orchestrator.model import CampaignStatus, WavePhase
 from orchestrator.planner import Approve
 from orchestrator.reconcile import Reconciler
@@ -316,3 +317,29 @@ def test_run_follow_reconciles_until_the_campaign_stops(sandbox, tmp_path) -> No
     assert result.returncode == 0, result.stderr
     assert "campaign e2e: COMPLETED" in result.stdout
     assert len(jobs_in_sandbox(sandbox)) == 3
+
+
+def test_a_job_left_by_a_crashed_run_is_adopted_and_a_foreign_one_is_refused(
+    sandbox, tmp_path
+) -> None:
+    rec = reconciler(sandbox, tmp_path)
+    text = campaign_text()
+    state = rec.start(parse_spec(text), text, None)
+    canary = state.wave("canary").job_id
+    client = sandbox.iot_client()
+    arn = client.describe_thing_group(thingGroupName="canary")["thingGroupArn"]
+    # a run that died after CreateJob: same id, same document, written with other whitespace
+    document = json.dumps(json.loads(state.documents[canary]), indent=2)
+    client.create_job(jobId=canary, targets=[arn], document=document)
+    rec.step("e2e")
+    kinds = [e.kind for e in rec.store.events("e2e")]
+    assert "job-adopted" in kinds
+    assert "job-created" not in kinds
+    assert jobs_in_sandbox(sandbox) == [canary]
+
+    other = CAMPAIGN.replace("name: e2e", "name: e2e-2").replace("APPROVAL", "auto")
+    state2 = rec.start(parse_spec(other), other, None)
+    foreign = state2.wave("canary").job_id
+    client.create_job(jobId=foreign, targets=[arn], document='{"not":"ours"}')
+    with pytest.raises(JobConflictError, match="different document"):
+        rec.step("e2e-2")
