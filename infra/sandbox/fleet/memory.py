@@ -60,6 +60,9 @@ __all__ = ["DeviceView", "FleetTiming", "MemoryFleet", "shared_validator"]
 log = structlog.get_logger(__name__)
 
 MAX_POLLS: Final = 8
+# A migrate transaction makes 38 mutating file operations (every one a power-cut point);
+# a power-cut device loses power before one of them, drawn uniformly.
+CUT_POINTS: Final = 38
 _DONE: Final = frozenset({"NONE", "SKIPPED"})
 
 
@@ -343,7 +346,7 @@ class MemoryFleet:
         device.slow_armed = False
         fs = self._fs
         if profile is Profile.POWER_CUT and device.cuts == 0:
-            fs = CrashingFileOps(crash_at=self._rng.randint(1, 45), inner=self._fs)
+            fs = CrashingFileOps(crash_at=self._rng.randrange(CUT_POINTS), inner=self._fs)
         self._active = device.name
         try:
             agent = self._agent(device, fs)

@@ -1,0 +1,243 @@
+"""The simulated fleet: profile assignment, the simulated TLS stack, and each fault profile
+driving the real device transaction against the Jobs engine (no HTTP, manual clock)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import job_documents as jd
+from device_handler.errors import ProbeFailed
+from device_handler.transaction import Journal, Phase
+from device_handler.trust import EndpointConfig, TrustBundle
+from infra.sandbox.engine import JobsEngine
+from infra.sandbox.fleet import (
+    FleetSpec,
+    FleetSpecError,
+    FleetTiming,
+    GroupSpec,
+    MemoryFleet,
+    Profile,
+    SimulatedTls,
+    assign_profiles,
+    parse_fleet_spec,
+)
+from infra.sandbox.fleet.profiles import _counts
+from infra.sandbox.pki import SandboxPki
+from job_documents.clock import ManualClock
+
+ARN = "arn:aws:iot:us-east-1:123456789012:thinggroup/"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SandboxPki:
+    return SandboxPki.create_or_load(tmp_path_factory.mktemp("fleet") / "pki")
+
+
+# -- profiles ---------------------------------------------------------------------------------
+
+
+@given(
+    size=st.integers(0, 5000),
+    shares=st.dictionaries(
+        st.sampled_from([p for p in Profile if p is not Profile.OK]),
+        st.floats(0, 0.2),
+        max_size=5,
+    ),
+)
+@settings(max_examples=200, deadline=None)
+def test_profile_counts_add_up_to_the_group_and_follow_the_shares(size, shares) -> None:
+    counts = _counts(size, shares)
+    assert sum(counts.values()) == size
+    for profile, share in shares.items():
+        assert abs(counts.get(profile, 0) - size * share) < 1 + 1e-9
+
+
+def test_assignment_is_repeatable_and_spreads_faults_through_the_group() -> None:
+    spec = FleetSpec(groups=(GroupSpec("g", 200, {Profile.OFFLINE: 0.1}),), seed=3)
+    names = [f"d-{i:03d}" for i in range(200)]
+    first = assign_profiles(spec, {"g": names})
+    assert first == assign_profiles(spec, {"g": names})
+    offline = [i for i, n in enumerate(names) if first[n] is Profile.OFFLINE]
+    assert len(offline) == 20
+    assert min(offline) < 100 < max(offline)  # not bunched at one end
+    other = assign_profiles(FleetSpec(groups=spec.groups, seed=4), {"g": names})
+    assert other != first
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"groups": []}, "groups"),
+        ({"groups": [{"name": "a", "size": 3, "profiles": {"offline": 0.7, "late": 0.5}}]},
+         "add up to 1.2"),
+        ({"groups": [{"name": "a", "size": 3, "profiles": {"sleepy": 0.1}}]}, "sleepy"),
+        ({"groups": [{"name": "a", "size": 3}, {"name": "a", "size": 1}]}, "listed twice"),
+        ({"groups": [{"name": "a b", "size": 3}]}, "name"),
+    ],
+)  # fmt: skip
+def test_bad_fleet_files_are_refused_with_what_to_change(data, message) -> None:
+    with pytest.raises(FleetSpecError, match=message):
+        parse_fleet_spec(data, "fleet.yaml")
+
+
+def test_assignment_refuses_a_group_whose_size_does_not_match() -> None:
+    spec = parse_fleet_spec({"groups": [{"name": "a", "size": 3}]})
+    with pytest.raises(FleetSpecError, match="has 2 things but the fleet says 3"):
+        assign_profiles(spec, {"a": ["x", "y"]})
+
+
+# -- simulated TLS ----------------------------------------------------------------------------
+
+
+def _bundle(tmp_path: Path, *pems: Path) -> Path:
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(b"".join(p.read_bytes() for p in pems))
+    return path
+
+
+def test_simulated_tls_decides_from_the_roots_in_the_bundle_file(pki, tmp_path) -> None:
+    tls = SimulatedTls.from_pki(pki)
+    ats = EndpointConfig(host=pki.hosts["ats"])
+    legacy = EndpointConfig(host=pki.hosts["legacy"])
+    rsa, ecc = pki.ats_root_pems["amazon-root-ca-1"], pki.ats_root_pems["amazon-root-ca-3"]
+    tls.handshake(legacy, _bundle(tmp_path, pki.legacy_root_pem))
+    with pytest.raises(ProbeFailed) as caught:
+        tls.handshake(ats, _bundle(tmp_path, pki.legacy_root_pem))
+    assert caught.value.reason == "tls-verify"
+    tls.handshake(ats, _bundle(tmp_path, pki.legacy_root_pem, ecc))
+    with pytest.raises(ProbeFailed, match="RSA-only"):
+        tls.handshake(ats, _bundle(tmp_path, pki.legacy_root_pem, ecc), rsa_only=True)
+    tls.handshake(ats, _bundle(tmp_path, rsa), rsa_only=True)
+    with pytest.raises(ProbeFailed) as caught:
+        tls.handshake(ats, _bundle(tmp_path, rsa), unreachable=frozenset({ats.host}))
+    assert caught.value.reason == "connect"
+    with pytest.raises(ProbeFailed) as caught:
+        tls.handshake(EndpointConfig(host="elsewhere.example.com"), _bundle(tmp_path, rsa))
+    assert caught.value.reason == "connect"
+
+
+# -- the fleet against the engine -------------------------------------------------------------
+
+
+class World:
+    """An engine on a manual clock, a group of things with given profiles, and a fleet."""
+
+    def __init__(self, pki: SandboxPki, root: Path, profiles: dict[str, Profile]) -> None:
+        self.clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+        self.engine = JobsEngine(clock=self.clock)
+        self.pki = pki
+        names = sorted(profiles)
+        self.engine.create_things(names)
+        self.engine.create_thing_group({"thingGroupName": "g"})
+        self.engine.add_things_to_group("g", names)
+        self.fleet = MemoryFleet(
+            self.engine, pki, profiles, root=root, timing=FleetTiming(late=(600, 600))
+        )
+        self.fleet.start()
+        self.catalog = jd.load_catalog(pki.ats_catalog)
+
+    def job(self, job_id: str, roots: tuple[str, ...], **config: object) -> None:
+        doc = jd.build_document(
+            operation="migrate",
+            region="us-east-1",
+            campaign="t",
+            wave=job_id,
+            endpoint=jd.Endpoint(host=self.pki.hosts["ats"]),
+            roots=[self.catalog.get(r) for r in roots],
+            catalog=self.catalog,
+        )
+        self.engine.create_job(
+            {"jobId": job_id, "targets": [ARN + "g"], "document": doc.text, **config}
+        )
+
+    def statuses(self, job_id: str) -> dict[str, dict]:
+        return {h["thingName"]: h for h in self.engine.execution_history(job_id=job_id)}
+
+    def run_for(self, seconds: float, step: float = 30.0) -> None:
+        elapsed = 0.0
+        while elapsed < seconds:
+            self.fleet.run_due()
+            self.engine.advance(step)
+            elapsed += step
+        self.fleet.run_due()
+
+
+def test_each_profile_ends_where_its_real_transaction_takes_it(pki, tmp_path) -> None:
+    profiles = {
+        "ok-1": Profile.OK,
+        "rsa-only": Profile.TLS_NO_ECC,
+        "firewalled": Profile.PROBE_FAILS,
+        "pinned": Profile.REJECT,
+        "unplugged": Profile.OFFLINE,
+        "sleepy": Profile.SLOW,
+    }
+    world = World(pki, tmp_path, profiles)
+    world.job("ecc-only", ("amazon-root-ca-3",))
+    world.fleet.run_due()
+    seen = world.statuses("ecc-only")
+    assert seen["ok-1"]["status"] == "SUCCEEDED"
+    assert seen["ok-1"]["history"][-1]["via"] == "ats"
+    assert seen["rsa-only"]["status"] == "FAILED"
+    assert seen["rsa-only"]["statusDetails"]["reason"] == "tls-verify"
+    assert seen["firewalled"]["statusDetails"]["reason"] == "connect"
+    assert seen["pinned"]["status"] == "REJECTED"
+    assert seen["unplugged"]["status"] == "QUEUED"
+    assert seen["sleepy"]["status"] == "QUEUED"  # acts minutes later, not now
+    world.run_for(600)
+    seen = world.statuses("ecc-only")
+    assert seen["sleepy"]["status"] == "SUCCEEDED"
+    assert seen["unplugged"]["status"] == "QUEUED"
+    assert world.fleet.endpoint_of("ok-1") == pki.hosts["ats"]
+    for thing in ("rsa-only", "firewalled", "pinned"):
+        assert world.fleet.endpoint_of(thing) == pki.hosts["legacy"]
+        paths = world.fleet.paths(thing)
+        assert TrustBundle.parse(paths.trust_bundle.read_bytes()).fingerprints() == (
+            TrustBundle.parse(pki.legacy_root_pem.read_bytes()).fingerprints()
+        )
+        if paths.journal.exists():  # a rejected document writes nothing at all
+            assert Journal.from_bytes(paths.journal.read_bytes()).phase is Phase.IDLE
+    assert not world.fleet.paths("pinned").journal.exists()
+    assert not world.fleet.paths("unplugged").endpoint_file.exists()
+    assert world.fleet.exposed() == 5
+
+
+def test_rsa_only_devices_succeed_when_an_rsa_root_is_added(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, {"rsa-only": Profile.TLS_NO_ECC})
+    world.job("both", ("amazon-root-ca-1", "amazon-root-ca-3"))
+    world.fleet.run_due()
+    assert world.statuses("both")["rsa-only"]["status"] == "SUCCEEDED"
+
+
+def test_late_devices_act_only_once_they_connect(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, {"late": Profile.LATE, "ok": Profile.OK})
+    world.job("j", ("amazon-root-ca-1",))
+    world.run_for(300)
+    assert world.statuses("j")["late"]["status"] == "QUEUED"
+    assert world.statuses("j")["ok"]["status"] == "SUCCEEDED"
+    world.run_for(400)
+    assert world.statuses("j")["late"]["status"] == "SUCCEEDED"
+
+
+def test_power_cuts_at_every_kind_of_step_end_on_a_complete_configuration(pki, tmp_path) -> None:
+    names = {f"cut-{i:02d}": Profile.POWER_CUT for i in range(24)}
+    world = World(pki, tmp_path, names)
+    world.job("j", ("amazon-root-ca-1",), jobExecutionsRetryConfig={
+        "criteriaList": [{"failureType": "FAILED", "numberOfRetries": 2}]
+    })  # fmt: skip
+    world.run_for(900)
+    seen = world.statuses("j")
+    assert world.fleet.outcomes["POWER_CUT"] == 24
+    outcomes = Counter(h["status"] for h in seen.values())
+    assert outcomes == {"SUCCEEDED": 24}, outcomes  # rolled-back ones succeed on retry
+    for thing in names:
+        view = world.fleet.view(thing)
+        assert view.power_cuts == 1
+        assert world.fleet.endpoint_of(thing) == pki.hosts["ats"]
+        assert Journal.from_bytes(view.paths.journal.read_bytes()).phase is Phase.IDLE
+        assert not view.paths.staged_bundle.exists()
