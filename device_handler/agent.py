@@ -238,7 +238,7 @@ class Agent:
         )
         if action is Recovery.DISCARD:
             self._discard_staging()
-            if journal.phase is Phase.BACKING_UP:
+            if self.paths.rollback.exists():
                 self._fs.remove(self.paths.rollback)
             self._persist(journal.discarded())
             return Outcome(journal.job_id, "DEFERRED", "interrupted")
@@ -251,8 +251,6 @@ class Agent:
         if action is Recovery.RESUME_RECONNECT:
             self.disconnect()
             return self._reconnect_new(journal)
-        if action is Recovery.RESUME_VERIFIED:
-            return self._report_success(journal, reconnect_ms=None)
         if action is Recovery.ABANDON:
             self._cleanup_after_report(journal)
             self._persist(journal.finished("ABANDONED", self._now()))
@@ -337,7 +335,6 @@ class Agent:
                     }
                 ),
             )
-        journal = self._persist(replace(journal, phase=Phase.STAGING))
         self._write_durable(self.paths.staged_bundle, target.bundle)
         self._write_durable(self.paths.staged_endpoint, target.endpoint.render())
         self._fs.fsync_dir(self.paths.staged_bundle.parent)
@@ -357,11 +354,10 @@ class Agent:
             job_log.warning("probe_failed", reason=exc.reason)
             self._discard_staging()
             return self._fail(journal, exc.reason, exc.message)
-        journal = self._persist(
-            replace(journal, phase=Phase.BACKING_UP, probe_ms=result.elapsed_ms)
-        )
         atomic_write(self._fs, self.paths.rollback, self.live().render())
-        journal = self._persist(replace(journal, phase=Phase.COMMITTING))
+        journal = self._persist(
+            replace(journal, phase=Phase.COMMITTING, probe_ms=result.elapsed_ms)
+        )
         self._fs.rename(self.paths.staged_bundle, self.paths.trust_bundle)
         self._fs.rename(self.paths.staged_endpoint, self.paths.endpoint_file)
         self._fs.fsync_dir(self.paths.trust_bundle.parent)
@@ -424,7 +420,9 @@ class Agent:
             expected_version=journal.version,
             execution_number=journal.execution_number,
         )
-        return self._persist(replace(journal, version=version))
+        # Not persisted on its own: the next phase's record carries it, and a version lost
+        # to a power cut is recovered from the service (see `_update_terminal`).
+        return replace(journal, version=version)
 
     def _reject(
         self, channel: JobsChannel, execution: JobExecution, exc: DocumentRejected
@@ -491,7 +489,6 @@ class Agent:
                 f"{self.settings.dead_man_seconds:g} s: {error}",
             )
         reconnect_ms = int((time.monotonic() - started) * 1000)
-        journal = self._persist(replace(journal, phase=Phase.VERIFIED))
         return self._report_success(journal, reconnect_ms=reconnect_ms)
 
     def _report_success(self, journal: Journal, *, reconnect_ms: int | None) -> Outcome:

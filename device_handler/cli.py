@@ -27,12 +27,12 @@ from device_handler.agent import Agent
 from device_handler.config import DeviceConfig, load_config
 from device_handler.errors import ConfigError, DeviceHandlerError
 
-__all__ = ["build_agent", "main"]
+__all__ = ["build_agent", "configure_logging", "main"]
 
 log = structlog.get_logger(__name__)
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool) -> None:
     import logging
 
     structlog.configure(
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--once", action="store_true", help="handle pending jobs, then exit"
             )
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     try:
         config = load_config(args.config)
         if args.command == "status":

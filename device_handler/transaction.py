@@ -13,14 +13,19 @@ Phases of one transaction, in order (each persisted before its effect):
 |--------------|-----------------------------------------------------|----------------------|
 | idle         | none; `last_*` remembers the previous job           | old or new, complete |
 | accepted     | report IN_PROGRESS                                  | old                  |
-| staging      | write `<bundle>.staged`, `<endpoint>.staged`, fsync | old                  |
-| staged       | TLS probe of the target with the staged bundle      | old                  |
-| backing-up   | write `rollback.json` (live endpoint + bundle)      | old                  |
+|              | write `<bundle>.staged`, `<endpoint>.staged`, fsync | old                  |
+| staged       | TLS probe of the target with the staged bundle;     | old                  |
+|              | write `rollback.json` (live endpoint + bundle)      |                      |
 | committing   | rename staged files over the live ones              | old, mixed or new    |
 | committed    | reconnect on the new endpoint (dead-man window)     | new, unverified      |
-| verified     | promote `rollback.json` to `previous.json`          | new, verified        |
 | rolling-back | restore live files from `rollback.json`             | mixed -> old         |
-| reporting    | send the pending terminal status, then idle         | old or new, complete |
+| reporting    | send the pending terminal status; promote (success) | old or new, complete |
+|              | or drop `rollback.json`; then idle                  |                      |
+
+Phases are persisted only where recovery must act differently: staging
+files and `rollback.json` are thrown away by the same discard, so they need
+no phase of their own; a reconnect that succeeded is recorded as the pending
+SUCCEEDED report itself.
 
 Invariants:
 - Every function here is pure; no file, socket or clock is touched.
@@ -52,12 +57,9 @@ _FORMAT = "ca-migrate-journal/1"
 class Phase(StrEnum):
     IDLE = "idle"
     ACCEPTED = "accepted"
-    STAGING = "staging"
     STAGED = "staged"
-    BACKING_UP = "backing-up"
     COMMITTING = "committing"
     COMMITTED = "committed"
-    VERIFIED = "verified"
     ROLLING_BACK = "rolling-back"
     REPORTING = "reporting"
 
@@ -66,10 +68,9 @@ class Recovery(StrEnum):
     """What a booting agent does about the last persisted phase."""
 
     NOTHING = "nothing"
-    DISCARD = "discard"  # remove staged files, back to idle; the job is retried when seen again
+    DISCARD = "discard"  # remove staged files and rollback.json, back to idle; job retried
     ROLL_BACK = "roll-back"  # restore rollback.json, then report FAILED
     RESUME_RECONNECT = "resume-reconnect"  # connect on the new config; dead-man switch applies
-    RESUME_VERIFIED = "resume-verified"  # promote the snapshot, report SUCCEEDED
     RESEND_REPORT = "resend-report"  # send the pending terminal status again
     ABANDON = "abandon"  # loop guard: drop the pending report, go idle
 
@@ -77,12 +78,9 @@ class Recovery(StrEnum):
 RECOVERY: dict[Phase, Recovery] = {
     Phase.IDLE: Recovery.NOTHING,
     Phase.ACCEPTED: Recovery.DISCARD,
-    Phase.STAGING: Recovery.DISCARD,
     Phase.STAGED: Recovery.DISCARD,
-    Phase.BACKING_UP: Recovery.DISCARD,
     Phase.COMMITTING: Recovery.ROLL_BACK,
     Phase.COMMITTED: Recovery.RESUME_RECONNECT,
-    Phase.VERIFIED: Recovery.RESUME_VERIFIED,
     Phase.ROLLING_BACK: Recovery.ROLL_BACK,
     Phase.REPORTING: Recovery.RESEND_REPORT,
 }
@@ -161,7 +159,7 @@ def recovery_for(journal: Journal, *, max_recoveries: int) -> Recovery:
     action = RECOVERY[journal.phase]
     if journal.recoveries < max_recoveries:
         return action
-    if action in {Recovery.RESUME_RECONNECT, Recovery.RESUME_VERIFIED}:
+    if action is Recovery.RESUME_RECONNECT:
         return Recovery.ROLL_BACK
     if action is Recovery.RESEND_REPORT:
         return Recovery.ABANDON
