@@ -508,8 +508,8 @@ class JobsEngine:
                 continue
             self._new_execution(job, thing, now)
             released += 1
+        job.next_rollout_at = now + d.ROLLOUT_PERIOD_SECONDS
         if job.rollout_pending:
-            job.next_rollout_at = now + d.ROLLOUT_PERIOD_SECONDS
             self._push_deadline(job.next_rollout_at, "rollout", job, 0)
         else:
             job.rollout = False
@@ -529,7 +529,12 @@ class JobsEngine:
                 job.rollout_queued.add(name)
         if job.rollout_pending and was_idle and not job.rollout:
             job.rollout = True
-            self._release_batch(job, now)
+            # A continuous job's late arrivals wait for the next batch slot, so the
+            # pace holds across idle periods.
+            if job.next_rollout_at is not None and now < job.next_rollout_at:
+                self._push_deadline(job.next_rollout_at, "rollout", job, 0)
+            else:
+                self._release_batch(job, now)
 
     def _covered(self, job: _Job, thing: _Thing) -> bool:
         if thing.name in job.target_things:

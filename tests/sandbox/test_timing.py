@@ -48,6 +48,30 @@ def test_maximum_per_minute_paces_notifications(sandbox, iot, jobs_data):
     assert visible(jobs_data, names) == 5
 
 
+def test_a_paced_continuous_job_keeps_its_pace_for_things_added_later(sandbox, iot, jobs_data):
+    fleet(sandbox, 1)
+    iot.create_job(
+        jobId="cp",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        targetSelection="CONTINUOUS",
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+    )
+    sandbox.engine.advance(10)
+    iot.create_thing(thingName="late")
+    iot.add_thing_to_thing_group(thingGroupName="fleet", thingName="late")
+    assert jobs_data.get_pending_job_executions(thingName="late")["queuedJobs"] == []
+    assert "processingTargets" in details(iot, "cp")
+    sandbox.engine.advance(50)
+    assert [
+        j["jobId"] for j in jobs_data.get_pending_job_executions(thingName="late")["queuedJobs"]
+    ] == ["cp"]
+    sandbox.engine.advance(600)
+    iot.create_thing(thingName="later")
+    iot.add_thing_to_thing_group(thingGroupName="fleet", thingName="later")
+    assert details(iot, "cp")["numberOfQueuedThings"] == 3
+
+
 def test_a_paced_job_completes_only_after_the_last_batch(sandbox, iot, jobs_data):
     names = fleet(sandbox, 3)
     iot.create_job(
