@@ -123,3 +123,43 @@ def test_power_cut_before_any_file_operation_ends_old_or_new_and_connectable(
         device.world.handshake(endpoint, device.paths.trust_bundle)
     assert endings["old"] > 0
     assert endings["new"] > 0
+
+
+def test_power_cut_during_recovery_still_ends_old_or_new(
+    prepared: dict[str, dict[str, object]], tmp_path: Path
+):
+    """A second power cut before any file operation of the recovery itself (migrate).
+
+    The first cut is placed before each rename (where the on-disk state changes:
+    journal phases, live files, snapshots); the second before every file
+    operation the recovery from that point performs.
+    """
+    info = prepared["migrate"]
+    template = info["template"]
+    ops = info["ops"]
+    assert isinstance(template, Device)
+    assert isinstance(ops, list)
+    cases = 0
+    for index in [i for i, (kind, _) in enumerate(ops) if kind == "rename"]:
+        probe_device = template.copy(tmp_path / f"count-{index}")
+        probe_device.jobs.add_job(THING, "job", str(info["document"]))
+        with pytest.raises(PowerCut):
+            probe_device.agent(fs=CrashingFileOps(crash_at=index)).poll()
+        recorder = CrashingFileOps()
+        probe_device.agent(fs=recorder).recover()
+        for second in range(len(recorder.ops)):
+            device = template.copy(tmp_path / f"cut-{index}-{second}")
+            device.jobs.add_job(THING, "job", str(info["document"]))
+            with pytest.raises(PowerCut):
+                device.agent(fs=CrashingFileOps(crash_at=index)).poll()
+            with pytest.raises(PowerCut):
+                device.agent(fs=CrashingFileOps(crash_at=second)).recover()
+            _settle(device)
+            live = device.live()
+            where = f"cut before op {index} {ops[index]}, then before recovery op {second}"
+            assert live in (info["before"], info["after"]), where
+            status = device.jobs.execution(THING, "job").status
+            assert status == ("FAILED" if live == info["before"] else "SUCCEEDED"), where
+            device.world.handshake(EndpointConfig.parse(live[0]), device.paths.trust_bundle)
+            cases += 1
+    assert cases > 20
