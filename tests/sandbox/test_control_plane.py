@@ -484,3 +484,37 @@ def test_delete_thing_checks_the_expected_version(iot):
     with pytest.raises(iot.exceptions.VersionConflictException, match="expectedVersion 5"):
         iot.delete_thing(thingName="v", expectedVersion=5)
     iot.delete_thing(thingName="v", expectedVersion=1)
+
+
+def test_describe_job_echoes_its_configuration(iot):
+    iot.create_thing(thingName="cfg")
+    config = {
+        "jobExecutionsRolloutConfig": {"maximumPerMinute": 50},
+        "abortConfig": {
+            "criteriaList": [
+                {
+                    "failureType": "ALL",
+                    "action": "CANCEL",
+                    "thresholdPercentage": 12.5,
+                    "minNumberOfExecutedThings": 3,
+                }
+            ]
+        },
+        "timeoutConfig": {"inProgressTimeoutInMinutes": 15},
+        "jobExecutionsRetryConfig": {
+            "criteriaList": [{"failureType": "FAILED", "numberOfRetries": 2}]
+        },
+    }
+    iot.create_job(jobId="cfg", targets=[f"{ARN}:thing/cfg"], document=DOCUMENT, **config)
+    job = iot.describe_job(jobId="cfg")["job"]
+    assert {key: job[key] for key in config} == config
+
+
+def test_cancel_job_execution_stores_the_given_status_details(iot):
+    iot.create_thing(thingName="sd")
+    iot.create_job(jobId="sd", targets=[f"{ARN}:thing/sd"], document=DOCUMENT)
+    iot.cancel_job_execution(jobId="sd", thingName="sd", statusDetails={"reason": "operator"})
+    execution = iot.describe_job_execution(jobId="sd", thingName="sd")["execution"]
+    assert execution["statusDetails"]["detailsMap"] == {"reason": "operator"}
+    assert execution["status"] == "CANCELED"
+    assert execution["forceCanceled"] is False

@@ -193,3 +193,12 @@ def test_status_changes_record_the_way_they_came_in(one_job, jobs_data, http_cal
         ("IN_PROGRESS", "https", 2),
         ("SUCCEEDED", "https", 3),
     ]
+
+
+def test_describe_next_over_https(iot, jobs_data):
+    iot.create_thing(thingName="n")
+    with pytest.raises(jobs_data.exceptions.ResourceNotFoundException, match="No pending job"):
+        jobs_data.describe_job_execution(thingName="n", jobId="$next")
+    iot.create_job(jobId="nx", targets=[f"{ARN}:thing/n"], document=DOCUMENT)
+    execution = jobs_data.describe_job_execution(thingName="n", jobId="$next")["execution"]
+    assert (execution["jobId"], execution["status"]) == ("nx", "QUEUED")
