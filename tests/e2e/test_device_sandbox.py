@@ -154,3 +154,49 @@ def test_agent_lacking_the_root_fails_and_keeps_working_on_legacy(sandbox: Any, 
     assert again.returncode == 0, again.stderr[-3000:]
     assert '"event": "connected"' in again.stderr
     assert sandbox.endpoints["legacy"].host in again.stderr
+
+
+def test_running_agent_handles_a_job_created_while_it_waits_and_stops_on_sigterm(
+    sandbox: Any, tmp_path: Path
+):
+    import signal
+    import threading
+    import time
+
+    config = _device(sandbox, tmp_path / "device", "dev-run")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "device_handler.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    connected = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if '"event": "connected"' in line:
+                connected.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert connected.wait(30), "".join(lines)[-3000:]
+        _create_job(sandbox, "migrate-running", "dev-run", ["amazon-root-ca-1"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            history = _history(sandbox, "migrate-running")
+            if history and history[-1][0] == "SUCCEEDED":
+                break
+            time.sleep(0.2)
+        assert _history(sandbox, "migrate-running")[-1] == ("SUCCEEDED", "ats")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        reader.join(timeout=10)
+    assert any('"event": "stopping"' in line for line in lines)
