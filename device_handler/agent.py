@@ -603,5 +603,14 @@ class Agent:
             else None,
         }
 
+    def publish_trust_state(self) -> None:
+        """Report the trust state to the named shadow, best effort (e.g. at start-up)."""
+        try:
+            self.connect()
+        except (ChannelError, ConfigError) as exc:
+            self._log.info("shadow_not_updated", error=str(exc))
+            return
+        self._report_shadow(self.read_journal())
+
     def report_state(self, channel: JobsChannel, journal: Journal | None = None) -> None:
         channel.update_shadow(self.settings.shadow_name, self.trust_state(journal))

@@ -78,6 +78,7 @@ def _run(config: DeviceConfig, *, once: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     outcome = agent.recover()
     log.info("recovered", status=outcome.status, job_id=outcome.job_id)
+    agent.publish_trust_state()
     try:
         while not stop.is_set():
             try:

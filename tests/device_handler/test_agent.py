@@ -159,3 +159,15 @@ def test_trust_state_is_reported_to_the_named_shadow(device: Device):
     assert reported["endpoint"] == ATS_HOST  # type: ignore[index]
     assert reported["lastJob"]["status"] == "SUCCEEDED"  # type: ignore[index]
     assert fingerprint(device.world.ats_root) in reported["roots"]  # type: ignore[index]
+
+
+def test_trust_state_is_published_at_start_up(device: Device):
+    shadows: dict[str, dict[str, object]] = {}
+    from device_handler.memory import MemoryConnector
+
+    connector = MemoryConnector(device.jobs, THING, shadows=shadows)
+    device.agent(connector=connector).publish_trust_state()
+    reported = shadows["ca-migration"]["state"]["reported"]  # type: ignore[index]
+    assert reported["endpoint"] == LEGACY_HOST  # type: ignore[index]
+    assert reported["phase"] == "idle"  # type: ignore[index]
+    assert reported["lastJob"] is None  # type: ignore[index]
