@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -74,6 +75,8 @@ STOPPED = frozenset(
 )
 SETTLE_SECONDS = 3600.0
 QUIET_SECONDS = 900.0
+MQTT_TIME_SCALE = 60.0
+MIN_REAL_INTERVAL = 0.25
 
 
 class _Fleet(Protocol):
@@ -295,30 +298,16 @@ def run_campaign(
         work.mkdir(parents=True, exist_ok=True)
         if owned:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
-        start = datetime.now(UTC).replace(microsecond=0)
-        clock = ManualClock(start)
-        sandbox = Sandbox(
-            mqtt=False,
-            clock=clock,
-            region=first.region,
-            work_dir=work / "sandbox",
-        ).start()
-        stack.callback(sandbox.stop)
-        pki = SandboxPki.create_or_load(work / "pki", region=first.region)
+        if settings.transport == "mqtt":
+            sandbox, sim = _mqtt_world(stack, work, first.region, fleet, settings)
+        else:
+            sandbox, sim = _memory_world(stack, work, first.region, fleet, settings)
+        clock = sandbox.engine.clock
+        start = clock.now()
+        assert sandbox.pki is not None or settings.transport == "memory"  # noqa: S101
+        pki = sandbox.pki or SandboxPki.create_or_load(work / "pki", region=first.region)
         text = prepare_campaign_text(campaign_text, source, catalog=pki.ats_catalog)
         spec = parse_spec(text, source)
-        result = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
-        profiles = assign_profiles(fleet, result.groups)
-        sim = MemoryFleet(
-            sandbox.engine,
-            pki,
-            profiles,
-            root=work / "devices",
-            seed=fleet.seed,
-            durable=settings.durable_device_files,
-        )
-        sim.start()
-        stack.callback(sim.close)
         if settings.throttle_rate:
             assert sandbox.faults is not None  # noqa: S101 - set by start()
             sandbox.faults.update(throttle_rate=settings.throttle_rate)
@@ -328,7 +317,7 @@ def run_campaign(
         stack.callback(store.close)
         rec = Reconciler(store, IotJobsAdapter(client), clock)
         state = rec.start(spec, text, None)
-        halted_at = _drive(rec, spec, state.name, sim, sandbox, clock, settings, on_progress)
+        halted_at = _drive(rec, spec, state.name, sim, sandbox, settings, on_progress)
         final = store.load(state.name).state
         report_path: str | None = None
         if settings.report is not None:
@@ -357,18 +346,82 @@ def run_campaign(
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack re-raises or returns
 
 
+def _memory_world(
+    stack: ExitStack, work: Path, region: str, fleet: FleetSpec, settings: RunSettings
+) -> tuple[Sandbox, _Fleet]:
+    """A sandbox on a manual clock (no brokers) and an in-memory fleet on its engine."""
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    sandbox = Sandbox(mqtt=False, clock=clock, region=region, work_dir=work / "sandbox").start()
+    stack.callback(sandbox.stop)
+    pki = SandboxPki.create_or_load(work / "pki", region=region)
+    provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
+    sim = MemoryFleet(
+        sandbox.engine,
+        pki,
+        assign_profiles(fleet, provisioned.groups),
+        root=work / "devices",
+        seed=fleet.seed,
+        durable=settings.durable_device_files,
+    )
+    sim.start()
+    stack.callback(sim.close)
+    return sandbox, sim
+
+
+def _mqtt_world(
+    stack: ExitStack, work: Path, region: str, fleet: FleetSpec, settings: RunSettings
+) -> tuple[Sandbox, _Fleet]:
+    """A sandbox on a scaled clock with its brokers, and SDK devices connected to them."""
+    from infra.sandbox.fleet.mqtt import MqttFleet
+
+    scale = settings.time_scale if settings.time_scale > 0 else MQTT_TIME_SCALE
+    sandbox = Sandbox(mqtt=True, time_scale=scale, region=region, work_dir=work / "sandbox")
+    sandbox.start()
+    stack.callback(sandbox.stop)
+    assert sandbox.pki is not None  # noqa: S101 - mqtt=True creates it
+    _check_name_resolution(sandbox.pki.hosts["ats"])
+    provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
+    sim = MqttFleet(
+        sandbox.pki,
+        assign_profiles(fleet, provisioned.groups),
+        ports={kind: endpoint.port for kind, endpoint in sandbox.endpoints.items()},
+        credentials=provisioned.credentials,
+        clock=sandbox.engine.clock,
+        time_scale=scale,
+        root=work / "devices",
+        seed=fleet.seed,
+    )
+    stack.callback(sim.close)
+    sim.start()
+    return sandbox, sim
+
+
+def _check_name_resolution(host: str) -> None:
+    try:
+        addresses = {a[4][0] for a in socket.getaddrinfo(host, 8883)}
+    except OSError:
+        addresses = set()
+    if "127.0.0.1" not in addresses:
+        raise UsageError(
+            f"{host} does not resolve to 127.0.0.1 in this process, so the AWS IoT Device SDK "
+            "cannot reach the sandbox; run through `make demo` or `source scripts/env.sh` first "
+            "(it preloads libnss_wrapper with infra/sandbox/data/hosts)"
+        )
+
+
 def _drive(
     rec: Reconciler,
     spec: CampaignSpec,
     name: str,
     fleet: _Fleet,
     sandbox: Sandbox,
-    clock: ManualClock,
     settings: RunSettings,
     on_progress: Callable[[Progress], None] | None,
 ) -> datetime | None:
     """Reconcile, let devices act, move the clock; until the campaign stops and devices settle."""
     engine = sandbox.engine
+    clock = engine.clock
+    manual = isinstance(clock, ManualClock)
     start = clock.now()
     limit = start + timedelta(hours=settings.max_simulated_hours)
     wall0 = time.monotonic()
@@ -402,9 +455,12 @@ def _drive(
         seen_revision = engine.revision
         gap = settings.interval_seconds if busy else max(settings.interval_seconds, QUIET_SECONDS)
         wakeups = [fleet.next_wakeup(), engine.next_deadline(), _planner_wakeup(spec, state)]
-        target = min([now.timestamp() + gap, *(w for w in wakeups if w is not None)])
-        engine.advance(max(1.0, target - now.timestamp()))
-        _pace(wall0, (clock.now() - start).total_seconds(), settings.time_scale)
+        if manual:
+            target = min([now.timestamp() + gap, *(w for w in wakeups if w is not None)])
+            engine.advance(max(1.0, target - now.timestamp()))
+            _pace(wall0, (clock.now() - start).total_seconds(), settings.time_scale)
+        else:  # the clock runs by itself: wait one reconcile interval in real time
+            time.sleep(max(MIN_REAL_INTERVAL, settings.interval_seconds / engine.time_scale))
     return halted_at
 
 

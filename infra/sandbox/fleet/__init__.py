@@ -8,7 +8,8 @@ AWS IoT Device SDK against the sandbox's brokers. Both assign fault profiles
 
 from __future__ import annotations
 
-from infra.sandbox.fleet.memory import DeviceView, FleetTiming, MemoryFleet, shared_validator
+from infra.sandbox.fleet._base import DeviceView, FleetTiming, shared_validator
+from infra.sandbox.fleet.memory import MemoryFleet
 from infra.sandbox.fleet.profiles import (
     FleetSpec,
     FleetSpecError,

@@ -29,33 +29,28 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import random
-import shutil
-import tempfile
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import structlog
 
-from device_handler.agent import Agent, AgentSettings, DevicePaths
+from device_handler.agent import Agent, AgentSettings
 from device_handler.channel import Connector
-from device_handler.errors import DeviceHandlerError, DocumentRejected, PowerCut
+from device_handler.errors import DeviceHandlerError, PowerCut
 from device_handler.fsops import FileOps, RealFileOps
 from device_handler.memory import MemoryConnector
-from device_handler.order import Order, Validator
 from device_handler.testing import CrashingFileOps
 from device_handler.trust import EndpointConfig
-from device_handler.validation import ValidationSettings, make_validator
 from infra.sandbox.engine import JobsEngine
+from infra.sandbox.fleet._base import FleetBase, FleetTiming, NoSyncFileOps, _Device
 from infra.sandbox.fleet.profiles import Profile
-from infra.sandbox.fleet.simtls import SimulatedTls, certificate_fingerprint
+from infra.sandbox.fleet.simtls import SimulatedTls
 from infra.sandbox.pki import SandboxPki
 
-__all__ = ["DeviceView", "FleetTiming", "MemoryFleet", "shared_validator"]
+__all__ = ["CUT_POINTS", "MemoryFleet"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,86 +61,7 @@ CUT_POINTS: Final = 38
 _DONE: Final = frozenset({"NONE", "SKIPPED"})
 
 
-@dataclass(frozen=True, slots=True)
-class FleetTiming:
-    """Simulated delays of the waiting profiles, in simulated seconds (uniform draws)."""
-
-    late: tuple[float, float] = (300.0, 1200.0)
-    slow: tuple[float, float] = (120.0, 480.0)
-    reboot: tuple[float, float] = (30.0, 180.0)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceView:
-    """What the fleet knows about one device, for summaries and tests."""
-
-    thing_name: str
-    profile: Profile
-    paths: DevicePaths
-    first_job_at: float | None
-    power_cuts: int
-
-
-class _Device:
-    __slots__ = ("cuts", "first_job_at", "name", "profile", "ready_at", "slow_armed", "timer_at")
-
-    def __init__(self, name: str, profile: Profile) -> None:
-        self.name = name
-        self.profile = profile
-        self.ready_at = 0.0  # simulated epoch seconds before which the device does nothing
-        self.timer_at = -1.0  # the wake-up already in the heap, to avoid duplicates
-        self.slow_armed = False
-        self.first_job_at: float | None = None
-        self.cuts = 0
-
-
-def shared_validator(validator: Validator) -> Validator:
-    """`validator`, run once per distinct document text and remembered.
-
-    Every device of a simulated fleet that shares a validation policy reaches
-    the same verdict on the same document; checking each text once keeps the
-    real validator in the path without paying for it 100k times.
-    """
-    seen: dict[str, Order | DocumentRejected] = {}
-    lock = threading.Lock()
-
-    def validate(raw: Any) -> Order:
-        if not isinstance(raw, str):
-            return validator(raw)
-        with lock:
-            known = seen.get(raw)
-        if known is None:
-            try:
-                known = validator(raw)
-            except DocumentRejected as exc:
-                known = exc
-            with lock:
-                seen[raw] = known
-        if isinstance(known, DocumentRejected):
-            raise DocumentRejected(known.code, known.message)
-        return known
-
-    return validate
-
-
-class _NoSyncFileOps(RealFileOps):
-    """Real writes and renames without fsync: for fleets on tmpfs, where fsync is moot."""
-
-    def fsync(self, path: Path) -> None:
-        del path
-
-    def fsync_dir(self, directory: Path) -> None:
-        del directory
-
-
-def default_fleet_root() -> Path:
-    """A fresh directory for device files, on tmpfs when the machine has one."""
-    shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp below it, not a fixed name
-    base = str(shm) if shm.is_dir() else None
-    return Path(tempfile.mkdtemp(prefix="ca-migrate-fleet-", dir=base))
-
-
-class MemoryFleet:
+class MemoryFleet(FleetBase):
     """Simulated devices running the real transaction against a `JobsEngine`."""
 
     def __init__(
@@ -160,37 +76,18 @@ class MemoryFleet:
         durable: bool = True,
         share_validation: bool = True,
     ) -> None:
+        super().__init__(
+            pki,
+            profiles,
+            clock=engine.clock,
+            root=root,
+            seed=seed,
+            timing=timing,
+            share_validation=share_validation,
+        )
         self.engine = engine
-        self.clock = engine.clock
-        self.pki = pki
-        self.timing = timing or FleetTiming()
-        self._owns_root = root is None
-        self.root = root if root is not None else default_fleet_root()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._rng = random.Random(seed)  # noqa: S311 - a simulation's repeatable draw
-        self._devices = {name: _Device(name, p) for name, p in profiles.items()}
-        self._fs: FileOps = RealFileOps() if durable else _NoSyncFileOps()
+        self._fs: FileOps = RealFileOps() if durable else NoSyncFileOps()
         self.tls = SimulatedTls.from_pki(pki)
-        self.legacy = EndpointConfig(host=pki.hosts["legacy"])
-        self._legacy_bundle = pki.legacy_root_pem.read_bytes()
-        self._vias = {pki.hosts["legacy"]: "legacy", pki.hosts["ats"]: "ats"}
-        region = pki.region
-        normal = make_validator(
-            ValidationSettings(region=region, catalog=pki.ats_catalog, clock=self.clock)
-        )
-        # Firmware that pins the roots it accepts: only the one it shipped with.
-        pinned = make_validator(
-            ValidationSettings(
-                region=region,
-                catalog=pki.ats_catalog,
-                allowed_fingerprints=frozenset({certificate_fingerprint(self._legacy_bundle)}),
-                clock=self.clock,
-            )
-        )
-        self._validators: dict[bool, Validator] = {
-            False: shared_validator(normal) if share_validation else normal,
-            True: shared_validator(pinned) if share_validation else pinned,
-        }
         unreachable = frozenset({pki.hosts["ats"]})
         self._probes = {
             Profile.TLS_NO_ECC: self.tls.probe_fn(rsa_only=True),
@@ -229,12 +126,6 @@ class MemoryFleet:
         log.info("fleet_started", devices=len(self._devices), root=str(self.root))
         return self
 
-    def close(self) -> None:
-        """Remove the device files if this fleet created their directory."""
-        if self._owns_root:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self._owns_root = False
-
     def __enter__(self) -> Self:
         return self.start()
 
@@ -242,9 +133,6 @@ class MemoryFleet:
         self.close()
 
     # ------------------------------------------------------------------ events
-    def _now(self) -> float:
-        return self.clock.now().timestamp()
-
     def _on_change(self, thing: str) -> None:
         if thing == self._active and threading.get_ident() == self._runner:
             return  # the device's own update: it keeps polling until it is idle anyway
@@ -294,23 +182,6 @@ class MemoryFleet:
         return done
 
     # ------------------------------------------------------------------ devices
-    def paths(self, thing: str) -> DevicePaths:
-        base = self.root / thing
-        return DevicePaths(
-            endpoint_file=base / "endpoint.json",
-            trust_bundle=base / "bundle.pem",
-            state_dir=base / "state",
-        )
-
-    def _boot(self, device: _Device) -> DevicePaths:
-        """The device's files; created with the factory configuration on first boot."""
-        paths = self.paths(device.name)
-        if not paths.endpoint_file.exists():
-            paths.state_dir.mkdir(parents=True, exist_ok=True)
-            paths.trust_bundle.write_bytes(self._legacy_bundle)
-            paths.endpoint_file.write_bytes(self.legacy.render())
-        return paths
-
     def _agent(self, device: _Device, fs: FileOps) -> Agent:
         paths = self._boot(device)
         check: Callable[[EndpointConfig, Path], None] = self._checks.get(
@@ -324,7 +195,7 @@ class MemoryFleet:
         )
         return Agent(
             settings,
-            self._validators[device.profile is Profile.REJECT],
+            self.validator(device.profile),
             connector,
             fs=fs,
             clock=self.clock,
@@ -369,47 +240,3 @@ class MemoryFleet:
             self.outcomes["ERROR"] += 1
         finally:
             self._active = None
-
-    # ------------------------------------------------------------------ results
-    def things(self) -> Iterable[str]:
-        return self._devices.keys()
-
-    def profile(self, thing: str) -> Profile:
-        return self._devices[thing].profile
-
-    def view(self, thing: str) -> DeviceView:
-        device = self._devices[thing]
-        return DeviceView(
-            thing_name=thing,
-            profile=device.profile,
-            paths=self.paths(thing),
-            first_job_at=device.first_job_at,
-            power_cuts=device.cuts,
-        )
-
-    def endpoint_of(self, thing: str) -> str:
-        """The host in the device's live endpoint file (factory default before first boot)."""
-        path = self.paths(thing).endpoint_file
-        try:
-            return EndpointConfig.parse(path.read_bytes(), source=str(path)).host
-        except FileNotFoundError:
-            return self.legacy.host
-
-    def endpoint_counts(self) -> dict[str, int]:
-        """Devices per live endpoint: "legacy", "ats", or the host when it is neither."""
-        counts: Counter[str] = Counter()
-        for thing in self._devices:
-            host = self.endpoint_of(thing)
-            counts[self._vias.get(host, host)] += 1
-        return dict(counts)
-
-    def exposed(self, before: float | None = None) -> int:
-        """Devices that received a job (at or before `before`, simulated epoch seconds)."""
-        return sum(
-            1
-            for d in self._devices.values()
-            if d.first_job_at is not None and (before is None or d.first_job_at <= before)
-        )
-
-    def profile_counts(self) -> dict[str, int]:
-        return dict(Counter(d.profile.value for d in self._devices.values()))

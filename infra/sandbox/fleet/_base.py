@@ -1,0 +1,231 @@
+"""What every simulated fleet shares: device records, their files, validators, results.
+
+Invariants:
+- A device's files live in `<root>/<thing>/` (endpoint.json, bundle.pem,
+  state/) and are created with the factory configuration (legacy endpoint,
+  legacy root) when the device first boots; before that it is on the legacy
+  endpoint by definition.
+- Per-device memory is one small slotted `_Device`.
+- `close()` removes the root only when the fleet created it.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device_handler.agent import DevicePaths
+from device_handler.errors import DocumentRejected
+from device_handler.fsops import RealFileOps
+from device_handler.order import Order, Validator
+from device_handler.trust import EndpointConfig
+from device_handler.validation import ValidationSettings, make_validator
+from infra.sandbox.fleet.profiles import Profile
+from infra.sandbox.fleet.simtls import certificate_fingerprint
+from infra.sandbox.pki import SandboxPki
+from job_documents.clock import Clock
+
+__all__ = ["DeviceView", "FleetBase", "FleetTiming", "default_fleet_root", "shared_validator"]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetTiming:
+    """Delays of the waiting profiles, in simulated seconds (uniform draws)."""
+
+    late: tuple[float, float] = (300.0, 1200.0)
+    slow: tuple[float, float] = (120.0, 480.0)
+    reboot: tuple[float, float] = (30.0, 180.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What the fleet knows about one device, for summaries and tests."""
+
+    thing_name: str
+    profile: Profile
+    paths: DevicePaths
+    first_job_at: float | None
+    power_cuts: int
+
+
+class _Device:
+    __slots__ = ("cuts", "first_job_at", "name", "profile", "ready_at", "slow_armed", "timer_at")
+
+    def __init__(self, name: str, profile: Profile) -> None:
+        self.name = name
+        self.profile = profile
+        self.ready_at = 0.0  # simulated epoch seconds before which the device does nothing
+        self.timer_at = -1.0  # the wake-up already scheduled, to avoid duplicates
+        self.slow_armed = False
+        self.first_job_at: float | None = None
+        self.cuts = 0
+
+
+def shared_validator(validator: Validator) -> Validator:
+    """`validator`, run once per distinct document text and remembered.
+
+    Every device of a simulated fleet that shares a validation policy reaches
+    the same verdict on the same document; checking each text once keeps the
+    real validator in the path without paying for it 100k times.
+    """
+    seen: dict[str, Order | DocumentRejected] = {}
+    lock = threading.Lock()
+
+    def validate(raw: Any) -> Order:
+        if not isinstance(raw, str):
+            return validator(raw)
+        with lock:
+            known = seen.get(raw)
+        if known is None:
+            try:
+                known = validator(raw)
+            except DocumentRejected as exc:
+                known = exc
+            with lock:
+                seen[raw] = known
+        if isinstance(known, DocumentRejected):
+            raise DocumentRejected(known.code, known.message)
+        return known
+
+    return validate
+
+
+class NoSyncFileOps(RealFileOps):
+    """Real writes and renames without fsync: for fleets on tmpfs, where fsync is moot."""
+
+    def fsync(self, path: Path) -> None:
+        del path
+
+    def fsync_dir(self, directory: Path) -> None:
+        del directory
+
+
+def default_fleet_root() -> Path:
+    """A fresh directory for device files, on tmpfs when the machine has one."""
+    shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp below it, not a fixed name
+    base = str(shm) if shm.is_dir() else None
+    return Path(tempfile.mkdtemp(prefix="ca-migrate-fleet-", dir=base))
+
+
+class FleetBase:
+    """Devices, their files and validators; the results every fleet reports."""
+
+    def __init__(
+        self,
+        pki: SandboxPki,
+        profiles: Mapping[str, Profile],
+        *,
+        clock: Clock,
+        root: Path | None,
+        seed: int,
+        timing: FleetTiming | None,
+        share_validation: bool,
+    ) -> None:
+        self.pki = pki
+        self.clock = clock
+        self.timing = timing or FleetTiming()
+        self._owns_root = root is None
+        self.root = root if root is not None else default_fleet_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._rng = random.Random(seed)  # noqa: S311 - a simulation's repeatable draw
+        self._devices = {name: _Device(name, p) for name, p in profiles.items()}
+        self.legacy = EndpointConfig(host=pki.hosts["legacy"])
+        self._legacy_bundle = pki.legacy_root_pem.read_bytes()
+        self._vias = {pki.hosts["legacy"]: "legacy", pki.hosts["ats"]: "ats"}
+        normal = make_validator(
+            ValidationSettings(region=pki.region, catalog=pki.ats_catalog, clock=clock)
+        )
+        # Firmware that pins the roots it accepts: only the one it shipped with.
+        pinned = make_validator(
+            ValidationSettings(
+                region=pki.region,
+                catalog=pki.ats_catalog,
+                allowed_fingerprints=frozenset({certificate_fingerprint(self._legacy_bundle)}),
+                clock=clock,
+            )
+        )
+        self._validators: dict[bool, Validator] = {
+            False: shared_validator(normal) if share_validation else normal,
+            True: shared_validator(pinned) if share_validation else pinned,
+        }
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def validator(self, profile: Profile) -> Validator:
+        return self._validators[profile is Profile.REJECT]
+
+    def close(self) -> None:
+        """Remove the device files if this fleet created their directory."""
+        if self._owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self._owns_root = False
+
+    # ------------------------------------------------------------------ files
+    def paths(self, thing: str) -> DevicePaths:
+        base = self.root / thing
+        return DevicePaths(
+            endpoint_file=base / "endpoint.json",
+            trust_bundle=base / "bundle.pem",
+            state_dir=base / "state",
+        )
+
+    def _boot(self, device: _Device) -> DevicePaths:
+        """The device's files; created with the factory configuration on first boot."""
+        paths = self.paths(device.name)
+        if not paths.endpoint_file.exists():
+            paths.state_dir.mkdir(parents=True, exist_ok=True)
+            paths.trust_bundle.write_bytes(self._legacy_bundle)
+            paths.endpoint_file.write_bytes(self.legacy.render())
+        return paths
+
+    # ------------------------------------------------------------------ results
+    def things(self) -> Iterable[str]:
+        return self._devices.keys()
+
+    def profile(self, thing: str) -> Profile:
+        return self._devices[thing].profile
+
+    def view(self, thing: str) -> DeviceView:
+        device = self._devices[thing]
+        return DeviceView(
+            thing_name=thing,
+            profile=device.profile,
+            paths=self.paths(thing),
+            first_job_at=device.first_job_at,
+            power_cuts=device.cuts,
+        )
+
+    def endpoint_of(self, thing: str) -> str:
+        """The host in the device's live endpoint file (factory default before first boot)."""
+        path = self.paths(thing).endpoint_file
+        try:
+            return EndpointConfig.parse(path.read_bytes(), source=str(path)).host
+        except FileNotFoundError:
+            return self.legacy.host
+
+    def endpoint_counts(self) -> dict[str, int]:
+        """Devices per live endpoint: "legacy", "ats", or the host when it is neither."""
+        counts: Counter[str] = Counter()
+        for thing in self._devices:
+            host = self.endpoint_of(thing)
+            counts[self._vias.get(host, host)] += 1
+        return dict(counts)
+
+    def exposed(self, before: float | None = None) -> int:
+        """Devices that received a job (at or before `before`, simulated epoch seconds)."""
+        return sum(
+            1
+            for d in self._devices.values()
+            if d.first_job_at is not None and (before is None or d.first_job_at <= before)
+        )
+
+    def profile_counts(self) -> dict[str, int]:
+        return dict(Counter(d.profile.value for d in self._devices.values()))
