@@ -736,23 +736,24 @@ class JobsEngine:
         with self._lock:
             now = self._now()
             self._process_due(now)
-            thing = self._device_thing(thing_name)
-            ex = self._find_execution(thing, job_id)
-            if execution_number is None or execution_number == ex.execution_number:
-                result = self._snapshot(ex, now)
-            else:
-                for old in ex.previous:
-                    if old.execution_number == execution_number:
-                        result = old
-                        break
-                else:
-                    raise DataPlaneError(
-                        "ResourceNotFound",
-                        f"Job execution {job_id} #{execution_number} for thing {thing_name} "
-                        "not found",
-                    )
+            result, _ = self._describe_locked(thing_name, job_id, execution_number, now)
         self._flush()
         return result
+
+    def _describe_locked(
+        self, thing_name: str, job_id: str, execution_number: int | None, now: float
+    ) -> tuple[ExecutionSnapshot, _Execution]:
+        thing = self._device_thing(thing_name)
+        ex = self._find_execution(thing, job_id)
+        if execution_number is None or execution_number == ex.execution_number:
+            return self._snapshot(ex, now), ex
+        for old in ex.previous:
+            if old.execution_number == execution_number:
+                return old, ex
+        raise DataPlaneError(
+            "ResourceNotFound",
+            f"Job execution {job_id} #{execution_number} for thing {thing_name} not found",
+        )
 
     def update_execution(
         self,
@@ -1392,19 +1393,20 @@ class JobsEngine:
         thing_name = params["thingName"]
         job_id = params["jobId"]
         with self._lock:
+            now = self._now()
+            self._process_due(now)
             self._job(job_id)
             self._thing(thing_name)
-        try:
-            snap = self.describe_execution(
-                thing_name, job_id, execution_number=params.get("executionNumber")
-            )
-        except DataPlaneError as exc:
-            raise not_found(
-                f"Job execution {job_id} for thing {thing_name} cannot be found."
-            ) from exc
-        with self._lock:
-            ex = self._things[thing_name].executions[job_id]
+            try:
+                snap, ex = self._describe_locked(
+                    thing_name, job_id, params.get("executionNumber"), now
+                )
+            except DataPlaneError as exc:
+                raise not_found(
+                    f"Job execution {job_id} for thing {thing_name} cannot be found."
+                ) from exc
             force_canceled = ex.force_canceled and snap.execution_number == ex.execution_number
+        self._flush()
         execution: dict[str, Any] = {
             "jobId": snap.job_id,
             "status": snap.status,
