@@ -24,11 +24,13 @@ import typer
 
 from job_documents import JobDocumentError, SystemClock
 from orchestrator.errors import (
+    CampaignExistsError,
     CampaignNotFoundError,
     LeaseHeldError,
     OrchestratorError,
     SpecError,
     UsageError,
+    VersionConflictError,
 )
 from orchestrator.model import CampaignSpec, CampaignStatus
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
@@ -82,7 +84,7 @@ def _options(ctx: typer.Context) -> _Options:
 def _exit_codes() -> Iterator[None]:
     try:
         yield
-    except (SpecError, UsageError, CampaignNotFoundError) as exc:
+    except (SpecError, UsageError, CampaignNotFoundError, CampaignExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from exc
     except JobDocumentError as exc:
@@ -253,10 +255,10 @@ def run(
         while True:
             try:
                 state = rec.step(name).state
-            except LeaseHeldError as exc:
+            except (LeaseHeldError, VersionConflictError) as exc:
                 if not follow:
                     raise
-                log.info("lease-held", campaign=name, detail=str(exc))
+                log.info("reconcile-skipped", campaign=name, detail=str(exc))
                 state = rec.store.load(name).state
             if not follow or state.status in STOPPED or time.monotonic() > deadline:
                 break
