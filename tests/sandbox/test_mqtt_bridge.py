@@ -4,13 +4,13 @@ import json
 from typing import Any
 
 import pytest
-from conftest_mqtt import FakeEngine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infra.sandbox.dataplane import DataPlaneError
 from infra.sandbox.mqtt._jobs import JobsTopics, NotifyTracker, Outgoing, parse_jobs_topic
 from infra.sandbox.mqtt._shadow import ShadowStore
+from infra.sandbox.mqtt.testing import FakeEngine
 
 NOW = 1_900_000_000
 T = "$aws/things/thing-1/jobs"

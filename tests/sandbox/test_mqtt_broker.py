@@ -8,23 +8,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest_mqtt import (
-    WAIT,
-    Device,
-    FakeEngine,
-    handshake,
-    require_sandbox_names,
-    tls_context,
-)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from infra.sandbox.mqtt import MqttDataPlane, MqttError, start_data_plane
+from infra.sandbox.mqtt.testing import (
+    WAIT,
+    Device,
+    FakeEngine,
+    handshake,
+    names_unresolved,
+    tls_context,
+)
 from infra.sandbox.pki import SandboxPki
 
 pytestmark = pytest.mark.mqtt
+
+
+def skip_unless_names_resolve(plane):
+    reason = names_unresolved(plane)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def plane(
 
 @pytest.fixture
 def device(pki: SandboxPki, plane: MqttDataPlane) -> Iterator[object]:
-    require_sandbox_names(plane)
+    skip_unless_names_resolve(plane)
     made: list[Device] = []
 
     def connect(thing: str, kind: str = "ats") -> Device:

@@ -1,9 +1,11 @@
-"""Helpers for the MQTT data plane tests: a small in-memory JobsDataPlane and device clients.
+"""Test helpers for the MQTT data plane: a small in-memory JobsDataPlane and device clients.
 
-The fake engine implements only what the bridge needs (pending list, start-next,
-describe, update with version and state checks, subscribers) so the bridge and
-the broker set-up are tested without the real Jobs engine; the conformance
-tests run against the real engine when it is importable.
+Shipped with the package (like `structlog.testing`) so any test suite can use
+them: `FakeEngine` implements only what the bridge needs (pending list,
+start-next, describe, update with version and state checks, subscribers), so
+the bridge and the brokers are tested without the real Jobs engine; `Device`
+is a paho MQTT 5 client over mutual TLS; `handshake` is a bare TLS handshake
+through the connect-address override.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot, PendingJobs
 from infra.sandbox.mqtt import Endpoint, MqttDataPlane
 from infra.sandbox.pki import SandboxPki
+
+__all__ = [
+    "WAIT",
+    "Device",
+    "FakeEngine",
+    "connect_address",
+    "handshake",
+    "names_unresolved",
+    "tls_context",
+]
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "REMOVED", "CANCELED"})
 WAIT = 10.0
@@ -264,17 +276,20 @@ class Device:
         self.client.loop_stop()
 
 
-def require_sandbox_names(plane: MqttDataPlane) -> None:
-    """Skip unless the endpoint names resolve to loopback (nss_wrapper, `source scripts/env.sh`)."""
-    import pytest
+def names_unresolved(plane: MqttDataPlane) -> str | None:
+    """Why the endpoint names do not resolve to loopback here, or None when they do.
 
+    Clients that connect by name (the SDK, paho) need nss_wrapper:
+    `source scripts/env.sh` before starting the process, as `make test` does.
+    """
     for endpoint in plane.endpoints.values():
         try:
             address = socket.gethostbyname(endpoint.host)
         except OSError:
             address = ""
         if address != "127.0.0.1":
-            pytest.skip(
+            return (
                 f"{endpoint.host} does not resolve to 127.0.0.1: run the tests after "
                 "`source scripts/env.sh` (nss_wrapper), as `make test` does"
             )
+    return None
