@@ -68,7 +68,7 @@ _COUNT_FIELDS: Final = {
 }
 _DETAILS_KEY: Final = re.compile(d.STATUS_DETAILS_KEY_PATTERN)
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ARN: Final = re.compile(r"arn:aws[a-z-]*:iot:([a-z0-9-]+):(\d{12}):(thing|thinggroup)/(.+)")
+_ARN: Final = re.compile(r"arn:(aws[a-z-]*):iot:([a-z0-9-]+):(\d{12}):(thing|thinggroup)/(.+)")
 _PERCENT_TWO_DECIMALS: Final = re.compile(r"\d{1,3}(\.\d{1,2})?")
 
 
@@ -243,6 +243,13 @@ class JobsEngine:
         self.region = region
         self.account_id = account_id
         self.time_scale = time_scale
+        self.partition = (
+            "aws-cn"
+            if region.startswith("cn-")
+            else "aws-us-gov"
+            if region.startswith("us-gov-")
+            else "aws"
+        )
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._things: dict[str, _Thing] = {}
@@ -261,7 +268,7 @@ class JobsEngine:
         return self.clock.now().timestamp()
 
     def _arn(self, kind: str, name: str) -> str:
-        return f"arn:aws:iot:{self.region}:{self.account_id}:{kind}/{name}"
+        return f"arn:{self.partition}:iot:{self.region}:{self.account_id}:{kind}/{name}"
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Call `callback(thing_name)` after changes that may alter that thing's pending jobs."""
@@ -1181,11 +1188,11 @@ class JobsEngine:
                     f"Target {arn} is not a thing or thing group ARN "
                     "(arn:aws:iot:<region>:<account>:thing/<name> or .../thinggroup/<name>)"
                 )
-            region, account, kind, name = match.groups()
-            if region != self.region or account != self.account_id:
+            partition, region, account, kind, name = match.groups()
+            if (partition, region, account) != (self.partition, self.region, self.account_id):
                 raise invalid_request(
-                    f"Target {arn} is not in this account and region "
-                    f"({self.account_id}, {self.region})"
+                    f"Target {arn} is not in this partition, account and region "
+                    f"({self.partition}, {self.account_id}, {self.region})"
                 )
             if kind == "thing":
                 self._thing(name)
@@ -1805,9 +1812,9 @@ def _name_from_arn(arn: str | None, kind: str) -> str | None:
     if not arn:
         return None
     match = _ARN.fullmatch(arn)
-    if match is None or match.group(3) != kind:
+    if match is None or match.group(4) != kind:
         raise invalid_request(f"{arn} is not a {kind} ARN")
-    return match.group(4)
+    return match.group(5)
 
 
 def _paginate(items: Sequence[Any], params: Mapping[str, Any]) -> tuple[list[Any], str | None]:

@@ -229,7 +229,8 @@ def test_create_job_twice_never_overwrites(iot):
             },
             "less than or equal to 10",
         ),
-        ({"targets": ["arn:aws:iot:eu-west-1:123456789012:thing/t0"]}, "not in this account"),
+        ({"targets": ["arn:aws:iot:eu-west-1:123456789012:thing/t0"]}, "not in this partition"),
+        ({"targets": ["arn:aws-cn:iot:us-east-1:123456789012:thing/t0"]}, "not in this partition"),
         ({"targets": ["not-an-arn"]}, "not a thing or thing group ARN"),
     ],
 )
@@ -518,3 +519,42 @@ def test_cancel_job_execution_stores_the_given_status_details(iot):
     assert execution["statusDetails"]["detailsMap"] == {"reason": "operator"}
     assert execution["status"] == "CANCELED"
     assert execution["forceCanceled"] is False
+
+
+def test_at_most_one_hundred_snapshot_jobs_in_progress(sandbox, iot):
+    sandbox.engine.create_things(["busy"])
+    for i in range(100):
+        sandbox.engine.create_job(
+            {"jobId": f"j{i}", "targets": [f"{ARN}:thing/busy"], "document": DOCUMENT}
+        )
+    with pytest.raises(iot.exceptions.LimitExceededException, match="At most 100 snapshot"):
+        iot.create_job(jobId="one-too-many", targets=[f"{ARN}:thing/busy"], document=DOCUMENT)
+    iot.create_job(
+        jobId="continuous-is-fine",
+        targets=[f"{ARN}:thing/busy"],
+        document=DOCUMENT,
+        targetSelection="CONTINUOUS",
+    )
+    iot.cancel_job(jobId="j0")
+    iot.create_job(jobId="room-again", targets=[f"{ARN}:thing/busy"], document=DOCUMENT)
+
+
+@pytest.mark.parametrize(
+    ("region", "ats_host", "partition"),
+    [
+        ("eu-west-1", "a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com", "aws"),
+        ("cn-north-1", "a1sandbox2demo-ats.iot.cn-north-1.amazonaws.com.cn", "aws-cn"),
+    ],
+)
+def test_other_regions_answer_their_own_hosts_and_arns(region, ats_host, partition):
+    from infra.sandbox.runtime import Sandbox
+
+    with Sandbox(mqtt=False, region=region) as regional:
+        iot = regional.iot_client()
+        assert iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"] == ats_host
+        arn = iot.create_thing(thingName="r")["thingArn"]
+        assert arn == f"arn:{partition}:iot:{region}:123456789012:thing/r"
+        iot.create_job(jobId="j", targets=[arn], document=DOCUMENT)
+        assert iot.describe_job(jobId="j")["job"]["jobArn"] == (
+            f"arn:{partition}:iot:{region}:123456789012:job/j"
+        )
