@@ -12,6 +12,7 @@ OrchestratorError
  └── AwsError             AWS (or the sandbox) refused or failed a call; botocore's
       │                   ClientError never escapes the adapter
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
+      ├── UnknownThingGroupError   a wave names a thing group that does not exist (exit 2)
       └── JobConflictError         a job with our deterministic id exists with another document
 ```
 """
@@ -31,6 +32,7 @@ __all__ = [
     "SpecError",
     "SpecProblem",
     "StateError",
+    "UnknownThingGroupError",
     "UsageError",
     "VersionConflictError",
 ]
@@ -99,6 +101,10 @@ class AwsError(OrchestratorError):
 
 class JobExistsError(AwsError):
     """CreateJob found a job with that id already there."""
+
+
+class UnknownThingGroupError(AwsError):
+    """A wave names a thing group that does not exist."""
 
 
 class JobConflictError(AwsError):

@@ -19,7 +19,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from orchestrator.errors import AwsError, JobExistsError
+from orchestrator.errors import AwsError, JobExistsError, UnknownThingGroupError
 from orchestrator.jobs import FailureSample
 from orchestrator.model import Counts
 from orchestrator.planner import JobConfig, JobObservation
@@ -59,6 +59,12 @@ def _translate(operation: str, **context: str) -> Iterator[None]:
         message = exc.response.get("Error", {}).get("Message", "")
         if operation == "CreateJob" and code == "ResourceAlreadyExistsException":
             raise JobExistsError(f"job {context.get('job_id')} exists", code=code) from exc
+        if operation == "DescribeThingGroup" and code == "ResourceNotFoundException":
+            raise UnknownThingGroupError(
+                f"thing group {context.get('thing_group')} does not exist in this account and "
+                "region; fix thing_groups in the campaign file or create the group",
+                code=code,
+            ) from exc
         where = ", ".join(f"{k}={v}" for k, v in context.items())
         raise AwsError(
             f"AWS IoT {operation} failed ({code}: {message}){' for ' + where if where else ''}; "

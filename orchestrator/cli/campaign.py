@@ -29,6 +29,7 @@ from orchestrator.errors import (
     LeaseHeldError,
     OrchestratorError,
     SpecError,
+    UnknownThingGroupError,
     UsageError,
     VersionConflictError,
 )
@@ -84,7 +85,13 @@ def _options(ctx: typer.Context) -> _Options:
 def _exit_codes() -> Iterator[None]:
     try:
         yield
-    except (SpecError, UsageError, CampaignNotFoundError, CampaignExistsError) as exc:
+    except (
+        SpecError,
+        UsageError,
+        CampaignNotFoundError,
+        CampaignExistsError,
+        UnknownThingGroupError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from exc
     except JobDocumentError as exc:
@@ -162,25 +169,30 @@ def plan(
     output: Annotated[str, typer.Option(help="text or json.")] = "text",
 ) -> None:
     """Validate a campaign, resolve the endpoint, count devices, show the jobs (no writes)."""
-    from orchestrator.aws.iot import create_job_request
+    from orchestrator.aws.iot import IotJobsAdapter, create_job_request, make_client
     from orchestrator.jobdocs import build_wave_documents
     from orchestrator.planner import job_id_for
 
     with _exit_codes():
         spec = load_spec(file)
-        rec = _reconciler(_options(ctx), spec.region, store=_NullStore())
-        host = rec.api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
+        opts = _options(ctx)
+        if opts.region and opts.region != spec.region:
+            raise UsageError(
+                f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
+            )
+        api = IotJobsAdapter(
+            make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+        )
+        host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
         built = build_wave_documents(spec, host)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
             job_id = job_id_for(spec.name, wave.name, doc.sha256, "migrate")
-            devices = {g: rec.api.count_things(g) for g in wave.thing_groups}
+            arns = [api.group_arn(g) for g in wave.thing_groups]
+            devices = {g: api.count_things(g) for g in wave.thing_groups}
             request = create_job_request(
-                job_id,
-                f"<{doc.size} characters>",
-                job_config(spec, wave, "migrate"),
-                [f"thinggroup/{g}" for g in wave.thing_groups],
+                job_id, f"<{doc.size} characters>", job_config(spec, wave, "migrate"), arns
             )
             waves.append(
                 {
@@ -392,32 +404,3 @@ def report(
     else:
         output.write_text(text, encoding="utf-8")
         print(f"report written to {output}")
-
-
-class _NullStore:
-    """`plan` writes nothing: a store that refuses every write."""
-
-    def create(self, *_: object, **__: object) -> Any:
-        raise UsageError("plan writes nothing")
-
-    def load(self, name: str) -> Any:
-        raise UsageError(f"plan reads no campaign ({name})")
-
-    def commit(self, *_: object, **__: object) -> Any:
-        raise UsageError("plan writes nothing")
-
-    def events(self, name: str) -> Any:
-        raise UsageError(f"plan reads no campaign ({name})")
-
-    def acquire_lease(self, *_: object, **__: object) -> None:
-        raise UsageError("plan takes no lease")
-
-    def lease_holder(self, name: str) -> str | None:
-        _ = name
-        return None
-
-    def release_lease(self, name: str, owner: str) -> None:
-        _ = (name, owner)
-
-    def names(self) -> list[str]:
-        return []

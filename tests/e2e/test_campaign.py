@@ -250,6 +250,14 @@ def test_cli_exit_codes_and_outputs(sandbox, tmp_path) -> None:
     plan = json.loads(result.stdout)
     assert [sum(w["devices"].values()) for w in plan["waves"]] == [4, 4, 4]
     assert plan["endpoint"] == "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
+    assert plan["waves"][0]["create_job"]["targets"] == [
+        "arn:aws:iot:us-east-1:123456789012:thinggroup/canary"
+    ]
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(campaign_text().replace("[fleet-b]", "[fleet-z]"))
+    result = cli(sandbox, state, "plan", str(missing))
+    assert result.returncode == 2
+    assert "thing group fleet-z does not exist" in result.stderr
     assert not state.exists()
     assert cli(sandbox, state, "status", "e2e").returncode == 2
     assert cli(sandbox, state, "start", str(good)).returncode == 0

@@ -9,7 +9,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from orchestrator.aws.iot import IotJobsAdapter, create_job_request, make_client
-from orchestrator.errors import AwsError, JobExistsError
+from orchestrator.errors import AwsError, JobExistsError, UnknownThingGroupError
 from orchestrator.model import Counts, ExponentialRate, MaintenanceWindow
 from orchestrator.planner import JobConfig
 
@@ -115,7 +115,7 @@ def test_create_job_on_a_taken_id_raises_job_exists(stubbed) -> None:
 def test_missing_thing_group_is_a_clear_error(stubbed) -> None:
     adapter, stub = stubbed
     stub.add_client_error("describe_thing_group", "ResourceNotFoundException", "no group", 404)
-    with pytest.raises(AwsError, match=r"DescribeThingGroup failed.*thing_group=canary"):
+    with pytest.raises(UnknownThingGroupError, match="thing group canary does not exist"):
         adapter.create_job(JOB, "{}", JobConfig(("canary",), "d"))
 
 
