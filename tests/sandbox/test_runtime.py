@@ -191,7 +191,7 @@ def test_boto3_finds_the_sandbox_through_the_standard_environment(sandbox, monke
     assert [j["jobId"] for j in pending["queuedJobs"]] == ["env"]
 
 
-def _aws(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+def _aws(sandbox: Sandbox, *args: str, service: str = "iot") -> subprocess.CompletedProcess[str]:
     env = os.environ | {
         "AWS_ACCESS_KEY_ID": "dummy",
         "AWS_SECRET_ACCESS_KEY": "dummy",
@@ -201,7 +201,13 @@ def _aws(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     }
     return subprocess.run(
-        [str(VENV_BIN / "aws"), "iot", *args, "--endpoint-url", sandbox.control_plane_url],
+        [
+            str(VENV_BIN / "aws"),
+            service,
+            *args,
+            "--endpoint-url",
+            sandbox.control_plane_url if service == "iot" else sandbox.jobs_data_url,
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -239,6 +245,15 @@ def test_the_aws_cli_creates_describes_and_sees_errors(sandbox):
     assert again.returncode != 0
     assert "ResourceAlreadyExistsException" in again.stderr
     assert "Job from-cli already exists" in again.stderr
+    pending = _aws(
+        sandbox,
+        "get-pending-job-executions",
+        "--thing-name",
+        "device-00001",
+        service="iot-jobs-data",
+    )
+    assert pending.returncode == 0, pending.stderr
+    assert [j["jobId"] for j in json.loads(pending.stdout)["queuedJobs"]] == ["from-cli"]
 
 
 def test_plan_provision_slices_groups_in_order():
