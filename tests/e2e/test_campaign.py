@@ -10,10 +10,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import pytest
+import structlog
 from botocore.config import Config
 
 from job_documents import SystemClock, validate_document
@@ -236,16 +238,48 @@ def cli(sandbox, state: Path, *args: str, kill_after: int | None = None):
     )
 
 
-def test_cli_exit_codes_and_outputs(sandbox, tmp_path) -> None:
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(sandbox, state: Path, *args: str) -> Ran:
+    """The CLI in this process (typer's runner): same commands, no interpreter start-up."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "--endpoint-url",
+            sandbox.control_plane_url,
+            "--state",
+            str(state),
+            "--log-format",
+            "json",
+            *args,
+        ],
+    )
+    structlog.reset_defaults()  # the CLI configured logging for its run; undo it for others
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def test_cli_exit_codes_and_outputs(sandbox, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
     state = tmp_path / "state.sqlite"
     bad = tmp_path / "bad.yaml"
     bad.write_text(campaign_text().replace("region: us-east-1", "region: nowhere"))
-    result = cli(sandbox, state, "plan", str(bad))
+    result = in_process(sandbox, state, "plan", str(bad))
     assert result.returncode == 2
     assert "line 2 (region)" in result.stderr
     good = tmp_path / "c.yaml"
     good.write_text(campaign_text())
-    result = cli(sandbox, state, "plan", "--output", "json", str(good))
+    result = in_process(sandbox, state, "plan", "--output", "json", str(good))
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert [sum(w["devices"].values()) for w in plan["waves"]] == [4, 4, 4]
@@ -255,32 +289,35 @@ def test_cli_exit_codes_and_outputs(sandbox, tmp_path) -> None:
     ]
     missing = tmp_path / "missing.yaml"
     missing.write_text(campaign_text().replace("[fleet-b]", "[fleet-z]"))
-    result = cli(sandbox, state, "plan", str(missing))
+    result = in_process(sandbox, state, "plan", str(missing))
     assert result.returncode == 2
     assert "thing group fleet-z does not exist" in result.stderr
     assert not state.exists()
-    assert cli(sandbox, state, "status", "e2e").returncode == 2
-    assert cli(sandbox, state, "start", str(good)).returncode == 0
-    result = cli(sandbox, state, "status", "e2e", "--output", "json")
+    assert in_process(sandbox, state, "status", "e2e").returncode == 2
+    assert in_process(sandbox, state, "start", str(good)).returncode == 0
+    result = in_process(sandbox, state, "status", "e2e", "--output", "json")
     assert json.loads(result.stdout)["waves"][0]["phase"] == "LAUNCHING"
-    assert cli(sandbox, state, "approve", "e2e", "canary").returncode == 2
-    assert cli(sandbox, state, "resume", "e2e").returncode == 2  # only a paused one resumes
-    assert cli(sandbox, state, "abort", "e2e").returncode == 0
+    assert in_process(sandbox, state, "approve", "e2e", "canary").returncode == 2
+    assert in_process(sandbox, state, "resume", "e2e").returncode == 2  # only a paused one resumes
+    assert in_process(sandbox, state, "abort", "e2e").returncode == 0
     report = tmp_path / "r.html"
     assert (
-        cli(sandbox, state, "report", "e2e", "--format", "html", "-o", str(report)).returncode == 0
+        in_process(
+            sandbox, state, "report", "e2e", "--format", "html", "-o", str(report)
+        ).returncode
+        == 0
     )
     page = report.read_text()
     assert "<svg" in page
     assert "campaign-aborted" in page
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")
-    events = cli(sandbox, state, "events", "e2e").stdout
+    events = in_process(sandbox, state, "events", "e2e").stdout
     assert "campaign-aborted" in events
     job = sandbox.iot_client().describe_job(jobId=json.loads(result.stdout)["waves"][0]["job_id"])
     assert job["job"]["status"] == "CANCELED"
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    broken = cli(sandbox, blocker / "state.sqlite", "run", "e2e")
+    broken = in_process(sandbox, blocker / "state.sqlite", "run", "e2e")
     assert broken.returncode == 1
     assert "cannot open the state store" in broken.stderr
 
