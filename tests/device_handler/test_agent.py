@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from conftest import ATS_HOST, LEGACY_HOST, THING, Device, fingerprint, migrate_doc
-
 from device_handler.transaction import Phase
 from device_handler.trust import TrustBundle
+
+from .conftest import ATS_HOST, LEGACY_HOST, THING, Device, fingerprint, migrate_doc
 
 
 def _run(device: Device, document: str, **agent_args: object) -> tuple[str, str | None]:

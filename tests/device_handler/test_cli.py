@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import structlog
-from conftest import ATS_HOST, LEGACY_HOST, THING, Device, World
 
 import device_handler
 from device_handler.cli import main
@@ -18,6 +17,8 @@ from device_handler.config import load_config
 from device_handler.errors import ConfigError
 from job_documents import Endpoint, Operation, build_document, load_catalog
 from job_documents.testing import write_catalog
+
+from .conftest import ATS_HOST, LEGACY_HOST, THING, Device, World
 
 HANDLER = Path(device_handler.__file__).parent / "device_client" / "ca-migrate-handler.sh"
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ATS_HOST, THING, Device, World
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,8 @@ from device_handler.memory import MemoryConnector
 from device_handler.validation import ValidationSettings, make_validator
 from job_documents import Endpoint, Operation, build_document, load_catalog
 from job_documents.testing import make_signing_key, public_key_pem, write_catalog
+
+from .conftest import ATS_HOST, THING, Device, World
 
 FUZZ = settings(
     deadline=None,
@@ -80,7 +81,7 @@ class Fuzzed:
 
 @pytest.fixture(scope="module")
 def fuzzed(world: World, tmp_path_factory: pytest.TempPathFactory) -> Fuzzed:
-    from conftest import make_device
+    from .conftest import make_device
 
     root = tmp_path_factory.mktemp("fuzz")
     return Fuzzed(make_device(world, root / "device"), world, root)

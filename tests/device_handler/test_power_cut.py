@@ -17,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import THING, Device, World, fingerprint, make_device, migrate_doc
 
 from device_handler.errors import PowerCut
 from device_handler.testing import CrashingFileOps
 from device_handler.transaction import Phase
 from device_handler.trust import EndpointConfig
+
+from .conftest import THING, Device, World, fingerprint, make_device, migrate_doc
 
 Scenario = tuple[Callable[[Device], None], Callable[[World], str]]
 

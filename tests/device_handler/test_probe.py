@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ATS_HOST, World
 
 from device_handler.errors import ConfigError, ProbeFailed
 from device_handler.probe import connect_address, probe
 from device_handler.testing import TlsServer
 from device_handler.trust import EndpointConfig
+
+from .conftest import ATS_HOST, World
 
 
 def _over(server: TlsServer) -> dict[str, str]:

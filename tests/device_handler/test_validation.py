@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ATS_HOST, THING, Device, World, fingerprint
 
 from device_handler.agent import Agent, AgentSettings
 from device_handler.errors import ConfigError, DocumentRejected
@@ -14,6 +13,8 @@ from device_handler.memory import MemoryConnector
 from device_handler.validation import ValidationSettings, make_validator
 from job_documents import Endpoint, Operation, RootInput, RootRef, build_document, load_catalog
 from job_documents.testing import make_signing_key, public_key_pem, write_catalog
+
+from .conftest import ATS_HOST, THING, Device, World, fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import re
 from typing import Any
 
 import pytest
-from cfn_test_helpers import as_list, resolve, statements, template
+
+from .cfn_test_helpers import as_list, resolve, statements, template
 
 ACCOUNT_PREFIX = "arn:aws:iot:us-east-1:123456789012"
 KIND = {

@@ -11,7 +11,8 @@ import re
 from typing import Any
 
 import pytest
-from cfn_test_helpers import (
+
+from .cfn_test_helpers import (
     TEMPLATES,
     as_list,
     iam_catalog,

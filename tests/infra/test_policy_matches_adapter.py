@@ -17,16 +17,18 @@ from pathlib import Path
 import botocore.session
 import pytest
 from botocore import xform_name
-from cfn_test_helpers import as_list, statements, template
+
+from .cfn_test_helpers import as_list, statements, template
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_HELPERS = {"get_paginator", "get_waiter", "can_paginate", "close", "meta", "exceptions"}
-# DynamoDB authorises transactions and batches per item: the IAM actions are the item ones.
-DDB_COMPOSITE = {
-    "TransactWriteItems": {"PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"},
-    "TransactGetItems": {"GetItem"},
-    "BatchGetItem": {"BatchGetItem"},
-    "BatchWriteItem": {"BatchWriteItem"},
+# DynamoDB authorises a transaction per item: TransactWriteItems needs the IAM action of each
+# kind of item it carries ({"Put": ...} -> PutItem, ...), TransactGetItems needs GetItem.
+TRANSACT_WRITE_KINDS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
 }
 
 
@@ -68,15 +70,29 @@ def calls_on(attribute: str, files: list[Path]) -> set[str]:
     return methods
 
 
-def to_actions(service: str, prefix: str, methods: set[str]) -> set[str]:
+def dict_keys(files: list[Path]) -> set[str]:
+    """Every string literal used as a dict key in the files (transaction item kinds)."""
+    keys: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Dict):
+                keys |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
+    return keys
+
+
+def to_actions(service: str, prefix: str, methods: set[str], files: list[Path]) -> set[str]:
     operations = _operations(service)
     unknown = sorted(m for m in methods if m not in operations)
     assert not unknown, f"{service} client has no method(s) {unknown}"
     actions: set[str] = set()
     for method in methods:
         operation = operations[method]
-        if prefix == "dynamodb":
-            actions |= DDB_COMPOSITE.get(operation, {operation})
+        if prefix == "dynamodb" and operation == "TransactWriteItems":
+            kinds = dict_keys(files) & TRANSACT_WRITE_KINDS.keys()
+            assert kinds, "TransactWriteItems without a Put/Update/Delete/ConditionCheck item"
+            actions |= {TRANSACT_WRITE_KINDS[kind] for kind in kinds}
+        elif prefix == "dynamodb" and operation == "TransactGetItems":
+            actions.add("GetItem")
         else:
             actions.add(operation)
     return {f"{prefix}:{a}" for a in actions}
@@ -101,19 +117,26 @@ def test_scanner_finds_calls_and_paginators(tmp_path: Path):
         "        self._iot.create_job(jobId='x')\n"
         "        self._iot.get_paginator('list_job_executions_for_job').paginate()\n"
         "        self._iot.exceptions.ResourceAlreadyExistsException\n"
-        "        self._ddb.transact_write_items(TransactItems=[])\n"
+        "        self._ddb.transact_write_items(TransactItems=[{'Put': {}}, {'Update': {}}])\n"
+        "        self._ddb.get_item(Key={})\n"
         "        other._iot.delete_job(jobId='x')\n"
     )
-    iot = calls_on("_iot", [source])
+    files = [source]
+    iot = calls_on("_iot", files)
     assert iot == {"create_job", "list_job_executions_for_job"}
-    assert to_actions("iot", "iot", iot) == {"iot:CreateJob", "iot:ListJobExecutionsForJob"}
-    ddb = to_actions("dynamodb", "dynamodb", calls_on("_ddb", [source]))
-    assert ddb == {
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:ConditionCheckItem",
+    assert to_actions("iot", "iot", iot, files) == {
+        "iot:CreateJob",
+        "iot:ListJobExecutionsForJob",
     }
+    ddb = to_actions("dynamodb", "dynamodb", calls_on("_ddb", files), files)
+    assert ddb == {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"}
+
+
+def test_scanner_rejects_a_method_the_client_does_not_have(tmp_path: Path):
+    source = tmp_path / "aws.py"
+    source.write_text("class A:\n    def f(self):\n        self._iot.create_jobs(jobId='x')\n")
+    with pytest.raises(AssertionError, match="create_jobs"):
+        to_actions("iot", "iot", calls_on("_iot", [source]), [source])
 
 
 def _require_adapter(attribute: str) -> list[Path]:
@@ -130,7 +153,7 @@ def _require_adapter(attribute: str) -> list[Path]:
 
 def test_iot_actions_match_the_adapter_exactly():
     files = _require_adapter("_iot")
-    used = to_actions("iot", "iot", calls_on("_iot", files))
+    used = to_actions("iot", "iot", calls_on("_iot", files), files)
     granted = policy_actions("iot")
     assert not used - granted, f"missing from orchestrator-iam.yaml: {sorted(used - granted)}"
     assert not granted - used, f"granted but never called: {sorted(granted - used)}"
@@ -138,7 +161,7 @@ def test_iot_actions_match_the_adapter_exactly():
 
 def test_dynamodb_actions_match_the_adapter_exactly():
     files = _require_adapter("_ddb")
-    used = to_actions("dynamodb", "dynamodb", calls_on("_ddb", files))
+    used = to_actions("dynamodb", "dynamodb", calls_on("_ddb", files), files)
     granted = policy_actions("dynamodb")
     assert not used - granted, f"missing from orchestrator-iam.yaml: {sorted(used - granted)}"
     assert not granted - used, f"granted but never called: {sorted(granted - used)}"

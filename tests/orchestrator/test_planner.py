@@ -4,7 +4,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import README_CAMPAIGN
 
 from orchestrator.errors import UsageError
 from orchestrator.model import CampaignState, CampaignStatus, Counts, WavePhase
@@ -26,6 +25,8 @@ from orchestrator.planner import (
     jobs_to_observe,
 )
 from orchestrator.spec import parse_spec
+
+from .conftest import README_CAMPAIGN
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SPEC = parse_spec(README_CAMPAIGN)

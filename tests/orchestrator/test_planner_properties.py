@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime, timedelta
 
-from conftest import README_CAMPAIGN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,8 @@ from orchestrator.planner import (
     initial_state,
 )
 from orchestrator.spec import parse_spec
+
+from .conftest import README_CAMPAIGN
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 SPEC = parse_spec(README_CAMPAIGN)

@@ -4,7 +4,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import README_CAMPAIGN
 
 from job_documents import ManualClock, validate_document
 from orchestrator.errors import CampaignExistsError, JobConflictError, LeaseHeldError, SpecError
@@ -14,6 +13,8 @@ from orchestrator.reconcile import Reconciler
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
 from orchestrator.testing import FakeJobs
+
+from .conftest import README_CAMPAIGN
 
 GROUPS = {"canary": 100, "fleet-a": 1000, "fleet-b": 500, "fleet-c": 500}
 

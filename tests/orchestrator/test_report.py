@@ -4,8 +4,6 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from conftest import README_CAMPAIGN
-
 from orchestrator.model import CampaignStatus, Counts, WavePhase
 from orchestrator.planner import initial_state
 from orchestrator.report import (
@@ -18,6 +16,8 @@ from orchestrator.report import (
 )
 from orchestrator.spec import parse_spec
 from orchestrator.store import StoredEvent
+
+from .conftest import README_CAMPAIGN
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 SPEC = parse_spec(README_CAMPAIGN)

@@ -6,11 +6,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from conftest import README_CAMPAIGN
 
 from orchestrator.errors import SpecError
 from orchestrator.model import Approval
 from orchestrator.spec import load_spec, parse_spec, render_schema, schema_path, spec_json_schema
+
+from .conftest import README_CAMPAIGN
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import README_CAMPAIGN
 
 from orchestrator.errors import (
     CampaignExistsError,
@@ -20,6 +19,8 @@ from orchestrator.planner import initial_state
 from orchestrator.spec import parse_spec
 from orchestrator.store import BaseStateStore, StoredCampaign
 from orchestrator.store.sqlite import SqliteStateStore
+
+from .conftest import README_CAMPAIGN
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 SPEC = parse_spec(README_CAMPAIGN)
