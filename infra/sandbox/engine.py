@@ -8,7 +8,8 @@ the `JobsDataPlane` methods.
 Invariants:
 - `job.counts[status]` equals the number of the job's rolled-out executions in
   that status (the current execution per thing). Counters change only in
-  `_set_status`; `recount()` recomputes them for cross-checks.
+  `_set_status`, `_new_execution` and `_maybe_retry`; `recount()` recomputes
+  them for cross-checks.
 - Every time-driven change (a rollout batch, a timeout) sits in one heap of
   deadlines. `_process_due(now)` runs at the start of every operation, so state
   read through any method is up to date with the clock; the scheduler thread
@@ -222,10 +223,6 @@ class _Job:
         self.notified = 0
         self.rate = 0.0
         self.rate_baseline = 0
-
-
-def _ceil_int(value: float) -> int:
-    return math.ceil(value)
 
 
 class JobsEngine:
@@ -576,7 +573,7 @@ class JobsEngine:
     def _snapshot(self, ex: _Execution, now: float) -> ExecutionSnapshot:
         remaining: int | None = None
         if ex.status == "IN_PROGRESS" and ex.timer_deadline is not None:
-            remaining = max(0, _ceil_int(ex.timer_deadline - now))
+            remaining = max(0, math.ceil(ex.timer_deadline - now))
         return ExecutionSnapshot(
             job_id=ex.job.job_id,
             thing_name=ex.thing,
