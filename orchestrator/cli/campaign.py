@@ -35,7 +35,7 @@ from orchestrator.errors import (
 )
 from orchestrator.model import CampaignSpec, CampaignStatus
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
-from orchestrator.reconcile import Reconciler
+from orchestrator.reconcile import Reconciler, StepResult
 from orchestrator.report import (
     progress_bar,
     render_html,
@@ -333,10 +333,24 @@ def events(
 # -- commands --------------------------------------------------------------------------------
 
 
+LEASE_WAITS = 20
+LEASE_WAIT_SECONDS = 0.5
+
+
+def _waiting_for_the_lease(call: Callable[[], StepResult]) -> StepResult:
+    """Operator commands wait briefly for a reconcile that holds the lease (one is short)."""
+    for _ in range(LEASE_WAITS):
+        try:
+            return call()
+        except LeaseHeldError:
+            time.sleep(LEASE_WAIT_SECONDS)
+    return call()
+
+
 def _command(ctx: typer.Context, name: str, make: Callable[[], Command]) -> None:
     with _exit_codes():
         rec = _campaign_reconciler(_options(ctx), name)
-        result = rec.command(name, lambda _spec, _state: make())
+        result = _waiting_for_the_lease(lambda: rec.command(name, lambda _spec, _state: make()))
         print(status_text(result.state))
 
 
@@ -379,7 +393,7 @@ def rollback(
     """Create `restore` jobs for the waves that ran (or the named ones)."""
     with _exit_codes():
         rec = _campaign_reconciler(_options(ctx), name)
-        result = rec.rollback(name, tuple(wave or ()))
+        result = _waiting_for_the_lease(lambda: rec.rollback(name, tuple(wave or ())))
         print(status_text(result.state))
 
 
