@@ -1,0 +1,322 @@
+"""The unattended runner: one reconcile step for every live campaign, from AWS Lambda.
+
+EventBridge Scheduler invokes `handler` every few minutes (`infra/aws/runner.yaml`); each
+invocation visits every campaign in the DynamoDB state store and runs one `Reconciler.step` for
+those that still have something to do. Operators keep using `ca-migrate` (approve, pause,
+rollback) against the same table; the runner picks the change up on its next tick.
+
+Invariants:
+- Two overlapping invocations never act twice on a campaign. A step holds the campaign's lease
+  (a conditional put in DynamoDB); a campaign whose lease is held elsewhere is reported `busy`
+  and left alone, and so is one whose state changed under the step (the conditional commit
+  lost: `VersionConflictError`). Even a step that outlived its lease cannot create a second
+  job: job ids are deterministic and CreateJob adopts an existing job with the same document.
+- One failing campaign does not stop the others, but the invocation still fails at the end
+  (`RunnerFailedError`), so Lambda's Errors metric, and the stack's alarm, see it.
+- Halts, completions, aborts, finished rollbacks and waves waiting for approval are published
+  to the notifications topic by the step that decided them, once; a failed publish is logged
+  and does not undo the step.
+- The library never configures logging; `handler`, an entry point, does (JSON to stderr,
+  which Lambda ships to the function's log group).
+
+Environment (set by runner.yaml): `CA_MIGRATE_TABLE` (required), `CA_MIGRATE_REGION`,
+`CA_MIGRATE_TOPIC_ARN`, `CA_MIGRATE_LEASE_SECONDS`. boto3 also honours its own variables, such
+as `AWS_ENDPOINT_URL_IOT`, which point the runner at the local sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import structlog
+
+from job_documents import SystemClock
+from orchestrator.errors import (
+    LeaseHeldError,
+    OrchestratorError,
+    VersionConflictError,
+)
+from orchestrator.model import CampaignState, CampaignStatus
+from orchestrator.planner import jobs_to_observe
+from orchestrator.reconcile import Reconciler
+from orchestrator.store import StateStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_iot import IoTClient
+
+__all__ = [
+    "NOTIFY_KINDS",
+    "CampaignOutcome",
+    "Notifier",
+    "RunReport",
+    "RunnerConfig",
+    "RunnerConfigError",
+    "RunnerFailedError",
+    "SnsNotifier",
+    "handler",
+    "run_once",
+]
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_KINDS = frozenset(
+    {
+        "campaign-halted",
+        "campaign-completed",
+        "campaign-aborted",
+        "rollback-finished",
+        "wave-halted",
+        "wave-awaiting-approval",
+    }
+)
+_FINISHED = frozenset({CampaignStatus.COMPLETED, CampaignStatus.ROLLED_BACK})
+_SUBJECT_LIMIT = 99  # SNS subjects: printable ASCII, fewer than 100 characters
+_LEASE_MARGIN = timedelta(seconds=60)
+
+Outcome = Literal["stepped", "busy", "finished", "failed"]
+
+
+class RunnerConfigError(OrchestratorError):
+    """The runner's environment is incomplete; the message names the variable."""
+
+
+class RunnerFailedError(OrchestratorError):
+    """At least one campaign's step failed; the others were still stepped."""
+
+
+class Notifier(Protocol):
+    """Where halts and completions are announced (an SNS topic in production)."""
+
+    def publish(self, subject: str, message: str) -> None:
+        """Announce one event; raising is allowed (the runner logs and carries on)."""
+        ...
+
+
+class SnsPublisher(Protocol):
+    """The one SNS client method the runner uses."""
+
+    def publish(self, *, TopicArn: str, Subject: str, Message: str) -> Any:  # noqa: N803
+        """SNS Publish."""
+        ...
+
+
+class SnsNotifier:
+    """`Notifier` over an SNS topic."""
+
+    def __init__(self, sns: SnsPublisher, topic_arn: str) -> None:
+        self._sns = sns
+        self.topic_arn = topic_arn
+
+    def publish(self, subject: str, message: str) -> None:
+        self._sns.publish(
+            TopicArn=self.topic_arn,
+            Subject=_ascii_subject(subject),
+            Message=message,
+        )
+
+
+def _ascii_subject(subject: str) -> str:
+    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in subject)
+    return printable[:_SUBJECT_LIMIT]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignOutcome:
+    """What one invocation did with one campaign."""
+
+    name: str
+    outcome: Outcome
+    status: str
+    actions: int = 0
+    events: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What one invocation did, campaign by campaign."""
+
+    campaigns: tuple[CampaignOutcome, ...] = field(default_factory=tuple)
+
+    @property
+    def failed(self) -> tuple[CampaignOutcome, ...]:
+        return tuple(c for c in self.campaigns if c.outcome == "failed")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-able summary the Lambda function returns."""
+        return {
+            "campaigns": [
+                {
+                    "name": c.name,
+                    "outcome": c.outcome,
+                    "status": c.status,
+                    "actions": c.actions,
+                    "events": list(c.events),
+                    **({"error": c.error} if c.error else {}),
+                }
+                for c in self.campaigns
+            ]
+        }
+
+
+def needs_step(state: CampaignState) -> bool:
+    """Whether a reconcile step could still change anything for this campaign."""
+    return state.status not in _FINISHED or bool(jobs_to_observe(state))
+
+
+def run_once(
+    store: StateStore, reconciler: Reconciler, notifier: Notifier | None = None
+) -> RunReport:
+    """One reconcile step for every campaign that needs one; never raises for one campaign."""
+    outcomes: list[CampaignOutcome] = []
+    for name in store.names():
+        bound = log.bind(campaign=name)
+        try:
+            state = store.load(name).state
+            if not needs_step(state):
+                outcomes.append(CampaignOutcome(name, "finished", state.status.value))
+                continue
+            result = reconciler.step(name)
+        except (LeaseHeldError, VersionConflictError) as exc:
+            bound.info("runner-campaign-busy", reason=str(exc))
+            outcomes.append(CampaignOutcome(name, "busy", "unknown", error=str(exc)))
+            continue
+        except OrchestratorError as exc:
+            bound.error("runner-campaign-failed", error=str(exc), error_type=type(exc).__name__)
+            outcomes.append(CampaignOutcome(name, "failed", "unknown", error=str(exc)))
+            continue
+        kinds = tuple(event.kind for event in result.events)
+        bound.info(
+            "runner-campaign-stepped",
+            status=result.state.status.value,
+            actions=len(result.actions),
+            events=list(kinds),
+        )
+        outcomes.append(
+            CampaignOutcome(name, "stepped", result.state.status.value, len(result.actions), kinds)
+        )
+        if notifier is not None:
+            _announce(notifier, result.state, result.events)
+    return RunReport(tuple(outcomes))
+
+
+def _announce(notifier: Notifier, state: CampaignState, events: Sequence[Any]) -> None:
+    for event in events:
+        if event.kind not in NOTIFY_KINDS:
+            continue
+        wave = f" wave {event.wave}" if event.wave else ""
+        subject = f"ca-migrate {state.name}{wave}: {event.kind}"
+        message = (
+            f"Campaign {state.name} is {state.status.value}.\n"
+            f"{event.kind}{wave}: {event.reason}\n\n"
+            f"Details: ca-migrate status {state.name}; ca-migrate events {state.name}"
+        )
+        try:
+            notifier.publish(subject, message)
+        except Exception as exc:  # noqa: BLE001 - a lost notification must not undo the step
+            log.warning(
+                "runner-notify-failed", campaign=state.name, kind=event.kind, error=str(exc)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    """The runner's settings, from the Lambda function's environment."""
+
+    table: str
+    region: str
+    topic_arn: str | None
+    lease: timedelta
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> RunnerConfig:
+        table = env.get("CA_MIGRATE_TABLE", "").strip()
+        if not table:
+            raise RunnerConfigError(
+                "CA_MIGRATE_TABLE is not set: deploy infra/aws/runner.yaml, which sets it to "
+                "the campaign table's name"
+            )
+        region = (
+            env.get("CA_MIGRATE_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        )
+        if not region:
+            raise RunnerConfigError("CA_MIGRATE_REGION (or AWS_REGION) is not set")
+        raw_lease = env.get("CA_MIGRATE_LEASE_SECONDS", "300")
+        try:
+            seconds = int(raw_lease)
+        except ValueError:
+            raise RunnerConfigError(
+                f"CA_MIGRATE_LEASE_SECONDS must be a whole number of seconds, not {raw_lease!r}"
+            ) from None
+        if seconds <= 0:
+            raise RunnerConfigError("CA_MIGRATE_LEASE_SECONDS must be positive")
+        # The lease outlives the function's timeout, so a running invocation keeps it.
+        lease = timedelta(seconds=seconds) + _LEASE_MARGIN
+        return cls(table, region, env.get("CA_MIGRATE_TOPIC_ARN") or None, lease)
+
+
+def _configure_logging() -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _clients(region: str) -> tuple[IoTClient, DynamoDBClient, SnsPublisher]:
+    """boto3 clients with adaptive retries (throttling is botocore's job, as in the CLI)."""
+    import boto3
+
+    from orchestrator.aws.iot import RETRY_CONFIG
+
+    session = boto3.Session(region_name=region)
+    sns: SnsPublisher = session.client("sns", config=RETRY_CONFIG)
+    return (
+        session.client("iot", config=RETRY_CONFIG),
+        session.client("dynamodb", config=RETRY_CONFIG),
+        sns,
+    )
+
+
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point (`orchestrator.runner_lambda.handler`)."""
+    del event  # the schedule's payload carries nothing the runner needs
+    _configure_logging()
+    config = RunnerConfig.from_environ(os.environ)
+    iot, ddb, sns = _clients(config.region)
+    from orchestrator.aws.dynamodb import DynamoDbStateStore
+    from orchestrator.aws.iot import IotJobsAdapter
+
+    store = DynamoDbStateStore(ddb, config.table)
+    request_id = getattr(context, "aws_request_id", None)
+    reconciler = Reconciler(
+        store,
+        IotJobsAdapter(iot),
+        SystemClock(),
+        owner=f"lambda:{request_id}" if request_id else None,
+        lease_ttl=config.lease,
+    )
+    notifier = SnsNotifier(sns, config.topic_arn) if config.topic_arn else None
+    report = run_once(store, reconciler, notifier)
+    summary = report.as_dict()
+    if report.failed:
+        names = ", ".join(c.name for c in report.failed)
+        raise RunnerFailedError(
+            f"reconcile failed for {names}; the other campaigns were stepped. "
+            "Read this invocation's log events (runner-campaign-failed) for the reasons"
+        )
+    return summary
