@@ -110,15 +110,25 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """An endpoint configuration and a trust bundle together, as one file holds them."""
+    """An endpoint configuration and a trust bundle together, as one file holds them.
+
+    The files' bytes are kept exactly (latin-1 round-trips any byte), so a roll-back
+    or a restore gives back the very files the device had, not a re-rendering.
+    """
 
     endpoint: EndpointConfig
     bundle: bytes
+    endpoint_file: bytes
+
+    @classmethod
+    def of(cls, endpoint: EndpointConfig, bundle: bytes) -> Snapshot:
+        return cls(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint.render())
 
     def render(self) -> bytes:
         body = {
-            "endpoint": json.loads(self.endpoint.render()),
-            "bundle": self.bundle.decode("ascii"),
+            "format": "ca-migrate-snapshot/1",
+            "endpointFile": self.endpoint_file.decode("latin-1"),
+            "bundle": self.bundle.decode("latin-1"),
         }
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
@@ -126,11 +136,12 @@ class Snapshot:
     def parse(cls, data: bytes, *, source: str) -> Snapshot:
         try:
             body: Any = json.loads(data)
-            endpoint = EndpointConfig.parse(json.dumps(body["endpoint"]).encode(), source=source)
-            bundle = body["bundle"].encode("ascii")
+            endpoint_file = body["endpointFile"].encode("latin-1")
+            bundle = body["bundle"].encode("latin-1")
+            endpoint = EndpointConfig.parse(endpoint_file, source=source)
         except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
             raise JournalError(f"{source} is unreadable ({exc})") from exc
-        return cls(endpoint=endpoint, bundle=bundle)
+        return cls(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint_file)
 
 
 class _Fail(Exception):  # noqa: N818 - internal control flow, never escapes the agent
@@ -177,13 +188,12 @@ class Agent:
 
     def live(self) -> Snapshot:
         try:
-            endpoint = EndpointConfig.parse(
-                self.paths.endpoint_file.read_bytes(), source=str(self.paths.endpoint_file)
-            )
+            endpoint_file = self.paths.endpoint_file.read_bytes()
             bundle = self.paths.trust_bundle.read_bytes()
         except OSError as exc:
             raise ConfigError(f"the live configuration cannot be read: {exc}") from exc
-        return Snapshot(endpoint=endpoint, bundle=bundle)
+        endpoint = EndpointConfig.parse(endpoint_file, source=str(self.paths.endpoint_file))
+        return Snapshot(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint_file)
 
     def _write_durable(self, path: Path, data: bytes) -> None:
         self._fs.write(path, data)
@@ -203,18 +213,17 @@ class Agent:
             )
         snapshot = Snapshot.parse(data, source=str(self.paths.rollback))
         atomic_write(self._fs, self.paths.trust_bundle, snapshot.bundle)
-        atomic_write(self._fs, self.paths.endpoint_file, snapshot.endpoint.render())
+        atomic_write(self._fs, self.paths.endpoint_file, snapshot.endpoint_file)
         self._discard_staging()
 
     # -------------------------------------------------------------- channel
 
-    def connect(self) -> JobsChannel:
+    def connect(self, timeout: float | None = None) -> JobsChannel:
         """Connect on the live configuration (once; reused until the configuration changes)."""
         if self.channel is None:
             live = self.live()
-            self.channel = self._connector.connect(
-                live.endpoint, self.paths.trust_bundle, self.settings.connect_timeout
-            )
+            limit = self.settings.connect_timeout if timeout is None else timeout
+            self.channel = self._connector.connect(live.endpoint, self.paths.trust_bundle, limit)
             self._log.info("connected", endpoint=live.endpoint.label(), via=self.channel.via)
         return self.channel
 
@@ -336,7 +345,7 @@ class Agent:
                 ),
             )
         self._write_durable(self.paths.staged_bundle, target.bundle)
-        self._write_durable(self.paths.staged_endpoint, target.endpoint.render())
+        self._write_durable(self.paths.staged_endpoint, target.endpoint_file)
         self._fs.fsync_dir(self.paths.staged_bundle.parent)
         if self.paths.staged_endpoint.parent != self.paths.staged_bundle.parent:
             self._fs.fsync_dir(self.paths.staged_endpoint.parent)
@@ -384,7 +393,7 @@ class Agent:
             assert order.endpoint is not None  # noqa: S101 - the schema requires it for migrate
             base = TrustBundle.parse(live.bundle) if order.keep_existing else TrustBundle()
             bundle = base.extended(list(order.roots))
-            return Snapshot(endpoint=order.endpoint, bundle=bundle.render())
+            return Snapshot.of(order.endpoint, bundle.render())
         if order.operation == "restore":
             data = read_optional(self.paths.previous)
             if data is None:
@@ -403,7 +412,9 @@ class Agent:
             return None
         if not pruned.roots:
             raise _Fail("prune-empty", "pruning these roots would leave the trust bundle empty")
-        return Snapshot(endpoint=live.endpoint, bundle=pruned.render())
+        return Snapshot(
+            endpoint=live.endpoint, bundle=pruned.render(), endpoint_file=live.endpoint_file
+        )
 
     def _progress(self, journal: Journal, step: str) -> Journal:
         channel = self.connect()
@@ -474,7 +485,7 @@ class Agent:
                 break
             try:
                 self.channel = None
-                self.connect()
+                self.connect(min(self.settings.connect_timeout, max(1.0, remaining)))
                 break
             except (ChannelError, ConfigError) as exc:
                 error = str(exc)
@@ -565,7 +576,12 @@ class Agent:
             # Our last update may have landed before a power cut hid its new version.
             current = channel.describe(job_id)
             if current is None or current.status not in _PENDING:
-                raise
+                # Already terminal (our report landed before a power cut, or the service
+                # ended it): there is nothing left to deliver.
+                self._log.info(
+                    "report_not_needed", job_id=job_id, status=getattr(current, "status", None)
+                )
+                return
             channel.update(
                 job_id,
                 status,

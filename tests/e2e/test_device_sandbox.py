@@ -46,7 +46,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         sb.stop()
 
 
-def _device(sandbox: Any, root: Path, thing: str, protocol: str = "mqtt5") -> Path:
+def _device(
+    sandbox: Any,
+    root: Path,
+    thing: str,
+    protocol: str = "mqtt5",
+    *,
+    ats_port: int | None = None,
+    dead_man_seconds: int = 15,
+) -> Path:
     """Files of a device still on the legacy endpoint, trusting only the legacy root."""
     sandbox.engine.create_things([thing])
     creds = sandbox.issue_credentials([thing])[thing]
@@ -66,13 +74,13 @@ def _device(sandbox: Any, root: Path, thing: str, protocol: str = "mqtt5") -> Pa
                 'trust_bundle = "trust.pem"',
                 'state_dir = "state"',
                 f'catalog = "{sandbox.pki.ats_catalog}"',
-                "dead_man_seconds = 15",
+                f"dead_man_seconds = {dead_man_seconds}",
                 "connect_timeout_seconds = 10",
                 "poll_seconds = 1",
                 f'protocol = "{protocol}"',
                 "[connect_override]",
                 f'"{legacy.host}:8883" = "127.0.0.1:{legacy.port}"',
-                f'"{ats.host}:8883" = "127.0.0.1:{ats.port}"',
+                f'"{ats.host}:8883" = "127.0.0.1:{ats_port or ats.port}"',
                 "",
             ]
         )
@@ -200,3 +208,37 @@ def test_running_agent_handles_a_job_created_while_it_waits_and_stops_on_sigterm
         process.wait(timeout=10)
         reader.join(timeout=10)
     assert any('"event": "stopping"' in line for line in lines)
+
+
+def test_dead_man_switch_rolls_back_when_mqtt_does_not_come_up_on_the_new_endpoint(
+    sandbox: Any, tmp_path: Path
+):
+    """The ATS name answers TLS with the right certificate (the probe passes) but speaks no
+    MQTT: the reconnect fails, the window closes, the device restores its backup and
+    reports FAILED over the legacy listener."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from device_handler.testing import IssuedCert, TlsServer
+
+    cert_path, key_path = sandbox.pki.server_cert_pem("ats"), sandbox.pki.server_key_pem("ats")
+    server = IssuedCert(
+        x509.load_pem_x509_certificate(cert_path.read_bytes()),
+        load_pem_private_key(key_path.read_bytes(), None),  # type: ignore[arg-type]
+        cert_path,
+        key_path,
+    )
+    with TlsServer(server, client_ca=sandbox.pki.device_ca_pem) as not_mqtt:
+        config = _device(
+            sandbox, tmp_path / "device", "dev-dead", ats_port=not_mqtt.port, dead_man_seconds=3
+        )
+        before = (tmp_path / "device" / "endpoint.json").read_text()
+        _create_job(sandbox, "migrate-dead", "dev-dead", ["amazon-root-ca-1"])
+        result = _agent_once(config)
+        assert not_mqtt.handshakes >= 1
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = _history(sandbox, "migrate-dead")
+    assert history[-1] == ("FAILED", "legacy")
+    (execution,) = sandbox.engine.execution_history(job_id="migrate-dead")
+    assert execution["statusDetails"]["reason"] == "dead-man"
+    assert (tmp_path / "device" / "endpoint.json").read_text() == before
