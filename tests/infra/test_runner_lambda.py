@@ -447,3 +447,27 @@ def test_sns_subject_is_printable_ascii_within_the_limit():
     assert len(sent["Subject"]) == 99
     assert sent["Subject"].isascii()
     assert "\n" not in sent["Subject"]
+
+
+def test_runner_table_matches_the_state_stores_own_schema(monkeypatch):
+    """runner.yaml creates the table the DynamoDB state store expects (keys and their types)."""
+    from infra.aws import load_template, template_paths
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    path = next(p for p in template_paths() if p.name == "runner.yaml")
+    props = load_template(path)["Resources"]["CampaignTable"]["Properties"]
+    with moto.mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        DynamoDbStateStore.create_table(ddb, "probe")
+        table = ddb.describe_table(TableName="probe")["Table"]
+
+    def keys(schema):
+        return {(d["AttributeName"], d["KeyType"]) for d in schema}
+
+    def types(definitions):
+        return {(d["AttributeName"], d["AttributeType"]) for d in definitions}
+
+    assert keys(props["KeySchema"]) == keys(table["KeySchema"])
+    assert types(props["AttributeDefinitions"]) == types(table["AttributeDefinitions"])
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
