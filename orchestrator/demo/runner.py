@@ -428,12 +428,26 @@ def _drive(
     halted_at: datetime | None = None
     devices = sum(fleet.profile_counts().values())
     settle_until: datetime | None = None
-    seen_revision = -1
+    interval = timedelta(seconds=settings.interval_seconds)
+    quiet = timedelta(seconds=max(settings.interval_seconds, QUIET_SECONDS))
+    last_reconcile = start - quiet
+    revision_seen = -1  # the engine's revision at the last reconcile
     state = rec.store.load(name).state
     while clock.now() < limit:
         now = clock.now()
-        if state.status not in STOPPED or state.status is CampaignStatus.HALTED:
+        # Reconcile every interval while executions change; when nothing changed since the
+        # last reconcile, only for a time-based decision (bake end, deadline) or rarely.
+        changed = engine.revision != revision_seen
+        planner_due = _planner_wakeup(spec, state)
+        due = (
+            (changed and now >= last_reconcile + interval)
+            or (planner_due is not None and now.timestamp() >= planner_due)
+            or now >= last_reconcile + quiet
+        )
+        if due and (state.status not in STOPPED or state.status is CampaignStatus.HALTED):
+            revision_seen = engine.revision
             state = _reconcile(rec, name, state)
+            last_reconcile = now
         fleet.run_due()
         state = _operator(rec, spec, name, state, settings)
         if state.status in (CampaignStatus.HALTED, CampaignStatus.ROLLING_BACK) and (
@@ -449,18 +463,15 @@ def _drive(
             wake = fleet.next_wakeup()
             if wake is None or now >= settle_until:
                 break
-        # While executions change, reconcile every interval; when all is quiet, jump to the
-        # next thing that can change a decision (device timer, rollout batch, bake, deadline).
-        busy = engine.revision != seen_revision
-        seen_revision = engine.revision
-        gap = settings.interval_seconds if busy else max(settings.interval_seconds, QUIET_SECONDS)
-        wakeups = [fleet.next_wakeup(), engine.next_deadline(), _planner_wakeup(spec, state)]
-        if manual:
-            target = min([now.timestamp() + gap, *(w for w in wakeups if w is not None)])
-            engine.advance(max(1.0, target - now.timestamp()))
-            _pace(wall0, (clock.now() - start).total_seconds(), settings.time_scale)
-        else:  # the clock runs by itself: wait one reconcile interval in real time
+        if not manual:  # the clock runs by itself: wait one reconcile interval in real time
             time.sleep(max(MIN_REAL_INTERVAL, settings.interval_seconds / engine.time_scale))
+            continue
+        changed = engine.revision != revision_seen
+        next_reconcile = last_reconcile + (interval if changed else quiet)
+        wakeups = [fleet.next_wakeup(), engine.next_deadline(), _planner_wakeup(spec, state)]
+        target = min([next_reconcile.timestamp(), *(w for w in wakeups if w is not None)])
+        engine.advance(max(1.0, target - now.timestamp()))
+        _pace(wall0, (clock.now() - start).total_seconds(), settings.time_scale)
     return halted_at
 
 
