@@ -432,3 +432,32 @@ def test_a_job_left_by_a_crashed_run_is_adopted_and_a_foreign_one_is_refused(
     client.create_job(jobId=foreign, targets=[arn], document='{"not":"ours"}')
     with pytest.raises(JobConflictError, match="different document"):
         rec.step("e2e-2")
+
+
+def test_a_catalog_file_is_used_explicitly_and_shown_loudly(sandbox, tmp_path, monkeypatch) -> None:
+    pki_module = pytest.importorskip("infra.sandbox.pki")
+    pki = pki_module.SandboxPki.create_or_load(tmp_path / "pki")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
+    path = tmp_path / "c.yaml"
+    path.write_text(campaign_text() + f"catalog: {pki.ats_catalog}\n")
+    state = tmp_path / "state.sqlite"
+    planned = in_process(sandbox, state, "plan", str(path))
+    assert planned.returncode == 0, planned.stderr
+    assert f"!! CATALOG {pki.ats_catalog}: NOT the packaged" in planned.stdout
+    started = in_process(sandbox, state, "start", str(path))
+    assert started.returncode == 0, started.stderr
+    assert f"CATALOG: {pki.ats_catalog}" in started.stdout
+    assert f"CATALOG: {pki.ats_catalog}" in in_process(sandbox, state, "status", "e2e").stdout
+    first = SqliteStateStore(state).events("e2e")[0]
+    assert first.data["catalog_is_default"] is False
+    assert "NOT the packaged Amazon catalog" in first.reason
+    job_id = SqliteStateStore(state).load("e2e").state.wave("canary").job_id
+    document = sandbox.iot_client().get_job_document(jobId=job_id)["document"]
+    from job_documents import ValidationPolicy, load_catalog
+
+    policy = ValidationPolicy(catalog=load_catalog(pki.ats_catalog))
+    roots = validate_document(document, policy).roots
+    sandbox_fingerprints = load_catalog(pki.ats_catalog).fingerprints()
+    assert {r.sha256 for r in roots} <= sandbox_fingerprints
+    assert {r.name for r in roots} == {"amazon-root-ca-1", "amazon-root-ca-3"}
