@@ -130,6 +130,10 @@ def status_text(state: CampaignState, catalog: str | None = None) -> str:
                 f"    succeeded {c.succeeded}  failed {c.failed}  rejected {c.rejected}  "
                 f"timed out {c.timed_out}  in progress {c.in_progress}  queued {c.queued}"
             )
+        if wave.bake_until is not None:
+            lines.append(f"    baking until {wave.bake_until.isoformat(timespec='seconds')}")
+        if wave.phase.value == "AWAITING_APPROVAL":
+            lines.append(f"    waiting for `ca-migrate approve {state.name} {wave.name}`")
         if wave.never_started is not None:
             lines.append(f"    never started by the deadline: {wave.never_started}")
         if wave.verdict:
@@ -194,6 +198,20 @@ def _svg_bar(counts: dict[str, int], width: int = 480, height: int = 22) -> str:
     return "".join(parts)
 
 
+def _samples_html(decision: dict[str, Any]) -> str:
+    samples = decision.get("data", {}).get("samples") or []
+    if not samples:
+        return ""
+    items = []
+    for sample in samples:
+        details = sample.get("details")
+        text = f"{sample.get('thing')} {sample.get('status')}"
+        if details:
+            text += f": {json.dumps(details, sort_keys=True)}"
+        items.append(f"<li>{html.escape(text)}</li>")
+    return f"<ul>{''.join(items)}</ul>"
+
+
 def render_html(data: dict[str, Any]) -> str:
     """The report as one self-contained HTML page (inline SVG charts, no external assets)."""
     e = html.escape
@@ -213,7 +231,7 @@ def render_html(data: dict[str, Any]) -> str:
         )
     decisions = "".join(
         f"<tr><td>{e(d['at'])}</td><td>{e(d['kind'])}</td><td>{e(d['wave'] or '')}</td>"
-        f"<td>{e(d['reason'])}</td></tr>"
+        f"<td>{e(d['reason'])}{_samples_html(d)}</td></tr>"
         for d in data["decisions"]
     )
     catalog = (

@@ -40,13 +40,26 @@ def sample():
         StoredEvent(1, 0, T0, "campaign-started", "endpoint x"),
         StoredEvent(2, 0, T0, "job-observed", "noise"),
         StoredEvent(3, 0, T0, "wave-halted", "rate <script>alert(1)</script>", "canary"),
+        StoredEvent(
+            3,
+            1,
+            T0,
+            "failures-explained",
+            "1 sampled",
+            "canary",
+            {"samples": [{"thing": "t-7", "status": "FAILED", "details": {"step": "probe"}}]},
+        ),
     ]
     return report_data(state, events, "/srv/sandbox/catalog.json")
 
 
 def test_report_data_keeps_decisions_only_and_sums_failures() -> None:
     data = sample()
-    assert [d["kind"] for d in data["decisions"]] == ["campaign-started", "wave-halted"]
+    assert [d["kind"] for d in data["decisions"]] == [
+        "campaign-started",
+        "wave-halted",
+        "failures-explained",
+    ]
     assert data["failed_devices"] == 10
     assert data["waves"][0]["never_started"] == 3
     assert json.loads(render_json(data))["status"] == "HALTED"
@@ -61,6 +74,7 @@ def test_html_report_is_self_contained_escaped_and_charted() -> None:
     assert "src=" not in page
     assert "href=" not in page
     assert "/srv/sandbox/catalog.json" in page
+    assert "<li>t-7 FAILED: {&quot;step&quot;: &quot;probe&quot;}</li>" in page
 
 
 def test_markdown_report_lists_waves_and_reasons() -> None:
