@@ -54,6 +54,12 @@ def up(
     throttle_rate: Annotated[
         float, typer.Option(help="Share of control-plane calls answered ThrottlingException.")
     ] = 0.0,
+    enforce_quotas: Annotated[
+        bool,
+        typer.Option(
+            "--enforce-quotas", help="Throttle CreateJob, DescribeJob, ... over 10 calls/s."
+        ),
+    ] = False,
     no_mqtt: Annotated[
         bool, typer.Option("--no-mqtt", help="Control plane and iot-jobs-data only.")
     ] = False,
@@ -81,6 +87,7 @@ def up(
         state_dir=state_dir,
         mqtt=not no_mqtt,
         throttle_rate=throttle_rate,
+        enforce_quotas=enforce_quotas,
     )
     try:
         try:

@@ -79,6 +79,17 @@ ABORT_REASON_CODE: Final = "ABORT_CRITERIA_MET"
 # A CONTINUOUS job's pending execution becomes REMOVED when its thing leaves the
 # last targeted group; terminal executions stay as they are.
 
+# --- quotas (archived 2019 table; enforced only when asked) -------------------
+# Transactions per second per operation; `--enforce-quotas` / the admin API turn
+# them on. Other operations are not limited.
+API_TPS: Final = {
+    "CreateJob": 10.0,
+    "DescribeJob": 10.0,
+    "ListJobExecutionsForJob": 10.0,
+    "CancelJob": 10.0,
+    "GetJobDocument": 10.0,
+}
+
 # --- faults ------------------------------------------------------------------
 # "Unavailable for N seconds" is measured on the sandbox clock (it scales with
 # --time-scale, and a manual clock ends it when advanced).

@@ -219,8 +219,8 @@ class HttpFrontEnd:
             except ServiceError as exc:
                 return _error(exc)
         try:
-            self.faults.before_call()
             op, uri_params = _route(self._iot, method, split.path)
+            self.faults.before_call(op.name)
             params = parse_request(op, uri_params, split.query, headers, body)
             handler = getattr(self.engine, CONTROL_PLANE_OPERATIONS[op.name])
             return _ok(handler(params))
@@ -238,8 +238,8 @@ class HttpFrontEnd:
     ) -> tuple[int, dict[str, str], bytes]:
         split = urlsplit(raw_path)
         try:
-            self.faults.before_call()
             op, uri_params = _route(self._jobs_data, method, split.path)
+            self.faults.before_call()
             params = parse_request(op, uri_params, split.query, headers, body)
             return _ok(self._jobs_data_call(op.name, params))
         except DataPlaneError as exc:
@@ -335,6 +335,7 @@ class HttpFrontEnd:
                 throttle_rate=_number(payload, "throttleRate"),
                 latency_seconds=_number(payload, "latencySeconds"),
                 unavailable_seconds=_number(payload, "unavailableSeconds"),
+                enforce_quotas=_flag(payload, "enforceQuotas"),
             )
             return settings.to_wire(now)
         if route == ("GET", "clock"):
@@ -379,6 +380,13 @@ def _route(router: Router, method: str, path: str) -> tuple[OperationModel, dict
     if found is None:
         raise _unknown(method, path, router)
     return found
+
+
+def _flag(payload: Mapping[str, Any], key: str) -> bool | None:
+    value = payload.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise invalid_request(f"{key} must be true or false")
 
 
 def _unknown(method: str, path: str, router: Router) -> ServiceError:

@@ -114,6 +114,7 @@ class Sandbox:
         clock: Clock | None = None,
         work_dir: Path | None = None,
         throttle_rate: float = 0.0,
+        enforce_quotas: bool = False,
     ) -> None:
         if time_scale <= 0:
             raise SandboxStartError("--time-scale must be a positive number")
@@ -126,6 +127,7 @@ class Sandbox:
         self._given_clock = clock
         self._given_work_dir = work_dir
         self.throttle_rate = throttle_rate
+        self.enforce_quotas = enforce_quotas
         self.work_dir: Path | None = None
         self._owns_work_dir = False
         self.pki: SandboxPki | None = None
@@ -181,7 +183,9 @@ class Sandbox:
             store.load()
             store.start()
             self._store = store
-        self.faults = FaultInjector(clock, throttle_rate=self.throttle_rate)
+        self.faults = FaultInjector(
+            clock, throttle_rate=self.throttle_rate, enforce_quotas=self.enforce_quotas
+        )
         self._scheduler_stop.clear()
         self._scheduler = threading.Thread(
             target=self._engine.run_scheduler,

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from infra.sandbox.errors import SandboxStartError
+from infra.sandbox.errors import SandboxStartError, ServiceError
 from infra.sandbox.runtime import Sandbox, plan_provision
 
 ARN = "arn:aws:iot:us-east-1:123456789012"
@@ -275,8 +275,6 @@ def test_plan_provision_slices_groups_in_order():
     ],
 )
 def test_plan_provision_refuses_impossible_plans(things, groups, match):
-    from infra.sandbox.errors import ServiceError
-
     with pytest.raises(ServiceError, match=match):
         plan_provision(things, groups)
 
@@ -381,3 +379,38 @@ def test_parse_group_reads_an_optional_count():
     assert parse_group("rest") == ("rest", None)
     assert parse_group("site:a:3") == ("site:a", 3)
     assert parse_group("site:a") == ("site:a", None)
+
+
+def test_quota_token_bucket_refills_at_the_documented_rate():
+    from infra.sandbox.faults import FaultInjector
+    from job_documents.clock import ManualClock
+
+    now = [100.0]
+    faults = FaultInjector(ManualClock(), enforce_quotas=True, monotonic=lambda: now[0])
+    for _ in range(10):
+        faults.before_call("DescribeJob")
+    with pytest.raises(ServiceError, match="quota is 10 requests per second"):
+        faults.before_call("DescribeJob")
+    faults.before_call("ListJobs")  # not a limited operation
+    faults.before_call("CreateJob")  # its own bucket
+    now[0] += 0.15
+    faults.before_call("DescribeJob")
+    with pytest.raises(ServiceError, match="Rate exceeded for DescribeJob"):
+        faults.before_call("DescribeJob")
+    faults.update(enforce_quotas=False)
+    for _ in range(50):
+        faults.before_call("DescribeJob")
+
+
+def test_enforced_quotas_throttle_a_fast_caller(sandbox, iot, http_call):
+    sandbox.provision(1, [("q", None)])
+    iot.create_job(jobId="q", targets=[f"{ARN}:thinggroup/q"], document=DOCUMENT)
+    status, _, body = http_call("PUT", "/_sandbox/faults", {"enforceQuotas": True})
+    assert (status, body["enforceQuotas"]) == (200, True)
+    sandbox.faults._monotonic = lambda: 1000.0  # time stands still: no refill
+    for _ in range(10):
+        iot.describe_job(jobId="q")
+    with pytest.raises(iot.exceptions.ThrottlingException, match="quota is 10") as caught:
+        iot.describe_job(jobId="q")
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert iot.list_jobs()["jobs"]  # ListJobs has no quota here
