@@ -558,3 +558,30 @@ def test_other_regions_answer_their_own_hosts_and_arns(region, ats_host, partiti
         assert iot.describe_job(jobId="j")["job"]["jobArn"] == (
             f"arn:{partition}:iot:{region}:123456789012:job/j"
         )
+
+
+def test_continuous_job_covers_child_groups_and_keeps_things_still_targeted(iot, jobs_data):
+    iot.create_thing_group(thingGroupName="top")
+    iot.create_thing_group(thingGroupName="leaf", parentGroupName="top")
+    iot.create_thing_group(thingGroupName="other")
+    iot.create_job(
+        jobId="tree",
+        targets=[f"{ARN}:thinggroup/top", f"{ARN}:thinggroup/other"],
+        document=DOCUMENT,
+        targetSelection="CONTINUOUS",
+    )
+    iot.create_thing(thingName="kid")
+    iot.add_thing_to_thing_group(thingGroupName="leaf", thingName="kid")
+    iot.add_thing_to_thing_group(thingGroupName="other", thingName="kid")
+    assert [
+        j["jobId"] for j in jobs_data.get_pending_job_executions(thingName="kid")["queuedJobs"]
+    ] == ["tree"]
+    iot.remove_thing_from_thing_group(thingGroupName="leaf", thingName="kid")
+    assert (
+        iot.describe_job_execution(jobId="tree", thingName="kid")["execution"]["status"] == "QUEUED"
+    )
+    iot.remove_thing_from_thing_group(thingGroupName="other", thingName="kid")
+    assert (
+        iot.describe_job_execution(jobId="tree", thingName="kid")["execution"]["status"]
+        == "REMOVED"
+    )
