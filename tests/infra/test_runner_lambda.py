@@ -471,3 +471,24 @@ def test_runner_table_matches_the_state_stores_own_schema(monkeypatch):
     assert keys(props["KeySchema"]) == keys(table["KeySchema"])
     assert types(props["AttributeDefinitions"]) == types(table["AttributeDefinitions"])
     assert props["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_runner_template_environment_is_what_the_handler_reads():
+    """The function's environment in runner.yaml configures RunnerConfig, lease past timeout."""
+    from infra.aws import load_template, resolve, template_paths
+
+    path = next(p for p in template_paths() if p.name == "runner.yaml")
+    tpl = load_template(path)
+    function = resolve(
+        tpl["Resources"]["RunnerFunction"],
+        tpl,
+        {"FunctionTimeoutSeconds": "600", "TableName": "camp", "AWS::Region": "eu-west-1"},
+    )["Properties"]
+    env = {k: str(v) for k, v in function["Environment"]["Variables"].items()}
+    config = runner_lambda.RunnerConfig.from_environ(env)
+    assert config.table == "camp"
+    assert config.region == "eu-west-1"
+    assert config.topic_arn == "<Notifications>"
+    assert config.lease > timedelta(seconds=int(function["Timeout"]))
+    assert function["Handler"] == "orchestrator.runner_lambda.handler"
+    assert callable(runner_lambda.handler)
