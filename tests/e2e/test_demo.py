@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from device_handler.transaction import Journal, Phase
 from device_handler.trust import EndpointConfig, TrustBundle
 from infra.sandbox.fleet import Profile
+from orchestrator.cli import app
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
 from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet, group_sizes, scenario
 
@@ -216,10 +218,8 @@ def test_rehearse_reports_when_each_gate_promotes_or_halts(tmp_path: Path) -> No
     acted = pilot["succeeded"] + pilot["failed"] + pilot["in_progress"]
     assert body["exposure"] == acted  # AWS's abort canceled the rest before they started
     assert acted + pilot["canceled"] == 10
-    bad = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "rehearse", str(campaign), "--fleet",
-         str(tmp_path / "missing.yaml")],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert bad.returncode == 2
-    assert "cannot read the fleet file" in bad.stderr
+    bad = CliRunner().invoke(
+        app, ["rehearse", str(campaign), "--fleet", str(tmp_path / "missing.yaml")]
+    )
+    assert bad.exit_code == 2
+    assert "cannot read the fleet file" in bad.output
