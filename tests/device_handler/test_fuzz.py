@@ -105,13 +105,13 @@ keys = st.sampled_from(
 )
 
 
-@settings(FUZZ, max_examples=2500)
+@settings(FUZZ, max_examples=3500)
 @given(st.binary(max_size=300))
 def test_random_bytes_are_rejected(fuzzed: Fuzzed, data: bytes):
     fuzzed.check(data)
 
 
-@settings(FUZZ, max_examples=2500)
+@settings(FUZZ, max_examples=2000)
 @given(st.dictionaries(keys, json_values, max_size=9))
 def test_documents_with_the_right_keys_and_random_values_are_rejected(
     fuzzed: Fuzzed, document: dict[str, Any]
@@ -119,7 +119,7 @@ def test_documents_with_the_right_keys_and_random_values_are_rejected(
     fuzzed.check(document)
 
 
-@settings(FUZZ, max_examples=3000)
+@settings(FUZZ, max_examples=2000)
 @given(st.data())
 def test_mutations_of_a_valid_signed_document_are_rejected(fuzzed: Fuzzed, data: st.DataObject):
     document = json.loads(json.dumps(fuzzed.valid))
@@ -138,7 +138,7 @@ def test_mutations_of_a_valid_signed_document_are_rejected(fuzzed: Fuzzed, data:
     fuzzed.check(document)
 
 
-@settings(FUZZ, max_examples=2000)
+@settings(FUZZ, max_examples=2500)
 @given(st.text(max_size=300))
 def test_random_text_is_rejected(fuzzed: Fuzzed, text: str):
     fuzzed.check(text)
