@@ -223,3 +223,30 @@ def test_rehearse_reports_when_each_gate_promotes_or_halts(tmp_path: Path) -> No
     )
     assert bad.exit_code == 2
     assert "cannot read the fleet file" in bad.output
+
+
+WAVES = "waves: [{name: w, thing_groups: [g], gate: {min_success_rate: 0.5}}]"
+TRUST = "trust: {add: [amazon-root-ca-1]}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        (
+            "name: a\nregion: us-east-1\nendpoint: x-ats.iot.us-east-1.amazonaws.com\n"
+            f"catalog: my.json\n{TRUST}\n{WAVES}\n"
+        ),
+        f"name: a  # mine\nregion: us-east-1\n{TRUST}\n{WAVES}",
+        f"{{name: a, region: us-east-1, {TRUST}, {WAVES}}}",
+    ],
+)
+def test_a_rehearsed_campaign_takes_its_roots_and_endpoint_from_the_sandbox(text, tmp_path) -> None:
+    from orchestrator.demo.runner import prepare_campaign_text
+    from orchestrator.spec import parse_spec
+
+    catalog = tmp_path / "pki" / "ats" / "catalog.json"
+    spec = parse_spec(prepare_campaign_text(text, "c.yaml", catalog=catalog))
+    assert spec.catalog == str(catalog)
+    assert spec.endpoint == "auto"
+    assert spec.name == "a"
+    assert spec.waves[0].thing_groups == ("g",)
