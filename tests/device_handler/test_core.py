@@ -1,0 +1,104 @@
+"""The pure parts: recovery table and loop guard, journal records, statusDetails limits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device_handler.errors import JournalError
+from device_handler.status import details
+from device_handler.transaction import RECOVERY, Journal, Phase, Recovery, recovery_for
+from device_handler.trust import EndpointConfig
+
+
+def test_every_phase_has_a_recovery():
+    assert set(RECOVERY) == set(Phase)
+
+
+@pytest.mark.parametrize(
+    ("phase", "recoveries", "expected"),
+    [
+        (Phase.IDLE, 0, Recovery.NOTHING),
+        (Phase.ACCEPTED, 0, Recovery.DISCARD),
+        (Phase.STAGED, 0, Recovery.DISCARD),
+        (Phase.COMMITTING, 0, Recovery.ROLL_BACK),
+        (Phase.COMMITTED, 0, Recovery.RESUME_RECONNECT),
+        (Phase.COMMITTED, 2, Recovery.RESUME_RECONNECT),
+        (Phase.COMMITTED, 3, Recovery.ROLL_BACK),
+        (Phase.ROLLING_BACK, 9, Recovery.ROLL_BACK),
+        (Phase.REPORTING, 0, Recovery.RESEND_REPORT),
+        (Phase.REPORTING, 3, Recovery.ABANDON),
+        (Phase.STAGED, 3, Recovery.DISCARD),
+    ],
+)
+def test_recovery_table_with_its_loop_guard(phase: Phase, recoveries: int, expected: Recovery):
+    journal = Journal(phase=phase, job_id="j", recoveries=recoveries)
+    assert recovery_for(journal, max_recoveries=3) is expected
+
+
+def test_journal_round_trips():
+    journal = Journal(
+        phase=Phase.REPORTING,
+        job_id="job-1",
+        version=3,
+        attempts=2,
+        report_status="SUCCEEDED",
+        report_details={"step": "done"},
+    )
+    assert Journal.from_bytes(journal.to_bytes()) == journal
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"{", b"[]", b'{"phase": "idle"}', b'{"format": "ca-migrate-journal/1", "phase": "x"}'],
+)
+def test_unreadable_journal_is_an_error_that_says_what_to_check(data: bytes):
+    with pytest.raises(JournalError, match="inspect the state directory"):
+        Journal.from_bytes(data)
+
+
+def test_finished_and_discarded_keep_the_loop_guard_counter():
+    journal = Journal(phase=Phase.STAGED, job_id="j", attempts=2, recoveries=1)
+    assert journal.discarded().attempts == 2
+    assert journal.discarded().phase is Phase.IDLE
+    done = journal.finished("FAILED", 1.0)
+    assert (done.phase, done.attempts, done.last_status, done.recoveries) == (
+        Phase.IDLE,
+        2,
+        "FAILED",
+        0,
+    )
+
+
+_KEY = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=140), st.none() | st.text(max_size=2000) | st.integers()))
+def test_status_details_always_fit_aws_limits(pairs: dict[str, object]):
+    out = details(pairs)
+    assert len(out) <= 10
+    for key, value in out.items():
+        assert _KEY.fullmatch(key)
+        assert 1 <= len(value) <= 1024
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+
+
+def test_long_tls_messages_are_truncated_not_dropped():
+    out = details({"message": "certificate verify failed: " + "x" * 5000})
+    assert len(out["message"]) == 1024
+    assert out["message"].endswith("...")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"[]", b'{"port": 8883}', b'{"host": "", "port": 8883}', b'{"host": "h", "port": "x"}'],
+)
+def test_bad_endpoint_file_is_a_config_error(data: bytes):
+    from device_handler.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        EndpointConfig.parse(data)
