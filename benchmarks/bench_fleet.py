@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,8 @@ def main() -> None:
         source=str(CAMPAIGN_FILE),
     )
     wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
     rss = peak_rss_mib()
     floor = minimum_minutes(DEVICES)
     if result.status != "COMPLETED" or result.endpoints.get("ats") != DEVICES:
@@ -75,7 +78,9 @@ def main() -> None:
             "fsync": DURABLE,
             "status": result.status,
             "wall_s": round(wall, 1),
+            "cpu_s": round(cpu, 1),
             "devices_per_s": round(DEVICES / wall, 1),
+            "cpu_ms_per_device": round(cpu / DEVICES * 1000, 2),
             "peak_rss_mib": round(rss, 1),
             "target_wall_s": TARGET_WALL_S,
             "target_rss_mib": TARGET_RSS_MIB,
