@@ -8,12 +8,14 @@ one simulated clock until the campaign stops, lets the devices settle, and
 summarizes what the sandbox's job executions and the devices' files say.
 
 Time: with the memory transport the sandbox runs on a `ManualClock` that the
-driver moves forward (to the next reconcile, device timer or engine deadline,
-whichever comes first), so a two-hour campaign takes as long as its device
-work; `time_scale` only paces the run for people watching (simulated seconds
-per real second; 0 means as fast as possible). The orchestrator's
-`Reconciler` reads the same clock. Nothing sleeps in proportion to simulated
-minutes.
+driver moves forward (to the next reconcile, device timer, engine deadline,
+bake end or wave deadline, whichever comes first), so a two-hour campaign
+takes as long as its device work; `time_scale` only paces the run for people
+watching (simulated seconds per real second; 0 means as fast as possible).
+With the MQTT transport the SDK devices live in real time, so the sandbox runs
+a scaled clock (`time_scale` times real time) and the driver reconciles every
+interval of it. The orchestrator's `Reconciler` reads the sandbox's clock in
+both cases. Nothing sleeps in proportion to simulated minutes.
 
 Invariants:
 - The sandbox, the fleet and every temporary directory are stopped or removed
@@ -304,7 +306,7 @@ def run_campaign(
             sandbox, sim = _memory_world(stack, work, first.region, fleet, settings)
         clock = sandbox.engine.clock
         start = clock.now()
-        assert sandbox.pki is not None or settings.transport == "memory"  # noqa: S101
+        # the memory world keeps its stand-in roots in work/pki; the MQTT one in the sandbox's
         pki = sandbox.pki or SandboxPki.create_or_load(work / "pki", region=first.region)
         text = prepare_campaign_text(campaign_text, source, catalog=pki.ats_catalog)
         spec = parse_spec(text, source)
