@@ -107,12 +107,14 @@ def _store(opts: _Options) -> StateStore:
 
     raw = str(opts.state)
     store: StateStore
-    if raw.startswith("dynamodb://"):
+    # --state arrives as a Path, which folds "dynamodb://TABLE" into "dynamodb:/TABLE"
+    if raw.startswith("dynamodb:"):
         from orchestrator.aws.dynamodb import DynamoDbStateStore
 
-        store = DynamoDbStateStore.connect(
-            raw.removeprefix("dynamodb://"), region=opts.region, profile=opts.profile
-        )
+        table = raw.removeprefix("dynamodb:").lstrip("/")
+        if not table:
+            raise UsageError("--state dynamodb://TABLE needs a table name")
+        store = DynamoDbStateStore.connect(table, region=opts.region, profile=opts.profile)
     else:
         from orchestrator.store.sqlite import SqliteStateStore
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.cli import campaign
@@ -24,3 +26,41 @@ def test_operator_commands_wait_for_a_short_reconcile_then_give_up(monkeypatch) 
 
     with pytest.raises(LeaseHeldError):
         campaign._waiting_for_the_lease(always_busy)
+
+
+def test_status_reads_a_dynamodb_state_store(monkeypatch) -> None:
+    moto = pytest.importorskip("moto")
+    import boto3
+    import structlog
+    from typer.testing import CliRunner
+
+    from job_documents import ManualClock
+    from orchestrator.aws.dynamodb import DynamoDbStateStore
+    from orchestrator.cli import app
+    from orchestrator.planner import initial_state
+    from orchestrator.spec import parse_spec
+    from orchestrator.store import StoredCampaign
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    text = (Path(__file__).parent / "data" / "readme-campaign.yaml").read_text()
+    spec = parse_spec(text)
+    with moto.mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        DynamoDbStateStore.create_table(client, "campaigns")
+        docs = {w.name: ("{}", "c" * 64) for w in spec.waves}
+        state = initial_state(spec, docs, ManualClock().now())
+        DynamoDbStateStore(client, "campaigns").create(StoredCampaign(text, None, state), [])
+        result = CliRunner().invoke(
+            app,
+            ["--state", "dynamodb://campaigns", "--region", "us-east-1", "status", "ats-2026"],
+        )
+        missing = CliRunner().invoke(
+            app, ["--state", "dynamodb://campaigns", "--region", "us-east-1", "status", "nope"]
+        )
+    structlog.reset_defaults()
+    assert result.exit_code == 0, result.stderr
+    assert "campaign ats-2026: RUNNING" in result.stdout
+    assert missing.exit_code == 2
+    assert "no campaign named nope" in missing.stderr
