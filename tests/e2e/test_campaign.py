@@ -315,6 +315,16 @@ def test_cli_exit_codes_and_outputs(sandbox, tmp_path, monkeypatch) -> None:
     assert "campaign-aborted" in events
     job = sandbox.iot_client().describe_job(jobId=json.loads(result.stdout)["waves"][0]["job_id"])
     assert job["job"]["status"] == "CANCELED"
+    lines = in_process(sandbox, state, "events", "e2e", "--output", "json").stdout.splitlines()
+    assert json.loads(lines[0])["kind"] == "campaign-started"
+    assert in_process(sandbox, state, "rollback", "e2e", "--wave", "wave-2").returncode == 2
+    rolled = in_process(sandbox, state, "rollback", "e2e", "--wave", "canary")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "restore job e2e-canary-r" in rolled.stdout
+    data = json.loads(in_process(sandbox, state, "report", "e2e", "--format", "json").stdout)
+    assert data["status"] == "ROLLING_BACK"
+    assert data["waves"][0]["restore_job_id"] in jobs_in_sandbox(sandbox)
+    assert in_process(sandbox, state, "report", "e2e", "--format", "pdf").returncode == 2
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     broken = in_process(sandbox, blocker / "state.sqlite", "run", "e2e")
