@@ -56,7 +56,16 @@ class DeviceView:
 
 
 class _Device:
-    __slots__ = ("cuts", "first_job_at", "name", "profile", "ready_at", "slow_armed", "timer_at")
+    __slots__ = (
+        "cuts",
+        "first_job_at",
+        "name",
+        "profile",
+        "ready_at",
+        "rebooting",
+        "slow_armed",
+        "timer_at",
+    )
 
     def __init__(self, name: str, profile: Profile) -> None:
         self.name = name
@@ -66,6 +75,7 @@ class _Device:
         self.slow_armed = False
         self.first_job_at: float | None = None
         self.cuts = 0
+        self.rebooting = False  # lost power: the next start runs the boot-time recovery
 
 
 def shared_validator(validator: Validator) -> Validator:

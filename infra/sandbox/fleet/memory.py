@@ -221,6 +221,10 @@ class MemoryFleet(FleetBase):
         self._active = device.name
         try:
             agent = self._agent(device, fs)
+            if device.rebooting:
+                device.rebooting = False
+                outcome = agent.recover()
+                self.outcomes[f"RECOVERED_{outcome.status}"] += 1
             for _ in range(MAX_POLLS):
                 outcome = agent.poll()
                 self.outcomes[outcome.status] += 1
@@ -230,6 +234,7 @@ class MemoryFleet(FleetBase):
                     break
         except PowerCut:
             device.cuts += 1
+            device.rebooting = True
             if device.first_job_at is None:
                 device.first_job_at = now
             device.ready_at = now + self._rng.uniform(*self.timing.reboot)
