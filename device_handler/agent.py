@@ -234,13 +234,18 @@ class Agent:
 
     # ------------------------------------------------------------ recovery
 
-    def recover(self) -> Outcome:
-        """Apply the recovery table to the journal found on start-up."""
+    def recover(self, *, boot: bool = True) -> Outcome:
+        """Apply the recovery table to the journal found on start-up.
+
+        `boot=False` resumes an unfinished transaction while running (a report that
+        could not be sent yet): it does not count towards the boot loop guard.
+        """
         journal = self.read_journal()
         if journal.phase is Phase.IDLE:
             self._discard_staging()
             return Outcome(journal.last_job_id, "NONE")
-        journal = self._persist(replace(journal, recoveries=journal.recoveries + 1))
+        if boot:
+            journal = self._persist(replace(journal, recoveries=journal.recoveries + 1))
         action = recovery_for(journal, max_recoveries=self.settings.max_recoveries)
         self._log.warning(
             "recovering", phase=str(journal.phase), action=str(action), job_id=journal.job_id
@@ -272,7 +277,7 @@ class Agent:
         """Handle the next pending job, if any."""
         journal = self.read_journal()
         if journal.phase is not Phase.IDLE:
-            return self.recover()
+            return self.recover(boot=False)
         execution = self.connect().next_execution()
         if execution is None:
             return Outcome(None, "NONE")

@@ -83,6 +83,11 @@ def _run(config: DeviceConfig, *, once: bool) -> int:
         while not stop.is_set():
             try:
                 outcome = agent.poll()
+                if outcome.status == "DEFERRED":
+                    log.info("job_deferred", job_id=outcome.job_id, reason=outcome.reason)
+                    if once or stop.wait(min(config.poll_seconds, 5.0)):
+                        break
+                    continue
                 if outcome.status != "NONE":
                     log.info("job", job_id=outcome.job_id, status=outcome.status)
                     continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from device_handler.transaction import Phase
+from device_handler.transaction import Journal, Phase
 from device_handler.trust import TrustBundle
 
 from .conftest import ATS_HOST, LEGACY_HOST, THING, Device, fingerprint, migrate_doc
@@ -171,3 +171,25 @@ def test_trust_state_is_published_at_start_up(device: Device):
     assert reported["endpoint"] == LEGACY_HOST  # type: ignore[index]
     assert reported["phase"] == "idle"  # type: ignore[index]
     assert reported["lastJob"] is None  # type: ignore[index]
+
+
+def test_a_report_that_cannot_be_sent_yet_is_retried_without_tripping_the_boot_loop_guard(
+    device: Device,
+):
+    device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+    agent = device.agent()
+    agent._persist(
+        Journal(
+            phase=Phase.REPORTING,
+            job_id="job-1",
+            report_status="FAILED",
+            report_details={"reason": "x"},
+        )
+    )
+    offline = device.agent(refuse=frozenset({LEGACY_HOST}))
+    for _ in range(5):
+        assert offline.poll().status == "DEFERRED"
+    journal = offline.read_journal()
+    assert (journal.phase, journal.recoveries) == (Phase.REPORTING, 0)
+    assert device.agent().poll().status == "FAILED"
+    assert device.jobs.execution(THING, "job-1").status == "FAILED"
