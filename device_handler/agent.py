@@ -335,6 +335,8 @@ class Agent:
             target = self._target(order)
         except _Fail as exc:
             return self._fail(journal, exc.reason, exc.message)
+        except ConfigError as exc:
+            return self._fail(journal, "live-config", str(exc))
         if target is None:
             live = self.live()
             return self._finish(

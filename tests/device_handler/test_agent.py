@@ -193,3 +193,17 @@ def test_a_report_that_cannot_be_sent_yet_is_retried_without_tripping_the_boot_l
     assert (journal.phase, journal.recoveries) == (Phase.REPORTING, 0)
     assert device.agent().poll().status == "FAILED"
     assert device.jobs.execution(THING, "job-1").status == "FAILED"
+
+
+def test_an_unreadable_live_bundle_fails_the_job_without_touching_anything(device: Device):
+    device.paths.trust_bundle.write_bytes(
+        b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+    )
+    before = device.live()
+    device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+    from device_handler.memory import MemoryConnector
+
+    # A bundle the TLS stack may still load but the handler cannot parse: no handshake here.
+    outcome = device.agent(connector=MemoryConnector(device.jobs, THING)).poll()
+    assert (outcome.status, outcome.reason) == ("FAILED", "live-config")
+    assert device.live() == before
