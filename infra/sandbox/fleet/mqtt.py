@@ -96,6 +96,7 @@ class MqttFleet(FleetBase):
         timing: FleetTiming | None = None,
         protocol: str = "mqtt5",
         dead_man_seconds: float = 30.0,
+        boot_spacing_seconds: float = 0.005,
     ) -> None:
         super().__init__(
             pki,
@@ -109,6 +110,8 @@ class MqttFleet(FleetBase):
         self.time_scale = time_scale
         self.protocol = protocol
         self.dead_man_seconds = dead_man_seconds
+        # Devices power up a few milliseconds apart, not as one thundering herd on the broker.
+        self.boot_spacing_seconds = boot_spacing_seconds
         self._credentials = credentials
         # The documents and the devices name the endpoints as AWS does (port 8883); the
         # sandbox serves them on local ports, and nss_wrapper resolves the names to 127.0.0.1.
@@ -131,8 +134,12 @@ class MqttFleet(FleetBase):
                 continue
             if device.profile is Profile.LATE:
                 self._busy.add(device.name)
+            delay = len(self._threads) * self.boot_spacing_seconds
             thread = threading.Thread(
-                target=self._life, args=(device,), name=f"device-{device.name}", daemon=True
+                target=self._life,
+                args=(device, delay),
+                name=f"device-{device.name}",
+                daemon=True,
             )
             self._threads.append(thread)
             thread.start()
@@ -208,7 +215,9 @@ class MqttFleet(FleetBase):
             else:
                 self._busy.discard(device.name)
 
-    def _life(self, device: _Device) -> None:
+    def _life(self, device: _Device, delay: float) -> None:
+        if self._stop.wait(delay):
+            return
         if device.profile is Profile.LATE and not self._sleep(self.timing.late):
             return
         agent = self._agent(device, crash=device.profile is Profile.POWER_CUT)
