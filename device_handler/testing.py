@@ -1,5 +1,9 @@
 """Test helpers, shipped as public API so integrators can test their own devices.
 
+- `memoized`: a validator that checks each distinct document text once, for
+  simulations where thousands of devices receive the same document.
+- `NoSyncFileOps`: real writes and renames without fsync, for large fleet
+  simulations on a scratch (tmpfs) directory, where durability is not the point.
 - `CrashingFileOps`: a `FileOps` that cuts the power before its N-th mutating
   operation (and loses what was written but never fsynced, as a real power
   cut may), for enumerating every crash point of a transaction.
@@ -20,15 +24,16 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from device_handler.errors import PowerCut
+from device_handler.errors import DocumentRejected, PowerCut
 from device_handler.fsops import FileOps, RealFileOps
+from device_handler.order import Order, Validator
 
 __all__ = [
     "CrashingFileOps",
@@ -36,9 +41,42 @@ __all__ = [
     "JobsRejection",
     "MemoryExecution",
     "MemoryJobs",
+    "NoSyncFileOps",
     "TestPki",
     "TlsServer",
+    "memoized",
 ]
+
+
+def memoized(validator: Validator) -> Validator:
+    """`validator` with a cache of its answers (and rejections) per document text."""
+    answers: dict[str | bytes, Order | DocumentRejected] = {}
+
+    def validate(raw: str | bytes | Mapping[str, Any]) -> Order:
+        if not isinstance(raw, str | bytes):
+            return validator(raw)
+        answer = answers.get(raw)
+        if answer is None:
+            try:
+                answer = validator(raw)
+            except DocumentRejected as exc:
+                answer = exc
+            answers[raw] = answer
+        if isinstance(answer, DocumentRejected):
+            raise DocumentRejected(answer.code, answer.message)
+        return answer
+
+    return validate
+
+
+class NoSyncFileOps(RealFileOps):
+    """`RealFileOps` minus the fsyncs: for simulations only, never on a device."""
+
+    def fsync(self, path: Path) -> None:
+        del path
+
+    def fsync_dir(self, directory: Path) -> None:
+        del directory
 
 
 class CrashingFileOps:

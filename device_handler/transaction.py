@@ -36,7 +36,7 @@ Invariants:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -109,7 +109,9 @@ class Journal:
     last_at: float | None = None
 
     def to_bytes(self) -> bytes:
-        body = asdict(self)
+        # A flat record: a field-by-field copy is several times faster than `asdict`.
+        body: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        body["report_details"] = dict(self.report_details)
         body["phase"] = str(self.phase)
         body["format"] = _FORMAT
         return (json.dumps(body, sort_keys=True) + "\n").encode()
