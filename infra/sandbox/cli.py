@@ -92,8 +92,14 @@ def up(
     try:
         try:
             sandbox.start()
-        except (SandboxError, OSError) as exc:
+        except SandboxError as exc:
             raise _fail(f"the sandbox did not start: {exc}", EXIT_FAILURE) from exc
+        except OSError as exc:
+            raise _fail(
+                f"the sandbox did not start: {exc} (choose another --port, or 0 for any free "
+                "port; check --state-dir is writable)",
+                EXIT_FAILURE,
+            ) from exc
         description = sandbox.describe()
         if output == "json":
             print(json.dumps(description), flush=True)
