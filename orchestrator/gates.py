@@ -11,10 +11,13 @@ Success rate is judged with the Wilson score interval at a one-sided
 
 A gate passes only when `lower >= min_success_rate` (so 3 of 3 successes,
 lower = 0.53, does not pass a 0.95 gate; 52 of 52 does), together with the
-completed count and completed fraction. A wave halts early once `upper <
-min_success_rate` (the gate can no longer be met with that confidence), or once
-at least `min_executed` executions completed and the plain failure rate exceeds
-`max_failure_rate` (the same rule AWS applies through abortConfig).
+completed count and completed fraction, and only once the job's rollout is done
+(DescribeJob lists no processingTargets): devices a rollout rate has not reached
+yet are in no count, so a fraction taken earlier would flatter the wave.
+A wave halts early once `upper < min_success_rate` (the gate can no longer be
+met with that confidence), or once at least `min_executed` executions
+completed and the plain failure rate exceeds `max_failure_rate` (the same rule
+AWS applies through abortConfig).
 
 Failures are FAILED + REJECTED + TIMED_OUT as DescribeJob reports them now; an
 execution being retried is counted by its current status. Canceled and removed
@@ -69,6 +72,7 @@ def evaluate_gate(
     *,
     deadline_reached: bool = False,
     offline: OfflinePolicy = OfflinePolicy.IGNORE,
+    rollout_done: bool = True,
 ) -> GateVerdict:
     """Judge a wave: pass, halt, or keep waiting (neither), with the reason in words."""
     n = counts.completed
@@ -108,6 +112,9 @@ def evaluate_gate(
         missing.append(f"completed fraction {fraction:.1%} < {gate.min_completed_fraction:.1%}")
     if lower < gate.min_success_rate:
         missing.append(f"success lower bound {lower:.3f} < {gate.min_success_rate:.3f}")
+    if not rollout_done:
+        # devices not yet notified are not counted at all: the fraction would flatter the wave
+        missing.append("the job is still rolling out to its targets")
     if missing:
         return GateVerdict(
             passed=False,

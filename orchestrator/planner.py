@@ -316,6 +316,7 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
         wave.counts,
         deadline_reached=deadline_reached,
         offline=wave_spec.offline,
+        rollout_done=wave.rollout_done,
     )
     wave = replace(wave, verdict=verdict.reason)
     step.put(wave)

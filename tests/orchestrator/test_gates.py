@@ -100,6 +100,16 @@ def test_completed_count_fraction_and_deadline(gate, counts, deadline, offline, 
     assert verdict.passed is passed
 
 
+def test_a_wave_still_rolling_out_does_not_pass_but_can_halt() -> None:
+    gate = Gate(0.5, min_completed_fraction=0.9)
+    rolling = evaluate_gate(gate, NO_HALT, Counts(succeeded=100), rollout_done=False)
+    assert not rolling.passed
+    assert "rolling out" in rolling.reason
+    assert evaluate_gate(gate, NO_HALT, Counts(succeeded=100), rollout_done=True).passed
+    failing = evaluate_gate(GATE95, NO_HALT, Counts(failed=3), rollout_done=False)
+    assert failing.halt
+
+
 def test_no_executions_is_neither_pass_nor_halt() -> None:
     verdict = evaluate_gate(GATE95, NO_HALT, Counts(queued=5))
     assert (verdict.passed, verdict.halt) == (False, False)
