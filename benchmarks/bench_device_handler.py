@@ -4,12 +4,15 @@ One migrate transaction = validate the document (job_documents, jsonschema and
 cryptography), journal every step with fsync, stage, TLS-probe a local server
 (mutual TLS, generated CAs), back up, commit by rename, reconnect (in-memory
 channel), report. Targets: p50 < 50 ms, peak RSS < 60 MiB with the MQTT SDK
-loaded. Also: memory per simulated device (agent + in-memory channel).
+loaded. The agent runs in a process of its own (the TLS server, the PKI generation
+and the simulations do not count in its RSS). Also: memory per simulated device
+(agent + in-memory channel) and the time of one simulated transaction.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import statistics
@@ -123,15 +126,54 @@ def simulated_transactions(document: str, validator: object, legacy_pem: bytes) 
         shutil.rmtree(base, ignore_errors=True)
 
 
-def main() -> None:
+def agent_child(spec: dict[str, str]) -> None:
+    """The agent alone in its own process: transactions timed, then its peak RSS."""
     import awscrt.mqtt5  # noqa: F401 - the agent's MQTT stack counts in its RSS
     import awsiot.iotjobs  # noqa: F401
 
     from device_handler.agent import Agent, AgentSettings, DevicePaths
-    from device_handler.memory import MemoryChannel, MemoryConnector
+    from device_handler.memory import MemoryConnector
     from device_handler.probe import ClientIdentity
-    from device_handler.testing import MemoryJobs, TestPki
+    from device_handler.testing import MemoryJobs
     from device_handler.trust import EndpointConfig
+    from device_handler.validation import ValidationSettings, make_validator
+
+    quiet_logging()
+    work = Path(spec["work"])
+    document = Path(spec["document"]).read_text()
+    legacy_pem = Path(spec["legacy_pem"]).read_bytes()
+    identity = ClientIdentity(Path(spec["cert"]), Path(spec["key"]))
+    overrides = {f"{ATS}:8883": f"127.0.0.1:{spec['port']}"}
+    validator = make_validator(
+        ValidationSettings(region="us-east-1", catalog=Path(spec["catalog"]))
+    )
+    timings: list[float] = []
+    for round_ in range(ROUNDS):
+        root = work / f"device-{round_}"
+        (root / "state").mkdir(parents=True)
+        paths = DevicePaths(root / "endpoint.json", root / "trust.pem", root / "state")
+        paths.endpoint_file.write_bytes(EndpointConfig(LEGACY).render())
+        paths.trust_bundle.write_bytes(legacy_pem)
+        jobs = MemoryJobs()
+        jobs.add_job("thing", "job", document)
+        agent = Agent(
+            AgentSettings(thing_name="thing", paths=paths, identity=identity, overrides=overrides),
+            validator,
+            MemoryConnector(jobs, "thing"),
+        )
+        started = time.perf_counter()
+        outcome = agent.poll()
+        timings.append((time.perf_counter() - started) * 1000)
+        if outcome.status != "SUCCEEDED":
+            raise SystemExit(f"round {round_}: {outcome}")
+        shutil.rmtree(root)
+    sys.stdout.write(json.dumps({"timings": timings, "rss": peak_rss_mib()}) + "\n")
+
+
+def main() -> None:
+    from device_handler.agent import Agent, AgentSettings, DevicePaths
+    from device_handler.memory import MemoryChannel, MemoryConnector
+    from device_handler.testing import MemoryJobs, TestPki
     from device_handler.validation import ValidationSettings, make_validator
     from job_documents import Endpoint, Operation, build_document, load_catalog
     from job_documents.testing import write_catalog
@@ -153,40 +195,32 @@ def main() -> None:
             roots=[loaded.get("amazon-root-ca-1")],
             catalog=loaded,
         ).text
+        (work / "document.json").write_text(document)
         validator = make_validator(ValidationSettings(region="us-east-1", catalog=catalog))
-        timings: list[float] = []
         quiet_logging()
         process, port = tls_server(server.cert_path, server.key_path, device_ca.cert_path)
         try:
-            overrides = {f"{ATS}:8883": f"127.0.0.1:{port}"}
-            for round_ in range(ROUNDS):
-                root = work / f"device-{round_}"
-                (root / "state").mkdir(parents=True)
-                paths = DevicePaths(root / "endpoint.json", root / "trust.pem", root / "state")
-                paths.endpoint_file.write_bytes(EndpointConfig(LEGACY).render())
-                paths.trust_bundle.write_bytes(legacy_root.pem)
-                jobs = MemoryJobs()
-                jobs.add_job("thing", "job", document)
-                agent = Agent(
-                    AgentSettings(
-                        thing_name="thing",
-                        paths=paths,
-                        identity=ClientIdentity(device.cert_path, device.key_path),
-                        overrides=overrides,
-                    ),
-                    validator,
-                    MemoryConnector(jobs, "thing"),
-                )
-                started = time.perf_counter()
-                outcome = agent.poll()
-                timings.append((time.perf_counter() - started) * 1000)
-                if outcome.status != "SUCCEEDED":
-                    raise SystemExit(f"round {round_}: {outcome}")
-                shutil.rmtree(root)
+            spec = {
+                "work": str(work / "rounds"),
+                "document": str(work / "document.json"),
+                "legacy_pem": str(legacy_root.cert_path),
+                "cert": str(device.cert_path),
+                "key": str(device.key_path),
+                "catalog": str(catalog),
+                "port": str(port),
+            }
+            child = subprocess.run(
+                [sys.executable, __file__, "--agent-child", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            )
         finally:
             process.communicate("")
-        timings.sort()
-        agent_rss = peak_rss_mib()
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        timings = sorted(measured["timings"])
+        agent_rss = measured["rss"]
         sim_ms = simulated_transactions(document, validator, legacy_root.pem)
         backend = MemoryJobs()
         gc.collect()
@@ -229,4 +263,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--agent-child":
+        agent_child(json.loads(sys.argv[2]))
+    else:
+        main()
