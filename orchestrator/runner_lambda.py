@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
 
 __all__ = [
+    "DEFAULT_RESERVE_SECONDS",
     "NOTIFY_KINDS",
     "CampaignOutcome",
     "Notifier",
@@ -79,8 +80,9 @@ NOTIFY_KINDS = frozenset(
 _FINISHED = frozenset({CampaignStatus.COMPLETED, CampaignStatus.ROLLED_BACK})
 _SUBJECT_LIMIT = 99  # SNS subjects: printable ASCII, fewer than 100 characters
 _LEASE_MARGIN = timedelta(seconds=60)
+DEFAULT_RESERVE_SECONDS = 60.0  # the longest one step is expected to take
 
-Outcome = Literal["stepped", "busy", "finished", "failed"]
+Outcome = Literal["stepped", "busy", "finished", "failed", "deferred"]
 
 
 class RunnerConfigError(OrchestratorError):
@@ -172,12 +174,26 @@ def needs_step(state: CampaignState) -> bool:
 
 
 def run_once(
-    store: StateStore, reconciler: Reconciler, notifier: Notifier | None = None
+    store: StateStore,
+    reconciler: Reconciler,
+    notifier: Notifier | None = None,
+    *,
+    seconds_left: Callable[[], float] | None = None,
+    reserve_seconds: float = DEFAULT_RESERVE_SECONDS,
 ) -> RunReport:
-    """One reconcile step for every campaign that needs one; never raises for one campaign."""
+    """One reconcile step for every campaign that needs one; never raises for one campaign.
+
+    `seconds_left` (the Lambda context's remaining time) lets the run stop starting steps
+    when fewer than `reserve_seconds` remain, so no step is cut off mid-way by the function's
+    timeout; the campaigns left over are reported `deferred` and taken by the next tick.
+    """
     outcomes: list[CampaignOutcome] = []
     for name in store.names():
         bound = log.bind(campaign=name)
+        if seconds_left is not None and seconds_left() < reserve_seconds:
+            bound.warning("runner-campaign-deferred", reserve_seconds=reserve_seconds)
+            outcomes.append(CampaignOutcome(name, "deferred", "unknown"))
+            continue
         try:
             state = store.load(name).state
             if not needs_step(state):
@@ -311,7 +327,13 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         lease_ttl=config.lease,
     )
     notifier = SnsNotifier(sns, config.topic_arn) if config.topic_arn else None
-    report = run_once(store, reconciler, notifier)
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    report = run_once(
+        store,
+        reconciler,
+        notifier,
+        seconds_left=(lambda: remaining_ms() / 1000) if callable(remaining_ms) else None,
+    )
     summary = report.as_dict()
     if report.failed:
         names = ", ".join(c.name for c in report.failed)

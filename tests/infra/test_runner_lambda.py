@@ -358,6 +358,9 @@ def lambda_env(world, monkeypatch, restore_structlog) -> dict[str, str]:
 class LambdaContext:
     aws_request_id = "8f5c1e52-request"
 
+    def get_remaining_time_in_millis(self) -> int:
+        return 280_000
+
 
 def _inbox(queue: str) -> list[str]:
     sqs = boto3.client("sqs", region_name="us-east-1")
@@ -399,7 +402,7 @@ def test_handler_fails_the_invocation_when_a_campaign_failed(monkeypatch, restor
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("CA_MIGRATE_TOPIC_ARN", raising=False)
-    monkeypatch.setattr(runner_lambda, "run_once", lambda *_args: failed)
+    monkeypatch.setattr(runner_lambda, "run_once", lambda *_args, **_kwargs: failed)
     with pytest.raises(runner_lambda.RunnerFailedError, match="bad"):
         runner_lambda.handler({}, LambdaContext())
 
@@ -492,3 +495,28 @@ def test_runner_template_environment_is_what_the_handler_reads():
     assert config.lease > timedelta(seconds=int(function["Timeout"]))
     assert function["Handler"] == "orchestrator.runner_lambda.handler"
     assert callable(runner_lambda.handler)
+
+
+@pytest.mark.e2e
+def test_campaigns_are_deferred_when_the_invocation_is_about_to_time_out(world):
+    """No step starts with less than the reserve left; the next tick takes the rest."""
+    second = CAMPAIGN.replace("name: ats-2026", "name: ats-2026-b")
+    world.reconciler("operator").start(parse_spec(second), second, None)
+    rec = world.reconciler("lambda:tick")
+    clock_readings = iter([200.0, 30.0])
+
+    report = runner_lambda.run_once(
+        rec.store, rec, seconds_left=lambda: next(clock_readings), reserve_seconds=60
+    )
+    assert [(c.name, c.outcome) for c in report.campaigns] == [
+        ("ats-2026", "stepped"),
+        ("ats-2026-b", "deferred"),
+    ]
+    assert len(world.job_ids()) == 1
+
+    later = runner_lambda.run_once(rec.store, rec, seconds_left=lambda: 200.0)
+    assert {c.name: c.outcome for c in later.campaigns} == {
+        "ats-2026": "stepped",
+        "ats-2026-b": "stepped",
+    }
+    assert len(world.job_ids()) == 2
