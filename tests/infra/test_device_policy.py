@@ -139,3 +139,12 @@ def test_no_policy_wildcard_beyond_the_own_prefixes():
             if star:
                 assert tail == ""
                 assert head.endswith(("/jobs/", "/shadow/name/ca-migration/")), resource
+
+
+def test_policy_fits_aws_iot_policy_size_limit():
+    """AWS IoT rejects a policy document over 2048 characters, whitespace excluded."""
+    import json
+
+    document = _policy(ShadowName="x" * 64)
+    compact = json.dumps(document, separators=(",", ":"))
+    assert len(compact) <= 2048, len(compact)

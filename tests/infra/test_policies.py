@@ -186,3 +186,15 @@ def test_operator_role_trust_can_be_narrowed_to_one_principal():
         {"OperatorPrincipalArn": "arn:aws:iam::123456789012:role/fleet-ops"},
     )
     assert _trust(one)[0]["Principal"] == {"AWS": "arn:aws:iam::123456789012:role/fleet-ops"}
+
+
+def test_orchestrator_policy_fits_the_managed_policy_size_limit():
+    """IAM rejects a managed policy over 6144 characters, whitespace excluded."""
+    import json
+
+    tpl = template("orchestrator-iam.yaml")
+    params = {"TableName": "t" * 255, "IotRegion": "ap-southeast-5", "AWS::Partition": "aws-cn"}
+    document = resolve(tpl["Resources"]["OrchestratorPolicy"], tpl, params)["Properties"][
+        "PolicyDocument"
+    ]
+    assert len(json.dumps(document, separators=(",", ":"))) <= 6144
