@@ -1,8 +1,8 @@
 .PHONY: test demo bench venv lint fmt
 test:        ## the whole suite: ruff, ruff format --check, mypy --strict, import layers, pytest
 	bash scripts/test.sh
-demo:        ## the demo campaign on the local sandbox
-	bash scripts/demo.sh
+demo:        ## the demo campaign on the local sandbox (make demo ARGS="--scenario bad-canary")
+	bash scripts/demo.sh $(ARGS)
 bench:       ## benchmarks; figures printed and written to benchmarks/results/*.json
 	bash scripts/bootstrap.sh && . scripts/env.sh && python benchmarks/run.py
 venv:
