@@ -1,4 +1,5 @@
-.PHONY: test demo bench venv lint fmt
+SHELL := /bin/bash
+.PHONY: test demo bench venv fmt
 test:        ## the whole suite: ruff, ruff format --check, mypy --strict, import layers, pytest
 	bash scripts/test.sh
 demo:        ## the demo campaign on the local sandbox (make demo ARGS="--scenario bad-canary")
