@@ -235,3 +235,56 @@ def test_half_present_root_is_refused_rather_than_silently_replaced(tmp_path):
     pki.legacy_root_pem.unlink()
     with pytest.raises(PkiError, match="must exist together"):
         SandboxPki.create_or_load(tmp_path)
+
+
+def test_a_migrate_document_built_from_the_stand_ins_validates_on_the_device_side(pki):
+    from job_documents import (
+        Endpoint,
+        Operation,
+        ValidationPolicy,
+        build_document,
+        load_catalog,
+        validate_document,
+    )
+
+    catalog = load_catalog(pki.ats_catalog)
+    built = build_document(
+        operation=Operation.MIGRATE,
+        region="us-east-1",
+        campaign="rehearsal",
+        wave="canary",
+        endpoint=Endpoint(host=ATS_HOST),
+        roots=catalog.roots,
+        catalog=catalog,
+    )
+    validated = validate_document(built.text, ValidationPolicy(region="us-east-1", catalog=catalog))
+    assert [r.name for r in validated.roots] == ["amazon-root-ca-1", "amazon-root-ca-3"]
+    assert validated.endpoint is not None
+    assert validated.endpoint.host == ATS_HOST
+
+
+def test_the_packaged_catalog_refuses_the_stand_ins(pki):
+    from job_documents import (
+        DocumentInvalid,
+        Endpoint,
+        Operation,
+        ValidationPolicy,
+        build_document,
+        load_catalog,
+        validate_document,
+    )
+
+    catalog = load_catalog(pki.ats_catalog)
+    built = build_document(
+        operation=Operation.MIGRATE,
+        region="us-east-1",
+        campaign="rehearsal",
+        wave="canary",
+        endpoint=Endpoint(host=ATS_HOST),
+        roots=catalog.roots,
+        catalog=catalog,
+    )
+    with pytest.raises(DocumentInvalid) as caught:
+        validate_document(built.text, ValidationPolicy(region="us-east-1"))
+    codes = {problem.code for problem in caught.value.problems}
+    assert codes & {"unknown-root", "fingerprint-mismatch"}
