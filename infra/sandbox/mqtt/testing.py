@@ -220,8 +220,8 @@ class Device:
         )
         context = tls_context(pki, thing, cafile)
         self.client.tls_set_context(context)
-        # paho connects to the name it is given: resolve the AWS-shaped name to the
-        # loopback address here and keep the name for SNI and verification.
+        # paho connects to the name it is given, which is also its SNI and the name it
+        # verifies: the AWS-shaped name must resolve to loopback (nss_wrapper).
         self.client.on_message = self._message
         self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self._subacks.put(codes)
         self.client.on_connect = lambda *_a: self._connected.set()
