@@ -139,7 +139,7 @@ def _parse(raw: str | bytes | Mapping[str, Any], problems: list[Problem]) -> tup
     else:
         text = raw
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates), text
+        parsed = json.loads(text, object_pairs_hook=_no_duplicates)
     except _DuplicateKeyError as exc:
         problems.append(
             Problem(
@@ -150,6 +150,22 @@ def _parse(raw: str | bytes | Mapping[str, Any], problems: list[Problem]) -> tup
         )
     except ValueError as exc:
         problems.append(Problem("json", f"the document is not valid JSON ({exc})"))
+    else:
+        # Python's reader takes NaN, infinities, overflowing numbers and unpaired
+        # surrogates, none of which JSON allows or the canonical form (signature,
+        # document hash) can encode: refuse them here, before any check uses them.
+        try:
+            canonical_json(parsed)
+        except ValueError:
+            problems.append(
+                Problem(
+                    "json",
+                    "the document is not valid JSON: it holds NaN, an infinity, a number too "
+                    "large for a double or an unpaired UTF-16 surrogate",
+                )
+            )
+        else:
+            return parsed, text
     return None, text
 
 
