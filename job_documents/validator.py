@@ -402,7 +402,8 @@ def _result(doc: Mapping[str, Any], *, signed: bool) -> ValidatedDocument:
     endpoint: Endpoint | None = None
     if "endpoint" in doc:
         ep = doc["endpoint"]
-        endpoint = Endpoint(host=ep["host"], port=ep["port"], alpn=tuple(ep.get("alpn", ())))
+        # JSON Schema's "integer" admits 8883.0: hand the device the int it connects to.
+        endpoint = Endpoint(host=ep["host"], port=int(ep["port"]), alpn=tuple(ep.get("alpn", ())))
     trust: Mapping[str, Any] = doc.get("trust", {})
     probe = doc["probe"]
     return ValidatedDocument(
