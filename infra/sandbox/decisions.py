@@ -57,6 +57,32 @@ UNKNOWN_THING_IS_NOT_FOUND: Final = True
 # maximumPerMinute (when given) and MAX_PER_MINUTE.
 ROLLOUT_PERIOD_SECONDS: Final = 60.0
 
+# --- scheduling (schedulingConfig) ---------------------------------------------
+# Documented: startTime at least 30 minutes from now; endTime at least 30 minutes
+# after startTime (or after now without one) and at most two years away;
+# maintenance windows last 1-1430 minutes (the model's range).
+SCHEDULE_MIN_LEAD_SECONDS: Final = 30 * 60.0
+SCHEDULE_MIN_DURATION_SECONDS: Final = 30 * 60.0
+SCHEDULE_MAX_END_SECONDS: Final = 2 * 365 * 86400.0
+# The developer guide allows a start up to 62 days ahead; the API reference says a
+# year. The sandbox takes the stricter figure, so a plan accepted here fits both.
+SCHEDULE_MAX_START_AHEAD_SECONDS: Final = 62 * 86400.0
+# A job with a startTime is SCHEDULED (no executions, all counts zero) until then;
+# its targets are resolved at startTime, not at creation.
+# endTime without endBehavior behaves as STOP_ROLLOUT: things not yet notified never
+# are; executions already notified run on and the job completes when they end.
+# CANCEL and FORCE_CANCEL cancel the job as CancelJob would (without / with force),
+# with this reasonCode.
+SCHEDULE_DEFAULT_END_BEHAVIOR: Final = "STOP_ROLLOUT"
+SCHEDULE_END_REASON_CODE: Final = "SCHEDULED_END_TIME"
+# Maintenance windows gate notification only: outside every window no new thing is
+# notified (the rollout rate, if any, applies inside windows); executions notified
+# earlier stay visible and can run after a window closes. maintenanceWindows
+# without a startTime are accepted: the rollout starts at the first window.
+# DescribeJob lists the next SCHEDULED_ROLLOUTS_SHOWN window starts in
+# scheduledJobRollouts as "YYYY-MM-DDTHH:MM" (UTC).
+SCHEDULED_ROLLOUTS_SHOWN: Final = 7
+
 # --- abort ------------------------------------------------------------------
 # "Executed" = SUCCEEDED + FAILED + REJECTED + TIMED_OUT (current execution per
 # thing; a failure that is being retried is not counted until its last attempt).

@@ -31,6 +31,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 import structlog
@@ -38,6 +39,7 @@ import structlog
 from infra.sandbox import decisions as d
 from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot, PendingJobs
 from infra.sandbox.errors import ServiceError, already_exists, invalid_request, not_found
+from infra.sandbox.scheduling import MaintenanceWindows, parse_datetime
 from job_documents.clock import Clock, ManualClock
 
 __all__ = ["HistoryEntry", "JobsEngine"]
@@ -172,6 +174,7 @@ class _Job:
         "created_at",
         "description",
         "document",
+        "end_at",
         "executions",
         "force_canceled",
         "job_id",
@@ -186,12 +189,15 @@ class _Job:
         "rollout_config",
         "rollout_pending",
         "rollout_queued",
+        "scheduling_config",
+        "start_at",
         "status",
         "target_groups",
         "target_selection",
         "target_things",
         "targets",
         "timeout_config",
+        "windows",
     )
 
     def __init__(self, job_id: str, arn: str, now: float) -> None:
@@ -223,6 +229,10 @@ class _Job:
         self.notified = 0
         self.rate = 0.0
         self.rate_baseline = 0
+        self.scheduling_config: dict[str, Any] | None = None
+        self.start_at: float | None = None
+        self.end_at: float | None = None
+        self.windows: MaintenanceWindows | None = None
 
 
 class JobsEngine:
@@ -314,6 +324,14 @@ class JobsEngine:
                 job: _Job = ref
                 if job.rollout and self._jobs.get(job.job_id) is job:
                     self._release_batch(job, when)
+            elif kind == "start":
+                job = ref
+                if job.status == "SCHEDULED" and self._jobs.get(job.job_id) is job:
+                    self._start_job(job, when)
+            elif kind == "end":
+                job = ref
+                if job.status == "IN_PROGRESS" and self._jobs.get(job.job_id) is job:
+                    self._end_job(job, when)
             elif kind == "timeout":
                 ex: _Execution = ref
                 if (
@@ -489,6 +507,12 @@ class JobsEngine:
 
     def _release_batch(self, job: _Job, now: float) -> None:
         """Notify the next batch of a paced job's things; schedule the following batch."""
+        if job.windows is not None and job.windows.open_until(now) is None:
+            # Outside every maintenance window: wait for the next one to open.
+            job.next_rollout_at = job.windows.next_open(now)
+            if job.next_rollout_at is not None:
+                self._push_deadline(job.next_rollout_at, "rollout", job, 0)
+            return
         config = job.rollout_config or {}
         cap = float(min(config.get("maximumPerMinute", d.MAX_PER_MINUTE), d.MAX_PER_MINUTE))
         exponential = config.get("exponentialRate")
@@ -502,7 +526,11 @@ class JobsEngine:
                 while progress - job.rate_baseline >= step and job.rate < cap:
                     job.rate = min(job.rate * float(exponential["incrementFactor"]), cap)
                     job.rate_baseline += int(step)
-        batch = max(1, math.floor(min(job.rate, cap)))
+        batch = (
+            len(job.rollout_pending)
+            if job.rollout_config is None
+            else max(1, math.floor(min(job.rate, cap)))
+        )
         released = 0
         while job.rollout_pending and released < batch:
             name = job.rollout_pending.popleft()
@@ -520,8 +548,10 @@ class JobsEngine:
             self._maybe_complete(job, now)
 
     def _enqueue_targets(self, job: _Job, names: Iterable[str], now: float) -> None:
-        """Add things to a job: at once without a rollout config, else behind the pacing."""
-        if job.rollout_config is None:
+        """Add things to a job: at once without a rollout config or windows, else paced."""
+        if job.end_at is not None and now >= job.end_at:
+            return  # the job's scheduled end stopped its rollout
+        if job.rollout_config is None and job.windows is None:
             for name in names:
                 if name not in job.executions:
                     self._new_execution(job, self._things[name], now)
@@ -1152,7 +1182,7 @@ class JobsEngine:
                 raise invalid_request("Each failureType may appear once in the retry criteria")
             if "TIMED_OUT" in kinds and not timeout:
                 raise invalid_request("Retrying TIMED_OUT executions needs a timeoutConfig")
-        for field in ("schedulingConfig", "jobTemplateArn", "documentParameters"):
+        for field in ("jobTemplateArn", "documentParameters"):
             if params.get(field) is not None:
                 raise invalid_request(
                     f"{field} is not supported by the sandbox; give the document itself"
@@ -1174,6 +1204,80 @@ class JobsEngine:
             raise invalid_request(f"The job document is not valid JSON: {exc}") from exc
         if not isinstance(parsed, dict):
             raise invalid_request("The job document must be a JSON object")
+
+    @staticmethod
+    def _parse_schedule(
+        config: Mapping[str, Any] | None, now: float
+    ) -> tuple[float | None, float | None, MaintenanceWindows | None]:
+        """Start, end and windows from a schedulingConfig, within the documented limits."""
+        if not config:
+            return None, None, None
+        start = end = None
+        if config.get("startTime") is not None:
+            start = parse_datetime(config["startTime"], "startTime").timestamp()
+            if start < now + d.SCHEDULE_MIN_LEAD_SECONDS:
+                raise invalid_request(
+                    f"schedulingConfig.startTime {config['startTime']} must be at least "
+                    f"{d.SCHEDULE_MIN_LEAD_SECONDS / 60:.0f} minutes from now; "
+                    "omit it to start at once"
+                )
+            if start > now + d.SCHEDULE_MAX_START_AHEAD_SECONDS:
+                raise invalid_request(
+                    f"schedulingConfig.startTime {config['startTime']} is more than "
+                    f"{d.SCHEDULE_MAX_START_AHEAD_SECONDS / 86400:.0f} days ahead; "
+                    "schedule the job nearer the time"
+                )
+        if config.get("endTime") is not None:
+            end = parse_datetime(config["endTime"], "endTime").timestamp()
+            begins = now if start is None else start
+            if end < begins + d.SCHEDULE_MIN_DURATION_SECONDS:
+                raise invalid_request(
+                    f"schedulingConfig.endTime {config['endTime']} must be at least "
+                    f"{d.SCHEDULE_MIN_DURATION_SECONDS / 60:.0f} minutes after the "
+                    + ("startTime" if start is not None else "current time")
+                )
+            if end > now + d.SCHEDULE_MAX_END_SECONDS:
+                raise invalid_request(
+                    f"schedulingConfig.endTime {config['endTime']} is more than two years from now"
+                )
+        windows_config = config.get("maintenanceWindows")
+        windows = MaintenanceWindows.parse(windows_config) if windows_config else None
+        return start, end, windows
+
+    def _start_job(self, job: _Job, now: float) -> None:
+        """A SCHEDULED job reached its startTime: resolve its targets and roll out."""
+        job.status = "IN_PROGRESS"
+        job.last_updated_at = now
+        self._changed()
+        members: set[str] = {t for t in job.target_things if t in self._things}
+        for group in job.target_groups:
+            if group in self._groups:
+                members.update(self._group_things(group, recursive=True))
+        self._enqueue_targets(job, sorted(members), now)
+        self._maybe_complete(job, now)
+        log.info("job_started", job_id=job.job_id, things=len(members))
+
+    def _end_job(self, job: _Job, now: float) -> None:
+        """The job reached its endTime: stop the rollout, or cancel, per endBehavior."""
+        behavior = (job.scheduling_config or {}).get(
+            "endBehavior"
+        ) or d.SCHEDULE_DEFAULT_END_BEHAVIOR
+        log.info("job_end_time", job_id=job.job_id, behavior=behavior)
+        if behavior == "STOP_ROLLOUT":
+            job.rollout_pending.clear()
+            job.rollout_queued.clear()
+            job.rollout = False
+            job.last_updated_at = now
+            self._changed()
+            self._maybe_complete(job, now)
+            return
+        self._cancel_job(
+            job,
+            now,
+            force=behavior == "FORCE_CANCEL",
+            reason_code=d.SCHEDULE_END_REASON_CODE,
+            comment=f"the job reached its scheduled endTime ({behavior})",
+        )
 
     def _resolve_targets(self, targets: Sequence[str]) -> tuple[set[str], set[str]]:
         things: set[str] = set()
@@ -1222,7 +1326,10 @@ class JobsEngine:
                         410,
                     )
             things, groups = self._resolve_targets(params["targets"])
+            start_at, end_at, windows = self._parse_schedule(params.get("schedulingConfig"), now)
             job = _Job(job_id, self._arn("job", job_id), now)
+            job.scheduling_config = params.get("schedulingConfig") or None
+            job.start_at, job.end_at, job.windows = start_at, end_at, windows
             job.targets = list(params["targets"])
             job.target_things = things
             job.target_groups = groups
@@ -1241,12 +1348,15 @@ class JobsEngine:
                 )
             self._jobs[job_id] = job
             self._changed()
-            members: set[str] = set(things)
-            for group in groups:
-                members.update(self._group_things(group, recursive=True))
-            self._enqueue_targets(job, sorted(members), now)
-            self._maybe_complete(job, now)
-            log.info("job_created", job_id=job_id, things=len(members), selection=selection)
+            if end_at is not None:
+                self._push_deadline(end_at, "end", job, 0)
+            if start_at is not None:
+                job.status = "SCHEDULED"
+                self._push_deadline(start_at, "start", job, 0)
+                log.info("job_scheduled", job_id=job_id, start_at=start_at, selection=selection)
+            else:
+                self._start_job(job, now)
+                log.info("job_created", job_id=job_id, selection=selection)
             out: dict[str, Any] = {"jobArn": job.arn, "jobId": job_id}
             if job.description is not None:
                 out["description"] = job.description
@@ -1285,8 +1395,15 @@ class JobsEngine:
                 "abortConfig": job.abort_config,
                 "timeoutConfig": job.timeout_config,
                 "jobExecutionsRetryConfig": job.retry_config,
+                "schedulingConfig": job.scheduling_config,
             }
             out.update({k: v for k, v in optional.items() if v is not None})
+            if job.windows is not None and job.status in ("SCHEDULED", "IN_PROGRESS"):
+                after = max(now, job.start_at or now)
+                out["scheduledJobRollouts"] = [
+                    {"startTime": _format_time(t)}
+                    for t in job.windows.upcoming(after, d.SCHEDULED_ROLLOUTS_SHOWN)
+                ]
         self._flush()
         return {"job": out}
 
@@ -1697,6 +1814,11 @@ class JobsEngine:
             "rate_baseline",
         ):
             setattr(job, key, j[key])
+        job.scheduling_config = j.get("scheduling_config")
+        job.start_at = j.get("start_at")
+        job.end_at = j.get("end_at")
+        windows = (job.scheduling_config or {}).get("maintenanceWindows")
+        job.windows = MaintenanceWindows.parse(windows) if windows else None
         job.target_things = set(j["target_things"])
         job.target_groups = set(j["target_groups"])
         job.rollout_pending = deque(j["rollout_pending"])
@@ -1730,6 +1852,10 @@ class JobsEngine:
             job.rollout = True
             job.next_rollout_at = j["next_rollout_at"] or job.created_at
             self._push_deadline(job.next_rollout_at, "rollout", job, 0)
+        if job.status == "SCHEDULED" and job.start_at is not None:
+            self._push_deadline(job.start_at, "start", job, 0)
+        if job.status in ("SCHEDULED", "IN_PROGRESS") and job.end_at is not None:
+            self._push_deadline(job.end_at, "end", job, 0)
 
 
 def _export_job(job: _Job) -> dict[str, Any]:
@@ -1757,6 +1883,9 @@ def _export_job(job: _Job) -> dict[str, Any]:
         "rate_baseline": job.rate_baseline,
         "rollout_pending": list(job.rollout_pending),
         "next_rollout_at": job.next_rollout_at,
+        "scheduling_config": job.scheduling_config,
+        "start_at": job.start_at,
+        "end_at": job.end_at,
         "executions": [
             {
                 "thing": ex.thing,
@@ -1803,6 +1932,10 @@ def _export_job(job: _Job) -> dict[str, Any]:
             for ex in job.executions.values()
         ],
     }
+
+
+def _format_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def _name_from_arn(arn: str | None, kind: str) -> str | None:
