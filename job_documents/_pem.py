@@ -2,7 +2,9 @@
 
 A root in a document must be exactly one X.509 certificate that is a CA
 (basicConstraints CA=true), self-signed (issuer == subject and the signature
-verifies with its own key), valid now and for a margin after now. No input may
+verifies with its own key), with a key strong enough to anchor trust (RSA of
+at least 2048 bits, EC P-256/P-384/P-521, Ed25519 or Ed448), valid now and
+for a margin after now. No input may
 carry private key material. Only cryptography is used here (no pydantic).
 
 Messages name the certificate by subject and fingerprint, never by PEM body.
@@ -125,7 +127,7 @@ def inspect_root_pem(pem: str | bytes, *, strict: bool = True) -> CertificateInf
     `strict` refuses any text outside the certificate block (documents); operator
     files may carry comments around the block when `strict` is False.
     Raises CertificateRejected with code private-key, pem-invalid, pem-multiple,
-    pem-not-ca or pem-not-self-signed.
+    pem-not-ca, pem-not-self-signed or pem-weak-key.
 
     The result depends on the text alone, so accepted roots are remembered: the
     orchestrator builds many documents from the same few roots, and the builder
@@ -213,7 +215,32 @@ def _inspect(block: str) -> CertificateInfo:
             f"{info.label} names itself as issuer but its signature does not verify with its "
             "own key: the file is corrupt or forged",
         ) from exc
+    weakness = _key_weakness(cert)
+    if weakness is not None:
+        raise CertificateRejected(
+            "pem-weak-key",
+            f"{info.label} has a {info.key_type} key, {weakness}: a trust anchor's key must be "
+            "RSA of at least 2048 bits, EC P-256/P-384/P-521, Ed25519 or Ed448",
+        )
     return info
+
+
+_STRONG_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+_MIN_RSA_BITS = 2048
+
+
+def _key_weakness(cert: x509.Certificate) -> str | None:
+    """Why the certificate's key is too weak to anchor trust, or None when it is not."""
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < _MIN_RSA_BITS:
+            return f"under {_MIN_RSA_BITS} bits"
+        return None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return None if key.curve.name in _STRONG_CURVES else "on a curve TLS stacks do not trust"
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return None
+    return "a key type TLS trust anchors must not use"
 
 
 def check_root_validity(info: CertificateInfo, *, now: datetime, margin: timedelta) -> None:
