@@ -400,6 +400,10 @@ class Agent:
             assert order.endpoint is not None  # noqa: S101 - the schema requires it for migrate
             base = TrustBundle.parse(live.bundle) if order.keep_existing else TrustBundle()
             bundle = base.extended(list(order.roots))
+            if order.endpoint == live.endpoint and _same_roots(bundle, live.bundle):
+                # Already done (a re-run, another wave's copy): committing it again would
+                # make previous.json this very configuration and lose the real backup.
+                return None
             return Snapshot.of(order.endpoint, bundle.render())
         if order.operation == "restore":
             data = read_optional(self.paths.previous)
@@ -637,3 +641,12 @@ class Agent:
 
     def report_state(self, channel: JobsChannel, journal: Journal | None = None) -> None:
         channel.update_shadow(self.settings.shadow_name, self.trust_state(journal))
+
+
+def _same_roots(bundle: TrustBundle, live_bundle: bytes) -> bool:
+    """True when the live bundle file holds exactly `bundle`'s roots (never when unreadable)."""
+    try:
+        live = TrustBundle.parse(live_bundle)
+    except ConfigError:
+        return False
+    return set(live.fingerprints()) == set(bundle.fingerprints())
