@@ -1,7 +1,8 @@
-"""statusDetails as AWS IoT Jobs accepts them.
+r"""statusDetails as AWS IoT Jobs accepts them.
 
 AWS limits: at most 10 pairs; keys 1-128 of `[a-zA-Z0-9:_-]`; values 1-1024
-characters, none of them control characters. `details()` enforces all of it
+characters matching `[^\p{C}]+` (no control, format, surrogate, private-use or
+unassigned character). `details()` enforces all of it
 (drops empty values, replaces control characters, truncates long values such
 as TLS error messages) so no report is ever refused for its shape.
 
@@ -13,6 +14,7 @@ totalMs, reason, message.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 
 __all__ = ["MAX_KEYS", "MAX_VALUE", "details"]
@@ -29,7 +31,7 @@ def details(pairs: Mapping[str, object | None]) -> dict[str, str]:
     for key, value in pairs.items():
         if value is None or not _KEY.fullmatch(key):
             continue
-        text = _CONTROL.sub(" ", str(value)).strip()
+        text = _printable(str(value))
         if not text:
             continue
         if len(text) > MAX_VALUE:
@@ -38,3 +40,10 @@ def details(pairs: Mapping[str, object | None]) -> dict[str, str]:
         if len(out) == MAX_KEYS:
             break
     return out
+
+
+def _printable(text: str) -> str:
+    """`text` with every character of Unicode category C (what AWS refuses) made a space."""
+    if text.isascii():
+        return _CONTROL.sub(" ", text).strip()
+    return "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text).strip()

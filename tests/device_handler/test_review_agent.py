@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import unicodedata
+
+import pytest
+
+from device_handler.status import details
 
 from .conftest import THING, Device, migrate_doc
 
@@ -26,3 +31,22 @@ def test_a_repeated_migrate_keeps_the_backup_so_restore_still_reaches_the_origin
     assert device.jobs.execution(THING, "job-2").status_details["step"] == "nothing-to-do"
     assert _poll(device, "job-3", json.dumps({"operation": "restore"})) == "SUCCEEDED"
     assert device.live() == original
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\u200b",  # zero width space (Cf)
+        "\u202e",  # right-to-left override (Cf)
+        "\ufeff",  # byte order mark (Cf)
+        "\ue000",  # private use (Co)
+        "\ud800",  # unpaired surrogate (Cs)
+        "\u0378",  # unassigned (Cn)
+        "\x85",  # next line (Cc)
+    ],
+)
+def test_status_details_values_hold_no_character_aws_refuses(char: str):
+    """AWS IoT Jobs takes values matching [^\\p{C}]+: no Cc, Cf, Cs, Co or Cn character."""
+    out = details({"message": f"tls error{char}here", "reason": char})
+    assert all(not unicodedata.category(c).startswith("C") for v in out.values() for c in v)
+    assert out["message"].startswith("tls error")
