@@ -4,22 +4,35 @@ With `CA_MIGRATE_KILL_AFTER_WRITES=N` in the environment, the CLI wraps its
 store and AWS adapter so that the process SIGKILLs itself right after its Nth
 write (a state-store commit, CreateJob or CancelJob). Enumerating N = 1, 2, ...
 kills a reconcile at every step of a campaign.
+
+`run_cli_forked` runs the CLI in a new process forked from a multiprocessing
+forkserver that imported the CLI, boto3 and the stores once: each run is still
+its own process (own memory, own SQLite connection, SIGKILLed for real), but it
+does not pay the interpreter start-up and imports again, which dominate a crash
+test that starts dozens of processes. The forkserver has no threads, so a fork
+never copies a held lock.
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import signal
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from multiprocessing.context import ForkServerContext
+from pathlib import Path
 
 from orchestrator.jobs import FailureSample, JobsApi
 from orchestrator.model import CampaignState, Event
 from orchestrator.planner import JobConfig, JobObservation
 from orchestrator.store import StateStore, StoredCampaign, StoredEvent
 
-__all__ = ["ENV", "KillSwitch"]
+__all__ = ["ENV", "CliRun", "KillSwitch", "run_cli_forked", "stop_cli_forkserver"]
 
 ENV = "CA_MIGRATE_KILL_AFTER_WRITES"
 
@@ -121,3 +134,93 @@ class KillingJobsApi:
 
     def list_failures(self, job_id: str, limit: int) -> list[FailureSample]:
         return self._inner.list_failures(job_id, limit)
+
+
+# -- the CLI in forked processes ----------------------------------------------------------------
+
+_PRELOAD = (
+    "boto3",
+    "botocore.session",
+    "orchestrator.cli",
+    "orchestrator.cli.campaign",
+    "orchestrator.aws.iot",
+    "orchestrator.store.sqlite",
+    "orchestrator.jobdocs",
+    "orchestrator.report",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CliRun:
+    """How one CLI process ended: its exit code (-9 when SIGKILLed) and its output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@functools.cache
+def _forkserver() -> ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(_PRELOAD))
+    return context
+
+
+def run_cli_forked(
+    args: Sequence[str], env: Mapping[str, str], *, timeout: float = 120.0
+) -> CliRun:
+    """Run `ca-migrate ARGS` with exactly `env` as its environment, in a fresh forked process."""
+    with tempfile.TemporaryDirectory(prefix="ca-migrate-cli-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        process = _forkserver().Process(
+            target=_cli_child, args=(list(args), dict(env), str(out), str(err))
+        )
+        process.start()
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()
+            raise TimeoutError(f"ca-migrate {' '.join(args)} did not end within {timeout} s")
+        code = process.exitcode
+        process.close()
+        return CliRun(
+            -9 if code is None else code,
+            out.read_text(errors="replace") if out.exists() else "",
+            err.read_text(errors="replace") if err.exists() else "",
+        )
+
+
+def stop_cli_forkserver() -> None:
+    """Stop the forkserver `run_cli_forked` started (the next run starts a new one)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # noqa: SLF001
+    if stop is not None:
+        stop()
+
+
+def _cli_child(args: list[str], env: dict[str, str], out: str, err: str) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    _process_switch.cache_clear()
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(handle, fd)
+        os.close(handle)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.argv = ["ca-migrate", *args]
+    from orchestrator.cli import main
+
+    code: int = 0
+    try:
+        main()
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            code = exc.code
+        elif exc.code is not None:
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,13 +1,11 @@
 """Whole campaigns against the sandbox: real boto3 over HTTP, devices acknowledging through
-`iot-jobs-data`, the CLI as a subprocess where the behaviour is the process's (exit codes,
-SIGKILL at every write)."""
+`iot-jobs-data`, the CLI as its own process where the behaviour is the process's (SIGKILL at
+every write, `run --follow`)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ import structlog
 from botocore.config import Config
 
 from job_documents import SystemClock, validate_document
+from orchestrator._faults import CliRun, run_cli_forked, stop_cli_forkserver
 from orchestrator.aws.iot import IotJobsAdapter
 from orchestrator.errors import JobConflictError
 from orchestrator.model import CampaignStatus, WavePhase
@@ -65,9 +64,12 @@ class Fleet:
         sandbox,
         failing: frozenset[str] = frozenset(),
         offline: frozenset[str] = frozenset(),
+        *,
+        restore_only: bool = False,
     ) -> None:
         self._client = sandbox.jobs_data_client(config=DEVICE_RETRIES)
         self._failing = failing
+        self._restore_only = restore_only
         self._online = [t for t in THINGS if t not in offline]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -86,6 +88,8 @@ class Fleet:
             for thing in self._online:
                 pending = self._client.get_pending_job_executions(thingName=thing)
                 for job in pending.get("queuedJobs", []) + pending.get("inProgressJobs", []):
+                    if self._restore_only and "-r" not in job["jobId"]:
+                        continue
                     fail = thing in self._failing and "-r" not in job["jobId"]
                     self._client.update_job_execution(
                         thingName=thing,
@@ -94,6 +98,13 @@ class Fleet:
                         statusDetails={"reason": "probe-failed" if fail else "committed"},
                     )
                     self.acks += 1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cli_forkserver() -> Iterator[None]:
+    """The server `cli` forks its processes from lives as long as this module's tests."""
+    yield
+    stop_cli_forkserver()
 
 
 @pytest.fixture
@@ -211,17 +222,16 @@ def test_throttled_control_plane_gives_the_same_result(sandbox, tmp_path) -> Non
 # -- the CLI as a process ---------------------------------------------------------------------
 
 
-def cli(sandbox, state: Path, *args: str, kill_after: int | None = None):
+def cli(sandbox, state: Path, *args: str, kill_after: int | None = None) -> CliRun:
+    """`ca-migrate ARGS` as its own process: forked from a server that imported the CLI once
+    (no interpreter start-up per run), SIGKILLed for real when `kill_after` says so."""
     env = dict(os.environ, AWS_ACCESS_KEY_ID="sandbox", AWS_SECRET_ACCESS_KEY="sandbox")
     env.pop("AWS_PROFILE", None)
     env.pop("CA_MIGRATE_KILL_AFTER_WRITES", None)
     if kill_after is not None:
         env["CA_MIGRATE_KILL_AFTER_WRITES"] = str(kill_after)
-    return subprocess.run(
+    return run_cli_forked(
         [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
             "--endpoint-url",
             sandbox.control_plane_url,
             "--state",
@@ -230,11 +240,7 @@ def cli(sandbox, state: Path, *args: str, kill_after: int | None = None):
             "json",
             *args,
         ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        env,
     )
 
 
