@@ -2,10 +2,13 @@
 
 Accepted: `<prefix>-ats.iot.<region>.amazonaws.com`, and `.amazonaws.com.cn` for
 the China regions; `<prefix>` is the account's lowercase alphanumeric endpoint
-prefix. Everything else is refused with a message naming what is wrong:
-schemes, paths, ports in the host, IP literals, uppercase, trailing dots,
-extra labels, other suffixes, the legacy (non -ats) endpoint, and a region or
-partition that does not match. There is deliberately no override.
+prefix. In the China regions DescribeEndpoint(iot:Data-ATS) answers with
+`<prefix>.ats.iot.<region>.amazonaws.com.cn` (a dot, not a dash, before `ats`),
+so that one form is accepted there too, and only there. Everything else is
+refused with a message naming what is wrong: schemes, paths, ports in the
+host, IP literals, uppercase, trailing dots, extra labels, other suffixes, the
+legacy (non -ats) endpoint, and a region or partition that does not match.
+There is deliberately no override.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ __all__ = ["REGION_RE", "check_ats_endpoint", "check_region", "partition_suffix"
 
 REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}")
 _CHINA_REGIONS = frozenset({"cn-north-1", "cn-northwest-1"})
+_CHINA_SUFFIX = "amazonaws.com.cn"
 _ISOLATED = re.compile(r"[a-z]{2}-iso[a-z]?-")
 _PREFIX_RE = re.compile(r"[a-z0-9]{1,63}")
 _IOT_HOST = re.compile(
@@ -133,6 +137,8 @@ def check_ats_endpoint(host: str, region: str) -> None:
             f"whose domain is {suffix}",
         )
     head = match["head"]
+    if match["suffix"] == _CHINA_SUFFIX and head.endswith(".ats") and "." not in head[:-4]:
+        head = head[: -len(".ats")] + "-ats"
     if "." in head:
         raise _reject(
             "endpoint-labels",

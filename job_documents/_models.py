@@ -49,7 +49,8 @@ ROOT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 REGION_PATTERN = r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}$"
 HOST_PATTERN = (
-    r"^[a-z0-9]{1,63}-ats\.iot\.[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}\.amazonaws\.com(\.cn)?$"
+    r"^[a-z0-9]{1,63}(-ats\.iot\.[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}\.amazonaws\.com(\.cn)?"
+    r"|\.ats\.iot\.cn-[a-z]+-[0-9]{1,2}\.amazonaws\.com\.cn)$"
 )
 PEM_PATTERN = (
     r"^-----BEGIN CERTIFICATE-----\r?\n([A-Za-z0-9+/=]{1,76}\r?\n)+-----END CERTIFICATE-----\r?\n?$"

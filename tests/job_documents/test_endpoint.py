@@ -16,6 +16,9 @@ from job_documents import EndpointRejected, check_ats_endpoint, partition_suffix
         ("abc123-ats.iot.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
         ("a1sandbox2demo-ats.iot.cn-north-1.amazonaws.com.cn", "cn-north-1"),
         ("abc123-ats.iot.cn-northwest-1.amazonaws.com.cn", "cn-northwest-1"),
+        # what DescribeEndpoint(iot:Data-ATS) answers in the China regions
+        ("a2jtec7plm36gl.ats.iot.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+        ("abc123.ats.iot.cn-northwest-1.amazonaws.com.cn", "cn-northwest-1"),
     ],
 )
 def test_ats_endpoints_of_the_region_are_accepted(host, region):
@@ -47,6 +50,10 @@ def test_ats_endpoints_of_the_region_are_accepted(host, region):
         ("a1-ats.iot.cn-north-1.amazonaws.com", "cn-north-1", "endpoint-partition", "partition"),
         ("a-1-ats.iot.us-east-1.amazonaws.com", "us-east-1", "endpoint-prefix", "prefix"),
         ("-ats.iot.us-east-1.amazonaws.com", "us-east-1", "endpoint-prefix", "prefix"),
+        ("a1.ats.iot.us-east-1.amazonaws.com", "us-east-1", "endpoint-labels", "extra"),
+        ("x.a1.ats.iot.cn-north-1.amazonaws.com.cn", "cn-north-1", "endpoint-labels", "extra"),
+        ("a1.ats-ats.iot.cn-north-1.amazonaws.com.cn", "cn-north-1", "endpoint-labels", "extra"),
+        ("a1.iot.cn-north-1.amazonaws.com.cn", "cn-north-1", "endpoint-legacy", "legacy"),
         ("a1-ats.iot.us-east-1.amazonaws.com ", "us-east-1", "endpoint-host", "spaces"),
         ("a1-\u0430ts.iot.us-east-1.amazonaws.com", "us-east-1", "endpoint-host", "non-ASCII"),
         ("", "us-east-1", "endpoint-host", "empty"),
