@@ -325,33 +325,35 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
         return
     if paused:
         return  # a paused campaign still halts, but promotes nothing
-    if wave.phase is WavePhase.RUNNING:
+    if wave.phase is WavePhase.BAKING:
         if verdict.passed:
-            step.event("gate-passed", verdict.reason, wave.name)
-            bake = timedelta(minutes=wave_spec.gate.bake_minutes)
-            if bake > timedelta(0):
-                step.put(
-                    replace(
-                        wave,
-                        phase=WavePhase.BAKING,
-                        gate_passed_at=step.now,
-                        bake_until=step.now + bake,
-                    )
-                )
-            else:
-                _pass_wave(step, replace(wave, gate_passed_at=step.now))
-        elif deadline_reached:
-            _halt_wave(step, wave, f"deadline reached and {verdict.reason}")
-        elif wave.job_status == "COMPLETED":
-            _halt_wave(step, wave, f"job completed and {verdict.reason}")
-        return
-    # BAKING
-    if not verdict.passed:
-        step.put(replace(wave, phase=WavePhase.RUNNING, gate_passed_at=None, bake_until=None))
+            if wave.bake_until is not None and step.now >= wave.bake_until:
+                step.event("bake-finished", "bake time over, gate still met", wave.name)
+                _pass_wave(step, wave)
+            return
+        # Back to RUNNING, and judged as such in this same step (a completed job or a
+        # reached deadline halts now, not on the next reconcile): decide stays idempotent.
+        wave = replace(wave, phase=WavePhase.RUNNING, gate_passed_at=None, bake_until=None)
+        step.put(wave)
         step.event("gate-lost", verdict.reason, wave.name)
-    elif wave.bake_until is not None and step.now >= wave.bake_until:
-        step.event("bake-finished", "bake time over, gate still met", wave.name)
-        _pass_wave(step, wave)
+    if verdict.passed:
+        step.event("gate-passed", verdict.reason, wave.name)
+        bake = timedelta(minutes=wave_spec.gate.bake_minutes)
+        if bake > timedelta(0):
+            step.put(
+                replace(
+                    wave,
+                    phase=WavePhase.BAKING,
+                    gate_passed_at=step.now,
+                    bake_until=step.now + bake,
+                )
+            )
+        else:
+            _pass_wave(step, replace(wave, gate_passed_at=step.now))
+    elif deadline_reached:
+        _halt_wave(step, wave, f"deadline reached and {verdict.reason}")
+    elif wave.job_status == "COMPLETED":
+        _halt_wave(step, wave, f"job completed and {verdict.reason}")
 
 
 def _pass_wave(step: _Step, wave: WaveState) -> None:

@@ -159,6 +159,18 @@ def test_gate_lost_during_bake_goes_back_to_running() -> None:
     assert kinds(worse) == ["gate-lost"]
 
 
+def test_gate_lost_during_bake_on_a_completed_job_halts_in_the_same_step() -> None:
+    state = running_canary()
+    job = state.wave("canary").job_id
+    state = decide(SPEC, state, obs(seen(job, succeeded=100, queued=100)), at(2)).state
+    assert state.wave("canary").phase is WavePhase.BAKING
+    done = obs(seen(job, "COMPLETED", succeeded=5))
+    lost = decide(SPEC, state, done, at(3))
+    assert kinds(lost) == ["gate-lost", "wave-halted", "campaign-halted"]
+    assert lost.state.wave("canary").phase is WavePhase.HALTED
+    assert decide(SPEC, lost.state, done, at(3)).events == ()
+
+
 def test_halt_cancels_the_wave_explains_failures_and_keeps_cancelling_until_canceled() -> None:
     state = running_canary()
     job = state.wave("canary").job_id
