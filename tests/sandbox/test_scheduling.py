@@ -4,7 +4,11 @@ windows, the documented validation errors, and the cron subset."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -335,3 +339,47 @@ def test_window_is_open_from_its_start_for_its_duration():
 def test_refusals_are_service_errors():
     with pytest.raises(ServiceError):
         parse_cron("cron(0 2 ? * MON#2 *)")
+
+
+def test_the_aws_cli_schedules_a_job_with_a_window(sandbox):
+    fleet(sandbox, 1)
+    env = os.environ | {
+        "AWS_ACCESS_KEY_ID": "dummy",
+        "AWS_SECRET_ACCESS_KEY": "dummy",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    config = {
+        "startTime": at(hours=1),
+        "endTime": at(days=2),
+        "endBehavior": "CANCEL",
+        "maintenanceWindows": [{"startTime": "cron(0 14 ? * * *)", "durationInMinutes": 30}],
+    }
+    created = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "aws"),
+            "iot",
+            "create-job",
+            "--job-id",
+            "from-cli",
+            "--targets",
+            GROUP,
+            "--document",
+            DOCUMENT,
+            "--scheduling-config",
+            json.dumps(config),
+            "--endpoint-url",
+            sandbox.control_plane_url,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    described = sandbox.iot_client().describe_job(jobId="from-cli")["job"]
+    assert described["status"] == "SCHEDULED"
+    assert described["schedulingConfig"] == config
