@@ -8,7 +8,7 @@ executions, and a job's status must agree with its executions.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import hypothesis.strategies as st
 import pytest
@@ -64,6 +64,8 @@ class EngineMachine(RuleBasedStateMachine):
         retries=st.one_of(st.none(), st.integers(0, 2)),
         timeout=st.one_of(st.none(), st.integers(1, 3)),
         abort=st.one_of(st.none(), st.integers(0, 60)),
+        schedule=st.sampled_from([None, None, "start", "window", "end", "all"]),
+        end_behavior=st.sampled_from(["STOP_ROLLOUT", "CANCEL", "FORCE_CANCEL"]),
     )
     def create_job(
         self,
@@ -73,6 +75,8 @@ class EngineMachine(RuleBasedStateMachine):
         retries: int | None,
         timeout: int | None,
         abort: int | None,
+        schedule: str | None,
+        end_behavior: str,
     ) -> None:
         job_id = f"job{len(self.jobs)}"
         params: dict = {
@@ -101,6 +105,19 @@ class EngineMachine(RuleBasedStateMachine):
                     }
                 ]
             }
+        if schedule is not None:
+            now = self.engine.clock.now().replace(second=0, microsecond=0)
+            config: dict = {}
+            if schedule in ("start", "all"):
+                config["startTime"] = (now + timedelta(minutes=31)).isoformat()
+            if schedule in ("end", "all"):
+                config["endTime"] = (now + timedelta(minutes=31 + 31)).isoformat()
+                config["endBehavior"] = end_behavior
+            if schedule in ("window", "all"):
+                config["maintenanceWindows"] = [
+                    {"startTime": "cron(0/3 * ? * * *)", "durationInMinutes": 1}
+                ]
+            params["schedulingConfig"] = config
         self.engine.create_job(params)
         self.jobs.append(job_id)
 
@@ -173,7 +190,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.engine.delete_thing({"thingName": thing})
         self.engine.create_thing({"thingName": thing})
 
-    @rule(seconds=st.sampled_from([1, 30, 60, 61, 200]))
+    @rule(seconds=st.sampled_from([1, 30, 60, 61, 200, 1860]))
     def advance(self, seconds: int) -> None:
         self.engine.advance(seconds)
 
@@ -195,6 +212,8 @@ class EngineMachine(RuleBasedStateMachine):
                 assert pending > 0 or "processingTargets" in counts
             if job["status"] == "CANCELED":
                 assert counts["numberOfQueuedThings"] == 0
+            if job["status"] == "SCHEDULED":
+                assert not any(counts[k] for k in counts if k.startswith("numberOf"))
 
     @invariant()
     def pending_lists_hold_only_pending_executions(self) -> None:
