@@ -26,6 +26,7 @@ import structlog
 from device_handler.agent import Agent
 from device_handler.config import DeviceConfig, load_config
 from device_handler.errors import ConfigError, DeviceHandlerError
+from device_handler.lock import state_lock
 
 __all__ = ["build_agent", "configure_logging", "main"]
 
@@ -158,15 +159,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             print(json.dumps(_status(config), indent=2, sort_keys=True))
             return 0
-        if args.command == "recover":
-            outcome = build_agent(config).recover()
-            print(
-                json.dumps(
-                    {"job_id": outcome.job_id, "status": outcome.status, "reason": outcome.reason}
+        with state_lock(config.state_dir):
+            if args.command == "recover":
+                outcome = build_agent(config).recover()
+                print(
+                    json.dumps(
+                        {
+                            "job_id": outcome.job_id,
+                            "status": outcome.status,
+                            "reason": outcome.reason,
+                        }
+                    )
                 )
-            )
-            return 0
-        return _run(config, once=args.once)
+                return 0
+            return _run(config, once=args.once)
     except ConfigError as exc:
         print(f"ca-migrate-device: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@
 DeviceHandlerError
  ├── ConfigError          the device configuration file is wrong: fix it and restart
  ├── JournalError         the journal cannot be read: inspect the state directory
+ ├── StateLocked          another agent process holds the device's state directory
  ├── DocumentRejected     a job document failed validation (.code, .message): report REJECTED
  ├── ProbeFailed          a TLS handshake to an endpoint did not succeed (.reason code)
  ├── ChannelError         the jobs channel failed (connect, publish, timeout)
@@ -26,6 +27,7 @@ __all__ = [
     "JournalError",
     "PowerCut",
     "ProbeFailed",
+    "StateLocked",
 ]
 
 
@@ -39,6 +41,10 @@ class ConfigError(DeviceHandlerError):
 
 class JournalError(DeviceHandlerError):
     """The transaction journal cannot be read or written."""
+
+
+class StateLocked(DeviceHandlerError):  # noqa: N818 - names the state it reports
+    """Another agent process holds the device's state directory; only one may write it."""
 
 
 class DocumentRejected(DeviceHandlerError):  # noqa: N818 - names the outcome, REJECTED

@@ -34,6 +34,7 @@ from device_handler.channel import JobExecution, JobsChannel
 from device_handler.config import DeviceConfig, load_config
 from device_handler.errors import ChannelError, ConfigError, DeviceHandlerError, ProbeFailed
 from device_handler.fsops import RealFileOps, atomic_write
+from device_handler.lock import state_lock
 from device_handler.probe import probe
 from device_handler.trust import EndpointConfig
 
@@ -144,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         job_id = args.job_id or _job_id(text)
         execution = JobExecution(job_id=job_id, status="QUEUED", document=text, version_number=1)
         connector = LocalConnector(config, execution)
-        agent = Agent(
-            config.agent_settings(), make_validator(config.validation_settings()), connector
-        )
-        agent.recover()
-        outcome = agent.handle(execution)
-        if args.device_client_config is not None:
-            sync_device_client_config(args.device_client_config, agent.live().endpoint)
+        with state_lock(config.state_dir):
+            agent = Agent(
+                config.agent_settings(), make_validator(config.validation_settings()), connector
+            )
+            agent.recover()
+            outcome = agent.handle(execution)
+            if args.device_client_config is not None:
+                sync_device_client_config(args.device_client_config, agent.live().endpoint)
     except ConfigError as exc:
         _say({"status": "FAILED", "reason": "config", "message": str(exc)})
         return 2
