@@ -31,6 +31,7 @@ from typing import Any
 
 from device_handler.agent import Agent
 from device_handler.channel import JobExecution, JobsChannel
+from device_handler.cli import configure_logging
 from device_handler.config import DeviceConfig, load_config
 from device_handler.errors import ChannelError, ConfigError, DeviceHandlerError, ProbeFailed
 from device_handler.fsops import RealFileOps, atomic_write
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-id")
     parser.add_argument("--device-client-config", type=Path)
     args = parser.parse_args(argv)
+    # Device Client reads the report from stdout: log events go to stderr.
+    configure_logging(verbose=False)
     try:
         config = load_config(args.config)
         from device_handler.validation import make_validator

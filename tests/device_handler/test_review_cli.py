@@ -36,6 +36,8 @@ def _config(device: Device, world: World) -> Path:
         'state_dir = "state"',
         "connect_timeout_seconds = 1",
         "poll_seconds = 1",
+        "[connect_override]",
+        *(f'"{k}" = "{v}"' for k, v in world.overrides.items()),
     ]
     path = device.root / "device.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -88,3 +90,14 @@ def test_the_device_client_handler_is_refused_while_an_agent_runs(
     out = json.loads(capsys.readouterr().out)
     assert code == 1
     assert "another" in out["message"]
+
+
+def test_the_device_client_handler_prints_only_its_report_on_stdout(
+    device: Device, world: World, capsys: pytest.CaptureFixture[str]
+):
+    """Device Client reads the handler's stdout: log events belong on stderr."""
+    code = handler_main(["--config", str(_config(device, world)), "--document-json", "{}"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert len(lines) == 1, lines
+    assert json.loads(lines[0])["status"] == "REJECTED"
