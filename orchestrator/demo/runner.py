@@ -79,6 +79,7 @@ SETTLE_SECONDS = 3600.0
 QUIET_SECONDS = 900.0
 MQTT_TIME_SCALE = 60.0
 MIN_REAL_INTERVAL = 0.25
+BOOT_TIMEOUT_SECONDS = 300.0
 
 
 class _Fleet(Protocol):
@@ -395,6 +396,8 @@ def _mqtt_world(
     )
     stack.callback(sim.close)
     sim.start()
+    booted = sim.wait_booted(BOOT_TIMEOUT_SECONDS)
+    log.info("mqtt_fleet_booted", devices=booted)
     return sandbox, sim
 
 

@@ -96,7 +96,7 @@ class MqttFleet(FleetBase):
         timing: FleetTiming | None = None,
         protocol: str = "mqtt5",
         dead_man_seconds: float = 30.0,
-        boot_spacing_seconds: float = 0.005,
+        boot_spacing_seconds: float = 0.02,
     ) -> None:
         super().__init__(
             pki,
@@ -124,6 +124,9 @@ class MqttFleet(FleetBase):
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._busy: set[str] = set()
+        self._booted = 0
+        self._expected_boots = 0
+        self._all_booted = threading.Event()
         self.outcomes: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ lifecycle
@@ -134,6 +137,8 @@ class MqttFleet(FleetBase):
                 continue
             if device.profile is Profile.LATE:
                 self._busy.add(device.name)
+            else:
+                self._expected_boots += 1
             delay = len(self._threads) * self.boot_spacing_seconds
             thread = threading.Thread(
                 target=self._life,
@@ -143,8 +148,27 @@ class MqttFleet(FleetBase):
             )
             self._threads.append(thread)
             thread.start()
+        if self._expected_boots == 0:
+            self._all_booted.set()
         log.info("mqtt_fleet_started", devices=len(self._threads), root=str(self.root))
         return self
+
+    def wait_booted(self, timeout: float) -> int:
+        """Wait until every device that is online from the start has connected once.
+
+        A campaign meets a fleet that is already up; returns how many have booted.
+        """
+        self._all_booted.wait(timeout)
+        with self._lock:
+            return self._booted
+
+    def _mark_booted(self, device: _Device) -> None:
+        if device.profile is Profile.LATE:
+            return
+        with self._lock:
+            self._booted += 1
+            if self._booted >= self._expected_boots:
+                self._all_booted.set()
 
     def close(self) -> None:
         """Stop every device thread (each disconnects), then remove the files if ours."""
@@ -230,6 +254,7 @@ class MqttFleet(FleetBase):
 
     def _loop(self, device: _Device, agent: Agent) -> None:
         notified = False  # a device that boots looks for work at once
+        booted = False
         while not self._stop.is_set():
             try:
                 self._set_busy(device, busy=True)
@@ -240,6 +265,9 @@ class MqttFleet(FleetBase):
                 ):
                     return
                 outcome = agent.poll()
+                if not booted:
+                    booted = True
+                    self._mark_booted(device)
                 notified = False
                 with self._lock:
                     self.outcomes[outcome.status] += 1
