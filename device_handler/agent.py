@@ -14,7 +14,9 @@ Files on the device (see docs/device-handler.md):
 - `<state_dir>/rollback.json`: endpoint + bundle as they were before this
   transaction's commit (one file, so one atomic write holds both);
 - `<state_dir>/previous.json`: the configuration before the last successful
-  change, which the `restore` operation goes back to.
+  migrate, which the `restore` operation goes back to (the contract's "backed up
+  before the last migrate"); a restore or a prune leaves it as it is, so a
+  second restore does not undo the first and a prune does not hide the original.
 """
 
 from __future__ import annotations
@@ -411,12 +413,19 @@ class Agent:
                 raise _Fail(
                     "nothing-to-restore",
                     "this device has no previous configuration to restore "
-                    "(it has not completed a migrate or prune)",
+                    "(it has not completed a migrate)",
                 )
             try:
-                return Snapshot.parse(data, source="previous.json")
+                backup = Snapshot.parse(data, source="previous.json")
             except JournalError as exc:
                 raise _Fail("backup-unreadable", str(exc)) from exc
+            try:
+                backup_roots = TrustBundle.parse(backup.bundle, source="previous.json")
+            except ConfigError as exc:
+                raise _Fail("backup-unreadable", str(exc)) from exc
+            if backup.endpoint == live.endpoint and _same_roots(backup_roots, live.bundle):
+                return None  # already restored
+            return backup
         current = TrustBundle.parse(live.bundle)
         pruned = current.without(order.remove)
         if pruned == current:
@@ -544,7 +553,7 @@ class Agent:
     def _cleanup_after_report(self, journal: Journal) -> None:
         if not self.paths.rollback.exists():
             return
-        if journal.report_status == "SUCCEEDED":
+        if journal.report_status == "SUCCEEDED" and journal.operation == "migrate":
             self._fs.rename(self.paths.rollback, self.paths.previous)
         else:
             self._fs.remove(self.paths.rollback)
