@@ -4,7 +4,7 @@ Every device is a thread running the real agent on the AWS IoT Device SDK v2
 (MQTT 5, mutual TLS with its own sandbox certificate) against the sandbox's
 mosquitto listeners, probing the new endpoint with a real TLS handshake;
 the orchestrator reconciles through boto3 against the sandbox over HTTP. The
-sandbox clock runs `BENCH_MQTT_TIME_SCALE` (default 120) times real time.
+sandbox clock runs `BENCH_MQTT_TIME_SCALE` (default 60, the demo's) times real time.
 Run after `source scripts/env.sh` (the SDK resolves the sandbox host names
 through nss_wrapper). Scenario `happy`.
 
@@ -27,7 +27,7 @@ from orchestrator.demo.runner import RunSettings, run_campaign
 from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet, scenario
 
 DEVICES = int(os.environ.get("BENCH_MQTT_FLEET_DEVICES", "1000"))
-TIME_SCALE = float(os.environ.get("BENCH_MQTT_TIME_SCALE", "120"))
+TIME_SCALE = float(os.environ.get("BENCH_MQTT_TIME_SCALE", "60"))
 TARGET_WALL_S = 120.0
 
 

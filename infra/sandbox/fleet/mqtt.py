@@ -95,7 +95,8 @@ class MqttFleet(FleetBase):
         seed: int = 7,
         timing: FleetTiming | None = None,
         protocol: str = "mqtt5",
-        dead_man_seconds: float = 30.0,
+        dead_man_seconds: float = 60.0,
+        connect_timeout: float = 30.0,
         boot_spacing_seconds: float = 0.02,
     ) -> None:
         super().__init__(
@@ -110,6 +111,8 @@ class MqttFleet(FleetBase):
         self.time_scale = time_scale
         self.protocol = protocol
         self.dead_man_seconds = dead_man_seconds
+        # Hundreds of devices share two cores here: handshakes queue far longer than in the field.
+        self.connect_timeout = connect_timeout
         # Devices power up a few milliseconds apart, not as one thundering herd on the broker.
         self.boot_spacing_seconds = boot_spacing_seconds
         self._credentials = credentials
@@ -206,7 +209,11 @@ class MqttFleet(FleetBase):
         identity = ClientIdentity(cert=Path(creds["cert_pem"]), key=Path(creds["key_pem"]))
         overrides = self._firewalled if device.profile is Profile.PROBE_FAILS else self._overrides
         connector: Connector = MqttConnector(
-            device.name, identity, overrides=overrides, protocol=self.protocol
+            device.name,
+            identity,
+            overrides=overrides,
+            protocol=self.protocol,
+            operation_timeout=self.connect_timeout,
         )
         probe_fn = probe
         if device.profile is Profile.TLS_NO_ECC:
@@ -221,6 +228,7 @@ class MqttFleet(FleetBase):
             identity=identity,
             overrides=overrides,
             dead_man_seconds=self.dead_man_seconds,
+            connect_timeout=self.connect_timeout,
         )
         fs = RealFileOps()
         return Agent(
