@@ -19,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -33,7 +33,8 @@ __all__ = ["build_agent", "configure_logging", "main"]
 log = structlog.get_logger(__name__)
 
 
-def configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool, stream: TextIO | None = None) -> None:
+    """JSON log events on `stream` (default: standard error)."""
     import logging
 
     structlog.configure(
@@ -47,7 +48,7 @@ def configure_logging(verbose: bool) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr if stream is None else stream),
         cache_logger_on_first_use=False,
     )
 

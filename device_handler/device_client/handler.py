@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-id")
     parser.add_argument("--device-client-config", type=Path)
     args = parser.parse_args(argv)
-    # Device Client reads the report from stdout: log events go to stderr.
-    configure_logging(verbose=False)
+    # Device Client fails a job on any line of stderr (allowStdErr defaults to 0): log
+    # events go to stdout, before the report, which stays the last line.
+    configure_logging(verbose=False, stream=sys.stdout)
     try:
         config = load_config(args.config)
         from device_handler.validation import make_validator

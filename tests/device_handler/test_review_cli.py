@@ -92,12 +92,15 @@ def test_the_device_client_handler_is_refused_while_an_agent_runs(
     assert "another" in out["message"]
 
 
-def test_the_device_client_handler_prints_only_its_report_on_stdout(
+def test_the_device_client_handler_writes_nothing_on_stderr(
     device: Device, world: World, capsys: pytest.CaptureFixture[str]
 ):
-    """Device Client reads the handler's stdout: log events belong on stderr."""
+    """Device Client fails a job on any stderr line (allowStdErr defaults to 0).
+
+    Its report is the last line of stdout, which Device Client can include in statusDetails.
+    """
     code = handler_main(["--config", str(_config(device, world)), "--document-json", "{}"])
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
     assert code == 1
-    assert len(lines) == 1, lines
-    assert json.loads(lines[0])["status"] == "REJECTED"
+    assert captured.err == ""
+    assert json.loads(captured.out.splitlines()[-1])["status"] == "REJECTED"
