@@ -6,8 +6,8 @@ fails at 30%. Both contenders run on the same sandbox code, the same simulated
 devices (real transaction, manual clock), the same job document:
 
 - ours: the bundled campaign through the orchestrator (canary wave first,
-  halt at > 10% failures after 5 executed, which is also set as the wave
-  job's abortConfig);
+  itself paced 50 per minute doubling every 100, halt at > 10% failures after
+  5 executed, which is also set as the wave job's abortConfig);
 - native: ONE job over all five groups, with `exponentialRate` (base 50 per
   minute, x2 every 100 notified, capped at 1000 per minute) and `abortConfig`
   (ALL failures > 10%), once with `minNumberOfExecutedThings` 100 and once
@@ -170,6 +170,12 @@ def main() -> None:
             ),
             "exposure_ratio_ours_over_native_min5": round(
                 gated["exposure"] / max(1, native_5["exposure"]), 3
+            ),
+            "notified_ratio_ours_over_native_min100": round(
+                gated["notified"] / max(1, native_100["notified"]), 3
+            ),
+            "notified_ratio_ours_over_native_min5": round(
+                gated["notified"] / max(1, native_5["notified"]), 3
             ),
             "wall_s": round(time.perf_counter() - wall, 1),
             "peak_rss_mib": round(peak_rss_mib(), 1),

@@ -22,6 +22,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import logging
@@ -39,16 +40,32 @@ TARGET_WALL_S = 60.0
 TARGET_RSS_MIB = 1024.0
 
 
+def rollout_minutes(size: int, wave: Any) -> int:
+    """Minutes from the first batch to the last, one batch a minute (as the sandbox paces)."""
+    cap = float(wave.rollout.maximum_per_minute or 1000)
+    exp = wave.rollout.exponential
+    if wave.rollout.maximum_per_minute is None and exp is None:
+        return 0
+    rate = float(exp.base_rate_per_minute) if exp else cap
+    step = (exp.notified_things or exp.succeeded_things or 0) if exp else 0
+    notified = baseline = batches = 0
+    while notified < size:
+        while exp and step and notified - baseline >= step and rate < cap:
+            rate = min(rate * exp.increment_factor, cap)
+            baseline += step
+        notified += max(1, math.floor(min(rate, cap)))
+        batches += 1
+    return max(0, batches - 1)
+
+
 def minimum_minutes(devices: int) -> float:
-    """The fastest the bundled campaign can go: rollout batches (one a minute) and bakes."""
+    """The fastest the bundled campaign can go: its rollout batches and bake times."""
     spec = parse_spec(CAMPAIGN_FILE.read_text())
     sizes = group_sizes(devices)
     total = 0.0
     for wave in spec.waves:
         size = sum(sizes[g] for g in wave.thing_groups)
-        rate = wave.rollout.maximum_per_minute
-        rollout = 0.0 if rate is None else max(0, math.ceil(size / rate) - 1)
-        total += rollout + wave.gate.bake_minutes
+        total += rollout_minutes(size, wave) + wave.gate.bake_minutes
     return total
 
 
