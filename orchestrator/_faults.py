@@ -5,27 +5,33 @@ store and AWS adapter so that the process SIGKILLs itself right after its Nth
 write (a state-store commit, CreateJob or CancelJob). Enumerating N = 1, 2, ...
 kills a reconcile at every step of a campaign.
 
-`run_cli_forked` runs the CLI in a new process forked from a multiprocessing
-forkserver that imported the CLI, boto3 and the stores once: each run is still
-its own process (own memory, own SQLite connection, SIGKILLed for real), but it
-does not pay the interpreter start-up and imports again, which dominate a crash
-test that starts dozens of processes. The forkserver has no threads, so a fork
-never copies a held lock.
+`run_cli_forked` runs the CLI in a new process forked from a small server
+(`python -m orchestrator._faults`) that imported the CLI, boto3 and the stores
+once: each run is still its own process (own memory, own SQLite connection,
+SIGKILLed for real), but it does not pay the interpreter start-up and imports
+again, which dominate a crash test that starts dozens of processes. The server
+is single-threaded, so a fork never copies a held lock, and it imports nothing
+of the caller (unlike multiprocessing, which re-runs the parent's main module).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import multiprocessing
+import importlib
+import json
 import os
+import selectors
 import signal
+import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from multiprocessing.context import ForkServerContext
 from pathlib import Path
+from typing import IO, Any
 
 from orchestrator.jobs import FailureSample, JobsApi
 from orchestrator.model import CampaignState, Event
@@ -159,50 +165,112 @@ class CliRun:
     stderr: str
 
 
+class CliForkServer:
+    """The fork server: one interpreter with the CLI imported; `run` forks a child per call."""
+
+    def __init__(self) -> None:
+        self._server = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator._faults"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        stdout = self._server.stdout
+        if stdout is None:  # pragma: no cover - Popen was given PIPE
+            raise RuntimeError("the fork server has no stdout")
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise TimeoutError(f"the fork server did not answer within {timeout} s")
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fork server exited ({self._server.poll()})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def run(self, args: Sequence[str], env: Mapping[str, str], *, timeout: float) -> CliRun:
+        """Run `ca-migrate ARGS` with exactly `env` as its environment; wait for it to end."""
+        stdin: IO[str] | None = self._server.stdin
+        if stdin is None:  # pragma: no cover - Popen was given PIPE
+            raise RuntimeError("the fork server has no stdin")
+        with tempfile.TemporaryDirectory(prefix="ca-migrate-cli-") as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {"args": list(args), "env": dict(env), "stdout": str(out), "stderr": str(err)}
+            stdin.write(json.dumps(request) + "\n")
+            stdin.flush()
+            pid = int(self._read(30.0)["pid"])
+            try:
+                code = int(self._read(timeout)["code"])
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._read(30.0)
+                raise TimeoutError(
+                    f"ca-migrate {' '.join(args)} did not end within {timeout} s"
+                ) from None
+            return CliRun(
+                code,
+                out.read_text(errors="replace") if out.exists() else "",
+                err.read_text(errors="replace") if err.exists() else "",
+            )
+
+    def close(self) -> None:
+        """Stop the server (it exits when its input ends)."""
+        if self._server.stdin is not None:
+            self._server.stdin.close()
+        try:
+            self._server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._server.kill()
+            self._server.wait()
+        if self._server.stdout is not None:
+            self._server.stdout.close()
+
+
 @functools.cache
-def _forkserver() -> ForkServerContext:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(_PRELOAD))
-    return context
+def _server() -> CliForkServer:
+    return CliForkServer()
 
 
 def run_cli_forked(
     args: Sequence[str], env: Mapping[str, str], *, timeout: float = 120.0
 ) -> CliRun:
-    """Run `ca-migrate ARGS` with exactly `env` as its environment, in a fresh forked process."""
-    with tempfile.TemporaryDirectory(prefix="ca-migrate-cli-") as tmp:
-        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        process = _forkserver().Process(
-            target=_cli_child, args=(list(args), dict(env), str(out), str(err))
-        )
-        process.start()
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-            raise TimeoutError(f"ca-migrate {' '.join(args)} did not end within {timeout} s")
-        code = process.exitcode
-        process.close()
-        return CliRun(
-            -9 if code is None else code,
-            out.read_text(errors="replace") if out.exists() else "",
-            err.read_text(errors="replace") if err.exists() else "",
-        )
+    """Run `ca-migrate ARGS` in a fresh process forked from the shared fork server."""
+    return _server().run(args, env, timeout=timeout)
 
 
 def stop_cli_forkserver() -> None:
-    """Stop the forkserver `run_cli_forked` started (the next run starts a new one)."""
-    from multiprocessing import forkserver
+    """Stop the fork server `run_cli_forked` started (the next run starts a new one)."""
+    if _server.cache_info().currsize:
+        _server().close()
+        _server.cache_clear()
 
-    stop = getattr(forkserver._forkserver, "_stop", None)  # noqa: SLF001
-    if stop is not None:
-        stop()
+
+def _serve() -> None:
+    """The server's loop: one JSON request per line; answers {"pid"} then {"code"}."""
+    for name in _PRELOAD:
+        importlib.import_module(name)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _cli_child(request["args"], request["env"], request["stdout"], request["stderr"])
+        sys.stdout.write(json.dumps({"pid": pid}) + "\n")
+        sys.stdout.flush()
+        _, status = os.waitpid(pid, 0)
+        sys.stdout.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
+        sys.stdout.flush()
 
 
 def _cli_child(args: list[str], env: dict[str, str], out: str, err: str) -> None:
     os.environ.clear()
     os.environ.update(env)
     _process_switch.cache_clear()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     for fd, path in ((1, out), (2, err)):
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(handle, fd)
@@ -212,15 +280,25 @@ def _cli_child(args: list[str], env: dict[str, str], out: str, err: str) -> None
     sys.argv = ["ca-migrate", *args]
     from orchestrator.cli import main
 
-    code: int = 0
+    code = 1
     try:
         main()
+        code = 0
     except SystemExit as exc:
         if isinstance(exc.code, int):
             code = exc.code
         elif exc.code is not None:
             sys.stderr.write(f"{exc.code}\n")
-            code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    except Exception:  # noqa: BLE001 - a crashed CLI is exit 1 with its traceback, as unforked
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    # Run the loop of the importable module, so the child's CLI shares its kill switch.
+    from orchestrator._faults import _serve as serve
+
+    serve()

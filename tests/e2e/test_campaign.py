@@ -102,7 +102,7 @@ class Fleet:
 
 @pytest.fixture(autouse=True, scope="module")
 def _cli_forkserver() -> Iterator[None]:
-    """The server `cli` forks its processes from lives as long as this module's tests."""
+    """The fork server `cli` uses lives as long as this module's tests."""
     yield
     stop_cli_forkserver()
 
