@@ -65,6 +65,8 @@ __all__ = [
 
 Operation = Literal["migrate", "restore"]
 TERMINAL_JOB_STATUSES = frozenset({"COMPLETED", "CANCELED", "DELETION_IN_PROGRESS"})
+# A SCHEDULED job (startTime ahead) must be canceled too, or it starts rolling out later.
+CANCELABLE_JOB_STATUSES = frozenset({"IN_PROGRESS", "SCHEDULED"})
 EXPLAIN_LIMIT = 25
 MAX_JOB_ID = 64
 
@@ -227,7 +229,7 @@ class _Step:
         self.events.append(Event(kind=kind, reason=reason, wave=wave, data=data, at=self.now))
 
     def cancel(self, wave: WaveState, reason: str) -> None:
-        if wave.job_status == "IN_PROGRESS" and not any(
+        if wave.job_status in CANCELABLE_JOB_STATUSES and not any(
             isinstance(a, CancelJob) and a.job_id == wave.job_id for a in self.actions
         ):
             self.actions.append(CancelJob(wave=wave.name, job_id=wave.job_id, reason=reason))

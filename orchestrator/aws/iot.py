@@ -203,7 +203,8 @@ class IotJobsAdapter:
             exists=True,
             status=job.get("status"),
             counts=_counts(details),
-            rollout_done=not details.get("processingTargets"),
+            # A SCHEDULED job (startTime ahead) has rolled out nothing yet, whatever it lists.
+            rollout_done=not details.get("processingTargets") and job.get("status") != "SCHEDULED",
             reason_code=job.get("reasonCode"),
         )
 
@@ -221,7 +222,7 @@ class IotJobsAdapter:
             if exc.code != "InvalidRequestException":
                 raise
             seen = self.describe_job(job_id)
-            if seen.status == "IN_PROGRESS":
+            if seen.status in ("IN_PROGRESS", "SCHEDULED"):
                 raise
             log.info("job-already-stopped", job_id=job_id, status=seen.status)
             return

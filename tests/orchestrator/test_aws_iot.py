@@ -149,6 +149,18 @@ def test_describe_job_reads_counts_only(stubbed) -> None:
     assert not seen.rollout_done
 
 
+def test_a_scheduled_job_has_not_rolled_out(stubbed) -> None:
+    adapter, stub = stubbed
+    stub.add_response(
+        "describe_job",
+        {"job": {"jobId": JOB, "status": "SCHEDULED", "jobProcessDetails": {}}},
+        {"jobId": JOB},
+    )
+    seen = adapter.describe_job(JOB)
+    assert seen.status == "SCHEDULED"
+    assert not seen.rollout_done
+
+
 def test_describe_job_absent_is_an_observation_not_an_error(stubbed) -> None:
     adapter, stub = stubbed
     stub.add_client_error("describe_job", "ResourceNotFoundException", "nope", 404)

@@ -188,6 +188,15 @@ def test_halt_cancels_the_wave_explains_failures_and_keeps_cancelling_until_canc
     assert job not in jobs_to_observe(stopped.state)
 
 
+def test_a_halt_cancels_a_job_that_is_still_scheduled() -> None:
+    state = running_canary()
+    job = state.wave("canary").job_id
+    state = decide(SPEC, state, obs(seen(job, "SCHEDULED")), at(2)).state
+    aborted = apply_command(SPEC, state, Abort(), at(3))
+    assert [type(a) for a in aborted.actions] == [CancelJob]
+    assert job in jobs_to_observe(aborted.state)
+
+
 def test_job_canceled_outside_the_campaign_halts_it() -> None:
     state = running_canary()
     job = state.wave("canary").job_id
