@@ -10,7 +10,7 @@ trust_bundle = "trust.pem"               # the CA file the TLS stack loads
 state_dir = "state"                      # journal, rollback and previous snapshots
 # catalog = "sandbox/catalog.json"       # default: the packaged Amazon Trust Services catalog
 # allowed_fingerprints = ["8ecde6..."]   # default: every root of the catalog
-# signing_public_key = "ops-2026.pub"    # when set, only signed documents are accepted
+# signing_public_key = "ops-2026.pub"    # Ed25519 or P-256; when set, only signed documents
 dead_man_seconds = 60
 connect_timeout_seconds = 10
 poll_seconds = 30
@@ -33,7 +33,7 @@ from typing import Any
 from device_handler.agent import AgentSettings, DevicePaths
 from device_handler.errors import ConfigError
 from device_handler.probe import ClientIdentity
-from device_handler.validation import ValidationSettings
+from device_handler.validation import ValidationSettings, load_verify_key
 
 __all__ = ["DeviceConfig", "load_config"]
 
@@ -153,6 +153,9 @@ def load_config(path: Path) -> DeviceConfig:
         raise ConfigError(
             f'{where}: [connect_override] entries must read "host:port" = "address:port"'
         )
+    signing_key = optional_file("signing_public_key")
+    if signing_key is not None:
+        load_verify_key(signing_key)
     protocol = text("protocol", required=False) or "mqtt5"
     if protocol not in {"mqtt5", "mqtt311"}:
         raise ConfigError(f'{where}: `protocol` must be "mqtt5" or "mqtt311"')
@@ -166,7 +169,7 @@ def load_config(path: Path) -> DeviceConfig:
         state_dir=file("state_dir"),
         catalog=optional_file("catalog"),
         allowed_fingerprints=allowed,
-        signing_public_key=optional_file("signing_public_key"),
+        signing_public_key=signing_key,
         connect_override=dict(overrides),
         dead_man_seconds=number("dead_man_seconds", 60, low=1, high=3600),
         connect_timeout_seconds=number("connect_timeout_seconds", 10, low=1, high=300),

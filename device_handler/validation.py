@@ -18,14 +18,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device_handler.errors import ConfigError, DocumentRejected
 from device_handler.order import OPERATIONS, Order, Validator
 from device_handler.trust import BundleRoot, EndpointConfig
 from job_documents.clock import Clock, SystemClock
 
-__all__ = ["ValidationSettings", "make_validator"]
+__all__ = ["ValidationSettings", "load_verify_key", "make_validator"]
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+#: What `signing_public_key` may hold: the document signature algorithms the contract defines.
+ACCEPTED_KEY_TYPES = "Ed25519 or ECDSA P-256 (secp256r1)"
 
 #: statusDetails values are at most 1024 characters; the message leaves room for the code.
 _MAX_MESSAGE = 900
@@ -43,31 +50,46 @@ class ValidationSettings:
     clock: Clock = field(default_factory=SystemClock)
 
 
-def make_validator(settings: ValidationSettings) -> Validator:
-    """Build the validator once (catalog and key loaded up front, errors raised now)."""
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+def load_verify_key(path: Path) -> Ed25519PublicKey | EllipticCurvePublicKey:
+    """Read the document-signing public key; anything but Ed25519 or P-256 is a `ConfigError`.
+
+    Checked when the configuration is loaded: a key of another type (P-384, RSA) would
+    otherwise be accepted here and then reject every signed document as invalid.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+    try:
+        key = load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"signing_public_key {path}: cannot read a PEM public key ({exc}); "
+            f"give the {ACCEPTED_KEY_TYPES} public key that verifies the job documents"
+        ) from exc
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        found = f"an elliptic-curve key on {key.curve.name}"
+    else:
+        found = f"a key of type {type(key).__name__.removeprefix('_').replace('PublicKey', '')}"
+    raise ConfigError(
+        f"signing_public_key {path}: {found} cannot verify job documents; accepted key types: "
+        f"{ACCEPTED_KEY_TYPES} (the signature algorithms Ed25519 and ECDSA-P256-SHA256)"
+    )
+
+
+def make_validator(settings: ValidationSettings) -> Validator:
+    """Build the validator once (catalog and key loaded up front, errors raised now)."""
     import job_documents as jd
 
     try:
         catalog = jd.load_catalog(settings.catalog)
     except jd.JobDocumentError as exc:
         raise ConfigError(f"catalog {settings.catalog or '(packaged)'}: {exc}") from exc
-    verify_key: Ed25519PublicKey | EllipticCurvePublicKey | None = None
-    if settings.verify_key is not None:
-        try:
-            key = load_pem_public_key(settings.verify_key.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"signing_public_key {settings.verify_key}: cannot read a PEM public key ({exc})"
-            ) from exc
-        if not isinstance(key, Ed25519PublicKey | EllipticCurvePublicKey):
-            raise ConfigError(
-                f"signing_public_key {settings.verify_key}: must be an Ed25519 or P-256 key"
-            )
-        verify_key = key
+    verify_key = None if settings.verify_key is None else load_verify_key(settings.verify_key)
     policy = jd.ValidationPolicy(
         region=settings.region,
         catalog=catalog,

@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
+from cryptography.hazmat.primitives.serialization import Encoding
 
 import device_handler
 from device_handler.cli import main
@@ -149,3 +151,48 @@ def test_device_client_handler_exits_1_with_the_reason_for_an_invalid_document(
     assert report["status"] == "REJECTED"
     assert report["statusDetails"]["reason"]
     assert device.live() == before
+
+
+def _public_key_pem(kind: str) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import PublicFormat
+
+    private: Any
+    if kind == "ed25519":
+        private = ed25519.Ed25519PrivateKey.generate()
+    elif kind == "p256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    elif kind == "p384":
+        private = ec.generate_private_key(ec.SECP384R1())
+    else:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.parametrize(("kind", "named"), [("p384", "secp384r1"), ("rsa", "RSA")])
+def test_a_signing_key_of_another_type_fails_at_configuration_load(
+    device: Device, world: World, kind: str, named: str, capsys: pytest.CaptureFixture[str]
+):
+    """Not later, by rejecting every signed document: exit 2, naming the accepted types."""
+    (device.root / "ops.pub").write_bytes(_public_key_pem(kind))
+    config = _write_config(device, world, signing_public_key='"ops.pub"')
+    with pytest.raises(ConfigError, match=named) as caught:
+        load_config(config)
+    assert "Ed25519 or ECDSA P-256" in str(caught.value)
+    assert main(["status", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err
+    assert "accepted key types" in err
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "p256"])
+def test_ed25519_and_p256_signing_keys_are_accepted(device: Device, world: World, kind: str):
+    (device.root / "ops.pub").write_bytes(_public_key_pem(kind))
+    config = load_config(_write_config(device, world, signing_public_key='"ops.pub"'))
+    assert config.signing_public_key == device.root.resolve() / "ops.pub"
+
+
+def test_an_unreadable_signing_key_is_a_configuration_error(device: Device, world: World):
+    (device.root / "ops.pub").write_text("not a key")
+    with pytest.raises(ConfigError, match="cannot read a PEM public key"):
+        load_config(_write_config(device, world, signing_public_key='"ops.pub"'))
