@@ -1,8 +1,10 @@
 """Exposure before a halt: gated waves vs one AWS IoT job with native abort and exponential rollout.
 
 The fleet (default 10k devices, the bundled campaign's five groups) has a
-fleet-wide fault: 30% of devices cannot reach the new endpoint, so the canary
-fails at 30%. Both contenders run on the same sandbox code, the same simulated
+fleet-wide fault in 30% of its devices, so the canary fails at 30%: either
+fast (the new endpoint refuses them: FAILED within seconds) or slowly (their
+probe hangs: the execution only times out after the 30-minute in-progress
+timeout). Both contenders run on the same sandbox code, the same simulated
 devices (real transaction, manual clock), the same job document:
 
 - ours: the bundled campaign through the orchestrator (canary wave first,
@@ -43,19 +45,30 @@ from orchestrator.demo.scenarios import CAMPAIGN_FILE, Scenario, demo_fleet
 
 DEVICES = int(os.environ.get("BENCH_EXPOSURE_DEVICES", "10000"))
 FAILING = 0.3
-FAULT = Scenario(
-    name="fleet-wide-fault",
-    description="30% of every group cannot reach the new endpoint",
-    canary={Profile.PROBE_FAILS: FAILING},
-    rest={Profile.PROBE_FAILS: FAILING},
-    expected="HALTED",
-)
+FAULTS = {
+    # fails fast: the probe is refused, the device reports FAILED within seconds
+    "fast": Scenario(
+        name="fails-fast",
+        description="30% of every group cannot reach the new endpoint",
+        canary={Profile.PROBE_FAILS: FAILING},
+        rest={Profile.PROBE_FAILS: FAILING},
+        expected="HALTED",
+    ),
+    # fails slowly: the probe hangs, the execution only times out after 30 minutes
+    "slow": Scenario(
+        name="hangs",
+        description="30% of every group wedges in the probe",
+        canary={Profile.HANG: FAILING},
+        rest={Profile.HANG: FAILING},
+        expected="HALTED",
+    ),
+}
 
 
-def ours() -> dict[str, Any]:
+def ours(fault: Scenario) -> dict[str, Any]:
     result = run_campaign(
         CAMPAIGN_FILE.read_text(),
-        demo_fleet(FAULT, DEVICES),
+        demo_fleet(fault, DEVICES),
         RunSettings(time_scale=0.0),
         source=str(CAMPAIGN_FILE),
     )
@@ -68,11 +81,11 @@ def ours() -> dict[str, Any]:
     }
 
 
-def native(min_executed: int) -> dict[str, Any]:
+def native(fault: Scenario, min_executed: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-native-", dir="/dev/shm"))
     try:
         clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-        fleet_spec = demo_fleet(FAULT, DEVICES)
+        fleet_spec = demo_fleet(fault, DEVICES)
         with Sandbox(mqtt=False, clock=clock, work_dir=work / "sandbox") as sandbox:
             pki = SandboxPki.create_or_load(work / "pki")
             groups = [(g.name, g.size) for g in fleet_spec.groups]
@@ -142,45 +155,43 @@ def native(min_executed: int) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def compare(key: str, fault: Scenario) -> dict[str, Any]:
+    gated = ours(fault)
+    native_100 = native(fault, 100)
+    native_5 = native(fault, 5)
+    if gated["status"] != "HALTED":
+        raise SystemExit(f"the gated campaign did not halt ({fault.name}): {gated}")
+    out: dict[str, Any] = {
+        f"{key}_ours_status": gated["status"],
+        f"{key}_ours_exposure": gated["exposure"],
+        f"{key}_ours_notified": gated["notified"],
+        f"{key}_ours_halted_after_minutes": gated["halted_after_minutes"],
+    }
+    for name, run in (("native_min100", native_100), ("native_min5", native_5)):
+        out |= {
+            f"{key}_{name}_status": run["status"],
+            f"{key}_{name}_exposure": run["exposure"],
+            f"{key}_{name}_notified": run["notified"],
+            f"{key}_{name}_aborted_after_minutes": run["aborted_after_minutes"],
+            f"{key}_exposure_ratio_ours_over_{name}": round(
+                gated["exposure"] / max(1, run["exposure"]), 3
+            ),
+            f"{key}_notified_ratio_ours_over_{name}": round(
+                gated["notified"] / max(1, run["notified"]), 3
+            ),
+        }
+    return out
+
+
 def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     wall = time.perf_counter()
-    gated = ours()
-    native_100 = native(100)
-    native_5 = native(5)
-    if gated["status"] != "HALTED":
-        raise SystemExit(f"the gated campaign did not halt: {gated}")
-    write_result(
-        "demo_exposure",
-        {
-            "devices": DEVICES,
-            "failing_share": FAILING,
-            "ours_status": gated["status"],
-            "ours_exposure": gated["exposure"],
-            "ours_notified": gated["notified"],
-            "ours_halted_after_minutes": gated["halted_after_minutes"],
-            "native_min100_status": native_100["status"],
-            "native_min100_exposure": native_100["exposure"],
-            "native_min100_notified": native_100["notified"],
-            "native_min5_status": native_5["status"],
-            "native_min5_exposure": native_5["exposure"],
-            "native_min5_notified": native_5["notified"],
-            "exposure_ratio_ours_over_native_min100": round(
-                gated["exposure"] / max(1, native_100["exposure"]), 3
-            ),
-            "exposure_ratio_ours_over_native_min5": round(
-                gated["exposure"] / max(1, native_5["exposure"]), 3
-            ),
-            "notified_ratio_ours_over_native_min100": round(
-                gated["notified"] / max(1, native_100["notified"]), 3
-            ),
-            "notified_ratio_ours_over_native_min5": round(
-                gated["notified"] / max(1, native_5["notified"]), 3
-            ),
-            "wall_s": round(time.perf_counter() - wall, 1),
-            "peak_rss_mib": round(peak_rss_mib(), 1),
-        },
-    )
+    figures: dict[str, Any] = {"devices": DEVICES, "failing_share": FAILING}
+    for key, fault in FAULTS.items():
+        figures |= compare(key, fault)
+    figures["wall_s"] = round(time.perf_counter() - wall, 1)
+    figures["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    write_result("demo_exposure", figures)
 
 
 if __name__ == "__main__":

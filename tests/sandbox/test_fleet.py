@@ -241,3 +241,17 @@ def test_power_cuts_at_every_kind_of_step_end_on_a_complete_configuration(pki, t
         assert world.fleet.endpoint_of(thing) == pki.hosts["ats"]
         assert Journal.from_bytes(view.paths.journal.read_bytes()).phase is Phase.IDLE
         assert not view.paths.staged_bundle.exists()
+
+
+def test_a_hanging_device_goes_silent_and_its_execution_times_out(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, {"wedged": Profile.HANG, "fine": Profile.OK})
+    world.job("j", ("amazon-root-ca-1",), timeoutConfig={"inProgressTimeoutInMinutes": 10})
+    world.fleet.run_due()
+    seen = world.statuses("j")
+    assert seen["wedged"]["status"] == "IN_PROGRESS"
+    assert seen["fine"]["status"] == "SUCCEEDED"
+    world.run_for(900)
+    assert world.statuses("j")["wedged"]["status"] == "TIMED_OUT"
+    assert world.fleet.endpoint_of("wedged") == pki.hosts["legacy"]  # never committed
+    assert world.fleet.outcomes["HUNG"] == 1
+    assert world.fleet.exposed() == 2

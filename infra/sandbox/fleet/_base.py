@@ -32,7 +32,28 @@ from infra.sandbox.fleet.simtls import certificate_fingerprint
 from infra.sandbox.pki import SandboxPki
 from job_documents.clock import Clock
 
-__all__ = ["DeviceView", "FleetBase", "FleetTiming", "default_fleet_root", "shared_validator"]
+__all__ = [
+    "DeviceView",
+    "FleetBase",
+    "FleetTiming",
+    "Hung",
+    "default_fleet_root",
+    "hanging_probe",
+    "shared_validator",
+]
+
+
+class Hung(BaseException):
+    """A `hang` device's probe never returned: the device goes silent (never caught by the agent).
+
+    A BaseException, so that no handler of the transaction mistakes it for a failure it
+    could report: the device simply stops, as a wedged TLS stack would stop it.
+    """
+
+
+def hanging_probe(*_: Any, **__: Any) -> Any:
+    """The probe of a `hang` device."""
+    raise Hung
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -42,10 +43,18 @@ from device_handler.channel import Connector
 from device_handler.errors import DeviceHandlerError, PowerCut
 from device_handler.fsops import FileOps, RealFileOps
 from device_handler.memory import MemoryConnector
+from device_handler.probe import ProbeResult
 from device_handler.testing import CrashingFileOps
 from device_handler.trust import EndpointConfig
 from infra.sandbox.engine import JobsEngine
-from infra.sandbox.fleet._base import FleetBase, FleetTiming, NoSyncFileOps, _Device
+from infra.sandbox.fleet._base import (
+    FleetBase,
+    FleetTiming,
+    Hung,
+    NoSyncFileOps,
+    _Device,
+    hanging_probe,
+)
 from infra.sandbox.fleet.profiles import Profile
 from infra.sandbox.fleet.simtls import SimulatedTls
 from infra.sandbox.pki import SandboxPki
@@ -89,7 +98,8 @@ class MemoryFleet(FleetBase):
         self._fs: FileOps = RealFileOps() if durable else NoSyncFileOps()
         self.tls = SimulatedTls.from_pki(pki)
         unreachable = frozenset({pki.hosts["ats"]})
-        self._probes = {
+        self._probes: dict[Profile, Callable[..., ProbeResult]] = {
+            Profile.HANG: hanging_probe,
             Profile.TLS_NO_ECC: self.tls.probe_fn(rsa_only=True),
             Profile.PROBE_FAILS: self.tls.probe_fn(unreachable=unreachable),
         }
@@ -204,7 +214,7 @@ class MemoryFleet(FleetBase):
 
     def _activate(self, device: _Device, now: float) -> None:
         profile = device.profile
-        if profile is Profile.OFFLINE:
+        if profile is Profile.OFFLINE or device.ready_at == math.inf:
             return
         if now < device.ready_at:
             self._schedule(device, device.ready_at)
@@ -232,6 +242,11 @@ class MemoryFleet(FleetBase):
                     device.first_job_at = now
                 if outcome.status in _DONE:
                     break
+        except Hung:
+            device.ready_at = math.inf  # silent for good: its executions time out
+            if device.first_job_at is None:
+                device.first_job_at = now
+            self.outcomes["HUNG"] += 1
         except PowerCut:
             device.cuts += 1
             device.rebooting = True

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -43,7 +43,7 @@ from device_handler.mqtt import MqttConnector
 from device_handler.probe import ClientIdentity, ProbeResult, probe
 from device_handler.testing import CrashingFileOps
 from device_handler.trust import EndpointConfig
-from infra.sandbox.fleet._base import FleetBase, FleetTiming, _Device
+from infra.sandbox.fleet._base import FleetBase, FleetTiming, Hung, _Device, hanging_probe
 from infra.sandbox.fleet.memory import CUT_POINTS
 from infra.sandbox.fleet.profiles import Profile
 from infra.sandbox.pki import SandboxPki
@@ -215,7 +215,9 @@ class MqttFleet(FleetBase):
             protocol=self.protocol,
             operation_timeout=self.connect_timeout,
         )
-        probe_fn = probe
+        probe_fn: Callable[..., ProbeResult] = (
+            hanging_probe if device.profile is Profile.HANG else probe
+        )
         if device.profile is Profile.TLS_NO_ECC:
             connector = _RsaOnlyConnector(connector, paths.state_dir)
 
@@ -285,6 +287,14 @@ class MqttFleet(FleetBase):
                     continue
                 self._set_busy(device, busy=False)
                 notified = agent.connect().wait_for_jobs(1.0)
+            except Hung:
+                if device.first_job_at is None:
+                    device.first_job_at = self._now()
+                with self._lock:
+                    self.outcomes["HUNG"] += 1
+                self._set_busy(device, busy=False)
+                self._stop.wait()  # silent until the fleet stops: its executions time out
+                return
             except PowerCut:
                 device.cuts += 1
                 if device.first_job_at is None:

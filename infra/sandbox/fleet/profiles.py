@@ -60,6 +60,7 @@ class Profile(StrEnum):
     REJECT = "reject"  # its firmware pins the roots it accepts: it refuses the document
     POWER_CUT = "power_cut"  # loses power at a random step of its first transaction
     SLOW = "slow"  # takes minutes before it acts on each job
+    HANG = "hang"  # its probe never returns: it goes silent mid-transaction, the job times out
 
 
 class FleetSpecError(SandboxError):
