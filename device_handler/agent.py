@@ -299,7 +299,7 @@ class Agent:
         except DocumentRejected as exc:
             job_log.warning("job_rejected", reason=exc.code)
             return self._reject(channel, execution, exc)
-        attempts = journal.attempts + 1 if journal.job_id == execution.job_id else 1
+        attempts = journal.next_attempt(execution.job_id, execution.execution_number)
         journal = self._persist(
             replace(
                 journal,

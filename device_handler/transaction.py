@@ -96,7 +96,7 @@ class Journal:
     version: int | None = None
     operation: str | None = None
     document_sha256: str | None = None
-    attempts: int = 0  # how many times this job was started (loop guard across retries)
+    attempts: int = 0  # times this (job, execution number) was started (loop guard)
     recoveries: int = 0  # how many boots found this transaction unfinished (loop guard)
     started_at: float | None = None  # epoch seconds, for the totalMs figure
     probe_ms: int | None = None
@@ -131,10 +131,22 @@ class Journal:
                 "only once the live endpoint and bundle are known to be good"
             ) from exc
 
+    def next_attempt(self, job_id: str, execution_number: int | None) -> int:
+        """The attempt number of starting this execution now (1 for one not seen before).
+
+        Counted per (job id, execution number): a job that AWS retries under its
+        retry configuration comes back with a new execution number, and is a new
+        execution with attempts of its own, not a loop of the old one.
+        """
+        if (job_id, execution_number) == (self.job_id, self.execution_number):
+            return self.attempts + 1
+        return 1
+
     def finished(self, status: str, at: float) -> Journal:
-        """Back to idle after a terminal report; the loop-guard counter is kept per job."""
+        """Back to idle after a terminal report; the loop-guard counter is kept per execution."""
         return Journal(
             job_id=self.job_id,
+            execution_number=self.execution_number,
             attempts=self.attempts,
             last_job_id=self.job_id,
             last_status=status,
@@ -146,6 +158,7 @@ class Journal:
         return replace(
             Journal(last_job_id=self.last_job_id, last_status=self.last_status),
             job_id=self.job_id,
+            execution_number=self.execution_number,
             attempts=self.attempts,
             last_at=self.last_at,
         )

@@ -141,8 +141,10 @@ def test_loop_guard_fails_a_job_that_keeps_being_interrupted(device: Device):
     agent = device.agent()
     for _ in range(3):
         journal = agent.read_journal()
-        attempts = journal.attempts + 1 if journal.job_id == "job-1" else 1
-        agent._persist(journal.__class__(phase=Phase.STAGED, job_id="job-1", attempts=attempts))
+        attempts = journal.next_attempt("job-1", 1)
+        agent._persist(
+            Journal(phase=Phase.STAGED, job_id="job-1", execution_number=1, attempts=attempts)
+        )
         assert agent.recover().status == "DEFERRED"
     outcome = agent.poll()
     assert (outcome.status, outcome.reason) == ("FAILED", "loop-guard")
@@ -207,3 +209,23 @@ def test_an_unreadable_live_bundle_fails_the_job_without_touching_anything(devic
     outcome = device.agent(connector=MemoryConnector(device.jobs, THING)).poll()
     assert (outcome.status, outcome.reason) == ("FAILED", "live-config")
     assert device.live() == before
+
+
+def test_loop_guard_counts_per_execution_so_a_retried_job_runs_again(device: Device):
+    """AWS's retry config re-runs a job under a new executionNumber: not a loop of the old one."""
+    execution = device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+    agent = device.agent()
+    for _ in range(3):
+        attempts = agent.read_journal().next_attempt("job-1", 1)
+        agent._persist(
+            Journal(phase=Phase.STAGED, job_id="job-1", execution_number=1, attempts=attempts)
+        )
+        assert agent.recover().status == "DEFERRED"
+    assert agent.read_journal().attempts == 3
+    # The service retried the job: same id, execution number 2, queued again.
+    execution.execution_number = 2
+    outcome = agent.poll()
+    assert (outcome.status, outcome.reason) == ("SUCCEEDED", None)
+    journal = agent.read_journal()
+    assert (journal.execution_number, journal.attempts) == (2, 1)
+    assert json.loads(device.paths.endpoint_file.read_bytes())["host"] == ATS_HOST

@@ -102,3 +102,16 @@ def test_bad_endpoint_file_is_a_config_error(data: bytes):
 
     with pytest.raises(ConfigError):
         EndpointConfig.parse(data)
+
+
+@pytest.mark.parametrize(
+    ("job_id", "execution_number", "expected"),
+    [("j", 1, 3), ("j", 2, 1), ("k", 1, 1), ("j", None, 1)],
+)
+def test_attempts_are_counted_per_job_and_execution_number(
+    job_id: str, execution_number: int | None, expected: int
+):
+    journal = Journal(job_id="j", execution_number=1, attempts=2)
+    assert journal.next_attempt(job_id, execution_number) == expected
+    assert journal.finished("FAILED", 1.0).next_attempt(job_id, execution_number) == expected
+    assert journal.discarded().next_attempt(job_id, execution_number) == expected
