@@ -8,11 +8,16 @@ the transaction module and in the order of the calls below, nothing else.
 
 Files on the device (see docs/device-handler.md):
 - live: the endpoint file and the trust bundle, named by the configuration;
-- staged: `<bundle>.staged`, `<endpoint>.staged`, beside the live files, so
-  that the commit is a rename on one file system;
+- optional, the third live file: AWS IoT Device Client's JSON configuration,
+  whose `endpoint` must follow the endpoint file (a Device Client left on the
+  old endpoint with a bundle that no longer trusts it can never connect again);
+- staged: `<bundle>.staged`, `<endpoint>.staged` (and `<device client
+  config>.staged`), beside the live files, so that the commit is a rename on
+  one file system;
 - `<state_dir>/journal.json`: the transaction journal;
-- `<state_dir>/rollback.json`: endpoint + bundle as they were before this
-  transaction's commit (one file, so one atomic write holds both);
+- `<state_dir>/rollback.json`: endpoint + bundle (+ Device Client config, with
+  its path) as they were before this transaction's commit (one file, so one
+  atomic write holds them all);
 - `<state_dir>/previous.json`: the configuration before the last successful
   migrate, which the `restore` operation goes back to (the contract's "backed up
   before the last migrate"); a restore or a prune leaves it as it is, so a
@@ -47,7 +52,14 @@ from device_handler.transaction import Journal, Phase, Recovery, recovery_for
 from device_handler.trust import EndpointConfig, TrustBundle, bundle_sha256
 from job_documents.clock import Clock, SystemClock
 
-__all__ = ["Agent", "AgentSettings", "DevicePaths", "Outcome", "Snapshot"]
+__all__ = [
+    "Agent",
+    "AgentSettings",
+    "DevicePaths",
+    "Outcome",
+    "Snapshot",
+    "device_client_with_endpoint",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +77,12 @@ class DevicePaths:
     endpoint_file: Path
     trust_bundle: Path
     state_dir: Path
+    device_client_config: Path | None = None  # Device Client's JSON config, when it runs one
+
+    @property
+    def staged_device_client(self) -> Path | None:
+        path = self.device_client_config
+        return None if path is None else _staged(path)
 
     @property
     def staged_bundle(self) -> Path:
@@ -115,23 +133,32 @@ class Snapshot:
     """An endpoint configuration and a trust bundle together, as one file holds them.
 
     The files' bytes are kept exactly (latin-1 round-trips any byte), so a roll-back
-    or a restore gives back the very files the device had, not a re-rendering.
+    or a restore gives back the very files the device had, not a re-rendering. On a
+    device that runs AWS IoT Device Client, its configuration file (path and bytes)
+    is the third member.
     """
 
     endpoint: EndpointConfig
     bundle: bytes
     endpoint_file: bytes
+    device_client_path: str | None = None
+    device_client: bytes | None = None
 
     @classmethod
     def of(cls, endpoint: EndpointConfig, bundle: bytes) -> Snapshot:
         return cls(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint.render())
 
     def render(self) -> bytes:
-        body = {
+        body: dict[str, Any] = {
             "format": "ca-migrate-snapshot/1",
             "endpointFile": self.endpoint_file.decode("latin-1"),
             "bundle": self.bundle.decode("latin-1"),
         }
+        if self.device_client_path is not None and self.device_client is not None:
+            body["deviceClientConfig"] = {
+                "path": self.device_client_path,
+                "content": self.device_client.decode("latin-1"),
+            }
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -141,9 +168,30 @@ class Snapshot:
             endpoint_file = body["endpointFile"].encode("latin-1")
             bundle = body["bundle"].encode("latin-1")
             endpoint = EndpointConfig.parse(endpoint_file, source=source)
+            device_client = body.get("deviceClientConfig")
+            dc_path = None if device_client is None else str(device_client["path"])
+            dc_bytes = None if device_client is None else device_client["content"].encode("latin-1")
         except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
             raise JournalError(f"{source} is unreadable ({exc})") from exc
-        return cls(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint_file)
+        return cls(
+            endpoint=endpoint,
+            bundle=bundle,
+            endpoint_file=endpoint_file,
+            device_client_path=dc_path,
+            device_client=dc_bytes,
+        )
+
+    def with_device_client_of(self, live: Snapshot) -> Snapshot:
+        """This target with the live Device Client config pointed at this target's endpoint."""
+        if live.device_client is None or live.device_client_path is None:
+            return replace(self, device_client_path=None, device_client=None)
+        return replace(
+            self,
+            device_client_path=live.device_client_path,
+            device_client=device_client_with_endpoint(
+                live.device_client, self.endpoint.host, source=live.device_client_path
+            ),
+        )
 
 
 class _Fail(Exception):  # noqa: N818 - internal control flow, never escapes the agent
@@ -195,15 +243,35 @@ class Agent:
         except OSError as exc:
             raise ConfigError(f"the live configuration cannot be read: {exc}") from exc
         endpoint = EndpointConfig.parse(endpoint_file, source=str(self.paths.endpoint_file))
-        return Snapshot(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint_file)
+        dc_path = self.paths.device_client_config
+        if dc_path is None:
+            return Snapshot(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint_file)
+        # Read, not checked: a broken Device Client config must not stop the agent from
+        # connecting; a transaction that would rewrite it fails `live-config` instead.
+        try:
+            device_client = read_optional(dc_path)
+        except OSError as exc:
+            raise ConfigError(f"the Device Client configuration cannot be read: {exc}") from exc
+        return Snapshot(
+            endpoint=endpoint,
+            bundle=bundle,
+            endpoint_file=endpoint_file,
+            device_client_path=str(dc_path),
+            device_client=device_client,
+        )
 
     def _write_durable(self, path: Path, data: bytes) -> None:
         self._fs.write(path, data)
         self._fs.fsync(path)
 
-    def _discard_staging(self) -> None:
-        for path in (self.paths.staged_bundle, self.paths.staged_endpoint):
-            if path.exists():
+    def _discard_staging(self, device_client: Path | None = None) -> None:
+        for path in (
+            self.paths.staged_bundle,
+            self.paths.staged_endpoint,
+            self.paths.staged_device_client,
+            None if device_client is None else _staged(device_client),
+        ):
+            if path is not None and path.exists():
                 self._fs.remove(path)
 
     def _restore_rollback(self) -> None:
@@ -216,7 +284,12 @@ class Agent:
         snapshot = Snapshot.parse(data, source=str(self.paths.rollback))
         atomic_write(self._fs, self.paths.trust_bundle, snapshot.bundle)
         atomic_write(self._fs, self.paths.endpoint_file, snapshot.endpoint_file)
-        self._discard_staging()
+        dc_path = None
+        if snapshot.device_client_path is not None and snapshot.device_client is not None:
+            # The path recorded at commit, not today's setting: what was replaced is restored.
+            dc_path = Path(snapshot.device_client_path)
+            atomic_write(self._fs, dc_path, snapshot.device_client)
+        self._discard_staging(dc_path)
 
     # -------------------------------------------------------------- channel
 
@@ -353,11 +426,12 @@ class Agent:
                     }
                 ),
             )
+        staged_dc = self.paths.staged_device_client if target.device_client is not None else None
         self._write_durable(self.paths.staged_bundle, target.bundle)
         self._write_durable(self.paths.staged_endpoint, target.endpoint_file)
-        self._fs.fsync_dir(self.paths.staged_bundle.parent)
-        if self.paths.staged_endpoint.parent != self.paths.staged_bundle.parent:
-            self._fs.fsync_dir(self.paths.staged_endpoint.parent)
+        if staged_dc is not None and target.device_client is not None:
+            self._write_durable(staged_dc, target.device_client)
+        self._fsync_dirs(self.paths.staged_bundle, self.paths.staged_endpoint, *_present(staged_dc))
         journal = self._persist(replace(journal, phase=Phase.STAGED))
         try:
             result = self._probe(
@@ -378,9 +452,13 @@ class Agent:
         )
         self._fs.rename(self.paths.staged_bundle, self.paths.trust_bundle)
         self._fs.rename(self.paths.staged_endpoint, self.paths.endpoint_file)
-        self._fs.fsync_dir(self.paths.trust_bundle.parent)
-        if self.paths.endpoint_file.parent != self.paths.trust_bundle.parent:
-            self._fs.fsync_dir(self.paths.endpoint_file.parent)
+        if staged_dc is not None and self.paths.device_client_config is not None:
+            self._fs.rename(staged_dc, self.paths.device_client_config)
+        self._fsync_dirs(
+            self.paths.trust_bundle,
+            self.paths.endpoint_file,
+            *_present(self.paths.device_client_config if staged_dc is not None else None),
+        )
         journal = self._persist(replace(journal, phase=Phase.COMMITTED))
         job_log.info("committed", endpoint=target.endpoint.label())
         try:
@@ -395,9 +473,22 @@ class Agent:
     def _now(self) -> float:
         return self._clock.now().timestamp()
 
+    def _fsync_dirs(self, *files: Path) -> None:
+        """Make the directories holding `files` durable, each one once."""
+        done: list[Path] = []
+        for path in files:
+            if path.parent not in done:
+                self._fs.fsync_dir(path.parent)
+                done.append(path.parent)
+
     def _target(self, order: Order) -> Snapshot | None:
         """The configuration the order asks for; None when it changes nothing."""
         live = self.live()
+        if self.paths.device_client_config is not None and live.device_client is None:
+            raise ConfigError(
+                f"the Device Client configuration {self.paths.device_client_config} is missing; "
+                "restore it (or drop the setting) before migrating this device"
+            )
         if order.operation == "migrate":
             assert order.endpoint is not None  # noqa: S101 - the schema requires it for migrate
             base = TrustBundle.parse(live.bundle) if order.keep_existing else TrustBundle()
@@ -406,7 +497,7 @@ class Agent:
                 # Already done (a re-run, another wave's copy): committing it again would
                 # make previous.json this very configuration and lose the real backup.
                 return None
-            return Snapshot.of(order.endpoint, bundle.render())
+            return Snapshot.of(order.endpoint, bundle.render()).with_device_client_of(live)
         if order.operation == "restore":
             data = read_optional(self.paths.previous)
             if data is None:
@@ -425,16 +516,14 @@ class Agent:
                 raise _Fail("backup-unreadable", str(exc)) from exc
             if backup.endpoint == live.endpoint and _same_roots(backup_roots, live.bundle):
                 return None  # already restored
-            return backup
+            return backup.with_device_client_of(live)
         current = TrustBundle.parse(live.bundle)
         pruned = current.without(order.remove)
         if pruned == current:
             return None
         if not pruned.roots:
             raise _Fail("prune-empty", "pruning these roots would leave the trust bundle empty")
-        return Snapshot(
-            endpoint=live.endpoint, bundle=pruned.render(), endpoint_file=live.endpoint_file
-        )
+        return replace(live, bundle=pruned.render())
 
     def _progress(self, journal: Journal, step: str) -> Journal:
         channel = self.connect()
@@ -659,3 +748,31 @@ def _same_roots(bundle: TrustBundle, live_bundle: bytes) -> bool:
     except ConfigError:
         return False
     return set(live.fingerprints()) == set(bundle.fingerprints())
+
+
+def _staged(path: Path) -> Path:
+    return path.with_name(path.name + ".staged")
+
+
+def _present(path: Path | None) -> tuple[Path, ...]:
+    return () if path is None else (path,)
+
+
+def device_client_with_endpoint(content: bytes, host: str, *, source: str) -> bytes:
+    """Device Client's JSON configuration with its `endpoint` set to `host`.
+
+    Unchanged bytes when it already names `host`; otherwise the JSON object is
+    rewritten (4-space indent, as Device Client's own files are) with every other
+    setting kept. Anything but a JSON object is a `ConfigError`: the transaction
+    then fails `live-config` before any write.
+    """
+    try:
+        body: Any = json.loads(content)
+    except ValueError as exc:
+        raise ConfigError(f"the Device Client configuration {source} is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConfigError(f"the Device Client configuration {source} is not a JSON object")
+    if body.get("endpoint") == host:
+        return content
+    body["endpoint"] = host
+    return (json.dumps(body, indent=4) + "\n").encode()

@@ -8,6 +8,9 @@ client_key = "certs/thing.key"
 endpoint_file = "endpoint.json"          # {"host": ..., "port": 8883, "alpn": []}
 trust_bundle = "trust.pem"               # the CA file the TLS stack loads
 state_dir = "state"                      # journal, rollback and previous snapshots
+# device_client_config = "/etc/.aws-iot-device-client/aws-iot-device-client.conf"
+#                                        # Device Client's config: its `endpoint` is a
+#                                        # third file of every transaction
 # catalog = "sandbox/catalog.json"       # default: the packaged Amazon Trust Services catalog
 # allowed_fingerprints = ["8ecde6..."]   # default: every root of the catalog
 # signing_public_key = "ops-2026.pub"    # Ed25519 or P-256; when set, only signed documents
@@ -50,6 +53,7 @@ class DeviceConfig:
     endpoint_file: Path
     trust_bundle: Path
     state_dir: Path
+    device_client_config: Path | None = None
     catalog: Path | None = None
     allowed_fingerprints: frozenset[str] | None = None
     signing_public_key: Path | None = None
@@ -71,6 +75,7 @@ class DeviceConfig:
                 endpoint_file=self.endpoint_file,
                 trust_bundle=self.trust_bundle,
                 state_dir=self.state_dir,
+                device_client_config=self.device_client_config,
             ),
             identity=self.identity(),
             overrides=self.connect_override,
@@ -167,6 +172,7 @@ def load_config(path: Path) -> DeviceConfig:
         endpoint_file=file("endpoint_file"),
         trust_bundle=file("trust_bundle"),
         state_dir=file("state_dir"),
+        device_client_config=optional_file("device_client_config"),
         catalog=optional_file("catalog"),
         allowed_fingerprints=allowed,
         signing_public_key=signing_key,

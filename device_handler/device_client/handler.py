@@ -10,8 +10,9 @@ Invocation (the job document's `args`):
   --config device.toml               the same configuration file as the agent
   --document PATH | --document-json TEXT   the ca-migration/1 document
   [--job-id ID]                      defaults to the document's hash
-  [--device-client-config PATH]      Device Client's JSON config: its `endpoint`
-                                     is kept equal to the live endpoint file
+  [--device-client-config PATH]      Device Client's JSON config: the third file of
+                                     the transaction, its `endpoint` staged, committed
+                                     and rolled back with the endpoint file and bundle
 
 Exit code 0 when the transaction SUCCEEDED, 1 when it FAILED or was
 REJECTED (Device Client then reports FAILED; the reason is on stdout as
@@ -26,6 +27,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,11 @@ from device_handler.channel import JobExecution, JobsChannel
 from device_handler.cli import configure_logging
 from device_handler.config import DeviceConfig, load_config
 from device_handler.errors import ChannelError, ConfigError, DeviceHandlerError, ProbeFailed
-from device_handler.fsops import RealFileOps, atomic_write
 from device_handler.lock import state_lock
 from device_handler.probe import probe
 from device_handler.trust import EndpointConfig
 
-__all__ = ["LocalChannel", "LocalConnector", "main", "sync_device_client_config"]
+__all__ = ["LocalChannel", "LocalConnector", "main"]
 
 
 class LocalChannel:
@@ -112,21 +113,6 @@ class LocalConnector:
         return LocalChannel(self._execution, endpoint.label(), self.reports)
 
 
-def sync_device_client_config(path: Path, endpoint: EndpointConfig) -> bool:
-    """Make Device Client's `endpoint` equal the live one (atomic; True when it changed)."""
-    try:
-        body: Any = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"Device Client configuration {path} cannot be read: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ConfigError(f"Device Client configuration {path} is not a JSON object")
-    if body.get("endpoint") == endpoint.host:
-        return False
-    body["endpoint"] = endpoint.host
-    atomic_write(RealFileOps(), path, (json.dumps(body, indent=4) + "\n").encode())
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ca-migrate-handler")
     parser.add_argument("--config", type=Path, required=True)
@@ -150,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         execution = JobExecution(job_id=job_id, status="QUEUED", document=text, version_number=1)
         connector = LocalConnector(config, execution)
         with state_lock(config.state_dir):
-            agent = Agent(
-                config.agent_settings(), make_validator(config.validation_settings()), connector
-            )
+            settings = config.agent_settings()
+            if args.device_client_config is not None:
+                paths = replace(
+                    settings.paths, device_client_config=args.device_client_config.resolve()
+                )
+                settings = replace(settings, paths=paths)
+            agent = Agent(settings, make_validator(config.validation_settings()), connector)
             agent.recover()
             outcome = agent.handle(execution)
-            if args.device_client_config is not None:
-                sync_device_client_config(args.device_client_config, agent.live().endpoint)
     except ConfigError as exc:
         _say({"status": "FAILED", "reason": "config", "message": str(exc)})
         return 2

@@ -151,32 +151,69 @@ class Device:
         )
         return Agent(settings, order_from, connector, fs=fs)
 
-    def live(self) -> tuple[bytes, bytes]:
-        return self.paths.endpoint_file.read_bytes(), self.paths.trust_bundle.read_bytes()
+    def live(self) -> tuple[bytes, ...]:
+        """The live files' bytes: endpoint file, bundle (and Device Client's config)."""
+        files = [self.paths.endpoint_file, self.paths.trust_bundle]
+        if self.paths.device_client_config is not None:
+            files.append(self.paths.device_client_config)
+        return tuple(path.read_bytes() for path in files)
+
+    def device_client_endpoint(self) -> str:
+        assert self.paths.device_client_config is not None
+        endpoint = json.loads(self.paths.device_client_config.read_bytes())["endpoint"]
+        assert isinstance(endpoint, str)
+        return endpoint
 
     def copy(self, dest: Path) -> Device:
         shutil.copytree(self.root, dest)
-        paths = DevicePaths(
-            endpoint_file=dest / "etc" / "endpoint.json",
-            trust_bundle=dest / "etc" / "trust.pem",
-            state_dir=dest / "state",
+        return Device(
+            dest,
+            _paths(dest, self.paths.device_client_config is not None),
+            MemoryJobs(),
+            self.world,
         )
-        return Device(dest, paths, MemoryJobs(), self.world)
 
 
-def make_device(world: World, root: Path) -> Device:
-    (root / "etc").mkdir(parents=True)
-    (root / "state").mkdir()
-    paths = DevicePaths(
+def _paths(root: Path, device_client: bool) -> DevicePaths:
+    return DevicePaths(
         endpoint_file=root / "etc" / "endpoint.json",
         trust_bundle=root / "etc" / "trust.pem",
         state_dir=root / "state",
+        # Device Client keeps its config in its own directory: a third directory to fsync.
+        device_client_config=root / "dc" / "aws-iot-device-client.conf" if device_client else None,
     )
+
+
+def make_device(world: World, root: Path, *, device_client: bool = False) -> Device:
+    """A device on the legacy endpoint and root; `device_client`: it also runs Device Client."""
+    (root / "etc").mkdir(parents=True)
+    (root / "state").mkdir()
+    paths = _paths(root, device_client)
     paths.endpoint_file.write_bytes(world.legacy_endpoint().render())
     paths.trust_bundle.write_bytes(world.legacy_root.pem)
+    if paths.device_client_config is not None:
+        paths.device_client_config.parent.mkdir()
+        paths.device_client_config.write_text(
+            json.dumps(
+                {
+                    "endpoint": LEGACY_HOST,
+                    "cert": str(world.device.cert_path),
+                    "key": str(world.device.key_path),
+                    "root-ca": str(paths.trust_bundle),
+                    "thing-name": THING,
+                },
+                indent=4,
+            )
+        )
     return Device(root, paths, MemoryJobs(), world)
 
 
 @pytest.fixture
 def device(world: World, tmp_path: Path) -> Device:
     return make_device(world, tmp_path / "device")
+
+
+@pytest.fixture
+def world_device_client(world: World, tmp_path: Path) -> Device:
+    """A device that also runs AWS IoT Device Client (its JSON config in its own directory)."""
+    return make_device(world, tmp_path / "device", device_client=True)

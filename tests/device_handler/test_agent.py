@@ -229,3 +229,43 @@ def test_loop_guard_counts_per_execution_so_a_retried_job_runs_again(device: Dev
     journal = agent.read_journal()
     assert (journal.execution_number, journal.attempts) == (2, 1)
     assert json.loads(device.paths.endpoint_file.read_bytes())["host"] == ATS_HOST
+
+
+def test_device_client_config_follows_the_endpoint_and_keeps_its_other_settings(
+    world_device_client: Device,
+):
+    device = world_device_client
+    assert device.paths.device_client_config is not None
+    settings = json.loads(device.paths.device_client_config.read_bytes())
+    status, _ = _run(device, migrate_doc(device.world, keep_existing=False))
+    assert status == "SUCCEEDED"
+    after = json.loads(device.paths.device_client_config.read_bytes())
+    assert after == {**settings, "endpoint": ATS_HOST}
+    rollback = json.loads(device.paths.previous.read_bytes())
+    assert json.loads(rollback["deviceClientConfig"]["content"])["endpoint"] == LEGACY_HOST
+    device.jobs.add_job(THING, "job-2", json.dumps({"operation": "restore"}))
+    assert device.agent().poll().status == "SUCCEEDED"
+    assert json.loads(device.paths.device_client_config.read_bytes()) == settings
+
+
+def test_dead_man_roll_back_restores_the_device_client_config_too(world_device_client: Device):
+    device = world_device_client
+    before = device.live()
+    status, reason = _run(
+        device, migrate_doc(device.world), refuse=frozenset({ATS_HOST}), dead_man_seconds=0.5
+    )
+    assert (status, reason) == ("FAILED", "dead-man")
+    assert device.live() == before
+    assert device.device_client_endpoint() == LEGACY_HOST
+
+
+def test_an_unreadable_device_client_config_fails_the_job_before_any_write(
+    world_device_client: Device,
+):
+    device = world_device_client
+    assert device.paths.device_client_config is not None
+    device.paths.device_client_config.write_text("[1, 2]")
+    before = device.live()
+    status, reason = _run(device, migrate_doc(device.world))
+    assert (status, reason) == ("FAILED", "live-config")
+    assert device.live() == before

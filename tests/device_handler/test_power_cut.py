@@ -41,7 +41,18 @@ SCENARIOS: dict[str, Scenario] = {
         _migrated,
         lambda w: json.dumps({"operation": "prune", "remove": [fingerprint(w.legacy_root)]}),
     ),
+    # A device that runs AWS IoT Device Client: its config's endpoint is a third file of the
+    # transaction. Without keepExisting a Device Client left on the old endpoint is lost.
+    "migrate-replace-trust-device-client": (
+        lambda _device: None,
+        lambda w: migrate_doc(w, keep_existing=False),
+    ),
+    "restore-device-client": (_migrated, lambda _w: json.dumps({"operation": "restore"})),
 }
+
+
+def _has_device_client(scenario: str) -> bool:
+    return scenario.endswith("-device-client")
 
 
 def _settle(device: Device) -> None:
@@ -62,7 +73,7 @@ def prepared(
     out: dict[str, dict[str, object]] = {}
     for name, (setup, document) in SCENARIOS.items():
         base = tmp_path_factory.mktemp(f"pc-{name}")
-        template = make_device(world, base / "template")
+        template = make_device(world, base / "template", device_client=_has_device_client(name))
         setup(template)
         reference = template.copy(base / "reference")
         before = reference.live()
@@ -78,6 +89,10 @@ def prepared(
             "document": document(world),
         }
         assert before != reference.live()
+        if _has_device_client(name):
+            # The Device Client config follows the endpoint file, before and after.
+            assert len(before) == 3
+            assert reference.device_client_endpoint() == json.loads(reference.live()[0])["host"]
     return out
 
 
@@ -90,6 +105,11 @@ def test_every_scenario_has_fewer_operations_than_the_enumeration_covers(
     assert 20 < len(ops) < 200
     kinds = {kind for kind, _ in ops}
     assert {"write", "fsync", "rename", "fsync_dir"} <= kinds
+    if _has_device_client(scenario):
+        # Staged, committed and (in the enumeration) rolled back like the other two files.
+        assert ("write", "aws-iot-device-client.conf.staged") in ops
+        assert ("rename", "aws-iot-device-client.conf") in ops
+        assert ("fsync_dir", "dc") in ops
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -120,6 +140,9 @@ def test_power_cut_before_any_file_operation_ends_old_or_new_and_connectable(
             assert status == "SUCCEEDED", where
         assert not device.paths.staged_bundle.exists(), where
         assert not device.paths.staged_endpoint.exists(), where
+        if device.paths.staged_device_client is not None:
+            assert not device.paths.staged_device_client.exists(), where
+            assert device.device_client_endpoint() == json.loads(live[0])["host"], where
         endpoint = EndpointConfig.parse(live[0])
         device.world.handshake(endpoint, device.paths.trust_bundle)
     assert endings["old"] > 0
