@@ -6,7 +6,14 @@ with a local channel: status updates are collected instead of published,
 and "reconnect on the new configuration" is a real mutual-TLS handshake with
 the committed endpoint and bundle (the dead-man switch still applies).
 
-Invocation (the job document's `args`):
+Invocation. Device Client runs `<handler> <runAsUser> <args...>` for a
+`runHandler` step of the new job document schema (`"version": "1.0"`,
+`steps[].action.input.args`); the first argument is the step's `runAsUser`
+(it may be empty). Old-schema documents (`operation`, `args`) are run the same
+way by current Device Client releases (with an empty user) and with the args
+alone by older ones and by hand. So a first argument that is not an option is
+taken as the user: logged, never used to switch user (the handler needs write
+access to the device's files, so it runs as Device Client's user). The args:
   --config device.toml               the same configuration file as the agent
   --document PATH | --document-json TEXT   the ca-migration/1 document
   [--job-id ID]                      defaults to the document's hash
@@ -26,10 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from device_handler.agent import Agent
 from device_handler.channel import JobExecution, JobsChannel
@@ -40,7 +49,9 @@ from device_handler.lock import state_lock
 from device_handler.probe import probe
 from device_handler.trust import EndpointConfig
 
-__all__ = ["LocalChannel", "LocalConnector", "main"]
+__all__ = ["LocalChannel", "LocalConnector", "main", "split_run_as_user"]
+
+log = structlog.get_logger(__name__)
 
 
 class LocalChannel:
@@ -113,7 +124,20 @@ class LocalConnector:
         return LocalChannel(self._execution, endpoint.label(), self.reports)
 
 
+def split_run_as_user(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(runAsUser, the handler's own args) from the arguments Device Client passes.
+
+    A user name never starts with "-", and every argument of the handler's own is an
+    option, so a leading non-option (the empty string included) is Device Client's user.
+    """
+    args = list(argv)
+    if args and not args[0].startswith("-"):
+        return args[0], args[1:]
+    return None, args
+
+
 def main(argv: list[str] | None = None) -> int:
+    run_as_user, argv = split_run_as_user(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="ca-migrate-handler")
     parser.add_argument("--config", type=Path, required=True)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -125,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     # Device Client fails a job on any line of stderr (allowStdErr defaults to 0): log
     # events go to stdout, before the report, which stays the last line.
     configure_logging(verbose=False, stream=sys.stdout)
+    if run_as_user is not None:
+        log.info("device_client_invocation", run_as_user=run_as_user)
     try:
         config = load_config(args.config)
         from device_handler.validation import make_validator

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 import device_handler
 from device_handler.cli import main
 from device_handler.config import load_config
+from device_handler.device_client.handler import split_run_as_user
 from device_handler.errors import ConfigError
 from job_documents import Endpoint, Operation, build_document, load_catalog
 from job_documents.testing import write_catalog
@@ -196,3 +197,81 @@ def test_an_unreadable_signing_key_is_a_configuration_error(device: Device, worl
     (device.root / "ops.pub").write_text("not a key")
     with pytest.raises(ConfigError, match="cannot read a PEM public key"):
         load_config(_write_config(device, world, signing_public_key='"ops.pub"'))
+
+
+def _device_client_argv(sample: str, replace: dict[str, str], *, user: str) -> list[str]:
+    """What Device Client's JobEngine passes: `<handler> <runAsUser> <args...>`.
+
+    New schema: the runHandler step's `input.args` and `runAsUser`. Old schema: `args`,
+    run by current Device Client releases with an empty user (`user` here).
+    """
+    body = json.loads((HANDLER.parent / sample).read_text())
+    if "version" in body:
+        action = body["steps"][0]["action"]
+        assert action["type"] == "runHandler"
+        assert action["input"]["handler"] == HANDLER.name
+        args, user = action["input"]["args"], action["runAsUser"]
+    else:
+        assert body["operation"] == HANDLER.name
+        args = body["args"]
+    out = list(args)
+    for index, arg in enumerate(out[:-1]):
+        if arg in replace:
+            out[index + 1] = replace[arg]
+    return [user, *out]
+
+
+@pytest.mark.parametrize("sample", ["sample-job-document.json", "sample-job-document-v1.json"])
+def test_device_client_runs_the_shipped_samples_with_its_run_as_user_argument(
+    device: Device, world: World, tmp_path: Path, sample: str
+):
+    """Device Client passes runAsUser first (new schema; empty for the old one)."""
+    catalog = write_catalog(tmp_path / "cat", {"amazon-root-ca-1": world.ats_root.pem.decode()})
+    dc_config = tmp_path / "aws-iot-device-client.conf"
+    dc_config.write_text(json.dumps({"endpoint": LEGACY_HOST, "thing-name": THING}))
+    loaded = load_catalog(catalog)
+    built = build_document(
+        operation=Operation.MIGRATE,
+        region="us-east-1",
+        campaign="ats-2026",
+        wave="dc",
+        endpoint=Endpoint(host=ATS_HOST),
+        roots=[loaded.get("amazon-root-ca-1")],
+        catalog=loaded,
+    )
+    argv = _device_client_argv(
+        sample,
+        {
+            "--config": str(_write_config(device, world, catalog)),
+            "--device-client-config": str(dc_config),
+            "--document-json": built.text,
+        },
+        user="",
+    )
+    result = subprocess.run(
+        ["sh", str(HANDLER), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHON=sys.executable),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    assert json.loads(result.stdout.splitlines()[-1])["status"] == "SUCCEEDED"
+    assert json.loads(dc_config.read_text())["endpoint"] == ATS_HOST
+
+
+@pytest.mark.parametrize(
+    ("argv", "user", "rest"),
+    [
+        (["root", "--config", "c"], "root", ["--config", "c"]),
+        (["", "--config", "c"], "", ["--config", "c"]),
+        (["--config", "c"], None, ["--config", "c"]),
+        ([], None, []),
+    ],
+)
+def test_a_leading_non_option_is_device_clients_run_as_user(
+    argv: list[str], user: str | None, rest: list[str]
+):
+    assert split_run_as_user(argv) == (user, rest)
