@@ -48,7 +48,14 @@ from device_handler.fsops import FileOps, RealFileOps, atomic_write, read_option
 from device_handler.order import Order, Validator
 from device_handler.probe import ClientIdentity, ProbeResult, probe
 from device_handler.status import details
-from device_handler.transaction import Journal, Phase, Recovery, recovery_for
+from device_handler.transaction import (
+    Journal,
+    Phase,
+    Recovery,
+    Rejection,
+    classify_rejection,
+    recovery_for,
+)
 from device_handler.trust import EndpointConfig, TrustBundle, bundle_sha256
 from job_documents.clock import Clock, SystemClock
 
@@ -65,7 +72,6 @@ log = structlog.get_logger(__name__)
 
 SHADOW_NAME = "ca-migration"
 _PENDING = frozenset({"QUEUED", "IN_PROGRESS"})
-_FINAL_CODES = frozenset({"InvalidStateTransition", "TerminalStateReached", "ResourceNotFound"})
 
 ProbeFn = Callable[..., ProbeResult]
 
@@ -126,6 +132,7 @@ class Outcome:
     status: str  # SUCCEEDED | FAILED | REJECTED | SKIPPED | DEFERRED | NONE
     reason: str | None = None
     via: str | None = None
+    refused: str | None = None  # the service's final refusal of the report (then not delivered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +374,15 @@ class Agent:
         journal = self.read_journal()
         if journal.phase is not Phase.IDLE:
             raise JournalError("a transaction is still in flight: run recovery first")
+        if journal.last_refused is not None and (journal.last_job_id, journal.execution_number) == (
+            execution.job_id,
+            execution.execution_number,
+        ):
+            # Its report was refused for good, yet the service still offers it: running it
+            # again would only be refused again. Wait (it ends by timeout or cancel) instead.
+            return Outcome(
+                execution.job_id, "DEFERRED", "report-refused", refused=journal.last_refused
+            )
         try:
             order = self._validate(execution.document)
         except DocumentRejected as exc:
@@ -399,8 +415,11 @@ class Agent:
         try:
             journal = self._progress(journal, "staging")
         except ChannelRejected as exc:
-            job_log.warning("job_gone", code=exc.code)
             self._persist(journal.discarded())
+            if classify_rejection(exc.code) is Rejection.RETRY:
+                job_log.info("job_deferred", code=exc.code)
+                return Outcome(execution.job_id, "DEFERRED", exc.code)
+            job_log.warning("job_gone", code=exc.code)
             return Outcome(execution.job_id, "SKIPPED", exc.code)
         except ChannelError:
             self._persist(journal.discarded())
@@ -652,22 +671,30 @@ class Agent:
         """Send the pending terminal status on the live connection, then go idle."""
         status = journal.report_status or "FAILED"
         job_id = journal.job_id or ""
+        refused: str | None = None
         try:
             channel = self.connect()
             try:
                 self._update_terminal(channel, journal, status)
             except ChannelRejected as exc:
-                if exc.code not in _FINAL_CODES:
-                    raise
-                self._log.info("report_not_needed", job_id=job_id, code=exc.code)
+                if classify_rejection(exc.code) is Rejection.RETRY:
+                    self._log.info("report_refused_retry", job_id=job_id, code=exc.code)
+                    return Outcome(job_id, "DEFERRED", exc.code)
+                # The service will never take this report (force-canceled, removed, timed
+                # out, or a request it refuses): the device's outcome is recorded locally
+                # and the device goes back to taking jobs.
+                refused = exc.code
+                self._log.warning(
+                    "report_refused_final", job_id=job_id, status=status, code=exc.code
+                )
         except (ChannelError, ConfigError) as exc:
             self._log.warning("report_deferred", job_id=job_id, status=status, error=str(exc))
             self.disconnect()
             return Outcome(job_id, "DEFERRED", "channel")
         self._cleanup_after_report(journal)
-        self._report_shadow(self._persist(journal.finished(status, self._now())))
+        self._report_shadow(self._persist(journal.finished(status, self._now(), refused=refused)))
         self._log.info("job_finished", job_id=job_id, status=status, reason=journal.reason)
-        return Outcome(job_id, status, journal.reason, channel.via)
+        return Outcome(job_id, status, journal.reason, channel.via, refused)
 
     def _update_terminal(self, channel: JobsChannel, journal: Journal, status: str) -> None:
         job_id = journal.job_id or ""

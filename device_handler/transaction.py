@@ -43,10 +43,14 @@ from typing import Any
 from device_handler.errors import JournalError
 
 __all__ = [
+    "FINAL_REJECTIONS",
     "RECOVERY",
+    "RETRYABLE_REJECTIONS",
     "Journal",
     "Phase",
     "Recovery",
+    "Rejection",
+    "classify_rejection",
     "recovery_for",
 ]
 
@@ -86,6 +90,40 @@ RECOVERY: dict[Phase, Recovery] = {
 }
 
 
+class Rejection(StrEnum):
+    """What the agent does when the service refuses a status update."""
+
+    RETRY = "retry"  # keep the pending report; send it again later
+    FINAL = "final"  # the service will never take it: record that, go idle, take new jobs
+
+
+#: Refusals that say nothing about the execution: the same request may succeed later.
+RETRYABLE_REJECTIONS = frozenset(
+    {"RequestThrottled", "InternalError", "ServiceUnavailable", "ThrottlingException"}
+)
+#: Refusals that the same request will always get again: the execution has ended or been
+#: removed (a force-cancel, a deleted job, a timeout), or the service refuses the request.
+FINAL_REJECTIONS = frozenset(
+    {
+        "TerminalStateReached",
+        "InvalidStateTransition",
+        "ResourceNotFound",
+        "InvalidRequest",
+        "InvalidJson",
+        "InvalidTopic",
+    }
+)
+
+
+def classify_rejection(code: str) -> Rejection:
+    """Retry or give up on a refused status update.
+
+    `VersionMismatch` is retried (the shell re-reads the execution first); a code this
+    table does not know is retried too, as a report that lands late does no harm.
+    """
+    return Rejection.FINAL if code in FINAL_REJECTIONS else Rejection.RETRY
+
+
 @dataclass(frozen=True, slots=True)
 class Journal:
     """The persisted state of the device's current (or last) transaction."""
@@ -107,6 +145,7 @@ class Journal:
     last_job_id: str | None = None
     last_status: str | None = None
     last_at: float | None = None
+    last_refused: str | None = None  # the service's final refusal of the last report, if any
 
     def to_bytes(self) -> bytes:
         # A flat record: a field-by-field copy is several times faster than `asdict`.
@@ -142,9 +181,13 @@ class Journal:
             return self.attempts + 1
         return 1
 
-    def finished(self, status: str, at: float) -> Journal:
-        """Back to idle after a terminal report; the loop-guard counter is kept per execution."""
+    def finished(self, status: str, at: float, *, refused: str | None = None) -> Journal:
+        """Back to idle after a terminal report; the loop-guard counter is kept per execution.
+
+        `refused`: the code of a final refusal when the service would not take the report.
+        """
         return Journal(
+            last_refused=refused,
             job_id=self.job_id,
             execution_number=self.execution_number,
             attempts=self.attempts,

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from device_handler.memory import MemoryConnector
+from device_handler.testing import JobsRejection, MemoryJobs
 from device_handler.transaction import Journal, Phase
-from device_handler.trust import TrustBundle
+from device_handler.trust import EndpointConfig, TrustBundle
 
 from .conftest import ATS_HOST, LEGACY_HOST, THING, Device, fingerprint, migrate_doc
 
@@ -269,3 +275,99 @@ def test_an_unreadable_device_client_config_fails_the_job_before_any_write(
     status, reason = _run(device, migrate_doc(device.world))
     assert (status, reason) == ("FAILED", "live-config")
     assert device.live() == before
+
+
+class _RefusingJobs:
+    """MemoryJobs that refuses terminal reports with `code`, `times` times (None: always)."""
+
+    def __init__(self, inner: MemoryJobs, code: str, times: int | None) -> None:
+        self.inner = inner
+        self.code = code
+        self.times = times
+        self.refused = 0
+
+    def describe_execution(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.describe_execution(*args, **kwargs)
+
+    def update_execution(self, *args: Any, status: str, **kwargs: Any) -> Any:
+        if status != "IN_PROGRESS" and (self.times is None or self.refused < self.times):
+            self.refused += 1
+            raise JobsRejection(self.code, "refused (test)")
+        return self.inner.update_execution(*args, status=status, **kwargs)
+
+
+def _connector(device: Device, backend: Any, on_connect: Any = None) -> MemoryConnector:
+    def check(endpoint: EndpointConfig, ca_file: Path) -> None:
+        device.world.handshake(endpoint, ca_file)
+        if on_connect is not None:
+            on_connect(endpoint)
+
+    return MemoryConnector(
+        backend, THING, vias={LEGACY_HOST: "legacy", ATS_HOST: "ats"}, check=check
+    )
+
+
+def test_a_report_refused_after_a_force_cancel_is_recorded_and_new_jobs_are_taken(
+    device: Device,
+):
+    """Force-cancel while the device reconnects: its SUCCEEDED can never be delivered."""
+    execution = device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+
+    def force_cancel(endpoint: EndpointConfig) -> None:
+        if endpoint.host == ATS_HOST:
+            execution.status = "CANCELED"
+
+    agent = device.agent(connector=_connector(device, device.jobs, force_cancel))
+    outcome = agent.poll()
+    assert (outcome.status, outcome.refused) == ("SUCCEEDED", "InvalidStateTransition")
+    journal = agent.read_journal()
+    assert journal.phase is Phase.IDLE
+    assert (journal.last_job_id, journal.last_status, journal.last_refused) == (
+        "job-1",
+        "SUCCEEDED",
+        "InvalidStateTransition",
+    )
+    assert device.jobs.execution(THING, "job-1").status == "CANCELED"
+    # The migrate stands (it was probed and reconnected) and its backup is kept for restore.
+    assert json.loads(device.paths.endpoint_file.read_bytes())["host"] == ATS_HOST
+    assert device.paths.previous.exists()
+    device.jobs.add_job(THING, "job-2", json.dumps({"operation": "restore"}))
+    assert agent.poll().status == "SUCCEEDED"
+    assert device.jobs.execution(THING, "job-2").status == "SUCCEEDED"
+    assert json.loads(device.paths.endpoint_file.read_bytes())["host"] == LEGACY_HOST
+
+
+@pytest.mark.parametrize("code", ["TerminalStateReached", "InvalidRequest", "ResourceNotFound"])
+def test_a_final_refusal_of_the_report_returns_the_device_to_idle(device: Device, code: str):
+    backend = _RefusingJobs(device.jobs, code, times=None)
+    device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+    agent = device.agent(connector=_connector(device, backend))
+    outcome = agent.poll()
+    assert (outcome.status, outcome.refused) == ("SUCCEEDED", code)
+    assert backend.refused == 1
+    journal = agent.read_journal()
+    assert (journal.phase, journal.last_refused) == (Phase.IDLE, code)
+    # Here the service still offers the execution: the device neither runs it again nor
+    # writes anything, it waits for the execution to end (timeout, cancel).
+    before = device.paths.journal.read_bytes()
+    assert (agent.poll().status, agent.poll().reason) == ("DEFERRED", "report-refused")
+    assert backend.refused == 1
+    assert device.paths.journal.read_bytes() == before
+    device.jobs.execution(THING, "job-1").status = "CANCELED"
+    device.jobs.add_job(THING, "job-2", json.dumps({"operation": "restore"}))
+    backend.times = 0
+    assert agent.poll().status == "SUCCEEDED"
+    assert agent.read_journal().last_refused is None
+
+
+@pytest.mark.parametrize("code", ["RequestThrottled", "InternalError"])
+def test_a_retryable_refusal_keeps_the_report_until_the_service_takes_it(device: Device, code: str):
+    backend = _RefusingJobs(device.jobs, code, times=2)
+    device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+    agent = device.agent(connector=_connector(device, backend))
+    assert (agent.poll().status, agent.read_journal().phase) == ("DEFERRED", Phase.REPORTING)
+    assert agent.poll().status == "DEFERRED"
+    outcome = agent.poll()
+    assert (outcome.status, outcome.refused) == ("SUCCEEDED", None)
+    assert device.jobs.execution(THING, "job-1").status == "SUCCEEDED"
+    assert agent.read_journal().last_refused is None

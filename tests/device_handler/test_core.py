@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from device_handler.errors import JournalError
 from device_handler.status import details
-from device_handler.transaction import RECOVERY, Journal, Phase, Recovery, recovery_for
+from device_handler.transaction import (
+    RECOVERY,
+    Journal,
+    Phase,
+    Recovery,
+    Rejection,
+    classify_rejection,
+    recovery_for,
+)
 from device_handler.trust import EndpointConfig
 
 
@@ -115,3 +123,27 @@ def test_attempts_are_counted_per_job_and_execution_number(
     assert journal.next_attempt(job_id, execution_number) == expected
     assert journal.finished("FAILED", 1.0).next_attempt(job_id, execution_number) == expected
     assert journal.discarded().next_attempt(job_id, execution_number) == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("TerminalStateReached", Rejection.FINAL),
+        ("InvalidStateTransition", Rejection.FINAL),
+        ("ResourceNotFound", Rejection.FINAL),
+        ("InvalidRequest", Rejection.FINAL),
+        ("RequestThrottled", Rejection.RETRY),
+        ("InternalError", Rejection.RETRY),
+        ("VersionMismatch", Rejection.RETRY),
+        ("SomethingNew", Rejection.RETRY),
+    ],
+)
+def test_refusals_are_classified_retryable_or_final(code: str, kind: Rejection):
+    assert classify_rejection(code) is kind
+
+
+def test_a_final_refusal_is_kept_in_the_idle_journal():
+    journal = Journal(phase=Phase.REPORTING, job_id="j", report_status="SUCCEEDED")
+    done = journal.finished("SUCCEEDED", 1.0, refused="TerminalStateReached")
+    assert Journal.from_bytes(done.to_bytes()).last_refused == "TerminalStateReached"
+    assert journal.finished("SUCCEEDED", 1.0).last_refused is None
