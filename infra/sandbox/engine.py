@@ -11,7 +11,8 @@ Invariants:
   `_set_status`, `_new_execution` and `_maybe_retry`; `recount()` recomputes
   them for cross-checks.
 - Every time-driven change (a rollout batch, a timeout, a scheduled start or
-  end, the opening of a maintenance window) sits in one heap of deadlines. `_process_due(now)` runs at the start of every operation, so state
+  end, the opening of a maintenance window) sits in one heap of deadlines.
+  `_process_due(now)` runs at the start of every operation, so state
   read through any method is up to date with the clock; the scheduler thread
   (`run_scheduler`) waits on a condition until the next deadline or a change, so
   subscribers also hear about timeouts when nobody is calling.
