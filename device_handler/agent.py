@@ -374,9 +374,11 @@ class Agent:
         journal = self.read_journal()
         if journal.phase is not Phase.IDLE:
             raise JournalError("a transaction is still in flight: run recovery first")
-        if journal.last_refused is not None and (journal.last_job_id, journal.execution_number) == (
-            execution.job_id,
-            execution.execution_number,
+        last = (journal.last_job_id, journal.execution_number)
+        if (
+            journal.last_refused is not None
+            and journal.job_id == journal.last_job_id
+            and last == (execution.job_id, execution.execution_number)
         ):
             # Its report was refused for good, yet the service still offers it: running it
             # again would only be refused again. Wait (it ends by timeout or cancel) instead.
