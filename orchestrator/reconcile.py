@@ -111,6 +111,10 @@ class Reconciler:
         self.clock = clock
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
+        # Parsed campaign files by (text, directory): a stored campaign's file never
+        # changes, and parsing it (YAML with line marks, then pydantic) is the largest
+        # CPU cost of a reconcile step.
+        self._specs: dict[tuple[str, str | None], CampaignSpec] = {}
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -131,8 +135,13 @@ class Reconciler:
             self.store.release_lease(name, self.owner)
 
     def _spec(self, stored: StoredCampaign) -> CampaignSpec:
-        base = Path(stored.spec_dir) if stored.spec_dir else None
-        return parse_spec(stored.spec_text, f"campaign {stored.state.name}", base_dir=base)
+        key = (stored.spec_text, stored.spec_dir)
+        spec = self._specs.get(key)
+        if spec is None:
+            base = Path(stored.spec_dir) if stored.spec_dir else None
+            spec = parse_spec(stored.spec_text, f"campaign {stored.state.name}", base_dir=base)
+            self._specs[key] = spec
+        return spec
 
     def _commit(self, before: CampaignState, decision: Decision) -> CampaignState:
         if decision.state == before and not decision.events:

@@ -158,3 +158,20 @@ def test_start_again_with_the_same_file_is_a_no_op_and_another_file_is_refused(w
     with pytest.raises(CampaignExistsError, match="already exists"):
         rec.start(parse_spec(other), other, None)
     assert api.calls["CreateJob"] == 0
+
+
+def test_a_reconciler_parses_a_stored_campaign_file_once(world, monkeypatch) -> None:
+    import orchestrator.reconcile as reconcile_module
+
+    rec, _, clock, _ = world
+    calls: list[str] = []
+
+    def counting_parse(text: str, source: str = "", base_dir: Path | None = None):
+        calls.append(source)
+        return parse_spec(text, source, base_dir)
+
+    monkeypatch.setattr(reconcile_module, "parse_spec", counting_parse)
+    for _ in range(3):
+        rec.step("ats-2026")
+        clock.advance(timedelta(minutes=1))
+    assert calls == ["campaign ats-2026"]
