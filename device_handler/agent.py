@@ -84,31 +84,46 @@ class DevicePaths:
     trust_bundle: Path
     state_dir: Path
     device_client_config: Path | None = None  # Device Client's JSON config, when it runs one
+    # Derived once: the transaction asks for these paths dozens of times.
+    _derived: tuple[Path | None, Path, Path, Path, Path, Path] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        dc = self.device_client_config
+        derived = (
+            None if dc is None else _staged(dc),
+            _staged(self.trust_bundle),
+            _staged(self.endpoint_file),
+            self.state_dir / "journal.json",
+            self.state_dir / "rollback.json",
+            self.state_dir / "previous.json",
+        )
+        object.__setattr__(self, "_derived", derived)
 
     @property
     def staged_device_client(self) -> Path | None:
-        path = self.device_client_config
-        return None if path is None else _staged(path)
+        return self._derived[0]
 
     @property
     def staged_bundle(self) -> Path:
-        return self.trust_bundle.with_name(self.trust_bundle.name + ".staged")
+        return self._derived[1]
 
     @property
     def staged_endpoint(self) -> Path:
-        return self.endpoint_file.with_name(self.endpoint_file.name + ".staged")
+        return self._derived[2]
 
     @property
     def journal(self) -> Path:
-        return self.state_dir / "journal.json"
+        return self._derived[3]
 
     @property
     def rollback(self) -> Path:
-        return self.state_dir / "rollback.json"
+        return self._derived[4]
 
     @property
     def previous(self) -> Path:
-        return self.state_dir / "previous.json"
+        return self._derived[5]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +245,7 @@ class Agent:
         self._probe = probe_fn
         self.channel: JobsChannel | None = None
         self._log = log.bind(thing=settings.thing_name)
+        self._state_dir_made = False
 
     # ---------------------------------------------------------------- files
 
@@ -238,7 +254,10 @@ class Agent:
         return Journal() if data is None else Journal.from_bytes(data)
 
     def _persist(self, journal: Journal) -> Journal:
-        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self._state_dir_made:
+            # Once per agent: the directory is never removed while the agent runs.
+            self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+            self._state_dir_made = True
         atomic_write(self._fs, self.paths.journal, journal.to_bytes())
         self._log.debug("journal", phase=str(journal.phase), job_id=journal.job_id)
         return journal

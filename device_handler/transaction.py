@@ -148,12 +148,13 @@ class Journal:
     last_refused: str | None = None  # the service's final refusal of the last report, if any
 
     def to_bytes(self) -> bytes:
-        # A flat record: a field-by-field copy is several times faster than `asdict`.
-        body: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        # A flat record: a field-by-field copy is several times faster than `asdict`,
+        # and one shared encoder saves building a new one for every record.
+        body: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_NAMES}
         body["report_details"] = dict(self.report_details)
         body["phase"] = str(self.phase)
         body["format"] = _FORMAT
-        return (json.dumps(body, sort_keys=True) + "\n").encode()
+        return (_ENCODER.encode(body) + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Journal:
@@ -205,6 +206,11 @@ class Journal:
             attempts=self.attempts,
             last_at=self.last_at,
         )
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Journal))
+#: The encoder `json.dumps(body, sort_keys=True)` builds per call: the same bytes.
+_ENCODER = json.JSONEncoder(sort_keys=True)
 
 
 def recovery_for(journal: Journal, *, max_recoveries: int) -> Recovery:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -35,6 +35,9 @@ class EndpointConfig:
 
     @classmethod
     def parse(cls, data: bytes, *, source: str = "endpoint file") -> EndpointConfig:
+        known = _ENDPOINTS.get(data) if type(data) is bytes else None
+        if known is not None:
+            return known
         try:
             body: Any = json.loads(data)
             host = body["host"]
@@ -50,7 +53,9 @@ class EndpointConfig:
             raise ConfigError(f"{source}: host must be a non-empty string and port an integer")
         if not all(isinstance(p, str) for p in alpn):
             raise ConfigError(f"{source}: alpn must be a list of strings")
-        return cls(host=host, port=port, alpn=alpn)
+        parsed = cls(host=host, port=port, alpn=alpn)
+        _remember(_ENDPOINTS, data, parsed)
+        return parsed
 
     def label(self) -> str:
         return f"{self.host}:{self.port}"
@@ -72,6 +77,9 @@ class TrustBundle:
 
     @classmethod
     def parse(cls, data: bytes, *, source: str = "trust bundle") -> TrustBundle:
+        known = _BUNDLES.get(data) if type(data) is bytes else None
+        if known is not None:
+            return known
         if not data.strip():
             return cls()
         try:
@@ -86,7 +94,9 @@ class TrustBundle:
             der = cert.public_bytes(Encoding.DER)
             pem = cert.public_bytes(Encoding.PEM).decode("ascii")
             roots.append(BundleRoot(sha256=hashlib.sha256(der).hexdigest(), pem=pem))
-        return cls().extended(roots)
+        parsed = cls().extended(roots)
+        _remember(_BUNDLES, data, parsed)
+        return parsed
 
     def extended(self, roots: tuple[BundleRoot, ...] | list[BundleRoot]) -> TrustBundle:
         seen = {r.sha256 for r in self.roots}
@@ -105,6 +115,23 @@ class TrustBundle:
 
     def render(self) -> bytes:
         return "".join(r.pem for r in self.roots).encode("ascii")
+
+
+# Parses of file contents already seen, by their exact bytes: a device re-reads the same few
+# files many times per transaction (and a fleet holds a few distinct ones). The values are
+# immutable; only successful parses are kept, so every unreadable file is reported afresh.
+_CACHE_LIMIT = 64
+_T = TypeVar("_T")
+_ENDPOINTS: dict[bytes, EndpointConfig] = {}
+_BUNDLES: dict[bytes, TrustBundle] = {}
+
+
+def _remember(cache: dict[bytes, _T], data: bytes, parsed: _T) -> None:
+    if type(data) is not bytes:
+        return
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[data] = parsed
 
 
 def bundle_sha256(data: bytes) -> str:
