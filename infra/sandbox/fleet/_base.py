@@ -78,6 +78,7 @@ class DeviceView:
 
 class _Device:
     __slots__ = (
+        "booted",
         "cuts",
         "first_job_at",
         "name",
@@ -97,6 +98,7 @@ class _Device:
         self.first_job_at: float | None = None
         self.cuts = 0
         self.rebooting = False  # lost power: the next start runs the boot-time recovery
+        self.booted = False  # its files are known to exist
 
 
 def shared_validator(validator: Validator) -> Validator:
@@ -211,6 +213,9 @@ class FleetBase:
     def _boot(self, device: _Device) -> DevicePaths:
         """The device's files; created with the factory configuration on first boot."""
         paths = self.paths(device.name)
+        if device.booted:
+            return paths
+        device.booted = True
         if not paths.endpoint_file.exists():
             paths.state_dir.mkdir(parents=True, exist_ok=True)
             paths.trust_bundle.write_bytes(self._legacy_bundle)
