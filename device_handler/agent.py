@@ -382,15 +382,20 @@ class Agent:
         execution = self.connect().next_execution()
         if execution is None:
             return Outcome(None, "NONE")
-        return self.handle(execution)
+        return self._handle(execution, journal)
 
     def handle(self, execution: JobExecution) -> Outcome:
         """Run the whole transaction for one job execution."""
+        return self._handle(execution, None)
+
+    def _handle(self, execution: JobExecution, journal: Journal | None) -> Outcome:
+        """`handle`, given the journal when the caller has just read it (nothing wrote since)."""
         channel = self.connect()
         job_log = self._log.bind(job_id=execution.job_id)
         if execution.status not in _PENDING:
             return Outcome(execution.job_id, "SKIPPED", f"execution is {execution.status}")
-        journal = self.read_journal()
+        if journal is None:
+            journal = self.read_journal()
         if journal.phase is not Phase.IDLE:
             raise JournalError("a transaction is still in flight: run recovery first")
         last = (journal.last_job_id, journal.execution_number)
@@ -447,13 +452,12 @@ class Agent:
             self.disconnect()
             return Outcome(execution.job_id, "DEFERRED", "channel")
         try:
-            target = self._target(order)
+            live, target = self._target(order)
         except _Fail as exc:
             return self._fail(journal, exc.reason, exc.message)
         except ConfigError as exc:
             return self._fail(journal, "live-config", str(exc))
         if target is None:
-            live = self.live()
             return self._finish(
                 journal,
                 "SUCCEEDED",
@@ -486,7 +490,8 @@ class Agent:
             job_log.warning("probe_failed", reason=exc.reason)
             self._discard_staging()
             return self._fail(journal, exc.reason, exc.message)
-        atomic_write(self._fs, self.paths.rollback, self.live().render())
+        # `live` was read just before staging; only staged files were written since.
+        atomic_write(self._fs, self.paths.rollback, live.render())
         journal = self._persist(
             replace(journal, phase=Phase.COMMITTING, probe_ms=result.elapsed_ms)
         )
@@ -521,9 +526,12 @@ class Agent:
                 self._fs.fsync_dir(path.parent)
                 done.append(path.parent)
 
-    def _target(self, order: Order) -> Snapshot | None:
-        """The configuration the order asks for; None when it changes nothing."""
+    def _target(self, order: Order) -> tuple[Snapshot, Snapshot | None]:
+        """The live configuration, and the one the order asks for (None: it changes nothing)."""
         live = self.live()
+        return live, self._target_from(order, live)
+
+    def _target_from(self, order: Order, live: Snapshot) -> Snapshot | None:
         if self.paths.device_client_config is not None and live.device_client is None:
             raise ConfigError(
                 f"the Device Client configuration {self.paths.device_client_config} is missing; "
