@@ -246,6 +246,7 @@ class Agent:
         self.channel: JobsChannel | None = None
         self._log = log.bind(thing=settings.thing_name)
         self._state_dir_made = False
+        self._connected_on: Snapshot | None = None  # the live configuration `connect` read
 
     # ---------------------------------------------------------------- files
 
@@ -325,6 +326,7 @@ class Agent:
             live = self.live()
             limit = self.settings.connect_timeout if timeout is None else timeout
             self.channel = self._connector.connect(live.endpoint, self.paths.trust_bundle, limit)
+            self._connected_on = live
             self._log.info("connected", endpoint=live.endpoint.label(), via=self.channel.via)
         return self.channel
 
@@ -657,10 +659,13 @@ class Agent:
                 f"{self.settings.dead_man_seconds:g} s: {error}",
             )
         reconnect_ms = int((time.monotonic() - started) * 1000)
-        return self._report_success(journal, reconnect_ms=reconnect_ms)
+        # The configuration the new connection was made on: nothing was written since.
+        return self._report_success(journal, reconnect_ms=reconnect_ms, live=self._connected_on)
 
-    def _report_success(self, journal: Journal, *, reconnect_ms: int | None) -> Outcome:
-        live = self.live()
+    def _report_success(
+        self, journal: Journal, *, reconnect_ms: int | None, live: Snapshot | None = None
+    ) -> Outcome:
+        live = live if live is not None else self.live()
         total = None
         if journal.started_at is not None:
             total = max(0, int((self._now() - journal.started_at) * 1000))
