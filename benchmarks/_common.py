@@ -13,6 +13,15 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def quiet_logging() -> None:
+    """Only errors: benchmark output is the figures (also run in each fleet worker process)."""
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

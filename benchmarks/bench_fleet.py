@@ -26,10 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import logging
-
-import structlog
-from _common import peak_rss_mib, write_result
+from _common import peak_rss_mib, quiet_logging, write_result
 
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
 from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet, group_sizes, scenario
@@ -37,6 +34,7 @@ from orchestrator.spec import parse_spec
 
 DEVICES = int(os.environ.get("BENCH_FLEET_DEVICES", "100000"))
 DURABLE = os.environ.get("BENCH_FLEET_DURABLE", "1") != "0"
+WORKERS = int(os.environ["BENCH_FLEET_WORKERS"]) if "BENCH_FLEET_WORKERS" in os.environ else None
 TARGET_WALL_S = 60.0
 TARGET_RSS_MIB = 1024.0
 
@@ -71,7 +69,7 @@ def minimum_minutes(devices: int) -> float:
 
 
 def main() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    quiet_logging()
     chosen = scenario("happy")
     files: dict[str, float] = {}
 
@@ -86,7 +84,12 @@ def main() -> None:
     result = run_campaign(
         CAMPAIGN_FILE.read_text(),
         demo_fleet(chosen, DEVICES),
-        RunSettings(time_scale=0.0, durable_device_files=DURABLE),
+        RunSettings(
+            time_scale=0.0,
+            durable_device_files=DURABLE,
+            workers=WORKERS,
+            worker_setup=quiet_logging,
+        ),
         source=str(CAMPAIGN_FILE),
         inspect=measure,
     )

@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -43,7 +44,7 @@ import structlog
 import yaml
 
 from infra.sandbox.errors import ServiceError
-from infra.sandbox.fleet import FleetSpec, MemoryFleet, assign_profiles
+from infra.sandbox.fleet import FleetSpec, MemoryFleet, ShardedFleet, assign_profiles
 from infra.sandbox.pki import SandboxPki
 from infra.sandbox.runtime import Sandbox
 from job_documents.clock import ManualClock
@@ -61,6 +62,7 @@ __all__ = [
     "Progress",
     "RunResult",
     "RunSettings",
+    "fleet_workers",
     "prepare_campaign_text",
     "run_campaign",
 ]
@@ -80,6 +82,9 @@ QUIET_SECONDS = 900.0
 MQTT_TIME_SCALE = 60.0
 MIN_REAL_INTERVAL = 0.25
 BOOT_TIMEOUT_SECONDS = 300.0
+AUTO_WORKERS_FROM = 5000
+MIN_CORES = 2
+MAX_AUTO_WORKERS = 8
 
 
 class _Fleet(Protocol):
@@ -107,6 +112,10 @@ class RunSettings:
     max_simulated_hours: float = 48.0
     report: Path | None = None
     durable_device_files: bool = True
+    # Worker processes for the memory fleet's devices; None: one per core for large fleets.
+    workers: int | None = None
+    # Runs first in each worker process (a spawned process has no logging set-up); picklable.
+    worker_setup: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +313,9 @@ def run_campaign(
         if settings.transport == "mqtt":
             sandbox, sim = _mqtt_world(stack, work, first.region, fleet, settings)
         else:
-            sandbox, sim = _memory_world(stack, work, first.region, fleet, settings)
+            sandbox, sim = _memory_world(
+                stack, work, first.region, fleet, settings, remove_files=owned
+            )
         clock = sandbox.engine.clock
         start = clock.now()
         # the memory world keeps its stand-in roots in work/pki; the MQTT one in the sandbox's
@@ -349,8 +360,31 @@ def run_campaign(
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack re-raises or returns
 
 
+def fleet_workers(devices: int, requested: int | None) -> int:
+    """Worker processes for a memory fleet: as asked, else cores + 1 from 5,000 devices.
+
+    0 runs the devices in this process. Below a few thousand devices, starting
+    workers costs more than it saves.
+    """
+    if requested is not None:
+        if requested < 0:
+            raise UsageError(f"--workers must be 0 or more, not {requested}")
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cores or cores < MIN_CORES or devices < AUTO_WORKERS_FROM:
+        return 0
+    # One more than the cores: a worker waiting for the engine's answers leaves its core free.
+    return min(cores + 1, MAX_AUTO_WORKERS)
+
+
 def _memory_world(
-    stack: ExitStack, work: Path, region: str, fleet: FleetSpec, settings: RunSettings
+    stack: ExitStack,
+    work: Path,
+    region: str,
+    fleet: FleetSpec,
+    settings: RunSettings,
+    *,
+    remove_files: bool,
 ) -> tuple[Sandbox, _Fleet]:
     """A sandbox on a manual clock (no brokers) and an in-memory fleet on its engine."""
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
@@ -358,16 +392,36 @@ def _memory_world(
     stack.callback(sandbox.stop)
     pki = SandboxPki.create_or_load(work / "pki", region=region)
     provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
-    sim = MemoryFleet(
-        sandbox.engine,
-        pki,
-        assign_profiles(fleet, provisioned.groups),
-        root=work / "devices",
-        seed=fleet.seed,
-        durable=settings.durable_device_files,
-    )
+    profiles = assign_profiles(fleet, provisioned.groups)
+    workers = fleet_workers(fleet.size, settings.workers)
+    sim: MemoryFleet | ShardedFleet
+    if workers:
+        sharded = ShardedFleet(
+            sandbox.engine,
+            pki,
+            profiles,
+            workers=workers,
+            root=work / "devices",
+            seed=fleet.seed,
+            durable=settings.durable_device_files,
+            worker_setup=settings.worker_setup,
+        )
+        # the workers remove their own devices' files, in parallel, when the run owns them
+        stack.callback(sharded.close, remove_files=remove_files)
+        sim = sharded
+    else:
+        memory = MemoryFleet(
+            sandbox.engine,
+            pki,
+            profiles,
+            root=work / "devices",
+            seed=fleet.seed,
+            durable=settings.durable_device_files,
+        )
+        stack.callback(memory.close)
+        sim = memory
     sim.start()
-    stack.callback(sim.close)
+    log.info("memory_fleet_started", devices=fleet.size, workers=workers)
     return sandbox, sim
 
 

@@ -19,6 +19,7 @@ from infra.sandbox.fleet.profiles import (
     load_fleet_spec,
     parse_fleet_spec,
 )
+from infra.sandbox.fleet.sharded import ShardedFleet
 from infra.sandbox.fleet.simtls import SimulatedTls, certificate_fingerprint
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "GroupSpec",
     "MemoryFleet",
     "Profile",
+    "ShardedFleet",
     "SimulatedTls",
     "assign_profiles",
     "certificate_fingerprint",

@@ -38,6 +38,7 @@ __all__ = [
     "FleetTiming",
     "Hung",
     "default_fleet_root",
+    "device_paths",
     "hanging_probe",
     "shared_validator",
 ]
@@ -140,6 +141,16 @@ class NoSyncFileOps(RealFileOps):
         del directory
 
 
+def device_paths(root: Path, thing: str) -> DevicePaths:
+    """Where simulated device `thing` keeps its files below the fleet's `root`."""
+    base = root / thing
+    return DevicePaths(
+        endpoint_file=base / "endpoint.json",
+        trust_bundle=base / "bundle.pem",
+        state_dir=base / "state",
+    )
+
+
 def default_fleet_root() -> Path:
     """A fresh directory for device files, on tmpfs when the machine has one."""
     shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp below it, not a fixed name
@@ -203,12 +214,12 @@ class FleetBase:
 
     # ------------------------------------------------------------------ files
     def paths(self, thing: str) -> DevicePaths:
-        base = self.root / thing
-        return DevicePaths(
-            endpoint_file=base / "endpoint.json",
-            trust_bundle=base / "bundle.pem",
-            state_dir=base / "state",
-        )
+        return device_paths(self.root, thing)
+
+    def remove_device_files(self) -> None:
+        """Remove the files of this fleet's devices (not the root: other fleets may share it)."""
+        for thing in self._devices:
+            shutil.rmtree(self.root / thing, ignore_errors=True)
 
     def _boot(self, device: _Device) -> DevicePaths:
         """The device's files; created with the factory configuration on first boot."""

@@ -32,9 +32,9 @@ import itertools
 import math
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Final, Self
+from typing import Final, Protocol, Self
 
 import structlog
 
@@ -42,11 +42,10 @@ from device_handler.agent import Agent, AgentSettings
 from device_handler.channel import Connector
 from device_handler.errors import DeviceHandlerError, PowerCut
 from device_handler.fsops import FileOps, RealFileOps
-from device_handler.memory import MemoryConnector
+from device_handler.memory import JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
 from device_handler.testing import CrashingFileOps
 from device_handler.trust import EndpointConfig
-from infra.sandbox.engine import JobsEngine
 from infra.sandbox.fleet._base import (
     FleetBase,
     FleetTiming,
@@ -58,8 +57,9 @@ from infra.sandbox.fleet._base import (
 from infra.sandbox.fleet.profiles import Profile
 from infra.sandbox.fleet.simtls import SimulatedTls
 from infra.sandbox.pki import SandboxPki
+from job_documents.clock import Clock
 
-__all__ = ["CUT_POINTS", "MemoryFleet"]
+__all__ = ["CUT_POINTS", "FleetEngine", "MemoryFleet"]
 
 log = structlog.get_logger(__name__)
 
@@ -70,12 +70,25 @@ CUT_POINTS: Final = 38
 _DONE: Final = frozenset({"NONE", "SKIPPED"})
 
 
+class FleetEngine(JobsBackend, Protocol):
+    """What a memory fleet needs of the Jobs engine: its clock, its news, the data plane.
+
+    `JobsEngine` is one; a worker of `ShardedFleet` has a stand-in that relays the
+    two data-plane calls to the engine in the parent process.
+    """
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def subscribe(self, callback: Callable[[str], None]) -> None: ...
+
+
 class MemoryFleet(FleetBase):
     """Simulated devices running the real transaction against a `JobsEngine`."""
 
     def __init__(
         self,
-        engine: JobsEngine,
+        engine: FleetEngine,
         pki: SandboxPki,
         profiles: Mapping[str, Profile],
         *,
@@ -153,6 +166,11 @@ class MemoryFleet(FleetBase):
                 self._news_set.add(thing)
                 self._news.append(thing)
 
+    def notify(self, things: Iterable[str]) -> None:
+        """Mark `things` as having news (as the engine's callback does)."""
+        for thing in things:
+            self._on_change(thing)
+
     def _schedule(self, device: _Device, when: float) -> None:
         if device.timer_at == when:
             return
@@ -168,10 +186,7 @@ class MemoryFleet(FleetBase):
         with self._news_lock:
             return len(self._news)
 
-    def run_due(self, max_activations: int | None = None) -> int:
-        """Let every device with news, or whose timer is due, act; returns activations run."""
-        self._runner = threading.get_ident()
-        limit = max_activations if max_activations is not None else 20 * len(self._devices) + 100
+    def _wake_due_timers(self) -> None:
         now = self._now()
         while self._timers and self._timers[0][0] <= now:
             _, _, name = heapq.heappop(self._timers)
@@ -179,6 +194,12 @@ class MemoryFleet(FleetBase):
             if device.timer_at <= now:
                 device.timer_at = -1.0
             self._on_change(name)
+
+    def run_due(self, max_activations: int | None = None) -> int:
+        """Let every device with news, or whose timer is due, act; returns activations run."""
+        self._runner = threading.get_ident()
+        limit = max_activations if max_activations is not None else 20 * len(self._devices) + 100
+        self._wake_due_timers()
         done = 0
         while done < limit:
             with self._news_lock:
@@ -190,6 +211,24 @@ class MemoryFleet(FleetBase):
             done += 1
         self.activations += done
         return done
+
+    def take_due(self) -> list[str]:
+        """The devices with news or a due timer, now marked as handled; `activate` each one.
+
+        For a driver that runs devices concurrently (a `ShardedFleet` worker); news
+        that arrives while they run waits for the next call.
+        """
+        self._wake_due_timers()
+        with self._news_lock:
+            names = list(self._news)
+            self._news.clear()
+            self._news_set.clear()
+        return names
+
+    def activate(self, thing: str) -> None:
+        """Let one device act now (see `take_due`)."""
+        self._activate(self._devices[thing], self._now())
+        self.activations += 1
 
     # ------------------------------------------------------------------ devices
     def _agent(self, device: _Device, fs: FileOps) -> Agent:

@@ -1,0 +1,207 @@
+"""The memory fleet spread over worker processes: the same devices, the same real transaction,
+the same outcomes as in one process; the engine stays in this process and answers the workers'
+batched calls. Workers are real interpreters talking over a real socket pair."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import job_documents as jd
+from device_handler.transaction import Journal, Phase
+from infra.sandbox.engine import JobsEngine
+from infra.sandbox.fleet import FleetTiming, MemoryFleet, Profile, ShardedFleet
+from infra.sandbox.fleet.sharded import FleetWorkerError
+from infra.sandbox.pki import SandboxPki
+from job_documents.clock import ManualClock
+
+ARN = "arn:aws:iot:us-east-1:123456789012:thinggroup/"
+
+DETERMINISTIC = {
+    **{f"ok-{i:02d}": Profile.OK for i in range(12)},
+    **{f"rsa-{i}": Profile.TLS_NO_ECC for i in range(3)},
+    **{f"fw-{i}": Profile.PROBE_FAILS for i in range(3)},
+    **{f"pinned-{i}": Profile.REJECT for i in range(2)},
+    **{f"unplugged-{i}": Profile.OFFLINE for i in range(2)},
+}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SandboxPki:
+    return SandboxPki.create_or_load(tmp_path_factory.mktemp("sharded") / "pki")
+
+
+class World:
+    """An engine on a manual clock, one group of things, and a fleet (sharded or not)."""
+
+    def __init__(
+        self, pki: SandboxPki, root: Path, profiles: dict[str, Profile], workers: int
+    ) -> None:
+        self.clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+        self.engine = JobsEngine(clock=self.clock)
+        self.pki = pki
+        names = sorted(profiles)
+        self.engine.create_things(names)
+        self.engine.create_thing_group({"thingGroupName": "g"})
+        self.engine.add_things_to_group("g", names)
+        timing = FleetTiming(late=(600, 600))
+        self.fleet: MemoryFleet | ShardedFleet
+        if workers:
+            self.fleet = ShardedFleet(
+                self.engine, pki, profiles, workers=workers, root=root, timing=timing
+            )
+        else:
+            self.fleet = MemoryFleet(self.engine, pki, profiles, root=root, timing=timing)
+        self.fleet.start()
+        self.catalog = jd.load_catalog(pki.ats_catalog)
+
+    def job(self, job_id: str, roots: tuple[str, ...], **config: object) -> None:
+        doc = jd.build_document(
+            operation="migrate",
+            region="us-east-1",
+            campaign="t",
+            wave=job_id,
+            endpoint=jd.Endpoint(host=self.pki.hosts["ats"]),
+            roots=[self.catalog.get(r) for r in roots],
+            catalog=self.catalog,
+        )
+        self.engine.create_job(
+            {"jobId": job_id, "targets": [ARN + "g"], "document": doc.text, **config}
+        )
+
+    def outcome(self, job_id: str) -> dict[str, tuple[str, str | None, str | None]]:
+        return {
+            h["thingName"]: (
+                h["status"],
+                h.get("statusDetails", {}).get("reason"),
+                h["history"][-1].get("via") if h["history"] else None,
+            )
+            for h in self.engine.execution_history(job_id=job_id)
+        }
+
+    def run_for(self, seconds: float, step: float = 30.0) -> None:
+        elapsed = 0.0
+        while elapsed < seconds:
+            self.fleet.run_due()
+            self.engine.advance(step)
+            elapsed += step
+        self.fleet.run_due()
+
+
+def test_workers_reach_exactly_the_outcomes_of_one_process(pki, tmp_path) -> None:
+    seen = {}
+    for workers in (0, 3):
+        world = World(pki, tmp_path / f"w{workers}", DETERMINISTIC, workers)
+        try:
+            world.job("ecc-only", ("amazon-root-ca-3",))
+            world.fleet.run_due()
+            seen[workers] = world.outcome("ecc-only")
+            endpoints = world.fleet.endpoint_counts()
+            assert world.fleet.exposed() == len(DETERMINISTIC) - 2
+        finally:
+            world.fleet.close()
+        assert endpoints == {"ats": 12, "legacy": 10}
+    assert seen[3] == seen[0]
+    assert seen[3]["ok-00"] == ("SUCCEEDED", None, "ats")
+    assert seen[3]["rsa-0"][:2] == ("FAILED", "tls-verify")
+    assert seen[3]["fw-0"][:2] == ("FAILED", "connect")
+    assert seen[3]["pinned-0"][0] == "REJECTED"
+    assert seen[3]["unplugged-0"][0] == "QUEUED"
+
+
+def test_device_files_written_by_workers_are_where_the_parent_looks(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, DETERMINISTIC, 2)
+    try:
+        world.job("j", ("amazon-root-ca-1", "amazon-root-ca-3"))
+        world.fleet.run_due()
+        for thing in ("ok-00", "ok-01", "rsa-0"):  # on both workers (round-robin)
+            paths = world.fleet.paths(thing)
+            assert world.fleet.endpoint_of(thing) == pki.hosts["ats"]
+            assert Journal.from_bytes(paths.journal.read_bytes()).phase is Phase.IDLE
+            assert paths.previous.exists()
+        assert not world.fleet.paths("unplugged-0").endpoint_file.exists()
+        assert world.fleet.profile_counts()["ok"] == 12
+    finally:
+        world.fleet.close()
+
+
+def test_power_cuts_and_timers_in_workers_recover_to_a_complete_configuration(
+    pki, tmp_path
+) -> None:
+    profiles = {f"cut-{i:02d}": Profile.POWER_CUT for i in range(16)}
+    profiles |= {"late": Profile.LATE, "slow": Profile.SLOW, "wedged": Profile.HANG}
+    world = World(pki, tmp_path, profiles, 2)
+    try:
+        world.job(
+            "j",
+            ("amazon-root-ca-1",),
+            jobExecutionsRetryConfig={
+                "criteriaList": [{"failureType": "FAILED", "numberOfRetries": 2}]
+            },
+            timeoutConfig={"inProgressTimeoutInMinutes": 10},
+        )
+        world.run_for(1500)
+        statuses = world.outcome("j")
+        assert Counter(s for s, _, _ in statuses.values()) == {"SUCCEEDED": 18, "TIMED_OUT": 1}
+        assert statuses["wedged"][0] == "TIMED_OUT"
+        assert world.fleet.outcomes["POWER_CUT"] == 16
+        assert world.fleet.outcomes["HUNG"] == 1
+        for thing in profiles:
+            if thing.startswith("cut-"):
+                view = world.fleet.view(thing)
+                assert view.power_cuts == 1
+                assert Journal.from_bytes(view.paths.journal.read_bytes()).phase is Phase.IDLE
+                assert not view.paths.staged_bundle.exists()
+        assert world.fleet.endpoint_of("wedged") == pki.hosts["legacy"]
+    finally:
+        world.fleet.close()
+
+
+def test_close_stops_every_worker_and_removes_their_files_when_asked(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, DETERMINISTIC, 2)
+    fleet = world.fleet
+    assert isinstance(fleet, ShardedFleet)
+    processes = [shard.process for shard in fleet._shards]
+    world.job("j", ("amazon-root-ca-1",))
+    fleet.run_due()
+    assert (tmp_path / "ok-00").is_dir()
+    fleet.close(remove_files=True)
+    assert all(p.poll() is not None for p in processes)
+    assert not any(tmp_path.iterdir())
+    assert len(fleet.worker_usage) == 2
+    assert all(u["peak_rss_mib"] > 0 for u in fleet.worker_usage)
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, DETERMINISTIC, 2)
+    fleet = world.fleet
+    assert isinstance(fleet, ShardedFleet)
+    try:
+        os.kill(fleet._shards[1].process.pid, signal.SIGKILL)
+        fleet._shards[1].process.wait(10)
+        world.job("j", ("amazon-root-ca-1",))
+        with pytest.raises(FleetWorkerError, match="fleet worker 1 stopped answering"):
+            fleet.run_due()
+    finally:
+        fleet.close()
+
+
+def test_a_worker_setup_that_fails_is_raised_with_its_traceback(pki, tmp_path) -> None:
+    engine = JobsEngine(clock=ManualClock(datetime.now(UTC)))
+    with pytest.raises(FleetWorkerError, match="ZeroDivisionError"):
+        ShardedFleet(engine, pki, DETERMINISTIC, workers=1, root=tmp_path, worker_setup=_broken)
+
+
+def _broken() -> None:
+    _ = 1 / 0
+
+
+def test_zero_workers_is_refused(pki, tmp_path) -> None:
+    engine = JobsEngine(clock=ManualClock(datetime.now(UTC)))
+    with pytest.raises(ValueError, match="at least one worker"):
+        ShardedFleet(engine, pki, DETERMINISTIC, workers=0, root=tmp_path)
