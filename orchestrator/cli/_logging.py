@@ -11,10 +11,12 @@ import structlog
 LogFormat = Literal["json", "console", "auto"]
 
 
-def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+def _stderr_logger(*_args: object) -> structlog.WriteLogger:
     # Resolve sys.stderr on every use, not once: test runners and embedding
     # applications swap (and close) it, and a stale handle would break logging.
-    return structlog.PrintLogger(file=sys.stderr)
+    # One write per event, newline included: the fleet's worker processes share this
+    # stderr, and separate writes of text and newline would interleave their lines.
+    return structlog.WriteLogger(file=sys.stderr)
 
 
 def configure_logging(fmt: LogFormat = "auto", level: int = logging.INFO) -> None:

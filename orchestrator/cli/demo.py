@@ -15,6 +15,7 @@ the last line of stdout is one JSON object.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -60,11 +61,24 @@ def _exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_FAILURE) from exc
 
 
-def _quiet_logs(ctx: typer.Context, verbose: bool) -> None:
-    """Thousands of simulated devices log every step (power cuts warn by design): errors only."""
+def _quiet_logs(ctx: typer.Context, verbose: bool) -> Callable[[], None]:
+    """Thousands of simulated devices log every step (power cuts warn by design): errors only.
+
+    Returns the same set-up as a picklable callable, for the fleet's worker processes.
+    """
     obj = ctx.find_root().obj
     fmt: LogFormat = obj.log_format if obj is not None else "auto"
-    configure_logging(fmt, level=logging.INFO if verbose else logging.ERROR)
+    setup = functools.partial(
+        configure_logging, fmt, level=logging.INFO if verbose else logging.ERROR
+    )
+    setup()
+    return setup
+
+
+_WORKERS_HELP = (
+    "Worker processes for the memory transport's devices (0: all in this process; "
+    "default: one more than the cores from 5,000 devices)."
+)
 
 
 _BAR = (
@@ -227,6 +241,7 @@ def demo(
         Path | None, typer.Option(help="Write the HTML report here (default: a temp file).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the fault-profile draw.")] = 7,
+    workers: Annotated[int | None, typer.Option(help=_WORKERS_HELP, min=0)] = None,
     verbose: Annotated[bool, typer.Option(help="Log every device event.")] = False,
 ) -> None:
     """Run the bundled campaign on the sandbox with a simulated fleet, live, then summarize."""
@@ -234,7 +249,7 @@ def demo(
     from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet
     from orchestrator.demo.scenarios import scenario as find_scenario
 
-    _quiet_logs(ctx, verbose)
+    setup = _quiet_logs(ctx, verbose)
     with _exit_codes():
         chosen = find_scenario(scenario)
         fleet = demo_fleet(chosen, devices, seed)
@@ -247,6 +262,8 @@ def demo(
             throttle_rate=chosen.throttle_rate,
             rollback_on_halt=chosen.rollback,
             report=path,
+            workers=workers,
+            worker_setup=setup,
         )
         result = _run(
             output,
@@ -296,20 +313,27 @@ def rehearse(
     time_scale: Annotated[
         float, typer.Option(help="Simulated seconds per real second (0: as fast as possible).")
     ] = 0.0,
+    workers: Annotated[int | None, typer.Option(help=_WORKERS_HELP, min=0)] = None,
     verbose: Annotated[bool, typer.Option(help="Log every device event.")] = False,
 ) -> None:
     """Rehearse your campaign against a described fleet: when each gate promotes or halts."""
     from infra.sandbox.fleet import load_fleet_spec
     from orchestrator.demo.runner import RunSettings, run_campaign
 
-    _quiet_logs(ctx, verbose)
+    setup = _quiet_logs(ctx, verbose)
     with _exit_codes():
         try:
             text = campaign.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read the campaign file {campaign}: {exc.strerror}") from exc
         spec = load_fleet_spec(fleet)
-        settings = RunSettings(time_scale=time_scale, throttle_rate=throttle_rate, report=report)
+        settings = RunSettings(
+            time_scale=time_scale,
+            throttle_rate=throttle_rate,
+            report=report,
+            workers=workers,
+            worker_setup=setup,
+        )
         result = _run(
             output,
             f"rehearsal of {campaign.name}",

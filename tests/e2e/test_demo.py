@@ -71,8 +71,9 @@ def executions(seen: dict[str, Any], job_prefix: str) -> dict[str, dict[str, Any
     return {h["thingName"]: h for h in seen["history"] if h["jobId"].startswith(job_prefix)}
 
 
-def test_happy_every_wave_promotes_and_every_device_acknowledges_over_ats() -> None:
-    result, seen = run_scenario("happy")
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "two-workers"])
+def test_happy_every_wave_promotes_and_every_device_acknowledges_over_ats(workers: int) -> None:
+    result, seen = run_scenario("happy", workers=workers)
     assert result.status == "COMPLETED"
     assert [w["phase"] for w in result.waves] == ["PASSED"] * 5
     migrate = [h for h in seen["history"] if "-m" in h["jobId"]]
@@ -95,8 +96,11 @@ def test_happy_every_wave_promotes_and_every_device_acknowledges_over_ats() -> N
     assert result.exposure == DEVICES
 
 
-def test_bad_canary_halts_before_wave_1_and_failed_devices_roll_back_themselves() -> None:
-    result, seen = run_scenario("bad-canary")
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "two-workers"])
+def test_bad_canary_halts_before_wave_1_and_failed_devices_roll_back_themselves(
+    workers: int,
+) -> None:
+    result, seen = run_scenario("bad-canary", workers=workers)
     assert result.status == "HALTED"
     phases = {w["name"]: w["phase"] for w in result.waves}
     assert phases["canary"] == "HALTED"
@@ -163,17 +167,23 @@ def test_rollback_returns_every_device_to_the_legacy_endpoint() -> None:
         assert device["phase"] is Phase.IDLE
 
 
-def test_demo_cli_prints_one_json_line_and_writes_the_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"], ids=["one-process", "two-workers"])
+def test_demo_cli_prints_one_json_line_and_writes_the_report(tmp_path: Path, workers: str) -> None:
     report = tmp_path / "report.html"
     env = dict(os.environ)
     env.pop("AWS_PROFILE", None)
     result = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "--log-format", "json", "demo",
-         "--devices", "50", "--time-scale", "0", "--output", "json", "--report", str(report)],
+         "--devices", "50", "--time-scale", "0", "--output", "json", "--report", str(report),
+         "--workers", workers, "--verbose"],
         capture_output=True, text=True, timeout=120, check=False, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    body = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, lines[:5]  # every process logs to stderr, workers included
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "job_finished" for e in events)  # --verbose reached the devices
+    body = json.loads(lines[-1])
     assert body["scenario"] == "happy"
     assert body["status"] == "COMPLETED"
     assert body["as_expected"] is True

@@ -221,7 +221,7 @@ def _worker(conn: Connection, config: _ShardConfig) -> None:
         else:  # a spawned process has no logging set-up: keep its stdout clean, warn on stderr
             structlog.configure(
                 wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-                logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                logger_factory=structlog.WriteLoggerFactory(sys.stderr),
             )
         clock = ManualClock(datetime.fromtimestamp(config.start, UTC))
         engine = _RemoteEngine(conn, clock)
