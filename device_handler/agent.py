@@ -44,7 +44,7 @@ from device_handler.errors import (
     JournalError,
     ProbeFailed,
 )
-from device_handler.fsops import FileOps, RealFileOps, atomic_write, read_optional
+from device_handler.fsops import FileOps, RealFileOps, atomic_write, read_bytes, read_optional
 from device_handler.order import Order, Validator
 from device_handler.probe import ClientIdentity, ProbeResult, probe
 from device_handler.status import details
@@ -265,8 +265,8 @@ class Agent:
 
     def live(self) -> Snapshot:
         try:
-            endpoint_file = self.paths.endpoint_file.read_bytes()
-            bundle = self.paths.trust_bundle.read_bytes()
+            endpoint_file = read_bytes(self.paths.endpoint_file)
+            bundle = read_bytes(self.paths.trust_bundle)
         except OSError as exc:
             raise ConfigError(f"the live configuration cannot be read: {exc}") from exc
         endpoint = EndpointConfig.parse(endpoint_file, source=str(self.paths.endpoint_file))
@@ -348,7 +348,7 @@ class Agent:
             self._discard_staging()
             return Outcome(journal.last_job_id, "NONE")
         if boot:
-            journal = self._persist(replace(journal, recoveries=journal.recoveries + 1))
+            journal = self._persist(journal.evolve(recoveries=journal.recoveries + 1))
         action = recovery_for(journal, max_recoveries=self.settings.max_recoveries)
         self._log.warning(
             "recovering", phase=str(journal.phase), action=str(action), job_id=journal.job_id
@@ -418,8 +418,7 @@ class Agent:
             return self._reject(channel, execution, exc)
         attempts = journal.next_attempt(execution.job_id, execution.execution_number)
         journal = self._persist(
-            replace(
-                journal,
+            journal.evolve(
                 phase=Phase.ACCEPTED,
                 job_id=execution.job_id,
                 execution_number=execution.execution_number,
@@ -478,7 +477,7 @@ class Agent:
         if staged_dc is not None and target.device_client is not None:
             self._write_durable(staged_dc, target.device_client)
         self._fsync_dirs(self.paths.staged_bundle, self.paths.staged_endpoint, *_present(staged_dc))
-        journal = self._persist(replace(journal, phase=Phase.STAGED))
+        journal = self._persist(journal.evolve(phase=Phase.STAGED))
         try:
             result = self._probe(
                 target.endpoint,
@@ -494,9 +493,7 @@ class Agent:
             return self._fail(journal, exc.reason, exc.message)
         # `live` was read just before staging; only staged files were written since.
         atomic_write(self._fs, self.paths.rollback, live.render())
-        journal = self._persist(
-            replace(journal, phase=Phase.COMMITTING, probe_ms=result.elapsed_ms)
-        )
+        journal = self._persist(journal.evolve(phase=Phase.COMMITTING, probe_ms=result.elapsed_ms))
         self._fs.rename(self.paths.staged_bundle, self.paths.trust_bundle)
         self._fs.rename(self.paths.staged_endpoint, self.paths.endpoint_file)
         if staged_dc is not None and self.paths.device_client_config is not None:
@@ -506,7 +503,7 @@ class Agent:
             self.paths.endpoint_file,
             *_present(self.paths.device_client_config if staged_dc is not None else None),
         )
-        journal = self._persist(replace(journal, phase=Phase.COMMITTED))
+        journal = self._persist(journal.evolve(phase=Phase.COMMITTED))
         job_log.info("committed", endpoint=target.endpoint.label())
         try:
             journal = self._progress(journal, "reconnecting")
@@ -592,7 +589,7 @@ class Agent:
         )
         # Not persisted on its own: the next phase's record carries it, and a version lost
         # to a power cut is recovered from the service (see `_update_terminal`).
-        return replace(journal, version=version)
+        return journal.evolve(version=version)
 
     def _reject(
         self, channel: JobsChannel, execution: JobExecution, exc: DocumentRejected
@@ -614,7 +611,7 @@ class Agent:
 
     def _fail(self, journal: Journal, reason: str, message: str) -> Outcome:
         return self._finish(
-            replace(journal, reason=reason, message=message),
+            journal.evolve(reason=reason, message=message),
             "FAILED",
             details(
                 {
@@ -629,7 +626,7 @@ class Agent:
 
     def _finish(self, journal: Journal, status: str, report: dict[str, str]) -> Outcome:
         journal = self._persist(
-            replace(journal, phase=Phase.REPORTING, report_status=status, report_details=report)
+            journal.evolve(phase=Phase.REPORTING, report_status=status, report_details=report)
         )
         return self._send_report(journal)
 
@@ -685,7 +682,7 @@ class Agent:
 
     def _roll_back(self, journal: Journal, reason: str, message: str) -> Outcome:
         journal = self._persist(
-            replace(journal, phase=Phase.ROLLING_BACK, reason=reason, message=message)
+            journal.evolve(phase=Phase.ROLLING_BACK, reason=reason, message=message)
         )
         self.disconnect()
         self._restore_rollback()

@@ -14,11 +14,14 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["FileOps", "RealFileOps", "atomic_write", "read_optional"]
+__all__ = ["FileOps", "RealFileOps", "atomic_write", "read_bytes", "read_optional"]
+
+_READ_CHUNK = 1 << 16
 
 
 @runtime_checkable
@@ -81,18 +84,37 @@ class RealFileOps:
         path.unlink(missing_ok=True)
 
 
+@functools.lru_cache(maxsize=1024)
+def _beside(path: Path) -> tuple[Path, Path]:
+    # A transaction writes the same few files several times: derive their temporary
+    # name and directory once (pathlib's derivations cost more than the write itself).
+    return path.with_name(path.name + ".tmp"), path.parent
+
+
 def atomic_write(fs: FileOps, path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a power cut leaves the old or the new content."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp, directory = _beside(path)
     fs.write(tmp, data)
     fs.fsync(tmp)
     fs.rename(tmp, path)
-    fs.fsync_dir(path.parent)
+    fs.fsync_dir(directory)
+
+
+def read_bytes(path: Path) -> bytes:
+    """The content of `path` (`Path.read_bytes` without a buffered file object per read)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, _READ_CHUNK):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def read_optional(path: Path) -> bytes | None:
     """The content of `path`, or None when it does not exist."""
     try:
-        return path.read_bytes()
+        return read_bytes(path)
     except FileNotFoundError:
         return None

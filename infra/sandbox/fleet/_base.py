@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -182,6 +183,8 @@ class FleetBase:
         self._devices = {name: _Device(name, p) for name, p in profiles.items()}
         self.legacy = EndpointConfig(host=pki.hosts["legacy"])
         self._legacy_bundle = pki.legacy_root_pem.read_bytes()
+        self._legacy_render = self.legacy.render()
+        self._factory = RealFileOps()  # the files a device left the factory with
         self._vias = {pki.hosts["legacy"]: "legacy", pki.hosts["ats"]: "ats"}
         normal = make_validator(
             ValidationSettings(region=pki.region, catalog=pki.ats_catalog, clock=clock)
@@ -227,10 +230,10 @@ class FleetBase:
         if device.booted:
             return paths
         device.booted = True
-        if not paths.endpoint_file.exists():
-            paths.state_dir.mkdir(parents=True, exist_ok=True)
-            paths.trust_bundle.write_bytes(self._legacy_bundle)
-            paths.endpoint_file.write_bytes(self.legacy.render())
+        if not os.path.exists(paths.endpoint_file):  # noqa: PTH110 - os.path: no Path built
+            os.makedirs(paths.state_dir, exist_ok=True)  # noqa: PTH103 - as above
+            self._factory.write(paths.trust_bundle, self._legacy_bundle)
+            self._factory.write(paths.endpoint_file, self._legacy_render)
         return paths
 
     # ------------------------------------------------------------------ results

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from device_handler.errors import ProbeFailed
+from device_handler.fsops import read_bytes
 from device_handler.probe import ProbeResult
 from device_handler.trust import EndpointConfig
 from infra.sandbox.pki import ATS_ROOTS, SandboxPki
@@ -69,7 +70,7 @@ class SimulatedTls:
 
     def _bundle(self, ca_file: Path) -> tuple[_Anchor, ...]:
         try:
-            data = ca_file.read_bytes()
+            data = read_bytes(ca_file)
         except OSError as exc:
             raise ProbeFailed("tls-verify", f"cannot read the CA bundle {ca_file}: {exc}") from exc
         key = hashlib.sha256(data).hexdigest()
