@@ -4,24 +4,19 @@ driving the real device transaction against the Jobs engine (no HTTP, manual clo
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import job_documents as jd
 from device_handler.errors import ProbeFailed
 from device_handler.transaction import Journal, Phase
 from device_handler.trust import EndpointConfig, TrustBundle
-from infra.sandbox.engine import JobsEngine
 from infra.sandbox.fleet import (
     FleetSpec,
     FleetSpecError,
-    FleetTiming,
     GroupSpec,
-    MemoryFleet,
     Profile,
     SimulatedTls,
     assign_profiles,
@@ -29,9 +24,8 @@ from infra.sandbox.fleet import (
 )
 from infra.sandbox.fleet.profiles import _counts
 from infra.sandbox.pki import SandboxPki
-from job_documents.clock import ManualClock
 
-ARN = "arn:aws:iot:us-east-1:123456789012:thinggroup/"
+from .fleet_world import World
 
 
 @pytest.fixture(scope="module")
@@ -123,49 +117,6 @@ def test_simulated_tls_decides_from_the_roots_in_the_bundle_file(pki, tmp_path) 
 
 
 # -- the fleet against the engine -------------------------------------------------------------
-
-
-class World:
-    """An engine on a manual clock, a group of things with given profiles, and a fleet."""
-
-    def __init__(self, pki: SandboxPki, root: Path, profiles: dict[str, Profile]) -> None:
-        self.clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-        self.engine = JobsEngine(clock=self.clock)
-        self.pki = pki
-        names = sorted(profiles)
-        self.engine.create_things(names)
-        self.engine.create_thing_group({"thingGroupName": "g"})
-        self.engine.add_things_to_group("g", names)
-        self.fleet = MemoryFleet(
-            self.engine, pki, profiles, root=root, timing=FleetTiming(late=(600, 600))
-        )
-        self.fleet.start()
-        self.catalog = jd.load_catalog(pki.ats_catalog)
-
-    def job(self, job_id: str, roots: tuple[str, ...], **config: object) -> None:
-        doc = jd.build_document(
-            operation="migrate",
-            region="us-east-1",
-            campaign="t",
-            wave=job_id,
-            endpoint=jd.Endpoint(host=self.pki.hosts["ats"]),
-            roots=[self.catalog.get(r) for r in roots],
-            catalog=self.catalog,
-        )
-        self.engine.create_job(
-            {"jobId": job_id, "targets": [ARN + "g"], "document": doc.text, **config}
-        )
-
-    def statuses(self, job_id: str) -> dict[str, dict]:
-        return {h["thingName"]: h for h in self.engine.execution_history(job_id=job_id)}
-
-    def run_for(self, seconds: float, step: float = 30.0) -> None:
-        elapsed = 0.0
-        while elapsed < seconds:
-            self.fleet.run_due()
-            self.engine.advance(step)
-            elapsed += step
-        self.fleet.run_due()
 
 
 def test_each_profile_ends_where_its_real_transaction_takes_it(pki, tmp_path) -> None:

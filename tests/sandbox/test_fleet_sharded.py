@@ -8,19 +8,17 @@ import os
 import signal
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-import job_documents as jd
 from device_handler.transaction import Journal, Phase
 from infra.sandbox.engine import JobsEngine
-from infra.sandbox.fleet import FleetTiming, MemoryFleet, Profile, ShardedFleet
+from infra.sandbox.fleet import Profile, ShardedFleet
 from infra.sandbox.fleet.sharded import FleetWorkerError
 from infra.sandbox.pki import SandboxPki
 from job_documents.clock import ManualClock
 
-ARN = "arn:aws:iot:us-east-1:123456789012:thinggroup/"
+from .fleet_world import World
 
 DETERMINISTIC = {
     **{f"ok-{i:02d}": Profile.OK for i in range(12)},
@@ -34,63 +32,6 @@ DETERMINISTIC = {
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> SandboxPki:
     return SandboxPki.create_or_load(tmp_path_factory.mktemp("sharded") / "pki")
-
-
-class World:
-    """An engine on a manual clock, one group of things, and a fleet (sharded or not)."""
-
-    def __init__(
-        self, pki: SandboxPki, root: Path, profiles: dict[str, Profile], workers: int
-    ) -> None:
-        self.clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-        self.engine = JobsEngine(clock=self.clock)
-        self.pki = pki
-        names = sorted(profiles)
-        self.engine.create_things(names)
-        self.engine.create_thing_group({"thingGroupName": "g"})
-        self.engine.add_things_to_group("g", names)
-        timing = FleetTiming(late=(600, 600))
-        self.fleet: MemoryFleet | ShardedFleet
-        if workers:
-            self.fleet = ShardedFleet(
-                self.engine, pki, profiles, workers=workers, root=root, timing=timing
-            )
-        else:
-            self.fleet = MemoryFleet(self.engine, pki, profiles, root=root, timing=timing)
-        self.fleet.start()
-        self.catalog = jd.load_catalog(pki.ats_catalog)
-
-    def job(self, job_id: str, roots: tuple[str, ...], **config: object) -> None:
-        doc = jd.build_document(
-            operation="migrate",
-            region="us-east-1",
-            campaign="t",
-            wave=job_id,
-            endpoint=jd.Endpoint(host=self.pki.hosts["ats"]),
-            roots=[self.catalog.get(r) for r in roots],
-            catalog=self.catalog,
-        )
-        self.engine.create_job(
-            {"jobId": job_id, "targets": [ARN + "g"], "document": doc.text, **config}
-        )
-
-    def outcome(self, job_id: str) -> dict[str, tuple[str, str | None, str | None]]:
-        return {
-            h["thingName"]: (
-                h["status"],
-                h.get("statusDetails", {}).get("reason"),
-                h["history"][-1].get("via") if h["history"] else None,
-            )
-            for h in self.engine.execution_history(job_id=job_id)
-        }
-
-    def run_for(self, seconds: float, step: float = 30.0) -> None:
-        elapsed = 0.0
-        while elapsed < seconds:
-            self.fleet.run_due()
-            self.engine.advance(step)
-            elapsed += step
-        self.fleet.run_due()
 
 
 def test_workers_reach_exactly_the_outcomes_of_one_process(pki, tmp_path) -> None:
