@@ -3,6 +3,9 @@
 import socket
 import ssl
 import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -214,10 +217,7 @@ def test_named_shadow_round_trip_and_read_back(plane, device):
 def test_stop_ends_both_brokers(pki, tmp_path):
     plane = start_data_plane(FakeEngine(), pki=pki, work_dir=tmp_path / "mqtt")
     assert plane.running
-    running = subprocess.run(
-        ["pgrep", "-f", str(tmp_path / "mqtt")], capture_output=True, check=False
-    )
-    assert len(running.stdout.split()) == 2
+    assert len(brokers(tmp_path / "mqtt")) == 2
     plane.stop()
     plane.stop()
     assert not plane.running
@@ -225,6 +225,53 @@ def test_stop_ends_both_brokers(pki, tmp_path):
         ["pgrep", "-f", str(tmp_path / "mqtt")], capture_output=True, check=False
     )
     assert leftover.stdout == b""
+
+
+def brokers(work_dir: Path) -> list[bytes]:
+    found = subprocess.run(
+        ["pgrep", "-f", f"mosquitto -c {work_dir}"], capture_output=True, check=False
+    )
+    return found.stdout.split()
+
+
+def anything_of(work_dir: Path) -> bytes:
+    """Every process whose command line names `work_dir` (brokers and their watchers)."""
+    found = subprocess.run(["pgrep", "-f", str(work_dir)], capture_output=True, check=False)
+    return found.stdout
+
+
+def test_a_killed_sandbox_process_leaves_no_broker_running(pki, tmp_path):
+    work = tmp_path / "mqtt"
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from infra.sandbox.mqtt import start_data_plane
+        from infra.sandbox.mqtt.testing import FakeEngine
+        from infra.sandbox.pki import SandboxPki
+        pki = SandboxPki.create_or_load(Path({str(pki.directory)!r}))
+        start_data_plane(FakeEngine(), pki=pki, work_dir=Path({str(work)!r}))
+        print("ready", flush=True)
+        time.sleep(300)
+    """)
+    sandbox = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    try:
+        assert sandbox.stdout is not None
+        for line in sandbox.stdout:  # an unconfigured structlog prints to stdout first
+            if line.strip() == b"ready":
+                break
+        assert len(brokers(work)) == 2
+        sandbox.kill()  # SIGKILL: no clean-up code of the sandbox runs
+        sandbox.wait(10)
+        deadline = time.monotonic() + 10
+        while anything_of(work) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert anything_of(work) == b""
+    finally:
+        if sandbox.poll() is None:
+            sandbox.kill()
+        sandbox.wait(10)
 
 
 def test_a_long_work_dir_still_gets_short_bridge_sockets(pki, tmp_path):

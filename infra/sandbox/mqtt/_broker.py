@@ -23,6 +23,7 @@ so a free port is picked by binding port 0 first; a lost race is retried.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -81,8 +82,31 @@ def _quote(path: Path) -> str:
     return text
 
 
+# mosquitto cannot notice that the process that started it died; this shell can. It
+# starts the broker and a watcher that waits for the end of its standard input, a pipe
+# whose other end only the sandbox holds: however the sandbox stops (SIGKILL
+# included), the pipe ends and the watcher stops the broker. SIGTERM stops it too.
+# The shell exits with the broker's status. Arguments: mosquitto binary, config file.
+_WATCHDOG = """
+exec 3<&0 </dev/null
+"$1" -c "$2" &
+broker=$!
+{ cat <&3 >/dev/null 2>&1; kill -TERM "$broker" 2>/dev/null; } &
+exec 3<&-
+trap 'kill -TERM "$broker" 2>/dev/null' TERM
+wait "$broker"
+status=$?
+while kill -0 "$broker" 2>/dev/null; do wait "$broker"; status=$?; done
+exit "$status"
+"""
+
+
 class Broker:
-    """A mosquitto subprocess serving one endpoint ("legacy" or "ats")."""
+    """A mosquitto subprocess serving one endpoint ("legacy" or "ats").
+
+    Started under a small shell (`_WATCHDOG`) that stops it when the sandbox
+    process goes away, so that a killed sandbox leaves no broker running.
+    """
 
     def __init__(self, kind: str, *, pki: SandboxPki, directory: Path, socket_path: Path) -> None:
         self.kind = kind
@@ -143,8 +167,8 @@ class Broker:
             self.log_path.unlink(missing_ok=True)
             with self._stderr_path.open("wb") as stderr:
                 self._process = subprocess.Popen(
-                    [binary, "-c", str(conf)],
-                    stdin=subprocess.DEVNULL,
+                    ["/bin/sh", "-c", _WATCHDOG, "sh", binary, str(conf)],
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
                     env=_broker_environment(),
@@ -176,8 +200,9 @@ class Broker:
         process, self._process = self._process, None
         if process is None:
             return ""
+        _end_watch(process)
         if process.poll() is None:
-            process.kill()
+            process.terminate()
         process.wait(timeout=_STOP_TIMEOUT)
         text = self._stderr_path.read_text(errors="replace")
         if self.log_path.exists():
@@ -189,6 +214,7 @@ class Broker:
         process, self._process = self._process, None
         if process is None:
             return
+        _end_watch(process)
         if process.poll() is None:
             process.terminate()
             try:
@@ -203,6 +229,13 @@ class Broker:
     def running(self) -> bool:
         """Whether the mosquitto process is alive."""
         return self._process is not None and self._process.poll() is None
+
+
+def _end_watch(process: subprocess.Popen[bytes]) -> None:
+    """Close the watcher's pipe: the broker stops (and the watcher's `cat` exits)."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
 
 
 def _broker_environment() -> dict[str, str]:
