@@ -531,6 +531,10 @@ def _drive(
         target = min([next_reconcile.timestamp(), *(w for w in wakeups if w is not None)])
         engine.advance(max(1.0, target - now.timestamp()))
         _pace(wall0, (clock.now() - start).total_seconds(), settings.time_scale)
+    # Devices keep finishing after the last gate passed (a wave promotes at 95%): one more
+    # observation, so that the summary and the report show where every execution ended.
+    # On a stopped campaign the planner only records the counts.
+    _reconcile(rec, name, state)
     return halted_at
 
 

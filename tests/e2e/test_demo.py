@@ -94,6 +94,8 @@ def test_happy_every_wave_promotes_and_every_device_acknowledges_over_ats(worker
     assert cut
     assert result.endpoints == {"ats": DEVICES}
     assert result.exposure == DEVICES
+    for wave in result.waves:  # the report's counts are where the executions ended
+        assert wave["gate_counts"]["succeeded"] == wave["executions"]["succeeded"], wave
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "two-workers"])
