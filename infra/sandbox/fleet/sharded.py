@@ -71,6 +71,7 @@ __all__ = ["ShardedFleet"]
 log = structlog.get_logger(__name__)
 
 STOP_TIMEOUT: Final = 30.0
+_STDERR_FD: Final = 2
 GC_THRESHOLDS: Final = (50_000, 50, 1_000)
 BATCH: Final = 64  # engine calls per message to the parent
 IN_FLIGHT: Final = 512  # devices a worker runs at once (each parked on an engine call or running)
@@ -124,10 +125,10 @@ class _RemoteEngine:
     """The worker's view of the parent's engine: a clock, and the two data-plane calls.
 
     Devices run as greenlets (`run`): a device that calls the engine parks its
-    request and yields; once every device is parked or done, the requests go to
-    the parent as one batch and each device resumes with its own answer. One
-    round trip per batch instead of one per call: a pipe round trip costs far
-    more than the call itself.
+    request and yields to the next device; parked requests go to the parent in
+    batches and each device resumes with its own answer. One round trip per batch
+    instead of one per call: a round trip between processes costs far more than
+    the call itself.
     """
 
     def __init__(self, conn: Connection, clock: ManualClock) -> None:
@@ -317,6 +318,7 @@ def _spawn(index: int, config: _ShardConfig) -> _Shard:
             [sys.executable, "-m", "infra.sandbox.fleet.worker", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
+            stdout=_STDERR_FD,  # stdout is the caller's (one JSON line); a worker never writes it
         )
     conn = Connection(ours.detach())
     conn.send(list(sys.path))  # first, so that `config.setup` can be found when unpickled
