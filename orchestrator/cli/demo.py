@@ -184,7 +184,9 @@ def _summary(console: Console, result: Any, extra: list[str]) -> None:
         )
     console.print(table)
     endpoints = ", ".join(f"{n} on {k}" for k, n in sorted(result.endpoints.items()))
-    console.print(f"devices: {result.devices} ({endpoints})")
+    workers = result.extra.get("fleet_workers") or 0
+    where = f"; run in {workers} worker processes" if workers else ""
+    console.print(f"devices: {result.devices} ({endpoints}{where})")
     console.print(f"exposure: {result.exposure} devices received a job", end="")
     if result.halted_after_minutes is not None:
         console.print(f" before the halt at t+{result.halted_after_minutes:.0f} min")

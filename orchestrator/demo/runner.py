@@ -356,6 +356,7 @@ def run_campaign(
             http_requests=counts["http_requests"],
             profiles=sim.profile_counts(),
             report=report_path,
+            extra={"fleet_workers": getattr(sim, "workers", 0)},
         )
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack re-raises or returns
 

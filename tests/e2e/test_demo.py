@@ -186,6 +186,7 @@ def test_demo_cli_prints_one_json_line_and_writes_the_report(tmp_path: Path, wor
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(e.get("event") == "job_finished" for e in events)  # --verbose reached the devices
     body = json.loads(lines[-1])
+    assert body["fleet_workers"] == int(workers)
     assert body["scenario"] == "happy"
     assert body["status"] == "COMPLETED"
     assert body["as_expected"] is True

@@ -358,6 +358,7 @@ class ShardedFleet:
         self._owns_root = root is None
         self.root = root if root is not None else default_fleet_root()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.workers = workers
         self._profiles = dict(profiles)
         self._owner: dict[str, int] = {}
         shares: list[dict[str, str]] = [{} for _ in range(workers)]
