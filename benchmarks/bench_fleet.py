@@ -6,7 +6,7 @@ decided from the staged bundle); the orchestrator reconciles through the real
 boto3 adapter against the sandbox over HTTP. Scenario `happy` (late, slow,
 power-cut and RSA-only devices among them).
 
-The devices run in worker processes (`ShardedFleet`, one more than the cores)
+The devices run in worker processes (`ShardedFleet`, the default 3)
 against the one engine in this process.
 
 Figures: wall time and peak RSS of the whole run (targets: < 60 s and < 1 GiB

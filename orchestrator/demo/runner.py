@@ -27,7 +27,6 @@ Invariants:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -83,8 +82,8 @@ MQTT_TIME_SCALE = 60.0
 MIN_REAL_INTERVAL = 0.25
 BOOT_TIMEOUT_SECONDS = 300.0
 AUTO_WORKERS_FROM = 5000
-MIN_CORES = 2
-MAX_AUTO_WORKERS = 8
+# Three: on two cores one worker waiting for the engine's answers leaves its core to another.
+AUTO_WORKERS = 3
 
 
 class _Fleet(Protocol):
@@ -362,20 +361,19 @@ def run_campaign(
 
 
 def fleet_workers(devices: int, requested: int | None) -> int:
-    """Worker processes for a memory fleet: as asked, else cores + 1 from 5,000 devices.
+    """Worker processes for a memory fleet: as asked, else `AUTO_WORKERS` from 5,000 devices.
 
-    0 runs the devices in this process. Below a few thousand devices, starting
-    workers costs more than it saves.
+    0 runs the devices in this process; below a few thousand devices, starting
+    workers costs more than it saves. The default does not follow the machine's
+    cores: a rehearsal of the same files must give the same answer everywhere, and
+    where the service decides from the order of updates across devices (native
+    abort thresholds), that order depends on how many workers run the devices.
     """
     if requested is not None:
         if requested < 0:
             raise UsageError(f"--workers must be 0 or more, not {requested}")
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not cores or cores < MIN_CORES or devices < AUTO_WORKERS_FROM:
-        return 0
-    # One more than the cores: a worker waiting for the engine's answers leaves its core free.
-    return min(cores + 1, MAX_AUTO_WORKERS)
+    return AUTO_WORKERS if devices >= AUTO_WORKERS_FROM else 0
 
 
 def _memory_world(

@@ -5,7 +5,9 @@ batched calls. Workers are real interpreters talking over a real socket pair."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -146,3 +148,113 @@ def test_zero_workers_is_refused(pki, tmp_path) -> None:
     engine = JobsEngine(clock=ManualClock(datetime.now(UTC)))
     with pytest.raises(ValueError, match="at least one worker"):
         ShardedFleet(engine, pki, DETERMINISTIC, workers=0, root=tmp_path)
+
+
+WAITING = {
+    **{f"late-{i}": Profile.LATE for i in range(3)},
+    **{f"slow-{i}": Profile.SLOW for i in range(3)},
+    **{f"cut-{i}": Profile.POWER_CUT for i in range(8)},
+}
+
+
+def test_random_draws_do_not_depend_on_how_the_fleet_is_split(pki, tmp_path) -> None:
+    seen = {}
+    for workers in (0, 1, 3):
+        world = World(pki, tmp_path / f"w{workers}", WAITING, workers)
+        start = world.clock.now().timestamp()
+        try:
+            world.job("j", ("amazon-root-ca-1",), jobExecutionsRetryConfig={
+                "criteriaList": [{"failureType": "FAILED", "numberOfRetries": 2}]
+            })  # fmt: skip
+            world.run_for(1500, step=10)
+            views = {t: world.fleet.view(t) for t in WAITING}
+            seen[workers] = (
+                world.outcome("j"),
+                {t: ((v.first_job_at or 0) - start, v.power_cuts) for t, v in views.items()},
+            )
+        finally:
+            world.fleet.close()
+    assert seen[1] == seen[0]
+    assert seen[3] == seen[0]
+
+
+def test_runs_are_repeatable_even_where_the_order_of_updates_matters(pki, tmp_path) -> None:
+    # Half the devices fail with ECC-only roots and the job aborts at 30% failed: which
+    # executions get canceled depends on the order the engine sees the updates in.
+    profiles = {f"d-{i:03d}": Profile.TLS_NO_ECC if i % 2 else Profile.OK for i in range(120)}
+    seen = []
+    for run in range(2):
+        world = World(pki, tmp_path / f"run{run}", profiles, 2)
+        try:
+            world.job("j", ("amazon-root-ca-3",), abortConfig={"criteriaList": [{
+                "failureType": "FAILED", "action": "CANCEL",
+                "thresholdPercentage": 30, "minNumberOfExecutedThings": 10,
+            }]}, jobExecutionsRolloutConfig={"maximumPerMinute": 25})  # fmt: skip
+            world.run_for(600)
+            seen.append(world.outcome("j"))
+            assert world.engine.describe_job({"jobId": "j"})["job"]["status"] == "CANCELED"
+        finally:
+            world.fleet.close()
+    assert seen[0] == seen[1]
+
+
+def test_a_failure_mid_run_stops_the_fleet_and_close_still_removes_the_files(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, DETERMINISTIC, 2)
+    fleet = world.fleet
+    assert isinstance(fleet, ShardedFleet)
+    world.job("j", ("amazon-root-ca-1",))
+    real = world.engine.update_execution
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the operator's Ctrl-C, in the middle of serving a batch
+        return real(*args, **kwargs)
+
+    world.engine.update_execution = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        fleet.run_due()
+    with pytest.raises(FleetWorkerError, match="stopped on an error"):
+        fleet.run_due()
+    fleet.close(remove_files=True)
+    assert not any(tmp_path.iterdir())
+    assert len(fleet.worker_usage) == 2
+
+
+def test_a_worker_that_dies_mid_run_is_reported_as_such(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, DETERMINISTIC, 2)
+    fleet = world.fleet
+    assert isinstance(fleet, ShardedFleet)
+    world.job("j", ("amazon-root-ca-1",))
+    real = world.engine.describe_execution
+    calls = []
+
+    def killing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            victim = fleet._shards[0].process
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait(10)
+        return real(*args, **kwargs)
+
+    world.engine.describe_execution = killing  # type: ignore[method-assign]
+    try:
+        with pytest.raises(FleetWorkerError, match="fleet worker 0 stopped answering"):
+            fleet.run_due()
+    finally:
+        fleet.close()
+
+
+def test_an_unpicklable_worker_setup_starts_no_worker(pki, tmp_path) -> None:
+    engine = JobsEngine(clock=ManualClock(datetime.now(UTC)))
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        ShardedFleet(
+            engine, pki, DETERMINISTIC, workers=2, root=tmp_path, worker_setup=lambda: None
+        )
+    children = subprocess.run(
+        ["pgrep", "-P", str(os.getpid()), "-f", "infra.sandbox.fleet.worker"],
+        capture_output=True,
+        check=False,
+    )
+    assert children.stdout == b""

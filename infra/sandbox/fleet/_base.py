@@ -82,6 +82,7 @@ class _Device:
     __slots__ = (
         "booted",
         "cuts",
+        "draws",
         "first_job_at",
         "name",
         "profile",
@@ -101,6 +102,7 @@ class _Device:
         self.cuts = 0
         self.rebooting = False  # lost power: the next start runs the boot-time recovery
         self.booted = False  # its files are known to exist
+        self.draws = 0  # random draws made for this device so far
 
 
 def shared_validator(validator: Validator) -> Validator:
@@ -179,7 +181,7 @@ class FleetBase:
         self._owns_root = root is None
         self.root = root if root is not None else default_fleet_root()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._rng = random.Random(seed)  # noqa: S311 - a simulation's repeatable draw
+        self._seed = seed
         self._devices = {name: _Device(name, p) for name, p in profiles.items()}
         self.legacy = EndpointConfig(host=pki.hosts["legacy"])
         self._legacy_bundle = pki.legacy_root_pem.read_bytes()
@@ -205,6 +207,15 @@ class FleetBase:
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
+
+    def _random(self, device: _Device) -> random.Random:
+        """The generator of `device`'s next draw: from the seed, its name and its draw count.
+
+        Per device, not per fleet: a device's delays and crash point do not depend on
+        which other devices acted before it, nor on how a fleet is split over processes.
+        """
+        device.draws += 1
+        return random.Random(f"{self._seed}:{device.name}:{device.draws}")  # noqa: S311
 
     def validator(self, profile: Profile) -> Validator:
         return self._validators[profile is Profile.REJECT]

@@ -143,7 +143,7 @@ class MemoryFleet(FleetBase):
         lo, hi = self.timing.late
         for device in self._devices.values():
             if device.profile is Profile.LATE:
-                device.ready_at = now + self._rng.uniform(lo, hi)
+                device.ready_at = now + self._random(device).uniform(lo, hi)
                 self._schedule(device, device.ready_at)
         self.engine.subscribe(self._on_change)
         log.info("fleet_started", devices=len(self._devices), root=str(self.root))
@@ -260,13 +260,14 @@ class MemoryFleet(FleetBase):
             return
         if profile is Profile.SLOW and not device.slow_armed:
             device.slow_armed = True
-            device.ready_at = now + self._rng.uniform(*self.timing.slow)
+            device.ready_at = now + self._random(device).uniform(*self.timing.slow)
             self._schedule(device, device.ready_at)
             return
         device.slow_armed = False
         fs = self._fs
         if profile is Profile.POWER_CUT and device.cuts == 0:
-            fs = CrashingFileOps(crash_at=self._rng.randrange(CUT_POINTS), inner=self._fs)
+            crash_at = self._random(device).randrange(CUT_POINTS)
+            fs = CrashingFileOps(crash_at=crash_at, inner=self._fs)
         self._active = device.name
         try:
             agent = self._agent(device, fs)
@@ -291,7 +292,7 @@ class MemoryFleet(FleetBase):
             device.rebooting = True
             if device.first_job_at is None:
                 device.first_job_at = now
-            device.ready_at = now + self._rng.uniform(*self.timing.reboot)
+            device.ready_at = now + self._random(device).uniform(*self.timing.reboot)
             self._schedule(device, device.ready_at)
             self.outcomes["POWER_CUT"] += 1
         except DeviceHandlerError as exc:

@@ -198,9 +198,9 @@ class MqttFleet(FleetBase):
             return self._now() if self._busy else None
 
     # ------------------------------------------------------------------ one device
-    def _sleep(self, simulated: tuple[float, float]) -> bool:
+    def _sleep(self, device: _Device, simulated: tuple[float, float]) -> bool:
         """Sleep a simulated delay in real time; False when the fleet is stopping."""
-        seconds = self._rng.uniform(*simulated) / self.time_scale
+        seconds = self._random(device).uniform(*simulated) / self.time_scale
         return not self._stop.wait(seconds)
 
     def _agent(self, device: _Device, *, crash: bool) -> Agent:
@@ -237,7 +237,11 @@ class MqttFleet(FleetBase):
             settings,
             self.validator(device.profile),
             connector,
-            fs=CrashingFileOps(crash_at=self._rng.randrange(CUT_POINTS), inner=fs) if crash else fs,
+            fs=(
+                CrashingFileOps(crash_at=self._random(device).randrange(CUT_POINTS), inner=fs)
+                if crash
+                else fs
+            ),
             clock=self.clock,
             probe_fn=probe_fn,
         )
@@ -252,7 +256,7 @@ class MqttFleet(FleetBase):
     def _life(self, device: _Device, delay: float) -> None:
         if self._stop.wait(delay):
             return
-        if device.profile is Profile.LATE and not self._sleep(self.timing.late):
+        if device.profile is Profile.LATE and not self._sleep(device, self.timing.late):
             return
         agent = self._agent(device, crash=device.profile is Profile.POWER_CUT)
         try:
@@ -271,7 +275,7 @@ class MqttFleet(FleetBase):
                 if (
                     notified
                     and device.profile is Profile.SLOW
-                    and not self._sleep(self.timing.slow)
+                    and not self._sleep(device, self.timing.slow)
                 ):
                     return
                 outcome = agent.poll()
@@ -302,7 +306,7 @@ class MqttFleet(FleetBase):
                 with self._lock:
                     self.outcomes["POWER_CUT"] += 1
                 agent.disconnect()
-                if not self._sleep(self.timing.reboot):
+                if not self._sleep(device, self.timing.reboot):
                     return
                 agent = self._agent(device, crash=False)
                 agent.recover()

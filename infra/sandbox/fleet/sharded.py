@@ -3,42 +3,54 @@
 One Python process runs on one core, and a simulated device costs about a
 millisecond of it (the real transaction: validator, journal writes, renames,
 JSON). `ShardedFleet` splits the devices of a `MemoryFleet` over worker
-processes, one per core by default. Each worker is a `MemoryFleet` of its
-share: the real `Agent`, real files and journal, the same fault profiles. The
-Jobs engine stays in the parent; a worker reaches it through a pipe with the
-two data-plane calls a device makes (`describe_execution`,
-`update_execution`), so every job status still comes from a device's own
-transaction and the engine still decides what each call returns.
+interpreters. Each worker is a `MemoryFleet` of its share: the real `Agent`,
+real files and journal, the same fault profiles. The Jobs engine stays in the
+parent; a worker reaches it with the two data-plane calls a device makes
+(`describe_execution`, `update_execution`), so every job status still comes
+from a device's own transaction and the engine decides what each call returns.
 
-Protocol (pickled tuples over one `multiprocessing` pipe per worker):
+Protocol (pickled messages over one socket pair per worker):
 - parent -> worker: ("start", now), ("run", now, [things with news]),
-  ("query", method, args), ("close", remove_files);
-- worker -> parent, while running: ("describe", thing, job_id, number) and
-  ("update", thing, job_id, kwargs), answered ("ok", snapshot) or
-  ("err", code, message); then ("done", activations, next_wakeup, outcomes),
-  ("result", value) or ("failed", traceback).
-A snapshot carries the job document only the first time a worker sees it.
+  ("query", method, args), ("close", remove_files); a list of answers to a batch;
+- worker -> parent: ("batch", [("describe", thing, job_id, number) |
+  ("update", thing, job_id, kwargs)]) while running, each answered ("ok", snapshot)
+  or ("err", code, message); ("done", activations, next_wakeup, outcomes),
+  ("result", value), ("ready",) or ("failed", traceback).
+A snapshot carries the job document only when the worker does not hold it yet.
+
+How it differs from one `MemoryFleet`: a worker runs up to `IN_FLIGHT` devices
+at once (greenlets that park on engine calls), as a real fleet's devices act at
+once, where one process runs each device's whole transaction before the next.
+Per-device outcomes do not change (the tests compare them), but decisions the
+service takes from the order of updates across devices, such as a job's native
+abortConfig threshold or an exponential rollout's step, can.
 
 Invariants:
-- Devices are assigned to workers round-robin in fleet order, so each worker
-  gets the same mix of groups and profiles; profile assignment happens in the
-  parent, so it does not depend on the number of workers.
+- Deterministic: devices are assigned round-robin in fleet order; profiles and
+  every device's random draws (`FleetBase._random`) come from the seed and the
+  device's name; workers run in rounds and the parent takes their batches in
+  worker order. The same fleet and worker count give the same run every time.
 - `run_due()` returns only when every worker is idle and no device has news,
   as `MemoryFleet.run_due()` does; the engine is only ever called from the
   parent's driving thread (and the engine's own scheduler).
 - Each worker's clock is set to the parent's simulated time before it runs.
-- Workers are fresh interpreters, not forks: the parent runs threads (HTTP front end,
-  scheduler) whose locks a fork would copy mid-use. A spawned process starts
-  with no logging set-up: `worker_setup` (a picklable callable, e.g. the CLI's
-  logging set-up) runs first in each worker; without one, a worker logs
-  warnings and errors to stderr and nothing to stdout.
-- `close()` stops every worker, terminating any that does not stop in time.
+- Workers are fresh interpreters, not forks: the parent runs threads (HTTP front
+  end, scheduler) whose locks a fork would copy mid-use, and multiprocessing's
+  spawn re-runs the caller's main module. A new interpreter has no logging
+  set-up: `worker_setup` (a picklable callable, e.g. the CLI's) runs first in
+  each worker; without one, a worker logs warnings and errors to stderr. A
+  worker's stdout goes to stderr: stdout is the caller's.
+- A failure in a run (a worker's or the parent's) leaves the fleet unusable but
+  for `close()`, which stops every worker (killing any that does not stop in
+  time) and removes their files when asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import pickle
 import resource
 import shutil
 import socket
@@ -50,7 +62,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Self
 
@@ -73,7 +85,6 @@ log = structlog.get_logger(__name__)
 STOP_TIMEOUT: Final = 30.0
 _STDERR_FD: Final = 2
 GC_THRESHOLDS: Final = (50_000, 50, 1_000)
-BATCH: Final = 64  # engine calls per message to the parent
 IN_FLIGHT: Final = 512  # devices a worker runs at once (each parked on an engine call or running)
 
 
@@ -111,6 +122,10 @@ class _Snapshot(NamedTuple):
 class _Closing(BaseException):
     """The parent closed the fleet while this worker waited for answers: stop quietly."""
 
+    def __init__(self, message: Any) -> None:
+        super().__init__("closing")
+        self.message = message
+
 
 class _RemoteError(Exception):
     """The engine refused a call; `code` is its Jobs error code (None: not a refusal)."""
@@ -144,16 +159,17 @@ class _RemoteEngine:
     def run(self, things: list[str], activate: Callable[[str], None]) -> None:
         """Activate `things`, up to `IN_FLIGHT` at a time, batching their engine calls.
 
-        Batches of `BATCH` calls go out as soon as they fill, and the worker keeps
-        running other devices while the parent answers them: the two overlap.
+        In rounds: every runnable device runs until it parks on a call or ends, then
+        the round's calls go to the parent as one batch and the answers come back in
+        order. The rounds, and so the order in which the engine sees the calls, do
+        not depend on timing: the same fleet gives the same outcome on every run.
         """
         self._hub = greenlet.getcurrent()
         waiting = list(reversed(things))
         ready: deque[tuple[greenlet.greenlet, Any]] = deque()
-        sent: deque[list[greenlet.greenlet]] = deque()  # batches awaiting answers, in order
         live = 0
         try:
-            while waiting or ready or self._parked or sent:
+            while waiting or ready:
                 while waiting and live < IN_FLIGHT:
                     ready.append((greenlet.greenlet(activate), waiting.pop()))
                     live += 1
@@ -162,37 +178,24 @@ class _RemoteEngine:
                     device.switch(value)
                     if device.dead:
                         live -= 1
-                    if len(self._parked) >= BATCH:
-                        self._send(sent)
-                    if sent and self._conn.poll():
-                        self._receive(sent, ready)
                 if self._parked:
-                    self._send(sent)
-                if sent:
-                    self._receive(sent, ready)
+                    parked, self._parked = self._parked, []
+                    answers = self._exchange([request for _, request in parked])
+                    ready.extend(zip([device for device, _ in parked], answers, strict=True))
         finally:
             self._hub = None
+            self._parked = []
 
-    def _send(self, sent: deque[list[greenlet.greenlet]]) -> None:
-        parked, self._parked = self._parked, []
-        self._conn.send(("batch", [request for _, request in parked]))
-        sent.append([device for device, _ in parked])
-
-    def _receive(
-        self, sent: deque[list[greenlet.greenlet]], ready: deque[tuple[greenlet.greenlet, Any]]
-    ) -> None:
+    def _exchange(self, requests: list[tuple[Any, ...]]) -> list[Any]:
+        self._conn.send(("batch", requests))
         answers = self._conn.recv()
-        if not isinstance(answers, list):  # the parent gave up on this run and is closing
-            raise _Closing
-        ready.extend(zip(sent.popleft(), answers, strict=True))
+        if not isinstance(answers, list):  # the parent gave up on this run: it is closing
+            raise _Closing(answers)
+        return answers
 
     def _call(self, request: tuple[Any, ...]) -> _Snapshot:
         if self._hub is None:  # outside `run`: one round trip of its own
-            self._conn.send(("batch", [request]))
-            answers = self._conn.recv()  # nothing else is in flight outside `run`
-            if not isinstance(answers, list):
-                raise _Closing
-            reply = answers[0]
+            reply = self._exchange([request])[0]
         else:
             self._parked.append((greenlet.getcurrent(), request))
             reply = self._hub.switch()
@@ -270,28 +273,34 @@ def _worker(conn: Connection, config: _ShardConfig) -> None:
             elif op == "query":
                 conn.send(("result", getattr(fleet, message[1])(*message[2])))
             elif op == "close":
-                if message[1]:
-                    fleet.remove_device_files()
-                usage = resource.getrusage(resource.RUSAGE_SELF)
-                conn.send(
-                    (
-                        "result",
-                        {
-                            "peak_rss_mib": usage.ru_maxrss / 1024,
-                            "cpu_s": usage.ru_utime + usage.ru_stime,
-                        },
-                    )
-                )
+                _close(conn, fleet, message)
                 return
             else:
                 conn.send(("failed", f"unknown request {op!r}"))
-        except _Closing:
+                return
+        except _Closing as closing:
+            _close(conn, fleet, closing.message)
             return
         except Exception:  # noqa: BLE001 - reported to the parent, which raises it
-            try:
+            # Devices may be parked mid-transaction and answers unread: this worker
+            # cannot go on. The parent treats the fleet as broken; files stay as they are.
+            with contextlib.suppress(OSError):
                 conn.send(("failed", traceback.format_exc()))
-            except OSError:
-                return  # the parent is gone
+            return
+
+
+def _close(conn: Connection, fleet: MemoryFleet, message: Any) -> None:
+    """Remove this worker's device files when asked; tell the parent what the worker used."""
+    if isinstance(message, tuple) and message[:1] == ("close",) and message[1]:
+        fleet.remove_device_files()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with contextlib.suppress(OSError):
+        conn.send(
+            (
+                "result",
+                {"peak_rss_mib": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime},
+            )
+        )
 
 
 class _Shard:
@@ -312,6 +321,7 @@ def _spawn(index: int, config: _ShardConfig) -> _Shard:
     A fresh interpreter, not `multiprocessing`'s spawn: that one re-runs the caller's
     main module in every worker, which a script without a main guard cannot survive.
     """
+    payload = pickle.dumps(config)  # before starting anything: an unpicklable setup fails here
     ours, theirs = socket.socketpair()
     with theirs:
         process = subprocess.Popen(
@@ -321,8 +331,14 @@ def _spawn(index: int, config: _ShardConfig) -> _Shard:
             stdout=_STDERR_FD,  # stdout is the caller's (one JSON line); a worker never writes it
         )
     conn = Connection(ours.detach())
-    conn.send(list(sys.path))  # first, so that `config.setup` can be found when unpickled
-    conn.send(config)
+    try:
+        conn.send(list(sys.path))  # first, so that `config.setup` can be found when unpickled
+        conn.send_bytes(payload)
+    except OSError:
+        conn.close()
+        process.kill()
+        process.wait(STOP_TIMEOUT)
+        raise
     return _Shard(index, conn, process)
 
 
@@ -374,6 +390,7 @@ class ShardedFleet:
         self._started = False
         self.activations = 0
         self.worker_usage: list[dict[str, float]] = []  # per worker, once closed
+        self._broken: str | None = None  # why the fleet can no longer run
         try:
             for index, share in enumerate(shares):
                 config = _ShardConfig(
@@ -383,7 +400,7 @@ class ShardedFleet:
                     endpoint_prefix=pki.endpoint_prefix,
                     profiles=share,
                     root=self.root,
-                    seed=seed * 1_000_003 + index,
+                    seed=seed,
                     timing=timing or FleetTiming(),
                     durable=durable,
                     share_validation=share_validation,
@@ -430,11 +447,13 @@ class ShardedFleet:
                     continue
         for shard in self._shards:
             try:
-                # a worker that is mid-run answers "failed"; only a clean close reports usage
-                if shard.process.returncode is None and shard.conn.poll(STOP_TIMEOUT):
+                # Every worker answers a close with its usage, mid-run or not (unless it
+                # died); a worker stopped mid-run may first send the batch it had ready.
+                while shard.process.returncode is None and shard.conn.poll(STOP_TIMEOUT):
                     reply = shard.conn.recv()
                     if reply[0] == "result" and isinstance(reply[1], dict):
                         self.worker_usage.append(reply[1])
+                        break
             except (OSError, EOFError):
                 pass
             shard.conn.close()  # a worker still waiting on the pipe sees it end and exits
@@ -459,7 +478,7 @@ class ShardedFleet:
                 raise FleetWorkerError(f"fleet worker {shard.index} failed:\n{message[1]}")
             self._serve(shard, message)
 
-    def _send(self, shard: _Shard, message: tuple[Any, ...]) -> None:
+    def _send(self, shard: _Shard, message: Any) -> None:
         try:
             shard.conn.send(message)
         except OSError as exc:
@@ -479,9 +498,11 @@ class ShardedFleet:
             raise self._gone(shard) from exc
 
     def _serve(self, shard: _Shard, message: tuple[Any, ...]) -> None:
+        if message[0] == "failed":
+            raise FleetWorkerError(f"fleet worker {shard.index} failed:\n{message[1]}")
         if message[0] != "batch":
             raise FleetWorkerError(f"fleet worker {shard.index} sent {message[0]!r}")
-        shard.conn.send([self._answer(shard, request) for request in message[1]])
+        self._send(shard, [self._answer(shard, request) for request in message[1]])
 
     def _answer(self, shard: _Shard, request: tuple[Any, ...]) -> tuple[Any, ...]:
         op, thing, job_id = request[0], request[1], request[2]
@@ -523,6 +544,7 @@ class ShardedFleet:
         return int(done)
 
     def _ask(self, shards: list[_Shard], method: str, *args: Any) -> list[Any]:
+        self._usable()
         for shard in shards:
             self._send(shard, ("query", method, args))
         return [self._expect(shard, "result")[1] for shard in shards]
@@ -547,17 +569,23 @@ class ShardedFleet:
             return sum(len(n) for n in self._news)
 
     def run_due(self, max_activations: int | None = None) -> int:
-        """Let every device with news, or whose timer is due, act, in all workers at once."""
+        """Let every device with news, or whose timer is due, act, in all workers at once.
+
+        In rounds: each busy worker sends one message per round (a batch of calls,
+        or "done"), and the parent takes them in worker order, so the engine sees the
+        calls in the same order on every run.
+        """
         del max_activations  # each worker bounds its own activations per run
+        self._usable()
         self._runner = threading.get_ident()
         now = self.clock.now().timestamp()
-        busy: dict[Connection, _Shard] = {}
+        busy: list[_Shard] = []
         woken: set[int] = set()
         total = 0
 
         def dispatch() -> None:
             for shard in self._shards:
-                if shard.conn in busy:
+                if shard in busy:
                     continue
                 with self._lock:
                     news = list(self._news[shard.index])
@@ -570,24 +598,32 @@ class ShardedFleet:
                 if news or due:
                     woken.add(shard.index)
                     self._send(shard, ("run", now, news))
-                    busy[shard.conn] = shard
+                    busy.append(shard)
+            busy.sort(key=lambda shard: shard.index)
 
-        dispatch()
-        while busy:
-            for conn in wait(list(busy)):
-                assert isinstance(conn, Connection)  # noqa: S101 - wait returns what it was given
-                shard = busy[conn]
-                message = self._recv(shard)
-                if message[0] == "done":
-                    total += self._finish(shard, message)
-                    del busy[conn]
-                elif message[0] == "failed":
-                    raise FleetWorkerError(f"fleet worker {shard.index} failed:\n{message[1]}")
-                else:
-                    self._serve(shard, message)
+        try:
             dispatch()
+            while busy:
+                for shard in list(busy):
+                    message = self._recv(shard)
+                    if message[0] == "done":
+                        total += self._finish(shard, message)
+                        busy.remove(shard)
+                    else:
+                        self._serve(shard, message)
+                dispatch()
+        except BaseException as exc:
+            # Workers may be parked mid-run with answers unread: nothing but close() is safe.
+            self._broken = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise
         self.activations += total
         return total
+
+    def _usable(self) -> None:
+        if self._broken is not None:
+            raise FleetWorkerError(
+                f"this fleet stopped on an error ({self._broken}); close it and start a new one"
+            )
 
     # ------------------------------------------------------------------ results
     @property
