@@ -9,7 +9,9 @@ import pickle
 import signal
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -198,21 +200,30 @@ def test_runs_are_repeatable_even_where_the_order_of_updates_matters(pki, tmp_pa
     assert seen[0] == seen[1]
 
 
+def on_call(engine: JobsEngine, method: str, nth: int, action: Callable[[], None]) -> None:
+    """Run `action` when the engine's `method` is called for the `nth` time (then call it)."""
+    real = getattr(engine, method)
+    calls = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == nth:
+            action()
+        return real(*args, **kwargs)
+
+    setattr(engine, method, wrapped)
+
+
 def test_a_failure_mid_run_stops_the_fleet_and_close_still_removes_the_files(pki, tmp_path) -> None:
     world = World(pki, tmp_path, DETERMINISTIC, 2)
     fleet = world.fleet
     assert isinstance(fleet, ShardedFleet)
     world.job("j", ("amazon-root-ca-1",))
-    real = world.engine.update_execution
-    calls = []
 
-    def interrupted(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 5:
-            raise KeyboardInterrupt  # the operator's Ctrl-C, in the middle of serving a batch
-        return real(*args, **kwargs)
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt  # the operator's Ctrl-C, in the middle of serving a batch
 
-    world.engine.update_execution = interrupted  # type: ignore[method-assign]
+    on_call(world.engine, "update_execution", 5, ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         fleet.run_due()
     with pytest.raises(FleetWorkerError, match="stopped on an error"):
@@ -227,18 +238,13 @@ def test_a_worker_that_dies_mid_run_is_reported_as_such(pki, tmp_path) -> None:
     fleet = world.fleet
     assert isinstance(fleet, ShardedFleet)
     world.job("j", ("amazon-root-ca-1",))
-    real = world.engine.describe_execution
-    calls = []
 
-    def killing(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 3:
-            victim = fleet._shards[0].process
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.wait(10)
-        return real(*args, **kwargs)
+    def kill_worker_0() -> None:
+        victim = fleet._shards[0].process
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
 
-    world.engine.describe_execution = killing  # type: ignore[method-assign]
+    on_call(world.engine, "describe_execution", 3, kill_worker_0)
     try:
         with pytest.raises(FleetWorkerError, match="fleet worker 0 stopped answering"):
             fleet.run_due()
