@@ -20,8 +20,9 @@ import json
 import queue
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,16 @@ from device_handler.errors import ChannelError, ChannelRejected, ConfigError
 from device_handler.probe import ClientIdentity, connect_address
 from device_handler.trust import EndpointConfig
 
-__all__ = ["PROTOCOLS", "MqttChannel", "MqttConnector"]
+__all__ = [
+    "PROTOCOLS",
+    "MqttChannel",
+    "MqttConnector",
+    "TlsEndpoint",
+    "jobs_client_v2",
+    "mqtt5_mtls_client",
+    "mqtt311_mtls_connection",
+    "open_next_job_stream",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +101,108 @@ class MqttConnector:
         return channel
 
 
+@dataclass(frozen=True, slots=True)
+class TlsEndpoint:
+    """Where an SDK client connects and as whom: mutual TLS with a certificate and key."""
+
+    host: str
+    port: int
+    cert: Path
+    key: Path
+    ca: Path
+    client_id: str
+
+
+def mqtt5_mtls_client(
+    endpoint: TlsEndpoint, *, on_stopped: Callable[[Any], None]
+) -> tuple[Any, Future[Any]]:
+    """An MQTT 5 client (not started yet) and a future of its first connection.
+
+    The future fails with `ConnectionError` when the first attempt fails.
+    """
+    from awsiot import mqtt5_client_builder
+
+    connected: Future[Any] = Future()
+
+    def on_success(event: Any) -> None:
+        if not connected.done():
+            connected.set_result(event)
+
+    def on_failure(event: Any) -> None:
+        if not connected.done():
+            connected.set_exception(ConnectionError(f"connection failed: {event.exception}"))
+
+    client = mqtt5_client_builder.mtls_from_path(
+        endpoint=endpoint.host,
+        port=endpoint.port,
+        cert_filepath=str(endpoint.cert),
+        pri_key_filepath=str(endpoint.key),
+        ca_filepath=str(endpoint.ca),
+        client_id=endpoint.client_id,
+        enable_metrics_collection=False,
+        on_lifecycle_connection_success=on_success,
+        on_lifecycle_connection_failure=on_failure,
+        on_lifecycle_stopped=on_stopped,
+    )
+    return client, connected
+
+
+def mqtt311_mtls_connection(endpoint: TlsEndpoint) -> Any:
+    """An MQTT 3.1.1 connection (not connected yet), clean session, 30 s keep-alive."""
+    from awsiot import mqtt_connection_builder
+
+    return mqtt_connection_builder.mtls_from_path(
+        endpoint=endpoint.host,
+        port=endpoint.port,
+        cert_filepath=str(endpoint.cert),
+        pri_key_filepath=str(endpoint.key),
+        ca_filepath=str(endpoint.ca),
+        client_id=endpoint.client_id,
+        clean_session=True,
+        keep_alive_secs=30,
+        enable_metrics_collection=False,
+    )
+
+
+def jobs_client_v2(client5: Any, operation_timeout: float) -> Any:
+    """The SDK's request-response Jobs client on a started MQTT 5 client."""
+    from awscrt import mqtt_request_response
+    from awsiot import iotjobs
+
+    return iotjobs.IotJobsClientV2(
+        client5,
+        mqtt_request_response.ClientOptions(
+            max_request_response_subscriptions=4,
+            max_streaming_subscriptions=2,
+            operation_timeout_in_seconds=max(1, int(operation_timeout)),
+        ),
+    )
+
+
+def open_next_job_stream(
+    jobs: Any, thing_name: str, on_event: Callable[[Any], None], timeout: float
+) -> Any | None:
+    """The open notify-next stream of `thing_name`; None when not established in `timeout`."""
+    from awscrt import mqtt_request_response
+    from awsiot import ServiceStreamOptions, iotjobs
+
+    established = threading.Event()
+
+    def on_status(event: Any) -> None:
+        kind = mqtt_request_response.SubscriptionStatusEventType.SUBSCRIPTION_ESTABLISHED
+        if event.type == kind:
+            established.set()
+
+    stream = jobs.create_next_job_execution_changed_stream(
+        iotjobs.NextJobExecutionChangedSubscriptionRequest(thing_name=thing_name),
+        ServiceStreamOptions(
+            incoming_event_listener=on_event, subscription_status_listener=on_status
+        ),
+    )
+    stream.open()
+    return stream if established.wait(timeout) else None
+
+
 class MqttChannel:
     """One MQTT connection of one thing to one endpoint."""
 
@@ -146,75 +258,34 @@ class MqttChannel:
             raise ChannelError(f"cannot connect to {self.via}: {exc!r}") from exc
         log.debug("mqtt_connected", thing=self.thing_name, via=self.via, protocol=self.protocol)
 
+    def _tls_endpoint(self) -> TlsEndpoint:
+        return TlsEndpoint(
+            self.host,
+            self.port,
+            self._identity.cert,
+            self._identity.key,
+            self._ca_file,
+            self.thing_name,
+        )
+
     def _start_v2(self) -> None:
-        from awscrt import mqtt_request_response
-        from awsiot import ServiceStreamOptions, iotjobs, mqtt5_client_builder
-
-        connected: Future[Any] = Future()
-
-        def on_success(event: Any) -> None:
-            if not connected.done():
-                connected.set_result(event)
-
-        def on_failure(event: Any) -> None:
-            if not connected.done():
-                connected.set_exception(ChannelError(f"connection failed: {event.exception}"))
-
-        self._client5 = mqtt5_client_builder.mtls_from_path(
-            endpoint=self.host,
-            port=self.port,
-            cert_filepath=str(self._identity.cert),
-            pri_key_filepath=str(self._identity.key),
-            ca_filepath=str(self._ca_file),
-            client_id=self.thing_name,
-            enable_metrics_collection=False,
-            on_lifecycle_connection_success=on_success,
-            on_lifecycle_connection_failure=on_failure,
-            on_lifecycle_stopped=lambda _event: self._stopped.set(),
+        self._client5, connected = mqtt5_mtls_client(
+            self._tls_endpoint(), on_stopped=lambda _event: self._stopped.set()
         )
         self._client5.start()
         self._wait(connected, "connect", self._timeout)
-        self._jobs = iotjobs.IotJobsClientV2(
-            self._client5,
-            mqtt_request_response.ClientOptions(
-                max_request_response_subscriptions=4,
-                max_streaming_subscriptions=2,
-                operation_timeout_in_seconds=max(1, int(self._op_timeout)),
-            ),
+        self._jobs = jobs_client_v2(self._client5, self._op_timeout)
+        self._stream = open_next_job_stream(
+            self._jobs, self.thing_name, lambda _event: self._notified.set(), self._timeout
         )
-        established = threading.Event()
-
-        def on_status(event: Any) -> None:
-            kind = mqtt_request_response.SubscriptionStatusEventType.SUBSCRIPTION_ESTABLISHED
-            if event.type == kind:
-                established.set()
-
-        self._stream = self._jobs.create_next_job_execution_changed_stream(
-            iotjobs.NextJobExecutionChangedSubscriptionRequest(thing_name=self.thing_name),
-            ServiceStreamOptions(
-                incoming_event_listener=lambda _event: self._notified.set(),
-                subscription_status_listener=on_status,
-            ),
-        )
-        self._stream.open()
-        if not established.wait(self._timeout):
+        if self._stream is None:
             raise ChannelError(f"{self.via}: notify-next subscription not established")
 
     def _start_v1(self) -> None:
         from awscrt import mqtt
-        from awsiot import iotjobs, mqtt_connection_builder
+        from awsiot import iotjobs
 
-        self._connection = mqtt_connection_builder.mtls_from_path(
-            endpoint=self.host,
-            port=self.port,
-            cert_filepath=str(self._identity.cert),
-            pri_key_filepath=str(self._identity.key),
-            ca_filepath=str(self._ca_file),
-            client_id=self.thing_name,
-            clean_session=True,
-            keep_alive_secs=30,
-            enable_metrics_collection=False,
-        )
+        self._connection = mqtt311_mtls_connection(self._tls_endpoint())
         self._wait(self._connection.connect(), "connect", self._timeout)
         self._jobs = iotjobs.IotJobsClient(self._connection)
         thing = self.thing_name

@@ -5,7 +5,8 @@ Why it is here: it is the proof that the sandbox answers the SDK unmodified
 how to point the SDK at a sandbox endpoint: the SDK's own builders
 (`mtls_from_path`), the AWS-shaped host name (resolved to 127.0.0.1 by
 nss_wrapper, see scripts/env.sh), the listener's local port, the sandbox root
-as `ca_filepath`, and `enable_metrics_collection=False`.
+as `ca_filepath`, and `enable_metrics_collection=False`. The connection set-up
+is the device handler's own (`device_handler.mqtt`), so the two connect alike.
 
 Two flavours, the two APIs the SDK offers:
 - `protocol="mqtt5"`: `IotJobsClientV2` (request-response client over MQTT 5);
@@ -21,13 +22,20 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import structlog
-from awscrt import mqtt, mqtt_request_response
-from awsiot import ServiceStreamOptions, iotjobs, mqtt5_client_builder, mqtt_connection_builder
+from awscrt import mqtt
+from awsiot import iotjobs
+
+from device_handler.mqtt import (
+    TlsEndpoint,
+    jobs_client_v2,
+    mqtt5_mtls_client,
+    mqtt311_mtls_connection,
+    open_next_job_stream,
+)
 
 __all__ = ["SdkDeviceError", "SdkJobsDevice"]
 
@@ -61,7 +69,7 @@ class SdkJobsDevice:
         self.protocol = protocol
         self.timeout = timeout
         self._host, self._port = host, port
-        self._cert, self._key, self._ca = str(cert_pem), str(key_pem), str(ca_pem)
+        self._cert, self._key, self._ca = Path(cert_pem), Path(key_pem), Path(ca_pem)
         self._next_events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._responses: dict[str, queue.SimpleQueue[tuple[bool, Any]]] = {}
         self._client5: Any = None
@@ -80,69 +88,24 @@ class SdkJobsDevice:
             self._start_v1()
         return self
 
+    def _tls_endpoint(self) -> TlsEndpoint:
+        return TlsEndpoint(self._host, self._port, self._cert, self._key, self._ca, self.thing_name)
+
     def _start_v2(self) -> None:
-        connected: Future[Any] = Future()
-        established = threading.Event()
-
-        def on_success(event: Any) -> None:
-            if not connected.done():
-                connected.set_result(event)
-
-        def on_failure(event: Any) -> None:
-            if not connected.done():
-                connected.set_exception(SdkDeviceError(f"connection failed: {event.exception}"))
-
-        self._client5 = mqtt5_client_builder.mtls_from_path(
-            endpoint=self._host,
-            port=self._port,
-            cert_filepath=self._cert,
-            pri_key_filepath=self._key,
-            ca_filepath=self._ca,
-            client_id=self.thing_name,
-            enable_metrics_collection=False,
-            on_lifecycle_connection_success=on_success,
-            on_lifecycle_connection_failure=on_failure,
-            on_lifecycle_stopped=lambda _event: self._stopped.set(),
+        self._client5, connected = mqtt5_mtls_client(
+            self._tls_endpoint(), on_stopped=lambda _event: self._stopped.set()
         )
         self._client5.start()
         self._wait(connected, "connect")
-        options = mqtt_request_response.ClientOptions(
-            max_request_response_subscriptions=4,
-            max_streaming_subscriptions=2,
-            operation_timeout_in_seconds=max(1, int(self.timeout)),
+        self._jobs = jobs_client_v2(self._client5, self.timeout)
+        self._stream = open_next_job_stream(
+            self._jobs, self.thing_name, self._next_events.put, self.timeout
         )
-        self._jobs = iotjobs.IotJobsClientV2(self._client5, options)
-
-        def on_status(event: Any) -> None:
-            if (
-                event.type
-                == mqtt_request_response.SubscriptionStatusEventType.SUBSCRIPTION_ESTABLISHED
-            ):
-                established.set()
-
-        self._stream = self._jobs.create_next_job_execution_changed_stream(
-            iotjobs.NextJobExecutionChangedSubscriptionRequest(thing_name=self.thing_name),
-            ServiceStreamOptions(
-                incoming_event_listener=self._next_events.put,
-                subscription_status_listener=on_status,
-            ),
-        )
-        self._stream.open()
-        if not established.wait(self.timeout):
+        if self._stream is None:
             raise SdkDeviceError(f"{self.thing_name}: notify-next subscription not established")
 
     def _start_v1(self) -> None:
-        self._connection = mqtt_connection_builder.mtls_from_path(
-            endpoint=self._host,
-            port=self._port,
-            cert_filepath=self._cert,
-            pri_key_filepath=self._key,
-            ca_filepath=self._ca,
-            client_id=self.thing_name,
-            clean_session=True,
-            keep_alive_secs=30,
-            enable_metrics_collection=False,
-        )
+        self._connection = mqtt311_mtls_connection(self._tls_endpoint())
         self._wait(self._connection.connect(), "connect")
         self._jobs = iotjobs.IotJobsClient(self._connection)
         thing = self.thing_name
