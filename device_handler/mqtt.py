@@ -112,6 +112,18 @@ class TlsEndpoint:
     ca: Path
     client_id: str
 
+    def builder_args(self) -> dict[str, Any]:
+        """The arguments both SDK builders (`mtls_from_path`) take, metrics off."""
+        return {
+            "endpoint": self.host,
+            "port": self.port,
+            "cert_filepath": str(self.cert),
+            "pri_key_filepath": str(self.key),
+            "ca_filepath": str(self.ca),
+            "client_id": self.client_id,
+            "enable_metrics_collection": False,
+        }
+
 
 def mqtt5_mtls_client(
     endpoint: TlsEndpoint, *, on_stopped: Callable[[Any], None]
@@ -133,13 +145,7 @@ def mqtt5_mtls_client(
             connected.set_exception(ConnectionError(f"connection failed: {event.exception}"))
 
     client = mqtt5_client_builder.mtls_from_path(
-        endpoint=endpoint.host,
-        port=endpoint.port,
-        cert_filepath=str(endpoint.cert),
-        pri_key_filepath=str(endpoint.key),
-        ca_filepath=str(endpoint.ca),
-        client_id=endpoint.client_id,
-        enable_metrics_collection=False,
+        **endpoint.builder_args(),
         on_lifecycle_connection_success=on_success,
         on_lifecycle_connection_failure=on_failure,
         on_lifecycle_stopped=on_stopped,
@@ -152,15 +158,7 @@ def mqtt311_mtls_connection(endpoint: TlsEndpoint) -> Any:
     from awsiot import mqtt_connection_builder
 
     return mqtt_connection_builder.mtls_from_path(
-        endpoint=endpoint.host,
-        port=endpoint.port,
-        cert_filepath=str(endpoint.cert),
-        pri_key_filepath=str(endpoint.key),
-        ca_filepath=str(endpoint.ca),
-        client_id=endpoint.client_id,
-        clean_session=True,
-        keep_alive_secs=30,
-        enable_metrics_collection=False,
+        **endpoint.builder_args(), clean_session=True, keep_alive_secs=30
     )
 
 
