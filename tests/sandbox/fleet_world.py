@@ -23,7 +23,12 @@ class World:
     """
 
     def __init__(
-        self, pki: SandboxPki, root: Path, profiles: dict[str, Profile], workers: int = 0
+        self,
+        pki: SandboxPki,
+        root: Path,
+        profiles: dict[str, Profile],
+        workers: int = 0,
+        timing: FleetTiming | None = None,
     ) -> None:
         self.clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
         self.engine = JobsEngine(clock=self.clock)
@@ -32,7 +37,7 @@ class World:
         self.engine.create_things(names)
         self.engine.create_thing_group({"thingGroupName": "g"})
         self.engine.add_things_to_group("g", names)
-        timing = FleetTiming(late=(600, 600))
+        timing = timing or FleetTiming(late=(600, 600))
         self.fleet: MemoryFleet | ShardedFleet
         if workers:
             self.fleet = ShardedFleet(

@@ -16,6 +16,7 @@ from device_handler.trust import EndpointConfig, TrustBundle
 from infra.sandbox.fleet import (
     FleetSpec,
     FleetSpecError,
+    FleetTiming,
     GroupSpec,
     Profile,
     SimulatedTls,
@@ -173,6 +174,40 @@ def test_late_devices_act_only_once_they_connect(pki, tmp_path) -> None:
     assert world.statuses("j")["ok"]["status"] == "SUCCEEDED"
     world.run_for(400)
     assert world.statuses("j")["late"]["status"] == "SUCCEEDED"
+
+
+def test_device_timers_fire_on_the_grid_and_devices_due_in_one_step_act_together(
+    pki, tmp_path
+) -> None:
+    sleepy = {f"sleepy-{i}": Profile.SLOW for i in range(4)}
+    world = World(pki, tmp_path, sleepy, timing=FleetTiming(slow=(100, 400), resolution=600))
+    start = world.clock.now().timestamp()
+    world.job("j", ("amazon-root-ca-1",))
+    assert world.fleet.run_due() == 4  # each one arms its slow timer
+    wake = world.fleet.next_wakeup()
+    assert wake is not None
+    assert wake % 600 == 0
+    assert start + 100 <= wake < start + 400 + 600
+    world.engine.advance(wake - world.clock.now().timestamp())
+    assert world.fleet.run_due() == 4  # four different delays, one step: one batch
+    assert {h["status"] for h in world.statuses("j").values()} == {"SUCCEEDED"}
+    assert world.fleet.next_wakeup() is None
+
+
+def test_without_a_grid_each_timer_fires_at_its_own_time(pki, tmp_path) -> None:
+    world = World(
+        pki, tmp_path, {"sleepy": Profile.SLOW}, timing=FleetTiming(slow=(61, 61), resolution=0)
+    )
+    world.job("j", ("amazon-root-ca-1",))
+    start = world.clock.now().timestamp()
+    world.fleet.run_due()
+    assert world.fleet.next_wakeup() == start + 61
+
+
+@pytest.mark.parametrize("resolution", [-1.0, float("nan")])
+def test_a_negative_timer_grid_is_refused(resolution: float) -> None:
+    with pytest.raises(ValueError, match="resolution must be >= 0"):
+        FleetTiming(resolution=resolution)
 
 
 def test_power_cuts_at_every_kind_of_step_end_on_a_complete_configuration(pki, tmp_path) -> None:

@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -60,11 +61,29 @@ def hanging_probe(*_: Any, **__: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class FleetTiming:
-    """Delays of the waiting profiles, in simulated seconds (uniform draws)."""
+    """Delays of the waiting profiles, in simulated seconds (uniform draws).
+
+    `resolution`: the memory fleet's timers fire on this grid of simulated time (a
+    delay ends at the next multiple of it), so that devices waking within one step
+    act together, in one batch, instead of each moving the clock on its own. It is
+    kept well below the orchestrator's reconcile interval (30 s) and the delays
+    themselves (minutes). 0 means exact times. The MQTT fleet's devices wait in real
+    time and ignore it.
+    """
 
     late: tuple[float, float] = (300.0, 1200.0)
     slow: tuple[float, float] = (120.0, 480.0)
     reboot: tuple[float, float] = (30.0, 180.0)
+    resolution: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.resolution >= 0:  # also refuses NaN
+            raise ValueError(f"FleetTiming.resolution must be >= 0 seconds, not {self.resolution}")
+
+    def on_grid(self, when: float) -> float:
+        """`when` (simulated epoch seconds) moved up to the next step of the timer grid."""
+        step = self.resolution
+        return math.ceil(when / step) * step if step > 0 else when
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ The fleet is driven by events and a simulated clock:
   lets every such device (and every device whose timer fell due) poll until
   it has nothing left to do;
 - profiles that wait (late, slow, a rebooting power-cut device) set a timer
-  on the simulated clock; `next_wakeup()` tells the driver when to move the
-  clock next. Nothing sleeps in real time.
+  on the simulated clock, on the grid of `FleetTiming.resolution`;
+  `next_wakeup()` tells the driver when to move the clock next. Nothing sleeps
+  in real time.
 
 Invariants:
 - Per-device memory is one small slotted object; an `Agent` exists only while
@@ -140,10 +141,9 @@ class MemoryFleet(FleetBase):
             return self
         self._started = True
         now = self._now()
-        lo, hi = self.timing.late
         for device in self._devices.values():
             if device.profile is Profile.LATE:
-                device.ready_at = now + self._random(device).uniform(lo, hi)
+                device.ready_at = self._after(device, now, self.timing.late)
                 self._schedule(device, device.ready_at)
         self.engine.subscribe(self._on_change)
         log.info("fleet_started", devices=len(self._devices), root=str(self.root))
@@ -170,6 +170,10 @@ class MemoryFleet(FleetBase):
         """Mark `things` as having news (as the engine's callback does)."""
         for thing in things:
             self._on_change(thing)
+
+    def _after(self, device: _Device, now: float, span: tuple[float, float]) -> float:
+        """When a delay drawn from `span` (simulated seconds) ends, on the timer grid."""
+        return self.timing.on_grid(now + self._random(device).uniform(*span))
 
     def _schedule(self, device: _Device, when: float) -> None:
         if device.timer_at == when:
@@ -260,7 +264,7 @@ class MemoryFleet(FleetBase):
             return
         if profile is Profile.SLOW and not device.slow_armed:
             device.slow_armed = True
-            device.ready_at = now + self._random(device).uniform(*self.timing.slow)
+            device.ready_at = self._after(device, now, self.timing.slow)
             self._schedule(device, device.ready_at)
             return
         device.slow_armed = False
@@ -292,7 +296,7 @@ class MemoryFleet(FleetBase):
             device.rebooting = True
             if device.first_job_at is None:
                 device.first_job_at = now
-            device.ready_at = now + self._random(device).uniform(*self.timing.reboot)
+            device.ready_at = self._after(device, now, self.timing.reboot)
             self._schedule(device, device.ready_at)
             self.outcomes["POWER_CUT"] += 1
         except DeviceHandlerError as exc:
