@@ -43,7 +43,13 @@ import structlog
 import yaml
 
 from infra.sandbox.errors import ServiceError
-from infra.sandbox.fleet import FleetSpec, MemoryFleet, ShardedFleet, assign_profiles
+from infra.sandbox.fleet import (
+    FleetSpec,
+    MemoryFleet,
+    ShardedFleet,
+    WorkerProcesses,
+    assign_profiles,
+)
 from infra.sandbox.pki import SandboxPki
 from infra.sandbox.runtime import Sandbox
 from job_documents.clock import ManualClock
@@ -386,13 +392,15 @@ def _memory_world(
     remove_files: bool,
 ) -> tuple[Sandbox, _Fleet]:
     """A sandbox on a manual clock (no brokers) and an in-memory fleet on its engine."""
+    workers = fleet_workers(fleet.size, settings.workers)
+    # Worker interpreters import the device code while this process provisions the things.
+    processes = stack.enter_context(WorkerProcesses(workers)) if workers else None
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     sandbox = Sandbox(mqtt=False, clock=clock, region=region, work_dir=work / "sandbox").start()
     stack.callback(sandbox.stop)
     pki = SandboxPki.create_or_load(work / "pki", region=region)
     provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
     profiles = assign_profiles(fleet, provisioned.groups)
-    workers = fleet_workers(fleet.size, settings.workers)
     sim: MemoryFleet | ShardedFleet
     if workers:
         sharded = ShardedFleet(
@@ -404,6 +412,7 @@ def _memory_world(
             seed=fleet.seed,
             durable=settings.durable_device_files,
             worker_setup=settings.worker_setup,
+            processes=processes,
         )
         # the workers remove their own devices' files, in parallel, when the run owns them
         stack.callback(sharded.close, remove_files=remove_files)

@@ -9,7 +9,7 @@ from typing import Any
 
 import job_documents as jd
 from infra.sandbox.engine import JobsEngine
-from infra.sandbox.fleet import FleetTiming, MemoryFleet, Profile, ShardedFleet
+from infra.sandbox.fleet import FleetTiming, MemoryFleet, Profile, ShardedFleet, WorkerProcesses
 from infra.sandbox.pki import SandboxPki
 from job_documents.clock import ManualClock
 
@@ -29,6 +29,7 @@ class World:
         profiles: dict[str, Profile],
         workers: int = 0,
         timing: FleetTiming | None = None,
+        processes: WorkerProcesses | None = None,
     ) -> None:
         self.clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
         self.engine = JobsEngine(clock=self.clock)
@@ -41,7 +42,13 @@ class World:
         self.fleet: MemoryFleet | ShardedFleet
         if workers:
             self.fleet = ShardedFleet(
-                self.engine, pki, profiles, workers=workers, root=root, timing=timing
+                self.engine,
+                pki,
+                profiles,
+                workers=workers,
+                root=root,
+                timing=timing,
+                processes=processes,
             )
         else:
             self.fleet = MemoryFleet(self.engine, pki, profiles, root=root, timing=timing)

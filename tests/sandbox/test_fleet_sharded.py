@@ -17,7 +17,7 @@ import pytest
 
 from device_handler.transaction import Journal, Phase
 from infra.sandbox.engine import JobsEngine
-from infra.sandbox.fleet import Profile, ShardedFleet
+from infra.sandbox.fleet import Profile, ShardedFleet, WorkerProcesses
 from infra.sandbox.fleet.sharded import FleetWorkerError
 from infra.sandbox.pki import SandboxPki
 from job_documents.clock import ManualClock
@@ -258,9 +258,73 @@ def test_an_unpicklable_worker_setup_starts_no_worker(pki, tmp_path) -> None:
         ShardedFleet(
             engine, pki, DETERMINISTIC, workers=2, root=tmp_path, worker_setup=lambda: None
         )
-    children = subprocess.run(
+    assert _worker_children() == b""
+    with WorkerProcesses(2) as processes:
+        with pytest.raises((pickle.PicklingError, AttributeError)):
+            ShardedFleet(
+                engine,
+                pki,
+                DETERMINISTIC,
+                workers=2,
+                root=tmp_path,
+                worker_setup=lambda: None,
+                processes=processes,
+            )
+        assert len(processes) == 2  # not taken: still the caller's to stop
+    assert _worker_children() == b""
+
+
+def _worker_children() -> bytes:
+    return subprocess.run(
         ["pgrep", "-P", str(os.getpid()), "-f", "infra.sandbox.fleet.worker"],
         capture_output=True,
         check=False,
-    )
-    assert children.stdout == b""
+    ).stdout
+
+
+def test_workers_started_ahead_are_the_ones_the_fleet_runs_on(pki, tmp_path) -> None:
+    processes = WorkerProcesses(2)
+    pids = [process.pid for _, process in processes._started]
+    world = World(pki, tmp_path, DETERMINISTIC, 2, processes=processes)
+    fleet = world.fleet
+    assert isinstance(fleet, ShardedFleet)
+    try:
+        assert [shard.process.pid for shard in fleet._shards] == pids
+        assert len(processes) == 0  # handed over: closing it now stops nothing
+        processes.close()
+        assert all(shard.process.poll() is None for shard in fleet._shards)
+        world.job("j", ("amazon-root-ca-1",))
+        fleet.run_due()
+        assert fleet.endpoint_counts()["ats"] == 12 + 3  # ok, and rsa-only with an RSA root
+    finally:
+        fleet.close(remove_files=True)
+    assert _worker_children() == b""
+
+
+def test_workers_started_ahead_and_never_used_are_stopped() -> None:
+    with WorkerProcesses(2) as processes:
+        assert len(processes) == 2
+        assert _worker_children() != b""
+    assert _worker_children() == b""
+
+
+def test_started_workers_are_stopped_when_the_fleet_cannot_be_built(pki, tmp_path) -> None:
+    engine = JobsEngine(clock=ManualClock(datetime.now(UTC)))
+    with WorkerProcesses(2) as processes:
+        with pytest.raises(FleetWorkerError, match="ZeroDivisionError"):
+            ShardedFleet(
+                engine,
+                pki,
+                DETERMINISTIC,
+                workers=2,
+                root=tmp_path,
+                worker_setup=_broken,
+                processes=processes,
+            )
+        assert _worker_children() == b""  # the fleet took them, and stopped them
+
+
+def test_a_fleet_refuses_a_different_number_of_started_workers(pki, tmp_path) -> None:
+    engine = JobsEngine(clock=ManualClock(datetime.now(UTC)))
+    with WorkerProcesses(1) as processes, pytest.raises(ValueError, match="1 worker processes"):
+        ShardedFleet(engine, pki, DETERMINISTIC, workers=2, root=tmp_path, processes=processes)

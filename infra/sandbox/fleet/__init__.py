@@ -19,7 +19,7 @@ from infra.sandbox.fleet.profiles import (
     load_fleet_spec,
     parse_fleet_spec,
 )
-from infra.sandbox.fleet.sharded import ShardedFleet
+from infra.sandbox.fleet.sharded import FleetWorkerError, ShardedFleet, WorkerProcesses
 from infra.sandbox.fleet.simtls import SimulatedTls, certificate_fingerprint
 
 __all__ = [
@@ -27,11 +27,13 @@ __all__ = [
     "FleetSpec",
     "FleetSpecError",
     "FleetTiming",
+    "FleetWorkerError",
     "GroupSpec",
     "MemoryFleet",
     "Profile",
     "ShardedFleet",
     "SimulatedTls",
+    "WorkerProcesses",
     "assign_profiles",
     "certificate_fingerprint",
     "load_fleet_spec",

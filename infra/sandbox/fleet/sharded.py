@@ -34,12 +34,14 @@ Invariants:
   as `MemoryFleet.run_due()` does; the engine is only ever called from the
   parent's driving thread (and the engine's own scheduler).
 - Each worker's clock is set to the parent's simulated time before it runs.
-- Workers are fresh interpreters, not forks: the parent runs threads (HTTP front
-  end, scheduler) whose locks a fork would copy mid-use, and multiprocessing's
-  spawn re-runs the caller's main module. A new interpreter has no logging
-  set-up: `worker_setup` (a picklable callable, e.g. the CLI's) runs first in
-  each worker; without one, a worker logs warnings and errors to stderr. A
-  worker's stdout goes to stderr: stdout is the caller's.
+- Workers are fresh interpreters, not forks (`WorkerProcesses` starts them
+  ahead of the fleet, so that they import while the caller provisions): the
+  parent runs threads (HTTP front end, scheduler) whose locks a fork would copy
+  mid-use, and multiprocessing's spawn re-runs the caller's main module. A new
+  interpreter has no logging set-up: `worker_setup` (a picklable callable,
+  e.g. the CLI's) runs first in each worker; without one, a worker logs
+  warnings and errors to stderr. A worker's stdout goes to stderr: stdout is
+  the caller's.
 - A failure in a run (a worker's or the parent's) leaves the fleet unusable but
   for `close()`, which stops every worker (killing any that does not stop in
   time) and removes their files when asked.
@@ -78,7 +80,7 @@ from infra.sandbox.fleet.profiles import Profile
 from infra.sandbox.pki import SandboxPki
 from job_documents.clock import ManualClock
 
-__all__ = ["ShardedFleet"]
+__all__ = ["FleetWorkerError", "ShardedFleet", "WorkerProcesses"]
 
 log = structlog.get_logger(__name__)
 
@@ -315,13 +317,12 @@ class _Shard:
         self.documents: dict[str, str] = {}  # job id -> the document this worker holds
 
 
-def _spawn(index: int, config: _ShardConfig) -> _Shard:
-    """Start one worker: a fresh interpreter running this module, a socket pair between us.
+def _start_interpreter() -> tuple[Connection, subprocess.Popen[bytes]]:
+    """Start one worker interpreter, a socket pair between us; it imports, then waits.
 
     A fresh interpreter, not `multiprocessing`'s spawn: that one re-runs the caller's
     main module in every worker, which a script without a main guard cannot survive.
     """
-    payload = pickle.dumps(config)  # before starting anything: an unpicklable setup fails here
     ours, theirs = socket.socketpair()
     with theirs:
         process = subprocess.Popen(
@@ -333,13 +334,58 @@ def _spawn(index: int, config: _ShardConfig) -> _Shard:
     conn = Connection(ours.detach())
     try:
         conn.send(list(sys.path))  # first, so that `config.setup` can be found when unpickled
-        conn.send_bytes(payload)
     except OSError:
-        conn.close()
-        process.kill()
-        process.wait(STOP_TIMEOUT)
+        _stop(conn, process)
         raise
-    return _Shard(index, conn, process)
+    return conn, process
+
+
+def _stop(conn: Connection, process: subprocess.Popen[bytes]) -> None:
+    """Stop a worker that holds no devices yet: end its pipe, kill it, reap it."""
+    conn.close()
+    if process.poll() is None:
+        process.kill()
+    process.wait(STOP_TIMEOUT)
+
+
+class WorkerProcesses:
+    """Worker interpreters started ahead of their fleet.
+
+    Starting a worker is mostly importing the device code (about a second of CPU
+    each). Started before the caller provisions its things, that happens meanwhile;
+    a `ShardedFleet` given these processes then only sends each its share. A
+    context manager: closing it stops the processes no fleet took (a fleet that
+    took them stops them itself).
+    """
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise ValueError("a sharded fleet needs at least one worker process")
+        self._started: list[tuple[Connection, subprocess.Popen[bytes]]] = []
+        try:
+            for _ in range(count):
+                self._started.append(_start_interpreter())
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self._started)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def take(self) -> list[tuple[Connection, subprocess.Popen[bytes]]]:
+        """Hand the processes over (to a fleet, which stops them); this object is then empty."""
+        started, self._started = self._started, []
+        return started
+
+    def close(self) -> None:
+        for conn, process in self.take():
+            _stop(conn, process)
 
 
 def worker_main(argv: list[str]) -> None:
@@ -366,9 +412,14 @@ class ShardedFleet:
         durable: bool = True,
         share_validation: bool = True,
         worker_setup: Callable[[], None] | None = None,
+        processes: WorkerProcesses | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a sharded fleet needs at least one worker process")
+        if processes is not None and len(processes) != workers:
+            raise ValueError(
+                f"{len(processes)} worker processes were started for a fleet of {workers} workers"
+            )
         self.engine = engine
         self.clock = engine.clock
         self._owns_root = root is None
@@ -391,26 +442,40 @@ class ShardedFleet:
         self.activations = 0
         self.worker_usage: list[dict[str, float]] = []  # per worker, once closed
         self._broken: str | None = None  # why the fleet can no longer run
+        started: list[tuple[Connection, subprocess.Popen[bytes]]] = []
         try:
-            for index, share in enumerate(shares):
-                config = _ShardConfig(
-                    index=index,
-                    pki_dir=pki.directory,
-                    region=pki.region,
-                    endpoint_prefix=pki.endpoint_prefix,
-                    profiles=share,
-                    root=self.root,
-                    seed=seed,
-                    timing=timing or FleetTiming(),
-                    durable=durable,
-                    share_validation=share_validation,
-                    start=start,
-                    setup=worker_setup,
+            # Before taking or starting any process: an unpicklable setup fails here.
+            payloads = [
+                pickle.dumps(
+                    _ShardConfig(
+                        index=index,
+                        pki_dir=pki.directory,
+                        region=pki.region,
+                        endpoint_prefix=pki.endpoint_prefix,
+                        profiles=share,
+                        root=self.root,
+                        seed=seed,
+                        timing=timing or FleetTiming(),
+                        durable=durable,
+                        share_validation=share_validation,
+                        start=start,
+                        setup=worker_setup,
+                    )
                 )
-                self._shards.append(_spawn(index, config))
+                for index, share in enumerate(shares)
+            ]
+            started = processes.take() if processes is not None else []
+            while len(started) < workers:
+                started.append(_start_interpreter())
+            for index, (conn, process) in enumerate(started):
+                shard = _Shard(index, conn, process)
+                self._shards.append(shard)
+                self._send_bytes(shard, payloads[index])
             for shard in self._shards:
                 self._expect(shard, "ready")
         except BaseException:
+            for conn, process in started[len(self._shards) :]:
+                _stop(conn, process)
             self.close()
             raise
         self._vias = {pki.hosts["legacy"]: "legacy", pki.hosts["ats"]: "ats"}
@@ -481,6 +546,12 @@ class ShardedFleet:
     def _send(self, shard: _Shard, message: Any) -> None:
         try:
             shard.conn.send(message)
+        except OSError as exc:
+            raise self._gone(shard) from exc
+
+    def _send_bytes(self, shard: _Shard, payload: bytes) -> None:
+        try:
+            shard.conn.send_bytes(payload)
         except OSError as exc:
             raise self._gone(shard) from exc
 
