@@ -328,3 +328,19 @@ def test_a_fleet_refuses_a_different_number_of_started_workers(pki, tmp_path) ->
     engine = JobsEngine(clock=ManualClock(datetime.now(UTC)))
     with WorkerProcesses(1) as processes, pytest.raises(ValueError, match="1 worker processes"):
         ShardedFleet(engine, pki, DETERMINISTIC, workers=2, root=tmp_path, processes=processes)
+
+
+def test_a_worker_reports_its_own_peak_memory_not_its_parents(pki, tmp_path) -> None:
+    ballast = bytearray(256 << 20)  # this process grows by 256 MiB before the workers start
+    ballast[:: 1 << 12] = b"\x01" * len(ballast[:: 1 << 12])
+    world = World(pki, tmp_path, DETERMINISTIC, 2)
+    fleet = world.fleet
+    assert isinstance(fleet, ShardedFleet)
+    world.job("j", ("amazon-root-ca-1",))
+    fleet.run_due()
+    fleet.close()
+    usage = fleet.worker_usage
+    assert len(usage) == 2
+    # Linux carries ru_maxrss over exec: a worker would report this process's 256 MiB.
+    assert all(0 < u["peak_rss_mib"] < 200 for u in usage), usage
+    del ballast

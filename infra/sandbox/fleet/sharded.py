@@ -298,11 +298,25 @@ def _close(conn: Connection, fleet: MemoryFleet, message: Any) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     with contextlib.suppress(OSError):
         conn.send(
-            (
-                "result",
-                {"peak_rss_mib": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime},
-            )
+            ("result", {"peak_rss_mib": _peak_rss_mib(), "cpu_s": usage.ru_utime + usage.ru_stime})
         )
+
+
+def _peak_rss_mib() -> float:
+    """This interpreter's own peak RSS.
+
+    Not `ru_maxrss`: Linux carries it over exec, so a worker started by a big parent
+    would report the parent's size at the time it was started. VmHWM belongs to the
+    new address space.
+    """
+    try:
+        with Path("/proc/self/status").open(encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Shard:
