@@ -17,6 +17,11 @@ minimum the waves' rollout rates and bake times allow, control-plane calls.
 `BENCH_FLEET_DEVICES` (default 100000) changes the fleet size;
 `BENCH_FLEET_WORKERS` the worker processes (0: every device in this process);
 `BENCH_FLEET_DURABLE=0` skips fsync (device files live on tmpfs either way).
+
+The host's speed varies (this machine's moved by a third within an hour), so
+the run is bracketed by a fixed reference: the CPU of one plain migrate
+transaction (engine included) over 2,000 devices in one process, before and
+after. Compare runs by it, not by the clock alone.
 """
 
 from __future__ import annotations
@@ -26,13 +31,20 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mib, quiet_logging, write_result
 
+import job_documents as jd
+from infra.sandbox.engine import JobsEngine
+from infra.sandbox.fleet import MemoryFleet, Profile
+from infra.sandbox.pki import SandboxPki
+from job_documents.clock import ManualClock
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
 from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet, group_sizes, scenario
 from orchestrator.spec import parse_spec
@@ -73,8 +85,48 @@ def minimum_minutes(devices: int) -> float:
     return total
 
 
+REFERENCE_DEVICES = 2000
+
+
+def reference_transaction_ms() -> float:
+    """CPU ms of one plain migrate (device and engine) in one process: the host's speed now."""
+    with tempfile.TemporaryDirectory(prefix="bench-ref-", dir=_tmpfs()) as tmp:
+        root = Path(tmp)
+        pki = SandboxPki.create_or_load(root / "pki")
+        engine = JobsEngine(clock=ManualClock(datetime.now(UTC).replace(microsecond=0)))
+        names = [f"ref-{i:05d}" for i in range(REFERENCE_DEVICES)]
+        engine.create_things(names)
+        engine.create_thing_group({"thingGroupName": "ref"})
+        engine.add_things_to_group("ref", names)
+        profiles = dict.fromkeys(names, Profile.OK)
+        with MemoryFleet(engine, pki, profiles, root=root / "devices") as fleet:
+            catalog = jd.load_catalog(pki.ats_catalog)
+            document = jd.build_document(
+                operation="migrate",
+                region=pki.region,
+                campaign="reference",
+                wave="all",
+                endpoint=jd.Endpoint(host=pki.hosts["ats"]),
+                roots=[catalog.get("amazon-root-ca-1"), catalog.get("amazon-root-ca-3")],
+                catalog=catalog,
+            )
+            arn = f"arn:aws:iot:{pki.region}:123456789012:thinggroup/ref"
+            engine.create_job({"jobId": "ref", "targets": [arn], "document": document.text})
+            began = time.process_time()
+            fleet.run_due()
+            cpu = time.process_time() - began
+            if engine.counts("ref")["SUCCEEDED"] != REFERENCE_DEVICES:
+                raise SystemExit(f"the reference run did not succeed: {engine.counts('ref')}")
+    return cpu / REFERENCE_DEVICES * 1000
+
+
+def _tmpfs() -> str | None:
+    return "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - mkdtemp below it
+
+
 def main() -> None:
     quiet_logging()
+    reference_before = reference_transaction_ms()
     chosen = scenario("happy")
     files: dict[str, float] = {}
     live: dict[str, Any] = {}
@@ -108,6 +160,7 @@ def main() -> None:
     cpu = usage.ru_utime + usage.ru_stime + sum(w["cpu_s"] for w in workers)
     # every process of the run: the parent and each worker (at its own peak)
     rss = peak_rss_mib() + sum(w["peak_rss_mib"] for w in workers)
+    reference_after = reference_transaction_ms()
     floor = minimum_minutes(DEVICES)
     if result.status != "COMPLETED" or result.endpoints.get("ats") != DEVICES:
         raise SystemExit(f"the campaign did not complete on every device: {result.to_json()}")
@@ -136,6 +189,10 @@ def main() -> None:
             "simulated_minutes": result.simulated_minutes,
             "minimum_minutes_by_rollout_and_bake": floor,
             "duration_over_minimum": round(result.simulated_minutes / floor, 2) if floor else None,
+            "reference_transaction_cpu_ms_before_after": [
+                round(reference_before, 3),
+                round(reference_after, 3),
+            ],
             "api_calls": result.api_calls,
             "http_requests": result.http_requests,
             "profiles": result.profiles,
