@@ -100,7 +100,7 @@ def atomic_write(fs: FileOps, path: Path, data: bytes) -> None:
     fs.fsync_dir(directory)
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: str | Path) -> bytes:
     """The content of `path` (`Path.read_bytes` without a buffered file object per read)."""
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -21,11 +21,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from device_handler.agent import DevicePaths
 from device_handler.errors import DocumentRejected
-from device_handler.fsops import RealFileOps
+from device_handler.fsops import RealFileOps, read_bytes
 from device_handler.order import Order, Validator
 from device_handler.trust import EndpointConfig
 from device_handler.validation import ValidationSettings, make_validator
@@ -163,11 +163,14 @@ class NoSyncFileOps(RealFileOps):
         del directory
 
 
+ENDPOINT_FILE: Final = "endpoint.json"
+
+
 def device_paths(root: Path, thing: str) -> DevicePaths:
     """Where simulated device `thing` keeps its files below the fleet's `root`."""
     base = root / thing
     return DevicePaths(
-        endpoint_file=base / "endpoint.json",
+        endpoint_file=base / ENDPOINT_FILE,
         trust_bundle=base / "bundle.pem",
         state_dir=base / "state",
     )
@@ -285,17 +288,30 @@ class FleetBase:
 
     def endpoint_of(self, thing: str) -> str:
         """The host in the device's live endpoint file (factory default before first boot)."""
-        path = self.paths(thing).endpoint_file
+        return self._host_in(os.path.join(self.root, thing, ENDPOINT_FILE), {})  # noqa: PTH118
+
+    def _host_in(self, path: str, seen: dict[bytes, str]) -> str:
+        """The host in endpoint file `path`; `seen` remembers the files already parsed."""
         try:
-            return EndpointConfig.parse(path.read_bytes(), source=str(path)).host
+            data = read_bytes(path)
         except FileNotFoundError:
             return self.legacy.host
+        host = seen.get(data)
+        if host is None:
+            host = seen[data] = EndpointConfig.parse(data, source=path).host
+        return host
 
     def endpoint_counts(self) -> dict[str, int]:
-        """Devices per live endpoint: "legacy", "ats", or the host when it is neither."""
+        """Devices per live endpoint: "legacy", "ats", or the host when it is neither.
+
+        Every device's file is read; a fleet's files hold a handful of distinct
+        contents, so each distinct one is parsed once.
+        """
         counts: Counter[str] = Counter()
+        seen: dict[bytes, str] = {}
+        root = str(self.root)
         for thing in self._devices:
-            host = self.endpoint_of(thing)
+            host = self._host_in(os.path.join(root, thing, ENDPOINT_FILE), seen)  # noqa: PTH118
             counts[self._vias.get(host, host)] += 1
         return dict(counts)
 
