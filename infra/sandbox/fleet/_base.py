@@ -80,10 +80,14 @@ class FleetTiming:
         if not self.resolution >= 0:  # also refuses NaN
             raise ValueError(f"FleetTiming.resolution must be >= 0 seconds, not {self.resolution}")
 
-    def on_grid(self, when: float) -> float:
-        """`when` (simulated epoch seconds) moved up to the next step of the timer grid."""
+    def on_grid(self, when: float, origin: float) -> float:
+        """`when` moved up to the next step of the timer grid that starts at `origin`.
+
+        Both in simulated epoch seconds; the origin is the fleet's start, so that a
+        run's timeline does not depend on the wall-clock second it started at.
+        """
         step = self.resolution
-        return math.ceil(when / step) * step if step > 0 else when
+        return origin + math.ceil((when - origin) / step) * step if step > 0 else when
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,7 @@ class FleetBase:
         self.root = root if root is not None else default_fleet_root()
         self.root.mkdir(parents=True, exist_ok=True)
         self._seed = seed
+        self._origin = clock.now().timestamp()  # where the timer grid starts
         self._devices = {name: _Device(name, p) for name, p in profiles.items()}
         self.legacy = EndpointConfig(host=pki.hosts["legacy"])
         self._legacy_bundle = pki.legacy_root_pem.read_bytes()

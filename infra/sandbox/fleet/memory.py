@@ -173,7 +173,7 @@ class MemoryFleet(FleetBase):
 
     def _after(self, device: _Device, now: float, span: tuple[float, float]) -> float:
         """When a delay drawn from `span` (simulated seconds) ends, on the timer grid."""
-        return self.timing.on_grid(now + self._random(device).uniform(*span))
+        return self.timing.on_grid(now + self._random(device).uniform(*span), self._origin)
 
     def _schedule(self, device: _Device, when: float) -> None:
         if device.timer_at == when:
