@@ -308,6 +308,13 @@ def test_workers_started_ahead_and_never_used_are_stopped() -> None:
     assert _worker_children() == b""
 
 
+def test_a_worker_never_given_its_share_exits_quietly_when_the_parent_lets_go(capfd) -> None:
+    [(conn, process)] = WorkerProcesses(1).take()
+    conn.close()  # as when the parent dies, or stops before provisioning is done
+    assert process.wait(30) == 0
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_started_workers_are_stopped_when_the_fleet_cannot_be_built(pki, tmp_path) -> None:
     engine = JobsEngine(clock=ManualClock(datetime.now(UTC)))
     with WorkerProcesses(2) as processes:

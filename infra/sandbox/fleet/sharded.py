@@ -405,9 +405,13 @@ class WorkerProcesses:
 def worker_main(argv: list[str]) -> None:
     """Entry point of a worker interpreter (`python -m infra.sandbox.fleet.worker FD`)."""
     conn = Connection(int(argv[1]))
-    path = conn.recv()
-    sys.path[:] = [*path, *(p for p in sys.path if p not in path)]
-    _worker(conn, conn.recv())
+    try:
+        path = conn.recv()
+        sys.path[:] = [*path, *(p for p in sys.path if p not in path)]
+        config = conn.recv()
+    except EOFError:
+        return  # started ahead (`WorkerProcesses`) and never used: the parent let it go
+    _worker(conn, config)
 
 
 class ShardedFleet:
