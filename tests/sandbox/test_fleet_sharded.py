@@ -127,8 +127,7 @@ def test_a_worker_that_dies_is_reported_not_waited_for(pki, tmp_path) -> None:
     fleet = world.fleet
     assert isinstance(fleet, ShardedFleet)
     try:
-        os.kill(fleet._shards[1].process.pid, signal.SIGKILL)
-        fleet._shards[1].process.wait(10)
+        _kill(fleet._shards[1].process)
         world.job("j", ("amazon-root-ca-1",))
         with pytest.raises(FleetWorkerError, match="fleet worker 1 stopped answering"):
             fleet.run_due()
@@ -239,12 +238,7 @@ def test_a_worker_that_dies_mid_run_is_reported_as_such(pki, tmp_path) -> None:
     assert isinstance(fleet, ShardedFleet)
     world.job("j", ("amazon-root-ca-1",))
 
-    def kill_worker_0() -> None:
-        victim = fleet._shards[0].process
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-
-    on_call(world.engine, "describe_execution", 3, kill_worker_0)
+    on_call(world.engine, "describe_execution", 3, lambda: _kill(fleet._shards[0].process))
     try:
         with pytest.raises(FleetWorkerError, match="fleet worker 0 stopped answering"):
             fleet.run_due()
@@ -272,6 +266,11 @@ def test_an_unpicklable_worker_setup_starts_no_worker(pki, tmp_path) -> None:
             )
         assert len(processes) == 2  # not taken: still the caller's to stop
     assert _worker_children() == b""
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
 
 
 def _worker_children() -> bytes:

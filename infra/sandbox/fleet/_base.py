@@ -208,7 +208,6 @@ class FleetBase:
         self.root = root if root is not None else default_fleet_root()
         self.root.mkdir(parents=True, exist_ok=True)
         self._seed = seed
-        self._origin = clock.now().timestamp()  # where the timer grid starts
         self._devices = {name: _Device(name, p) for name, p in profiles.items()}
         self.legacy = EndpointConfig(host=pki.hosts["legacy"])
         self._legacy_bundle = pki.legacy_root_pem.read_bytes()

@@ -127,6 +127,7 @@ class MemoryFleet(FleetBase):
         self._news_set: set[str] = set()
         self._news_lock = threading.Lock()
         self._timers: list[tuple[float, int, str]] = []
+        self._origin = self._now()  # where the timer grid starts
         self._seq = itertools.count()
         self._active: str | None = None
         self._runner: int | None = None
