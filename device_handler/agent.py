@@ -287,10 +287,6 @@ class Agent:
             device_client=device_client,
         )
 
-    def _write_durable(self, path: Path, data: bytes) -> None:
-        self._fs.write(path, data)
-        self._fs.fsync(path)
-
     def _discard_staging(self, device_client: Path | None = None) -> None:
         for path in (
             self.paths.staged_bundle,
@@ -472,12 +468,14 @@ class Agent:
                 ),
             )
         staged_dc = self.paths.staged_device_client if target.device_client is not None else None
-        self._write_durable(self.paths.staged_bundle, target.bundle)
-        self._write_durable(self.paths.staged_endpoint, target.endpoint_file)
+        self._fs.write_durable(self.paths.staged_bundle, target.bundle)
+        self._fs.write_durable(self.paths.staged_endpoint, target.endpoint_file)
         if staged_dc is not None and target.device_client is not None:
-            self._write_durable(staged_dc, target.device_client)
+            self._fs.write_durable(staged_dc, target.device_client)
         self._fsync_dirs(self.paths.staged_bundle, self.paths.staged_endpoint, *_present(staged_dc))
-        journal = self._persist(journal.evolve(phase=Phase.STAGED))
+        # `staged` is recorded in memory only (a failed probe reports it as its step): its
+        # recovery is `accepted`'s, discard, so persisting it would buy a power cut nothing.
+        journal = journal.evolve(phase=Phase.STAGED)
         try:
             result = self._probe(
                 target.endpoint,

@@ -75,6 +75,9 @@ class NoSyncFileOps(RealFileOps):
     def fsync(self, path: Path) -> None:
         del path
 
+    def write_durable(self, path: Path, data: bytes) -> None:
+        self.write(path, data)
+
     def fsync_dir(self, directory: Path) -> None:
         del directory
 
@@ -111,6 +114,12 @@ class CrashingFileOps:
         self._tick("fsync", path)
         self.inner.fsync(path)
         self._unsynced.discard(path)
+
+    def write_durable(self, path: Path, data: bytes) -> None:
+        # The same two crash points as `write` then `fsync`: the cut between them
+        # leaves a written, unsynced file, which the cut then empties.
+        self.write(path, data)
+        self.fsync(path)
 
     def rename(self, src: Path, dst: Path) -> None:
         self._tick("rename", dst)

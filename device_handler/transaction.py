@@ -15,7 +15,7 @@ Phases of one transaction, in order (each persisted before its effect):
 | accepted     | report IN_PROGRESS                                  | old                  |
 |              | write `<bundle>.staged`, `<endpoint>.staged`, fsync | old                  |
 | staged       | TLS probe of the target with the staged bundle;     | old                  |
-|              | write `rollback.json` (live endpoint + bundle)      |                      |
+| (not saved)  | write `rollback.json` (live endpoint + bundle)      |                      |
 | committing   | rename staged files over the live ones              | old, mixed or new    |
 | committed    | reconnect on the new endpoint (dead-man window)     | new, unverified      |
 | rolling-back | restore live files from `rollback.json`             | mixed -> old         |
@@ -23,8 +23,10 @@ Phases of one transaction, in order (each persisted before its effect):
 |              | or drop `rollback.json`; then idle                  |                      |
 
 Phases are persisted only where recovery must act differently: staging
-files and `rollback.json` are thrown away by the same discard, so they need
-no phase of their own; a reconnect that succeeded is recorded as the pending
+files and `rollback.json` are thrown away by the same discard, so `staged`
+is kept in memory only (it names the step of a failed probe's report; a
+journal that says `staged`, written by an older version, recovers as
+`accepted` does); a reconnect that succeeded is recorded as the pending
 SUCCEEDED report itself.
 
 Invariants:

@@ -157,16 +157,6 @@ def shared_validator(validator: Validator) -> Validator:
     return validate
 
 
-class NoSyncFileOps(RealFileOps):
-    """Real writes and renames without fsync: for fleets on tmpfs, where fsync is moot."""
-
-    def fsync(self, path: Path) -> None:
-        del path
-
-    def fsync_dir(self, directory: Path) -> None:
-        del directory
-
-
 ENDPOINT_FILE: Final = "endpoint.json"
 
 

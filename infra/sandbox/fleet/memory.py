@@ -45,13 +45,12 @@ from device_handler.errors import DeviceHandlerError, PowerCut
 from device_handler.fsops import FileOps, RealFileOps
 from device_handler.memory import JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
-from device_handler.testing import CrashingFileOps
+from device_handler.testing import CrashingFileOps, NoSyncFileOps
 from device_handler.trust import EndpointConfig
 from infra.sandbox.fleet._base import (
     FleetBase,
     FleetTiming,
     Hung,
-    NoSyncFileOps,
     _Device,
     hanging_probe,
 )
@@ -65,9 +64,9 @@ __all__ = ["CUT_POINTS", "FleetEngine", "MemoryFleet"]
 log = structlog.get_logger(__name__)
 
 MAX_POLLS: Final = 8
-# A migrate transaction makes 38 mutating file operations (every one a power-cut point);
+# A migrate transaction makes 34 mutating file operations (every one a power-cut point);
 # a power-cut device loses power before one of them, drawn uniformly.
-CUT_POINTS: Final = 38
+CUT_POINTS: Final = 34
 _DONE: Final = frozenset({"NONE", "SKIPPED"})
 
 

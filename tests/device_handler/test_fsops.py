@@ -1,0 +1,57 @@
+"""The file operations the transaction is built on, on real files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from device_handler import fsops
+from device_handler.errors import PowerCut
+from device_handler.fsops import RealFileOps, atomic_write, read_bytes, read_optional
+from device_handler.testing import CrashingFileOps, NoSyncFileOps
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, fsops._READ_CHUNK - 1, fsops._READ_CHUNK, fsops._READ_CHUNK + 1, 3 * fsops._READ_CHUNK],
+)
+def test_read_bytes_returns_the_whole_file_whatever_its_size(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert read_bytes(path) == data
+    assert read_bytes(str(path)) == data
+
+
+def test_read_optional_is_none_only_for_a_missing_file(tmp_path: Path) -> None:
+    assert read_optional(tmp_path / "missing") is None
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_optional(tmp_path / "empty") == b""
+
+
+@pytest.mark.parametrize("fs", [RealFileOps(), NoSyncFileOps()], ids=["real", "nosync"])
+def test_write_durable_replaces_the_content(tmp_path: Path, fs: RealFileOps) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"a much longer old content")
+    fs.write_durable(path, b"new")
+    assert path.read_bytes() == b"new"
+    created = tmp_path / "created"
+    fs.write_durable(created, b"x")
+    assert created.stat().st_mode & 0o777 == 0o600  # the device's files are its own
+
+
+def test_crash_points_of_a_durable_write_are_the_write_and_the_fsync(tmp_path: Path) -> None:
+    recorder = CrashingFileOps()
+    atomic_write(recorder, tmp_path / "journal.json", b"{}")
+    assert [kind for kind, _ in recorder.ops] == ["write", "fsync", "rename", "fsync_dir"]
+
+
+def test_a_cut_between_write_and_fsync_loses_the_unsynced_content(tmp_path: Path) -> None:
+    target = tmp_path / "journal.json"
+    target.write_bytes(b"old")
+    with pytest.raises(PowerCut):
+        atomic_write(CrashingFileOps(crash_at=1), target, b"new")
+    assert target.read_bytes() == b"old"  # the live file is untouched
+    assert (tmp_path / "journal.json.tmp").read_bytes() == b""  # written, never synced: lost
