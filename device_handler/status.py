@@ -23,15 +23,23 @@ MAX_KEYS = 10
 MAX_VALUE = 1024
 _KEY = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Keys already found valid: a handler reports the same few keys thousands of times.
+_GOOD_KEYS: set[str] = set()
+_GOOD_KEYS_LIMIT = 256
 
 
 def details(pairs: Mapping[str, object | None]) -> dict[str, str]:
     """A statusDetails map within AWS limits; None values are left out, order kept."""
     out: dict[str, str] = {}
     for key, value in pairs.items():
-        if value is None or not _KEY.fullmatch(key):
+        if value is None:
             continue
-        text = _printable(str(value))
+        if key not in _GOOD_KEYS:
+            if not _KEY.fullmatch(key):
+                continue
+            if len(_GOOD_KEYS) < _GOOD_KEYS_LIMIT:
+                _GOOD_KEYS.add(key)
+        text = _printable(value if type(value) is str else str(value))
         if not text:
             continue
         if len(text) > MAX_VALUE:
@@ -45,5 +53,7 @@ def details(pairs: Mapping[str, object | None]) -> dict[str, str]:
 def _printable(text: str) -> str:
     """`text` with every character of Unicode category C (what AWS refuses) made a space."""
     if text.isascii():
+        if text.isprintable():  # the usual case: no control character to replace
+            return text.strip()
         return _CONTROL.sub(" ", text).strip()
     return "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text).strip()

@@ -95,6 +95,19 @@ def test_status_details_always_fit_aws_limits(pairs: dict[str, object]):
         assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(max_codepoint=0x7F), max_size=60))
+def test_ascii_values_are_cleaned_as_the_control_character_rule_says(text: str):
+    # The printable fast path must give what replacing control characters and trimming gives.
+    expected = re.sub(r"[\x00-\x1f\x7f]", " ", text).strip()
+    assert details({"message": text}).get("message", "") == expected
+
+
+def test_an_invalid_key_stays_invalid_after_valid_ones_were_seen():
+    assert details({"step": "a", "bad key": "b", "step2": "c"}) == {"step": "a", "step2": "c"}
+    assert details({"bad key": "b"}) == {}
+
+
 def test_long_tls_messages_are_truncated_not_dropped():
     out = details({"message": "certificate verify failed: " + "x" * 5000})
     assert len(out["message"]) == 1024

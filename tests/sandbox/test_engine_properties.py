@@ -266,6 +266,9 @@ def test_subscriber_errors_do_not_break_the_engine():
         ({f"k{i}": "v" for i in range(11)}, "at most 10"),
         ({"bad key": "v"}, "key 'bad key'"),
         ({"k": "a\x07b"}, "without control characters"),
+        ({"k": "a\x7f"}, "without control characters"),
+        ({"k": "caf\u00e9 \x85"}, "without control characters"),  # C1, in non-ASCII text
+        ({"step": "ok", "bad key": "v"}, "key 'bad key'"),  # a valid key seen first
     ],
 )
 def test_device_status_details_are_checked_by_the_engine_too(details, match):
