@@ -176,6 +176,15 @@ def device_paths(root: Path, thing: str) -> DevicePaths:
     )
 
 
+def _make_dirs(path: Path) -> None:
+    try:
+        os.mkdir(path)  # noqa: PTH102 - one system call when the parent exists (the usual case)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)  # noqa: PTH103
+
+
 def _remove_at(parent: int, name: str) -> None:
     """Remove `name` in directory `parent` (a descriptor) and everything below it.
 
@@ -317,10 +326,14 @@ class FleetBase:
         if device.booted:
             return paths
         device.booted = True
-        if not os.path.exists(paths.endpoint_file):  # noqa: PTH110 - os.path: no Path built
-            os.makedirs(paths.state_dir, exist_ok=True)  # noqa: PTH103 - as above
-            self._factory.write(paths.trust_bundle, self._legacy_bundle)
-            self._factory.write(paths.endpoint_file, self._legacy_render)
+        try:
+            os.mkdir(paths.state_dir.parent)  # noqa: PTH102 - os: no Path built
+        except FileExistsError:  # files of an earlier run in a shared root: kept if complete
+            if os.path.exists(paths.endpoint_file):  # noqa: PTH110 - as above
+                return paths
+        _make_dirs(paths.state_dir)
+        self._factory.write(paths.trust_bundle, self._legacy_bundle)
+        self._factory.write(paths.endpoint_file, self._legacy_render)
         return paths
 
     # ------------------------------------------------------------------ results
