@@ -124,7 +124,7 @@ def _status(config: DeviceConfig) -> dict[str, Any]:
     agent = _Agent(config.agent_settings(), never, MemoryConnector(_NoJobs(), config.thing_name))
     journal = agent.read_journal()
     state = agent.trust_state(journal)
-    state["journal"] = json.loads(journal.to_bytes())
+    state["journal"] = journal.as_dict()
     return state
 
 

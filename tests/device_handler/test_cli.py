@@ -93,6 +93,8 @@ def test_status_prints_the_live_configuration_and_journal(
     state = json.loads(capsys.readouterr().out)
     assert state["endpoint"] == LEGACY_HOST
     assert state["journal"]["phase"] == "idle"
+    assert state["journal"]["job_id"] is None  # every field shown, set or not
+    assert state["journal"]["attempts"] == 0
 
 
 def test_cli_exits_2_on_a_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
