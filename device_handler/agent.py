@@ -45,7 +45,14 @@ from device_handler.errors import (
     JournalError,
     ProbeFailed,
 )
-from device_handler.fsops import FileOps, RealFileOps, atomic_write, read_bytes, read_optional
+from device_handler.fsops import (
+    FileOps,
+    RealFileOps,
+    atomic_write,
+    ensure_dir,
+    read_bytes,
+    read_optional,
+)
 from device_handler.order import Order, Validator
 from device_handler.probe import ClientIdentity, ProbeResult, probe
 from device_handler.status import details
@@ -258,7 +265,7 @@ class Agent:
     def _persist(self, journal: Journal) -> Journal:
         if not self._state_dir_made:
             # Once per agent: the directory is never removed while the agent runs.
-            _ensure_dir(self.paths.state_dir)
+            ensure_dir(self.paths.state_dir)
             self._state_dir_made = True
         atomic_write(self._fs, self.paths.journal, journal.to_bytes())
         self._log.debug("journal", phase=str(journal.phase), job_id=journal.job_id)
@@ -805,20 +812,6 @@ def _same_roots(bundle: TrustBundle, live_bundle: bytes) -> bool:
     except ConfigError:
         return False
     return set(live.fingerprints()) == set(bundle.fingerprints())
-
-
-def _ensure_dir(path: Path) -> None:
-    """`path.mkdir(parents=True, exist_ok=True)` in one system call when it exists already.
-
-    `Path.mkdir` follows a refused mkdir with a stat; here an existing entry is taken as
-    the directory, and one that is not a directory fails the journal write right after.
-    """
-    try:
-        os.mkdir(path)  # noqa: PTH102 - see above
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        path.mkdir(parents=True, exist_ok=True)
 
 
 def _staged(path: Path) -> Path:

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["FileOps", "RealFileOps", "atomic_write", "read_bytes", "read_optional"]
+__all__ = ["FileOps", "RealFileOps", "atomic_write", "ensure_dir", "read_bytes", "read_optional"]
 
 _READ_CHUNK = 1 << 16
 
@@ -111,6 +111,22 @@ def atomic_write(fs: FileOps, path: Path, data: bytes) -> None:
     fs.write_durable(tmp, data)
     fs.rename(tmp, path)
     fs.fsync_dir(directory)
+
+
+def ensure_dir(path: Path) -> bool:
+    """`path.mkdir(parents=True, exist_ok=True)`, one system call when the parent exists.
+
+    True when this call made the directory. `Path.mkdir` follows a refused mkdir with a
+    stat; here an existing entry is taken as the directory (one that is not fails the
+    first write below it).
+    """
+    try:
+        os.mkdir(path)  # noqa: PTH102 - see above
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        path.mkdir(parents=True, exist_ok=True)
+    return True
 
 
 def read_bytes(path: str | Path) -> bytes:

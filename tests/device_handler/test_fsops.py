@@ -9,7 +9,13 @@ import pytest
 
 from device_handler import fsops
 from device_handler.errors import PowerCut
-from device_handler.fsops import RealFileOps, atomic_write, read_bytes, read_optional
+from device_handler.fsops import (
+    RealFileOps,
+    atomic_write,
+    ensure_dir,
+    read_bytes,
+    read_optional,
+)
 from device_handler.testing import CrashingFileOps, NoSyncFileOps
 
 
@@ -55,3 +61,10 @@ def test_a_cut_between_write_and_fsync_loses_the_unsynced_content(tmp_path: Path
         atomic_write(CrashingFileOps(crash_at=1), target, b"new")
     assert target.read_bytes() == b"old"  # the live file is untouched
     assert (tmp_path / "journal.json.tmp").read_bytes() == b""  # written, never synced: lost
+
+
+def test_ensure_dir_says_whether_it_made_the_directory(tmp_path: Path) -> None:
+    assert ensure_dir(tmp_path / "a") is True
+    assert ensure_dir(tmp_path / "a") is False  # already there: nothing made
+    assert ensure_dir(tmp_path / "b" / "c" / "d") is True  # missing parents made too
+    assert (tmp_path / "b" / "c" / "d").is_dir()

@@ -28,7 +28,7 @@ import structlog
 
 from device_handler.agent import DevicePaths
 from device_handler.errors import DocumentRejected
-from device_handler.fsops import RealFileOps, read_bytes
+from device_handler.fsops import RealFileOps, ensure_dir, read_bytes
 from device_handler.order import Order, Validator
 from device_handler.trust import EndpointConfig
 from device_handler.validation import ValidationSettings, make_validator
@@ -176,15 +176,6 @@ def device_paths(root: Path, thing: str) -> DevicePaths:
     )
 
 
-def _make_dirs(path: Path) -> None:
-    try:
-        os.mkdir(path)  # noqa: PTH102 - one system call when the parent exists (the usual case)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(path, exist_ok=True)  # noqa: PTH103
-
-
 def _remove_at(parent: int, name: str) -> None:
     """Remove `name` in directory `parent` (a descriptor) and everything below it.
 
@@ -326,12 +317,10 @@ class FleetBase:
         if device.booted:
             return paths
         device.booted = True
-        try:
-            os.mkdir(paths.state_dir.parent)  # noqa: PTH102 - os: no Path built
-        except FileExistsError:  # files of an earlier run in a shared root: kept if complete
-            if os.path.exists(paths.endpoint_file):  # noqa: PTH110 - as above
-                return paths
-        _make_dirs(paths.state_dir)
+        made = ensure_dir(paths.state_dir.parent)
+        if not made and os.path.exists(paths.endpoint_file):  # noqa: PTH110 - no wrapper
+            return paths  # files of an earlier run in a shared root: kept when complete
+        ensure_dir(paths.state_dir)
         self._factory.write(paths.trust_bundle, self._legacy_bundle)
         self._factory.write(paths.endpoint_file, self._legacy_render)
         return paths
