@@ -31,14 +31,14 @@ SUCCEEDED report itself.
 
 Invariants:
 - Every function here is pure; no file, socket or clock is touched.
-- `Journal` is immutable; the next one is built with `dataclasses.replace`.
+- `Journal` is immutable; the next one is built with `Journal.evolve`.
 - A journal that does not parse is a `JournalError`, never a silent reset.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -126,9 +126,14 @@ def classify_rejection(code: str) -> Rejection:
     return Rejection.FINAL if code in FINAL_REJECTIONS else Rejection.RETRY
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Journal:
-    """The persisted state of the device's current (or last) transaction."""
+    """The persisted state of the device's current (or last) transaction.
+
+    Frozen, and without slots on purpose: a transaction makes a record at every
+    step, and copying an instance's `__dict__` (`evolve`, `from_bytes`) costs a
+    fraction of calling the generated `__init__` with every field.
+    """
 
     phase: Phase = Phase.IDLE
     job_id: str | None = None
@@ -155,10 +160,8 @@ class Journal:
         They read back as their defaults, so the record means the same and is about half
         as long to encode, write and parse: most fields are unset in most phases.
         """
-        # A flat record: a field-by-field copy is several times faster than `asdict`,
-        # and one shared encoder saves building a new one for every record.
         body: dict[str, Any] = {
-            name: value for name in _FIELD_NAMES if (value := getattr(self, name)) is not None
+            name: value for name, value in self.__dict__.items() if value is not None
         }
         if self.report_details:
             body["report_details"] = dict(self.report_details)
@@ -182,7 +185,7 @@ class Journal:
             is_journal = body.pop("format", None) == _FORMAT
             body["phase"] = Phase(body["phase"] if is_journal else "(not a journal record)")
             body["report_details"] = dict(body.get("report_details") or {})
-            return cls(**body)
+            return _journal(_DEFAULTS, body)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise JournalError(
                 f"the transaction journal is unreadable ({exc}); the live configuration was "
@@ -220,11 +223,10 @@ class Journal:
         """`dataclasses.replace` for this flat record, without its per-call field inspection.
 
         The transaction makes a new journal record at every step; `replace` walks
-        the dataclass fields each time, which costs more than encoding the record.
+        the dataclass fields and calls `__init__` with all of them each time, which
+        costs more than encoding the record.
         """
-        values = {name: getattr(self, name) for name in _FIELD_NAMES}
-        values.update(changes)
-        return Journal(**values)  # an unknown field is a TypeError, as with `replace`
+        return _journal(self.__dict__, changes)
 
     def discarded(self) -> Journal:
         """Back to idle without a report: the job will be picked up (and counted) again."""
@@ -238,8 +240,24 @@ class Journal:
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Journal))
-#: The encoder `json.dumps(body, sort_keys=True)` builds per call: the same bytes.
-_ENCODER = json.JSONEncoder(sort_keys=True)
+_FIELD_SET = frozenset(_FIELD_NAMES)
+#: The fields with a default value; `report_details` (a new dict each time) is always given.
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Journal) if f.default is not MISSING}
+#: The bytes of `json.dumps(body, sort_keys=True)`, from one encoder built once. A record
+#: is a flat dict of plain values, so the encoder's check for cycles has nothing to find.
+_ENCODER = json.JSONEncoder(sort_keys=True, check_circular=False)
+
+
+def _journal(base: dict[str, Any], changes: dict[str, Any]) -> Journal:
+    """A journal with the fields of `base` (every one), then `changes` (any of them)."""
+    if not _FIELD_SET.issuperset(changes):
+        unknown = sorted(set(changes) - _FIELD_SET)
+        raise TypeError(f"Journal has no field {', '.join(map(repr, unknown))}")
+    journal: Journal = object.__new__(Journal)
+    values = journal.__dict__
+    values.update(base)
+    values.update(changes)
+    return journal
 
 
 def recovery_for(journal: Journal, *, max_recoveries: int) -> Recovery:

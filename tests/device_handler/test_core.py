@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -81,6 +82,25 @@ def test_journal_records_leave_out_unset_fields_and_read_back_the_same():
 def test_unreadable_journal_is_an_error_that_says_what_to_check(data: bytes):
     with pytest.raises(JournalError, match="inspect the state directory"):
         Journal.from_bytes(data)
+
+
+def test_evolve_changes_only_what_it_is_given_and_leaves_the_record_alone():
+    journal = Journal(phase=Phase.ACCEPTED, job_id="j", attempts=1, report_details={"a": "b"})
+    later = journal.evolve(phase=Phase.COMMITTED, probe_ms=12)
+    assert later == Journal(
+        phase=Phase.COMMITTED, job_id="j", attempts=1, probe_ms=12, report_details={"a": "b"}
+    )
+    assert (journal.phase, journal.probe_ms) == (Phase.ACCEPTED, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        later.phase = Phase.IDLE  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field 'phaze'"):
+        journal.evolve(phaze=Phase.IDLE)
+
+
+def test_a_record_with_a_field_this_version_does_not_know_is_unreadable():
+    record = {"format": "ca-migrate-journal/1", "phase": "idle", "surprise": 1}
+    with pytest.raises(JournalError, match="surprise"):
+        Journal.from_bytes(json.dumps(record).encode())
 
 
 def test_finished_and_discarded_keep_the_loop_guard_counter():
