@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -48,8 +48,10 @@ from device_handler.errors import (
 from device_handler.fsops import (
     FileOps,
     RealFileOps,
+    StrPath,
     atomic_write,
     ensure_dir,
+    parent_dir,
     read_bytes,
     read_optional,
 )
@@ -70,6 +72,7 @@ from job_documents.clock import Clock, SystemClock
 __all__ = [
     "Agent",
     "AgentSettings",
+    "DeviceFiles",
     "DevicePaths",
     "Outcome",
     "Snapshot",
@@ -84,54 +87,130 @@ _PENDING = frozenset({"QUEUED", "IN_PROGRESS"})
 ProbeFn = Callable[..., ProbeResult]
 
 
-@dataclass(frozen=True, slots=True)
-class DevicePaths:
-    """Where the device keeps its live configuration and the transaction's files."""
+class DeviceFiles(NamedTuple):
+    """Every path a device's transaction uses, as strings, each one derived once.
 
-    endpoint_file: Path
-    trust_bundle: Path
-    state_dir: Path
-    device_client_config: Path | None = None  # Device Client's JSON config, when it runs one
-    # Derived once: the transaction asks for these paths dozens of times.
-    _derived: tuple[Path | None, Path, Path, Path, Path, Path] = field(
-        init=False, repr=False, compare=False
-    )
+    The transaction opens, renames and fsyncs these dozens of times per job; as
+    strings they cost nothing to hand to the OS, where a `Path` is converted (and
+    its derived paths built) again and again.
+    """
 
-    def __post_init__(self) -> None:
-        dc = self.device_client_config
-        derived = (
-            None if dc is None else _staged(dc),
-            _staged(self.trust_bundle),
-            _staged(self.endpoint_file),
-            self.state_dir / "journal.json",
-            self.state_dir / "rollback.json",
-            self.state_dir / "previous.json",
+    endpoint_file: str
+    trust_bundle: str
+    state_dir: str
+    device_client_config: str | None
+    staged_bundle: str
+    staged_endpoint: str
+    staged_device_client: str | None
+    journal: str
+    rollback: str
+    previous: str
+
+    @classmethod
+    def of(
+        cls,
+        endpoint_file: str,
+        trust_bundle: str,
+        state_dir: str,
+        device_client_config: str | None,
+    ) -> DeviceFiles:
+        return cls(
+            endpoint_file,
+            trust_bundle,
+            state_dir,
+            device_client_config,
+            _staged(trust_bundle),
+            _staged(endpoint_file),
+            None if device_client_config is None else _staged(device_client_config),
+            os.path.join(state_dir, "journal.json"),  # noqa: PTH118 - strings, see above
+            os.path.join(state_dir, "rollback.json"),  # noqa: PTH118
+            os.path.join(state_dir, "previous.json"),  # noqa: PTH118
         )
-        object.__setattr__(self, "_derived", derived)
+
+
+class DevicePaths:
+    """Where the device keeps its live configuration and the transaction's files.
+
+    Paths are given as `Path`s or as strings (taken as they are: a normalised path,
+    as `os.fspath(Path(...))` gives); they are kept as `files`, strings, which is
+    what the transaction uses. The `Path` attributes are views for everyone else.
+    """
+
+    __slots__ = ("files",)
+
+    def __init__(
+        self,
+        endpoint_file: StrPath,
+        trust_bundle: StrPath,
+        state_dir: StrPath,
+        device_client_config: StrPath | None = None,  # Device Client's JSON config, if any
+    ) -> None:
+        self.files = DeviceFiles.of(
+            os.fspath(endpoint_file),
+            os.fspath(trust_bundle),
+            os.fspath(state_dir),
+            None if device_client_config is None else os.fspath(device_client_config),
+        )
+
+    def with_device_client_config(self, path: StrPath | None) -> DevicePaths:
+        files = self.files
+        return DevicePaths(files.endpoint_file, files.trust_bundle, files.state_dir, path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DevicePaths) and other.files == self.files
+
+    def __hash__(self) -> int:
+        return hash(self.files)
+
+    def __repr__(self) -> str:
+        files = self.files
+        return (
+            f"DevicePaths(endpoint_file={files.endpoint_file!r}, "
+            f"trust_bundle={files.trust_bundle!r}, state_dir={files.state_dir!r}, "
+            f"device_client_config={files.device_client_config!r})"
+        )
+
+    @property
+    def endpoint_file(self) -> Path:
+        return Path(self.files.endpoint_file)
+
+    @property
+    def trust_bundle(self) -> Path:
+        return Path(self.files.trust_bundle)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.files.state_dir)
+
+    @property
+    def device_client_config(self) -> Path | None:
+        dc = self.files.device_client_config
+        return None if dc is None else Path(dc)
 
     @property
     def staged_device_client(self) -> Path | None:
-        return self._derived[0]
+        staged = self.files.staged_device_client
+        return None if staged is None else Path(staged)
 
     @property
     def staged_bundle(self) -> Path:
-        return self._derived[1]
+        return Path(self.files.staged_bundle)
 
     @property
     def staged_endpoint(self) -> Path:
-        return self._derived[2]
+        return Path(self.files.staged_endpoint)
 
     @property
     def journal(self) -> Path:
-        return self._derived[3]
+        return Path(self.files.journal)
 
     @property
     def rollback(self) -> Path:
-        return self._derived[4]
+        return Path(self.files.rollback)
 
     @property
     def previous(self) -> Path:
-        return self._derived[5]
+        return Path(self.files.previous)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +325,7 @@ class Agent:
     ) -> None:
         self.settings = settings
         self.paths = settings.paths
+        self._files = settings.paths.files
         self._validate = validator
         self._connector = connector
         self._fs: FileOps = fs if fs is not None else RealFileOps()
@@ -259,26 +339,26 @@ class Agent:
     # ---------------------------------------------------------------- files
 
     def read_journal(self) -> Journal:
-        data = read_optional(self.paths.journal)
+        data = read_optional(self._files.journal)
         return Journal() if data is None else Journal.from_bytes(data)
 
     def _persist(self, journal: Journal) -> Journal:
         if not self._state_dir_made:
             # Once per agent: the directory is never removed while the agent runs.
-            ensure_dir(self.paths.state_dir)
+            ensure_dir(self._files.state_dir)
             self._state_dir_made = True
-        atomic_write(self._fs, self.paths.journal, journal.to_bytes())
+        atomic_write(self._fs, self._files.journal, journal.to_bytes())
         self._log.debug("journal", phase=str(journal.phase), job_id=journal.job_id)
         return journal
 
     def live(self) -> Snapshot:
         try:
-            endpoint_file = read_bytes(self.paths.endpoint_file)
-            bundle = read_bytes(self.paths.trust_bundle)
+            endpoint_file = read_bytes(self._files.endpoint_file)
+            bundle = read_bytes(self._files.trust_bundle)
         except OSError as exc:
             raise ConfigError(f"the live configuration cannot be read: {exc}") from exc
-        endpoint = EndpointConfig.parse(endpoint_file, source=str(self.paths.endpoint_file))
-        dc_path = self.paths.device_client_config
+        endpoint = EndpointConfig.parse(endpoint_file, source=self._files.endpoint_file)
+        dc_path = self._files.device_client_config
         if dc_path is None:
             return Snapshot(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint_file)
         # Read, not checked: a broken Device Client config must not stop the agent from
@@ -291,34 +371,34 @@ class Agent:
             endpoint=endpoint,
             bundle=bundle,
             endpoint_file=endpoint_file,
-            device_client_path=str(dc_path),
+            device_client_path=dc_path,
             device_client=device_client,
         )
 
-    def _discard_staging(self, device_client: Path | None = None) -> None:
+    def _discard_staging(self, device_client: str | None = None) -> None:
         for path in (
-            self.paths.staged_bundle,
-            self.paths.staged_endpoint,
-            self.paths.staged_device_client,
+            self._files.staged_bundle,
+            self._files.staged_endpoint,
+            self._files.staged_device_client,
             None if device_client is None else _staged(device_client),
         ):
             if path is not None and os.path.exists(path):  # noqa: PTH110 - hot path, no wrapper
                 self._fs.remove(path)
 
     def _restore_rollback(self) -> None:
-        data = read_optional(self.paths.rollback)
+        data = read_optional(self._files.rollback)
         if data is None:
             raise JournalError(
-                f"{self.paths.rollback} is missing while the journal says a roll-back is due; "
+                f"{self._files.rollback} is missing while the journal says a roll-back is due; "
                 "check the live endpoint and bundle by hand before restarting the agent"
             )
-        snapshot = Snapshot.parse(data, source=str(self.paths.rollback))
-        atomic_write(self._fs, self.paths.trust_bundle, snapshot.bundle)
-        atomic_write(self._fs, self.paths.endpoint_file, snapshot.endpoint_file)
+        snapshot = Snapshot.parse(data, source=self._files.rollback)
+        atomic_write(self._fs, self._files.trust_bundle, snapshot.bundle)
+        atomic_write(self._fs, self._files.endpoint_file, snapshot.endpoint_file)
         dc_path = None
         if snapshot.device_client_path is not None and snapshot.device_client is not None:
             # The path recorded at commit, not today's setting: what was replaced is restored.
-            dc_path = Path(snapshot.device_client_path)
+            dc_path = snapshot.device_client_path
             atomic_write(self._fs, dc_path, snapshot.device_client)
         self._discard_staging(dc_path)
 
@@ -359,8 +439,8 @@ class Agent:
         )
         if action is Recovery.DISCARD:
             self._discard_staging()
-            if self.paths.rollback.exists():
-                self._fs.remove(self.paths.rollback)
+            if os.path.exists(self._files.rollback):  # noqa: PTH110 - a str
+                self._fs.remove(self._files.rollback)
             self._persist(journal.discarded())
             return Outcome(journal.job_id, "DEFERRED", "interrupted")
         if action is Recovery.ROLL_BACK:
@@ -475,12 +555,13 @@ class Agent:
                     }
                 ),
             )
-        staged_dc = self.paths.staged_device_client if target.device_client is not None else None
-        self._fs.write_durable(self.paths.staged_bundle, target.bundle)
-        self._fs.write_durable(self.paths.staged_endpoint, target.endpoint_file)
+        files = self._files
+        staged_dc = files.staged_device_client if target.device_client is not None else None
+        self._fs.write_durable(files.staged_bundle, target.bundle)
+        self._fs.write_durable(files.staged_endpoint, target.endpoint_file)
         if staged_dc is not None and target.device_client is not None:
             self._fs.write_durable(staged_dc, target.device_client)
-        self._fsync_dirs(self.paths.staged_bundle, self.paths.staged_endpoint, *_present(staged_dc))
+        self._fsync_dirs(files.staged_bundle, files.staged_endpoint, *_present(staged_dc))
         # `staged` is recorded in memory only (a failed probe reports it as its step): its
         # recovery is `accepted`'s, discard, so persisting it would buy a power cut nothing.
         journal = journal.evolve(phase=Phase.STAGED)
@@ -498,16 +579,16 @@ class Agent:
             self._discard_staging()
             return self._fail(journal, exc.reason, exc.message)
         # `live` was read just before staging; only staged files were written since.
-        atomic_write(self._fs, self.paths.rollback, live.render())
+        atomic_write(self._fs, files.rollback, live.render())
         journal = self._persist(journal.evolve(phase=Phase.COMMITTING, probe_ms=result.elapsed_ms))
-        self._fs.rename(self.paths.staged_bundle, self.paths.trust_bundle)
-        self._fs.rename(self.paths.staged_endpoint, self.paths.endpoint_file)
-        if staged_dc is not None and self.paths.device_client_config is not None:
-            self._fs.rename(staged_dc, self.paths.device_client_config)
+        self._fs.rename(files.staged_bundle, files.trust_bundle)
+        self._fs.rename(files.staged_endpoint, files.endpoint_file)
+        if staged_dc is not None and files.device_client_config is not None:
+            self._fs.rename(staged_dc, files.device_client_config)
         self._fsync_dirs(
-            self.paths.trust_bundle,
-            self.paths.endpoint_file,
-            *_present(self.paths.device_client_config if staged_dc is not None else None),
+            files.trust_bundle,
+            files.endpoint_file,
+            *_present(files.device_client_config if staged_dc is not None else None),
         )
         journal = self._persist(journal.evolve(phase=Phase.COMMITTED))
         job_log.info("committed", endpoint=target.endpoint.label())
@@ -523,13 +604,14 @@ class Agent:
     def _now(self) -> float:
         return self._clock.now().timestamp()
 
-    def _fsync_dirs(self, *files: Path) -> None:
+    def _fsync_dirs(self, *files: str) -> None:
         """Make the directories holding `files` durable, each one once."""
-        done: list[Path] = []
+        done: list[str] = []
         for path in files:
-            if path.parent not in done:
-                self._fs.fsync_dir(path.parent)
-                done.append(path.parent)
+            directory = parent_dir(path)
+            if directory not in done:
+                self._fs.fsync_dir(directory)
+                done.append(directory)
 
     def _target(self, order: Order) -> tuple[Snapshot, Snapshot | None]:
         """The live configuration, and the one the order asks for (None: it changes nothing)."""
@@ -537,9 +619,9 @@ class Agent:
         return live, self._target_from(order, live)
 
     def _target_from(self, order: Order, live: Snapshot) -> Snapshot | None:
-        if self.paths.device_client_config is not None and live.device_client is None:
+        if self._files.device_client_config is not None and live.device_client is None:
             raise ConfigError(
-                f"the Device Client configuration {self.paths.device_client_config} is missing; "
+                f"the Device Client configuration {self._files.device_client_config} is missing; "
                 "restore it (or drop the setting) before migrating this device"
             )
         if order.operation == "migrate":
@@ -552,7 +634,7 @@ class Agent:
                 return None
             return Snapshot.of(order.endpoint, bundle.render()).with_device_client_of(live)
         if order.operation == "restore":
-            data = read_optional(self.paths.previous)
+            data = read_optional(self._files.previous)
             if data is None:
                 raise _Fail(
                     "nothing-to-restore",
@@ -696,13 +778,14 @@ class Agent:
         return self._fail(journal, reason, message)
 
     def _cleanup_after_report(self, journal: Journal) -> None:
-        if not os.path.exists(self.paths.rollback):  # noqa: PTH110 - hot path, no wrapper
+        files = self._files
+        if not os.path.exists(files.rollback):  # noqa: PTH110 - hot path, no wrapper
             return
         if journal.report_status == "SUCCEEDED" and journal.operation == "migrate":
-            self._fs.rename(self.paths.rollback, self.paths.previous)
+            self._fs.rename(files.rollback, files.previous)
         else:
-            self._fs.remove(self.paths.rollback)
-        self._fs.fsync_dir(self.paths.state_dir)
+            self._fs.remove(files.rollback)
+        self._fs.fsync_dir(files.state_dir)
 
     def _send_report(self, journal: Journal) -> Outcome:
         """Send the pending terminal status on the live connection, then go idle."""
@@ -814,11 +897,11 @@ def _same_roots(bundle: TrustBundle, live_bundle: bytes) -> bool:
     return set(live.fingerprints()) == set(bundle.fingerprints())
 
 
-def _staged(path: Path) -> Path:
-    return path.with_name(path.name + ".staged")
+def _staged(path: str) -> str:
+    return path + ".staged"
 
 
-def _present(path: Path | None) -> tuple[Path, ...]:
+def _present(path: str | None) -> tuple[str, ...]:
     return () if path is None else (path,)
 
 

@@ -14,12 +14,26 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
-__all__ = ["FileOps", "RealFileOps", "atomic_write", "ensure_dir", "read_bytes", "read_optional"]
+__all__ = [
+    "FileOps",
+    "RealFileOps",
+    "StrPath",
+    "atomic_write",
+    "ensure_dir",
+    "parent_dir",
+    "read_bytes",
+    "read_optional",
+]
+
+#: A file's path: the transaction passes strings (see `agent.DeviceFiles`), callers may
+#: pass `Path`s.
+StrPath: TypeAlias = str | os.PathLike[str]
 
 _READ_CHUNK = 1 << 16
 
@@ -28,27 +42,27 @@ _READ_CHUNK = 1 << 16
 class FileOps(Protocol):
     """The mutating file operations; each one is a possible power-cut point."""
 
-    def write(self, path: Path, data: bytes) -> None:
+    def write(self, path: StrPath, data: bytes) -> None:
         """Create or truncate `path` and write `data` (not yet durable)."""
         ...
 
-    def fsync(self, path: Path) -> None:
+    def fsync(self, path: StrPath) -> None:
         """Make the content of `path` durable."""
         ...
 
-    def write_durable(self, path: Path, data: bytes) -> None:
+    def write_durable(self, path: StrPath, data: bytes) -> None:
         """`write` then `fsync`: two power-cut points, one open file where the OS allows."""
         ...
 
-    def rename(self, src: Path, dst: Path) -> None:
+    def rename(self, src: StrPath, dst: StrPath) -> None:
         """Atomically replace `dst` with `src` (same file system)."""
         ...
 
-    def fsync_dir(self, directory: Path) -> None:
+    def fsync_dir(self, directory: StrPath) -> None:
         """Make renames and removals in `directory` durable."""
         ...
 
-    def remove(self, path: Path) -> None:
+    def remove(self, path: StrPath) -> None:
         """Remove `path` if it exists."""
         ...
 
@@ -56,15 +70,15 @@ class FileOps(Protocol):
 class RealFileOps:
     """`FileOps` on the real file system, with real fsync."""
 
-    def write(self, path: Path, data: bytes) -> None:
+    def write(self, path: StrPath, data: bytes) -> None:
         self._write(path, data, sync=False)
 
-    def write_durable(self, path: Path, data: bytes) -> None:
+    def write_durable(self, path: StrPath, data: bytes) -> None:
         # fsync on the descriptor that wrote: the same durability as `write` + `fsync`
         # (fsync covers the file, whichever descriptor asks) with one open instead of two.
         self._write(path, data, sync=True)
 
-    def _write(self, path: Path, data: bytes, *, sync: bool) -> None:
+    def _write(self, path: StrPath, data: bytes, *, sync: bool) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
@@ -76,44 +90,49 @@ class RealFileOps:
         finally:
             os.close(fd)
 
-    def fsync(self, path: Path) -> None:
+    def fsync(self, path: StrPath) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
-    def rename(self, src: Path, dst: Path) -> None:
-        # `Path.replace` would build a Path for the result, which nothing here uses.
-        os.replace(src, dst)  # noqa: PTH105 - see above
+    def rename(self, src: StrPath, dst: StrPath) -> None:
+        os.replace(src, dst)  # noqa: PTH105 - paths may be strings
 
-    def fsync_dir(self, directory: Path) -> None:
+    def fsync_dir(self, directory: StrPath) -> None:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
-    def remove(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
+    def remove(self, path: StrPath) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # noqa: PTH108 - paths may be strings
+
+
+def parent_dir(path: str) -> str:
+    """The directory holding `path` (`Path.parent`, for a normalised path as a string)."""
+    return os.path.dirname(path) or "."  # noqa: PTH120 - strings on the hot path
 
 
 @functools.lru_cache(maxsize=1024)
-def _beside(path: Path) -> tuple[Path, Path]:
+def _beside(path: str) -> tuple[str, str]:
     # A transaction writes the same few files several times: derive their temporary
-    # name and directory once (pathlib's derivations cost more than the write itself).
-    return path.with_name(path.name + ".tmp"), path.parent
+    # name and directory once.
+    return path + ".tmp", parent_dir(path)
 
 
-def atomic_write(fs: FileOps, path: Path, data: bytes) -> None:
+def atomic_write(fs: FileOps, path: StrPath, data: bytes) -> None:
     """Replace `path` with `data` so that a power cut leaves the old or the new content."""
-    tmp, directory = _beside(path)
+    tmp, directory = _beside(os.fspath(path))
     fs.write_durable(tmp, data)
     fs.rename(tmp, path)
     fs.fsync_dir(directory)
 
 
-def ensure_dir(path: Path) -> bool:
+def ensure_dir(path: StrPath) -> bool:
     """`path.mkdir(parents=True, exist_ok=True)`, one system call when the parent exists.
 
     True when this call made the directory. `Path.mkdir` follows a refused mkdir with a
@@ -125,11 +144,11 @@ def ensure_dir(path: Path) -> bool:
     except FileExistsError:
         return False
     except FileNotFoundError:
-        path.mkdir(parents=True, exist_ok=True)
+        Path(path).mkdir(parents=True, exist_ok=True)
     return True
 
 
-def read_bytes(path: str | Path) -> bytes:
+def read_bytes(path: StrPath) -> bytes:
     """The content of `path` (`Path.read_bytes` without a buffered file object per read).
 
     The device's files are small regular files: one read of up to `_READ_CHUNK` bytes
@@ -150,7 +169,7 @@ def read_bytes(path: str | Path) -> bytes:
     return b"".join(chunks)
 
 
-def read_optional(path: Path) -> bytes | None:
+def read_optional(path: StrPath) -> bytes | None:
     """The content of `path`, or None when it does not exist."""
     try:
         return read_bytes(path)

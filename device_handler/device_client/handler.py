@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         with state_lock(config.state_dir):
             settings = config.agent_settings()
             if args.device_client_config is not None:
-                paths = replace(
-                    settings.paths, device_client_config=args.device_client_config.resolve()
+                paths = settings.paths.with_device_client_config(
+                    args.device_client_config.resolve()
                 )
                 settings = replace(settings, paths=paths)
             agent = Agent(settings, make_validator(config.validation_settings()), connector)

@@ -68,3 +68,31 @@ def test_ensure_dir_says_whether_it_made_the_directory(tmp_path: Path) -> None:
     assert ensure_dir(tmp_path / "a") is False  # already there: nothing made
     assert ensure_dir(tmp_path / "b" / "c" / "d") is True  # missing parents made too
     assert (tmp_path / "b" / "c" / "d").is_dir()
+
+
+def test_a_cut_tracks_unsynced_files_whether_named_by_str_or_path(tmp_path: Path) -> None:
+    # The transaction names files by str, tests and callers by Path: one file either way.
+    crashing = CrashingFileOps(crash_at=2)
+    target = tmp_path / "bundle.pem.staged"
+    crashing.write(str(target), b"written, never synced")
+    crashing.rename(target, tmp_path / "bundle.pem")  # a Path for the same file
+    with pytest.raises(PowerCut, match="before fsync_dir"):
+        crashing.fsync_dir(tmp_path)
+    assert (tmp_path / "bundle.pem").read_bytes() == b""  # the renamed, unsynced file is lost
+    assert [name for _, name in crashing.ops] == ["bundle.pem.staged", "bundle.pem"]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/a/b/c.json", "/a/b"), ("/c.json", "/"), ("c.json", "."), ("a/c.json", "a")],
+)
+def test_parent_dir_is_the_paths_parent(path: str, expected: str) -> None:
+    assert fsops.parent_dir(path) == expected == str(Path(path).parent)
+
+
+def test_remove_takes_a_str_and_leaves_a_missing_file_alone(tmp_path: Path) -> None:
+    target = tmp_path / "rollback.json"
+    target.write_bytes(b"{}")
+    RealFileOps().remove(str(target))
+    assert not target.exists()
+    RealFileOps().remove(str(target))  # already gone: nothing to do, no error

@@ -11,6 +11,7 @@ import structlog.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from device_handler.agent import DevicePaths
 from device_handler.errors import ProbeFailed
 from device_handler.transaction import Journal, Phase
 from device_handler.trust import EndpointConfig, TrustBundle
@@ -24,6 +25,7 @@ from infra.sandbox.fleet import (
     assign_profiles,
     parse_fleet_spec,
 )
+from infra.sandbox.fleet._base import device_paths
 from infra.sandbox.fleet.profiles import _counts
 from infra.sandbox.pki import SandboxPki
 
@@ -291,3 +293,10 @@ def test_device_files_that_cannot_be_removed_are_reported_not_raised(
     assert [entry["event"] for entry in logs] == ["device_files_left"]
     assert logs[0]["devices"] == 1
     assert logs[0]["first"] == "a"
+
+
+@pytest.mark.parametrize("root", ["/srv/fleet", Path("/srv/fleet")])
+def test_the_fleets_string_joins_match_pathlib(root: str | Path) -> None:
+    base = Path("/srv/fleet") / "thing-7"
+    expected = DevicePaths(base / "endpoint.json", base / "bundle.pem", base / "state")
+    assert device_paths(root, "thing-7") == expected
