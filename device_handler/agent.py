@@ -409,7 +409,7 @@ class Agent:
         if self.channel is None:
             live = self.live()
             limit = self.settings.connect_timeout if timeout is None else timeout
-            self.channel = self._connector.connect(live.endpoint, self.paths.trust_bundle, limit)
+            self.channel = self._connector.connect(live.endpoint, self._files.trust_bundle, limit)
             self._connected_on = live
             self._log.info("connected", endpoint=live.endpoint.label(), via=self.channel.via)
         return self.channel
@@ -568,7 +568,7 @@ class Agent:
         try:
             result = self._probe(
                 target.endpoint,
-                self.paths.staged_bundle,
+                files.staged_bundle,
                 identity=self.settings.identity,
                 overrides=self.settings.overrides,
                 timeout=order.probe_timeout,

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
+from device_handler.fsops import StrPath
 from device_handler.trust import EndpointConfig
 
 __all__ = ["Connector", "JobExecution", "JobsChannel"]
@@ -89,6 +89,6 @@ class JobsChannel(Protocol):
 class Connector(Protocol):
     """Opens a `JobsChannel` to an endpoint, trusting exactly the given CA bundle."""
 
-    def connect(self, endpoint: EndpointConfig, ca_file: Path, timeout: float) -> JobsChannel:
+    def connect(self, endpoint: EndpointConfig, ca_file: StrPath, timeout: float) -> JobsChannel:
         """Connect within `timeout` seconds or raise `ChannelError`."""
         ...

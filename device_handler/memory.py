@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from device_handler.channel import JobExecution, JobsChannel
 from device_handler.errors import ChannelError, ChannelRejected
+from device_handler.fsops import StrPath
 from device_handler.trust import EndpointConfig
 
 __all__ = ["ExecutionView", "JobsBackend", "MemoryChannel", "MemoryConnector"]
@@ -187,7 +187,7 @@ class MemoryConnector:
         thing_name: str,
         *,
         vias: Mapping[str, str] | None = None,
-        check: Callable[[EndpointConfig, Path], None] | None = None,
+        check: Callable[[EndpointConfig, StrPath], None] | None = None,
         shadows: dict[str, dict[str, Any]] | None = None,
         wake: threading.Event | None = None,
     ) -> None:
@@ -199,7 +199,7 @@ class MemoryConnector:
         self._wake = wake
         self.connections: list[str] = []
 
-    def connect(self, endpoint: EndpointConfig, ca_file: Path, timeout: float) -> JobsChannel:
+    def connect(self, endpoint: EndpointConfig, ca_file: StrPath, timeout: float) -> JobsChannel:
         del timeout  # nothing to wait for in memory; `check` applies its own
         if self._check is not None:
             try:

@@ -30,6 +30,7 @@ import structlog
 
 from device_handler.channel import JobExecution, JobsChannel
 from device_handler.errors import ChannelError, ChannelRejected, ConfigError
+from device_handler.fsops import StrPath
 from device_handler.probe import ClientIdentity, connect_address
 from device_handler.trust import EndpointConfig
 
@@ -81,7 +82,7 @@ class MqttConnector:
         self.protocol = protocol
         self.operation_timeout = operation_timeout
 
-    def connect(self, endpoint: EndpointConfig, ca_file: Path, timeout: float) -> JobsChannel:
+    def connect(self, endpoint: EndpointConfig, ca_file: StrPath, timeout: float) -> JobsChannel:
         _, port = connect_address(endpoint, self.overrides)
         channel = MqttChannel(
             thing_name=self.thing_name,
@@ -211,7 +212,7 @@ class MqttChannel:
         host: str,
         port: int,
         identity: ClientIdentity,
-        ca_file: Path,
+        ca_file: StrPath,
         protocol: str = "mqtt5",
         timeout: float = 10.0,
         operation_timeout: float = 10.0,
@@ -262,7 +263,7 @@ class MqttChannel:
             self.port,
             self._identity.cert,
             self._identity.key,
-            self._ca_file,
+            Path(self._ca_file),
             self.thing_name,
         )
 

@@ -13,6 +13,7 @@ Failures are classified into short reason codes for statusDetails:
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 import structlog
 
 from device_handler.errors import ConfigError, ProbeFailed
+from device_handler.fsops import StrPath
 from device_handler.trust import EndpointConfig
 
 __all__ = ["ClientIdentity", "ProbeResult", "connect_address", "probe", "tls_context"]
@@ -60,7 +62,7 @@ def connect_address(endpoint: EndpointConfig, overrides: Mapping[str, str]) -> t
 
 
 def tls_context(
-    ca_file: Path, identity: ClientIdentity | None, alpn: tuple[str, ...]
+    ca_file: StrPath, identity: ClientIdentity | None, alpn: tuple[str, ...]
 ) -> ssl.SSLContext:
     """A client context that trusts exactly `ca_file` and verifies host names."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -68,7 +70,8 @@ def tls_context(
     try:
         context.load_verify_locations(cafile=str(ca_file))
     except (OSError, ssl.SSLError) as exc:
-        raise ProbeFailed("bundle", f"cannot load the trust bundle {ca_file.name}: {exc}") from exc
+        name = os.path.basename(ca_file)  # noqa: PTH119 - str or Path alike
+        raise ProbeFailed("bundle", f"cannot load the trust bundle {name}: {exc}") from exc
     if identity is not None:
         try:
             context.load_cert_chain(str(identity.cert), str(identity.key))
@@ -83,7 +86,7 @@ def tls_context(
 
 def probe(
     endpoint: EndpointConfig,
-    ca_file: Path,
+    ca_file: StrPath,
     *,
     identity: ClientIdentity | None = None,
     overrides: Mapping[str, str] | None = None,

@@ -45,6 +45,7 @@ from device_handler.channel import JobExecution, JobsChannel
 from device_handler.cli import configure_logging
 from device_handler.config import DeviceConfig, load_config
 from device_handler.errors import ChannelError, ConfigError, DeviceHandlerError, ProbeFailed
+from device_handler.fsops import StrPath
 from device_handler.lock import state_lock
 from device_handler.probe import probe
 from device_handler.trust import EndpointConfig
@@ -110,7 +111,7 @@ class LocalConnector:
         self._execution = execution
         self.reports: list[dict[str, Any]] = []
 
-    def connect(self, endpoint: EndpointConfig, ca_file: Path, timeout: float) -> JobsChannel:
+    def connect(self, endpoint: EndpointConfig, ca_file: StrPath, timeout: float) -> JobsChannel:
         try:
             probe(
                 endpoint,

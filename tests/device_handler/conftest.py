@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from device_handler.agent import Agent, AgentSettings, DevicePaths
 from device_handler.errors import DocumentRejected
-from device_handler.fsops import FileOps
+from device_handler.fsops import FileOps, StrPath
 from device_handler.memory import MemoryConnector
 from device_handler.order import Order
 from device_handler.probe import ClientIdentity, probe
@@ -52,7 +52,7 @@ class World:
     def ats_endpoint(self) -> EndpointConfig:
         return EndpointConfig(ATS_HOST, 8883)
 
-    def handshake(self, endpoint: EndpointConfig, ca_file: Path) -> None:
+    def handshake(self, endpoint: EndpointConfig, ca_file: StrPath) -> None:
         """A real mutual-TLS handshake with the local server standing in for `endpoint`."""
         probe(endpoint, ca_file, identity=self.identity, overrides=self.overrides, timeout=3)
 
@@ -133,7 +133,7 @@ class Device:
         refuse: frozenset[str] = frozenset(),
         connector: MemoryConnector | None = None,
     ) -> Agent:
-        def check(endpoint: EndpointConfig, ca_file: Path) -> None:
+        def check(endpoint: EndpointConfig, ca_file: StrPath) -> None:
             if endpoint.host in refuse:
                 raise ConnectionRefusedError(f"{endpoint.host} refused (test)")
             self.world.handshake(endpoint, ca_file)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from device_handler.fsops import StrPath
 from device_handler.memory import MemoryConnector
 from device_handler.testing import JobsRejection, MemoryJobs
 from device_handler.transaction import Journal, Phase
@@ -297,7 +297,7 @@ class _RefusingJobs:
 
 
 def _connector(device: Device, backend: Any, on_connect: Any = None) -> MemoryConnector:
-    def check(endpoint: EndpointConfig, ca_file: Path) -> None:
+    def check(endpoint: EndpointConfig, ca_file: StrPath) -> None:
         device.world.handshake(endpoint, ca_file)
         if on_connect is not None:
             on_connect(endpoint)

@@ -42,7 +42,7 @@ import structlog
 from device_handler.agent import Agent, AgentSettings
 from device_handler.channel import Connector
 from device_handler.errors import DeviceHandlerError, PowerCut
-from device_handler.fsops import FileOps, RealFileOps
+from device_handler.fsops import FileOps, RealFileOps, StrPath
 from device_handler.memory import JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
 from device_handler.testing import CrashingFileOps, NoSyncFileOps
@@ -237,7 +237,7 @@ class MemoryFleet(FleetBase):
     # ------------------------------------------------------------------ devices
     def _agent(self, device: _Device, fs: FileOps) -> Agent:
         paths = self._boot(device)
-        check: Callable[[EndpointConfig, Path], None] = self._checks.get(
+        check: Callable[[EndpointConfig, StrPath], None] = self._checks.get(
             device.profile, self._default_check
         )
         connector: Connector = MemoryConnector(

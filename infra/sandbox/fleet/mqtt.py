@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from device_handler.agent import Agent, AgentSettings
 from device_handler.channel import Connector, JobsChannel
 from device_handler.errors import ConfigError, DeviceHandlerError, PowerCut
-from device_handler.fsops import RealFileOps
+from device_handler.fsops import RealFileOps, StrPath, read_bytes
 from device_handler.mqtt import MqttConnector
 from device_handler.probe import ClientIdentity, ProbeResult, probe
 from device_handler.testing import CrashingFileOps
@@ -57,9 +57,9 @@ CLOSED_PORT: Final = 1  # nothing listens on 127.0.0.1:1: connections are refuse
 _DONE: Final = frozenset({"NONE", "SKIPPED"})
 
 
-def _rsa_only(bundle: Path, device_dir: Path) -> Path:
+def _rsa_only(bundle: StrPath, device_dir: Path) -> Path:
     """A copy of `bundle` with only its RSA roots: what an RSA-only TLS stack loads."""
-    certs = x509.load_pem_x509_certificates(bundle.read_bytes())
+    certs = x509.load_pem_x509_certificates(read_bytes(bundle))
     kept = b"".join(
         c.public_bytes(Encoding.PEM) for c in certs if isinstance(c.public_key(), rsa.RSAPublicKey)
     )
@@ -75,7 +75,7 @@ class _RsaOnlyConnector:
         self._inner = inner
         self._dir = device_dir
 
-    def connect(self, endpoint: EndpointConfig, ca_file: Path, timeout: float) -> JobsChannel:
+    def connect(self, endpoint: EndpointConfig, ca_file: StrPath, timeout: float) -> JobsChannel:
         return self._inner.connect(endpoint, _rsa_only(ca_file, self._dir), timeout)
 
 
@@ -221,7 +221,7 @@ class MqttFleet(FleetBase):
         if device.profile is Profile.TLS_NO_ECC:
             connector = _RsaOnlyConnector(connector, paths.state_dir)
 
-            def probe_fn(endpoint: EndpointConfig, ca_file: Path, **kwargs: Any) -> ProbeResult:
+            def probe_fn(endpoint: EndpointConfig, ca_file: StrPath, **kwargs: Any) -> ProbeResult:
                 return probe(endpoint, _rsa_only(ca_file, paths.state_dir), **kwargs)
 
         settings = AgentSettings(

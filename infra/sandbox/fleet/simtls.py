@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from device_handler.errors import ProbeFailed
-from device_handler.fsops import read_bytes
+from device_handler.fsops import StrPath, read_bytes
 from device_handler.probe import ProbeResult
 from device_handler.trust import EndpointConfig
 from infra.sandbox.pki import ATS_ROOTS, SandboxPki
@@ -68,7 +67,7 @@ class SimulatedTls:
         )
         return cls({pki.hosts["legacy"]: frozenset({legacy}), pki.hosts["ats"]: ats})
 
-    def _bundle(self, ca_file: Path) -> tuple[_Anchor, ...]:
+    def _bundle(self, ca_file: StrPath) -> tuple[_Anchor, ...]:
         try:
             data = read_bytes(ca_file)
         except OSError as exc:
@@ -96,7 +95,7 @@ class SimulatedTls:
     def handshake(
         self,
         endpoint: EndpointConfig,
-        ca_file: Path,
+        ca_file: StrPath,
         *,
         rsa_only: bool = False,
         unreachable: frozenset[str] = frozenset(),
@@ -121,7 +120,7 @@ class SimulatedTls:
     ) -> Callable[..., ProbeResult]:
         """A drop-in for `device_handler.probe.probe` for one device's TLS stack."""
 
-        def probe(endpoint: EndpointConfig, ca_file: Path, **_: Any) -> ProbeResult:
+        def probe(endpoint: EndpointConfig, ca_file: StrPath, **_: Any) -> ProbeResult:
             self.handshake(endpoint, ca_file, rsa_only=rsa_only, unreachable=unreachable)
             return ProbeResult(elapsed_ms=1, tls_version="TLSv1.2", alpn=None, attempts=1)
 
@@ -129,10 +128,10 @@ class SimulatedTls:
 
     def check_fn(
         self, *, rsa_only: bool = False, unreachable: frozenset[str] = frozenset()
-    ) -> Callable[[EndpointConfig, Path], None]:
+    ) -> Callable[[EndpointConfig, StrPath], None]:
         """A `MemoryConnector` check: the connection needs the same handshake."""
 
-        def check(endpoint: EndpointConfig, ca_file: Path) -> None:
+        def check(endpoint: EndpointConfig, ca_file: StrPath) -> None:
             self.handshake(endpoint, ca_file, rsa_only=rsa_only, unreachable=unreachable)
 
         return check
