@@ -7,7 +7,8 @@ boto3 adapter against the sandbox over HTTP. Scenario `happy` (late, slow,
 power-cut and RSA-only devices among them).
 
 The devices run in worker processes (`ShardedFleet`, the default 3)
-against the one engine in this process.
+against the one engine in this process. The run uses the collector settings
+the CLI's `demo` and `rehearse` use (`simulation_gc`).
 
 Figures: wall time and peak RSS of the whole run (targets: < 60 s and < 1 GiB
 on 2 cores; RSS is this process's peak plus each worker's), CPU of all the
@@ -42,7 +43,8 @@ from _common import peak_rss_mib, quiet_logging, write_result
 
 import job_documents as jd
 from infra.sandbox.engine import JobsEngine
-from infra.sandbox.fleet import MemoryFleet, Profile
+from infra.sandbox.fleet import MemoryFleet, Profile, simulation_gc
+from infra.sandbox.fleet.sharded import GC_THRESHOLDS
 from infra.sandbox.pki import SandboxPki
 from job_documents.clock import ManualClock
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
@@ -138,18 +140,19 @@ def main() -> None:
         files["seconds"] = time.perf_counter() - began  # measuring is not part of the run
 
     started = time.perf_counter()
-    result = run_campaign(
-        CAMPAIGN_FILE.read_text(),
-        demo_fleet(chosen, DEVICES),
-        RunSettings(
-            time_scale=0.0,
-            durable_device_files=DURABLE,
-            workers=WORKERS,
-            worker_setup=quiet_logging,
-        ),
-        source=str(CAMPAIGN_FILE),
-        inspect=measure,
-    )
+    with simulation_gc():  # as `ca-migrate demo` and `rehearse` run
+        result = run_campaign(
+            CAMPAIGN_FILE.read_text(),
+            demo_fleet(chosen, DEVICES),
+            RunSettings(
+                time_scale=0.0,
+                durable_device_files=DURABLE,
+                workers=WORKERS,
+                worker_setup=quiet_logging,
+            ),
+            source=str(CAMPAIGN_FILE),
+            inspect=measure,
+        )
     wall = time.perf_counter() - started - files.get("seconds", 0.0)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     workers: list[dict[str, float]] = getattr(live.get("fleet"), "worker_usage", [])
@@ -168,6 +171,7 @@ def main() -> None:
             "transport": "memory (real agent, files on tmpfs, simulated TLS)",
             "worker_processes": len(workers),
             "fsync": DURABLE,
+            "gc_thresholds": list(GC_THRESHOLDS),
             "status": result.status,
             "wall_s": round(wall, 1),
             "cpu_s": round(cpu, 1),

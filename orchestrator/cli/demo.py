@@ -247,12 +247,13 @@ def demo(
     verbose: Annotated[bool, typer.Option(help="Log every device event.")] = False,
 ) -> None:
     """Run the bundled campaign on the sandbox with a simulated fleet, live, then summarize."""
+    from infra.sandbox.fleet import simulation_gc
     from orchestrator.demo.runner import RunSettings, run_campaign
     from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet
     from orchestrator.demo.scenarios import scenario as find_scenario
 
     setup = _quiet_logs(ctx, verbose)
-    with _exit_codes():
+    with _exit_codes(), simulation_gc():
         chosen = find_scenario(scenario)
         fleet = demo_fleet(chosen, devices, seed)
         path = report or Path(tempfile.gettempdir()) / f"ca-migrate-demo-{chosen.name}.html"
@@ -319,11 +320,11 @@ def rehearse(
     verbose: Annotated[bool, typer.Option(help="Log every device event.")] = False,
 ) -> None:
     """Rehearse your campaign against a described fleet: when each gate promotes or halts."""
-    from infra.sandbox.fleet import load_fleet_spec
+    from infra.sandbox.fleet import load_fleet_spec, simulation_gc
     from orchestrator.demo.runner import RunSettings, run_campaign
 
     setup = _quiet_logs(ctx, verbose)
-    with _exit_codes():
+    with _exit_codes(), simulation_gc():
         try:
             text = campaign.read_text(encoding="utf-8")
         except OSError as exc:

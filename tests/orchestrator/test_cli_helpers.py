@@ -64,3 +64,37 @@ def test_status_reads_a_dynamodb_state_store(monkeypatch) -> None:
     assert "campaign ats-2026: RUNNING" in result.stdout
     assert missing.exit_code == 2
     assert "no campaign named nope" in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "rehearse"])
+def test_demo_and_rehearse_run_with_the_simulation_collector_settings(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from typer.testing import CliRunner
+
+    from infra.sandbox.fleet.sharded import GC_THRESHOLDS
+    from orchestrator.cli import app
+    from orchestrator.demo import runner
+    from orchestrator.errors import UsageError
+
+    seen = []
+
+    def run_campaign(*_args: object, **_kwargs: object) -> None:
+        seen.append(gc.get_threshold())
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run_campaign", run_campaign)
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS  # else this test could not tell
+    (tmp_path / "c.yaml").write_text("name: c\n")
+    (tmp_path / "f.yaml").write_text("groups: [{name: g, size: 10}]\n")
+    args = {
+        "demo": ["demo", "--devices", "50"],
+        "rehearse": ["rehearse", str(tmp_path / "c.yaml"), "--fleet", str(tmp_path / "f.yaml")],
+    }[command]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert seen == [GC_THRESHOLDS]  # the program's setting, for the run
+    assert gc.get_threshold() == before  # and the previous one after it, even on an error

@@ -350,3 +350,19 @@ def test_a_worker_reports_its_own_peak_memory_not_its_parents(pki, tmp_path) -> 
     # Linux carries ru_maxrss over exec: a worker would report this process's 256 MiB.
     assert all(0 < u["peak_rss_mib"] < 200 for u in usage), usage
     del ballast
+
+
+def test_simulation_gc_sets_the_thresholds_for_the_block_and_restores_them() -> None:
+    import gc
+
+    from infra.sandbox.fleet import simulation_gc
+    from infra.sandbox.fleet.sharded import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    with simulation_gc():
+        assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), simulation_gc():
+        raise RuntimeError("a failed run")
+    assert gc.get_threshold() == before

@@ -19,7 +19,12 @@ from infra.sandbox.fleet.profiles import (
     load_fleet_spec,
     parse_fleet_spec,
 )
-from infra.sandbox.fleet.sharded import FleetWorkerError, ShardedFleet, WorkerProcesses
+from infra.sandbox.fleet.sharded import (
+    FleetWorkerError,
+    ShardedFleet,
+    WorkerProcesses,
+    simulation_gc,
+)
 from infra.sandbox.fleet.simtls import SimulatedTls, certificate_fingerprint
 
 __all__ = [
@@ -39,4 +44,5 @@ __all__ = [
     "load_fleet_spec",
     "parse_fleet_spec",
     "shared_validator",
+    "simulation_gc",
 ]
