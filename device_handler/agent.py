@@ -134,9 +134,11 @@ class DevicePaths:
     Paths are given as `Path`s or as strings (taken as they are: a normalised path,
     as `os.fspath(Path(...))` gives); they are kept as `files`, strings, which is
     what the transaction uses. The `Path` attributes are views for everyone else.
+    Immutable, as the agent keeps `files` for its whole life.
     """
 
     __slots__ = ("files",)
+    files: DeviceFiles
 
     def __init__(
         self,
@@ -145,12 +147,16 @@ class DevicePaths:
         state_dir: StrPath,
         device_client_config: StrPath | None = None,  # Device Client's JSON config, if any
     ) -> None:
-        self.files = DeviceFiles.of(
+        files = DeviceFiles.of(
             os.fspath(endpoint_file),
             os.fspath(trust_bundle),
             os.fspath(state_dir),
             None if device_client_config is None else os.fspath(device_client_config),
         )
+        object.__setattr__(self, "files", files)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"DevicePaths is immutable; make a new one to change {name!r}")
 
     def with_device_client_config(self, path: StrPath | None) -> DevicePaths:
         files = self.files

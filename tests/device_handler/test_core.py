@@ -97,6 +97,19 @@ def test_evolve_changes_only_what_it_is_given_and_leaves_the_record_alone():
         journal.evolve(phaze=Phase.IDLE)
 
 
+def test_every_journal_has_every_field_however_it_was_made():
+    fields = {f.name for f in dataclasses.fields(Journal)}
+    made = Journal(phase=Phase.ACCEPTED, job_id="j")
+    for journal in (
+        made,
+        made.evolve(probe_ms=3),
+        Journal.from_bytes(made.to_bytes()),
+        Journal.from_bytes(b'{"format": "ca-migrate-journal/1", "phase": "idle"}'),
+    ):
+        assert set(vars(journal)) == fields
+    assert Journal.from_bytes(made.to_bytes()).report_details == {}
+
+
 def test_a_record_with_a_field_this_version_does_not_know_is_unreadable():
     record = {"format": "ca-migrate-journal/1", "phase": "idle", "surprise": 1}
     with pytest.raises(JournalError, match="surprise"):

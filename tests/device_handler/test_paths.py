@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from device_handler.agent import DeviceFiles, DevicePaths
 
 
@@ -52,3 +54,10 @@ def test_with_device_client_config_adds_only_that_file() -> None:
         paths.files
     )
     assert with_dc.with_device_client_config(None) == paths
+
+
+def test_device_paths_cannot_be_changed_in_place() -> None:
+    paths = DevicePaths("d/endpoint.json", "d/bundle.pem", "d/state")
+    with pytest.raises(AttributeError, match="immutable"):
+        paths.files = paths.files._replace(journal="elsewhere.json")  # type: ignore[misc]
+    assert paths.files.journal == "d/state/journal.json"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 
 from orchestrator.cli import campaign
 from orchestrator.errors import LeaseHeldError
@@ -94,7 +95,11 @@ def test_demo_and_rehearse_run_with_the_simulation_collector_settings(
         "demo": ["demo", "--devices", "50"],
         "rehearse": ["rehearse", str(tmp_path / "c.yaml"), "--fleet", str(tmp_path / "f.yaml")],
     }[command]
-    result = CliRunner().invoke(app, args)
+    saved = structlog.get_config()
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        structlog.configure(**saved)  # the CLI configured logging for its run; undo it
     assert result.exit_code == 2, result.output
     assert seen == [GC_THRESHOLDS]  # the program's setting, for the run
     assert gc.get_threshold() == before  # and the previous one after it, even on an error
