@@ -158,6 +158,15 @@ class DevicePaths:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"DevicePaths is immutable; make a new one to change {name!r}")
 
+    def __reduce__(self) -> tuple[type[DevicePaths], tuple[str, str, str, str | None]]:
+        files = self.files  # pickled as its four given paths (fleet workers send views)
+        return DevicePaths, (
+            files.endpoint_file,
+            files.trust_bundle,
+            files.state_dir,
+            files.device_client_config,
+        )
+
     def with_device_client_config(self, path: StrPath | None) -> DevicePaths:
         files = self.files
         return DevicePaths(files.endpoint_file, files.trust_bundle, files.state_dir, path)

@@ -61,3 +61,13 @@ def test_device_paths_cannot_be_changed_in_place() -> None:
     with pytest.raises(AttributeError, match="immutable"):
         paths.files = paths.files._replace(journal="elsewhere.json")  # type: ignore[misc]
     assert paths.files.journal == "d/state/journal.json"
+
+
+def test_device_paths_survive_pickling_and_copying() -> None:
+    import copy
+    import pickle
+
+    paths = DevicePaths("d/endpoint.json", "d/bundle.pem", "d/state", "/etc/dc.json")
+    assert pickle.loads(pickle.dumps(paths)) == paths  # noqa: S301 - our own bytes
+    assert copy.copy(paths) == paths
+    assert copy.deepcopy(paths).files == paths.files
