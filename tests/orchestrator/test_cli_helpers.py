@@ -67,8 +67,8 @@ def test_status_reads_a_dynamodb_state_store(monkeypatch) -> None:
     assert "no campaign named nope" in missing.stderr
 
 
-@pytest.mark.parametrize("command", ["demo", "rehearse"])
-def test_demo_and_rehearse_run_with_the_simulation_collector_settings(
+@pytest.mark.parametrize("command", ["demo", "rehearse", "demo-mqtt"])
+def test_memory_transport_runs_use_the_simulation_collector_settings(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import gc
@@ -94,6 +94,7 @@ def test_demo_and_rehearse_run_with_the_simulation_collector_settings(
     args = {
         "demo": ["demo", "--devices", "50"],
         "rehearse": ["rehearse", str(tmp_path / "c.yaml"), "--fleet", str(tmp_path / "f.yaml")],
+        "demo-mqtt": ["demo", "--devices", "50", "--transport", "mqtt"],
     }[command]
     saved = structlog.get_config()
     try:
@@ -101,5 +102,6 @@ def test_demo_and_rehearse_run_with_the_simulation_collector_settings(
     finally:
         structlog.configure(**saved)  # the CLI configured logging for its run; undo it
     assert result.exit_code == 2, result.output
-    assert seen == [GC_THRESHOLDS]  # the program's setting, for the run
+    # the program's setting, for a run on the memory transport; MQTT keeps the default
+    assert seen == [before if command == "demo-mqtt" else GC_THRESHOLDS]
     assert gc.get_threshold() == before  # and the previous one after it, even on an error
