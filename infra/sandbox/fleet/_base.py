@@ -350,7 +350,10 @@ class FleetBase:
 
     def endpoint_of(self, thing: str) -> str:
         """The host in the device's live endpoint file (factory default before first boot)."""
-        return self._host_in(os.path.join(self.root, thing, ENDPOINT_FILE), {})  # noqa: PTH118
+        return self._host_in(self._endpoint_file(thing), {})
+
+    def _endpoint_file(self, thing: str) -> str:
+        return os.path.join(self._root_text, thing, ENDPOINT_FILE)  # noqa: PTH118 - a str
 
     def _host_in(self, path: str, seen: dict[bytes, str]) -> str:
         """The host in endpoint file `path`; `seen` remembers the files already parsed."""
@@ -371,9 +374,8 @@ class FleetBase:
         """
         counts: Counter[str] = Counter()
         seen: dict[bytes, str] = {}
-        root = str(self.root)
         for thing in self._devices:
-            host = self._host_in(os.path.join(root, thing, ENDPOINT_FILE), seen)  # noqa: PTH118
+            host = self._host_in(self._endpoint_file(thing), seen)
             counts[self._vias.get(host, host)] += 1
         return dict(counts)
 
