@@ -86,8 +86,11 @@ SCHEDULED_ROLLOUTS_SHOWN: Final = 7
 # --- abort ------------------------------------------------------------------
 # "Executed" = SUCCEEDED + FAILED + REJECTED + TIMED_OUT (current execution per
 # thing; a failure that is being retried is not counted until its last attempt).
-# Abort when failures of the type / executed * 100 > thresholdPercentage, once
+# Abort when failures of the type / executed * 100 >= thresholdPercentage (AWS:
+# "the minimum percentage of job execution failures that must occur"), once
 # executed >= minNumberOfExecutedThings. ALL = FAILED + REJECTED + TIMED_OUT.
+# thresholdPercentage 0 is taken literally: the job aborts once
+# minNumberOfExecutedThings executed, failures or not (AWS does not say otherwise).
 ABORT_EXECUTED_STATUSES: Final = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT"})
 ABORT_REASON_CODE: Final = "ABORT_CRITERIA_MET"
 
