@@ -105,9 +105,16 @@ class Router:
                 return route.operation, {k: unquote(v) for k, v in found.groupdict().items()}
         return None
 
-    def allows_other_method(self, path: str) -> bool:
-        """Whether some implemented operation has this path with another method."""
-        return any(r.regex.fullmatch(path) for r in self._routes)
+    def model_operation(self, method: str, path: str) -> str | None:
+        """The name of the model's operation this request is, implemented here or not."""
+        found = _model_router(self.service).match(method, path)
+        return None if found is None else found[0].name
+
+
+@cache
+def _model_router(service: str) -> Router:
+    """A router over every operation of the service's model (to name unimplemented ones)."""
+    return Router(service, list(service_model(service).operation_names))
 
 
 def _convert_query(value: list[str], shape: Shape, name: str) -> Any:

@@ -96,7 +96,18 @@ ABORT_REASON_CODE: Final = "ABORT_CRITERIA_MET"
 
 # --- retry ------------------------------------------------------------------
 # The criterion naming the failure type (FAILED / TIMED_OUT) wins over ALL;
-# retryAttempt counts all retries of the thing's execution.
+# retryAttempt counts all retries of the thing's execution. CreateJob / UpdateJob
+# refuse criteria whose numberOfRetries add up to more than MAX_RETRIES_PER_DEVICE.
+
+# --- UpdateJob ----------------------------------------------------------------
+# AWS documents which members UpdateJob changes, not when each takes effect. The
+# sandbox: a job can be updated while it is one of these (a COMPLETED or CANCELED
+# job is InvalidRequestException); a new rollout rate applies from the next batch,
+# an exponential rate starting again at its base rate and counting increases from
+# the update; a new timeout applies to executions that start afterwards; new abort
+# criteria are checked at once against the current counts; presignedUrlConfig and
+# namespaceId are accepted and ignored.
+UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still

@@ -17,7 +17,6 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -54,6 +53,7 @@ CONTROL_PLANE_OPERATIONS: dict[str, str] = {
     "ListThingsInThingGroup": "list_things_in_thing_group",
     "CreateJob": "create_job",
     "DescribeJob": "describe_job",
+    "UpdateJob": "update_job",
     "ListJobs": "list_jobs",
     "ListJobExecutionsForJob": "list_job_executions_for_job",
     "ListJobExecutionsForThing": "list_job_executions_for_thing",
@@ -405,15 +405,17 @@ def _flag(payload: Mapping[str, Any], key: str) -> bool | None:
 
 
 def _unknown(method: str, path: str, router: Router) -> ServiceError:
-    if router.allows_other_method(path):
-        return ServiceError(
-            "InvalidRequestException",
-            f"{method} is not supported on {path} by the sandbox",
-            int(HTTPStatus.METHOD_NOT_ALLOWED),
-        )
+    """UnknownOperationException for every request the sandbox does not serve.
+
+    AWS answers a request it has no operation for with UnknownOperationException;
+    the sandbox answers the same for an operation of the model it does not
+    implement (naming it), so no unimplemented call looks like a bad request.
+    """
+    operation = router.model_operation(method, path)
+    what = f"{operation} ({method} {path})" if operation else f"{method} {path}"
     return ServiceError(
         "UnknownOperationException",
-        f"The sandbox does not implement {method} {path} of {router.service}; "
+        f"The sandbox does not implement {what} of {router.service}; "
         "see docs/sandbox.md for the operations it serves",
         404,
     )

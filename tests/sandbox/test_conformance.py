@@ -7,9 +7,13 @@ cited in the behaviour table of docs/sandbox.md beside the AWS page it follows.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
+from botocore.exceptions import ClientError
 
+from infra.sandbox.runtime import Sandbox
 from orchestrator.gates import failure_rate_reached
 from orchestrator.model import Halt
 from orchestrator.planner import abort_threshold
@@ -100,3 +104,133 @@ def test_the_orchestrator_halt_rule_and_the_abort_it_sends_agree(
     aborted = iot.describe_job(jobId="agree")["job"]["status"] == "CANCELED"
     assert halted is aborted
     assert halted is (failures > 0 and failures / len(outcomes) >= rate)
+
+
+# -- unimplemented operations, UpdateJob ------------------------------------------------------
+def test_an_unimplemented_operation_is_unknown_operation_naming_it(iot):
+    iot.create_thing(thingName="t")
+    iot.create_job(jobId="j", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+    # AssociateTargetsWithJob is POST /jobs/{jobId}/targets: a path of a served
+    # operation's family, which used to answer 405 InvalidRequestException.
+    with pytest.raises(ClientError) as caught:
+        iot.associate_targets_with_job(jobId="j", targets=[f"{ARN}:thing/t"])
+    error = caught.value.response
+    assert error["Error"]["Code"] == "UnknownOperationException"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert "AssociateTargetsWithJob" in error["Error"]["Message"]
+
+
+def test_the_aws_cli_shows_unknown_operation(sandbox: Sandbox, tmp_path):
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": "sandbox",
+        "AWS_SECRET_ACCESS_KEY": "sandbox",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_IOT": sandbox.control_plane_url,
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    run = subprocess.run(
+        ["aws", "iot", "list-job-templates"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert "(UnknownOperationException) when calling the ListJobTemplates operation" in run.stderr
+
+
+def test_update_job_changes_the_rollout_rate_from_the_next_batch(sandbox: Sandbox, iot, jobs_data):
+    fleet(iot, 10)
+    iot.create_job(
+        jobId="rate",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+        description="slow",
+    )
+    assert sandbox.engine.counts("rate")["QUEUED"] == 1
+    iot.update_job(
+        jobId="rate", jobExecutionsRolloutConfig={"maximumPerMinute": 4}, description="faster"
+    )
+    assert sandbox.engine.counts("rate")["QUEUED"] == 1  # the next batch, not at once
+    sandbox.engine.advance(60)
+    assert sandbox.engine.counts("rate")["QUEUED"] == 5
+    job = iot.describe_job(jobId="rate")["job"]
+    assert job["jobExecutionsRolloutConfig"] == {"maximumPerMinute": 4}
+    assert job["description"] == "faster"
+
+
+def test_update_job_timeout_applies_to_executions_started_afterwards(
+    sandbox: Sandbox, iot, jobs_data
+):
+    names = fleet(iot, 2)
+    iot.create_job(jobId="to", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    jobs_data.start_next_pending_job_execution(thingName=names[0])
+    iot.update_job(jobId="to", timeoutConfig={"inProgressTimeoutInMinutes": 5})
+    started = jobs_data.start_next_pending_job_execution(thingName=names[1])["execution"]
+    assert started["approximateSecondsBeforeTimedOut"] == 300
+    sandbox.engine.advance(301)
+    statuses = {
+        n: iot.describe_job_execution(jobId="to", thingName=n)["execution"]["status"] for n in names
+    }
+    assert statuses == {names[0]: "IN_PROGRESS", names[1]: "TIMED_OUT"}
+
+
+def test_update_job_abort_criteria_are_checked_at_once(iot, jobs_data):
+    names = fleet(iot, 4)
+    iot.create_job(jobId="ab", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    jobs_data.update_job_execution(thingName=names[0], jobId="ab", status="FAILED")
+    jobs_data.update_job_execution(thingName=names[1], jobId="ab", status="SUCCEEDED")
+    iot.update_job(jobId="ab", abortConfig=abort_config(50, 2))
+    job = iot.describe_job(jobId="ab")["job"]
+    assert (job["status"], job["reasonCode"]) == ("CANCELED", "ABORT_CRITERIA_MET")
+
+
+def test_update_job_refuses_a_finished_job_and_bad_settings(iot):
+    iot.create_thing(thingName="t")
+    iot.create_job(jobId="done", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="maximumPerMinute"):
+        iot.update_job(jobId="done", jobExecutionsRolloutConfig={"maximumPerMinute": 5000})
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="needs a timeoutConfig"):
+        iot.update_job(
+            jobId="done",
+            jobExecutionsRetryConfig={
+                "criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 1}]
+            },
+        )
+    iot.cancel_job(jobId="done")
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="is CANCELED"):
+        iot.update_job(jobId="done", description="late")
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.update_job(jobId="nope", description="x")
+
+
+def test_more_than_ten_retries_combined_are_refused(iot):
+    iot.create_thing(thingName="t")
+    retry = {
+        "criteriaList": [
+            {"failureType": "FAILED", "numberOfRetries": 6},
+            {"failureType": "TIMED_OUT", "numberOfRetries": 5},
+        ]
+    }
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="11 retries in all"):
+        iot.create_job(
+            jobId="r",
+            targets=[f"{ARN}:thing/t"],
+            document=DOCUMENT,
+            timeoutConfig={"inProgressTimeoutInMinutes": 5},
+            jobExecutionsRetryConfig=retry,
+        )
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_job(jobId="r")  # nothing created
+    retry["criteriaList"][1]["numberOfRetries"] = 4
+    iot.create_job(
+        jobId="r",
+        targets=[f"{ARN}:thing/t"],
+        document=DOCUMENT,
+        timeoutConfig={"inProgressTimeoutInMinutes": 5},
+        jobExecutionsRetryConfig=retry,
+    )
