@@ -19,7 +19,8 @@ MAX_TARGETS_PER_JOB: Final = 100
 MAX_DOCUMENT_CHARS: Final = 32768
 MAX_GROUPS_PER_THING: Final = 10
 MAX_GROUP_DEPTH: Final = 7
-MAX_ACTIVE_SNAPSHOT_JOBS: Final = 100
+# Active jobs (IN_PROGRESS, snapshot and continuous alike; SCHEDULED ones are not).
+MAX_ACTIVE_JOBS: Final = 100
 MAX_PER_MINUTE: Final = 1000
 MAX_IN_PROGRESS_TIMEOUT_MINUTES: Final = 10080
 MAX_STEP_TIMEOUT_MINUTES: Final = 10080
@@ -28,6 +29,10 @@ MAX_STATUS_DETAILS: Final = 10
 STATUS_DETAILS_KEY_PATTERN: Final = r"[a-zA-Z0-9:_-]+"
 STATUS_DETAILS_KEY_MAX: Final = 128
 STATUS_DETAILS_VALUE_MAX: Final = 1024
+# GetPendingJobExecutions (and the MQTT `get` / notify lists) show at most this many
+# pending executions, IN_PROGRESS ones first, then the oldest QUEUED. AWS allows 15
+# for jobs with a scheduling configuration; the sandbox keeps the stricter 10.
+MAX_PENDING_LISTED: Final = 10
 
 # --- execution state machine ---------------------------------------------
 # The device may go QUEUED -> SUCCEEDED | FAILED | REJECTED without IN_PROGRESS.

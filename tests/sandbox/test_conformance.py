@@ -11,6 +11,7 @@ import os
 import subprocess
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from infra.sandbox.runtime import Sandbox
@@ -234,3 +235,97 @@ def test_more_than_ten_retries_combined_are_refused(iot):
         timeoutConfig={"inProgressTimeoutInMinutes": 5},
         jobExecutionsRetryConfig=retry,
     )
+
+
+# -- smaller differences: pending list, document by default, throttling, limits ---------------
+def test_get_pending_job_executions_lists_at_most_ten(sandbox: Sandbox, jobs_data):
+    sandbox.engine.create_things(["busy"])
+    for i in range(12):
+        sandbox.engine.create_job(
+            {"jobId": f"j{i:02d}", "targets": [f"{ARN}:thing/busy"], "document": DOCUMENT}
+        )
+        sandbox.engine.advance(1)  # distinct queuedAt: the order is well defined
+    jobs_data.start_next_pending_job_execution(thingName="busy")
+    pending = jobs_data.get_pending_job_executions(thingName="busy")
+    assert [j["jobId"] for j in pending["inProgressJobs"]] == ["j00"]
+    assert [j["jobId"] for j in pending["queuedJobs"]] == [f"j{i:02d}" for i in range(1, 10)]
+
+
+def test_https_describe_job_execution_includes_the_document_unless_told_not_to(iot, jobs_data):
+    iot.create_thing(thingName="t")
+    iot.create_job(jobId="doc", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+    described = jobs_data.describe_job_execution(thingName="t", jobId="doc")["execution"]
+    assert described["jobDocument"] == DOCUMENT
+    assert described["thingName"] == "t"
+    without = jobs_data.describe_job_execution(
+        thingName="t", jobId="doc", includeJobDocument=False
+    )["execution"]
+    assert "jobDocument" not in without
+
+
+def test_control_plane_throttling_is_400_and_botocore_retries_it(sandbox: Sandbox, iot):
+    assert sandbox.faults is not None
+    faults = sandbox.faults
+    faults.update(throttle_rate=1.0)
+    with pytest.raises(iot.exceptions.ThrottlingException) as caught:
+        iot.list_things()
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    retrying = sandbox.iot_client(config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    seen: list[int] = []
+
+    def lift_throttling(response, **_: object) -> None:
+        if response is not None:
+            seen.append(response[0].status_code)
+        faults.update(throttle_rate=0.0)
+
+    retrying.meta.events.register("needs-retry.iot.ListThings", lift_throttling)
+    answer = retrying.list_things()
+    assert seen[0] == 400
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1  # botocore chose to retry the 400
+
+
+def test_jobs_data_throttling_stays_429_as_its_model_says(sandbox: Sandbox, iot, jobs_data):
+    assert sandbox.faults is not None
+    iot.create_thing(thingName="t")
+    sandbox.faults.update(throttle_rate=1.0)
+    with pytest.raises(jobs_data.exceptions.ThrottlingException) as caught:
+        jobs_data.get_pending_job_executions(thingName="t")
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+
+def test_is_concurrent_while_the_job_rolls_out(sandbox: Sandbox, iot):
+    fleet(iot, 3)
+    iot.create_job(
+        jobId="paced",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 2},
+    )
+    assert iot.describe_job(jobId="paced")["job"]["isConcurrent"] is True
+    assert iot.list_jobs()["jobs"][0]["isConcurrent"] is True
+    sandbox.engine.advance(60)
+    assert iot.describe_job(jobId="paced")["job"]["isConcurrent"] is False
+    assert iot.list_jobs()["jobs"][0]["isConcurrent"] is False
+
+
+def test_the_active_job_limit_counts_continuous_jobs_too(sandbox: Sandbox, iot):
+    sandbox.engine.create_things(["busy"])
+    for i in range(100):
+        sandbox.engine.create_job(
+            {
+                "jobId": f"c{i}",
+                "targets": [f"{ARN}:thing/busy"],
+                "document": DOCUMENT,
+                "targetSelection": "CONTINUOUS" if i % 2 else "SNAPSHOT",
+            }
+        )
+    for selection in ("SNAPSHOT", "CONTINUOUS"):
+        with pytest.raises(iot.exceptions.LimitExceededException, match="At most 100 jobs"):
+            iot.create_job(
+                jobId="one-too-many",
+                targets=[f"{ARN}:thing/busy"],
+                document=DOCUMENT,
+                targetSelection=selection,
+            )
+    iot.cancel_job(jobId="c1")  # a continuous one
+    iot.create_job(jobId="room-again", targets=[f"{ARN}:thing/busy"], document=DOCUMENT)

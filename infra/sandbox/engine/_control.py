@@ -158,19 +158,14 @@ def create_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
         if job_id in state.jobs:
             raise already_exists(f"Job {job_id} already exists.")
         selection = params.get("targetSelection") or "SNAPSHOT"
-        if selection == "SNAPSHOT":
-            active = sum(
-                1
-                for j in state.jobs.values()
-                if j.status == "IN_PROGRESS" and j.target_selection == "SNAPSHOT"
+        active = sum(1 for j in state.jobs.values() if j.status == "IN_PROGRESS")
+        if active >= d.MAX_ACTIVE_JOBS:
+            raise ServiceError(
+                "LimitExceededException",
+                f"At most {d.MAX_ACTIVE_JOBS} jobs, snapshot and continuous, may be in "
+                "progress; wait for some to complete or cancel them",
+                410,
             )
-            if active >= d.MAX_ACTIVE_SNAPSHOT_JOBS:
-                raise ServiceError(
-                    "LimitExceededException",
-                    f"At most {d.MAX_ACTIVE_SNAPSHOT_JOBS} snapshot jobs may be in progress; "
-                    "wait for some to complete or cancel them",
-                    410,
-                )
         things, groups = _resolve_targets(state, params["targets"])
         start_at, end_at, windows = _schedule.parse_schedule(params.get("schedulingConfig"), now)
         job = _Job(job_id, state.arn("job", job_id), now)
@@ -262,6 +257,11 @@ def _initial_rate(rollout: Mapping[str, Any]) -> float:
     return float(min(exponential["baseRatePerMinute"], per_minute) if exponential else per_minute)
 
 
+def _is_concurrent(job: _Job) -> bool:
+    """AWS: a job is concurrent while it rolls out new executions or cancels earlier ones."""
+    return job.status == "IN_PROGRESS" and bool(job.rollout_pending)
+
+
 def _process_details(job: _Job) -> dict[str, Any]:
     details: dict[str, Any] = {field: job.counts[s] for s, field in COUNT_FIELDS.items()}
     if job.rollout_pending:
@@ -282,7 +282,7 @@ def describe_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any
             "createdAt": job.created_at,
             "lastUpdatedAt": job.last_updated_at,
             "jobProcessDetails": _process_details(job),
-            "isConcurrent": False,
+            "isConcurrent": _is_concurrent(job),
         }
         optional = {
             "reasonCode": job.reason_code,
@@ -331,7 +331,7 @@ def list_jobs(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
                 "jobId": job.job_id,
                 "targetSelection": job.target_selection,
                 "status": job.status,
-                "isConcurrent": False,
+                "isConcurrent": _is_concurrent(job),
                 "createdAt": job.created_at,
                 "lastUpdatedAt": job.last_updated_at,
             }
