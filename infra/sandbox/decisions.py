@@ -80,9 +80,14 @@ SCHEDULE_MAX_START_AHEAD_SECONDS: Final = 62 * 86400.0
 # with this reasonCode.
 SCHEDULE_DEFAULT_END_BEHAVIOR: Final = "STOP_ROLLOUT"
 SCHEDULE_END_REASON_CODE: Final = "SCHEDULED_END_TIME"
-# Maintenance windows gate notification only: outside every window no new thing is
-# notified (the rollout rate, if any, applies inside windows); executions notified
-# earlier stay visible and can run after a window closes. maintenanceWindows
+# Maintenance windows gate notification: outside every window no new thing is
+# notified (the rollout rate, if any, applies inside windows). AWS documents that an
+# IN_PROGRESS job reaching the end of its window goes back to SCHEDULED until the next
+# window; the sandbox does so when the rollout still has things to notify (a job whose
+# rollout is done has nothing to resume and stays IN_PROGRESS), and a job created or
+# started outside a window is SCHEDULED until one opens. Executions notified earlier
+# stay visible and can run, be retried and count for abort between windows; an
+# endTime between windows ends the job as it would inside one. maintenanceWindows
 # without a startTime are accepted: the rollout starts at the first window.
 # DescribeJob lists the next SCHEDULED_ROLLOUTS_SHOWN window starts in
 # scheduledJobRollouts as "YYYY-MM-DDTHH:MM" (UTC).
@@ -114,6 +119,11 @@ ABORT_REASON_CODE: Final = "ABORT_CRITERIA_MET"
 # namespaceId are accepted and ignored.
 UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 
+# --- thing groups -------------------------------------------------------------
+# AWS documents that a thing cannot be in two groups of one hierarchy (groups under
+# one root, parent and child included) but not the error; the sandbox answers
+# InvalidRequestException naming the group the thing is already in.
+
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
 # IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.
@@ -121,8 +131,12 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 # CreateJob naming a thing or group that does not exist: ResourceNotFoundException.
 # documentSource (S3) is refused: the sandbox cannot read S3.
 # The job document must be a JSON object (devices get it as one over MQTT).
-# A CONTINUOUS job's pending execution becomes REMOVED when its thing leaves the
-# last targeted group; terminal executions stay as they are.
+# A thing that leaves the last targeted group (AWS: "no longer scheduled to execute
+# the job"): a SNAPSHOT job's QUEUED execution becomes REMOVED, an IN_PROGRESS one
+# runs on (the device already has it); a CONTINUOUS job's QUEUED or IN_PROGRESS
+# execution becomes REMOVED; terminal executions stay as they are. When the thing
+# comes back to a CONTINUOUS job's group, its REMOVED execution restarts: QUEUED,
+# executionNumber + 1, versionNumber 1 (the earlier attempt stays readable).
 
 # --- quotas (archived 2019 table; enforced only when asked) -------------------
 # Transactions per second per operation; `--enforce-quotas` / the admin API turn

@@ -329,3 +329,127 @@ def test_the_active_job_limit_counts_continuous_jobs_too(sandbox: Sandbox, iot):
             )
     iot.cancel_job(jobId="c1")  # a continuous one
     iot.create_job(jobId="room-again", targets=[f"{ARN}:thing/busy"], document=DOCUMENT)
+
+
+# -- membership changes -------------------------------------------------------------------------
+def test_a_thing_removed_from_a_snapshot_jobs_group_is_removed(iot, jobs_data):
+    names = fleet(iot, 3)
+    iot.create_job(jobId="snap", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    jobs_data.start_next_pending_job_execution(thingName=names[0])
+    for name in names[:2]:
+        iot.remove_thing_from_thing_group(thingGroupName="fleet", thingName=name)
+    details = iot.describe_job(jobId="snap")["job"]["jobProcessDetails"]
+    assert details["numberOfRemovedThings"] == 1
+    assert details["numberOfInProgressThings"] == 1  # the device already runs it
+    assert details["numberOfQueuedThings"] == 1
+    removed = iot.describe_job_execution(jobId="snap", thingName=names[1])["execution"]
+    assert removed["status"] == "REMOVED"
+    assert jobs_data.get_pending_job_executions(thingName=names[1])["queuedJobs"] == []
+    for name in (names[0], names[2]):
+        jobs_data.update_job_execution(thingName=name, jobId="snap", status="SUCCEEDED")
+    assert iot.describe_job(jobId="snap")["job"]["status"] == "COMPLETED"
+
+
+def test_a_paced_snapshot_job_drops_a_thing_that_left_before_its_turn(sandbox: Sandbox, iot):
+    names = fleet(iot, 3)
+    iot.create_job(
+        jobId="paced",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+    )
+    iot.remove_thing_from_thing_group(thingGroupName="fleet", thingName=names[2])
+    sandbox.engine.advance(180)
+    notified = iot.list_job_executions_for_job(jobId="paced")["executionSummaries"]
+    assert sorted(e["thingArn"].rsplit("/", 1)[1] for e in notified) == names[:2]
+
+
+def test_a_continuous_jobs_thing_that_comes_back_gets_the_job_again(iot, jobs_data):
+    names = fleet(iot, 2)
+    iot.create_job(
+        jobId="cont",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        targetSelection="CONTINUOUS",
+    )
+    iot.remove_thing_from_thing_group(thingGroupName="fleet", thingName=names[0])
+    details = iot.describe_job(jobId="cont")["job"]["jobProcessDetails"]
+    assert (details["numberOfRemovedThings"], details["numberOfQueuedThings"]) == (1, 1)
+    iot.add_thing_to_thing_group(thingGroupName="fleet", thingName=names[0])
+    details = iot.describe_job(jobId="cont")["job"]["jobProcessDetails"]
+    assert (details["numberOfRemovedThings"], details["numberOfQueuedThings"]) == (0, 2)
+    again = jobs_data.start_next_pending_job_execution(thingName=names[0])["execution"]
+    assert (again["jobId"], again["executionNumber"], again["versionNumber"]) == ("cont", 2, 2)
+    earlier = iot.describe_job_execution(jobId="cont", thingName=names[0], executionNumber=1)
+    assert earlier["execution"]["status"] == "REMOVED"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("eu", "us"), ("all", "eu"), ("eu-west", "all"), ("eu", "eu-west")],
+    ids=["siblings", "parent-then-child", "grandchild-then-root", "child-then-grandchild"],
+)
+def test_a_thing_cannot_be_in_two_groups_of_one_hierarchy(iot, first, second):
+    iot.create_thing_group(thingGroupName="all")
+    iot.create_thing_group(thingGroupName="eu", parentGroupName="all")
+    iot.create_thing_group(thingGroupName="us", parentGroupName="all")
+    iot.create_thing_group(thingGroupName="eu-west", parentGroupName="eu")
+    iot.create_thing_group(thingGroupName="elsewhere")
+    iot.create_thing(thingName="t")
+    iot.add_thing_to_thing_group(thingGroupName=first, thingName="t")
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="same hierarchy"):
+        iot.add_thing_to_thing_group(thingGroupName=second, thingName="t")
+    assert iot.list_things_in_thing_group(thingGroupName=second)["things"] == []
+    iot.add_thing_to_thing_group(thingGroupName=first, thingName="t")  # again: no change
+    iot.add_thing_to_thing_group(thingGroupName="elsewhere", thingName="t")  # another tree
+    iot.remove_thing_from_thing_group(thingGroupName=first, thingName="t")
+    iot.add_thing_to_thing_group(thingGroupName=second, thingName="t")
+
+
+# -- maintenance windows ---------------------------------------------------------------------
+def test_a_job_whose_window_closes_is_scheduled_until_the_next_window(
+    sandbox: Sandbox, iot, jobs_data
+):
+    """Windows open at :00, :10, :20 ... for 2 minutes; the clock starts at 12:00 UTC."""
+    names = fleet(iot, 5)
+    iot.create_job(
+        jobId="win",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+        schedulingConfig={
+            "maintenanceWindows": [{"startTime": "cron(0/10 * ? * * *)", "durationInMinutes": 2}]
+        },
+    )
+    sandbox.engine.advance(60)
+    assert iot.describe_job(jobId="win")["job"]["status"] == "IN_PROGRESS"
+    sandbox.engine.advance(60)  # 12:02: the window closes with three things to go
+    job = iot.describe_job(jobId="win")["job"]
+    assert job["status"] == "SCHEDULED"
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2
+    assert job["jobProcessDetails"]["processingTargets"]
+    assert [j["jobId"] for j in iot.list_jobs(status="SCHEDULED")["jobs"]] == ["win"]
+    # devices notified in the window still run their executions
+    jobs_data.update_job_execution(thingName=names[0], jobId="win", status="SUCCEEDED")
+    sandbox.engine.advance(7 * 60)  # 12:09: still between windows
+    assert sandbox.engine.counts("win")["QUEUED"] == 1
+    sandbox.engine.advance(60)  # 12:10: the next window opens, the rollout resumes
+    job = iot.describe_job(jobId="win")["job"]
+    assert job["status"] == "IN_PROGRESS"
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2
+
+
+def test_a_job_whose_rollout_is_done_stays_in_progress_after_its_window(sandbox: Sandbox, iot):
+    fleet(iot, 2)
+    iot.create_job(
+        jobId="done",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        schedulingConfig={
+            "maintenanceWindows": [{"startTime": "cron(0/10 * ? * * *)", "durationInMinutes": 2}]
+        },
+    )
+    sandbox.engine.advance(180)
+    job = iot.describe_job(jobId="done")["job"]
+    assert job["status"] == "IN_PROGRESS"
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2

@@ -23,10 +23,18 @@ from infra.sandbox.engine._state import EngineState
 log = structlog.get_logger(__name__)
 
 
+def running(job: _Job) -> bool:
+    """IN_PROGRESS, or SCHEDULED between two maintenance windows with its rollout under way.
+
+    Retry and abort apply to both: the executions notified in a window run on after it.
+    """
+    return job.status == "IN_PROGRESS" or (job.status == "SCHEDULED" and job.rollout)
+
+
 def after_outcome(state: EngineState, ex: _Execution, now: float) -> None:
     """Retry, abort and completion after an execution reached a terminal status."""
     job = ex.job
-    if ex.status in ("FAILED", "TIMED_OUT") and job.status == "IN_PROGRESS":
+    if ex.status in ("FAILED", "TIMED_OUT") and running(job):
         maybe_retry(state, ex, now)
     maybe_abort(state, job, now)
     maybe_complete(state, job, now)
@@ -64,7 +72,7 @@ def maybe_retry(state: EngineState, ex: _Execution, now: float) -> None:
 
 
 def maybe_abort(state: EngineState, job: _Job, now: float) -> None:
-    if job.status != "IN_PROGRESS" or not job.abort_config:
+    if not running(job) or not job.abort_config:
         return
     counts = job.counts
     executed = sum(counts[s] for s in d.ABORT_EXECUTED_STATUSES)

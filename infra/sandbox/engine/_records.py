@@ -170,6 +170,7 @@ class _Job:
         "target_things",
         "targets",
         "timeout_config",
+        "window_end_at",
         "windows",
     )
 
@@ -206,6 +207,7 @@ class _Job:
         self.start_at: float | None = None
         self.end_at: float | None = None
         self.windows: MaintenanceWindows | None = None
+        self.window_end_at: float | None = None  # the open window's end, while it is armed
 
 
 def format_time(epoch: float) -> str:

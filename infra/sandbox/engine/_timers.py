@@ -67,8 +67,12 @@ def process_due(state: EngineState, now: float) -> None:
                 _schedule.start_job(state, job, when)
         elif kind == "end":
             job = ref
-            if job.status == "IN_PROGRESS" and state.jobs.get(job.job_id) is job:
+            if _policies.running(job) and state.jobs.get(job.job_id) is job:
                 _schedule.end_job(state, job, when)
+        elif kind == "window-end":
+            job = ref
+            if job.window_end_at == when and state.jobs.get(job.job_id) is job:
+                _rollout.pause_between_windows(state, job, when)
         elif kind == "timeout":
             ex: _Execution = ref
             if (
