@@ -127,7 +127,6 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
 # IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.
-# DeleteJob is immediate (no DELETION_IN_PROGRESS phase).
 # CreateJob naming a thing or group that does not exist: ResourceNotFoundException.
 # documentSource (S3) is refused: the sandbox cannot read S3.
 # The job document must be a JSON object (devices get it as one over MQTT).
@@ -137,6 +136,26 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 # execution becomes REMOVED; terminal executions stay as they are. When the thing
 # comes back to a CONTINUOUS job's group, its REMOVED execution restarts: QUEUED,
 # executionNumber + 1, versionNumber 1 (the earlier attempt stays readable).
+
+# --- eventual consistency of CancelJob and DeleteJob ---------------------------
+# AWS cancels a job's executions and deletes a job asynchronously: a job is
+# concurrent (isConcurrent) while "canceling previously created executions", and
+# DELETION_IN_PROGRESS while it is deleted; its id can be reused only once deletion
+# completes. AWS does not say how long either takes; the sandbox takes these many
+# sandbox seconds (JobsEngine(cancel_delay=..., delete_delay=...); 0 is immediate).
+# A canceled job is CANCELED at once (reasonCode, comment, no further rollout); its
+# QUEUED executions (and IN_PROGRESS ones when forced) become CANCELED after
+# CANCEL_PROPAGATION_SECONDS, so a device may still start one meanwhile, as in AWS.
+# Abort and a scheduled end with CANCEL / FORCE_CANCEL cancel the same way.
+# A job being deleted stays readable (DescribeJob, ListJobs, its executions) until
+# deletion completes. AWS: deleting or canceling it again "will result in an error"
+# (the sandbox: InvalidStateTransitionException); CreateJob with its id is
+# ResourceAlreadyExistsException, UpdateJob InvalidRequestException. At most
+# MAX_DELETIONS_IN_PROGRESS jobs may be DELETION_IN_PROGRESS (LimitExceededException,
+# as AWS documents).
+CANCEL_PROPAGATION_SECONDS: Final = 2.0
+DELETION_SECONDS: Final = 5.0
+MAX_DELETIONS_IN_PROGRESS: Final = 10
 
 # --- quotas (archived 2019 table; enforced only when asked) -------------------
 # Transactions per second per operation; `--enforce-quotas` / the admin API turn

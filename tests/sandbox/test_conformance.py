@@ -14,10 +14,15 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from infra.sandbox import decisions as d
+from infra.sandbox.engine import JobsEngine
 from infra.sandbox.runtime import Sandbox
+from job_documents.clock import ManualClock
 from orchestrator.gates import failure_rate_reached
 from orchestrator.model import Halt
 from orchestrator.planner import abort_threshold
+
+from .conftest import START
 
 ARN = "arn:aws:iot:us-east-1:123456789012"
 DOCUMENT = json.dumps({"operation": "rotate"})
@@ -60,7 +65,6 @@ def test_abort_fires_when_failures_reach_the_threshold_exactly(iot, jobs_data):
     job = iot.describe_job(jobId="ab")["job"]  # 1 failure of 2 executed: exactly 50 %
     assert job["status"] == "CANCELED"
     assert job["reasonCode"] == "ABORT_CRITERIA_MET"
-    assert job["jobProcessDetails"]["numberOfCanceledThings"] == 2
 
 
 def test_abort_stays_quiet_just_under_the_threshold(iot, jobs_data):
@@ -453,3 +457,69 @@ def test_a_job_whose_rollout_is_done_stays_in_progress_after_its_window(sandbox:
     job = iot.describe_job(jobId="done")["job"]
     assert job["status"] == "IN_PROGRESS"
     assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2
+
+
+# -- CancelJob and DeleteJob are eventually consistent ------------------------------------------
+def test_cancel_job_cancels_the_executions_a_moment_later(clock, iot, jobs_data):
+    names = fleet(iot, 3)
+    iot.create_job(jobId="c", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    iot.cancel_job(jobId="c", reasonCode="OPERATOR")
+    job = iot.describe_job(jobId="c")["job"]
+    assert (job["status"], job["isConcurrent"]) == ("CANCELED", True)
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 3
+    # meanwhile a device may still start its execution, as against AWS
+    started = jobs_data.start_next_pending_job_execution(thingName=names[0])["execution"]
+    assert started["status"] == "IN_PROGRESS"
+    clock.advance(d.CANCEL_PROPAGATION_SECONDS)
+    job = iot.describe_job(jobId="c")["job"]
+    assert job["isConcurrent"] is False
+    details = job["jobProcessDetails"]
+    assert (details["numberOfCanceledThings"], details["numberOfInProgressThings"]) == (2, 1)
+    assert iot.list_jobs()["jobs"][0]["isConcurrent"] is False
+
+
+def test_delete_job_is_in_progress_until_the_id_can_be_reused(clock, iot, jobs_data):
+    iot.create_thing(thingName="t")
+    iot.create_job(jobId="gone", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+    iot.cancel_job(jobId="gone")
+    iot.delete_job(jobId="gone")
+    assert iot.describe_job(jobId="gone")["job"]["status"] == "DELETION_IN_PROGRESS"
+    assert [j["status"] for j in iot.list_jobs()["jobs"]] == ["DELETION_IN_PROGRESS"]
+    with pytest.raises(iot.exceptions.ResourceAlreadyExistsException, match="being deleted"):
+        iot.create_job(jobId="gone", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+    with pytest.raises(iot.exceptions.InvalidStateTransitionException, match="being deleted"):
+        iot.cancel_job(jobId="gone")
+    with pytest.raises(iot.exceptions.InvalidStateTransitionException, match="being deleted"):
+        iot.delete_job(jobId="gone")
+    clock.advance(d.DELETION_SECONDS)
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_job(jobId="gone")
+    assert jobs_data.get_pending_job_executions(thingName="t")["queuedJobs"] == []
+    iot.create_job(jobId="gone", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+
+
+def test_at_most_ten_deletions_in_progress(sandbox: Sandbox, clock, iot):
+    sandbox.engine.create_things(["t"])
+    for i in range(11):
+        sandbox.engine.create_job(
+            {"jobId": f"j{i}", "targets": [f"{ARN}:thing/t"], "document": DOCUMENT}
+        )
+        iot.cancel_job(jobId=f"j{i}")
+    for i in range(10):
+        iot.delete_job(jobId=f"j{i}")
+    with pytest.raises(iot.exceptions.LimitExceededException, match="At most 10 jobs"):
+        iot.delete_job(jobId="j10")
+    clock.advance(d.DELETION_SECONDS)
+    iot.delete_job(jobId="j10")
+
+
+def test_the_delays_are_options_and_zero_is_immediate():
+    engine = JobsEngine(clock=ManualClock(START), cancel_delay=0, delete_delay=0)
+    engine.create_things(["t"])
+    engine.create_job({"jobId": "j", "targets": [f"{ARN}:thing/t"], "document": DOCUMENT})
+    engine.cancel_job({"jobId": "j"})
+    assert engine.counts("j")["CANCELED"] == 1
+    engine.delete_job({"jobId": "j"})
+    assert engine.list_jobs({})["jobs"] == []
+    with pytest.raises(ValueError, match="zero or more"):
+        JobsEngine(clock=ManualClock(START), cancel_delay=-1)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from infra.sandbox import decisions as d
 from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import ServiceError
 from infra.sandbox.scheduling import MaintenanceWindows, parse_cron
@@ -140,6 +141,8 @@ def test_end_time_applies_the_end_behavior(
     assert notified(iot, "ends") == 30
     assert job(iot, "ends")["status"] == "IN_PROGRESS"
     sandbox.engine.advance(1)  # 12:30: endTime, before the batch due at the same moment
+    assert job(iot, "ends")["status"] == status
+    sandbox.engine.advance(d.CANCEL_PROPAGATION_SECONDS)  # executions are canceled after
     ended = job(iot, "ends")
     counts = ended["jobProcessDetails"]
     assert ended["status"] == status

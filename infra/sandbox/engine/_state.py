@@ -45,8 +45,12 @@ class EngineState:
         region: str = d.DEFAULT_REGION,
         account_id: str = d.ACCOUNT_ID,
         time_scale: float = 1.0,
+        cancel_delay: float = d.CANCEL_PROPAGATION_SECONDS,
+        delete_delay: float = d.DELETION_SECONDS,
     ) -> None:
         self.clock = clock
+        self.cancel_delay = cancel_delay
+        self.delete_delay = delete_delay
         self.region = region
         self.account_id = account_id
         self.time_scale = time_scale

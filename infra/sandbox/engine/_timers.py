@@ -69,6 +69,14 @@ def process_due(state: EngineState, now: float) -> None:
             job = ref
             if _policies.running(job) and state.jobs.get(job.job_id) is job:
                 _schedule.end_job(state, job, when)
+        elif kind == "cancel":
+            job = ref
+            if job.cancel_due_at == when and state.jobs.get(job.job_id) is job:
+                _policies.cancel_executions(state, job, when)
+        elif kind == "delete":
+            job = ref
+            if job.delete_due_at == when and state.jobs.get(job.job_id) is job:
+                _policies.finish_deletion(state, job)
         elif kind == "window-end":
             job = ref
             if job.window_end_at == when and state.jobs.get(job.job_id) is job:
