@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from job_documents import JobDocumentError, SystemClock
+from job_documents import JobDocumentError, Operation, SystemClock
 from orchestrator.errors import (
     CampaignExistsError,
     CampaignNotFoundError,
@@ -190,11 +190,11 @@ def plan(
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
-            job_id = job_id_for(spec.name, wave.name, doc.sha256, "migrate")
+            job_id = job_id_for(spec.name, wave.name, doc.sha256, Operation.MIGRATE)
             arns = [api.group_arn(g) for g in wave.thing_groups]
             devices = {g: api.count_things(g) for g in wave.thing_groups}
             request = create_job_request(
-                job_id, f"<{doc.size} characters>", job_config(spec, wave, "migrate"), arns
+                job_id, f"<{doc.size} characters>", job_config(spec, wave, Operation.MIGRATE), arns
             )
             waves.append(
                 {
