@@ -4,7 +4,8 @@
 
 The zip holds ca-migrate's own packages, copied from where this interpreter imports them (an
 editable checkout or an installed wheel), and its runtime dependencies, installed with
-`pip install --target` as wheels for the Lambda platform (manylinux, CPython 3.11, x86_64 or
+`pip install --target` as wheels for the Lambda platform (manylinux, the CPython of the
+function's runtime, `PYTHON_VERSION` unless `--python-version` says otherwise; x86_64 or
 arm64), so it can be built on any machine. Device-side dependencies the runner never imports
 (`awsiotsdk`, `paho-mqtt`) are left out unless asked for.
 
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_EXCLUDES",
     "DISTRIBUTION",
     "LAMBDA_UNZIPPED_LIMIT",
+    "PYTHON_VERSION",
     "BuildResult",
     "PackagingError",
     "build_zip",
@@ -48,6 +50,9 @@ DISTRIBUTION = "ca-migrate"
 HANDLER = "orchestrator.runner_lambda.handler"
 DEFAULT_EXCLUDES = frozenset({"awsiotsdk", "paho-mqtt"})
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+#: The CPython of runner.yaml's `Runtime` (python3.13: deprecated by Lambda on 2029-06-30).
+PYTHON_VERSION = "3.13"
+_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
@@ -201,13 +206,18 @@ def build_zip(
     output: Path,
     *,
     architecture: str = "x86_64",
-    python_version: str = "3.11",
+    python_version: str = PYTHON_VERSION,
     with_dependencies: bool = True,
     excludes: Iterable[str] = DEFAULT_EXCLUDES,
 ) -> BuildResult:
     """Build the runner's deployment zip at `output`."""
     if architecture not in PLATFORMS:
         raise PackagingError(f"architecture must be one of {sorted(PLATFORMS)}")
+    if not _PYTHON_VERSION.match(python_version):
+        raise PackagingError(
+            f"--python-version {python_version!r} is not a CPython version such as "
+            f"{PYTHON_VERSION!r} (the function's runtime, python{PYTHON_VERSION}, without 'python')"
+        )
     packages = _top_level_packages()
     with tempfile.TemporaryDirectory(prefix="ca-migrate-lambda-") as scratch:
         tree = Path(scratch) / "package"
@@ -237,7 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", "-o", type=Path, default=Path("dist/ca-migrate-runner.zip"))
     parser.add_argument("--architecture", choices=sorted(PLATFORMS), default="x86_64")
-    parser.add_argument("--python-version", default="3.11")
+    parser.add_argument(
+        "--python-version",
+        default=PYTHON_VERSION,
+        help=f"CPython of the function's runtime (default {PYTHON_VERSION}, as runner.yaml)",
+    )
     parser.add_argument(
         "--exclude",
         action="append",
@@ -251,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only ca-migrate's own packages (for a layer that already holds the dependencies)",
     )
     args = parser.parse_args(argv)
+    if not _PYTHON_VERSION.match(args.python_version):
+        parser.error(
+            f"--python-version {args.python_version!r} is not a CPython version such as "
+            f"{PYTHON_VERSION!r}"
+        )
     excludes = DEFAULT_EXCLUDES if args.exclude is None else frozenset(args.exclude)
     try:
         result = build_zip(

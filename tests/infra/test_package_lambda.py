@@ -108,6 +108,13 @@ def test_cli_rejects_an_unknown_architecture(capsys):
     assert "sparc" in capsys.readouterr().err
 
 
+def test_cli_rejects_a_python_version_that_is_not_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        package_lambda.main(["--python-version", "python3.13", "--no-deps"])
+    assert exit_info.value.code == 2
+    assert "'python3.13' is not a CPython version" in capsys.readouterr().err
+
+
 def test_cli_builds_and_reports_the_hash(tmp_path, capsys):
     out = tmp_path / "dist" / "runner.zip"
     assert package_lambda.main(["--no-deps", "-o", str(out)]) == 0
