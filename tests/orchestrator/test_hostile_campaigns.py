@@ -145,7 +145,7 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
         _with("region: us-east-1", "region: us-east-\xff1").replace(b"\xc3\xbf", b"\xff"),
         "line 2: byte 0xff is not UTF-8 text; save the file as UTF-8",
     ),
-    "nul-character": (_with("name: ats-2026", "name: ats\x00"), "line 1: character U+0000"),
+    "nul-character": (_with("name: ats-2026", "name: ats\x00"), "is not allowed in YAML"),
     "not-a-mapping": (b"- just\n- a list\n", "a campaign file is a YAML mapping"),
     "empty": (b"", "a campaign file is a YAML mapping"),
     "unhashable-key": (README_CAMPAIGN.encode() + b"? [a, b]\n: 3\n", "found unhashable key"),
@@ -172,9 +172,20 @@ def _plan(*args: str) -> tuple[int, str, BaseException | None]:
     return result.exit_code, result.stdout + result.stderr, exception
 
 
+LOADERS = {loader.__name__: loader for loader in spec_module._LOADERS}
+
+
+@pytest.fixture(params=sorted(LOADERS))
+def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each YAML event source the loader can run on (libyaml when PyYAML has it, and Python)."""
+    monkeypatch.setattr(spec_module, "_LOADERS", (LOADERS[request.param],))
+    spec_module._PARSED.clear()
+    return str(request.param)
+
+
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_plan_refuses_a_hostile_campaign_file_with_exit_2_and_the_line(
-    case: str, tmp_path: Path
+    case: str, loader: str, tmp_path: Path
 ) -> None:
     raw, expected = HOSTILE[case]
     path = tmp_path / "campaign.yaml"
@@ -245,6 +256,25 @@ def test_the_alias_bomb_is_refused_before_anything_grows() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1024 * 1024
+
+
+def test_a_control_character_is_reported_on_its_line_by_either_loader(loader: str) -> None:
+    text = README_CAMPAIGN.replace("  add: [", "  add: [\x07", 1)  # line 5
+    text = "# caf\u00e9 \u00e9t\u00e9\n" + text  # non-ASCII before it: libyaml counts bytes
+    with pytest.raises(SpecError, match=r"line 6: .* is not allowed in YAML; remove it"):
+        parse_spec(text)
+
+
+def test_a_valid_file_gives_the_same_spec_with_either_loader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    specs = []
+    for loader in LOADERS.values():
+        monkeypatch.setattr(spec_module, "_LOADERS", (loader,))
+        spec_module._PARSED.clear()
+        specs.append(parse_spec(README_CAMPAIGN))
+    assert specs[0].waves[1].rollout.maximum_per_minute == 100
+    assert all(spec == specs[0] for spec in specs)
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
