@@ -15,7 +15,9 @@ OrchestratorError
       │                   ClientError never escapes the adapter
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
       ├── UnknownThingGroupError   a wave names a thing group that does not exist (exit 2)
-      └── JobConflictError         a job with our deterministic id exists with another document
+      ├── JobConflictError         a job with our deterministic id exists with another document
+      └── JobRefusedError          CreateJob refused as an invalid request: the campaign
+                                   halted with the reason (also a UsageError: exit 2)
 ```
 """
 
@@ -29,6 +31,7 @@ __all__ = [
     "CampaignNotFoundError",
     "JobConflictError",
     "JobExistsError",
+    "JobRefusedError",
     "LeaseHeldError",
     "OrchestratorError",
     "SpecError",
@@ -111,3 +114,7 @@ class UnknownThingGroupError(AwsError):
 
 class JobConflictError(AwsError):
     """A job with the campaign's deterministic id exists but carries another document."""
+
+
+class JobRefusedError(AwsError, UsageError):
+    """AWS refused a wave's CreateJob as an invalid request; the campaign was halted."""

@@ -56,6 +56,7 @@ __all__ = [
     "Pause",
     "Resume",
     "Rollback",
+    "abort_threshold",
     "apply_command",
     "decide",
     "initial_state",
@@ -117,6 +118,17 @@ class JobConfig:
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
 
 
+def abort_threshold(max_failure_rate: float) -> float:
+    """AbortConfig's thresholdPercentage for a halt rate below 1.0 (1.0 sends no abortConfig).
+
+    AWS aborts when the failure percentage reaches the threshold (`>=`) and takes
+    two decimals, so a zero-tolerance rate (0, or one that rounds to 0.00 %) is
+    sent as 0.01 %: the first failure aborts, while a threshold of 0 would abort
+    a wave without any failure. `gates.failure_rate_reached` is the same rule.
+    """
+    return max(round(max_failure_rate * 100, 2), 0.01)
+
+
 def job_config(spec: CampaignSpec, wave: WaveSpec, operation: Operation) -> JobConfig:
     """Map a wave's rollout, halt rule, timeout and retries onto CreateJob's settings."""
     execution = spec.execution_for(wave)
@@ -127,7 +139,7 @@ def job_config(spec: CampaignSpec, wave: WaveSpec, operation: Operation) -> JobC
         description=f"ca-migrate {spec.name}/{wave.name} {operation}",
         maximum_per_minute=wave.rollout.maximum_per_minute,
         exponential=wave.rollout.exponential,
-        abort_threshold_percentage=round(halt.max_failure_rate * 100, 2) if abort else None,
+        abort_threshold_percentage=abort_threshold(halt.max_failure_rate) if abort else None,
         abort_min_executed=halt.min_executed if abort else None,
         in_progress_timeout_minutes=execution.in_progress_timeout_minutes,
         retry_failed=execution.retry_failed,

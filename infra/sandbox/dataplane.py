@@ -57,7 +57,10 @@ class ExecutionSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class PendingJobs:
-    """A thing's pending executions: IN_PROGRESS ones, then QUEUED, each oldest first."""
+    """A thing's pending executions: IN_PROGRESS ones, then QUEUED, each oldest first.
+
+    At most `decisions.MAX_PENDING_LISTED` in all, as GetPendingJobExecutions shows.
+    """
 
     in_progress: tuple[ExecutionSnapshot, ...] = ()
     queued: tuple[ExecutionSnapshot, ...] = ()

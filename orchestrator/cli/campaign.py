@@ -45,7 +45,7 @@ from orchestrator.report import (
     report_data,
     status_text,
 )
-from orchestrator.spec import load_spec, parse_spec
+from orchestrator.spec import load_spec, parse_spec, read_campaign_text
 from orchestrator.store import StateStore
 
 __all__ = ["app"]
@@ -235,9 +235,9 @@ def start(
 ) -> None:
     """Store a new campaign (endpoint resolved, documents built) and run its first reconcile."""
     with _exit_codes():
-        spec = load_spec(file)
+        text = read_campaign_text(file)  # once: what is stored is exactly what was validated
+        spec = parse_spec(text, str(file), base_dir=file.parent)
         rec = _reconciler(_options(ctx), spec.region)
-        text = file.read_text(encoding="utf-8")
         state = rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(state.name)
         print(status_text(result.state, _catalog_note(spec)))

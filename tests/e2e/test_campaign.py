@@ -204,7 +204,9 @@ def test_sigkill_at_every_step_still_finishes_with_one_job_per_wave(sandbox, tmp
         assert sorted(e.wave for e in log if e.kind == kind) == ["canary", "wave-1", "wave-2"]
     assert kinds.count("campaign-started") == 1
     assert kinds[-1] == "campaign-completed"
-    assert kinds.count("job-created") + kinds.count("job-adopted") <= 3
+    # a kill right after CreateJob loses its job-created event: the next run adopts the job
+    made = sorted(e.wave for e in log if e.kind in ("job-created", "job-adopted"))
+    assert made == ["canary", "wave-1", "wave-2"]
     versions = [(e.version, e.index) for e in log]
     assert versions == sorted(set(versions))
 
