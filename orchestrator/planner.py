@@ -21,8 +21,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import assert_never
 
+from job_documents import Operation
 from orchestrator.errors import UsageError
 from orchestrator.gates import evaluate_gate
 from orchestrator.model import (
@@ -62,9 +63,9 @@ __all__ = [
     "job_config",
     "job_id_for",
     "jobs_to_observe",
+    "operation_tag",
 ]
 
-Operation = Literal["migrate", "restore"]
 TERMINAL_JOB_STATUSES = frozenset({"COMPLETED", "CANCELED", "DELETION_IN_PROGRESS"})
 # A SCHEDULED job (startTime ahead) must be canceled too, or it starts rolling out later.
 CANCELABLE_JOB_STATUSES = frozenset({"IN_PROGRESS", "SCHEDULED"})
@@ -80,12 +81,25 @@ def job_id_for(campaign: str, wave: str, document_sha256: str, operation: Operat
 
     Long names are shortened with a digest of the full pair, so two campaigns never share an id.
     """
-    tag = "m" if operation == "migrate" else "r"
+    tag = operation_tag(operation)
     ident = f"{campaign}-{wave}-{tag}{document_sha256[:12]}"
     if len(ident) <= MAX_JOB_ID:
         return ident
     pair = hashlib.sha256(f"{campaign}\0{wave}".encode()).hexdigest()[:10]
     return f"{campaign[:18]}-{wave[:18]}-{pair}-{tag}{document_sha256[:12]}"
+
+
+def operation_tag(operation: Operation) -> str:
+    """The one letter a job id carries for its operation (ids stay distinct per operation)."""
+    match operation:
+        case Operation.MIGRATE:
+            return "m"
+        case Operation.RESTORE:
+            return "r"
+        case Operation.PRUNE:
+            return "p"
+        case _:
+            assert_never(operation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +133,7 @@ def job_config(spec: CampaignSpec, wave: WaveSpec, operation: Operation) -> JobC
     """Map a wave's rollout, halt rule, timeout and retries onto CreateJob's settings."""
     execution = spec.execution_for(wave)
     halt = spec.halt_for(wave)
-    abort = operation == "migrate" and halt.max_failure_rate < 1.0
+    abort = operation is Operation.MIGRATE and halt.max_failure_rate < 1.0
     return JobConfig(
         thing_groups=wave.thing_groups,
         description=f"ca-migrate {spec.name}/{wave.name} {operation}",
@@ -130,7 +144,7 @@ def job_config(spec: CampaignSpec, wave: WaveSpec, operation: Operation) -> JobC
         in_progress_timeout_minutes=execution.in_progress_timeout_minutes,
         retry_failed=execution.retry_failed,
         retry_timed_out=execution.retry_timed_out,
-        maintenance_windows=wave.maintenance_windows if operation == "migrate" else (),
+        maintenance_windows=wave.maintenance_windows if operation is Operation.MIGRATE else (),
     )
 
 
@@ -142,7 +156,7 @@ def initial_state(
     docs: dict[str, str] = {}
     for wave in spec.waves:
         text, sha = documents[wave.name]
-        job_id = job_id_for(spec.name, wave.name, sha, "migrate")
+        job_id = job_id_for(spec.name, wave.name, sha, Operation.MIGRATE)
         docs[job_id] = text
         waves.append(WaveState(name=wave.name, job_id=job_id))
     return CampaignState(
@@ -382,8 +396,8 @@ def _launch(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:
         CreateJob(
             wave=wave.name,
             job_id=wave.job_id,
-            operation="migrate",
-            config=job_config(spec, spec.wave(wave.name), "migrate"),
+            operation=Operation.MIGRATE,
+            config=job_config(spec, spec.wave(wave.name), Operation.MIGRATE),
         )
     )
 
@@ -415,8 +429,8 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations, *, paused: bool
                     CreateJob(
                         wave=wave.name,
                         job_id=wave.job_id,
-                        operation="migrate",
-                        config=job_config(spec, spec.wave(wave.name), "migrate"),
+                        operation=Operation.MIGRATE,
+                        config=job_config(spec, spec.wave(wave.name), Operation.MIGRATE),
                     )
                 )
     if paused:
@@ -457,8 +471,8 @@ def _roll_back(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
                 CreateJob(
                     wave=wave.name,
                     job_id=wave.restore_job_id,
-                    operation="restore",
-                    config=job_config(spec, spec.wave(wave.name), "restore"),
+                    operation=Operation.RESTORE,
+                    config=job_config(spec, spec.wave(wave.name), Operation.RESTORE),
                 )
             )
         if wave.restore_status not in TERMINAL_JOB_STATUSES:
@@ -583,7 +597,7 @@ def apply_command(
         docs = dict(state.documents)
         for name, (text, sha) in command.documents.items():
             wave = step.wave(name)
-            job_id = job_id_for(spec.name, name, sha, "restore")
+            job_id = job_id_for(spec.name, name, sha, Operation.RESTORE)
             docs[job_id] = text
             if wave.phase in ACTIVE_PHASES:
                 wave = replace(wave, phase=WavePhase.CANCELED, finished_at=now)

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from infra.sandbox.errors import SandboxError
+
 __all__ = [
     "DataPlaneError",
     "ExecutionSnapshot",
@@ -74,7 +76,7 @@ class PendingJobs:
 
 
 @dataclass(slots=True)
-class DataPlaneError(Exception):
+class DataPlaneError(SandboxError):
     """A request the service rejects.
 
     `code` is the MQTT rejection code (InvalidTopic, InvalidJson,
