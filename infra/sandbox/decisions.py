@@ -37,21 +37,19 @@ MAX_PENDING_LISTED: Final = 10
 # --- execution state machine ---------------------------------------------
 # The device may go QUEUED -> SUCCEEDED | FAILED | REJECTED without IN_PROGRESS.
 DEVICE_MAY_SKIP_IN_PROGRESS: Final = True
-# Service-made changes (timeout, cancel, removal) raise versionNumber too.
-SERVICE_CHANGES_BUMP_VERSION: Final = True
-# A retry is a new execution: executionNumber + 1, versionNumber back to 1,
-# statusDetails cleared, queuedAt = the retry's time; the previous attempt stays
-# readable through DescribeJobExecution(executionNumber=...).
-RETRY_RESTARTS_VERSION: Final = True
-# A statusDetails map given on an update replaces the stored map (omitted: unchanged).
-STATUS_DETAILS_REPLACE: Final = True
-# Updating a terminal execution is InvalidStateTransition; this is checked before
-# expectedVersion, so a device retrying its final update learns the outcome.
-TERMINAL_CHECKED_BEFORE_VERSION: Final = True
-# start-next with an IN_PROGRESS execution pending returns it unchanged.
-START_NEXT_RETURNS_IN_PROGRESS_UNCHANGED: Final = True
-# An unknown thing on the device data plane is ResourceNotFound (not an empty list).
-UNKNOWN_THING_IS_NOT_FOUND: Final = True
+# The choices below are fixed in the engine (`engine/_state.py`, `_policies.py`,
+# `_devices.py`), not flags: each has one implementation and a test.
+# - Service-made changes (timeout, cancel, removal) raise versionNumber too.
+# - A retry is a new execution: executionNumber + 1, versionNumber back to 1,
+#   statusDetails cleared, queuedAt = the retry's time; the previous attempt stays
+#   readable through DescribeJobExecution(executionNumber=...).
+# - A statusDetails map given on an update replaces the stored map (omitted:
+#   unchanged).
+# - Updating a terminal execution is InvalidStateTransition; this is checked before
+#   expectedVersion, so a device retrying its final update learns the outcome.
+# - start-next with an IN_PROGRESS execution pending returns it unchanged.
+# - An unknown thing on the device data plane is ResourceNotFound (not an empty
+#   list).
 
 # --- rollout ----------------------------------------------------------------
 # Without jobExecutionsRolloutConfig every target is notified at creation.
