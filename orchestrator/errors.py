@@ -9,6 +9,8 @@ OrchestratorError
  │    ├── CampaignExistsError      `start` for a name already started with another spec
  │    ├── LeaseHeldError           another reconcile holds the campaign's lease: retry later
  │    └── VersionConflictError     the state changed under us: re-read and retry
+ ├── RunnerConfigError    (runner_lambda) the runner's environment is incomplete
+ ├── RunnerFailedError    (runner_lambda) at least one campaign's step failed
  └── AwsError             AWS (or the sandbox) refused or failed a call; botocore's
       │                   ClientError never escapes the adapter
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)

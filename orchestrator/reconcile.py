@@ -38,7 +38,7 @@ from typing import NoReturn
 
 import structlog
 
-from job_documents import Clock, document_hash
+from job_documents import Clock, Operation, document_hash
 from orchestrator.errors import (
     AwsError,
     CampaignNotFoundError,
@@ -320,7 +320,7 @@ class Reconciler:
     def _act(self, state: CampaignState, action: Action) -> Event:
         if isinstance(action, CreateJob):
             document = state.documents[action.job_id]
-            prefix = "restore-job" if action.operation == "restore" else "job"
+            prefix = "restore-job" if action.operation is Operation.RESTORE else "job"
             try:
                 self.api.create_job(action.job_id, document, action.config)
             except JobExistsError:

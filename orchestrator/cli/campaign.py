@@ -22,7 +22,8 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from job_documents import JobDocumentError, SystemClock
+from job_documents import JobDocumentError, Operation, SystemClock
+from orchestrator.cli import seams
 from orchestrator.errors import (
     CampaignExistsError,
     CampaignNotFoundError,
@@ -103,8 +104,6 @@ def _exit_codes() -> Iterator[None]:
 
 
 def _store(opts: _Options) -> StateStore:
-    from orchestrator._faults import KillingStore, KillSwitch
-
     raw = str(opts.state)
     store: StateStore
     # --state arrives as a Path, which folds "dynamodb://TABLE" into "dynamodb:/TABLE"
@@ -119,12 +118,10 @@ def _store(opts: _Options) -> StateStore:
         from orchestrator.store.sqlite import SqliteStateStore
 
         store = SqliteStateStore(opts.state)
-    switch = KillSwitch.from_env()
-    return KillingStore(store, switch) if switch else store
+    return seams.wrap_store(store)
 
 
 def _reconciler(opts: _Options, region: str, store: StateStore | None = None) -> Reconciler:
-    from orchestrator._faults import KillingJobsApi, KillingStore, KillSwitch
     from orchestrator.aws.iot import IotJobsAdapter, make_client
     from orchestrator.jobs import JobsApi
 
@@ -132,15 +129,12 @@ def _reconciler(opts: _Options, region: str, store: StateStore | None = None) ->
         raise UsageError(
             f"the campaign runs in {region} but --region says {opts.region}; drop --region"
         )
-    api: JobsApi = IotJobsAdapter(
-        make_client(region=region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+    api: JobsApi = seams.wrap_jobs_api(
+        IotJobsAdapter(
+            make_client(region=region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+        )
     )
-    switch = KillSwitch.from_env()
     store = store or _store(opts)
-    if switch is not None:
-        api = KillingJobsApi(api, switch)
-        if not isinstance(store, KillingStore):
-            store = KillingStore(store, switch)
     return Reconciler(store, api, SystemClock())
 
 
@@ -190,11 +184,11 @@ def plan(
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
-            job_id = job_id_for(spec.name, wave.name, doc.sha256, "migrate")
+            job_id = job_id_for(spec.name, wave.name, doc.sha256, Operation.MIGRATE)
             arns = [api.group_arn(g) for g in wave.thing_groups]
             devices = {g: api.count_things(g) for g in wave.thing_groups}
             request = create_job_request(
-                job_id, f"<{doc.size} characters>", job_config(spec, wave, "migrate"), arns
+                job_id, f"<{doc.size} characters>", job_config(spec, wave, Operation.MIGRATE), arns
             )
             waves.append(
                 {
