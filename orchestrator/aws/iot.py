@@ -167,7 +167,11 @@ class IotJobsAdapter:
         return answer["thingGroupArn"]
 
     def count_things(self, thing_group: str) -> int:
-        total = 0
+        return len(self.thing_names(thing_group))
+
+    def thing_names(self, thing_group: str) -> list[str]:
+        """The things in a group, recursively, as CreateJob targets them (plan only)."""
+        names: list[str] = []
         token: str | None = None
         for _ in range(100_000):  # 25 million things: far beyond any account quota
             kwargs: dict[str, Any] = {"nextToken": token} if token else {}
@@ -175,11 +179,11 @@ class IotJobsAdapter:
                 page = self._iot.list_things_in_thing_group(
                     thingGroupName=thing_group, recursive=True, maxResults=250, **kwargs
                 )
-            total += len(page.get("things", []))
+            names.extend(page.get("things", []))
             token = page.get("nextToken")
             if not token:
                 break
-        return total
+        return names
 
     def create_job(self, job_id: str, document: str, config: JobConfig) -> None:
         targets = [self.group_arn(group) for group in config.thing_groups]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -33,6 +33,7 @@ from orchestrator.errors import (
     UsageError,
     VersionConflictError,
 )
+from orchestrator.feasibility import Problem, check_campaign, devices_needed, wave_devices
 from orchestrator.model import CampaignSpec, CampaignStatus
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import Reconciler, StepResult
@@ -46,6 +47,9 @@ from orchestrator.report import (
 )
 from orchestrator.spec import load_spec, parse_spec
 from orchestrator.store import StateStore
+
+if TYPE_CHECKING:
+    from orchestrator.aws.iot import IotJobsAdapter
 
 __all__ = ["app"]
 
@@ -164,42 +168,88 @@ def _spec_of(store: StateStore, name: str) -> CampaignSpec:
 # -- plan / start ----------------------------------------------------------------------------
 
 
+def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
+    from orchestrator.aws.iot import IotJobsAdapter, make_client
+
+    if opts.region and opts.region != spec.region:
+        raise UsageError(
+            f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
+        )
+    return IotJobsAdapter(
+        make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Survey:
+    """What the account holds for a campaign: group ARNs, each wave's things, the problems."""
+
+    arns: dict[str, str]
+    members: dict[str, dict[str, list[str]]]
+    problems: list[Problem]
+
+    def devices(self, wave: str) -> int:
+        return len(wave_devices(self.members[wave]))
+
+
+def _survey(api: IotJobsAdapter, spec: CampaignSpec) -> _Survey:
+    """Resolve every group (a missing one is exit 2) and its things; check the campaign can pass."""
+    arns: dict[str, str] = {}
+    things: dict[str, list[str]] = {}
+    members: dict[str, dict[str, list[str]]] = {}
+    for wave in spec.waves:
+        members[wave.name] = {}
+        for group in wave.thing_groups:
+            if group not in arns:
+                arns[group] = api.group_arn(group)
+                things[group] = api.thing_names(group)
+            members[wave.name][group] = things[group]
+    return _Survey(arns, members, check_campaign(spec, members))
+
+
+def _refuse(problems: list[Problem]) -> None:
+    if problems:
+        lines = "\n".join(f"  - {p.message}" for p in problems)
+        raise UsageError(f"the campaign cannot succeed as written:\n{lines}")
+
+
 @app.command()
 def plan(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
     output: Annotated[str, typer.Option(help="text or json.")] = "text",
 ) -> None:
-    """Validate a campaign, resolve the endpoint, count devices, show the jobs (no writes)."""
-    from orchestrator.aws.iot import IotJobsAdapter, create_job_request, make_client
+    """Validate a campaign, check every gate can pass, count devices, show the jobs (no writes).
+
+    Exit 2 when the campaign cannot succeed: a gate its wave is too small to
+    reach, a thing two waves target, an empty wave.
+    """
+    from orchestrator.aws.iot import create_job_request
     from orchestrator.jobdocs import build_wave_documents
     from orchestrator.planner import job_id_for
 
     with _exit_codes():
         spec = load_spec(file)
-        opts = _options(ctx)
-        if opts.region and opts.region != spec.region:
-            raise UsageError(
-                f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
-            )
-        api = IotJobsAdapter(
-            make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-        )
+        api = _adapter(_options(ctx), spec)
         host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
         built = build_wave_documents(spec, host)
+        survey = _survey(api, spec)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
             job_id = job_id_for(spec.name, wave.name, doc.sha256, "migrate")
-            arns = [api.group_arn(g) for g in wave.thing_groups]
-            devices = {g: api.count_things(g) for g in wave.thing_groups}
             request = create_job_request(
-                job_id, f"<{doc.size} characters>", job_config(spec, wave, "migrate"), arns
+                job_id,
+                f"<{doc.size} characters>",
+                job_config(spec, wave, "migrate"),
+                [survey.arns[g] for g in wave.thing_groups],
             )
             waves.append(
                 {
                     "wave": wave.name,
-                    "devices": devices,
+                    "devices": {g: len(t) for g, t in survey.members[wave.name].items()},
+                    "distinct_devices": survey.devices(wave.name),
+                    "gate_needs_devices": devices_needed(wave.gate),
                     "job_id": job_id,
                     "document_size": doc.size,
                     "document_sha256": doc.sha256,
@@ -215,20 +265,34 @@ def plan(
             "catalog_is_default": built.catalog.is_default,
             "roots": list(spec.trust.add),
             "waves": waves,
+            "problems": [
+                {"code": p.code, "wave": p.wave, "message": p.message} for p in survey.problems
+            ],
         }
-    if output == "json":
-        print(json.dumps(result, indent=2, sort_keys=True))
-        return
+        if output == "json":
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            _print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves)
+        _refuse(survey.problems)
+
+
+def _print_plan(
+    spec: CampaignSpec, host: str, catalog: str, is_default: bool, waves: list[dict[str, Any]]
+) -> None:
     print(f"campaign {spec.name} in {spec.region}: endpoint {host}")
-    if not built.catalog.is_default:
-        print(f"!! CATALOG {built.catalog.source}: NOT the packaged Amazon Trust Services roots")
+    if not is_default:
+        print(f"!! CATALOG {catalog}: NOT the packaged Amazon Trust Services roots")
     else:
-        print(f"catalog {built.catalog.source}")
+        print(f"catalog {catalog}")
     print(f"roots to add: {', '.join(spec.trust.add)}")
     for w in waves:
-        total = sum(w["devices"].values())
         groups = ", ".join(f"{g} ({n})" for g, n in w["devices"].items())
-        print(f"- wave {w['wave']}: {total} devices in {groups}; approval {w['approval']}")
+        needs = w["gate_needs_devices"]
+        gate = f"gate needs {needs}+ devices" if needs is not None else "gate cannot pass"
+        print(
+            f"- wave {w['wave']}: {w['distinct_devices']} devices in {groups}; {gate}; "
+            f"approval {w['approval']}"
+        )
         print(f"  job {w['job_id']}, document {w['document_size']} characters")
         settings = {k: v for k, v in w["create_job"].items() if k not in ("jobId", "document")}
         print(f"  CreateJob {json.dumps(settings, sort_keys=True)}")
@@ -239,14 +303,37 @@ def start(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
 ) -> None:
-    """Store a new campaign (endpoint resolved, documents built) and run its first reconcile."""
+    """Check the campaign as `plan` does, store it, and run its first reconcile."""
     with _exit_codes():
         spec = load_spec(file)
-        rec = _reconciler(_options(ctx), spec.region)
+        opts = _options(ctx)
         text = file.read_text(encoding="utf-8")
-        state = rec.start(spec, text, str(file.resolve().parent))
-        result = rec.step(state.name)
+        rec = _reconciler(opts, spec.region)
+        if not _already_started(rec.store, spec.name, text):
+            _refuse(_survey(_adapter(opts, spec), spec).problems)
+            rec.start(spec, text, str(file.resolve().parent))
+        result = rec.step(spec.name)
         print(status_text(result.state, _catalog_note(spec)))
+
+
+def _already_started(store: StateStore, name: str, text: str) -> bool:
+    """True when the campaign exists with this very file (a re-run); exit 2 with another."""
+    try:
+        existing = store.load(name)
+    except CampaignNotFoundError:
+        return False
+    started = existing.state.created_at.isoformat(timespec="seconds")
+    if existing.spec_text != text:
+        raise CampaignExistsError(
+            f"campaign {name} exists (started {started}) with another campaign file; "
+            f"give the new campaign another name, or see it with `ca-migrate status {name}`"
+        )
+    print(
+        f"campaign {name} exists (started {started}) with this file: nothing new to start; "
+        f"follow it with `ca-migrate run {name} --follow`",
+        file=sys.stderr,
+    )
+    return True
 
 
 # -- run / status / events -------------------------------------------------------------------
