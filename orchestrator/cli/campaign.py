@@ -23,6 +23,12 @@ import structlog
 import typer
 
 from job_documents import JobDocumentError, SystemClock
+from orchestrator.cli._output import (
+    OutputFileOption,
+    OutputOption,
+    output_format,
+    write_output_file,
+)
 from orchestrator.errors import (
     CampaignExistsError,
     CampaignNotFoundError,
@@ -34,7 +40,7 @@ from orchestrator.errors import (
     VersionConflictError,
 )
 from orchestrator.feasibility import Problem, check_campaign, devices_needed, wave_devices
-from orchestrator.model import CampaignSpec, CampaignStatus
+from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import Reconciler, StepResult
 from orchestrator.report import (
@@ -155,10 +161,6 @@ def _campaign_reconciler(opts: _Options, name: str) -> Reconciler:
     return _reconciler(opts, spec.region, store)
 
 
-def _catalog_note(spec: CampaignSpec) -> str | None:
-    return spec.catalog
-
-
 def _spec_of(store: StateStore, name: str) -> CampaignSpec:
     stored = store.load(name)
     base = Path(stored.spec_dir) if stored.spec_dir else None
@@ -169,12 +171,14 @@ def _spec_of(store: StateStore, name: str) -> CampaignSpec:
 
 
 def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
-    from orchestrator.aws.iot import IotJobsAdapter, make_client
+    """The adapter for plan/start, after one quick call that proves AWS IoT can be used."""
+    from orchestrator.aws.iot import IotJobsAdapter, make_client, preflight
 
     if opts.region and opts.region != spec.region:
         raise UsageError(
             f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
         )
+    preflight(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
     return IotJobsAdapter(
         make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
     )
@@ -217,7 +221,7 @@ def _refuse(problems: list[Problem]) -> None:
 def plan(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: OutputOption = "text",
 ) -> None:
     """Validate a campaign, check every gate can pass, count devices, show the jobs (no writes).
 
@@ -229,6 +233,7 @@ def plan(
     from orchestrator.planner import job_id_for
 
     with _exit_codes():
+        output = output_format(output)
         spec = load_spec(file)
         api = _adapter(_options(ctx), spec)
         host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
@@ -302,9 +307,11 @@ def _print_plan(
 def start(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
+    output: OutputOption = "text",
 ) -> None:
     """Check the campaign as `plan` does, store it, and run its first reconcile."""
     with _exit_codes():
+        output = output_format(output)
         spec = load_spec(file)
         opts = _options(ctx)
         text = file.read_text(encoding="utf-8")
@@ -313,7 +320,7 @@ def start(
             _refuse(_survey(_adapter(opts, spec), spec).problems)
             rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(spec.name)
-        print(status_text(result.state, _catalog_note(spec)))
+    _print_state(result.state, spec.catalog, output)
 
 
 def _already_started(store: StateStore, name: str, text: str) -> bool:
@@ -369,35 +376,45 @@ def run(
         raise typer.Exit(EXIT_FAILURE)
 
 
+def _state_json(state: CampaignState, catalog: str | None) -> dict[str, Any]:
+    data = report_data(state, [], catalog)
+    data.pop("decisions")
+    for wave, w in zip(state.waves, data["waves"], strict=True):
+        w["progress"] = progress_bar(wave.counts).split("] ")[-1].strip()
+    return data
+
+
+def _print_state(state: CampaignState, catalog: str | None, output: str) -> None:
+    if output == "json":
+        print(json.dumps(_state_json(state, catalog), indent=2, sort_keys=True))
+    else:
+        print(status_text(state, catalog))
+
+
 @app.command()
 def status(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: OutputOption = "text",
 ) -> None:
     """Waves, counts, gate verdicts and progress, from the state store (no AWS calls)."""
     with _exit_codes():
+        output = output_format(output)
         store = _store(_options(ctx))
         spec = _spec_of(store, name)
         state = store.load(name).state
-    if output == "json":
-        data = report_data(state, [], spec.catalog)
-        data.pop("decisions")
-        for wave, w in zip(state.waves, data["waves"], strict=True):
-            w["progress"] = progress_bar(wave.counts).split("] ")[-1].strip()
-        print(json.dumps(data, indent=2, sort_keys=True))
-        return
-    print(status_text(state, spec.catalog))
+    _print_state(state, spec.catalog, output)
 
 
 @app.command()
 def events(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: OutputOption = "text",
 ) -> None:
     """The campaign's event log: every decision with its reason, oldest first."""
     with _exit_codes():
+        output = output_format(output)
         log_entries = _store(_options(ctx)).events(name)
     for e in log_entries:
         if output == "json":
@@ -416,7 +433,7 @@ def events(
             )
         else:
             wave = f" [{e.wave}]" if e.wave else ""
-            print(f"{e.at.isoformat()} {e.kind}{wave}: {e.reason}")
+            print(f"{e.at.isoformat(timespec='seconds')} {e.kind}{wave}: {e.reason}")
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -436,11 +453,40 @@ def _waiting_for_the_lease(call: Callable[[], StepResult]) -> StepResult:
     return call()
 
 
-def _command(ctx: typer.Context, name: str, make: Callable[[], Command]) -> None:
+def _command(
+    ctx: typer.Context,
+    name: str,
+    make: Callable[[], Command],
+    output: str,
+    check: Callable[[CampaignSpec, CampaignState], None] | None = None,
+) -> None:
     with _exit_codes():
+        output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
+        if check is not None:
+            check(_spec_of(rec.store, name), rec.store.load(name).state)
         result = _waiting_for_the_lease(lambda: rec.command(name, lambda _spec, _state: make()))
-        print(status_text(result.state))
+    _print_state(result.state, None, output)
+
+
+def _approvable(wave: str) -> Callable[[CampaignSpec, CampaignState], None]:
+    def check(spec: CampaignSpec, state: CampaignState) -> None:
+        if state.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
+            raise UsageError(
+                f"campaign {state.name} is {state.status.value}: it launches no more waves, "
+                "so there is nothing to approve"
+            )
+        try:
+            planned = spec.wave(wave)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from exc
+        if planned.approval is not Approval.MANUAL:
+            raise UsageError(
+                f"wave {wave} has approval auto: it launches by itself once the previous wave "
+                "passes; only manual waves wait for `approve`"
+            )
+
+    return check
 
 
 @app.command()
@@ -448,27 +494,40 @@ def approve(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     wave: Annotated[str, typer.Argument(help="The wave to let launch.")],
+    output: OutputOption = "text",
 ) -> None:
-    """Approve a wave that waits for manual approval (it launches on this reconcile)."""
-    _command(ctx, name, lambda: Approve(wave))
+    """Approve a manual wave that waits (or will wait); it launches on this reconcile."""
+    _command(ctx, name, lambda: Approve(wave), output, _approvable(wave))
 
 
 @app.command()
-def pause(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+def pause(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    output: OutputOption = "text",
+) -> None:
     """Stop launching and promoting waves (running jobs continue)."""
-    _command(ctx, name, Pause)
+    _command(ctx, name, Pause, output)
 
 
 @app.command()
-def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+def resume(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    output: OutputOption = "text",
+) -> None:
     """Resume a paused campaign."""
-    _command(ctx, name, Resume)
+    _command(ctx, name, Resume, output)
 
 
 @app.command()
-def abort(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+def abort(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    output: OutputOption = "text",
+) -> None:
     """Cancel every running job of the campaign (queued executions) and stop it for good."""
-    _command(ctx, name, Abort)
+    _command(ctx, name, Abort, output)
 
 
 @app.command()
@@ -478,32 +537,64 @@ def rollback(
     wave: Annotated[
         list[str] | None, typer.Option("--wave", help="Only these waves (repeatable).")
     ] = None,
+    output: OutputOption = "text",
 ) -> None:
     """Create `restore` jobs for the waves that ran (or the named ones)."""
     with _exit_codes():
+        output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
         result = _waiting_for_the_lease(lambda: rec.rollback(name, tuple(wave or ())))
-        print(status_text(result.state))
+    _print_state(result.state, None, output)
+
+
+_REPORT_SUFFIXES = {
+    ".md": "md",
+    ".markdown": "md",
+    ".json": "json",
+    ".html": "html",
+    ".htm": "html",
+}
 
 
 @app.command()
 def report(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
-    format_: Annotated[str, typer.Option("--format", help="md, json or html.")] = "md",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="md (also: text), json or html; default: from --output-file's suffix, else md.",
+        ),
+    ] = None,
+    output_file: OutputFileOption = None,
+    format_: Annotated[
+        str | None, typer.Option("--format", help="Same as --output (older spelling).")
+    ] = None,
 ) -> None:
-    """A report of the campaign: waves, counts, charts (html) and every decision with its reason."""
+    """A report of the campaign: settings, waves, timelines (html), every decision and why."""
     renderers = {"md": render_markdown, "json": render_json, "html": render_html}
     with _exit_codes():
-        if format_ not in renderers:
-            raise UsageError(f"unknown --format {format_!r}; use md, json or html")
+        chosen = _report_format(output, format_, output_file)
         store = _store(_options(ctx))
         spec = _spec_of(store, name)
         data = report_data(store.load(name).state, store.events(name), spec.catalog)
-        text = renderers[format_](data)
-    if output is None:
+        text = renderers[chosen](data)
+        if output_file is not None:
+            write_output_file(output_file, text)
+    if output_file is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
-        print(f"report written to {output}")
+        print(f"report written to {output_file}", file=sys.stderr)
+
+
+def _report_format(output: str | None, format_: str | None, output_file: Path | None) -> str:
+    if output is not None and format_ is not None and output != format_:
+        raise UsageError(f"--output {output} and --format {format_} disagree; give one")
+    given = output if output is not None else format_
+    if given is None:
+        suffix = output_file.suffix.lower() if output_file is not None else ""
+        return _REPORT_SUFFIXES.get(suffix, "md")
+    chosen = output_format(given, ("md", "text", "json", "html"))
+    return "md" if chosen == "text" else chosen

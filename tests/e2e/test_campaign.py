@@ -307,12 +307,7 @@ def test_cli_exit_codes_and_outputs(sandbox, tmp_path, monkeypatch) -> None:
     assert in_process(sandbox, state, "resume", "e2e").returncode == 2  # only a paused one resumes
     assert in_process(sandbox, state, "abort", "e2e").returncode == 0
     report = tmp_path / "r.html"
-    assert (
-        in_process(
-            sandbox, state, "report", "e2e", "--format", "html", "-o", str(report)
-        ).returncode
-        == 0
-    )
+    assert in_process(sandbox, state, "report", "e2e", "--output-file", str(report)).returncode == 0
     page = report.read_text()
     assert "<svg" in page
     assert "campaign-aborted" in page
