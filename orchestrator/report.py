@@ -10,12 +10,28 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from orchestrator.model import CampaignState, Counts, WaveState
+from orchestrator.model import (
+    CampaignSpec,
+    CampaignState,
+    CampaignStatus,
+    Counts,
+    WavePhase,
+    WaveState,
+)
 from orchestrator.store import StoredEvent
 
-__all__ = ["progress_bar", "render_html", "render_markdown", "report_data", "status_text"]
+__all__ = [
+    "follow_record",
+    "progress_bar",
+    "render_html",
+    "render_markdown",
+    "report_data",
+    "status_text",
+    "waits",
+]
 
 DECISION_KINDS = frozenset(
     {
@@ -111,6 +127,81 @@ def progress_bar(counts: Counts, width: int = 30) -> str:
     filled = round(width * done / total) if total else 0
     percent = f"{done / total:.0%}" if total else "-"
     return f"[{'#' * filled}{'.' * (width - filled)}] {percent:>4}"
+
+
+def _clock_time(at: datetime, now: datetime | None, time_label: str) -> str:
+    when = at.strftime("%H:%M") + (f" ({time_label})" if time_label else " UTC")
+    if now is None:
+        return when
+    minutes = (at - now).total_seconds() / 60
+    if minutes >= 1:
+        return f"{when}, in {minutes:.0f} min"
+    return f"{when}, due now" if minutes >= -1 else f"{when}, passed"
+
+
+def waits(
+    spec: CampaignSpec, state: CampaignState, now: datetime | None, time_label: str = ""
+) -> list[str]:
+    """What the campaign waits for, in words: approvals (with the command), bakes, deadlines.
+
+    `time_label` names the clock when it is not the wall clock ("sandbox time");
+    with `now`, times also say how far off they are.
+    """
+    name = state.name
+    if state.status is CampaignStatus.PAUSED:
+        return [f"{name} is paused: run `ca-migrate resume {name}` to go on"]
+    if state.status is CampaignStatus.ROLLING_BACK:
+        return [f"{name} rolls back: waiting for the restore jobs"]
+    if state.status is not CampaignStatus.RUNNING:
+        return []
+    lines: list[str] = []
+    for wave in state.waves:
+        planned = spec.wave(wave.name)
+        if wave.phase is WavePhase.AWAITING_APPROVAL:
+            lines.append(
+                f"{wave.name} waits for approval: run `ca-migrate approve {name} {wave.name}`"
+            )
+        elif wave.phase is WavePhase.BAKING and wave.bake_until is not None:
+            lines.append(
+                f"{wave.name} baking until {_clock_time(wave.bake_until, now, time_label)}"
+            )
+        elif wave.phase is WavePhase.LAUNCHING:
+            lines.append(f"{wave.name} is launching: creating job {wave.job_id}")
+        elif wave.phase is WavePhase.RUNNING:
+            c = wave.counts
+            line = f"{wave.name} runs: {c.completed} of {c.targeted} completed"
+            if planned.deadline_minutes is not None and wave.launched_at is not None:
+                deadline = wave.launched_at + timedelta(minutes=planned.deadline_minutes)
+                line += f"; deadline {_clock_time(deadline, now, time_label)}"
+            lines.append(line)
+    return lines
+
+
+def follow_record(spec: CampaignSpec, state: CampaignState, time_label: str = "") -> dict[str, Any]:
+    """One `run --follow` JSON line: status, each wave's phase and counts, what it waits for.
+
+    Times are absolute (no "in 9 min"), so a line is new only when the campaign changed.
+    """
+    return {
+        "campaign": state.name,
+        "status": state.status.value,
+        "reason": state.reason,
+        "waves": [
+            {
+                "name": w.name,
+                "phase": w.phase.value,
+                "counts": _counts(w.counts),
+                "verdict": w.verdict,
+                "bake_until": _seconds(w.bake_until),
+            }
+            for w in state.waves
+        ],
+        "waiting": waits(spec, state, None, time_label),
+    }
+
+
+def _seconds(at: datetime | None) -> str | None:
+    return at.isoformat(timespec="seconds") if at is not None else None
 
 
 def status_text(state: CampaignState, catalog: str | None = None) -> str:

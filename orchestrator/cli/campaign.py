@@ -355,25 +355,54 @@ def run(
     ] = False,
     interval: Annotated[float, typer.Option(help="Seconds between reconciles.", min=0.05)] = 30.0,
     max_hours: Annotated[float, typer.Option(help="Give up following after this long.")] = 72.0,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="text or json; with --follow the default is a live table on a terminal and "
+            "one JSON line per change when piped.",
+        ),
+    ] = None,
 ) -> None:
     """Reconcile once (or, with --follow, until the campaign completes, halts or is aborted)."""
+    from orchestrator.cli._live import FollowView
+
     with _exit_codes():
+        chosen = output_format(output) if output is not None else None
         rec = _campaign_reconciler(_options(ctx), name)
+        spec = _spec_of(rec.store, name)
+        mode = chosen or ("json" if follow else "text")
+        if follow and chosen is None and sys.stdout.isatty():
+            mode = "live"
         deadline = time.monotonic() + max_hours * 3600
-        while True:
-            try:
-                state = rec.step(name).state
-            except (LeaseHeldError, VersionConflictError) as exc:
-                if not follow:
-                    raise
-                log.info("reconcile-skipped", campaign=name, detail=str(exc))
-                state = rec.store.load(name).state
-            if not follow or state.status in STOPPED or time.monotonic() > deadline:
-                break
-            time.sleep(interval)
-        print(status_text(state))
+        with FollowView(spec, mode if follow else "quiet", _time_label(rec.clock)) as view:
+            while True:
+                try:
+                    state = rec.step(name).state
+                except (LeaseHeldError, VersionConflictError) as exc:
+                    if not follow:
+                        raise
+                    log.info("reconcile-skipped", campaign=name, detail=str(exc))
+                    state = rec.store.load(name).state
+                if follow:
+                    view.show(state, rec.clock.now())
+                if not follow or state.status in STOPPED or time.monotonic() > deadline:
+                    break
+                time.sleep(interval)
+    if not follow or mode != "json":
+        _print_state(state, None, "json" if mode == "json" else "text")
     if follow and state.status in (CampaignStatus.HALTED, CampaignStatus.ABORTED):
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _time_label(clock: object) -> str:
+    """The clock's name when it is not the wall clock ("sandbox time"), else "".
+
+    A clock that is not the wall clock says so with a `label` attribute.
+    """
+    label = getattr(clock, "label", "")
+    return label if isinstance(label, str) else ""
 
 
 def _state_json(state: CampaignState, catalog: str | None) -> dict[str, Any]:

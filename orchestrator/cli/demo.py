@@ -31,13 +31,13 @@ import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from infra.sandbox.errors import SandboxError
 from job_documents import JobDocumentError
+from orchestrator.cli._live import wave_table
 from orchestrator.cli._logging import LogFormat, configure_logging
 from orchestrator.errors import OrchestratorError, SpecError, UsageError
-from orchestrator.model import CampaignState, Counts
+from orchestrator.model import CampaignState
 
 __all__ = ["app"]
 
@@ -82,49 +82,6 @@ _WORKERS_HELP = (
 )
 
 
-_BAR = (
-    ("succeeded", "green"),
-    ("failed", "red"),
-    ("rejected", "magenta"),
-    ("timed_out", "yellow"),
-    ("in_progress", "blue"),
-    ("queued", "grey50"),
-)
-
-
-def _bar(counts: Counts, width: int = 28) -> Text:
-    total = counts.targeted
-    text = Text()
-    if total <= 0:
-        return Text("·" * width, style="grey30")
-    used = 0
-    for name, style in _BAR:
-        cells = round(width * getattr(counts, name) / total)
-        cells = min(cells, width - used)
-        text.append("█" * cells, style=style)
-        used += cells
-    text.append("·" * (width - used), style="grey30")
-    return text
-
-
-def _table(state: CampaignState, title: str) -> Table:
-    table = Table(title=title, title_justify="left", expand=False)
-    for column in ("wave", "phase", "progress", "ok", "failed", "pending", "verdict"):
-        table.add_column(column, overflow="fold" if column == "verdict" else "ellipsis")
-    for wave in state.waves:
-        c = wave.counts
-        table.add_row(
-            wave.name,
-            wave.phase.value,
-            _bar(c),
-            str(c.succeeded),
-            str(c.failures),
-            str(c.queued + c.in_progress),
-            (wave.verdict[:70] + "…") if len(wave.verdict) > 70 else wave.verdict,  # noqa: PLR2004
-        )
-    return table
-
-
 class _LiveView:
     """Redraws the campaign at most ten times a second while a run goes on."""
 
@@ -154,7 +111,7 @@ class _LiveView:
             f"{self._heading} — campaign {state.name} {state.status.value} — "
             f"{progress.devices} devices — t+{minutes:.0f} min (simulated)"
         )
-        self._live.update(Group(_table(state, title)))
+        self._live.update(Group(wave_table(state, title)))
 
 
 def _summary(console: Console, result: Any, extra: list[str]) -> None:

@@ -416,7 +416,8 @@ def test_run_follow_reconciles_until_the_campaign_stops(sandbox, tmp_path) -> No
         assert cli(sandbox, state, "start", str(path)).returncode == 0
         result = cli(sandbox, state, "run", "e2e", "--follow", "--interval", "0.1")
     assert result.returncode == 0, result.stderr
-    assert "campaign e2e: COMPLETED" in result.stdout
+    # piped: one JSON line per change, the last one the final state
+    assert json.loads(result.stdout.splitlines()[-1])["status"] == "COMPLETED"
     assert len(jobs_in_sandbox(sandbox)) == 3
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from orchestrator.model import CampaignStatus, Counts, WavePhase
+from orchestrator.model import CampaignState, CampaignStatus, Counts, WavePhase
 from orchestrator.planner import initial_state
 from orchestrator.report import (
     progress_bar,
@@ -13,6 +13,7 @@ from orchestrator.report import (
     render_markdown,
     report_data,
     status_text,
+    waits,
 )
 from orchestrator.spec import parse_spec
 from orchestrator.store import StoredEvent
@@ -92,3 +93,76 @@ def test_progress_bar_and_status_text() -> None:
     assert "CATALOG: /x/catalog.json" in text
     assert "canary" in text
     assert "PENDING" in text
+
+
+def _running() -> CampaignState:
+    state = initial_state(SPEC, {w.name: ("{}", "a" * 64) for w in SPEC.waves}, T0)
+    return replace(state, status=CampaignStatus.RUNNING)
+
+
+def test_waits_names_the_approval_command_and_the_bake_in_the_clocks_time() -> None:
+    state = _running()
+    canary = replace(
+        state.waves[0],
+        phase=WavePhase.BAKING,
+        launched_at=T0,
+        bake_until=T0 + timedelta(minutes=19),
+        counts=Counts(succeeded=10),
+    )
+    wave1 = replace(state.waves[1], phase=WavePhase.AWAITING_APPROVAL)
+    state = state.with_wave(canary).with_wave(wave1)
+    now = T0 + timedelta(minutes=10)
+    assert waits(SPEC, state, now, "sandbox time") == [
+        "canary baking until 00:19 (sandbox time), in 9 min",
+        "wave-1 waits for approval: run `ca-migrate approve ats-2026 wave-1`",
+    ]
+    assert waits(SPEC, state, None)[0] == "canary baking until 00:19 UTC"
+
+
+def test_waits_gives_a_running_waves_deadline_and_a_paused_campaigns_command() -> None:
+    spec = parse_spec(README_CAMPAIGN.replace("approval: manual", "deadline_minutes: 60"))
+    state = _running()
+    wave1 = replace(
+        state.waves[1], phase=WavePhase.RUNNING, launched_at=T0, counts=Counts(queued=5)
+    )
+    state = state.with_wave(wave1)
+    assert waits(spec, state, T0) == [
+        "wave-1 runs: 0 of 5 completed; deadline 01:00 UTC, in 60 min"
+    ]
+    paused = replace(state, status=CampaignStatus.PAUSED)
+    assert waits(spec, paused, T0) == [
+        "ats-2026 is paused: run `ca-migrate resume ats-2026` to go on"
+    ]
+    assert waits(spec, replace(state, status=CampaignStatus.COMPLETED), T0) == []
+
+
+def test_follow_view_prints_one_json_line_per_change_only(capsys) -> None:
+    from orchestrator.cli._live import FollowView
+
+    state = _running()
+    with FollowView(SPEC, "json") as view:
+        view.show(state, T0)
+        view.show(state, T0 + timedelta(minutes=1))  # nothing changed: no line
+        moved = state.with_wave(replace(state.waves[0], phase=WavePhase.RUNNING))
+        view.show(moved, T0 + timedelta(minutes=2))
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["waves"][0]["phase"] for line in lines] == ["PENDING", "RUNNING"]
+    assert json.loads(lines[1])["at"] == "2026-03-01T00:02:00+00:00"
+
+
+def test_follow_view_on_a_terminal_draws_the_table_and_the_waits() -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.cli._live import FollowView
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    state = _running().with_wave(replace(_running().waves[1], phase=WavePhase.AWAITING_APPROVAL))
+    with FollowView(SPEC, "live", "sandbox time", console=console) as view:
+        view.show(state, T0)
+    screen = out.getvalue()
+    assert "campaign ats-2026 RUNNING — 00:00:00 (sandbox time)" in screen
+    assert "AWAITING_APPROVAL" in screen
+    assert "wave-1 waits for approval: run `ca-migrate approve ats-2026 wave-1`" in screen
