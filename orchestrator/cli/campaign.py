@@ -608,7 +608,7 @@ def report(
         chosen = _report_format(output, format_, output_file)
         store = _store(_options(ctx))
         spec = _spec_of(store, name)
-        data = report_data(store.load(name).state, store.events(name), spec.catalog)
+        data = report_data(store.load(name).state, store.events(name), spec.catalog, spec=spec)
         text = renderers[chosen](data)
         if output_file is not None:
             write_output_file(output_file, text)

@@ -217,7 +217,10 @@ def demo(
     with _exit_codes(), collector:
         chosen = find_scenario(scenario)
         fleet = demo_fleet(chosen, devices, seed)
-        path = report or Path(tempfile.gettempdir()) / f"ca-migrate-demo-{chosen.name}.html"
+        # one file per scenario and transport: an MQTT run never overwrites a memory run's report
+        path = report or Path(tempfile.gettempdir()) / (
+            f"ca-migrate-demo-{chosen.name}-{transport}.html"
+        )
         if time_scale is None:
             time_scale = 60.0 if transport == "mqtt" else 600.0
         settings = RunSettings(

@@ -196,3 +196,30 @@ def test_plan_without_credentials_says_so(
     assert missing.code == 1
     assert "nobody" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_demo_reports_of_two_transports_do_not_overwrite_each_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.demo import runner
+    from orchestrator.errors import UsageError
+
+    reports: list[Path] = []
+
+    def run_campaign(_text: str, _fleet: object, settings: runner.RunSettings, **_: object) -> None:
+        reports.append(settings.report)
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run_campaign", run_campaign)
+    saved = structlog.get_config()
+    try:
+        for transport in ("memory", "mqtt"):
+            CliRunner().invoke(app, ["demo", "--devices", "50", "--transport", transport])
+    finally:
+        structlog.configure(**saved)
+    assert len(reports) == 2
+    assert reports[0] != reports[1]
+    assert [p.name for p in reports] == [
+        "ca-migrate-demo-happy-memory.html",
+        "ca-migrate-demo-happy-mqtt.html",
+    ]

@@ -51,7 +51,7 @@ def sample():
             {"samples": [{"thing": "t-7", "status": "FAILED", "details": {"step": "probe"}}]},
         ),
     ]
-    return report_data(state, events, "/srv/sandbox/catalog.json")
+    return report_data(state, events, "/srv/sandbox/catalog.json", spec=SPEC)
 
 
 def test_report_data_keeps_decisions_only_and_sums_failures() -> None:
@@ -68,7 +68,11 @@ def test_report_data_keeps_decisions_only_and_sums_failures() -> None:
 
 def test_html_report_is_self_contained_escaped_and_charted() -> None:
     page = render_html(sample())
-    assert page.count("<svg") == 3
+    assert page.count('aria-label="executions by status"') == 3  # one bar per wave
+    assert page.count('aria-label="timeline of wave') == 1  # only canary launched
+    assert page.count('aria-label="endpoint split"') == 1
+    assert "<h2>Settings</h2>" in page
+    assert "90 of 100 targeted devices on the ATS endpoint" in page
     assert "<title>succeeded: 90</title>" in page
     assert "<script>" not in page
     assert "&lt;script&gt;" in page
@@ -80,7 +84,13 @@ def test_html_report_is_self_contained_escaped_and_charted() -> None:
 
 def test_markdown_report_lists_waves_and_reasons() -> None:
     text = render_markdown(sample())
-    assert "| canary | HALTED | 90 | 8 | 1 | 1 | 0 | 0 | 3 |" in text
+    assert "### canary: HALTED" in text
+    assert (
+        "- 90 succeeded, 8 failed, 1 rejected, 1 timed out, 0 in progress, 0 queued, 3\n"
+        "  never started"
+    ) in text
+    assert "- wave canary: groups canary; approval auto; gate 0.95 at confidence 0.95" in text
+    assert "- 90 of 100 targeted devices on the ATS endpoint, 10 still on the legacy" in text
     assert "**wave-halted** [canary]" in text
     assert "not the packaged Amazon roots" in text
 
@@ -166,3 +176,124 @@ def test_follow_view_on_a_terminal_draws_the_table_and_the_waits() -> None:
     assert "campaign ats-2026 RUNNING — 00:00:00 (sandbox time)" in screen
     assert "AWAITING_APPROVAL" in screen
     assert "wave-1 waits for approval: run `ca-migrate approve ats-2026 wave-1`" in screen
+
+
+def test_markdown_fits_80_columns_and_times_have_no_microseconds() -> None:
+    data = sample()
+    long_reason = "gate can no longer pass: " + "figures " * 40
+    data["waves"][0]["verdict"] = long_reason
+    data["decisions"].append(
+        {
+            "at": "2026-03-01T00:00:00+00:00",
+            "kind": "wave-halted",
+            "wave": "canary",
+            "reason": long_reason,
+            "data": {},
+        }
+    )
+    text = render_markdown(data)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    late = T0.replace(microsecond=123456)
+    state = replace(_running(), created_at=late, updated_at=late)
+    events = [StoredEvent(1, 0, late, "campaign-started", "go")]
+    fresh = report_data(state, events, spec=SPEC)
+    assert fresh["created_at"] == fresh["decisions"][0]["at"] == "2026-03-01T00:00:00+00:00"
+    assert "123456" not in render_json(fresh) + render_html(fresh) + render_markdown(fresh)
+
+
+def test_the_timeline_plots_counts_and_the_gates_own_lower_bound_with_decisions() -> None:
+    from orchestrator.gates import wilson_bounds
+    from orchestrator.timeline import wave_timelines
+
+    state = _running()
+    canary = replace(
+        state.waves[0],
+        phase=WavePhase.PASSED,
+        launched_at=T0,
+        finished_at=T0 + timedelta(minutes=30),
+        counts=Counts(succeeded=58, failed=2),
+    )
+    state = state.with_wave(canary)
+    at = [T0 + timedelta(minutes=m) for m in (5, 10, 30)]
+    events = [
+        StoredEvent(1, 0, T0, "wave-launching", "creating job", "canary"),
+        StoredEvent(
+            2,
+            0,
+            at[0],
+            "wave-progress",
+            "6 of 60",
+            "canary",
+            {"counts": {"succeeded": 6, "failed": 0}},
+        ),
+        StoredEvent(
+            3,
+            0,
+            at[1],
+            "wave-progress",
+            "30 of 60",
+            "canary",
+            {"counts": {"succeeded": 29, "failed": 1, "rejected": 0}},
+        ),
+        StoredEvent(
+            4,
+            0,
+            at[2],
+            "gate-passed",
+            "gate met",
+            "canary",
+            {"counts": {"succeeded": 58, "failed": 2}},
+        ),
+        StoredEvent(
+            4,
+            1,
+            at[2],
+            "wave-passed",
+            "gate met",
+            "canary",
+            {"counts": {"succeeded": 58, "failed": 2}},
+        ),
+        StoredEvent(
+            5, 0, at[2], "wave-progress", "other wave", "wave-1", {"counts": {"succeeded": 1}}
+        ),
+    ]
+    (timeline,) = wave_timelines(SPEC, state, events)
+    assert timeline["threshold"] == 0.95
+    assert [(p["succeeded"], p["failed"]) for p in timeline["points"]] == [
+        (0, 0),
+        (6, 0),
+        (29, 1),
+        (58, 2),
+        (58, 2),
+        (58, 2),
+    ]
+    lower, _ = wilson_bounds(29, 30, 0.95)
+    assert timeline["points"][2]["lower"] == round(lower, 4)
+    assert [m["kind"] for m in timeline["marks"]] == [
+        "wave-launching",
+        "gate-passed",
+        "wave-passed",
+    ]
+    page = render_html(report_data(state, events, spec=SPEC))
+    assert page.count("<polyline") == 3
+    assert "<title>2026-03-01T00:30:00+00:00 gate-passed: gate met</title>" in page
+
+
+def test_the_endpoint_split_counts_restored_devices_as_legacy_again() -> None:
+    from orchestrator.report import endpoint_split
+
+    state = _running()
+    canary = replace(
+        state.waves[0],
+        launched_at=T0,
+        counts=Counts(succeeded=8, failed=2),
+        restore_job_id="r",
+        restore_counts=Counts(succeeded=3),
+    )
+    split = endpoint_split(state.with_wave(canary))
+    assert split == {
+        "ats": 5,
+        "legacy": 5,
+        "targeted": 10,
+        "waves_not_launched": ["wave-1", "wave-2"],
+    }
