@@ -196,7 +196,7 @@ def demo(
             min=0,
         ),
     ] = None,
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     report: Annotated[
         Path | None, typer.Option(help="Write the HTML report here (default: a temp file).")
     ] = None,
@@ -272,7 +272,7 @@ def rehearse(
     fleet: Annotated[
         Path, typer.Option(help="Fleet file: groups, sizes and fault profiles (YAML).")
     ],
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     throttle_rate: Annotated[
         float, typer.Option(help="Share of control-plane calls throttled.", min=0, max=1)

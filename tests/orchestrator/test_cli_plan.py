@@ -124,3 +124,15 @@ def test_a_campaign_that_can_pass_plans_and_starts_once(sandbox, tmp_path: Path)
     assert refused.code == 2
     assert "campaign fit-ok exists (started " in refused.stderr
     assert "with another campaign file" in refused.stderr
+
+
+def test_plan_on_a_console_shows_no_info_events_unless_verbose(sandbox, tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    state = tmp_path / "s.sqlite"
+    quiet = cli(sandbox, state, "--log-format", "console", "plan", str(path))
+    loud = cli(sandbox, state, "plan", str(path), "--log-format", "console", "-v")
+    piped = cli(sandbox, state, "plan", str(path))  # not a terminal: JSON events stay
+    assert quiet.code == loud.code == piped.code == 0, quiet.stderr
+    assert "job_document.built" not in quiet.stderr
+    assert "job_document.built" in loud.stderr
+    assert '"event": "job_document.built"' in piped.stderr
