@@ -59,8 +59,6 @@ _CREDENTIAL_CODES = frozenset(
         "InvalidClientTokenId",
         "ExpiredToken",
         "ExpiredTokenException",
-        "AccessDeniedException",
-        "UnauthorizedException",
     }
 )
 REASON_CODE = "CA_MIGRATE_HALT"
@@ -115,7 +113,8 @@ def preflight(*, region: str, endpoint_url: str | None = None, profile: str | No
                 "AWS_ACCESS_KEY_ID / AWS_PROFILE / --profile and the IAM policy",
                 code=code,
             ) from exc
-        # anything else (throttling included) came from a live endpoint: the real calls follow
+        # anything else (throttling, or a policy without iot:DescribeEndpoint) came from a
+        # live endpoint that took the credentials: the real calls follow and speak for themselves
     except BotoCoreError as exc:
         raise AwsError(f"AWS IoT at {where} could not be used: {exc}") from exc
 

@@ -115,7 +115,7 @@ app = typer.Typer(
     name="ca-migrate",
     cls=_RootGroup,
     help="Move an AWS IoT Core fleet to the Amazon Trust Services roots and the iot:Data-ATS "
-    "endpoint, in gated waves.",
+    "endpoint, in gated waves. The options below may also follow the command.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
