@@ -29,6 +29,7 @@ from orchestrator.cli._output import (
     output_format,
     write_output_file,
 )
+from orchestrator.cli._survey import already_started, print_plan, refuse, survey
 from orchestrator.errors import (
     CampaignExistsError,
     CampaignNotFoundError,
@@ -39,7 +40,7 @@ from orchestrator.errors import (
     UsageError,
     VersionConflictError,
 )
-from orchestrator.feasibility import Problem, check_campaign, devices_needed, wave_devices
+from orchestrator.feasibility import devices_needed
 from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import Reconciler, StepResult
@@ -184,39 +185,6 @@ def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Survey:
-    """What the account holds for a campaign: group ARNs, each wave's things, the problems."""
-
-    arns: dict[str, str]
-    members: dict[str, dict[str, list[str]]]
-    problems: list[Problem]
-
-    def devices(self, wave: str) -> int:
-        return len(wave_devices(self.members[wave]))
-
-
-def _survey(api: IotJobsAdapter, spec: CampaignSpec) -> _Survey:
-    """Resolve every group (a missing one is exit 2) and its things; check the campaign can pass."""
-    arns: dict[str, str] = {}
-    things: dict[str, list[str]] = {}
-    members: dict[str, dict[str, list[str]]] = {}
-    for wave in spec.waves:
-        members[wave.name] = {}
-        for group in wave.thing_groups:
-            if group not in arns:
-                arns[group] = api.group_arn(group)
-                things[group] = api.thing_names(group)
-            members[wave.name][group] = things[group]
-    return _Survey(arns, members, check_campaign(spec, members))
-
-
-def _refuse(problems: list[Problem]) -> None:
-    if problems:
-        lines = "\n".join(f"  - {p.message}" for p in problems)
-        raise UsageError(f"the campaign cannot succeed as written:\n{lines}")
-
-
 @app.command()
 def plan(
     ctx: typer.Context,
@@ -238,7 +206,7 @@ def plan(
         api = _adapter(_options(ctx), spec)
         host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
         built = build_wave_documents(spec, host)
-        survey = _survey(api, spec)
+        found = survey(api, spec)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
@@ -247,13 +215,13 @@ def plan(
                 job_id,
                 f"<{doc.size} characters>",
                 job_config(spec, wave, "migrate"),
-                [survey.arns[g] for g in wave.thing_groups],
+                [found.arns[g] for g in wave.thing_groups],
             )
             waves.append(
                 {
                     "wave": wave.name,
-                    "devices": {g: len(t) for g, t in survey.members[wave.name].items()},
-                    "distinct_devices": survey.devices(wave.name),
+                    "devices": {g: len(t) for g, t in found.members[wave.name].items()},
+                    "distinct_devices": found.devices(wave.name),
                     "gate_needs_devices": devices_needed(wave.gate),
                     "job_id": job_id,
                     "document_size": doc.size,
@@ -271,36 +239,14 @@ def plan(
             "roots": list(spec.trust.add),
             "waves": waves,
             "problems": [
-                {"code": p.code, "wave": p.wave, "message": p.message} for p in survey.problems
+                {"code": p.code, "wave": p.wave, "message": p.message} for p in found.problems
             ],
         }
         if output == "json":
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
-            _print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves)
-        _refuse(survey.problems)
-
-
-def _print_plan(
-    spec: CampaignSpec, host: str, catalog: str, is_default: bool, waves: list[dict[str, Any]]
-) -> None:
-    print(f"campaign {spec.name} in {spec.region}: endpoint {host}")
-    if not is_default:
-        print(f"!! CATALOG {catalog}: NOT the packaged Amazon Trust Services roots")
-    else:
-        print(f"catalog {catalog}")
-    print(f"roots to add: {', '.join(spec.trust.add)}")
-    for w in waves:
-        groups = ", ".join(f"{g} ({n})" for g, n in w["devices"].items())
-        needs = w["gate_needs_devices"]
-        gate = f"gate needs {needs}+ devices" if needs is not None else "gate cannot pass"
-        print(
-            f"- wave {w['wave']}: {w['distinct_devices']} devices in {groups}; {gate}; "
-            f"approval {w['approval']}"
-        )
-        print(f"  job {w['job_id']}, document {w['document_size']} characters")
-        settings = {k: v for k, v in w["create_job"].items() if k not in ("jobId", "document")}
-        print(f"  CreateJob {json.dumps(settings, sort_keys=True)}")
+            print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves)
+        refuse(found.problems)
 
 
 @app.command()
@@ -316,31 +262,11 @@ def start(
         opts = _options(ctx)
         text = file.read_text(encoding="utf-8")
         rec = _reconciler(opts, spec.region)
-        if not _already_started(rec.store, spec.name, text):
-            _refuse(_survey(_adapter(opts, spec), spec).problems)
+        if not already_started(rec.store, spec.name, text):
+            refuse(survey(_adapter(opts, spec), spec).problems)
             rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(spec.name)
     _print_state(result.state, spec.catalog, output)
-
-
-def _already_started(store: StateStore, name: str, text: str) -> bool:
-    """True when the campaign exists with this very file (a re-run); exit 2 with another."""
-    try:
-        existing = store.load(name)
-    except CampaignNotFoundError:
-        return False
-    started = existing.state.created_at.isoformat(timespec="seconds")
-    if existing.spec_text != text:
-        raise CampaignExistsError(
-            f"campaign {name} exists (started {started}) with another campaign file; "
-            f"give the new campaign another name, or see it with `ca-migrate status {name}`"
-        )
-    print(
-        f"campaign {name} exists (started {started}) with this file: nothing new to start; "
-        f"follow it with `ca-migrate run {name} --follow`",
-        file=sys.stderr,
-    )
-    return True
 
 
 # -- run / status / events -------------------------------------------------------------------
