@@ -297,3 +297,32 @@ def test_the_endpoint_split_counts_restored_devices_as_legacy_again() -> None:
         "targeted": 10,
         "waves_not_launched": ["wave-1", "wave-2"],
     }
+
+
+def test_the_planner_records_a_timeline_point_per_tenth_and_never_twice() -> None:
+    from orchestrator.planner import JobObservation, Observations, decide
+
+    state = decide(SPEC, _running(), Observations(jobs={}), T0).state
+    job = state.wave("canary").job_id
+    progress = []
+    for done in range(0, 1001, 7):  # a thousand-device canary observed 143 times
+        failed = done // 50
+        seen = JobObservation(
+            job_id=job,
+            exists=True,
+            status="IN_PROGRESS",
+            counts=Counts(succeeded=done - failed, failed=failed, queued=1000 - done),
+            rollout_done=False,
+        )
+        for _ in range(2):  # the same observation twice records nothing new
+            decision = decide(SPEC, state, Observations(jobs={job: seen}), T0)
+            state = decision.state
+            progress += [e for e in decision.events if e.kind == "wave-progress"]
+    # nine tenths completed (1000 is not a multiple of 7), and the first tenth failed
+    assert len(progress) == 10
+    first = progress[0]
+    assert first.wave == "canary"
+    assert first.data["counts"] == {
+        "succeeded": 55, "failed": 1, "rejected": 0, "timed_out": 0,
+        "queued": 944, "in_progress": 0,
+    }  # fmt: skip  # the first failure starts the first tenth failed
