@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 runtime = pytest.importorskip("infra.sandbox.runtime")
 
-from tests.e2e.test_campaign import GROUPS, THINGS, Fleet, campaign_text  # noqa: E402
+from tests.e2e.campaign_kit import GROUPS, THINGS, Fleet, campaign_text  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
