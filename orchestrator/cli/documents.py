@@ -316,8 +316,20 @@ def validate(
     allow_unknown_ca: AllowUnknownOption = False,
     margin_days: MarginOption = 365,
     allow_region: AllowRegionOption = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="text (a summary line; problems on stderr) or json (one object on stdout).",
+        ),
+    ] = "text",
 ) -> None:
     """Check a document as a device would; exit 0 if valid, 2 with one line per problem."""
+    try:
+        as_json = output_format(output) == "json"
+    except UsageError as exc:
+        _fail(str(exc))
     if file == "-":
         raw = sys.stdin.buffer.read()
     else:
@@ -342,9 +354,38 @@ def validate(
     except DocumentInvalid as exc:
         for problem in exc.problems:
             print(f"invalid: {problem}", file=sys.stderr)
+        if as_json:
+            problems = [
+                {"code": p.code, "path": p.path, "message": p.message} for p in exc.problems
+            ]
+            print(json.dumps({"valid": False, "problems": problems}, sort_keys=True))
         raise typer.Exit(EXIT_INVALID) from exc
     except JobDocumentError as exc:
         _fail(str(exc))
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "operation": result.operation.value,
+                    "campaign": result.campaign,
+                    "wave": result.wave,
+                    "region": result.region,
+                    "endpoint": (
+                        {"host": result.endpoint.host, "port": result.endpoint.port}
+                        if result.endpoint is not None
+                        else None
+                    ),
+                    "roots": len(result.roots),
+                    "remove": len(result.remove),
+                    "keep_existing": result.keep_existing,
+                    "signed": result.signed,
+                    "sha256": result.sha256,
+                },
+                sort_keys=True,
+            )
+        )
+        return
     target = (
         f" endpoint={result.endpoint.host}:{result.endpoint.port}"
         if result.endpoint is not None

@@ -223,3 +223,29 @@ def test_demo_reports_of_two_transports_do_not_overwrite_each_other(
         "ca-migrate-demo-happy-memory.html",
         "ca-migrate-demo-happy-mqtt.html",
     ]
+
+
+def test_document_validate_prints_one_json_object_with_o_json(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.json"
+    built = run(
+        "document", "build", "--region", "us-east-1", "--ca", "amazon-root-ca-1",
+        "--endpoint", "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com", "--output-file", str(doc),
+    )  # fmt: skip
+    assert built.code == 0, built.stderr
+    valid = run("document", "validate", str(doc), "-o", "json")
+    assert valid.code == 0, valid.stderr
+    body = json.loads(valid.stdout)
+    assert body["valid"] is True
+    assert body["endpoint"] == {
+        "host": "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com",
+        "port": 8883,
+    }
+    assert body["roots"] == 1
+    (tmp_path / "bad.json").write_text("{}")
+    invalid = run("document", "validate", str(tmp_path / "bad.json"), "-o", "json")
+    assert invalid.code == 2
+    refused = json.loads(invalid.stdout)
+    assert refused["valid"] is False
+    assert refused["problems"]
+    assert {"code", "path", "message"} <= set(refused["problems"][0])
+    assert run("document", "validate", str(doc), "-o", "yaml").code == 2
