@@ -327,7 +327,8 @@ def _time_label(clock: object) -> str:
 
 def _state_json(state: CampaignState, catalog: str | None) -> dict[str, Any]:
     data = report_data(state, [], catalog)
-    data.pop("decisions")
+    for key in ("decisions", "settings", "timelines"):  # the report's, not the status's
+        data.pop(key)
     for wave, w in zip(state.waves, data["waves"], strict=True):
         w["progress"] = progress_bar(wave.counts).split("] ")[-1].strip()
     return data
