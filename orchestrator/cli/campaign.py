@@ -22,7 +22,8 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from job_documents import JobDocumentError, SystemClock
+from job_documents import JobDocumentError
+from orchestrator.clock import clock_from_env, clock_note
 from orchestrator.errors import (
     CampaignExistsError,
     CampaignNotFoundError,
@@ -141,7 +142,7 @@ def _reconciler(opts: _Options, region: str, store: StateStore | None = None) ->
         api = KillingJobsApi(api, switch)
         if not isinstance(store, KillingStore):
             store = KillingStore(store, switch)
-    return Reconciler(store, api, SystemClock())
+    return Reconciler(store, api, clock_from_env(opts.endpoint_url))
 
 
 def _campaign_reconciler(opts: _Options, name: str) -> Reconciler:
@@ -246,7 +247,7 @@ def start(
         text = file.read_text(encoding="utf-8")
         state = rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(state.name)
-        print(status_text(result.state, _catalog_note(spec)))
+        print(status_text(result.state, _catalog_note(spec)) + clock_note(rec.clock))
 
 
 # -- run / status / events -------------------------------------------------------------------
@@ -277,7 +278,7 @@ def run(
             if not follow or state.status in STOPPED or time.monotonic() > deadline:
                 break
             time.sleep(interval)
-        print(status_text(state))
+        print(status_text(state) + clock_note(rec.clock))
     if follow and state.status in (CampaignStatus.HALTED, CampaignStatus.ABORTED):
         raise typer.Exit(EXIT_FAILURE)
 
@@ -353,7 +354,7 @@ def _command(ctx: typer.Context, name: str, make: Callable[[], Command]) -> None
     with _exit_codes():
         rec = _campaign_reconciler(_options(ctx), name)
         result = _waiting_for_the_lease(lambda: rec.command(name, lambda _spec, _state: make()))
-        print(status_text(result.state))
+        print(status_text(result.state) + clock_note(rec.clock))
 
 
 @app.command()
