@@ -236,3 +236,52 @@ def test_sandbox_fleet_migrates_real_devices_fails_its_share_and_stops_on_sigint
         assert config.catalog == (state / "pki" / "ats" / "catalog.json").resolve()
         failing = history[name]["status"] == "FAILED"
         assert (config.connect_override[f"{ATS}:8883"] == "127.0.0.1:1") == failing
+
+
+@pytest.mark.e2e
+@pytest.mark.mqtt
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
+@pytest.mark.skipif(
+    not _resolves(ATS),
+    reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
+)
+def test_on_a_terminal_the_fleet_is_one_line_rewritten_in_place(tmp_path: Path) -> None:
+    import pty
+
+    state = tmp_path / "sbx"
+    with Sandbox(mqtt=True, time_scale=60, state_dir=state) as sandbox:
+        write_connection_files(state, sandbox.describe())
+        sandbox.provision(2, [("g", None)])
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "sandbox",
+                "fleet",
+                "--state-dir",
+                str(state),
+            ],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(follower)
+        seen = b""
+        deadline = time.monotonic() + 60
+        try:
+            while b"2 connected" not in seen and time.monotonic() < deadline:
+                try:
+                    seen += os.read(leader, 4096)
+                except OSError:
+                    break
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+            os.close(leader)
+    assert b"2 connected" in seen
+    assert b"\r\x1b[2Kdevices 2:" in seen  # rewritten in place, not a new line per change
+    assert b"(sandbox time)" not in seen  # the event lines are for pipes and files
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
