@@ -138,7 +138,8 @@ def _text(description: dict[str, Any], env_file: Path | None = None) -> str:
         lines.append(f"  MQTT {kind:<16} {endpoint['host']}:{endpoint['port']}")
     if description.get("ca_dir"):
         lines.append(f"  CA directory          {description['ca_dir']}")
-    lines.append(f"  time scale            x{description['time_scale']:g} (sandbox time)")
+    if description.get("time_scale") is not None:
+        lines.append(f"  time scale            x{description['time_scale']:g} (sandbox time)")
     lines.append("")
     if env_file is not None:
         lines.append(f"In another shell: source {env_file}   (these lines:)")
