@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -28,6 +28,7 @@ from infra.sandbox.errors import SandboxError
 
 if TYPE_CHECKING:
     from infra.sandbox.fleet.live import LiveFleet
+    from infra.sandbox.fleet.profiles import Profile
 
 __all__ = ["run_fleet"]
 
@@ -57,18 +58,7 @@ def run_fleet(
     verbose: bool,
 ) -> int:
     """Run the fleet until SIGINT or SIGTERM; the command's exit code."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from infra.sandbox.fleet.live import (
-        FleetSelectionError,
-        LiveFleet,
-        fetch_credentials,
-        parse_offline,
-        pick_profiles,
-        select_things,
-    )
-    from infra.sandbox.runtime import DUMMY_CREDENTIALS
+    from infra.sandbox.fleet.live import FleetSelectionError, LiveFleet, fetch_credentials
 
     interactive = sys.stdout.isatty()
     if not verbose:
@@ -79,24 +69,10 @@ def run_fleet(
     except SandboxNotRunningError as exc:
         _error(str(exc))
         return EXIT_FAILURE
-    iot = boto3.session.Session(
-        aws_access_key_id=DUMMY_CREDENTIALS["aws_access_key_id"],
-        aws_secret_access_key=DUMMY_CREDENTIALS["aws_secret_access_key"],
-        region_name=str(description["region"]),
-    ).client("iot", endpoint_url=str(description["control_plane_url"]))
-    try:
-        share_or_count = parse_offline(offline)
-        members = select_things(iot, groups, things)
-        profiles = pick_profiles(members, fail_rate=fail_rate, offline=share_or_count, seed=seed)
-    except FleetSelectionError as exc:
-        _error(str(exc))
-        return EXIT_INVALID
-    except ClientError as exc:
-        _error(f"the sandbox refused: {exc.response.get('Error', {}).get('Message', exc)}")
-        return EXIT_INVALID
-    except BotoCoreError as exc:
-        _error(f"cannot reach the sandbox at {description['control_plane_url']}: {exc}")
-        return EXIT_FAILURE
+    selected = _profiles(description, groups, things, fail_rate, offline, seed)
+    if isinstance(selected, int):
+        return selected
+    profiles = selected
     stop = threading.Event()
 
     def _on_signal(_signum: int, _frame: object) -> None:
@@ -139,6 +115,46 @@ def run_fleet(
             signal.signal(sig, handler)
     _say(f"stopped: {fleet.summary().line()}" if fleet is not None else "stopped")
     return EXIT_OK
+
+
+def _profiles(
+    description: dict[str, Any],
+    groups: list[str],
+    things: list[str],
+    fail_rate: float,
+    offline: str | None,
+    seed: int,
+) -> dict[str, Profile] | int:
+    """Each selected device's profile, or the exit code after saying why there are none."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from infra.sandbox.fleet.live import (
+        FleetSelectionError,
+        parse_offline,
+        pick_profiles,
+        select_things,
+    )
+    from infra.sandbox.runtime import DUMMY_CREDENTIALS
+
+    iot = boto3.session.Session(
+        aws_access_key_id=DUMMY_CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["aws_secret_access_key"],
+        region_name=str(description["region"]),
+    ).client("iot", endpoint_url=str(description["control_plane_url"]))
+    try:
+        share_or_count = parse_offline(offline)
+        members = select_things(iot, groups, things)
+        return pick_profiles(members, fail_rate=fail_rate, offline=share_or_count, seed=seed)
+    except FleetSelectionError as exc:
+        _error(str(exc))
+        return EXIT_INVALID
+    except ClientError as exc:
+        _error(f"the sandbox refused: {exc.response.get('Error', {}).get('Message', exc)}")
+        return EXIT_INVALID
+    except BotoCoreError as exc:
+        _error(f"cannot reach the sandbox at {description['control_plane_url']}: {exc}")
+        return EXIT_FAILURE
 
 
 def _show(fleet: LiveFleet, stop: threading.Event, *, interactive: bool) -> None:
