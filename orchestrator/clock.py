@@ -58,6 +58,8 @@ _PREFIX: Final = "sandbox:"
 class SandboxClock:
     """A sandbox's scaled time, read from its admin API and extrapolated between reads."""
 
+    label = "sandbox time"  # what the CLI writes beside the times it prints
+
     def __init__(self, admin_url: str, *, resync_seconds: float = RESYNC_SECONDS) -> None:
         self.admin_url = admin_url.rstrip("/")
         self.resync_seconds = resync_seconds
@@ -149,7 +151,7 @@ def clock_from_env(endpoint_url: str | None, environ: dict[str, str] | None = No
 
 def clock_label(clock: Clock) -> str:
     """What to write after the times a command prints: '' or ' (sandbox time)'."""
-    return " (sandbox time)" if isinstance(clock, SandboxClock) else ""
+    return f" ({SandboxClock.label})" if isinstance(clock, SandboxClock) else ""
 
 
 def clock_note(clock: Clock) -> str:
