@@ -56,6 +56,7 @@ from orchestrator.model import (
     MaintenanceWindow,
     OfflinePolicy,
     Rollout,
+    SigningSpec,
     TrustSpec,
     WaveSpec,
 )
@@ -82,6 +83,13 @@ MAX_MINUTES: Final = 2 * 365 * 24 * 60
 _NAME = r"^[A-Za-z0-9_-]{1,64}$"
 _GROUP = r"^[a-zA-Z0-9:_-]{1,128}$"
 _REGION = r"^[a-z]{2}(-[a-z]+)+-\d$"
+#: The document's signature.keyId pattern (job_documents' schema).
+_KEY_ID = r"^[A-Za-z0-9._:-]{1,64}$"
+#: A KMS key id, key ARN, alias name or alias ARN (KMS's own KeyId forms).
+_KMS_KEY = (
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]{1,64}|alias/[A-Za-z0-9/_-]{1,250})"
+    r"|alias/[A-Za-z0-9/_-]{1,250}|[A-Za-z0-9-]{1,64})$"
+)
 
 Name = Annotated[str, Field(pattern=_NAME)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -98,6 +106,31 @@ class TrustModel(_Model):
         min_length=1, max_length=10, description="Catalog root names (or SHA-256 fingerprints)."
     )
     keep_existing: bool = Field(default=True, description="Keep the roots the device trusts today.")
+
+
+class SigningModel(_Model):
+    key_id: str = Field(
+        pattern=_KEY_ID,
+        description="Recorded in each document's signature.keyId (letters, digits, . _ : -).",
+    )
+    key_file: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="PEM private key (Ed25519 or ECDSA P-256), relative to the campaign file.",
+    )
+    kms_key: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=_KMS_KEY,
+        description="AWS KMS key (id, ARN, alias/NAME or alias ARN): ECC_NIST_P256, SIGN_VERIFY.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SigningModel:
+        if (self.key_file is None) == (self.kms_key is None):
+            raise ValueError("give exactly one of key_file or kms_key")
+        return self
 
 
 class RetriesModel(_Model):
@@ -237,7 +270,14 @@ class CampaignFile(_Model):
         max_length=4096,
         description="A catalog file to take roots from instead of the packaged one.",
     )
+    endpoint_port: Literal[8883, 443] = Field(
+        8883,
+        description="Port devices connect to: 8883, or 443 (MQTT with ALPN x-amzn-mqtt-ca).",
+    )
     trust: TrustModel
+    signing: SigningModel | None = Field(
+        None, description="Sign every document: a key file or an AWS KMS key, and its key id."
+    )
     execution: ExecutionModel = ExecutionModel()
     halt: HaltModel = HaltModel()
     waves: list[WaveModel] = Field(min_length=1, max_length=50)
@@ -246,6 +286,14 @@ class CampaignFile(_Model):
         catalog = self.catalog
         if catalog is not None and base_dir is not None and not Path(catalog).is_absolute():
             catalog = str((base_dir / catalog).resolve())
+        signing = None
+        if self.signing is not None:
+            key_file = self.signing.key_file
+            if key_file is not None and base_dir is not None and not Path(key_file).is_absolute():
+                key_file = str((base_dir / key_file).resolve())
+            signing = SigningSpec(
+                key_id=self.signing.key_id, key_file=key_file, kms_key=self.signing.kms_key
+            )
         return CampaignSpec(
             name=self.name,
             region=self.region,
@@ -258,6 +306,8 @@ class CampaignFile(_Model):
                 min_executed=self.halt.min_executed,
             ),
             catalog=catalog,
+            signing=signing,
+            endpoint_port=self.endpoint_port,
             waves=tuple(_wave(w) for w in self.waves),
         )
 

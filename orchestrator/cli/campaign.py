@@ -34,9 +34,9 @@ from orchestrator.errors import (
     UsageError,
     VersionConflictError,
 )
-from orchestrator.model import CampaignSpec, CampaignStatus
+from orchestrator.model import CampaignSpec, CampaignStatus, SigningSpec
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
-from orchestrator.reconcile import Reconciler, StepResult
+from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener, StepResult
 from orchestrator.report import (
     progress_bar,
     render_html,
@@ -135,7 +135,43 @@ def _reconciler(opts: _Options, region: str, store: StateStore | None = None) ->
         )
     )
     store = store or _store(opts)
-    return Reconciler(store, api, SystemClock())
+    return Reconciler(store, api, SystemClock(), signer=_signer_opener(opts))
+
+
+def _signer_opener(opts: _Options) -> SignerOpener:
+    from orchestrator.signing import open_signer
+
+    def opener(signing: SigningSpec, region: str) -> DocumentKey:
+        return open_signer(signing, region, opts.profile)
+
+    return opener
+
+
+def signing_plan(spec: CampaignSpec) -> dict[str, Any]:
+    """The `signing` member of `plan --output json`: whether documents are signed, and how."""
+    if spec.signing is None:
+        return {"signed": False}
+    return {
+        "signed": True,
+        "key_id": spec.signing.key_id,
+        "source": "kms" if spec.signing.kms_key is not None else "key-file",
+        "key": spec.signing.kms_key or spec.signing.key_file,
+    }
+
+
+def signing_lines(spec: CampaignSpec) -> list[str]:
+    """`plan`'s text lines about signing and the port devices connect to."""
+    port = (
+        "port 443 (MQTT with ALPN x-amzn-mqtt-ca)"
+        if spec.endpoint_port == 443  # noqa: PLR2004 - the MQTT-over-443 port
+        else f"port {spec.endpoint_port}"
+    )
+    if spec.signing is None:
+        return [f"devices connect on {port}", "documents are NOT signed"]
+    return [
+        f"devices connect on {port}",
+        f"documents are signed: key id {spec.signing.key_id}, {spec.signing.source}",
+    ]
 
 
 def _campaign_reconciler(opts: _Options, name: str) -> Reconciler:
@@ -180,7 +216,8 @@ def plan(
             make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
         )
         host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
-        built = build_wave_documents(spec, host)
+        signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
+        built = build_wave_documents(spec, host, signer)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
@@ -205,6 +242,8 @@ def plan(
             "campaign": spec.name,
             "region": spec.region,
             "endpoint": host,
+            "endpoint_port": spec.endpoint_port,
+            "signing": signing_plan(spec),
             "catalog": built.catalog.source,
             "catalog_is_default": built.catalog.is_default,
             "roots": list(spec.trust.add),
@@ -219,6 +258,8 @@ def plan(
     else:
         print(f"catalog {built.catalog.source}")
     print(f"roots to add: {', '.join(spec.trust.add)}")
+    for line in signing_lines(spec):
+        print(line)
     for w in waves:
         total = sum(w["devices"].values())
         groups = ", ".join(f"{g} ({n})" for g, n in w["devices"].items())
