@@ -96,14 +96,56 @@ def _translate(operation: str, key: str) -> Iterator[None]:
 class KmsSigner:
     """A `job_documents.Signer` whose private key stays in AWS KMS."""
 
-    def __init__(self, client: KmsApi, key: str, key_arn: str, public: PublicKey) -> None:
-        self._client = client
+    def __init__(self, client: KmsApi, key: str) -> None:
+        self._kms = client
         self.key = key
-        self.key_arn = key_arn
-        self._public = public
+        self.key_arn = key
+        self._public: PublicKey | None = None
 
     def public_key(self) -> PublicKey:
+        if self._public is None:
+            self.check()
+        assert self._public is not None  # noqa: S101 - check() sets it or raises
         return self._public
+
+    def check(self) -> None:
+        """Refuse a key that cannot sign what devices verify; fetch its public key.
+
+        Refused (SigningKeyError): a missing or disabled key, a key that is not
+        ECC_NIST_P256, not SIGN_VERIFY, or does not offer ECDSA_SHA_256.
+        """
+        key = self.key
+        with _translate("DescribeKey", key):
+            meta = self._kms.describe_key(KeyId=key)["KeyMetadata"]
+        spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec")
+        if spec != KEY_SPEC:
+            raise SigningKeyError(
+                f"KMS key {key} is {spec}, not {KEY_SPEC}: devices verify ECDSA P-256 "
+                "signatures; create one with aws kms create-key --key-spec ECC_NIST_P256 "
+                "--key-usage SIGN_VERIFY"
+            )
+        if meta.get("KeyUsage") != "SIGN_VERIFY":
+            raise SigningKeyError(
+                f"KMS key {key} has usage {meta.get('KeyUsage')}, not SIGN_VERIFY: it cannot "
+                "sign; create a key with --key-usage SIGN_VERIFY"
+            )
+        if meta.get("KeyState", "Enabled") != "Enabled" or meta.get("Enabled") is False:
+            raise SigningKeyError(
+                f"KMS key {key} is {meta.get('KeyState')}: enable it (aws kms enable-key) or "
+                "use another key"
+            )
+        if SIGNING_ALGORITHM not in meta.get("SigningAlgorithms", [SIGNING_ALGORITHM]):
+            raise SigningKeyError(f"KMS key {key} does not offer {SIGNING_ALGORITHM}")
+        arn = str(meta.get("Arn") or key)
+        with _translate("GetPublicKey", key):
+            der = self._kms.get_public_key(KeyId=arn)["PublicKey"]
+        public = serialization.load_der_public_key(der)
+        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
+            public.curve, ec.SECP256R1
+        ):
+            raise SigningKeyError(f"KMS key {key}'s public key is not an ECDSA P-256 key")
+        self.key_arn, self._public = arn, public
+        log.info("kms-key-opened", key=key, arn=arn)
 
     def sign(self, payload: bytes) -> bytes:
         if len(payload) <= MAX_RAW_MESSAGE:
@@ -111,7 +153,7 @@ class KmsSigner:
         else:
             message, message_type = hashlib.sha256(payload).digest(), "DIGEST"
         with _translate("Sign", self.key):
-            answer = self._client.sign(
+            answer = self._kms.sign(
                 KeyId=self.key_arn,
                 Message=message,
                 MessageType=message_type,
@@ -123,38 +165,7 @@ class KmsSigner:
 
 
 def open_kms_signer(client: KmsApi, key: str) -> KmsSigner:
-    """Check that `key` can sign documents devices verify, and fetch its public key.
-
-    Refused (SigningKeyError): a missing or disabled key, a key that is not
-    ECC_NIST_P256, not SIGN_VERIFY, or does not offer ECDSA_SHA_256.
-    """
-    with _translate("DescribeKey", key):
-        meta = client.describe_key(KeyId=key)["KeyMetadata"]
-    spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec")
-    if spec != KEY_SPEC:
-        raise SigningKeyError(
-            f"KMS key {key} is {spec}, not {KEY_SPEC}: devices verify ECDSA P-256 signatures; "
-            "create one with aws kms create-key --key-spec ECC_NIST_P256 --key-usage SIGN_VERIFY"
-        )
-    if meta.get("KeyUsage") != "SIGN_VERIFY":
-        raise SigningKeyError(
-            f"KMS key {key} has usage {meta.get('KeyUsage')}, not SIGN_VERIFY: it cannot sign; "
-            "create a key with --key-usage SIGN_VERIFY"
-        )
-    if meta.get("KeyState", "Enabled") != "Enabled" or meta.get("Enabled") is False:
-        raise SigningKeyError(
-            f"KMS key {key} is {meta.get('KeyState')}: enable it (aws kms enable-key) or use "
-            "another key"
-        )
-    if SIGNING_ALGORITHM not in meta.get("SigningAlgorithms", [SIGNING_ALGORITHM]):
-        raise SigningKeyError(f"KMS key {key} does not offer {SIGNING_ALGORITHM}")
-    arn = str(meta.get("Arn") or key)
-    with _translate("GetPublicKey", key):
-        der = client.get_public_key(KeyId=arn)["PublicKey"]
-    public = serialization.load_der_public_key(der)
-    if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
-        public.curve, ec.SECP256R1
-    ):
-        raise SigningKeyError(f"KMS key {key}'s public key is not an ECDSA P-256 key")
-    log.info("kms-key-opened", key=key, arn=arn)
-    return KmsSigner(client, key, arn, public)
+    """A signer for `key`, checked (`KmsSigner.check`) before anything is signed."""
+    signer = KmsSigner(client, key)
+    signer.check()
+    return signer

@@ -22,7 +22,7 @@ from device_handler.errors import DocumentRejected
 from device_handler.validation import ValidationSettings, make_validator
 from job_documents import Endpoint, Operation, SigningKeyError, build_document, load_catalog
 from job_documents.testing import make_signing_key, private_key_pem, public_key_pem
-from orchestrator.aws.kms import MAX_RAW_MESSAGE, KmsSigner, open_kms_signer
+from orchestrator.aws.kms import MAX_RAW_MESSAGE, open_kms_signer
 from orchestrator.errors import SpecError
 from orchestrator.jobdocs import build_restore_document, build_wave_documents
 from orchestrator.signing import kms_key_region, open_signer
@@ -137,9 +137,30 @@ class _DigestKms:
     """KMS Sign as AWS documents it for MessageType=DIGEST (moto 5 does not implement DIGEST:
     it hashes the digest again). Real P-256 key; only the DIGEST branch is exercised here."""
 
+    ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
     def __init__(self) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.calls: list[tuple[str, int]] = []
+
+    def describe_key(self, *, KeyId: str) -> Any:  # noqa: N803
+        assert KeyId == "alias/docs"
+        return {
+            "KeyMetadata": {
+                "Arn": self.ARN,
+                "KeySpec": "ECC_NIST_P256",
+                "KeyUsage": "SIGN_VERIFY",
+                "KeyState": "Enabled",
+                "SigningAlgorithms": ["ECDSA_SHA_256"],
+            }
+        }
+
+    def get_public_key(self, *, KeyId: str) -> Any:  # noqa: N803
+        assert KeyId == self.ARN
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return {"PublicKey": der}
 
     def sign(self, *, KeyId: str, Message: bytes, MessageType: str, SigningAlgorithm: str) -> Any:  # noqa: N803
         assert KeyId.startswith("arn:aws:kms:")
@@ -158,7 +179,7 @@ def test_a_document_over_the_raw_limit_is_signed_as_a_digest_and_still_verifies(
     tmp_path: Path,
 ) -> None:
     fake = _DigestKms()
-    signer = KmsSigner(fake, "alias/docs", "arn:aws:kms:us-east-1:1:key/k", fake.key.public_key())
+    signer = open_kms_signer(fake, "alias/docs")
     catalog = load_catalog()
     roots = list(catalog.roots)[:4]
     built = build_document(
