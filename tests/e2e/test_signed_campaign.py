@@ -141,7 +141,7 @@ def test_document_build_signs_with_a_kms_key(kms_server: Any, tmp_path: Path) ->
             "document", "build", "--region", "us-east-1",
             "--endpoint", "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com",
             "--ca", "amazon-root-ca-1", "--kms-key", key["Arn"], "--key-id", "ops",
-            "-o", str(out),
+            "--output-file", str(out),
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
