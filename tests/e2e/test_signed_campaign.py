@@ -170,3 +170,30 @@ def test_document_build_signs_with_a_kms_key(kms_server: Any, tmp_path: Path) ->
     )  # fmt: skip
     assert missing.exit_code == 2
     assert "NotFoundException" in missing.output
+
+
+def test_an_unusable_key_file_stops_plan_and_start_with_exit_2_without_echoing_it(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "p384.key").write_bytes(pem)
+    path = tmp_path / "c.yaml"
+    path.write_text(campaign_text() + "signing: {key_file: p384.key, key_id: ops}\n")
+    state = tmp_path / "state.sqlite"
+    body = pem.decode().splitlines()[1]
+    for command in ("plan", "start"):
+        result = in_process(sandbox, state, command, str(path))
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "P-256" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert body not in result.stdout + result.stderr
+    assert sandbox.iot_client().list_jobs()["jobs"] == []
