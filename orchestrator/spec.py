@@ -134,9 +134,23 @@ class SigningModel(_Model):
         return self
 
 
+MAX_RETRIES_IN_ALL: Final = 10
+
+
 class RetriesModel(_Model):
     failed: int = Field(0, ge=0, le=10, description="Retries after FAILED.")
     timed_out: int = Field(0, ge=0, le=10, description="Retries after TIMED_OUT.")
+
+    @model_validator(mode="after")
+    def _ten_in_all(self) -> RetriesModel:
+        # AWS caps a job's retries at 10 across its criteria (jobExecutionsRetryConfig): more is
+        # refused at CreateJob, so refuse it here, at plan, before a wave is launched.
+        if self.failed + self.timed_out > MAX_RETRIES_IN_ALL:
+            raise ValueError(
+                f"failed ({self.failed}) and timed_out ({self.timed_out}) retries add up to "
+                f"{self.failed + self.timed_out}; AWS allows at most {MAX_RETRIES_IN_ALL} in all"
+            )
+        return self
 
 
 class ExecutionModel(_Model):
@@ -155,7 +169,11 @@ class ExecutionModel(_Model):
 
 class HaltModel(_Model):
     max_failure_rate: Fraction = Field(
-        1.0, description="Per wave: halt when failures / completed exceeds this (abortConfig too)."
+        1.0,
+        description=(
+            "Per wave: halt when failures / completed reaches this (abortConfig too); "
+            "1.0 never halts on the rate."
+        ),
     )
     fleet_failure_budget: int | None = Field(
         None,

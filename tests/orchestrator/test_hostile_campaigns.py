@@ -101,6 +101,10 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
         _with("maximum_per_minute: 100", "maximum_per_minute: 1001"),
         "(waves[1].rollout.maximum_per_minute): Input should be less than or equal to 1000",
     ),
+    "retries-past-aws-limit-in-all": (
+        _with("retries: {failed: 1, timed_out: 1}", "retries: {failed: 6, timed_out: 5}"),
+        "add up to 11; AWS allows at most 10 in all",
+    ),
     "retries-past-aws-limit": (
         _with("retries: {failed: 1", "retries: {failed: 11"),
         "line 9 (execution.retries.failed)",

@@ -241,6 +241,13 @@ def test_more_than_ten_retries_combined_are_refused(iot):
     )
 
 
+def test_a_document_nested_too_deeply_is_an_invalid_request_not_an_internal_failure(iot):
+    iot.create_thing(thingName="t")
+    deep = '{"a":' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="nested too deeply"):
+        iot.create_job(jobId="deep", targets=[f"{ARN}:thing/t"], document=deep)
+
+
 # -- smaller differences: pending list, document by default, throttling, limits ---------------
 def test_get_pending_job_executions_lists_at_most_ten(sandbox: Sandbox, jobs_data):
     sandbox.engine.create_things(["busy"])

@@ -122,6 +122,8 @@ def _validate_document(params: Mapping[str, Any]) -> None:
         parsed = json.loads(document)
     except ValueError as exc:
         raise invalid_request(f"The job document is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise invalid_request("The job document is nested too deeply to parse") from exc
     if not isinstance(parsed, dict):
         raise invalid_request("The job document must be a JSON object")
 
