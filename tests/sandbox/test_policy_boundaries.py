@@ -1,0 +1,96 @@
+"""The sandbox's abort and timeout policies at their edges, on a manual clock.
+
+AWS IoT Jobs counts FAILED, REJECTED and TIMED_OUT for an abort criterion of failure type
+ALL (the type the orchestrator sends), and times an execution out when its in-progress
+timer runs out: at the instant, not a tick later. See docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+ARN = "arn:aws:iot:us-east-1:123456789012"
+DOCUMENT = json.dumps({"operation": "rotate"})
+
+
+def _fleet(sandbox, size: int) -> list[str]:
+    return list(sandbox.provision(size, [("fleet", None)], prefix="fleet").things)
+
+
+def _create(iot, failure_type: str, threshold: float, minimum: int, timeout: int = 1) -> None:
+    iot.create_job(
+        jobId="ab",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        timeoutConfig={"inProgressTimeoutInMinutes": timeout},
+        abortConfig={
+            "criteriaList": [
+                {
+                    "failureType": failure_type,
+                    "action": "CANCEL",
+                    "thresholdPercentage": threshold,
+                    "minNumberOfExecutedThings": minimum,
+                }
+            ]
+        },
+    )
+
+
+def test_a_timed_out_execution_counts_toward_an_all_abort(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 4)
+    _create(iot, "ALL", 40, 2)
+    jobs_data.update_job_execution(thingName=names[0], jobId="ab", status="SUCCEEDED")
+    jobs_data.start_next_pending_job_execution(thingName=names[1])
+    assert iot.describe_job(jobId="ab")["job"]["status"] == "IN_PROGRESS"
+    sandbox.engine.advance(60)  # names[1] times out: 1 of 2 executed failed, 50% > 40%
+    job = iot.describe_job(jobId="ab")["job"]
+    assert job["jobProcessDetails"]["numberOfTimedOutThings"] == 1
+    assert job["status"] == "CANCELED"
+    assert job["reasonCode"] == "ABORT_CRITERIA_MET"
+    assert job["jobProcessDetails"]["numberOfCanceledThings"] == 2
+
+
+@pytest.mark.parametrize(("failure_type", "aborts"), [("FAILED", False), ("TIMED_OUT", True)])
+def test_a_named_failure_type_counts_only_its_own_status(
+    sandbox, iot, jobs_data, failure_type, aborts
+):
+    names = _fleet(sandbox, 4)
+    _create(iot, failure_type, 40, 2)
+    jobs_data.update_job_execution(thingName=names[0], jobId="ab", status="SUCCEEDED")
+    jobs_data.start_next_pending_job_execution(thingName=names[1])
+    sandbox.engine.advance(60)
+    status = iot.describe_job(jobId="ab")["job"]["status"]
+    assert status == ("CANCELED" if aborts else "IN_PROGRESS")
+
+
+def test_all_counts_failed_rejected_and_timed_out_together(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 8)
+    _create(iot, "ALL", 70, 4)
+    jobs_data.update_job_execution(thingName=names[0], jobId="ab", status="FAILED")
+    jobs_data.update_job_execution(thingName=names[1], jobId="ab", status="REJECTED")
+    jobs_data.update_job_execution(thingName=names[2], jobId="ab", status="SUCCEEDED")
+    jobs_data.start_next_pending_job_execution(thingName=names[3])
+    assert iot.describe_job(jobId="ab")["job"]["status"] == "IN_PROGRESS"  # 3 executed: < 4
+    sandbox.engine.advance(60)  # 3 failures of 4 executed: 75% > 70%, only with TIMED_OUT
+    assert iot.describe_job(jobId="ab")["job"]["status"] == "CANCELED"
+
+
+def test_an_execution_times_out_at_the_exact_instant_its_timer_ends(sandbox, iot, jobs_data):
+    (name,) = _fleet(sandbox, 1)
+    iot.create_job(
+        jobId="t",
+        targets=[f"{ARN}:thing/{name}"],
+        document=DOCUMENT,
+        timeoutConfig={"inProgressTimeoutInMinutes": 3},
+    )
+    jobs_data.start_next_pending_job_execution(thingName=name)
+    sandbox.engine.advance(179)
+    assert iot.describe_job_execution(jobId="t", thingName=name)["execution"]["status"] == (
+        "IN_PROGRESS"
+    )
+    sandbox.engine.advance(1)
+    assert iot.describe_job_execution(jobId="t", thingName=name)["execution"]["status"] == (
+        "TIMED_OUT"
+    )
