@@ -1,0 +1,103 @@
+# ruff: noqa: INP001 (a script, not a package)
+"""Merge `make mutate` target results into benchmarks/results/mutation.json and print the scores.
+
+Usage: python scripts/mutation_report.py OUT RESULT.json [RESULT.json ...]
+
+The score of a target is killed / (killed + survived - equivalent): mutmut's "killed",
+"timeout" and "segfault" count as killed (the tests noticed), "survived" and "no tests" as
+survivors. A survivor is matched to its reason by target and its mutated line (the "+" line
+of its diff, stripped), which stays stable when mutmut renumbers mutants. A survivor with
+no reason here is listed as "no reason yet: write the test that kills it".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+KILLED = ("killed", "timeout", "segfault")
+SURVIVED = ("survived", "no tests")
+EQUIVALENT = "equivalent"
+
+#: target -> stripped "+" line of the mutant -> ("equivalent" | "accepted", why)
+REASONS: dict[str, dict[str, tuple[str, str]]] = {
+    "gates": {
+        "if n >= 0 and upper < gate.min_success_rate:": (
+            EQUIVALENT,
+            (
+                "at n = 0 wilson_bounds returns upper = 1.0, never below a min_success_rate "
+                "the spec admits (a fraction, at most 1)"
+            ),
+        ),
+    },
+}
+
+
+def _added(diff: list[str]) -> str:
+    return next((line[1:].strip() for line in diff if line.startswith("+")), "")
+
+
+def _reason(target: str, survivor: dict[str, Any]) -> tuple[str, str]:
+    known = REASONS.get(target, {}).get(_added(survivor["diff"]))
+    return known or ("open", "no reason yet: write the test that kills it")
+
+
+def _judged(entry: dict[str, Any]) -> dict[str, Any]:
+    """`entry` with each survivor's reason and the score (re)computed from REASONS."""
+    target = entry["target"]
+    survivors = []
+    for survivor in entry["survivors"]:
+        kind, why = _reason(target, survivor)
+        survivors.append({**survivor, "kind": kind, "reason": why})
+    equivalent = sum(1 for s in survivors if s["kind"] == EQUIVALENT)
+    relevant = entry["killed"] + len(survivors) - equivalent
+    return {
+        **entry,
+        "survived": len(survivors),
+        "equivalent": equivalent,
+        "score": round(entry["killed"] / relevant, 4) if relevant else 1.0,
+        "survivors": survivors,
+    }
+
+
+def main(out: Path, paths: list[Path]) -> int:
+    previous: dict[str, Any] = {}
+    if out.is_file():
+        previous = {t["target"]: t for t in json.loads(out.read_text()).get("targets", [])}
+    for path in paths:
+        result = json.loads(path.read_text())
+        counts = result["counts"]
+        previous[result["target"]] = {
+            "target": result["target"],
+            "mutants": sum(counts.values()),
+            "killed": sum(counts.get(k, 0) for k in KILLED),
+            "seconds": result["seconds"],
+            "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "survivors": result["survivors"],
+        }
+    previous = {name: _judged(entry) for name, entry in previous.items()}
+    report = {
+        "tool": "mutmut 3.8.1",
+        "score": "killed / (killed + survived - equivalent); timeouts count as killed",
+        "target_score": 0.9,
+        "targets": sorted(previous.values(), key=lambda t: t["target"]),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    width = max(len(t["target"]) for t in report["targets"])
+    for t in report["targets"]:
+        open_ = sum(1 for s in t["survivors"] if s["kind"] == "open")
+        sys.stdout.write(
+            f"{t['target']:<{width}}  {t['score']:6.1%}  killed {t['killed']:4d} of "
+            f"{t['mutants']:4d}  equivalent {t['equivalent']:3d}  open {open_:3d}  "
+            f"({t['seconds']} s)\n"
+        )
+    sys.stdout.write(f"written: {out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]))
