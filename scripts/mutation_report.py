@@ -33,6 +33,23 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
             ),
         ),
     },
+    "endpoint": {
+        'if match["suffix"] == _CHINA_SUFFIX and head.endswith(".ats") and "XX.XX" not in '
+        "head[:-4]:": (
+            EQUIVALENT,
+            (
+                "converting a head that has a dot before .ats leaves that dot in it, so the "
+                "extra-labels rule refuses it exactly as without the conversion"
+            ),
+        ),
+        'if match["suffix"] == _CHINA_SUFFIX and head.endswith(".ats") and "." not in head[:-5]:': (
+            EQUIVALENT,
+            (
+                "head[:-4] and head[:-5] differ only when the head ends in '..ats', and a host "
+                "with '..' is refused as an empty label before this line"
+            ),
+        ),
+    },
 }
 
 

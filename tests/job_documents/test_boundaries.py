@@ -90,3 +90,54 @@ def test_a_root_is_valid_from_its_exact_not_before_instant(dated_root) -> None:
     with pytest.raises(CertificateRejected) as caught:
         check_root_validity(dated_root, now=start - timedelta(seconds=1), margin=timedelta(0))
     assert caught.value.code == "pem-not-yet-valid"
+
+
+# -- what `make mutate` found unchecked in the endpoint rules ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "code"),
+    [
+        ("mqtt:broker", "endpoint-scheme"),  # a scheme without //
+        ("Mqtt:broker", "endpoint-scheme"),  # schemes are case-insensitive
+        ("1://broker", "endpoint-scheme"),  # :// alone is enough
+        ("10.0.0.1X", "endpoint-case"),  # not an IP address: only "[]" is stripped
+        ("Xyz-ats" + SUFFIX, "endpoint-case"),
+        (".a1-ats" + SUFFIX, "endpoint-host"),  # an empty first label
+        ("a1b2-ats" + SUFFIX + ":8883", "endpoint-port"),
+    ],
+)
+def test_each_malformed_host_gets_its_own_code(host: str, code: str) -> None:
+    assert _code(host) == code
+
+
+@pytest.mark.parametrize("prefix", ["abc", "a", "abcdefgh"])
+def test_a_china_endpoint_with_a_dot_before_ats_is_accepted(prefix: str) -> None:
+    check_ats_endpoint(f"{prefix}.ats.iot.cn-north-1.amazonaws.com.cn", "cn-north-1")
+
+
+def test_a_china_endpoint_keeps_its_whole_prefix_for_the_prefix_rule() -> None:
+    with pytest.raises(EndpointRejected) as caught:
+        check_ats_endpoint("abcd_x.ats.iot.cn-north-1.amazonaws.com.cn", "cn-north-1")
+    assert caught.value.code == "endpoint-prefix"
+
+
+@pytest.mark.parametrize(
+    ("host", "region", "says"),
+    [
+        ("", REGION, r"give <prefix>-ats\.iot\.us-east-1\.amazonaws\.com"),
+        ("a1-ats" + SUFFIX + ":443", REGION, r"separately \(8883, or 443 with ALPN\)$"),
+        ("A1-ats" + SUFFIX, REGION, r"lowercase, as DescribeEndpoint returns it$"),
+    ],
+)
+def test_the_endpoint_messages_say_what_to_do(host: str, region: str, says: str) -> None:
+    with pytest.raises(EndpointRejected, match=says):
+        check_ats_endpoint(host, region)
+
+
+def test_an_isolated_region_is_refused_with_what_to_use() -> None:
+    with pytest.raises(
+        EndpointRejected,
+        match=r"does not know: use a commercial, GovCloud or China region$",
+    ):
+        check_ats_endpoint("a1-ats.iot.us-iso-east-1.c2s.ic.gov", "us-iso-east-1")
