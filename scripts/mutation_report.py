@@ -22,6 +22,10 @@ KILLED = ("killed", "timeout", "segfault")
 SURVIVED = ("survived", "no tests")
 EQUIVALENT = "equivalent"
 
+_ABSENT_VALUE = (
+    "a signature member without a value decodes to some fixed bytes ('', 'None' or 'XXXX'), "
+    "none of which verifies: the same signature-invalid, same message"
+)
 #: target -> stripped "+" line of the mutant -> ("equivalent" | "accepted", why)
 REASONS: dict[str, dict[str, tuple[str, str]]] = {
     "gates": {
@@ -31,6 +35,24 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 "at n = 0 wilson_bounds returns upper = 1.0, never below a min_success_rate "
                 "the spec admits (a fraction, at most 1)"
             ),
+        ),
+    },
+    "signature": {
+        'member = {"algorithm": algorithm, "value": base64.b64encode(raw).decode("ASCII")}': (
+            EQUIVALENT,
+            "Python's codec names are case-insensitive: ASCII is ascii",
+        ),
+        'raw = base64.b64decode(str(member.get("value", None)), validate=True)': (
+            EQUIVALENT,
+            _ABSENT_VALUE,
+        ),
+        'raw = base64.b64decode(str(member.get("value", )), validate=True)': (
+            EQUIVALENT,
+            _ABSENT_VALUE,
+        ),
+        'raw = base64.b64decode(str(member.get("value", "XXXX")), validate=True)': (
+            EQUIVALENT,
+            _ABSENT_VALUE,
         ),
     },
     "endpoint": {

@@ -1,15 +1,33 @@
-"""The document checks at their edges: the 253-character host and the root's expiry instant."""
+"""The document checks at their edges: host rules, expiry instants, signatures and keys."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
-from job_documents import EndpointRejected, check_ats_endpoint
+from job_documents import (
+    EndpointRejected,
+    SigningKeyError,
+    check_ats_endpoint,
+    load_signing_key,
+    load_verify_key,
+    sign_document,
+)
 from job_documents._pem import check_root_validity, inspect_root_pem
+from job_documents._signature import algorithm_for, signature_problem
 from job_documents.errors import CertificateRejected
-from job_documents.testing import make_root_ca
+from job_documents.testing import make_root_ca, make_signing_key
 
 REGION = "us-east-1"
 SUFFIX = ".iot.us-east-1.amazonaws.com"
@@ -141,3 +159,130 @@ def test_an_isolated_region_is_refused_with_what_to_use() -> None:
         match=r"does not know: use a commercial, GovCloud or China region$",
     ):
         check_ats_endpoint("a1-ats.iot.us-iso-east-1.c2s.ic.gov", "us-iso-east-1")
+
+
+# -- signatures and signing keys: codes and messages ----------------------------------------
+
+
+def _pem_public(key: Any) -> bytes:
+    return key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+def _pem_private(key: Any, password: bytes | None = None) -> bytes:
+    crypt = BestAvailableEncryption(password) if password else NoEncryption()
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, crypt)
+
+
+DOC = {"schema": "ca-migration/1", "operation": "migrate", "wave": "canary"}
+
+
+def test_an_unsigned_document_is_signature_missing_with_how_to_sign() -> None:
+    verify = make_signing_key().public_key()
+    assert signature_problem(DOC, verify) == (
+        "signature-missing",
+        (
+            "the document is not signed but this device requires a signature: sign it with the "
+            "operators' key (ca-migrate document build --sign-key)"
+        ),
+    )
+
+
+def test_a_signature_value_that_is_not_strict_base64_is_refused_as_such() -> None:
+    key = make_signing_key()
+    signed = {**DOC, "signature": sign_document(DOC, key)}
+    signed["signature"]["value"] += "$"  # decodes when non-alphabet characters are skipped
+    assert signature_problem(signed, key.public_key()) == (
+        "signature-invalid",
+        "the signature value is not valid base64",
+    )
+
+
+def test_a_signature_by_another_key_does_not_verify() -> None:
+    signed = {**DOC, "signature": sign_document(DOC, make_signing_key())}
+    code, message = signature_problem(signed, make_signing_key().public_key()) or ("", "")
+    assert code == "signature-invalid"
+    assert message.startswith("the signature does not verify with the pinned key")
+
+
+def test_a_signature_under_another_algorithm_names_both() -> None:
+    signed = {**DOC, "signature": sign_document(DOC, make_signing_key("Ed25519"))}
+    code, message = signature_problem(
+        signed, make_signing_key("ECDSA-P256-SHA256").public_key()
+    ) or ("", "")
+    assert code == "signature-algorithm"
+    assert message.endswith("sign with the key the devices pin")
+
+
+def test_a_pinned_key_of_an_unsupported_type_is_a_signature_key_problem() -> None:
+    rsa_public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    signed = {**DOC, "signature": {"algorithm": "Ed25519", "value": ""}}
+    assert signature_problem(signed, rsa_public) == (  # type: ignore[arg-type]
+        "signature-key",
+        "unsupported key type RSAPublicKey: use an Ed25519 or ECDSA P-256 key",
+    )
+
+
+def test_an_ecdsa_key_off_p256_is_refused_with_what_to_generate() -> None:
+    with pytest.raises(SigningKeyError) as caught:
+        algorithm_for(ec.generate_private_key(ec.SECP384R1()))
+    assert str(caught.value) == (
+        "ECDSA keys must be on P-256 (secp256r1), this one is on secp384r1: "
+        "generate a P-256 or Ed25519 key"
+    )
+
+
+def test_an_encrypted_signing_key_loads_with_its_password() -> None:
+    key = make_signing_key()
+    loaded = load_signing_key(_pem_private(key, b"s3cret"), password=b"s3cret")
+    assert _pem_public(loaded) == _pem_public(key)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: b"not a key",
+            (
+                "give an unencrypted PKCS#8 Ed25519 or ECDSA P-256 key, e.g. from "
+                "'openssl genpkey -algorithm ed25519'"
+            ),
+        ),
+        (
+            lambda: _pem_private(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+            "unsupported signing key type RSAPrivateKey: use Ed25519 or ECDSA P-256",
+        ),
+    ],
+)
+def test_an_unusable_signing_key_says_what_to_give(make: Any, message: str) -> None:
+    with pytest.raises(SigningKeyError) as caught:
+        load_signing_key(make())
+    assert str(caught.value).endswith(message)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: _pem_private(make_signing_key()),
+            (
+                "this is a private key: devices pin the PUBLIC key only "
+                "(openssl pkey -in key.pem -pubout)"
+            ),
+        ),
+        (
+            lambda: _pem_public(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+            "unsupported verification key type RSAPublicKey: use Ed25519 or ECDSA P-256",
+        ),
+    ],
+)
+def test_an_unusable_verify_key_says_what_to_give(make: Any, message: str) -> None:
+    with pytest.raises(SigningKeyError) as caught:
+        load_verify_key(make())
+    assert str(caught.value) == message
+
+
+def test_a_missing_key_file_names_the_file_and_the_cause(tmp_path: Path) -> None:
+    missing = tmp_path / "ops.key"
+    with pytest.raises(SigningKeyError) as caught:
+        load_signing_key(missing)
+    assert str(caught.value) == f"cannot read key file {missing}: No such file or directory"
