@@ -24,7 +24,7 @@ planner-halt|orchestrator/planner.py|orchestrator.planner.x__judge_running_wave_
 endpoint|job_documents/_endpoint.py|job_documents._endpoint.*|tests/job_documents/test_endpoint.py tests/job_documents/test_boundaries.py
 pem|job_documents/_pem.py|job_documents._pem.*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py tests/job_documents/test_catalog.py
 signature|job_documents/_signature.py|job_documents._signature.*|tests/job_documents/test_signature.py tests/job_documents/test_boundaries.py
-size|job_documents/validator.py|job_documents.validator.x__check_size_and_secrets__*|tests/job_documents/test_validator.py
+size|job_documents/validator.py|job_documents.validator.x__check_size_and_secrets__*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py
 status|device_handler/status.py|device_handler.status.*|tests/device_handler/test_status_boundaries.py tests/device_handler/test_core.py
 recovery|device_handler/transaction.py|device_handler.transaction.x_recovery_for__* device_handler.transaction.x_classify_rejection__*|tests/device_handler/test_core.py tests/device_handler/test_power_cut.py
 sandbox-policy|infra/sandbox/engine.py infra/sandbox/engine/*.py|infra.sandbox.engine*_maybe_abort__* infra.sandbox.engine*_maybe_retry__* infra.sandbox.engine*_maybe_complete__* infra.sandbox.engine*_process_due__* infra.sandbox.engine*_release_batch__* infra.sandbox.engine*_arm_step__*|tests/sandbox/test_timing.py tests/sandbox/test_policy_boundaries.py

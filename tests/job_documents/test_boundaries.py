@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from job_documents import (
+    MAX_DOCUMENT_CHARS,
     EndpointRejected,
+    Problem,
     SigningKeyError,
     check_ats_endpoint,
     load_signing_key,
@@ -27,7 +29,8 @@ from job_documents import (
 from job_documents._pem import check_root_validity, inspect_root_pem
 from job_documents._signature import algorithm_for, signature_problem
 from job_documents.errors import CertificateRejected
-from job_documents.testing import make_root_ca, make_signing_key
+from job_documents.testing import make_root_ca, make_signing_key, private_key_pem
+from job_documents.validator import _check_size_and_secrets
 
 REGION = "us-east-1"
 SUFFIX = ".iot.us-east-1.amazonaws.com"
@@ -286,3 +289,34 @@ def test_a_missing_key_file_names_the_file_and_the_cause(tmp_path: Path) -> None
     with pytest.raises(SigningKeyError) as caught:
         load_signing_key(missing)
     assert str(caught.value) == f"cannot read key file {missing}: No such file or directory"
+
+
+# -- the size limit and secrets ------------------------------------------------------------
+
+
+def _size_problems(text: str) -> list[Problem]:
+    problems: list[Problem] = []
+    _check_size_and_secrets(text, problems)
+    return problems
+
+
+def test_a_document_of_exactly_the_limit_is_not_too_large() -> None:
+    assert _size_problems("x" * MAX_DOCUMENT_CHARS) == []
+
+
+def test_one_character_over_the_limit_is_too_large_with_its_size() -> None:
+    (problem,) = _size_problems("x" * (MAX_DOCUMENT_CHARS + 1))
+    assert problem.code == "too-large"
+    assert problem.message == (
+        f"the document is {MAX_DOCUMENT_CHARS + 1} characters, over AWS's limit of "
+        f"{MAX_DOCUMENT_CHARS}: build it with fewer roots"
+    )
+
+
+def test_private_key_material_is_refused_with_what_to_do() -> None:
+    (problem,) = _size_problems(private_key_pem(make_signing_key()))
+    assert problem.code == "private-key"
+    assert problem.message == (
+        "the document contains private key material: it must never be sent; "
+        "rotate that key and rebuild the document from certificates only"
+    )
