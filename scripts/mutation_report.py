@@ -55,6 +55,27 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
             _ABSENT_VALUE,
         ),
     },
+    "status": {
+        "text = _printable(value if (type(value) is str) and False else str(value))": (
+            EQUIVALENT,
+            "str(value) of a str is the same str",
+        ),
+        "text = _printable(value if type(None) is str else str(value))": (
+            EQUIVALENT,
+            "str(value) of a str is the same str",
+        ),
+        "if len(_GOOD_KEYS) <= _GOOD_KEYS_LIMIT:": (
+            EQUIVALENT,
+            "the bound of a cache of keys already found valid: 256 or 257 entries, same output",
+        ),
+        "_GOOD_KEYS.add(None)": (
+            EQUIVALENT,
+            (
+                "a cache that never hits: every key is checked against the pattern again, "
+                "same output"
+            ),
+        ),
+    },
     "endpoint": {
         'if match["suffix"] == _CHINA_SUFFIX and head.endswith(".ats") and "XX.XX" not in '
         "head[:-4]:": (

@@ -53,3 +53,23 @@ def test_a_value_of_exactly_max_value_characters_is_kept_whole() -> None:
 
 def test_a_key_of_128_characters_is_kept_and_129_dropped() -> None:
     assert list(details({"k" * 128: "v", "k" * 129: "v"})) == ["k" * 128]
+
+
+def test_non_ascii_text_keeps_its_letters_and_loses_its_format_characters() -> None:
+    assert details({"message": "h\u00e9llo\u200bw\u00f6rld\u0085!"}) == {
+        "message": "h\u00e9llo w\u00f6rld !"
+    }
+
+
+def test_values_that_are_not_text_are_written_as_text() -> None:
+    assert details({"probeMs": 12, "ok": True, "ratio": 0.5}) == {
+        "probeMs": "12",
+        "ok": "True",
+        "ratio": "0.5",
+    }
+
+
+def test_an_empty_value_is_left_out_and_the_rest_kept() -> None:
+    assert details({"step": "", "blank": "  \x00 ", "reason": "probe-failed"}) == {
+        "reason": "probe-failed"
+    }
