@@ -10,6 +10,7 @@
 # To follow a module that moved (say infra/sandbox/engine.py becoming a package), edit its
 # row below: the file glob, the function globs and the tests.
 set -euo pipefail
+main() {
 cd "$(dirname "$0")/.."
 root=$(pwd)
 bash scripts/bootstrap.sh
@@ -20,7 +21,7 @@ command -v mutmut >/dev/null || { echo "mutate: mutmut is missing: run make venv
 TARGETS_TABLE=$(cat <<'EOF'
 gates|orchestrator/gates.py|orchestrator.gates.*|tests/orchestrator/test_gates.py tests/orchestrator/test_boundaries.py
 job-ids|orchestrator/planner.py|orchestrator.planner.x_job_id_for__* orchestrator.planner.x_job_config__*|tests/orchestrator/test_boundaries.py tests/orchestrator/test_planner.py
-planner-halt|orchestrator/planner.py|orchestrator.planner.x__judge_running_wave__* orchestrator.planner.x__advance__*|tests/orchestrator/test_planner.py tests/orchestrator/test_planner_properties.py tests/orchestrator/test_boundaries.py
+planner-halt|orchestrator/planner.py|orchestrator.planner.x__judge_running_wave__* orchestrator.planner.x__advance__*|tests/orchestrator/test_planner.py tests/orchestrator/test_planner_properties.py tests/orchestrator/test_boundaries.py tests/orchestrator/test_planner_events.py
 endpoint|job_documents/_endpoint.py|job_documents._endpoint.*|tests/job_documents/test_endpoint.py tests/job_documents/test_boundaries.py
 pem|job_documents/_pem.py|job_documents._pem.*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py tests/job_documents/test_catalog.py
 signature|job_documents/_signature.py|job_documents._signature.*|tests/job_documents/test_signature.py tests/job_documents/test_boundaries.py
@@ -93,3 +94,6 @@ done <<<"$TARGETS_TABLE"
 
 [ ${#results[@]} -gt 0 ] || { echo "mutate: no target matches '$selected'" >&2; exit 2; }
 python scripts/mutation_report.py "$out" "${results[@]}"
+}
+main "$@"
+exit

@@ -26,6 +26,10 @@ _ABSENT_VALUE = (
     "a signature member without a value decodes to some fixed bytes ('', 'None' or 'XXXX'), "
     "none of which verifies: the same signature-invalid, same message"
 )
+_FOLDED = (
+    "_fold already moved a LAUNCHING wave whose job exists to RUNNING, so a wave still "
+    "LAUNCHING here has no existing job: CreateJob is due whatever the lookup says"
+)
 #: target -> stripped "+" line of the mutant -> ("equivalent" | "accepted", why)
 REASONS: dict[str, dict[str, tuple[str, str]]] = {
     "gates": {
@@ -75,6 +79,17 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 "same output"
             ),
         ),
+    },
+    "planner-halt": {
+        "return": (
+            EQUIVALENT,
+            (
+                "_advance's promotion loop breaks only at a wave that has not passed, so the "
+                "every-wave-passed check after it is false either way"
+            ),
+        ),
+        "seen = None": (EQUIVALENT, _FOLDED),
+        "seen = obs.jobs.get(None)": (EQUIVALENT, _FOLDED),
     },
     "endpoint": {
         'if match["suffix"] == _CHINA_SUFFIX and head.endswith(".ats") and "XX.XX" not in '
