@@ -7,8 +7,7 @@
 # hypothesis profile "mutation" (fixed seed, no shrinking). Results (score per target and
 # every surviving mutant with its diff and reason) go to benchmarks/results/mutation.json.
 #
-# To follow a module that moved (say infra/sandbox/engine.py becoming a package), edit its
-# row below: the file glob, the function globs and the tests.
+# To follow a module that moves, edit its row below: the files, the function globs, the tests.
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
@@ -28,7 +27,7 @@ signature|job_documents/_signature.py|job_documents._signature.*|tests/job_docum
 size|job_documents/validator.py|job_documents.validator.x__check_size_and_secrets__*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py
 status|device_handler/status.py|device_handler.status.*|tests/device_handler/test_status_boundaries.py tests/device_handler/test_core.py
 recovery|device_handler/transaction.py|device_handler.transaction.x_recovery_for__* device_handler.transaction.x_classify_rejection__*|tests/device_handler/test_core.py tests/device_handler/test_power_cut.py
-sandbox-policy|infra/sandbox/engine.py infra/sandbox/engine/*.py|infra.sandbox.engine*_maybe_abort__* infra.sandbox.engine*_maybe_retry__* infra.sandbox.engine*_maybe_complete__* infra.sandbox.engine*_process_due__* infra.sandbox.engine*_release_batch__* infra.sandbox.engine*_arm_step__*|tests/sandbox/test_timing.py tests/sandbox/test_policy_boundaries.py
+sandbox-policy|infra/sandbox/engine/_policies.py infra/sandbox/engine/_timers.py infra/sandbox/engine/_rollout.py infra/sandbox/engine/_devices.py|infra.sandbox.engine._policies.* infra.sandbox.engine._timers.x_process_due__* infra.sandbox.engine._rollout.x_release_batch__* infra.sandbox.engine._devices.x__arm_step__*|tests/sandbox/test_timing.py tests/sandbox/test_policy_boundaries.py
 EOF
 )
 # The fast subset `make test` runs (scripts/mutate.sh --fast): gates and job ids.

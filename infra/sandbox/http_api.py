@@ -17,7 +17,6 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -25,8 +24,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 from botocore.model import OperationModel
 
-from infra.sandbox._model import Router, parse_request
-from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot
+from infra.sandbox import render
+from infra.sandbox._model import Router, error_status, parse_request
+from infra.sandbox.dataplane import DataPlaneError
 from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import ServiceError, invalid_request, not_found
 from infra.sandbox.faults import FaultInjector
@@ -53,6 +53,7 @@ CONTROL_PLANE_OPERATIONS: dict[str, str] = {
     "ListThingsInThingGroup": "list_things_in_thing_group",
     "CreateJob": "create_job",
     "DescribeJob": "describe_job",
+    "UpdateJob": "update_job",
     "ListJobs": "list_jobs",
     "ListJobExecutionsForJob": "list_job_executions_for_job",
     "ListJobExecutionsForThing": "list_job_executions_for_thing",
@@ -148,9 +149,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         """Requests are not logged line by line (structlog events cover what matters)."""
 
 
-def _error(exc: ServiceError) -> tuple[int, dict[str, str], bytes]:
+def _error(exc: ServiceError, service: str = "iot") -> tuple[int, dict[str, str], bytes]:
+    """An error response, with the HTTP status the service's model gives the exception."""
     body = {"message": exc.message, "code": exc.code}
-    return exc.status, {"x-amzn-ErrorType": exc.code}, json.dumps(body).encode()
+    status = error_status(service, exc.code) or exc.status
+    return status, {"x-amzn-ErrorType": exc.code}, json.dumps(body).encode()
 
 
 def _ok(payload: Mapping[str, Any]) -> tuple[int, dict[str, str], bytes]:
@@ -245,18 +248,21 @@ class HttpFrontEnd:
         except DataPlaneError as exc:
             code, status = _DATA_PLANE_ERRORS.get(exc.code, ("InvalidRequestException", 400))
             error = ServiceError(code, exc.message, status)
-            status_code, extra, payload = _error(error)
+            status_code, extra, payload = _error(error, "iot-jobs-data")
             if exc.execution_state is not None:
                 document = json.loads(payload)
-                document["executionState"] = _execution_state(exc.execution_state)
+                document["executionState"] = render.execution_state(
+                    exc.execution_state, empty_details=True
+                )
                 payload = json.dumps(document).encode()
             return status_code, extra, payload
         except ServiceError as exc:
-            return _error(exc)
+            return _error(exc, "iot-jobs-data")
         except Exception:
             log.exception("jobs_data_internal_error", method=method, path=split.path)
             return _error(
-                ServiceError("InternalServerException", "sandbox internal error; see its log", 500)
+                ServiceError("InternalServerException", "sandbox internal error; see its log", 500),
+                "iot-jobs-data",
             )
 
     def _jobs_data_call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -265,8 +271,8 @@ class HttpFrontEnd:
         if operation == "GetPendingJobExecutions":
             pending = engine.get_pending(thing)
             return {
-                "inProgressJobs": [_summary(s) for s in pending.in_progress],
-                "queuedJobs": [_summary(s) for s in pending.queued],
+                "inProgressJobs": [render.summary(s) for s in pending.in_progress],
+                "queuedJobs": [render.summary(s) for s in pending.queued],
             }
         if operation == "StartNextPendingJobExecution":
             snapshot = engine.start_next(
@@ -275,13 +281,26 @@ class HttpFrontEnd:
                 step_timeout_minutes=params.get("stepTimeoutInMinutes"),
                 via="https",
             )
-            return {} if snapshot is None else {"execution": _execution(snapshot, document=True)}
+            return (
+                {}
+                if snapshot is None
+                else {
+                    "execution": render.data_execution(
+                        snapshot, document="string", empty_details=True
+                    )
+                }
+            )
         if operation == "DescribeJobExecution":
             snapshot = engine.describe_execution(
                 thing, params["jobId"], execution_number=params.get("executionNumber")
             )
-            include = bool(params.get("includeJobDocument", False))
-            return {"execution": _execution(snapshot, document=include)}
+            # "Unless set to false, the response contains the job document."
+            include = bool(params.get("includeJobDocument", True))
+            return {
+                "execution": render.data_execution(
+                    snapshot, document="string" if include else None, empty_details=True
+                )
+            }
         snapshot = engine.update_execution(
             thing,
             params["jobId"],
@@ -294,7 +313,7 @@ class HttpFrontEnd:
         )
         out: dict[str, Any] = {}
         if params.get("includeJobExecutionState"):
-            out["executionState"] = _execution_state(snapshot)
+            out["executionState"] = render.execution_state(snapshot, empty_details=True)
         if params.get("includeJobDocument"):
             out["jobDocument"] = snapshot.job_document
         return out
@@ -390,56 +409,17 @@ def _flag(payload: Mapping[str, Any], key: str) -> bool | None:
 
 
 def _unknown(method: str, path: str, router: Router) -> ServiceError:
-    if router.allows_other_method(path):
-        return ServiceError(
-            "InvalidRequestException",
-            f"{method} is not supported on {path} by the sandbox",
-            int(HTTPStatus.METHOD_NOT_ALLOWED),
-        )
+    """UnknownOperationException for every request the sandbox does not serve.
+
+    AWS answers a request it has no operation for with UnknownOperationException;
+    the sandbox answers the same for an operation of the model it does not
+    implement (naming it), so no unimplemented call looks like a bad request.
+    """
+    operation = router.model_operation(method, path)
+    what = f"{operation} ({method} {path})" if operation else f"{method} {path}"
     return ServiceError(
         "UnknownOperationException",
-        f"The sandbox does not implement {method} {path} of {router.service}; "
+        f"The sandbox does not implement {what} of {router.service}; "
         "see docs/sandbox.md for the operations it serves",
         404,
     )
-
-
-def _summary(snapshot: ExecutionSnapshot) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "jobId": snapshot.job_id,
-        "queuedAt": snapshot.queued_at,
-        "lastUpdatedAt": snapshot.last_updated_at,
-        "versionNumber": snapshot.version_number,
-        "executionNumber": snapshot.execution_number,
-    }
-    if snapshot.started_at is not None:
-        out["startedAt"] = snapshot.started_at
-    return out
-
-
-def _execution(snapshot: ExecutionSnapshot, *, document: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "jobId": snapshot.job_id,
-        "thingName": snapshot.thing_name,
-        "status": snapshot.status,
-        "statusDetails": dict(snapshot.status_details),
-        "queuedAt": snapshot.queued_at,
-        "lastUpdatedAt": snapshot.last_updated_at,
-        "versionNumber": snapshot.version_number,
-        "executionNumber": snapshot.execution_number,
-    }
-    if snapshot.started_at is not None:
-        out["startedAt"] = snapshot.started_at
-    if snapshot.approximate_seconds_before_timed_out is not None:
-        out["approximateSecondsBeforeTimedOut"] = snapshot.approximate_seconds_before_timed_out
-    if document:
-        out["jobDocument"] = snapshot.job_document
-    return out
-
-
-def _execution_state(snapshot: ExecutionSnapshot) -> dict[str, Any]:
-    return {
-        "status": snapshot.status,
-        "statusDetails": dict(snapshot.status_details),
-        "versionNumber": snapshot.version_number,
-    }

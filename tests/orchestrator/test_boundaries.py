@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from job_documents import Operation
 from orchestrator.gates import GateVerdict, evaluate_gate, wilson_bounds
 from orchestrator.model import CampaignSpec, Counts, Gate, Halt, OfflinePolicy
 from orchestrator.planner import MAX_JOB_ID, job_config, job_id_for
@@ -52,18 +53,18 @@ def _names(total: int) -> tuple[str, str]:
 
 def test_a_job_id_of_exactly_64_characters_is_kept_whole() -> None:
     campaign, wave = _names(64)
-    job_id = job_id_for(campaign, wave, SHA_A, "migrate")
+    job_id = job_id_for(campaign, wave, SHA_A, Operation.MIGRATE)
     assert job_id == f"{campaign}-{wave}-m{SHA_A[:12]}"
     assert len(job_id) == MAX_JOB_ID == 64
 
 
 @pytest.mark.parametrize("total", [65, 66, 100, 64 + 64 + 15])
-@pytest.mark.parametrize("operation", ["migrate", "restore"])
+@pytest.mark.parametrize("operation", [Operation.MIGRATE, Operation.RESTORE])
 def test_a_job_id_past_64_characters_is_shortened_and_keeps_the_document_hash(
     total: int, operation
 ) -> None:
     campaign, wave = _names(total)
-    tag = "m" if operation == "migrate" else "r"
+    tag = "m" if operation is Operation.MIGRATE else "r"
     job_id = job_id_for(campaign, wave, SHA_A, operation)
     assert JOB_ID.fullmatch(job_id), job_id
     assert job_id.endswith(f"-{tag}{SHA_A[:12]}")
@@ -75,17 +76,18 @@ def test_a_job_id_past_64_characters_is_shortened_and_keeps_the_document_hash(
 def test_a_new_document_gets_a_new_job_id_at_the_boundary(total: int) -> None:
     campaign, wave = _names(total)
     ids = {
-        job_id_for(campaign, wave, sha, "migrate") for sha in (SHA_A, SHA_B, "ab" * 6 + "0" * 52)
+        job_id_for(campaign, wave, sha, Operation.MIGRATE)
+        for sha in (SHA_A, SHA_B, "ab" * 6 + "0" * 52)
     }
     assert len(ids) == 2  # the id carries the first 12 hex digits of the document hash
     assert all(JOB_ID.fullmatch(i) for i in ids)
 
 
 def test_two_long_campaigns_with_a_common_prefix_never_share_a_job_id() -> None:
-    first = job_id_for("fleet-" + "x" * 40 + "-a", "canary", SHA_A, "migrate")
-    second = job_id_for("fleet-" + "x" * 40 + "-b", "canary", SHA_A, "migrate")
-    wave_first = job_id_for("ats", "wave-" + "y" * 60 + "1", SHA_A, "migrate")
-    wave_second = job_id_for("ats", "wave-" + "y" * 60 + "2", SHA_A, "migrate")
+    first = job_id_for("fleet-" + "x" * 40 + "-a", "canary", SHA_A, Operation.MIGRATE)
+    second = job_id_for("fleet-" + "x" * 40 + "-b", "canary", SHA_A, Operation.MIGRATE)
+    wave_first = job_id_for("ats", "wave-" + "y" * 60 + "1", SHA_A, Operation.MIGRATE)
+    wave_second = job_id_for("ats", "wave-" + "y" * 60 + "2", SHA_A, Operation.MIGRATE)
     assert first != second
     assert wave_first != wave_second
     assert all(JOB_ID.fullmatch(i) for i in (first, second, wave_first, wave_second))
@@ -115,7 +117,7 @@ def test_a_failure_rate_halt_carries_the_bounds_and_the_fraction() -> None:
     assert verdict == GateVerdict(
         passed=False,
         halt=True,
-        reason="failure rate 40.0% (2/5) exceeds max_failure_rate 20.0%",
+        reason="failure rate 40.0% (2/5) reaches max_failure_rate 20.0%",
         lower=lower,
         upper=upper,
         completed_fraction=0.5,
@@ -221,7 +223,7 @@ def _spec(halt: str = "max_failure_rate: 0.05") -> CampaignSpec:
 def test_a_migrate_job_carries_rollout_windows_and_the_abort_rule() -> None:
     spec = _spec("max_failure_rate: 0.12345")
     wave = spec.wave("wave-1")
-    config = job_config(spec, wave, "migrate")
+    config = job_config(spec, wave, Operation.MIGRATE)
     assert config.description == "ca-migrate ats-2026/wave-1 migrate"
     assert config.maximum_per_minute == 100
     assert config.exponential == wave.rollout.exponential
@@ -235,7 +237,7 @@ def test_a_migrate_job_carries_rollout_windows_and_the_abort_rule() -> None:
 
 def test_a_restore_job_has_no_abort_rule_and_no_maintenance_windows() -> None:
     spec = _spec()
-    config = job_config(spec, spec.wave("wave-1"), "restore")
+    config = job_config(spec, spec.wave("wave-1"), Operation.RESTORE)
     assert config.description == "ca-migrate ats-2026/wave-1 restore"
     assert config.maintenance_windows == ()
     assert config.abort_threshold_percentage is None
@@ -244,7 +246,7 @@ def test_a_restore_job_has_no_abort_rule_and_no_maintenance_windows() -> None:
 
 def test_a_failure_rate_of_one_sends_no_abort_rule() -> None:
     spec = _spec("max_failure_rate: 1.0")
-    config = job_config(spec, spec.wave("canary"), "migrate")
+    config = job_config(spec, spec.wave("canary"), Operation.MIGRATE)
     assert config.abort_threshold_percentage is None
     assert config.abort_min_executed is None
 
@@ -252,6 +254,6 @@ def test_a_failure_rate_of_one_sends_no_abort_rule() -> None:
 def test_the_shortened_job_id_has_its_documented_shape() -> None:
     campaign, wave = "c" * 40, "w" * 40
     pair = hashlib.sha256(f"{campaign}\0{wave}".encode()).hexdigest()[:10]
-    assert job_id_for(campaign, wave, SHA_A, "migrate") == (
+    assert job_id_for(campaign, wave, SHA_A, Operation.MIGRATE) == (
         f"{'c' * 18}-{'w' * 18}-{pair}-m{SHA_A[:12]}"
     )

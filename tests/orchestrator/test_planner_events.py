@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from job_documents import Operation
 from orchestrator.model import CampaignState, CampaignStatus, Counts, WavePhase
 from orchestrator.planner import (
     CreateJob,
@@ -64,8 +65,8 @@ def test_a_launching_wave_whose_job_is_absent_gets_its_create_job_again() -> Non
         CreateJob(
             wave="canary",
             job_id=job,
-            operation="migrate",
-            config=job_config(SPEC, SPEC.wave("canary"), "migrate"),
+            operation=Operation.MIGRATE,
+            config=job_config(SPEC, SPEC.wave("canary"), Operation.MIGRATE),
         ),
     )
 
@@ -163,7 +164,7 @@ def test_a_failure_rate_halt_keeps_the_gate_reason() -> None:
     state, job = running()
     halted = decide(SPEC, state, obs(seen(job, succeeded=20, failed=10)), at(2))
     wave = halted.state.wave("canary")
-    assert wave.verdict == "failure rate 33.3% (10/30) exceeds max_failure_rate 5.0%"
+    assert wave.verdict == "failure rate 33.3% (10/30) reaches max_failure_rate 5.0%"
     assert halted.state.reason == f"wave canary halted: {wave.verdict}"
 
 
