@@ -22,7 +22,7 @@ gates|orchestrator/gates.py|orchestrator.gates.*|tests/orchestrator/test_gates.p
 job-ids|orchestrator/planner.py|orchestrator.planner.x_job_id_for__* orchestrator.planner.x_job_config__*|tests/orchestrator/test_boundaries.py tests/orchestrator/test_planner.py
 planner-halt|orchestrator/planner.py|orchestrator.planner.x__judge_running_wave__* orchestrator.planner.x__advance__*|tests/orchestrator/test_planner.py tests/orchestrator/test_planner_properties.py tests/orchestrator/test_boundaries.py tests/orchestrator/test_planner_events.py
 endpoint|job_documents/_endpoint.py|job_documents._endpoint.*|tests/job_documents/test_endpoint.py tests/job_documents/test_boundaries.py
-pem|job_documents/_pem.py|job_documents._pem.*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py tests/job_documents/test_catalog.py
+pem|job_documents/_pem.py|job_documents._pem.*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py tests/job_documents/test_pem_boundaries.py tests/job_documents/test_catalog.py
 signature|job_documents/_signature.py|job_documents._signature.*|tests/job_documents/test_signature.py tests/job_documents/test_boundaries.py
 size|job_documents/validator.py|job_documents.validator.x__check_size_and_secrets__*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py
 status|device_handler/status.py|device_handler.status.*|tests/device_handler/test_status_boundaries.py tests/device_handler/test_core.py

@@ -30,6 +30,7 @@ _FOLDED = (
     "_fold already moved a LAUNCHING wave whose job exists to RUNNING, so a wave still "
     "LAUNCHING here has no existing job: CreateJob is due whatever the lookup says"
 )
+_CODEC = "Python's codec names are case-insensitive"
 #: target -> stripped "+" line of the mutant -> ("equivalent" | "accepted", why)
 REASONS: dict[str, dict[str, tuple[str, str]]] = {
     "gates": {
@@ -90,6 +91,29 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "seen = None": (EQUIVALENT, _FOLDED),
         "seen = obs.jobs.get(None)": (EQUIVALENT, _FOLDED),
+    },
+    "pem": {
+        'text = text.decode("LATIN-1")': (EQUIVALENT, _CODEC),
+        'text = pem.decode("LATIN-1") if isinstance(pem, bytes) else pem': (EQUIVALENT, _CODEC),
+        'cert = _load_pem_certificate(cert.encode("ASCII") if isinstance(cert, str) else cert)': (
+            EQUIVALENT,
+            _CODEC,
+        ),
+        'return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ASCII")': (
+            EQUIVALENT,
+            _CODEC,
+        ),
+        'label = value.decode("UTF-8", "replace") if isinstance(value, bytes) else value': (
+            EQUIVALENT,
+            _CODEC,
+        ),
+        'warnings.simplefilter("ignore", )': (
+            EQUIVALENT,
+            (
+                "ignoring every warning instead of cryptography's deprecation warnings while one "
+                "certificate loads: loading raises no other warning"
+            ),
+        ),
     },
     "endpoint": {
         'if match["suffix"] == _CHINA_SUFFIX and head.endswith(".ats") and "XX.XX" not in '
