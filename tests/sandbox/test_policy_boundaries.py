@@ -94,3 +94,85 @@ def test_an_execution_times_out_at_the_exact_instant_its_timer_ends(sandbox, iot
     assert iot.describe_job_execution(jobId="t", thingName=name)["execution"]["status"] == (
         "TIMED_OUT"
     )
+
+
+def test_an_abort_fires_when_failures_reach_the_threshold_exactly(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 4)
+    _create(iot, "ALL", 50, 2)
+    jobs_data.update_job_execution(thingName=names[0], jobId="ab", status="REJECTED")
+    assert iot.describe_job(jobId="ab")["job"]["status"] == "IN_PROGRESS"  # 1 executed: < 2
+    jobs_data.update_job_execution(thingName=names[1], jobId="ab", status="SUCCEEDED")
+    job = iot.describe_job(jobId="ab")["job"]
+    assert job["status"] == "CANCELED"  # 1 of 2 = 50%: reaches 50
+    assert job["reasonCode"] == "ABORT_CRITERIA_MET"
+    assert job["comment"].startswith("aborted: ALL executions are 50.00% of 2 executed, at or over")
+    assert job["jobProcessDetails"]["numberOfCanceledThings"] == 2
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 0
+
+
+def test_a_criterion_not_yet_met_does_not_hide_the_next_one(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 4)
+    iot.create_job(
+        jobId="two",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        abortConfig={
+            "criteriaList": [
+                {"failureType": "FAILED", "action": "CANCEL", "thresholdPercentage": 10,
+                 "minNumberOfExecutedThings": 3},
+                {"failureType": "REJECTED", "action": "CANCEL", "thresholdPercentage": 10,
+                 "minNumberOfExecutedThings": 1},
+            ]
+        },
+    )  # fmt: skip
+    jobs_data.update_job_execution(thingName=names[0], jobId="two", status="REJECTED")
+    job = iot.describe_job(jobId="two")["job"]
+    assert job["status"] == "CANCELED"
+    assert job["comment"].startswith("aborted: REJECTED executions are 100.00% of 1 executed")
+
+
+@pytest.mark.parametrize(
+    ("criteria", "retried"),
+    [
+        ([{"failureType": "ALL", "numberOfRetries": 1}], True),
+        ([{"failureType": "TIMED_OUT", "numberOfRetries": 0},
+          {"failureType": "ALL", "numberOfRetries": 2}], True),
+        ([{"failureType": "FAILED", "numberOfRetries": 0},
+          {"failureType": "ALL", "numberOfRetries": 2}], False),
+        ([{"failureType": "TIMED_OUT", "numberOfRetries": 3}], False),
+    ],
+)  # fmt: skip
+def test_a_failure_is_retried_by_its_own_criterion_else_by_all(
+    sandbox, iot, jobs_data, criteria, retried
+):
+    (name,) = _fleet(sandbox, 1)
+    iot.create_job(
+        jobId="re",
+        targets=[f"{ARN}:thing/{name}"],
+        document=DOCUMENT,
+        timeoutConfig={"inProgressTimeoutInMinutes": 1},
+        jobExecutionsRetryConfig={"criteriaList": criteria},
+    )
+    jobs_data.update_job_execution(thingName=name, jobId="re", status="FAILED")
+    counts = iot.describe_job(jobId="re")["job"]["jobProcessDetails"]
+    summary = iot.list_job_executions_for_job(jobId="re")["executionSummaries"][0]
+    if retried:
+        assert (counts["numberOfQueuedThings"], counts["numberOfFailedThings"]) == (1, 0)
+        assert summary["jobExecutionSummary"]["retryAttempt"] == 1
+        assert summary["jobExecutionSummary"]["status"] == "QUEUED"
+        assert iot.describe_job(jobId="re")["job"]["status"] == "IN_PROGRESS"
+    else:
+        assert (counts["numberOfQueuedThings"], counts["numberOfFailedThings"]) == (0, 1)
+        assert summary["jobExecutionSummary"]["retryAttempt"] == 0
+        assert iot.describe_job(jobId="re")["job"]["status"] == "COMPLETED"
+
+
+def test_a_completed_job_records_when_it_completed(sandbox, iot, jobs_data, clock):
+    (name,) = _fleet(sandbox, 1)
+    iot.create_job(jobId="c", targets=[f"{ARN}:thing/{name}"], document=DOCUMENT)
+    sandbox.engine.advance(90)
+    jobs_data.update_job_execution(thingName=name, jobId="c", status="SUCCEEDED")
+    job = iot.describe_job(jobId="c")["job"]
+    assert job["status"] == "COMPLETED"
+    assert job["completedAt"] == job["lastUpdatedAt"]
+    assert (job["completedAt"] - job["createdAt"]).total_seconds() == 90
