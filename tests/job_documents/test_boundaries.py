@@ -26,6 +26,7 @@ from job_documents import (
     load_verify_key,
     sign_document,
 )
+from job_documents._endpoint import check_region, known_regions, partition_suffix
 from job_documents._pem import check_root_validity, inspect_root_pem
 from job_documents._signature import algorithm_for, signature_problem
 from job_documents.errors import CertificateRejected
@@ -320,3 +321,37 @@ def test_private_key_material_is_refused_with_what_to_do() -> None:
         "the document contains private key material: it must never be sent; "
         "rotate that key and rebuild the document from certificates only"
     )
+
+
+# -- regions: the packaged list and the explicit allowance ---------------------------------
+
+
+def test_an_unknown_region_is_refused_with_how_to_allow_it() -> None:
+    with pytest.raises(EndpointRejected) as caught:
+        check_region("us-east-9")
+    assert caught.value.code == "region-invalid"
+    assert str(caught.value).startswith("'us-east-9' is not an AWS region (")
+    assert str(caught.value).endswith(
+        "check the spelling; a region AWS opened since must be allowed explicitly "
+        "(--allow-region in the CLI, extra_regions in Python)"
+    )
+
+
+def test_a_region_allowed_explicitly_is_checked_as_known_everywhere() -> None:
+    host = "a1b2-ats.iot.us-east-9.amazonaws.com"
+    check_ats_endpoint(host, "us-east-9", extra_regions=("us-east-9",))
+    assert partition_suffix("us-east-9", extra_regions=("us-east-9",)) == "amazonaws.com"
+    with pytest.raises(EndpointRejected):
+        partition_suffix("us-east-9")
+
+
+def test_a_region_that_is_not_text_is_refused() -> None:
+    with pytest.raises(EndpointRejected) as caught:
+        check_region(None)  # type: ignore[arg-type]
+    assert caught.value.code == "region-invalid"
+
+
+def test_the_known_regions_are_the_packaged_commercial_china_and_govcloud_ones() -> None:
+    regions = known_regions()
+    assert {"us-east-1", "eu-west-1", "cn-north-1", "us-gov-west-1"} <= regions
+    assert "us-iso-east-1" not in regions

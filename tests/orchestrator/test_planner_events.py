@@ -177,3 +177,16 @@ def test_an_exhausted_fleet_budget_cancels_the_active_waves_only() -> None:
     assert canary.finished_at == at(2)
     assert spent.state.wave("wave-1").phase is WavePhase.PENDING
     assert spent.state.reason == "fleet failure budget exhausted: 201 failed devices > 200"
+
+
+def test_a_gate_met_while_the_job_still_rolls_out_waits() -> None:
+    state, job = running()
+    rolling = JobObservation(
+        job_id=job, exists=True, status="IN_PROGRESS", counts=Counts(succeeded=100),
+        rollout_done=False,
+    )  # fmt: skip
+    waiting = decide(SPEC, state, obs(rolling), at(2))
+    assert waiting.events == ()
+    assert waiting.state.wave("canary").phase is WavePhase.RUNNING
+    verdict = waiting.state.wave("canary").verdict
+    assert verdict.startswith("waiting: the job is still rolling out to its targets (")
