@@ -1,4 +1,4 @@
-# ruff: noqa: INP001 (a script, not a package)
+# ruff: noqa: INP001, E501 (a script, not a package; keys are mutated lines, verbatim)
 """Merge `make mutate` target results into benchmarks/results/mutation.json and print the scores.
 
 Usage: python scripts/mutation_report.py OUT RESULT.json [RESULT.json ...]
@@ -106,6 +106,28 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
         'label = value.decode("UTF-8", "replace") if isinstance(value, bytes) else value': (
             EQUIVALENT,
             _CODEC,
+        ),
+        **dict.fromkeys(
+            [
+                'label = value.decode(None, "replace") if isinstance(value, bytes) else value',
+                'label = value.decode("utf-8", None) if isinstance(value, bytes) else value',
+                'label = value.decode("replace") if isinstance(value, bytes) else value',
+                'label = value.decode("utf-8", ) if isinstance(value, bytes) else value',
+                'label = value.decode("XXutf-8XX", "replace") if isinstance(value, bytes) else value',
+                'label = value.decode("utf-8", "XXreplaceXX") if isinstance(value, bytes) else value',
+                'label = value.decode("utf-8", "REPLACE") if isinstance(value, bytes) else value',
+                (
+                    'label = value.decode("utf-8", "replace") if (isinstance(value, bytes)) and False '
+                    "else value"
+                ),
+            ],
+            (
+                EQUIVALENT,
+                (
+                    "dead branch: cryptography gives a common name (and an RFC 4514 subject) as "
+                    "text; only X.500 unique identifiers are bytes, and they are never read here"
+                ),
+            ),
         ),
         'warnings.simplefilter("ignore", )': (
             EQUIVALENT,
