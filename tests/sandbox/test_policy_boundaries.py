@@ -176,3 +176,38 @@ def test_a_completed_job_records_when_it_completed(sandbox, iot, jobs_data, cloc
     assert job["status"] == "COMPLETED"
     assert job["completedAt"] == job["lastUpdatedAt"]
     assert (job["completedAt"] - job["createdAt"]).total_seconds() == 90
+
+
+def test_a_forced_cancel_stops_running_executions_and_stays_forced(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 2)
+    iot.create_job(jobId="f", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    jobs_data.start_next_pending_job_execution(thingName=names[0])
+    sandbox.engine.advance(30)
+    iot.cancel_job(jobId="f", force=True, reasonCode="STOP", comment="stop now")
+    job = iot.describe_job(jobId="f")["job"]
+    assert (job["status"], job["forceCanceled"], job["reasonCode"]) == ("CANCELED", True, "STOP")
+    assert (job["lastUpdatedAt"] - job["createdAt"]).total_seconds() == 30
+    running = iot.describe_job_execution(jobId="f", thingName=names[0])["execution"]
+    queued = iot.describe_job_execution(jobId="f", thingName=names[1])["execution"]
+    assert (running["status"], running["forceCanceled"]) == ("CANCELED", True)
+    assert queued["status"] == "CANCELED"
+    assert queued.get("forceCanceled", False) is False
+    iot.cancel_job(jobId="f", comment="again, without force")
+    again = iot.describe_job(jobId="f")["job"]
+    assert again["forceCanceled"] is True
+    assert (again["reasonCode"], again["comment"]) == ("STOP", "stop now")
+
+
+def test_a_cancel_without_force_lets_running_executions_finish(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 2)
+    iot.create_job(jobId="n", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    jobs_data.start_next_pending_job_execution(thingName=names[0])
+    iot.cancel_job(jobId="n")
+    job = iot.describe_job(jobId="n")["job"]
+    assert (job["status"], job["forceCanceled"]) == ("CANCELED", False)
+    running = iot.describe_job_execution(jobId="n", thingName=names[0])["execution"]
+    assert running["status"] == "IN_PROGRESS"
+    jobs_data.update_job_execution(thingName=names[0], jobId="n", status="SUCCEEDED")
+    assert iot.describe_job_execution(jobId="n", thingName=names[0])["execution"]["status"] == (
+        "SUCCEEDED"
+    )
