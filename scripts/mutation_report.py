@@ -6,8 +6,10 @@ Usage: python scripts/mutation_report.py OUT RESULT.json [RESULT.json ...]
 The score of a target is killed / (killed + survived - equivalent): mutmut's "killed",
 "timeout" and "segfault" count as killed (the tests noticed), "survived" and "no tests" as
 survivors. A survivor is matched to its reason by target and its mutated line (the "+" line
-of its diff, stripped), which stays stable when mutmut renumbers mutants. A survivor with
-no reason here is listed as "no reason yet: write the test that kills it".
+of its diff, stripped), which stays stable when mutmut renumbers mutants. Kinds:
+"equivalent" (no test can tell it from the original: left out of the score), "tested" (a
+test written after the run names it: still a survivor until the next run counts it) and
+"open" (no reason yet: write the test that kills it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 KILLED = ("killed", "timeout", "segfault")
 SURVIVED = ("survived", "no tests")
 EQUIVALENT = "equivalent"
+TESTED = "tested"
 
 _ABSENT_VALUE = (
     "a signature member without a value decodes to some fixed bytes ('', 'None' or 'XXXX'), "
@@ -127,6 +130,20 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                     "dead branch: cryptography gives a common name (and an RFC 4514 subject) as "
                     "text; only X.500 unique identifiers are bytes, and they are never read here"
                 ),
+            ),
+        ),
+        'warnings.simplefilter("ignore", None)': (
+            "open",
+            (
+                "test to write: a root with a non-positive serial number, which cryptography "
+                "warns about on load (the mutant's filter then raises TypeError)"
+            ),
+        ),
+        "return type(None).__name__": (
+            "open",
+            (
+                "test to write: a certificate whose key no branch names (X25519 or X448, signed "
+                "by another key), described by its class name"
             ),
         ),
         'warnings.simplefilter("ignore", )': (
