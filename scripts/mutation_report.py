@@ -92,6 +92,14 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 "every-wave-passed check after it is false either way"
             ),
         ),
+        "_judge_running_wave: )": (
+            TESTED,
+            (
+                "the mutant drops rollout_done from evaluate_gate: tests/orchestrator/"
+                "test_planner_events.py::test_a_gate_met_while_the_job_still_rolls_out_waits "
+                "(planted: fails)"
+            ),
+        ),
         "seen = None": (EQUIVALENT, _FOLDED),
         "seen = obs.jobs.get(None)": (EQUIVALENT, _FOLDED),
     },
@@ -154,7 +162,79 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
             ),
         ),
     },
+    "sandbox-policy": {  # keys "function: line" where a line alone is ambiguous
+        'maybe_abort: if percentage > float(criterion["thresholdPercentage"]):': (
+            TESTED,
+            (
+                "tests/sandbox/test_policy_boundaries.py::"
+                "test_an_abort_fires_when_failures_reach_the_threshold_exactly (planted: fails)"
+            ),
+        ),
+        "maybe_abort: break": (
+            TESTED,
+            (
+                "tests/sandbox/test_policy_boundaries.py::"
+                "test_a_criterion_not_yet_met_does_not_hide_the_next_one (planted: fails)"
+            ),
+        ),
+        'maybe_retry: elif criterion["failureType"] != "ALL":': (
+            TESTED,
+            (
+                "tests/sandbox/test_policy_boundaries.py::"
+                "test_a_failure_is_retried_by_its_own_criterion_else_by_all (planted: fails)"
+            ),
+        ),
+        "maybe_complete: job.completed_at = None": (
+            TESTED,
+            (
+                "tests/sandbox/test_policy_boundaries.py::"
+                "test_a_completed_job_records_when_it_completed (planted: fails)"
+            ),
+        ),
+        'process_due: elif kind == "XXstartXX":': (
+            TESTED,
+            "tests/sandbox/test_scheduling.py, now in this target's tests (planted: four fail)",
+        ),
+        'process_due: elif kind == "XXendXX":': (
+            TESTED,
+            "tests/sandbox/test_scheduling.py, now in this target's tests (planted: four fail)",
+        ),
+        'maybe_retry: fallback: int | None = ""': (
+            EQUIVALENT,
+            "an absent ALL criterion reads as '' instead of None: (fallback or 0) is 0 either way",
+        ),
+    },
     "endpoint": {
+        "check_region: *": (
+            TESTED,
+            (
+                "tests/job_documents/test_boundaries.py: test_an_unknown_region_is_refused_with_how_"
+                "to_allow_it, test_a_region_that_is_not_text_is_refused (the region check of the "
+                "merged main; planted: fail)"
+            ),
+        ),
+        "check_ats_endpoint: suffix = partition_suffix(region, )": (
+            TESTED,
+            (
+                "tests/job_documents/test_boundaries.py::"
+                "test_a_region_allowed_explicitly_is_checked_as_known_everywhere (planted: fails)"
+            ),
+        ),
+        "partition_suffix: check_region(region, )": (
+            TESTED,
+            (
+                "tests/job_documents/test_boundaries.py::"
+                "test_a_region_allowed_explicitly_is_checked_as_known_everywhere"
+            ),
+        ),
+        "known_regions: return _region_data()[2]": (
+            TESTED,
+            (
+                "tests/job_documents/test_boundaries.py::"
+                "test_the_known_regions_are_the_packaged_commercial_china_and_govcloud_ones "
+                "(planted: fails)"
+            ),
+        ),
         'if match["suffix"] == _CHINA_SUFFIX and head.endswith(".ats") and "XX.XX" not in '
         "head[:-4]:": (
             EQUIVALENT,
@@ -179,7 +259,15 @@ def _added(diff: list[str]) -> str:
 
 
 def _reason(target: str, survivor: dict[str, Any]) -> tuple[str, str]:
-    known = REASONS.get(target, {}).get(_added(survivor["diff"]))
+    reasons = REASONS.get(target, {})
+    function = survivor["mutant"].rsplit("__mutmut_", 1)[0].rsplit(".", 1)[-1]
+    function = function.rsplit("\u01c1", 1)[-1].removeprefix("x_")
+    line = _added(survivor["diff"])
+    known = (
+        reasons.get(f"{function}: {line}")
+        or reasons.get(line)
+        or reasons.get(f"{function}: *")  # every survivor of the function
+    )
     return known or ("open", "no reason yet: write the test that kills it")
 
 
