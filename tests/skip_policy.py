@@ -21,6 +21,7 @@ import pytest
 #: something outside this repository (a program, a system library, the network).
 MACHINE_LACKS: tuple[re.Pattern[str], ...] = (
     re.compile(r"\bmosquitto is not installed\b"),
+    re.compile(r"\bgit is not installed\b"),
     re.compile(r"does not resolve to 127\.0\.0\.1"),
     re.compile(r"\bnss_wrapper\b"),
 )

@@ -86,6 +86,7 @@ def test_ci_false_does_not_enforce(pytester, monkeypatch):
     ("reason", "ok"),
     [
         ("mosquitto is not installed", True),
+        ("git is not installed", True),
         ("a1-ats.iot.us-east-1.amazonaws.com does not resolve to 127.0.0.1", True),
         ("the SDK resolves the sandbox's AWS-shaped names only under nss_wrapper", True),
         ("could not import 'infra.sandbox.runtime': No module named 'infra'", False),
