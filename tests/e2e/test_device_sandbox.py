@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
+from infra.sandbox import runtime
 from job_documents import Endpoint, Operation, build_document, load_catalog
-
-runtime = pytest.importorskip("infra.sandbox.runtime")
 
 pytestmark = [
     pytest.mark.e2e,

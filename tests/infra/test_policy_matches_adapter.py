@@ -140,14 +140,13 @@ def test_scanner_rejects_a_method_the_client_does_not_have(tmp_path: Path):
 
 
 def _require_adapter(attribute: str) -> list[Path]:
+    """The adapter's files; a missing adapter or client attribute fails, never skips."""
     files = adapter_files()
-    if not files:
-        pytest.skip(
-            "the orchestrator's AWS adapter (orchestrator/aws.py or orchestrator/aws/) "
-            "does not exist yet"
-        )
-    if not calls_on(attribute, files):
-        pytest.skip(f"the AWS adapter makes no self.{attribute}.<method>() calls yet")
+    assert files, "the AWS adapter (orchestrator/aws.py or orchestrator/aws/) is missing"
+    assert calls_on(attribute, files), (
+        f"the AWS adapter makes no self.{attribute}.<method>() calls: if the client attribute was "
+        "renamed, rename it here too, or the least-privilege check checks nothing"
+    )
     return files
 
 
