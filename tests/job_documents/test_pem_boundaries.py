@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, x448, x25519
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from job_documents._pem import (
@@ -195,3 +198,67 @@ def test_a_root_not_valid_yet_says_to_check_the_clock() -> None:
 )
 def test_fingerprints_are_normalized_or_refused(text: str, normal: str | None) -> None:
     assert normalize_fingerprint(text) == normal
+
+
+@pytest.mark.parametrize(
+    ("key", "described"),
+    [(x25519.X25519PrivateKey.generate(), "X25519PublicKey"),
+     (x448.X448PrivateKey.generate(), "X448PublicKey")],
+)  # fmt: skip
+def test_a_key_no_name_is_given_for_is_described_by_its_type(key: Any, described: str) -> None:
+    # A key-agreement key cannot sign, but a certificate can carry one, signed by another key.
+    signer = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_cn("agreement"))
+        .issuer_name(_cn("issuer"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .sign(signer, hashes.SHA256())
+    )
+    assert describe_key(cert) == described
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _root_with_serial_minus_one() -> str:
+    """A valid self-signed EC root whose serial number is -1 (the builder refuses to make one)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    built = x509.CertificateBuilder().subject_name(_cn("Old Root")).issuer_name(_cn("Old Root"))
+    cert = (
+        built.public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    tbs = cert.tbs_certificate_bytes
+    at = tbs.index(bytes.fromhex("a003020102020101")) + 5  # version 3, then INTEGER 1
+    tbs = tbs[:at] + bytes.fromhex("0201ff") + tbs[at + 3 :]  # INTEGER -1, same length
+    signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    ecdsa_with_sha256 = bytes.fromhex("300a06082a8648ce3d040302")
+    bits = b"\x03" + _der_length(len(signature) + 1) + b"\x00" + signature
+    body = tbs + ecdsa_with_sha256 + bits
+    der = b"\x30" + _der_length(len(body)) + body
+    text = base64.b64encode(der).decode()
+    lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+
+
+def test_a_root_with_a_negative_serial_number_loads_without_a_warning() -> None:
+    # Some long-lived public roots have one; cryptography warns about it on every load.
+    pem = _root_with_serial_minus_one()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = inspect_root_pem(pem)
+    assert (info.subject, info.key_type) == ("Old Root", "EC P-256")
+    with pytest.warns(CryptographyDeprecationWarning, match="serial number"):
+        assert info.certificate.serial_number == -1  # what cryptography warns about

@@ -1,0 +1,129 @@
+"""The sandbox's retry and abort bookkeeping, pinned field by field on a manual clock.
+
+AWS IoT Jobs retries a FAILED or TIMED_OUT execution as the next executionNumber of the same
+record, back in QUEUED with versionNumber 1 and retryAttempt + 1, and moves the job's counts
+from the failed status to queued; an abort criterion is met when failures reach its threshold
+percentage of the executed things, and cancels the job (not forced) with reason code
+ABORT_CRITERIA_MET. See docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+from structlog.testing import capture_logs
+
+ARN = "arn:aws:iot:us-east-1:123456789012"
+DOCUMENT = json.dumps({"operation": "rotate"})
+
+
+def _fleet(sandbox, size: int) -> list[str]:
+    return list(sandbox.provision(size, [("fleet", None)], prefix="fleet").things)
+
+
+def test_a_retry_moves_the_counts_and_starts_a_new_execution_number(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 3)
+    iot.create_job(
+        jobId="re",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRetryConfig={"criteriaList": [{"failureType": "ALL", "numberOfRetries": 1}]},
+    )
+    jobs_data.start_next_pending_job_execution(thingName=names[0])
+    sandbox.engine.advance(40)
+    jobs_data.update_job_execution(thingName=names[0], jobId="re", status="FAILED")
+    counts = iot.describe_job(jobId="re")["job"]["jobProcessDetails"]
+    assert (counts["numberOfQueuedThings"], counts["numberOfFailedThings"]) == (3, 0)
+    assert counts["numberOfInProgressThings"] == 0
+    execution = iot.describe_job_execution(jobId="re", thingName=names[0])["execution"]
+    assert (execution["status"], execution["executionNumber"]) == ("QUEUED", 2)
+    assert (execution["versionNumber"], execution["forceCanceled"]) == (1, False)
+    assert "startedAt" not in execution
+    assert (execution["queuedAt"] - execution["lastUpdatedAt"]).total_seconds() == 0
+    (record,) = sandbox.engine.execution_history(job_id="re", thing_name=names[0])
+    assert record["retryAttempt"] == 1
+    start = record["history"][0]["at"]
+    assert record["history"][-1] == {
+        "status": "QUEUED",
+        "via": "service",
+        "at": start + 40,
+        "versionNumber": 1,
+        "executionNumber": 2,
+    }
+    assert [h["status"] for h in record["history"]] == ["QUEUED", "IN_PROGRESS", "FAILED", "QUEUED"]
+    # The second failure uses up the one retry: the counts stay failed.
+    jobs_data.update_job_execution(thingName=names[0], jobId="re", status="FAILED")
+    counts = iot.describe_job(jobId="re")["job"]["jobProcessDetails"]
+    assert (counts["numberOfQueuedThings"], counts["numberOfFailedThings"]) == (2, 1)
+
+
+def test_a_failure_type_without_a_criterion_and_without_all_is_not_retried(sandbox, iot, jobs_data):
+    (name,) = _fleet(sandbox, 1)
+    iot.create_job(
+        jobId="no",
+        targets=[f"{ARN}:thing/{name}"],
+        document=DOCUMENT,
+        timeoutConfig={"inProgressTimeoutInMinutes": 1},
+        jobExecutionsRetryConfig={
+            "criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 3}]
+        },
+    )
+    jobs_data.update_job_execution(thingName=name, jobId="no", status="FAILED")
+    execution = iot.describe_job_execution(jobId="no", thingName=name)["execution"]
+    assert (execution["status"], execution["executionNumber"]) == ("FAILED", 1)
+
+
+def test_an_abort_below_its_threshold_by_a_fraction_does_not_fire(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 4)
+    iot.create_job(
+        jobId="ab",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        abortConfig={
+            "criteriaList": [
+                {"failureType": "FAILED", "action": "CANCEL", "thresholdPercentage": 50.4,
+                 "minNumberOfExecutedThings": 2},
+            ]
+        },
+    )  # fmt: skip
+    jobs_data.update_job_execution(thingName=names[0], jobId="ab", status="FAILED")
+    jobs_data.update_job_execution(thingName=names[1], jobId="ab", status="SUCCEEDED")
+    assert iot.describe_job(jobId="ab")["job"]["status"] == "IN_PROGRESS"  # 50% < 50.4%
+
+
+def test_an_abort_cancels_without_force_at_its_time_and_says_why(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 4)
+    iot.create_job(
+        jobId="ab",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        abortConfig={
+            "criteriaList": [
+                {"failureType": "ALL", "action": "CANCEL", "thresholdPercentage": 50,
+                 "minNumberOfExecutedThings": 2},
+            ]
+        },
+    )  # fmt: skip
+    jobs_data.start_next_pending_job_execution(thingName=names[2])
+    jobs_data.update_job_execution(thingName=names[0], jobId="ab", status="SUCCEEDED")
+    sandbox.engine.advance(30)
+    with capture_logs() as logs:
+        jobs_data.update_job_execution(thingName=names[1], jobId="ab", status="FAILED")
+    job = iot.describe_job(jobId="ab")["job"]
+    assert (job["status"], job["forceCanceled"]) == ("CANCELED", False)
+    assert job["comment"] == (
+        "aborted: ALL executions are 50.00% of 2 executed, at or over the threshold 50%"
+    )
+    assert (job["lastUpdatedAt"] - job["createdAt"]).total_seconds() == 30
+    running = iot.describe_job_execution(jobId="ab", thingName=names[2])["execution"]
+    assert running["status"] == "IN_PROGRESS"  # not forced: a running execution runs on
+    aborted = [e for e in logs if e["event"] == "job_aborted"]
+    assert aborted == [
+        {
+            "event": "job_aborted",
+            "log_level": "info",
+            "job_id": "ab",
+            "failure_type": "ALL",
+            "percent": 50.0,
+        }
+    ]
