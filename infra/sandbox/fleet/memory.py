@@ -131,7 +131,6 @@ class MemoryFleet(FleetBase):
         self._active: str | None = None
         self._runner: int | None = None
         self._started = False
-        self.activations = 0
         self.outcomes: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ lifecycle
@@ -213,7 +212,6 @@ class MemoryFleet(FleetBase):
                 self._news_set.discard(name)
             self._activate(self._devices[name], self._now())
             done += 1
-        self.activations += done
         return done
 
     def take_due(self) -> list[str]:
@@ -232,7 +230,6 @@ class MemoryFleet(FleetBase):
     def activate(self, thing: str) -> None:
         """Let one device act now (see `take_due`)."""
         self._activate(self._devices[thing], self._now())
-        self.activations += 1
 
     # ------------------------------------------------------------------ devices
     def _agent(self, device: _Device, fs: FileOps) -> Agent:
