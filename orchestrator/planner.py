@@ -40,6 +40,7 @@ from orchestrator.model import (
     WaveSpec,
     WaveState,
 )
+from orchestrator.schedule import wave_deadline
 
 __all__ = [
     "Abort",
@@ -323,11 +324,8 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
     if wave.job_status == "CANCELED":
         _halt_wave(step, wave, "the job was canceled outside this campaign (abortConfig?)")
         return
-    deadline_reached = (
-        wave_spec.deadline_minutes is not None
-        and wave.launched_at is not None
-        and step.now >= wave.launched_at + timedelta(minutes=wave_spec.deadline_minutes)
-    )
+    deadline = wave_deadline(wave_spec, wave)
+    deadline_reached = deadline is not None and step.now >= deadline
     if deadline_reached and wave.never_started is None:
         wave = replace(wave, never_started=wave.counts.queued)
         step.put(wave)
