@@ -21,6 +21,8 @@ from enum import StrEnum
 from typing import Any, Literal
 
 __all__ = [
+    "ACTIVE_PHASES",
+    "STOPPED_STATUSES",
     "Approval",
     "CampaignSpec",
     "CampaignState",
@@ -191,6 +193,15 @@ class WavePhase(StrEnum):
 
 
 ACTIVE_PHASES = frozenset({WavePhase.LAUNCHING, WavePhase.RUNNING, WavePhase.BAKING})
+#: Where a campaign stops on its own: nothing more happens without an operator's command.
+STOPPED_STATUSES = frozenset(
+    {
+        CampaignStatus.COMPLETED,
+        CampaignStatus.HALTED,
+        CampaignStatus.ABORTED,
+        CampaignStatus.ROLLED_BACK,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
