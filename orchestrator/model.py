@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -29,6 +29,7 @@ __all__ = [
     "CampaignStatus",
     "Counts",
     "Event",
+    "EventKind",
     "ExecutionPolicy",
     "ExponentialRate",
     "Gate",
@@ -279,40 +280,41 @@ class CampaignState:
         return replace(self, waves=tuple(wave if w.name == wave.name else w for w in self.waves))
 
 
-EventKind = Literal[
-    "campaign-started",
-    "wave-awaiting-approval",
-    "wave-approved",
-    "wave-launching",
-    "job-created",
-    "job-adopted",
-    "job-observed",
-    "gate-passed",
-    "gate-lost",
-    "bake-finished",
-    "wave-passed",
-    "wave-halted",
-    "deadline-reached",
-    "campaign-completed",
-    "campaign-halted",
-    "campaign-paused",
-    "campaign-resumed",
-    "campaign-aborted",
-    "job-cancel-requested",
-    "rollback-started",
-    "restore-job-created",
-    "restore-job-adopted",
-    "rollback-finished",
-    "failures-explained",
-    "action-failed",
-]
+class EventKind(StrEnum):
+    """What an `Event` records; its value is the name in the event log and the logs."""
+
+    CAMPAIGN_STARTED = "campaign-started"
+    WAVE_AWAITING_APPROVAL = "wave-awaiting-approval"
+    WAVE_APPROVED = "wave-approved"
+    WAVE_LAUNCHING = "wave-launching"
+    JOB_CREATED = "job-created"
+    JOB_ADOPTED = "job-adopted"
+    JOB_OBSERVED = "job-observed"
+    GATE_PASSED = "gate-passed"
+    GATE_LOST = "gate-lost"
+    BAKE_FINISHED = "bake-finished"
+    WAVE_PASSED = "wave-passed"
+    WAVE_HALTED = "wave-halted"
+    DEADLINE_REACHED = "deadline-reached"
+    CAMPAIGN_COMPLETED = "campaign-completed"
+    CAMPAIGN_HALTED = "campaign-halted"
+    CAMPAIGN_PAUSED = "campaign-paused"
+    CAMPAIGN_RESUMED = "campaign-resumed"
+    CAMPAIGN_ABORTED = "campaign-aborted"
+    JOB_CANCEL_REQUESTED = "job-cancel-requested"
+    ROLLBACK_STARTED = "rollback-started"
+    RESTORE_JOB_CREATED = "restore-job-created"
+    RESTORE_JOB_ADOPTED = "restore-job-adopted"
+    ROLLBACK_FINISHED = "rollback-finished"
+    FAILURES_EXPLAINED = "failures-explained"
+    ACTION_FAILED = "action-failed"
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """One entry of the append-only event log: what happened and why."""
 
-    kind: str
+    kind: EventKind
     reason: str
     wave: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)

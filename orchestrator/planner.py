@@ -34,6 +34,7 @@ from orchestrator.model import (
     CampaignStatus,
     Counts,
     Event,
+    EventKind,
     ExponentialRate,
     MaintenanceWindow,
     WavePhase,
@@ -252,7 +253,7 @@ class _Step:
     def put(self, wave: WaveState) -> None:
         self.state = self.state.with_wave(wave)
 
-    def event(self, kind: str, reason: str, wave: str | None = None, **data: object) -> None:
+    def event(self, kind: EventKind, reason: str, wave: str | None = None, **data: object) -> None:
         self.events.append(Event(kind=kind, reason=reason, wave=wave, data=data, at=self.now))
 
     def cancel(self, wave: WaveState, reason: str) -> None:
@@ -271,7 +272,7 @@ def _fold(step: _Step, obs: Observations) -> None:
             )
             if wave.phase is WavePhase.LAUNCHING:
                 updated = replace(updated, phase=WavePhase.RUNNING)
-                step.event("job-observed", f"job {wave.job_id} is {seen.status}", wave.name)
+                step.event(EventKind.JOB_OBSERVED, f"job {wave.job_id} is {seen.status}", wave.name)
             step.put(updated)
         restore = obs.jobs.get(wave.restore_job_id) if wave.restore_job_id else None
         if restore is not None and restore.exists:
@@ -288,13 +289,13 @@ def _halt_campaign(step: _Step, reason: str, *, cancel_all: bool) -> None:
     step.state = replace(
         step.state, status=CampaignStatus.HALTED, reason=reason, cancel_all=cancel_all
     )
-    step.event("campaign-halted", reason)
+    step.event(EventKind.CAMPAIGN_HALTED, reason)
 
 
 def _halt_wave(step: _Step, wave: WaveState, reason: str) -> None:
     halted = replace(wave, phase=WavePhase.HALTED, finished_at=step.now, verdict=reason)
     step.put(halted)
-    step.event("wave-halted", reason, wave.name, counts=_counts_dict(wave.counts))
+    step.event(EventKind.WAVE_HALTED, reason, wave.name, counts=_counts_dict(wave.counts))
     if wave.counts.failures and not wave.explained:
         step.put(replace(halted, explained=True))
         step.actions.append(ExplainFailures(wave=wave.name, job_id=wave.job_id))
@@ -330,7 +331,7 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
         wave = replace(wave, never_started=wave.counts.queued)
         step.put(wave)
         step.event(
-            "deadline-reached",
+            EventKind.DEADLINE_REACHED,
             f"{wave.counts.queued} devices never started, {wave.counts.in_progress} still running",
             wave.name,
             never_started=wave.counts.queued,
@@ -354,16 +355,16 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
     if wave.phase is WavePhase.BAKING:
         if verdict.passed:
             if wave.bake_until is not None and step.now >= wave.bake_until:
-                step.event("bake-finished", "bake time over, gate still met", wave.name)
+                step.event(EventKind.BAKE_FINISHED, "bake time over, gate still met", wave.name)
                 _pass_wave(step, wave)
             return
         # Back to RUNNING, and judged as such in this same step (a completed job or a
         # reached deadline halts now, not on the next reconcile): decide stays idempotent.
         wave = replace(wave, phase=WavePhase.RUNNING, gate_passed_at=None, bake_until=None)
         step.put(wave)
-        step.event("gate-lost", verdict.reason, wave.name)
+        step.event(EventKind.GATE_LOST, verdict.reason, wave.name)
     if verdict.passed:
-        step.event("gate-passed", verdict.reason, wave.name)
+        step.event(EventKind.GATE_PASSED, verdict.reason, wave.name)
         bake = timedelta(minutes=wave_spec.gate.bake_minutes)
         if bake > timedelta(0):
             step.put(
@@ -384,12 +385,14 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
 
 def _pass_wave(step: _Step, wave: WaveState) -> None:
     step.put(replace(wave, phase=WavePhase.PASSED, finished_at=step.now, bake_until=None))
-    step.event("wave-passed", wave.verdict, wave.name)
+    step.event(EventKind.WAVE_PASSED, wave.verdict, wave.name)
 
 
 def _launch(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:
     step.put(replace(wave, phase=WavePhase.LAUNCHING, launched_at=step.now))
-    step.event("wave-launching", f"creating job {wave.job_id}", wave.name, job_id=wave.job_id)
+    step.event(
+        EventKind.WAVE_LAUNCHING, f"creating job {wave.job_id}", wave.name, job_id=wave.job_id
+    )
     step.actions.append(
         CreateJob(
             wave=wave.name,
@@ -442,7 +445,7 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations, *, paused: bool
                 if wave.phase is WavePhase.PENDING:
                     step.put(replace(wave, phase=WavePhase.AWAITING_APPROVAL))
                     step.event(
-                        "wave-awaiting-approval",
+                        EventKind.WAVE_AWAITING_APPROVAL,
                         f"run `ca-migrate approve {spec.name} {wave.name}` to launch it",
                         wave.name,
                     )
@@ -453,7 +456,7 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations, *, paused: bool
         step.state = replace(
             step.state, status=CampaignStatus.COMPLETED, reason="every wave passed"
         )
-        step.event("campaign-completed", "every wave passed")
+        step.event(EventKind.CAMPAIGN_COMPLETED, "every wave passed")
 
 
 def _roll_back(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
@@ -479,7 +482,7 @@ def _roll_back(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
         step.state = replace(
             step.state, status=CampaignStatus.ROLLED_BACK, reason="every restore job completed"
         )
-        step.event("rollback-finished", "every restore job completed")
+        step.event(EventKind.ROLLBACK_FINISHED, "every restore job completed")
 
 
 def decide(
@@ -567,17 +570,17 @@ def apply_command(
         if wave.approved:
             return Decision(state=state)
         step.put(replace(wave, approved=True))
-        step.event("wave-approved", "approved by operator", wave.name)
+        step.event(EventKind.WAVE_APPROVED, "approved by operator", wave.name)
     elif isinstance(command, Pause):
         if status is not CampaignStatus.RUNNING:
             raise UsageError(f"campaign {state.name} is {status.value}: only a RUNNING one pauses")
         step.state = replace(state, status=CampaignStatus.PAUSED, reason=command.reason)
-        step.event("campaign-paused", command.reason)
+        step.event(EventKind.CAMPAIGN_PAUSED, command.reason)
     elif isinstance(command, Resume):
         if status is not CampaignStatus.PAUSED:
             raise UsageError(f"campaign {state.name} is {status.value}: only a PAUSED one resumes")
         step.state = replace(state, status=CampaignStatus.RUNNING, reason=command.reason)
-        step.event("campaign-resumed", command.reason)
+        step.event(EventKind.CAMPAIGN_RESUMED, command.reason)
     elif isinstance(command, Abort):
         if status in (CampaignStatus.COMPLETED, CampaignStatus.ROLLED_BACK, CampaignStatus.ABORTED):
             raise UsageError(f"campaign {state.name} is {status.value}: nothing to abort")
@@ -587,7 +590,7 @@ def apply_command(
         step.state = replace(
             step.state, status=CampaignStatus.ABORTED, reason=command.reason, cancel_all=True
         )
-        step.event("campaign-aborted", command.reason)
+        step.event(EventKind.CAMPAIGN_ABORTED, command.reason)
         _cancel_for_stop(step)
     else:
         if status in (CampaignStatus.ROLLING_BACK, CampaignStatus.ROLLED_BACK):
@@ -607,7 +610,7 @@ def apply_command(
             documents=docs,
             cancel_all=True,
         )
-        step.event("rollback-started", command.reason, waves=sorted(command.documents))
+        step.event(EventKind.ROLLBACK_STARTED, command.reason, waves=sorted(command.documents))
     return Decision(
         state=replace(step.state, updated_at=now),
         actions=tuple(step.actions),

@@ -53,6 +53,7 @@ from orchestrator.model import (
     CampaignState,
     CampaignStatus,
     Event,
+    EventKind,
     WavePhase,
 )
 from orchestrator.planner import (
@@ -193,7 +194,7 @@ class Reconciler:
         docs = {wave: (doc.text, doc.sha256) for wave, doc in built.documents.items()}
         state = initial_state(spec, docs, now)
         event = Event(
-            kind="campaign-started",
+            kind=EventKind.CAMPAIGN_STARTED,
             reason=f"endpoint {host}; catalog {built.catalog.source}"
             + ("" if built.catalog.is_default else " (NOT the packaged Amazon catalog)"),
             at=now,
@@ -239,7 +240,7 @@ class Reconciler:
         recorded = {
             e.data.get("job_id")
             for e in self.store.events(state.name)
-            if e.kind in ("job-created", "job-adopted")
+            if e.kind in (EventKind.JOB_CREATED, EventKind.JOB_ADOPTED)
         }
         for wave in found:
             if wave.job_id in recorded:
@@ -251,7 +252,7 @@ class Reconciler:
                     "(aws iot delete-job) or rename the campaign, then run again"
                 )
             event = Event(
-                kind="job-adopted",
+                kind=EventKind.JOB_ADOPTED,
                 reason=f"job {wave.job_id} exists but its creation was not recorded (the "
                 "reconcile that created it stopped first); its document matches",
                 wave=wave.name,
@@ -278,9 +279,15 @@ class Reconciler:
         self.store.commit(
             halted,
             [
-                Event(kind="action-failed", reason=str(exc), wave=action.wave, data=data, at=now),
-                Event(kind="wave-halted", reason=reason, wave=action.wave, at=now),
-                Event(kind="campaign-halted", reason=reason, at=now),
+                Event(
+                    kind=EventKind.ACTION_FAILED,
+                    reason=str(exc),
+                    wave=action.wave,
+                    data=data,
+                    at=now,
+                ),
+                Event(kind=EventKind.WAVE_HALTED, reason=reason, wave=action.wave, at=now),
+                Event(kind=EventKind.CAMPAIGN_HALTED, reason=reason, at=now),
             ],
         )
         log.error("campaign-halted", campaign=state.name, wave=action.wave, reason=reason)
@@ -305,7 +312,7 @@ class Reconciler:
                 self._record(
                     state,
                     Event(
-                        kind="action-failed",
+                        kind=EventKind.ACTION_FAILED,
                         reason=str(exc),
                         wave=action.wave,
                         data={"action": type(action).__name__, "job_id": action.job_id},
@@ -320,14 +327,14 @@ class Reconciler:
     def _act(self, state: CampaignState, action: Action) -> Event:
         if isinstance(action, CreateJob):
             document = state.documents[action.job_id]
-            prefix = "restore-job" if action.operation is Operation.RESTORE else "job"
+            restore = action.operation is Operation.RESTORE
             try:
                 self.api.create_job(action.job_id, document, action.config)
             except JobExistsError:
                 existing = self.api.get_job_document(action.job_id)
                 if _same_document(existing, document):
                     return Event(
-                        kind=f"{prefix}-adopted",
+                        kind=EventKind.RESTORE_JOB_ADOPTED if restore else EventKind.JOB_ADOPTED,
                         reason=f"job {action.job_id} already existed with this document",
                         wave=action.wave,
                         data={"job_id": action.job_id},
@@ -337,7 +344,7 @@ class Reconciler:
                     "(aws iot delete-job) or rename the campaign, then run again"
                 ) from None
             return Event(
-                kind=f"{prefix}-created",
+                kind=EventKind.RESTORE_JOB_CREATED if restore else EventKind.JOB_CREATED,
                 reason=f"created job {action.job_id} for {', '.join(action.config.thing_groups)}",
                 wave=action.wave,
                 data={"job_id": action.job_id, "thing_groups": list(action.config.thing_groups)},
@@ -345,14 +352,14 @@ class Reconciler:
         if isinstance(action, CancelJob):
             self.api.cancel_job(action.job_id, action.reason)
             return Event(
-                kind="job-cancel-requested",
+                kind=EventKind.JOB_CANCEL_REQUESTED,
                 reason=action.reason,
                 wave=action.wave,
                 data={"job_id": action.job_id},
             )
         samples = self.api.list_failures(action.job_id, action.limit)
         return Event(
-            kind="failures-explained",
+            kind=EventKind.FAILURES_EXPLAINED,
             reason=f"{len(samples)} failed executions sampled (at most {action.limit})",
             wave=action.wave,
             data={

@@ -35,6 +35,7 @@ from orchestrator.errors import (
     VersionConflictError,
 )
 from orchestrator.model import CampaignSpec, CampaignStatus
+from orchestrator.notify import announce_step, cli_announcer
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import Reconciler, StepResult
 from orchestrator.report import (
@@ -255,14 +256,24 @@ def run(
     ] = False,
     interval: Annotated[float, typer.Option(help="Seconds between reconciles.", min=0.05)] = 30.0,
     max_hours: Annotated[float, typer.Option(help="Give up following after this long.")] = 72.0,
+    notify: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Announce halts, completions and approvals: sns:TOPIC_ARN or webhook:URL "
+            "(Slack-compatible JSON). Repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Reconcile once (or, with --follow, until the campaign completes, halts or is aborted)."""
     with _exit_codes():
+        announcer = cli_announcer(notify or [], profile=_options(ctx).profile)
         rec = _campaign_reconciler(_options(ctx), name)
         deadline = time.monotonic() + max_hours * 3600
         while True:
             try:
-                state = rec.step(name).state
+                result = rec.step(name)
+                announce_step(announcer, result)
+                state = result.state
             except (LeaseHeldError, VersionConflictError) as exc:
                 if not follow:
                     raise
