@@ -231,6 +231,10 @@ class Counts:
         """Executions that count: everything but canceled and removed ones."""
         return self.queued + self.in_progress + self.completed
 
+    def as_dict(self) -> dict[str, int]:
+        """Every count by its field name (the stored state, event data, summaries)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
 
 @dataclass(frozen=True, slots=True)
 class WaveState:
@@ -241,7 +245,6 @@ class WaveState:
     phase: WavePhase = WavePhase.PENDING
     approved: bool = False
     launched_at: datetime | None = None
-    gate_passed_at: datetime | None = None
     bake_until: datetime | None = None
     finished_at: datetime | None = None
     job_status: str | None = None
@@ -325,7 +328,7 @@ def _enc(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Counts):
-        return {f.name: getattr(value, f.name) for f in fields(Counts)}
+        return value.as_dict()
     if isinstance(value, StrEnum):
         return value.value
     return value
@@ -347,11 +350,13 @@ def state_to_dict(state: CampaignState) -> dict[str, Any]:
     }
 
 
-_TIME_FIELDS = ("launched_at", "gate_passed_at", "bake_until", "finished_at")
+_TIME_FIELDS = ("launched_at", "bake_until", "finished_at")
+#: Fields that older releases stored and nothing reads any more: dropped when loading.
+_RETIRED_WAVE_FIELDS = ("gate_passed_at",)
 
 
 def _wave_from_dict(raw: Mapping[str, Any]) -> WaveState:
-    values: dict[str, Any] = dict(raw)
+    values: dict[str, Any] = {k: v for k, v in raw.items() if k not in _RETIRED_WAVE_FIELDS}
     for name in _TIME_FIELDS:
         if values.get(name) is not None:
             values[name] = datetime.fromisoformat(values[name])

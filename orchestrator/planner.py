@@ -295,22 +295,11 @@ def _halt_campaign(step: _Step, reason: str, *, cancel_all: bool) -> None:
 def _halt_wave(step: _Step, wave: WaveState, reason: str) -> None:
     halted = replace(wave, phase=WavePhase.HALTED, finished_at=step.now, verdict=reason)
     step.put(halted)
-    step.event(EventKind.WAVE_HALTED, reason, wave.name, counts=_counts_dict(wave.counts))
+    step.event(EventKind.WAVE_HALTED, reason, wave.name, counts=wave.counts.as_dict())
     if wave.counts.failures and not wave.explained:
         step.put(replace(halted, explained=True))
         step.actions.append(ExplainFailures(wave=wave.name, job_id=wave.job_id))
     _halt_campaign(step, f"wave {wave.name} halted: {reason}", cancel_all=False)
-
-
-def _counts_dict(counts: Counts) -> dict[str, int]:
-    return {
-        "succeeded": counts.succeeded,
-        "failed": counts.failed,
-        "rejected": counts.rejected,
-        "timed_out": counts.timed_out,
-        "queued": counts.queued,
-        "in_progress": counts.in_progress,
-    }
 
 
 def _cancel_for_stop(step: _Step) -> None:
@@ -360,23 +349,16 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
             return
         # Back to RUNNING, and judged as such in this same step (a completed job or a
         # reached deadline halts now, not on the next reconcile): decide stays idempotent.
-        wave = replace(wave, phase=WavePhase.RUNNING, gate_passed_at=None, bake_until=None)
+        wave = replace(wave, phase=WavePhase.RUNNING, bake_until=None)
         step.put(wave)
         step.event(EventKind.GATE_LOST, verdict.reason, wave.name)
     if verdict.passed:
         step.event(EventKind.GATE_PASSED, verdict.reason, wave.name)
         bake = timedelta(minutes=wave_spec.gate.bake_minutes)
         if bake > timedelta(0):
-            step.put(
-                replace(
-                    wave,
-                    phase=WavePhase.BAKING,
-                    gate_passed_at=step.now,
-                    bake_until=step.now + bake,
-                )
-            )
+            step.put(replace(wave, phase=WavePhase.BAKING, bake_until=step.now + bake))
         else:
-            _pass_wave(step, replace(wave, gate_passed_at=step.now))
+            _pass_wave(step, wave)
     elif deadline_reached:
         _halt_wave(step, wave, f"deadline reached and {verdict.reason}")
     elif wave.job_status == "COMPLETED":

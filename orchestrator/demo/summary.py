@@ -47,30 +47,18 @@ def _sandbox_counts(sandbox: Sandbox, job_id: str | None) -> dict[str, int] | No
 
 
 def wave_rows(state: CampaignState, sandbox: Sandbox) -> list[dict[str, Any]]:
-    rows = []
-    for wave in state.waves:
-        c = wave.counts
-        rows.append(
-            {
-                "name": wave.name,
-                "phase": wave.phase.value,
-                "job_id": wave.job_id,
-                "launched_after_minutes": minutes(state, wave.launched_at),
-                "finished_after_minutes": minutes(state, wave.finished_at),
-                "executions": _sandbox_counts(sandbox, wave.job_id),
-                "restore_executions": _sandbox_counts(sandbox, wave.restore_job_id),
-                "gate_counts": {
-                    "succeeded": c.succeeded,
-                    "failed": c.failed,
-                    "rejected": c.rejected,
-                    "timed_out": c.timed_out,
-                    "in_progress": c.in_progress,
-                    "queued": c.queued,
-                    "canceled": c.canceled,
-                    "removed": c.removed,
-                },
-                "never_started": wave.never_started,
-                "verdict": wave.verdict,
-            }
-        )
-    return rows
+    return [
+        {
+            "name": wave.name,
+            "phase": wave.phase.value,
+            "job_id": wave.job_id,
+            "launched_after_minutes": minutes(state, wave.launched_at),
+            "finished_after_minutes": minutes(state, wave.finished_at),
+            "executions": _sandbox_counts(sandbox, wave.job_id),
+            "restore_executions": _sandbox_counts(sandbox, wave.restore_job_id),
+            "gate_counts": wave.counts.as_dict(),
+            "never_started": wave.never_started,
+            "verdict": wave.verdict,
+        }
+        for wave in state.waves
+    ]
