@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from job_documents import SystemClock
+from job_documents import SystemClock, logs
 from orchestrator.errors import (
     LeaseHeldError,
     OrchestratorError,
@@ -212,18 +211,7 @@ class RunnerConfig:
 
 
 def _configure_logging() -> None:
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    logs.configure_logging(json=True, level=logging.INFO)
 
 
 def _clients(region: str) -> tuple[IoTClient, DynamoDBClient, SnsPublisher]:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, assert_never
 
 import greenlet
-import structlog
 
 from infra.sandbox.fleet._base import FleetTiming
 from infra.sandbox.fleet.gc_tuning import GC_THRESHOLDS
@@ -48,6 +47,7 @@ from infra.sandbox.fleet.shard_messages import (
     is_to_worker,
 )
 from infra.sandbox.pki import SandboxPki
+from job_documents import logs
 from job_documents.clock import ManualClock
 
 __all__ = ["IN_FLIGHT", "ShardConfig", "worker_main"]
@@ -195,10 +195,7 @@ def _build(conn: Connection, config: ShardConfig) -> tuple[ManualClock, _RemoteE
     if config.setup is not None:
         config.setup()
     else:  # a spawned process has no logging set-up: keep its stdout clean, warn on stderr
-        structlog.configure(
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            logger_factory=structlog.WriteLoggerFactory(sys.stderr),
-        )
+        logs.configure_logging(json=False, level=logging.WARNING)
     clock = ManualClock(datetime.fromtimestamp(config.start, UTC))
     engine = _RemoteEngine(conn, clock)
     pki = SandboxPki(config.pki_dir, region=config.region, endpoint_prefix=config.endpoint_prefix)
