@@ -22,10 +22,6 @@ from orchestrator.cli._logging import LogFormat, configure_logging
 
 __all__ = ["Globals", "app", "main"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
-
 
 @dataclass(frozen=True, slots=True)
 class Globals:

@@ -37,11 +37,10 @@ from job_documents import (
     validate_document,
 )
 from job_documents.errors import CertificateRejected
+from orchestrator.cli.exits import EXIT_FAILURE, EXIT_INVALID
 
 __all__ = ["ca_app", "document_app"]
 
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
 
 ca_app = typer.Typer(help="The catalog of known root CAs.", no_args_is_help=True)
 document_app = typer.Typer(help="Build and validate migration job documents.", no_args_is_help=True)
