@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_handler.errors import DocumentRejected
+from device_handler.job_statuses import DEVICE_STATUSES, TERMINAL_STATUSES
 from device_handler.order import Order, Validator
 from device_handler.simulation import CrashingFileOps, NoSyncFileOps
 
@@ -76,10 +77,6 @@ class JobsRejection(Exception):  # noqa: N818 - mirrors the service's rejection
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-_TERMINAL = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "REMOVED", "CANCELED"})
-_DEVICE_STATUSES = frozenset({"IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"})
 
 
 @dataclass(slots=True)
@@ -155,9 +152,9 @@ class MemoryJobs:
         del execution_number, step_timeout_minutes
         with self._lock:
             found = self._find(thing_name, job_id)
-            if status not in _DEVICE_STATUSES:
+            if status not in DEVICE_STATUSES:
                 raise JobsRejection("InvalidRequest", f"a device cannot set {status}")
-            if found.status in _TERMINAL:
+            if found.status in TERMINAL_STATUSES:
                 raise JobsRejection("InvalidStateTransition", f"{job_id} is {found.status}")
             if expected_version is not None and expected_version != found.version_number:
                 raise JobsRejection(
