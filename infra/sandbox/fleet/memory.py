@@ -43,7 +43,7 @@ from device_handler.agent import Agent, AgentSettings
 from device_handler.channel import Connector
 from device_handler.errors import DeviceHandlerError, PowerCut
 from device_handler.fsops import FileOps, RealFileOps, StrPath
-from device_handler.memory import JobsBackend, MemoryConnector
+from device_handler.memory import ExecutionView, JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
 from device_handler.simulation import CrashingFileOps, NoSyncFileOps
 from device_handler.trust import EndpointConfig
@@ -70,7 +70,7 @@ CUT_POINTS: Final = 34
 _DONE: Final = frozenset({"NONE", "SKIPPED"})
 
 
-class FleetEngine(JobsBackend, Protocol):
+class FleetEngine(JobsBackend[ExecutionView], Protocol):
     """What a memory fleet needs of the Jobs engine: its clock, its news, the data plane.
 
     `JobsEngine` is one; a worker of `ShardedFleet` has a stand-in that relays the
