@@ -235,6 +235,16 @@ class Counts:
         """Every count by its field name (the stored state, event data, summaries)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def tenths(self) -> tuple[int, int]:
+        """Tenths of the targeted executions completed, and failed (rounded up).
+
+        The planner records a `wave-progress` event each time one moves: a
+        report's timeline, at most about twenty points per wave whatever its size.
+        """
+        if self.targeted <= 0:
+            return 0, 0
+        return self.completed * 10 // self.targeted, -(-self.failures * 10 // self.targeted)
+
 
 @dataclass(frozen=True, slots=True)
 class WaveState:
@@ -297,6 +307,7 @@ class EventKind(StrEnum):
     GATE_LOST = "gate-lost"
     BAKE_FINISHED = "bake-finished"
     WAVE_PASSED = "wave-passed"
+    WAVE_PROGRESS = "wave-progress"
     WAVE_HALTED = "wave-halted"
     DEADLINE_REACHED = "deadline-reached"
     CAMPAIGN_COMPLETED = "campaign-completed"

@@ -273,6 +273,14 @@ def _fold(step: _Step, obs: Observations) -> None:
             if wave.phase is WavePhase.LAUNCHING:
                 updated = replace(updated, phase=WavePhase.RUNNING)
                 step.event(EventKind.JOB_OBSERVED, f"job {wave.job_id} is {seen.status}", wave.name)
+            if seen.counts.tenths() != wave.counts.tenths():  # a report's timeline point
+                c = seen.counts
+                step.event(
+                    EventKind.WAVE_PROGRESS,
+                    f"{c.completed} of {c.targeted} completed, {c.failures} failed",
+                    wave.name,
+                    counts=c.as_dict(),
+                )
             step.put(updated)
         restore = obs.jobs.get(wave.restore_job_id) if wave.restore_job_id else None
         if restore is not None and restore.exists:
@@ -351,9 +359,9 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
         # reached deadline halts now, not on the next reconcile): decide stays idempotent.
         wave = replace(wave, phase=WavePhase.RUNNING, bake_until=None)
         step.put(wave)
-        step.event(EventKind.GATE_LOST, verdict.reason, wave.name)
+        step.event(EventKind.GATE_LOST, verdict.reason, wave.name, counts=wave.counts.as_dict())
     if verdict.passed:
-        step.event(EventKind.GATE_PASSED, verdict.reason, wave.name)
+        step.event(EventKind.GATE_PASSED, verdict.reason, wave.name, counts=wave.counts.as_dict())
         bake = timedelta(minutes=wave_spec.gate.bake_minutes)
         if bake > timedelta(0):
             step.put(replace(wave, phase=WavePhase.BAKING, bake_until=step.now + bake))
@@ -367,7 +375,7 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
 
 def _pass_wave(step: _Step, wave: WaveState) -> None:
     step.put(replace(wave, phase=WavePhase.PASSED, finished_at=step.now, bake_until=None))
-    step.event(EventKind.WAVE_PASSED, wave.verdict, wave.name)
+    step.event(EventKind.WAVE_PASSED, wave.verdict, wave.name, counts=wave.counts.as_dict())
 
 
 def _launch(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:

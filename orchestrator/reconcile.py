@@ -77,6 +77,14 @@ __all__ = ["Reconciler", "StepResult", "default_owner"]
 
 log = structlog.get_logger(__name__)
 
+#: The events that record a job of the campaign, and whether it is a restore job.
+_JOB_RECORDS: dict[str, bool] = {
+    EventKind.JOB_CREATED: False,
+    EventKind.JOB_ADOPTED: False,
+    EventKind.RESTORE_JOB_CREATED: True,
+    EventKind.RESTORE_JOB_ADOPTED: True,
+}
+
 LEASE_TTL = timedelta(minutes=2)
 #: AWS's answer to a request that is wrong in itself; the same request would fail again.
 _REFUSED = "InvalidRequestException"
@@ -227,38 +235,46 @@ class Reconciler:
             return StepResult(state=state, actions=performed, events=decision.events)
 
     def _adopt_unrecorded(self, state: CampaignState, observations: Observations) -> CampaignState:
-        """Record the adoption of a LAUNCHING wave's job whose creation the log lacks."""
-        found = [
-            wave
-            for wave in state.waves
-            if wave.phase is WavePhase.LAUNCHING
-            and (seen := observations.jobs.get(wave.job_id)) is not None
-            and seen.exists
-        ]
+        """Record the adoption of a job the campaign made whose creation the log lacks.
+
+        Looked for once per job: a LAUNCHING wave's job, or a restore job not yet
+        observed, that exists. The log is read only when there is such a job.
+        """
+
+        def exists(job_id: str | None) -> bool:
+            seen = observations.jobs.get(job_id) if job_id is not None else None
+            return seen is not None and seen.exists
+
+        found: list[tuple[str, str, bool]] = []  # (wave, job id, whether a restore job)
+        for wave in state.waves:
+            if wave.phase is WavePhase.LAUNCHING and exists(wave.job_id):
+                found.append((wave.name, wave.job_id, False))
+            if wave.restore_job_id and wave.restore_status is None and exists(wave.restore_job_id):
+                found.append((wave.name, wave.restore_job_id, True))
         if not found:
             return state
         recorded = {
-            e.data.get("job_id")
+            (_JOB_RECORDS[e.kind], e.data.get("job_id"))
             for e in self.store.events(state.name)
-            if e.kind in (EventKind.JOB_CREATED, EventKind.JOB_ADOPTED)
+            if e.kind in _JOB_RECORDS
         }
-        for wave in found:
-            if wave.job_id in recorded:
+        for wave_name, job_id, restore in found:
+            if (restore, job_id) in recorded:
                 continue
-            existing = self.api.get_job_document(wave.job_id)
-            if not _same_document(existing, state.documents[wave.job_id]):
+            existing = self.api.get_job_document(job_id)
+            if not _same_document(existing, state.documents[job_id]):
                 raise JobConflictError(
-                    f"job {wave.job_id} exists with a different document; delete it "
+                    f"job {job_id} exists with a different document; delete it "
                     "(aws iot delete-job) or rename the campaign, then run again"
                 )
             event = Event(
-                kind=EventKind.JOB_ADOPTED,
-                reason=f"job {wave.job_id} exists but its creation was not recorded (the "
+                kind=EventKind.RESTORE_JOB_ADOPTED if restore else EventKind.JOB_ADOPTED,
+                reason=f"job {job_id} exists but its creation was not recorded (the "
                 "reconcile that created it stopped first); its document matches",
-                wave=wave.name,
-                data={"job_id": wave.job_id},
+                wave=wave_name,
+                data={"job_id": job_id},
             )
-            log.warning(event.kind, campaign=state.name, wave=wave.name, job_id=wave.job_id)
+            log.warning(event.kind, campaign=state.name, wave=wave_name, job_id=job_id)
             state = self._record(state, event)
         return state
 

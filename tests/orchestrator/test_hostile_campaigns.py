@@ -131,6 +131,14 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
         README_CAMPAIGN.encode() + WINDOW.replace("CRON", "rate(5 minutes)").encode(),
         "write it as cron(minutes hours",
     ),
+    "unknown-region": (
+        _with("region: us-east-1", "region: zz-fake-9"),
+        "line 2 (region): 'zz-fake-9' is not an AWS region",
+    ),
+    "isolated-region": (
+        _with("region: us-east-1", "region: us-iso-east-1"),
+        "isolated partitions are not supported",
+    ),
     "nested-500-deep": (b"[" * 500 + b"]" * 500, "line 1: nested more than 32 levels deep"),
     "mapping-nested-100-deep": (
         "".join(f"{'  ' * i}k{i}:\n" for i in range(100)).encode(),
@@ -591,6 +599,12 @@ def test_start_with_a_window_the_sandbox_refuses_halts_and_exits_2(
         gate, gate + WINDOW.replace("CRON", "cron(0 2 L * ? *)"), 1
     )
     assert "cron(0 2 L" in text
+    # gates two-device groups can pass (plan refuses the README's 0.95 and 0.98 over two)
+    text = text.replace("min_success_rate: 0.95, min_completed: 10", "min_success_rate: 0.5")
+    text = text.replace("min_success_rate: 0.98", "min_success_rate: 0.5")
+    text = text.replace(
+        "    gate: {min_success_rate: 0.5", "    gate: {confidence: 0.6, min_success_rate: 0.5"
+    )
     path = tmp_path / "campaign.yaml"
     path.write_text(text)
     state = tmp_path / "state.sqlite"
