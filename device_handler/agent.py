@@ -584,6 +584,7 @@ class Agent:
             result = self._probe(
                 target.endpoint,
                 files.staged_bundle,
+                client_id=self.settings.thing_name,
                 identity=self.settings.identity,
                 overrides=self.settings.overrides,
                 timeout=order.probe_timeout,

@@ -116,6 +116,7 @@ class LocalConnector:
             probe(
                 endpoint,
                 ca_file,
+                client_id=self._config.thing_name,
                 identity=self._config.identity(),
                 overrides=self._config.connect_override,
                 timeout=timeout,
