@@ -19,9 +19,12 @@ connect_timeout_seconds = 10
 poll_seconds = 30
 protocol = "mqtt5"                       # or "mqtt311"
 max_attempts = 3
+validity_margin_days = 365               # refuse a root that expires sooner (as `document
+                                         # build` and `document validate` do by default)
 
 [connect_override]                       # host:port -> address:port (name checks stay on)
 "a1sandbox2demo.iot.us-east-1.amazonaws.com:8883" = "127.0.0.1:41883"
+"a1sandbox2demo-ats.iot.us-east-1.amazonaws.com:8883" = "127.0.0.1:41884"
 ```
 """
 
@@ -36,7 +39,11 @@ from typing import Any
 from device_handler.agent import AgentSettings, DevicePaths
 from device_handler.errors import ConfigError
 from device_handler.probe import ClientIdentity
-from device_handler.validation import ValidationSettings, load_verify_key
+from device_handler.validation import (
+    DEFAULT_VALIDITY_MARGIN_DAYS,
+    ValidationSettings,
+    load_verify_key,
+)
 
 __all__ = ["DeviceConfig", "load_config"]
 
@@ -63,6 +70,7 @@ class DeviceConfig:
     poll_seconds: float = 30.0
     protocol: str = "mqtt5"
     max_attempts: int = 3
+    validity_margin_days: int = DEFAULT_VALIDITY_MARGIN_DAYS
     source: Path | None = None
 
     def identity(self) -> ClientIdentity:
@@ -90,6 +98,7 @@ class DeviceConfig:
             catalog=self.catalog,
             allowed_fingerprints=self.allowed_fingerprints,
             verify_key=self.signing_public_key,
+            validity_margin_days=self.validity_margin_days,
         )
 
 
@@ -130,6 +139,12 @@ def load_config(path: Path) -> DeviceConfig:
         ):
             raise ConfigError(f"{where}: `{key}` must be a number from {low:g} to {high:g}")
         return float(value)
+
+    def whole(key: str, default: int, high: int) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+            raise ConfigError(f"{where}: `{key}` must be a whole number from 0 to {high}")
+        return value
 
     known = {f for f in DeviceConfig.__dataclass_fields__ if f != "source"}
     unknown = sorted(set(raw) - known)
@@ -182,5 +197,6 @@ def load_config(path: Path) -> DeviceConfig:
         poll_seconds=number("poll_seconds", 30, low=0.1, high=3600),
         protocol=protocol,
         max_attempts=int(number("max_attempts", 3, low=1, high=20)),
+        validity_margin_days=whole("validity_margin_days", DEFAULT_VALIDITY_MARGIN_DAYS, 3650),
         source=path,
     )

@@ -61,6 +61,12 @@ def test_config_paths_are_relative_to_the_file(device: Device, world: World):
     assert config.connect_override[f"{ATS_HOST}:8883"].startswith("127.0.0.1:")
     assert config.dead_man_seconds == 5
     assert config.protocol == "mqtt5"
+    assert config.validation_settings().validity_margin_days == 365
+
+
+def test_the_validity_margin_is_a_device_setting(device: Device, world: World):
+    config = load_config(_write_config(device, world, validity_margin_days="30"))
+    assert config.validation_settings().validity_margin_days == 30
 
 
 @pytest.mark.parametrize(
@@ -70,6 +76,11 @@ def test_config_paths_are_relative_to_the_file(device: Device, world: World):
         ({"connect_timeout_seconds": "0"}, "connect_timeout_seconds"),
         ({"protocol": '"mqtt4"'}, "protocol"),
         ({"allowed_fingerprints": '["abc"]'}, "allowed_fingerprints"),
+        ({"validity_margin_days": "-1"}, "validity_margin_days"),
+        ({"validity_margin_days": "3651"}, "validity_margin_days"),
+        ({"validity_margin_days": "99999999"}, "validity_margin_days"),
+        ({"validity_margin_days": "1.5"}, "validity_margin_days"),
+        ({"validity_margin_days": "true"}, "validity_margin_days"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_setting(
