@@ -49,6 +49,8 @@ __all__ = ["DeviceConfig", "load_config"]
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _OVERRIDE = re.compile(r"[^:\s]+:\d{1,5}")
+#: A device.toml is a few hundred bytes; anything this large is some other file.
+_MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +107,16 @@ class DeviceConfig:
 def load_config(path: Path) -> DeviceConfig:
     """Read and check `path`; every problem is a `ConfigError` naming the setting."""
     try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as stream:
+            data = stream.read(_MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the device configuration {path}: {exc}") from exc
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is over {_MAX_CONFIG_BYTES} bytes: not a device.toml")
+    try:
+        raw: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     base = path.resolve().parent
