@@ -4,39 +4,25 @@
 `Journal` (see `device_handler.transaction`) before every side effect,
 makes every file change through a `FileOps`, and on start-up applies the
 recovery table to whatever the journal says was in flight. Policy lives in
-the transaction module and in the order of the calls below, nothing else.
+the transaction module, in the targets (`device_handler.targets`) and in the
+order of the calls below, nothing else.
 
-Files on the device (see docs/device-handler.md):
-- live: the endpoint file and the trust bundle, named by the configuration;
-- optional, the third live file: AWS IoT Device Client's JSON configuration,
-  whose `endpoint` must follow the endpoint file (a Device Client left on the
-  old endpoint with a bundle that no longer trusts it can never connect again);
-- staged: `<bundle>.staged`, `<endpoint>.staged` (and `<device client
-  config>.staged`), beside the live files, so that the commit is a rename on
-  one file system;
-- `<state_dir>/journal.json`: the transaction journal;
-- `<state_dir>/rollback.json`: endpoint + bundle (+ Device Client config, with
-  its path) as they were before this transaction's commit (one file, so one
-  atomic write holds them all);
-- `<state_dir>/previous.json`: the configuration before the last successful
-  migrate, which the `restore` operation goes back to (the contract's "backed up
-  before the last migrate"); a restore or a prune leaves it as it is, so a
-  second restore does not undo the first and a prune does not hide the original.
+The files it keeps are listed in `device_handler.paths`; the snapshot format
+of `rollback.json` and `previous.json` is `device_handler.snapshot`'s.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from device_handler.channel import Connector, JobExecution, JobsChannel
+from device_handler.device_client.config import device_client_with_endpoint
 from device_handler.errors import (
     ChannelError,
     ChannelRejected,
@@ -48,7 +34,6 @@ from device_handler.errors import (
 from device_handler.fsops import (
     FileOps,
     RealFileOps,
-    StrPath,
     atomic_write,
     ensure_dir,
     parent_dir,
@@ -56,8 +41,11 @@ from device_handler.fsops import (
     read_optional,
 )
 from device_handler.order import Order, Validator
+from device_handler.paths import DeviceFiles, DevicePaths, staged_path
 from device_handler.probe import ClientIdentity, ProbeResult, probe
+from device_handler.snapshot import Snapshot
 from device_handler.status import details
+from device_handler.targets import TargetFailed, target_for
 from device_handler.transaction import (
     Journal,
     Phase,
@@ -87,147 +75,6 @@ _PENDING = frozenset({"QUEUED", "IN_PROGRESS"})
 ProbeFn = Callable[..., ProbeResult]
 
 
-class DeviceFiles(NamedTuple):
-    """Every path a device's transaction uses, as strings, each one derived once.
-
-    The transaction opens, renames and fsyncs these dozens of times per job; as
-    strings they cost nothing to hand to the OS, where a `Path` is converted (and
-    its derived paths built) again and again.
-    """
-
-    endpoint_file: str
-    trust_bundle: str
-    state_dir: str
-    device_client_config: str | None
-    staged_bundle: str
-    staged_endpoint: str
-    staged_device_client: str | None
-    journal: str
-    rollback: str
-    previous: str
-
-    @classmethod
-    def of(
-        cls,
-        endpoint_file: str,
-        trust_bundle: str,
-        state_dir: str,
-        device_client_config: str | None,
-    ) -> DeviceFiles:
-        return cls(
-            endpoint_file,
-            trust_bundle,
-            state_dir,
-            device_client_config,
-            _staged(trust_bundle),
-            _staged(endpoint_file),
-            None if device_client_config is None else _staged(device_client_config),
-            os.path.join(state_dir, "journal.json"),  # noqa: PTH118 - strings, see above
-            os.path.join(state_dir, "rollback.json"),  # noqa: PTH118
-            os.path.join(state_dir, "previous.json"),  # noqa: PTH118
-        )
-
-
-class DevicePaths:
-    """Where the device keeps its live configuration and the transaction's files.
-
-    Paths are given as `Path`s or as strings (taken as they are: a normalised path,
-    as `os.fspath(Path(...))` gives); they are kept as `files`, strings, which is
-    what the transaction uses. The `Path` attributes are views for everyone else.
-    Immutable, as the agent keeps `files` for its whole life.
-    """
-
-    __slots__ = ("files",)
-    files: DeviceFiles
-
-    def __init__(
-        self,
-        endpoint_file: StrPath,
-        trust_bundle: StrPath,
-        state_dir: StrPath,
-        device_client_config: StrPath | None = None,  # Device Client's JSON config, if any
-    ) -> None:
-        files = DeviceFiles.of(
-            os.fspath(endpoint_file),
-            os.fspath(trust_bundle),
-            os.fspath(state_dir),
-            None if device_client_config is None else os.fspath(device_client_config),
-        )
-        object.__setattr__(self, "files", files)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"DevicePaths is immutable; make a new one to change {name!r}")
-
-    def __reduce__(self) -> tuple[type[DevicePaths], tuple[str, str, str, str | None]]:
-        files = self.files  # pickled as its four given paths (fleet workers send views)
-        return DevicePaths, (
-            files.endpoint_file,
-            files.trust_bundle,
-            files.state_dir,
-            files.device_client_config,
-        )
-
-    def with_device_client_config(self, path: StrPath | None) -> DevicePaths:
-        files = self.files
-        return DevicePaths(files.endpoint_file, files.trust_bundle, files.state_dir, path)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DevicePaths) and other.files == self.files
-
-    def __hash__(self) -> int:
-        return hash(self.files)
-
-    def __repr__(self) -> str:
-        files = self.files
-        return (
-            f"DevicePaths(endpoint_file={files.endpoint_file!r}, "
-            f"trust_bundle={files.trust_bundle!r}, state_dir={files.state_dir!r}, "
-            f"device_client_config={files.device_client_config!r})"
-        )
-
-    @property
-    def endpoint_file(self) -> Path:
-        return Path(self.files.endpoint_file)
-
-    @property
-    def trust_bundle(self) -> Path:
-        return Path(self.files.trust_bundle)
-
-    @property
-    def state_dir(self) -> Path:
-        return Path(self.files.state_dir)
-
-    @property
-    def device_client_config(self) -> Path | None:
-        dc = self.files.device_client_config
-        return None if dc is None else Path(dc)
-
-    @property
-    def staged_device_client(self) -> Path | None:
-        staged = self.files.staged_device_client
-        return None if staged is None else Path(staged)
-
-    @property
-    def staged_bundle(self) -> Path:
-        return Path(self.files.staged_bundle)
-
-    @property
-    def staged_endpoint(self) -> Path:
-        return Path(self.files.staged_endpoint)
-
-    @property
-    def journal(self) -> Path:
-        return Path(self.files.journal)
-
-    @property
-    def rollback(self) -> Path:
-        return Path(self.files.rollback)
-
-    @property
-    def previous(self) -> Path:
-        return Path(self.files.previous)
-
-
 @dataclass(frozen=True, slots=True)
 class AgentSettings:
     thing_name: str
@@ -250,79 +97,6 @@ class Outcome:
     reason: str | None = None
     via: str | None = None
     refused: str | None = None  # the service's final refusal of the report (then not delivered)
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """An endpoint configuration and a trust bundle together, as one file holds them.
-
-    The files' bytes are kept exactly (latin-1 round-trips any byte), so a roll-back
-    or a restore gives back the very files the device had, not a re-rendering. On a
-    device that runs AWS IoT Device Client, its configuration file (path and bytes)
-    is the third member.
-    """
-
-    endpoint: EndpointConfig
-    bundle: bytes
-    endpoint_file: bytes
-    device_client_path: str | None = None
-    device_client: bytes | None = None
-
-    @classmethod
-    def of(cls, endpoint: EndpointConfig, bundle: bytes) -> Snapshot:
-        return cls(endpoint=endpoint, bundle=bundle, endpoint_file=endpoint.render())
-
-    def render(self) -> bytes:
-        body: dict[str, Any] = {
-            "format": "ca-migrate-snapshot/1",
-            "endpointFile": self.endpoint_file.decode("latin-1"),
-            "bundle": self.bundle.decode("latin-1"),
-        }
-        if self.device_client_path is not None and self.device_client is not None:
-            body["deviceClientConfig"] = {
-                "path": self.device_client_path,
-                "content": self.device_client.decode("latin-1"),
-            }
-        return (json.dumps(body, sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def parse(cls, data: bytes, *, source: str) -> Snapshot:
-        try:
-            body: Any = json.loads(data)
-            endpoint_file = body["endpointFile"].encode("latin-1")
-            bundle = body["bundle"].encode("latin-1")
-            endpoint = EndpointConfig.parse(endpoint_file, source=source)
-            device_client = body.get("deviceClientConfig")
-            dc_path = None if device_client is None else str(device_client["path"])
-            dc_bytes = None if device_client is None else device_client["content"].encode("latin-1")
-        except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
-            raise JournalError(f"{source} is unreadable ({exc})") from exc
-        return cls(
-            endpoint=endpoint,
-            bundle=bundle,
-            endpoint_file=endpoint_file,
-            device_client_path=dc_path,
-            device_client=dc_bytes,
-        )
-
-    def with_device_client_of(self, live: Snapshot) -> Snapshot:
-        """This target with the live Device Client config pointed at this target's endpoint."""
-        if live.device_client is None or live.device_client_path is None:
-            return replace(self, device_client_path=None, device_client=None)
-        return replace(
-            self,
-            device_client_path=live.device_client_path,
-            device_client=device_client_with_endpoint(
-                live.device_client, self.endpoint.host, source=live.device_client_path
-            ),
-        )
-
-
-class _Fail(Exception):  # noqa: N818 - internal control flow, never escapes the agent
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 class Agent:
@@ -395,7 +169,7 @@ class Agent:
             self._files.staged_bundle,
             self._files.staged_endpoint,
             self._files.staged_device_client,
-            None if device_client is None else _staged(device_client),
+            None if device_client is None else staged_path(device_client),
         ):
             if path is not None and os.path.exists(path):  # noqa: PTH110 - hot path, no wrapper
                 self._fs.remove(path)
@@ -497,6 +271,55 @@ class Agent:
             return Outcome(execution.job_id, "SKIPPED", f"execution is {execution.status}")
         if journal is None:
             journal = self.read_journal()
+        held = self._held_back(execution, journal)
+        if held is not None:
+            return held
+        try:
+            order = self._validate(execution.document)
+        except DocumentRejected as exc:
+            job_log.warning("job_rejected", reason=exc.code)
+            return self._reject(channel, execution, exc)
+        journal = self._accept(execution, journal, order)
+        job_log = job_log.bind(operation=order.operation, campaign=order.campaign, wave=order.wave)
+        if journal.attempts > self.settings.max_attempts:
+            job_log.error("loop_guard", attempts=journal.attempts)
+            tried = journal.attempts - 1
+            return self._fail(journal, "loop-guard", f"gave up after {tried} attempts")
+        started = self._start_staging(execution, journal, job_log)
+        if isinstance(started, Outcome):
+            return started
+        journal = started
+        try:
+            live, target = self._target(order)
+        except TargetFailed as exc:
+            return self._fail(journal, exc.reason, exc.message)
+        except ConfigError as exc:
+            return self._fail(journal, "live-config", str(exc))
+        if target is None:
+            return self._nothing_to_do(journal, order, live)
+        staged_dc = self._stage(target)
+        # `staged` is recorded in memory only (a failed probe reports it as its step): its
+        # recovery is `accepted`'s, discard, so persisting it would buy a power cut nothing.
+        journal = journal.evolve(phase=Phase.STAGED)
+        try:
+            result = self._probe_staged(target, order)
+        except ProbeFailed as exc:
+            job_log.warning("probe_failed", reason=exc.reason)
+            self._discard_staging()
+            return self._fail(journal, exc.reason, exc.message)
+        journal = self._commit(journal, live, staged_dc, result)
+        job_log.info("committed", endpoint=target.endpoint.label())
+        try:
+            journal = self._progress(journal, "reconnecting")
+        except ChannelError as exc:
+            job_log.info("progress_not_sent", error=str(exc))
+        self.disconnect()
+        return self._reconnect_new(journal)
+
+    # ----------------------------------------------------------- the phases
+
+    def _held_back(self, execution: JobExecution, journal: Journal) -> Outcome | None:
+        """Why this execution must not start now (None: it may)."""
         if journal.phase is not Phase.IDLE:
             raise JournalError("a transaction is still in flight: run recovery first")
         last = (journal.last_job_id, journal.execution_number)
@@ -510,13 +333,12 @@ class Agent:
             return Outcome(
                 execution.job_id, "DEFERRED", "report-refused", refused=journal.last_refused
             )
-        try:
-            order = self._validate(execution.document)
-        except DocumentRejected as exc:
-            job_log.warning("job_rejected", reason=exc.code)
-            return self._reject(channel, execution, exc)
+        return None
+
+    def _accept(self, execution: JobExecution, journal: Journal, order: Order) -> Journal:
+        """Persist the validated order as the transaction in flight (`accepted`)."""
         attempts = journal.next_attempt(execution.job_id, execution.execution_number)
-        journal = self._persist(
+        return self._persist(
             journal.evolve(
                 phase=Phase.ACCEPTED,
                 job_id=execution.job_id,
@@ -534,12 +356,13 @@ class Agent:
                 report_details={},
             )
         )
-        job_log = job_log.bind(operation=order.operation, campaign=order.campaign, wave=order.wave)
-        if attempts > self.settings.max_attempts:
-            job_log.error("loop_guard", attempts=attempts)
-            return self._fail(journal, "loop-guard", f"gave up after {attempts - 1} attempts")
+
+    def _start_staging(
+        self, execution: JobExecution, journal: Journal, job_log: Any
+    ) -> Journal | Outcome:
+        """Tell the service the job is in progress; an outcome when it will not have it."""
         try:
-            journal = self._progress(journal, "staging")
+            return self._progress(journal, "staging")
         except ChannelRejected as exc:
             self._persist(journal.discarded())
             if classify_rejection(exc.code) is Rejection.RETRY:
@@ -551,25 +374,23 @@ class Agent:
             self._persist(journal.discarded())
             self.disconnect()
             return Outcome(execution.job_id, "DEFERRED", "channel")
-        try:
-            live, target = self._target(order)
-        except _Fail as exc:
-            return self._fail(journal, exc.reason, exc.message)
-        except ConfigError as exc:
-            return self._fail(journal, "live-config", str(exc))
-        if target is None:
-            return self._finish(
-                journal,
-                "SUCCEEDED",
-                details(
-                    {
-                        "step": "nothing-to-do",
-                        "operation": order.operation,
-                        "endpoint": live.endpoint.label(),
-                        "bundleSha256": bundle_sha256(live.bundle),
-                    }
-                ),
-            )
+
+    def _nothing_to_do(self, journal: Journal, order: Order, live: Snapshot) -> Outcome:
+        return self._finish(
+            journal,
+            "SUCCEEDED",
+            details(
+                {
+                    "step": "nothing-to-do",
+                    "operation": order.operation,
+                    "endpoint": live.endpoint.label(),
+                    "bundleSha256": bundle_sha256(live.bundle),
+                }
+            ),
+        )
+
+    def _stage(self, target: Snapshot) -> str | None:
+        """Write the target's files beside the live ones, durably; the staged DC path if any."""
         files = self._files
         staged_dc = files.staged_device_client if target.device_client is not None else None
         self._fs.write_durable(files.staged_bundle, target.bundle)
@@ -577,23 +398,29 @@ class Agent:
         if staged_dc is not None and target.device_client is not None:
             self._fs.write_durable(staged_dc, target.device_client)
         self._fsync_dirs(files.staged_bundle, files.staged_endpoint, *_present(staged_dc))
-        # `staged` is recorded in memory only (a failed probe reports it as its step): its
-        # recovery is `accepted`'s, discard, so persisting it would buy a power cut nothing.
-        journal = journal.evolve(phase=Phase.STAGED)
-        try:
-            result = self._probe(
-                target.endpoint,
-                files.staged_bundle,
-                client_id=self.settings.thing_name,
-                identity=self.settings.identity,
-                overrides=self.settings.overrides,
-                timeout=order.probe_timeout,
-                attempts=order.probe_attempts,
-            )
-        except ProbeFailed as exc:
-            job_log.warning("probe_failed", reason=exc.reason)
-            self._discard_staging()
-            return self._fail(journal, exc.reason, exc.message)
+        return staged_dc
+
+    def _probe_staged(self, target: Snapshot, order: Order) -> ProbeResult:
+        """The probe of the target endpoint (TLS, then MQTT), trusting only the staged bundle."""
+        return self._probe(
+            target.endpoint,
+            self._files.staged_bundle,
+            client_id=self.settings.thing_name,
+            identity=self.settings.identity,
+            overrides=self.settings.overrides,
+            timeout=order.probe_timeout,
+            attempts=order.probe_attempts,
+        )
+
+    def _commit(
+        self,
+        journal: Journal,
+        live: Snapshot,
+        staged_dc: str | None,
+        result: ProbeResult,
+    ) -> Journal:
+        """Save the roll-back, then rename the staged files over the live ones."""
+        files = self._files
         # `live` was read just before staging; only staged files were written since.
         atomic_write(self._fs, files.rollback, live.render())
         journal = self._persist(journal.evolve(phase=Phase.COMMITTING, probe_ms=result.elapsed_ms))
@@ -606,14 +433,7 @@ class Agent:
             files.endpoint_file,
             *_present(files.device_client_config if staged_dc is not None else None),
         )
-        journal = self._persist(journal.evolve(phase=Phase.COMMITTED))
-        job_log.info("committed", endpoint=target.endpoint.label())
-        try:
-            journal = self._progress(journal, "reconnecting")
-        except ChannelError as exc:
-            job_log.info("progress_not_sent", error=str(exc))
-        self.disconnect()
-        return self._reconnect_new(journal)
+        return self._persist(journal.evolve(phase=Phase.COMMITTED))
 
     # ------------------------------------------------------------- helpers
 
@@ -632,49 +452,13 @@ class Agent:
     def _target(self, order: Order) -> tuple[Snapshot, Snapshot | None]:
         """The live configuration, and the one the order asks for (None: it changes nothing)."""
         live = self.live()
-        return live, self._target_from(order, live)
-
-    def _target_from(self, order: Order, live: Snapshot) -> Snapshot | None:
-        if self._files.device_client_config is not None and live.device_client is None:
-            raise ConfigError(
-                f"the Device Client configuration {self._files.device_client_config} is missing; "
-                "restore it (or drop the setting) before migrating this device"
-            )
-        if order.operation == "migrate":
-            assert order.endpoint is not None  # noqa: S101 - the schema requires it for migrate
-            base = TrustBundle.parse(live.bundle) if order.keep_existing else TrustBundle()
-            bundle = base.extended(list(order.roots))
-            if order.endpoint == live.endpoint and _same_roots(bundle, live.bundle):
-                # Already done (a re-run, another wave's copy): committing it again would
-                # make previous.json this very configuration and lose the real backup.
-                return None
-            return Snapshot.of(order.endpoint, bundle.render()).with_device_client_of(live)
-        if order.operation == "restore":
-            data = read_optional(self._files.previous)
-            if data is None:
-                raise _Fail(
-                    "nothing-to-restore",
-                    "this device has no previous configuration to restore "
-                    "(it has not completed a migrate)",
-                )
-            try:
-                backup = Snapshot.parse(data, source="previous.json")
-            except JournalError as exc:
-                raise _Fail("backup-unreadable", str(exc)) from exc
-            try:
-                backup_roots = TrustBundle.parse(backup.bundle, source="previous.json")
-            except ConfigError as exc:
-                raise _Fail("backup-unreadable", str(exc)) from exc
-            if backup.endpoint == live.endpoint and _same_roots(backup_roots, live.bundle):
-                return None  # already restored
-            return backup.with_device_client_of(live)
-        current = TrustBundle.parse(live.bundle)
-        pruned = current.without(order.remove)
-        if pruned == current:
-            return None
-        if not pruned.roots:
-            raise _Fail("prune-empty", "pruning these roots would leave the trust bundle empty")
-        return replace(live, bundle=pruned.render())
+        target = target_for(
+            order,
+            live,
+            device_client_config=self._files.device_client_config,
+            read_previous=lambda: read_optional(self._files.previous),
+        )
+        return live, target
 
     def _progress(self, journal: Journal, step: str) -> Journal:
         channel = self.connect()
@@ -904,38 +688,5 @@ class Agent:
         channel.update_shadow(self.settings.shadow_name, self.trust_state(journal))
 
 
-def _same_roots(bundle: TrustBundle, live_bundle: bytes) -> bool:
-    """True when the live bundle file holds exactly `bundle`'s roots (never when unreadable)."""
-    try:
-        live = TrustBundle.parse(live_bundle)
-    except ConfigError:
-        return False
-    return set(live.fingerprints()) == set(bundle.fingerprints())
-
-
-def _staged(path: str) -> str:
-    return path + ".staged"
-
-
 def _present(path: str | None) -> tuple[str, ...]:
     return () if path is None else (path,)
-
-
-def device_client_with_endpoint(content: bytes, host: str, *, source: str) -> bytes:
-    """Device Client's JSON configuration with its `endpoint` set to `host`.
-
-    Unchanged bytes when it already names `host`; otherwise the JSON object is
-    rewritten (4-space indent, as Device Client's own files are) with every other
-    setting kept. Anything but a JSON object is a `ConfigError`: the transaction
-    then fails `live-config` before any write.
-    """
-    try:
-        body: Any = json.loads(content)
-    except ValueError as exc:
-        raise ConfigError(f"the Device Client configuration {source} is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ConfigError(f"the Device Client configuration {source} is not a JSON object")
-    if body.get("endpoint") == host:
-        return content
-    body["endpoint"] = host
-    return (json.dumps(body, indent=4) + "\n").encode()

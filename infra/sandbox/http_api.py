@@ -25,8 +25,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 from botocore.model import OperationModel
 
+from infra.sandbox import render
 from infra.sandbox._model import Router, parse_request
-from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot
+from infra.sandbox.dataplane import DataPlaneError
 from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import ServiceError, invalid_request, not_found
 from infra.sandbox.faults import FaultInjector
@@ -248,7 +249,9 @@ class HttpFrontEnd:
             status_code, extra, payload = _error(error)
             if exc.execution_state is not None:
                 document = json.loads(payload)
-                document["executionState"] = _execution_state(exc.execution_state)
+                document["executionState"] = render.execution_state(
+                    exc.execution_state, empty_details=True
+                )
                 payload = json.dumps(document).encode()
             return status_code, extra, payload
         except ServiceError as exc:
@@ -265,8 +268,8 @@ class HttpFrontEnd:
         if operation == "GetPendingJobExecutions":
             pending = engine.get_pending(thing)
             return {
-                "inProgressJobs": [_summary(s) for s in pending.in_progress],
-                "queuedJobs": [_summary(s) for s in pending.queued],
+                "inProgressJobs": [render.summary(s) for s in pending.in_progress],
+                "queuedJobs": [render.summary(s) for s in pending.queued],
             }
         if operation == "StartNextPendingJobExecution":
             snapshot = engine.start_next(
@@ -275,13 +278,25 @@ class HttpFrontEnd:
                 step_timeout_minutes=params.get("stepTimeoutInMinutes"),
                 via="https",
             )
-            return {} if snapshot is None else {"execution": _execution(snapshot, document=True)}
+            return (
+                {}
+                if snapshot is None
+                else {
+                    "execution": render.data_execution(
+                        snapshot, document="string", empty_details=True
+                    )
+                }
+            )
         if operation == "DescribeJobExecution":
             snapshot = engine.describe_execution(
                 thing, params["jobId"], execution_number=params.get("executionNumber")
             )
             include = bool(params.get("includeJobDocument", False))
-            return {"execution": _execution(snapshot, document=include)}
+            return {
+                "execution": render.data_execution(
+                    snapshot, document="string" if include else None, empty_details=True
+                )
+            }
         snapshot = engine.update_execution(
             thing,
             params["jobId"],
@@ -294,7 +309,7 @@ class HttpFrontEnd:
         )
         out: dict[str, Any] = {}
         if params.get("includeJobExecutionState"):
-            out["executionState"] = _execution_state(snapshot)
+            out["executionState"] = render.execution_state(snapshot, empty_details=True)
         if params.get("includeJobDocument"):
             out["jobDocument"] = snapshot.job_document
         return out
@@ -402,44 +417,3 @@ def _unknown(method: str, path: str, router: Router) -> ServiceError:
         "see docs/sandbox.md for the operations it serves",
         404,
     )
-
-
-def _summary(snapshot: ExecutionSnapshot) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "jobId": snapshot.job_id,
-        "queuedAt": snapshot.queued_at,
-        "lastUpdatedAt": snapshot.last_updated_at,
-        "versionNumber": snapshot.version_number,
-        "executionNumber": snapshot.execution_number,
-    }
-    if snapshot.started_at is not None:
-        out["startedAt"] = snapshot.started_at
-    return out
-
-
-def _execution(snapshot: ExecutionSnapshot, *, document: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "jobId": snapshot.job_id,
-        "thingName": snapshot.thing_name,
-        "status": snapshot.status,
-        "statusDetails": dict(snapshot.status_details),
-        "queuedAt": snapshot.queued_at,
-        "lastUpdatedAt": snapshot.last_updated_at,
-        "versionNumber": snapshot.version_number,
-        "executionNumber": snapshot.execution_number,
-    }
-    if snapshot.started_at is not None:
-        out["startedAt"] = snapshot.started_at
-    if snapshot.approximate_seconds_before_timed_out is not None:
-        out["approximateSecondsBeforeTimedOut"] = snapshot.approximate_seconds_before_timed_out
-    if document:
-        out["jobDocument"] = snapshot.job_document
-    return out
-
-
-def _execution_state(snapshot: ExecutionSnapshot) -> dict[str, Any]:
-    return {
-        "status": snapshot.status,
-        "statusDetails": dict(snapshot.status_details),
-        "versionNumber": snapshot.version_number,
-    }

@@ -1,6 +1,7 @@
 """Wire shapes of the AWS IoT Jobs MQTT API: snapshots rendered, requests read.
 
-Pure functions, no I/O. Shapes follow the AWS IoT Jobs MQTT API as the
+Pure functions, no I/O; executions are rendered by `infra.sandbox.render`.
+Shapes follow the AWS IoT Jobs MQTT API as the
 AWS IoT Device SDK v2 parses it: camelCase keys, every time an integer number
 of epoch seconds, `jobDocument` a JSON object, fields that do not apply left
 out (never null).
@@ -12,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from infra.sandbox import render
 from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot
 
 __all__ = [
@@ -28,57 +30,21 @@ DEVICE_STATUSES = frozenset({"IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"})
 _CLIENT_TOKEN_MAX = 64
 
 
-def _document(text: str) -> Any:
-    # Over MQTT the document travels as a JSON object. CreateJob only takes
-    # JSON, so a document that does not parse is passed on as the string.
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def execution(snapshot: ExecutionSnapshot, *, include_document: bool = True) -> dict[str, Any]:
     """The `execution` object of start-next, `{jobId}/get` and notify-next."""
-    out: dict[str, Any] = {
-        "jobId": snapshot.job_id,
-        "thingName": snapshot.thing_name,
-        "status": snapshot.status,
-        "queuedAt": snapshot.queued_at,
-        "lastUpdatedAt": snapshot.last_updated_at,
-        "versionNumber": snapshot.version_number,
-        "executionNumber": snapshot.execution_number,
-    }
-    if include_document:
-        out["jobDocument"] = _document(snapshot.job_document)
-    if snapshot.status_details:
-        out["statusDetails"] = dict(snapshot.status_details)
-    if snapshot.started_at is not None:
-        out["startedAt"] = snapshot.started_at
-    if snapshot.approximate_seconds_before_timed_out is not None:
-        out["approximateSecondsBeforeTimedOut"] = snapshot.approximate_seconds_before_timed_out
-    return out
+    return render.data_execution(
+        snapshot, document="object" if include_document else None, empty_details=False
+    )
 
 
 def summary(snapshot: ExecutionSnapshot) -> dict[str, Any]:
     """A JobExecutionSummary, as in `get` and `notify`."""
-    out: dict[str, Any] = {
-        "jobId": snapshot.job_id,
-        "queuedAt": snapshot.queued_at,
-        "lastUpdatedAt": snapshot.last_updated_at,
-        "versionNumber": snapshot.version_number,
-        "executionNumber": snapshot.execution_number,
-    }
-    if snapshot.started_at is not None:
-        out["startedAt"] = snapshot.started_at
-    return out
+    return render.summary(snapshot)
 
 
 def execution_state(snapshot: ExecutionSnapshot) -> dict[str, Any]:
     """A JobExecutionState: update's `executionState` and some rejections'."""
-    out: dict[str, Any] = {"status": snapshot.status, "versionNumber": snapshot.version_number}
-    if snapshot.status_details:
-        out["statusDetails"] = dict(snapshot.status_details)
-    return out
+    return render.execution_state(snapshot, empty_details=False)
 
 
 def parse_request(payload: bytes) -> dict[str, Any]:

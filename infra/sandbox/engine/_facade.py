@@ -1,0 +1,253 @@
+"""`JobsEngine`: the facade every front end, test and benchmark holds.
+
+Each method delegates to the mechanism module that owns it; the facade holds
+no logic of its own, so the public API stays one class while the mechanisms
+live apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from infra.sandbox import decisions as d
+from infra.sandbox.dataplane import ExecutionSnapshot, PendingJobs
+from infra.sandbox.engine import (
+    _control,
+    _devices,
+    _inspection,
+    _persistence,
+    _registry,
+    _timers,
+)
+from infra.sandbox.engine._state import EngineState
+from job_documents.clock import Clock
+
+
+class JobsEngine:
+    """AWS IoT Jobs for one account and region, in memory. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        region: str = d.DEFAULT_REGION,
+        account_id: str = d.ACCOUNT_ID,
+        time_scale: float = 1.0,
+    ) -> None:
+        self._state = EngineState(
+            clock=clock, region=region, account_id=account_id, time_scale=time_scale
+        )
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def clock(self) -> Clock:
+        return self._state.clock
+
+    @property
+    def region(self) -> str:
+        return self._state.region
+
+    @property
+    def account_id(self) -> str:
+        return self._state.account_id
+
+    @property
+    def partition(self) -> str:
+        return self._state.partition
+
+    @property
+    def time_scale(self) -> float:
+        return self._state.time_scale
+
+    @property
+    def revision(self) -> int:
+        """Rises on every change; persistence watches it."""
+        return self._state.revision
+
+    @property
+    def changes_event(self) -> threading.Event | None:
+        """Set on every change, when given."""
+        return self._state.changes_event
+
+    @changes_event.setter
+    def changes_event(self, event: threading.Event | None) -> None:
+        self._state.changes_event = event
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(thing_name)` after changes that may alter that thing's pending jobs."""
+        with self._state.lock:
+            self._state.subscribers.append(callback)
+
+    # --------------------------------------------------------------- scheduler
+    def next_deadline(self) -> float | None:
+        """The sandbox time of the next time-driven change, if any."""
+        return _timers.next_deadline(self._state)
+
+    def process_due(self) -> None:
+        """Apply every rollout batch and timeout due by now; notify subscribers."""
+        _timers.process_due_now(self._state)
+
+    def run_scheduler(self, stop: threading.Event) -> None:
+        """Body of the scheduler thread: sleep until the next deadline or a change, then act."""
+        _timers.run_scheduler(self._state, stop)
+
+    def stop_scheduler(self) -> None:
+        """Wake the scheduler thread so it can see its stop event."""
+        _timers.stop_scheduler(self._state)
+
+    def advance(self, seconds: float) -> float:
+        """Jump the clock forward and apply what fell due; returns the new epoch time."""
+        return _timers.advance(self._state, seconds)
+
+    # --------------------------------------------------------- device data plane
+    def get_pending(self, thing_name: str) -> PendingJobs:
+        """The `get` topic / GetPendingJobExecutions."""
+        return _devices.get_pending(self._state, thing_name)
+
+    def start_next(
+        self,
+        thing_name: str,
+        *,
+        status_details: Mapping[str, str] | None,
+        step_timeout_minutes: int | None,
+        via: str,
+    ) -> ExecutionSnapshot | None:
+        """`start-next` / StartNextPendingJobExecution: None when nothing is pending."""
+        return _devices.start_next(
+            self._state,
+            thing_name,
+            status_details=status_details,
+            step_timeout_minutes=step_timeout_minutes,
+            via=via,
+        )
+
+    def describe_execution(
+        self, thing_name: str, job_id: str, *, execution_number: int | None
+    ) -> ExecutionSnapshot:
+        """`{jobId}/get` / DescribeJobExecution; `job_id` may be "$next"; ResourceNotFound."""
+        return _devices.describe_execution(
+            self._state, thing_name, job_id, execution_number=execution_number
+        )
+
+    def update_execution(
+        self,
+        thing_name: str,
+        job_id: str,
+        *,
+        status: str,
+        status_details: Mapping[str, str] | None,
+        expected_version: int | None,
+        execution_number: int | None,
+        step_timeout_minutes: int | None,
+        via: str,
+    ) -> ExecutionSnapshot:
+        """`{jobId}/update` / UpdateJobExecution; returns the execution after the change."""
+        return _devices.update_execution(
+            self._state,
+            thing_name,
+            job_id,
+            status=status,
+            status_details=status_details,
+            expected_version=expected_version,
+            execution_number=execution_number,
+            step_timeout_minutes=step_timeout_minutes,
+            via=via,
+        )
+
+    # ------------------------------------------------------------------ things
+    def describe_endpoint(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.describe_endpoint(self._state, params)
+
+    def create_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.create_thing(self._state, params)
+
+    def create_things(self, names: Sequence[str]) -> None:
+        """Bulk CreateThing for simulations and the benchmark (same effect, one lock)."""
+        _registry.create_things(self._state, names)
+
+    def describe_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.describe_thing(self._state, params)
+
+    def list_things(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.list_things(self._state, params)
+
+    def delete_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.delete_thing(self._state, params)
+
+    def create_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.create_thing_group(self._state, params)
+
+    def describe_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.describe_thing_group(self._state, params)
+
+    def add_thing_to_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.add_thing_to_thing_group(self._state, params)
+
+    def remove_thing_from_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.remove_thing_from_thing_group(self._state, params)
+
+    def list_things_in_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.list_things_in_thing_group(self._state, params)
+
+    def add_things_to_group(self, group_name: str, names: Sequence[str]) -> None:
+        """Bulk AddThingToThingGroup for simulations and the benchmark."""
+        for name in names:
+            self.add_thing_to_thing_group({"thingGroupName": group_name, "thingName": name})
+
+    # -------------------------------------------------------------------- jobs
+    def create_job(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.create_job(self._state, params)
+
+    def describe_job(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.describe_job(self._state, params)
+
+    def get_job_document(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.get_job_document(self._state, params)
+
+    def list_jobs(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.list_jobs(self._state, params)
+
+    def list_job_executions_for_job(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.list_job_executions_for_job(self._state, params)
+
+    def list_job_executions_for_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.list_job_executions_for_thing(self._state, params)
+
+    def describe_job_execution(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The control plane's DescribeJobExecution (iot service shape)."""
+        return _control.describe_job_execution(self._state, params)
+
+    def cancel_job(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.cancel_job(self._state, params)
+
+    def cancel_job_execution(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.cancel_job_execution(self._state, params)
+
+    def delete_job(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.delete_job(self._state, params)
+
+    # --------------------------------------------------------------- inspection
+    def recount(self, job_id: str) -> dict[str, int]:
+        """The job's status counts recomputed from its executions (for cross-checks)."""
+        return _inspection.recount(self._state, job_id)
+
+    def counts(self, job_id: str) -> dict[str, int]:
+        """The job's maintained status counters."""
+        return _inspection.counts(self._state, job_id)
+
+    def execution_history(
+        self, *, job_id: str | None = None, thing_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Executions with every status change and the way (`via`) it came in."""
+        return _inspection.execution_history(self._state, job_id=job_id, thing_name=thing_name)
+
+    # -------------------------------------------------------------- persistence
+    def export_state(self) -> dict[str, Any]:
+        """Everything needed to rebuild the engine, as JSON-ready data."""
+        return _persistence.export_state(self._state)
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the engine's state with an `export_state()` result."""
+        _persistence.import_state(self._state, state)

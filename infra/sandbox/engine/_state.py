@@ -1,0 +1,203 @@
+"""The engine's shared state and the few primitives every mechanism uses.
+
+One `EngineState` holds the whole service behind one lock: the registry
+(things, groups), the jobs, the heap of deadlines and the subscribers. The
+mechanism modules (`_timers`, `_rollout`, `_policies`, `_registry`, `_control`,
+`_devices`, `_inspection`, `_persistence`) are functions over it; `JobsEngine`
+is the facade.
+
+Invariants:
+- `job.counts[status]` equals the number of the job's rolled-out executions in
+  that status. Counters change only in `set_status`, `new_execution` and the
+  retry policy.
+- Subscribers are called outside the lock (`flush`), with the thing names whose
+  pending list may have changed.
+- `revision` rises on every change (`changed`); persistence watches it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+
+from infra.sandbox import decisions as d
+from infra.sandbox.dataplane import ExecutionSnapshot
+from infra.sandbox.engine._records import HistoryEntry, _Execution, _Group, _Job, _Thing
+from infra.sandbox.errors import not_found
+from job_documents.clock import Clock
+
+log = structlog.get_logger(__name__)
+
+
+class EngineState:
+    """AWS IoT Jobs state for one account and region, and its lock."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        region: str = d.DEFAULT_REGION,
+        account_id: str = d.ACCOUNT_ID,
+        time_scale: float = 1.0,
+    ) -> None:
+        self.clock = clock
+        self.region = region
+        self.account_id = account_id
+        self.time_scale = time_scale
+        self.partition = (
+            "aws-cn"
+            if region.startswith("cn-")
+            else "aws-us-gov"
+            if region.startswith("us-gov-")
+            else "aws"
+        )
+        self.lock = threading.RLock()
+        self.wake = threading.Condition(self.lock)
+        self.things: dict[str, _Thing] = {}
+        self.groups: dict[str, _Group] = {}
+        self.jobs: dict[str, _Job] = {}
+        self.deadlines: list[tuple[float, int, str, Any, int]] = []
+        self.seq = itertools.count()
+        self.subscribers: list[Callable[[str], None]] = []
+        self.dirty: list[str] = []
+        self.stopping = False
+        self.revision = 0
+        self.changes_event: threading.Event | None = None
+
+    # ------------------------------------------------------------------ basics
+    def now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def arn(self, kind: str, name: str) -> str:
+        return f"arn:{self.partition}:iot:{self.region}:{self.account_id}:{kind}/{name}"
+
+    def flush(self) -> None:
+        """Tell subscribers about the things changed since the last flush (outside the lock)."""
+        if not self.dirty:
+            return
+        with self.lock:
+            if not self.dirty:
+                return
+            things = self.dirty
+            self.dirty = []
+            subscribers = list(self.subscribers)
+        for thing in dict.fromkeys(things):
+            for callback in subscribers:
+                try:
+                    callback(thing)
+                except Exception:
+                    log.exception("subscriber_failed", thing=thing)
+
+    def push_deadline(self, when: float, kind: str, ref: Any, token: int) -> None:
+        head = self.deadlines[0][0] if self.deadlines else None
+        heapq.heappush(self.deadlines, (when, next(self.seq), kind, ref, token))
+        if head is None or when < head:
+            self.wake.notify_all()
+
+    def changed(self) -> None:
+        self.revision += 1
+        if self.changes_event is not None:
+            self.changes_event.set()
+
+    # --------------------------------------------------------------- lookups
+    def thing(self, name: str) -> _Thing:
+        thing = self.things.get(name)
+        if thing is None:
+            raise not_found(f"Thing {name} cannot be found.")
+        return thing
+
+    def group(self, name: str) -> _Group:
+        group = self.groups.get(name)
+        if group is None:
+            raise not_found(f"Thing group {name} cannot be found.")
+        return group
+
+    def job(self, job_id: str) -> _Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise not_found(f"Job {job_id} cannot be found.")
+        return job
+
+    def covered(self, job: _Job, thing: _Thing) -> bool:
+        if thing.name in job.target_things:
+            return True
+        return any(g in job.target_groups for g in self.ancestry(thing.groups))
+
+    def ancestry(self, groups: Iterable[str]) -> set[str]:
+        seen: set[str] = set()
+        for name in groups:
+            current: str | None = name
+            while current is not None and current not in seen:
+                seen.add(current)
+                current = self.groups[current].parent
+        return seen
+
+    def descendants(self, name: str) -> list[str]:
+        out: list[str] = []
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            out.append(current)
+            stack.extend(sorted(self.groups[current].children, reverse=True))
+        return out
+
+    def group_things(self, name: str, *, recursive: bool) -> list[str]:
+        groups = self.descendants(name) if recursive else [name]
+        members: set[str] = set()
+        for group in groups:
+            members.update(self.groups[group].things)
+        return sorted(members)
+
+    # --------------------------------------------------------- executions
+    def set_status(self, ex: _Execution, status: str, now: float, via: str) -> None:
+        job = ex.job
+        if job.executions.get(ex.thing) is ex:
+            job.counts[ex.status] -= 1
+            job.counts[status] += 1
+        ex.status = status
+        ex.last_updated_at = now
+        ex.version += 1
+        if status != "IN_PROGRESS":
+            ex.timer_deadline = None
+            ex.in_progress_deadline = None
+        ex.history.append(HistoryEntry(status, via, now, ex.version, ex.execution_number))
+        job.last_updated_at = now
+        if self.subscribers:
+            self.dirty.append(ex.thing)
+        self.changed()
+
+    def new_execution(self, job: _Job, thing: _Thing, now: float) -> _Execution:
+        ex = _Execution(job, thing.name, now, next(self.seq))
+        job.executions[thing.name] = ex
+        thing.executions[job.job_id] = ex
+        job.counts["QUEUED"] += 1
+        job.notified += 1
+        if self.subscribers:
+            self.dirty.append(thing.name)
+        self.changed()
+        return ex
+
+    def snapshot(self, ex: _Execution, now: float) -> ExecutionSnapshot:
+        remaining: int | None = None
+        if ex.status == "IN_PROGRESS" and ex.timer_deadline is not None:
+            remaining = max(0, math.ceil(ex.timer_deadline - now))
+        return ExecutionSnapshot(
+            job_id=ex.job.job_id,
+            thing_name=ex.thing,
+            status=ex.status,
+            # ex.details is only ever replaced, never mutated, so it can be shared.
+            status_details=ex.details,
+            queued_at=int(ex.queued_at),
+            started_at=None if ex.started_at is None else int(ex.started_at),
+            last_updated_at=int(ex.last_updated_at),
+            version_number=ex.version,
+            execution_number=ex.execution_number,
+            approximate_seconds_before_timed_out=remaining,
+            job_document=ex.job.document,
+        )
