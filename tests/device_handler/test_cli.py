@@ -90,6 +90,22 @@ def test_bad_settings_are_config_errors_naming_the_setting(
         load_config(_write_config(device, world, **extra))
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xff\xfe thing_name", "not UTF-8"), (b"#" * ((1 << 20) + 1), "over")],
+    ids=["not-utf8", "huge"],
+)
+def test_a_configuration_file_that_is_not_small_utf8_text_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+):
+    path = tmp_path / "device.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    assert main(["status", "--config", str(path)]) == 2
+    assert "configuration error" in capsys.readouterr().err
+
+
 def test_missing_required_setting_is_named(tmp_path: Path):
     path = tmp_path / "device.toml"
     path.write_text('region = "us-east-1"\n')
