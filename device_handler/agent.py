@@ -40,12 +40,12 @@ from device_handler.fsops import (
     read_bytes,
     read_optional,
 )
-from device_handler.order import Order, Validator
+from device_handler.order import OPERATIONS, Operation, Order, Validator
 from device_handler.paths import DeviceFiles, DevicePaths, staged_path
 from device_handler.probe import ClientIdentity, ProbeResult, probe
 from device_handler.snapshot import Snapshot
 from device_handler.status import details
-from device_handler.targets import TargetFailed, target_for
+from device_handler.targets import TargetFailed, replaces_backup, target_for
 from device_handler.transaction import (
     Journal,
     Phase,
@@ -581,7 +581,7 @@ class Agent:
         files = self._files
         if not os.path.exists(files.rollback):  # noqa: PTH110 - hot path, no wrapper
             return
-        if journal.report_status == "SUCCEEDED" and journal.operation == "migrate":
+        if journal.report_status == "SUCCEEDED" and _replaces_backup(journal.operation):
             self._fs.rename(files.rollback, files.previous)
         else:
             self._fs.remove(files.rollback)
@@ -686,6 +686,11 @@ class Agent:
 
     def report_state(self, channel: JobsChannel, journal: Journal | None = None) -> None:
         channel.update_shadow(self.settings.shadow_name, self.trust_state(journal))
+
+
+def _replaces_backup(operation: str | None) -> bool:
+    """`replaces_backup` for the operation a journal recorded (None or unknown: no)."""
+    return operation in OPERATIONS and replaces_backup(Operation(operation))
 
 
 def _present(path: str | None) -> tuple[str, ...]:

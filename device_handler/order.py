@@ -11,17 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from device_handler.trust import BundleRoot, EndpointConfig
+from job_documents import Operation
 
-__all__ = ["OPERATIONS", "Order", "Validator"]
+__all__ = ["OPERATIONS", "Operation", "Order", "Validator"]
 
-OPERATIONS = frozenset({"migrate", "restore", "prune"})
+#: Every operation the contract defines; the device carries each one out (see `targets`).
+OPERATIONS = frozenset(Operation)
 
 
 @dataclass(frozen=True, slots=True)
 class Order:
     """What a valid job document asks of this device, in the handler's own terms."""
 
-    operation: str
+    operation: Operation
     campaign: str
     wave: str
     region: str

@@ -123,7 +123,7 @@ def make_validator(settings: ValidationSettings) -> Validator:
             raise DocumentRejected(_code_of(exc), _clip(str(exc))) from exc
         except Exception as exc:  # untrusted input: any failure is a rejection
             raise DocumentRejected("invalid", _clip(f"{type(exc).__name__}: {exc}")) from exc
-        operation = str(doc.operation)
+        operation = doc.operation
         if operation not in OPERATIONS:
             raise DocumentRejected("operation", f"operation {operation!r} is not supported")
         endpoint = None

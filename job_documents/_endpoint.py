@@ -8,17 +8,34 @@ so that one form is accepted there too, and only there. Everything else is
 refused with a message naming what is wrong: schemes, paths, ports in the
 host, IP literals, uppercase, trailing dots, extra labels, other suffixes, the
 legacy (non -ats) endpoint, and a region or partition that does not match.
-There is deliberately no override.
+There is deliberately no override for the host rules.
+
+Regions are checked against the regions of the commercial, China and GovCloud
+partitions in botocore's endpoint data, shipped as package data
+(`data/regions.json`, written by `scripts/generate_regions.py`: the device-side
+validator cannot import botocore). A region AWS opened after that list was
+generated is accepted only when the caller names it (`extra_regions`): an
+explicit opt-in, never a pattern that lets `zz-fake-9` through.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+from collections.abc import Collection
+from functools import cache
+from importlib import resources
 
 from job_documents.errors import EndpointRejected
 
-__all__ = ["REGION_RE", "check_ats_endpoint", "check_region", "partition_suffix"]
+__all__ = [
+    "REGION_RE",
+    "check_ats_endpoint",
+    "check_region",
+    "known_regions",
+    "partition_suffix",
+]
 
 REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}")
 _CHINA_REGIONS = frozenset({"cn-north-1", "cn-northwest-1"})
@@ -31,8 +48,25 @@ _IOT_HOST = re.compile(
 _MAX_HOST = 253
 
 
-def check_region(region: str) -> None:
-    """Refuse a string that is not an AWS region name of a supported partition."""
+@cache
+def _region_data() -> tuple[str, frozenset[str]]:
+    text = resources.files("job_documents").joinpath("data", "regions.json").read_text("utf-8")
+    data = json.loads(text)
+    regions = frozenset(r for names in data["partitions"].values() for r in names)
+    return str(data["source"]), regions
+
+
+def known_regions() -> frozenset[str]:
+    """The regions of the supported partitions (commercial, China, GovCloud) this package knows."""
+    return _region_data()[1]
+
+
+def check_region(region: str, extra_regions: Collection[str] = ()) -> None:
+    """Refuse a string that is not a known AWS region of a supported partition.
+
+    `extra_regions` names regions newer than the packaged list that the caller
+    accepts explicitly.
+    """
     if not isinstance(region, str) or not REGION_RE.fullmatch(region):
         raise EndpointRejected(
             "region-invalid",
@@ -44,24 +78,34 @@ def check_region(region: str) -> None:
             f"region {region} is in an isolated partition whose IoT endpoints this tool "
             "does not know: use a commercial, GovCloud or China region",
         )
+    if region in extra_regions:
+        return
     if region.startswith("cn-") and region not in _CHINA_REGIONS:
         raise EndpointRejected(
             "region-invalid",
             f"{region!r} is not an AWS China region (cn-north-1, cn-northwest-1)",
         )
+    source, regions = _region_data()
+    if region not in regions:
+        raise EndpointRejected(
+            "region-invalid",
+            f"{region!r} is not an AWS region ({source}): check the spelling; a region AWS "
+            "opened since must be allowed explicitly (--allow-region in the CLI, "
+            "extra_regions in Python)",
+        )
 
 
-def partition_suffix(region: str) -> str:
+def partition_suffix(region: str, extra_regions: Collection[str] = ()) -> str:
     """The DNS suffix of `region`'s partition: amazonaws.com, or amazonaws.com.cn in China."""
-    check_region(region)
-    return "amazonaws.com.cn" if region in _CHINA_REGIONS else "amazonaws.com"
+    check_region(region, extra_regions)
+    return "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
 
 
 def _reject(code: str, message: str) -> EndpointRejected:
     return EndpointRejected(code, message)
 
 
-def check_ats_endpoint(host: str, region: str) -> None:
+def check_ats_endpoint(host: str, region: str, extra_regions: Collection[str] = ()) -> None:
     """Raise EndpointRejected unless `host` is an ATS data endpoint of `region`.
 
     `.code` says which rule failed (endpoint-scheme, endpoint-port, endpoint-ip,
@@ -69,7 +113,7 @@ def check_ats_endpoint(host: str, region: str) -> None:
     endpoint-legacy, endpoint-prefix, endpoint-region, endpoint-partition,
     endpoint-host, region-invalid).
     """
-    suffix = partition_suffix(region)
+    suffix = partition_suffix(region, extra_regions)
     expected = f"<prefix>-ats.iot.{region}.{suffix}"
     if not isinstance(host, str) or not host:
         raise _reject("endpoint-host", f"the endpoint host is empty: give {expected}")

@@ -143,8 +143,12 @@ def build_document(
     validity_margin: timedelta = _DEFAULT_MARGIN,
     clock: Clock = _SYSTEM_CLOCK,
     key_id: str | None = None,
+    extra_regions: frozenset[str] = frozenset(),
 ) -> BuiltDocument:
     """Build, check, optionally sign and serialize one job document.
+
+    `extra_regions` names regions newer than the packaged region list that the
+    caller accepts explicitly.
 
     Raises CertificateRejected, EndpointRejected, UnknownRoot, DocumentTooLarge,
     or DocumentInvalid (shape problems: missing endpoint, wrong counts, bad ids).
@@ -156,7 +160,7 @@ def build_document(
             "schema", f"operation {operation!r} is not one of migrate, restore, prune", "/operation"
         ) from exc
     catalog = catalog if catalog is not None else load_catalog()
-    check_region(region)
+    check_region(region, extra_regions)
     doc: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "operation": operation.value,
@@ -182,7 +186,7 @@ def build_document(
             raise _invalid(
                 "schema", "a migrate document removes nothing: use a prune document", "/trust"
             )
-        check_ats_endpoint(endpoint.host, region)
+        check_ats_endpoint(endpoint.host, region, extra_regions)
         resolved = _resolve_roots(
             roots,
             catalog=catalog,
@@ -247,6 +251,7 @@ def build_document(
             verify_key=sign_key.public_key() if sign_key is not None else None,
             validity_margin=validity_margin,
             clock=clock,
+            extra_regions=extra_regions,
         ),
     )
     built = BuiltDocument(document=doc, text=text, size=len(text), sha256=document_hash(doc))

@@ -12,11 +12,13 @@ JobDocumentError
 ```
 
 Every message says what is wrong and what to do about it; none carries a PEM
-body or key material.
+body or key material: `redact_key_material` runs over every message and path
+these errors carry, whatever text a hostile document put into them.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -29,7 +31,34 @@ __all__ = [
     "Problem",
     "SigningKeyError",
     "UnknownRoot",
+    "redact_key_material",
 ]
+
+# A PEM block with a body (a header alone, as in "no '-----BEGIN CERTIFICATE-----' block",
+# is kept); repr() writes its line breaks as backslash-n.
+_PEM_BLOCK = re.compile(
+    r"-----BEGIN [A-Z0-9 ]{1,40}-----(?:[A-Za-z0-9+/=\s]|\\[nrt]){20,}"
+    r"(?:-----END [A-Z0-9 ]{1,40}-----)?"
+)
+# Base64 runs this long that mix upper case, lower case and digits are what DER key material
+# looks like; SHA-256 fingerprints (lowercase hex), JSON Pointers and host names never do.
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{20,}")
+REDACTED = "<redacted: looks like key material>"
+
+
+def _keyish(run: str) -> bool:
+    return (
+        any(c.isupper() for c in run)
+        and any(c.islower() for c in run)
+        and any(c.isdigit() for c in run)
+        and sum(c.isalnum() for c in run) * 10 >= len(run) * 9
+    )
+
+
+def redact_key_material(text: str) -> str:
+    """`text` with PEM blocks and base64 runs that could be key material replaced."""
+    text = _PEM_BLOCK.sub("<PEM text>", text)
+    return _BASE64_RUN.sub(lambda m: REDACTED if _keyish(m.group()) else m.group(), text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +74,20 @@ class Problem:
     message: str
     path: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", redact_key_material(self.message))
+        object.__setattr__(self, "path", redact_key_material(self.path))
+
     def __str__(self) -> str:
         where = self.path or "/"
         return f"{where}: {self.message} [{self.code}]"
 
 
 class JobDocumentError(Exception):
-    """Root of every error raised by `job_documents`."""
+    """Root of every error raised by `job_documents`; its text never carries key material."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_key_material(a) if isinstance(a, str) else a for a in args))
 
 
 class DocumentInvalid(JobDocumentError):  # noqa: N818 - the contract's name

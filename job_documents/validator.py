@@ -5,9 +5,11 @@ so constrained devices can run it, and other languages can reproduce it from
 the schema file plus the rules below:
 
 1. size: the compact text is at most 32,768 characters;
-2. no private key material anywhere in the input;
-3. JSON with no duplicate member names, matching the schema branch of its
-   `operation`;
+2. no private key material anywhere in the input (also when JSON escapes such
+   as `\u0050RIVATE` spell it);
+3. JSON nested at most `MAX_DEPTH` levels (checked on the text before it is
+   parsed, code `invalid`), not `null`, with no duplicate member names,
+   matching the schema branch of its `operation`;
 4. the endpoint is an ATS data endpoint of the document's region (and the
    region is the device's, when the policy names one);
 5. every root is one self-signed CA certificate, valid now and for the
@@ -22,6 +24,7 @@ Every problem is collected: `DocumentInvalid.problems` lists them all.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -51,11 +54,16 @@ from job_documents.errors import (
     DocumentInvalid,
     EndpointRejected,
     Problem,
+    redact_key_material,
 )
 
-__all__ = ["ValidationPolicy", "validate_document"]
+__all__ = ["MAX_DEPTH", "ValidationPolicy", "validate_document"]
 
 _SHORT = 48
+#: A document is nested 4 levels deep (document, trust, roots, root); JSON deeper than
+#: this is refused before any parser or schema walk recurses into it.
+MAX_DEPTH = 32
+_STRUCTURE = re.compile(r'[\[\]{}"\\]')
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class ValidationPolicy:
     require_signature: bool = False
     validity_margin: timedelta = timedelta(days=365)
     clock: Clock = field(default_factory=SystemClock)
+    extra_regions: frozenset[str] = frozenset()
+    """Regions newer than the packaged list, accepted explicitly."""
 
 
 class _DuplicateKeyError(ValueError):
@@ -96,8 +106,49 @@ def _pointer(parts: Any) -> str:
 def _short(value: Any) -> str:
     if isinstance(value, str) and "-----BEGIN" in value:
         return "<PEM text>"
-    text = repr(value)
+    # Redact before cutting, so a cut can never leave a piece of key material short
+    # enough to pass for harmless text.
+    text = redact_key_material(repr(value))
     return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
+
+
+def _too_deep(text: str) -> int | None:
+    """The offset where `text` nests brackets deeper than `MAX_DEPTH`, else None.
+
+    One linear pass over the structural characters, strings skipped: nothing here
+    recurses, so no input can exhaust the stack.
+    """
+    depth = 0
+    in_string = False
+    escaped_until = -1
+    for match in _STRUCTURE.finditer(text):
+        at = match.start()
+        if at < escaped_until:
+            continue
+        char = text[at]
+        if in_string:
+            if char == "\\":
+                escaped_until = at + 2
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return at
+        elif char in "]}":
+            depth -= 1
+    return None
+
+
+def _depth_problem(text: str, at: int) -> Problem:
+    line = text.count("\n", 0, at) + 1
+    return Problem(
+        "invalid",
+        f"the document nests more than {MAX_DEPTH} levels deep (line {line}); a job document "
+        "nests 4: it was not built by this contract",
+    )
 
 
 def _schema_problem(error: ValidationError) -> Problem:
@@ -118,16 +169,27 @@ def _schema_problem(error: ValidationError) -> Problem:
     return Problem("schema", message, path)
 
 
-def _parse(raw: str | bytes | Mapping[str, Any], problems: list[Problem]) -> tuple[Any, str | None]:
-    """The parsed document and its text (None when the input failed before parsing)."""
+def _parse(
+    raw: str | bytes | Mapping[str, Any], problems: list[Problem]
+) -> tuple[bool, Any, str | None]:
+    """(parsed?, the document, its text); the text is None when the input failed before parsing."""
     if isinstance(raw, Mapping):
         try:
             text = canonical_json(raw).decode("utf-8")
+        except RecursionError:
+            problems.append(
+                Problem("invalid", f"the document nests more than {MAX_DEPTH} levels deep")
+            )
+            return False, None, None
         except (TypeError, ValueError) as exc:
             problems.append(Problem("json", f"the document is not JSON-serializable ({exc})"))
-            return None, None
+            return False, None, None
+        at = _too_deep(text)
+        if at is not None:
+            problems.append(_depth_problem(text, at))
+            return False, None, text
         # Re-read from the canonical text: the checks then see exactly JSON types.
-        return json.loads(text), text
+        return True, json.loads(text), text
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -135,16 +197,20 @@ def _parse(raw: str | bytes | Mapping[str, Any], problems: list[Problem]) -> tup
             problems.append(Problem("json", "the document is not UTF-8 text"))
             if contains_private_key(raw):
                 problems.append(Problem("private-key", "the input contains private key material"))
-            return None, None
+            return False, None, None
     else:
         text = raw
+    at = _too_deep(text)
+    if at is not None:
+        problems.append(_depth_problem(text, at))
+        return False, None, text
     try:
         parsed = json.loads(text, object_pairs_hook=_no_duplicates)
     except _DuplicateKeyError as exc:
         problems.append(
             Problem(
                 "json-duplicate-key",
-                f"member {exc.args[0]!r} appears twice in one object: parsers disagree on "
+                f"member {_short(exc.args[0])} appears twice in one object: parsers disagree on "
                 "which one wins, so the document is refused",
             )
         )
@@ -155,7 +221,7 @@ def _parse(raw: str | bytes | Mapping[str, Any], problems: list[Problem]) -> tup
         # surrogates, none of which JSON allows or the canonical form (signature,
         # document hash) can encode: refuse them here, before any check uses them.
         try:
-            canonical_json(parsed)
+            canonical = canonical_json(parsed).decode("utf-8")
         except ValueError:
             problems.append(
                 Problem(
@@ -165,8 +231,18 @@ def _parse(raw: str | bytes | Mapping[str, Any], problems: list[Problem]) -> tup
                 )
             )
         else:
-            return parsed, text
-    return None, text
+            if not contains_private_key(text) and contains_private_key(canonical):
+                # "\u0050RIVATE KEY-----": the escapes hide it from a text search only.
+                problems.append(
+                    Problem(
+                        "private-key",
+                        "the document contains private key material (spelled with JSON "
+                        "escapes): it must never be sent; rotate that key and rebuild the "
+                        "document from certificates only",
+                    )
+                )
+            return True, parsed, text
+    return False, None, text
 
 
 def _check_size_and_secrets(text: str, problems: list[Problem]) -> None:
@@ -188,12 +264,14 @@ def _check_size_and_secrets(text: str, problems: list[Problem]) -> None:
         )
 
 
-def _check_region_and_endpoint(doc: Mapping[str, Any], problems: list[Problem]) -> None:
+def _check_region_and_endpoint(
+    doc: Mapping[str, Any], policy: ValidationPolicy, problems: list[Problem]
+) -> None:
     region = doc.get("region")
     if not isinstance(region, str):
         return
     try:
-        check_region(region)
+        check_region(region, policy.extra_regions)
     except EndpointRejected as exc:
         problems.append(Problem(exc.code, str(exc), "/region"))
         return
@@ -204,7 +282,7 @@ def _check_region_and_endpoint(doc: Mapping[str, Any], problems: list[Problem]) 
     if not isinstance(host, str):
         return
     try:
-        check_ats_endpoint(host, region)
+        check_ats_endpoint(host, region, policy.extra_regions)
     except EndpointRejected as exc:
         problems.append(Problem(exc.code, str(exc), "/endpoint/host"))
 
@@ -347,12 +425,18 @@ def validate_document(
     """
     policy = policy if policy is not None else ValidationPolicy()
     problems: list[Problem] = []
-    doc, text = _parse(raw, problems)
+    parsed, doc, text = _parse(raw, problems)
     if text is not None:
         _check_size_and_secrets(text, problems)
     if not isinstance(doc, dict):
-        if doc is not None:
-            problems.append(Problem("schema", "the document must be a JSON object"))
+        if parsed:
+            problems.append(
+                Problem(
+                    "schema",
+                    f"the document must be a JSON object, not {_json_kind(doc)}: "
+                    "build it with `ca-migrate document build`",
+                )
+            )
         raise DocumentInvalid(problems)
     catalog = policy.catalog if policy.catalog is not None else load_catalog()
 
@@ -384,7 +468,7 @@ def validate_document(
                 "/region",
             )
         )
-    _check_region_and_endpoint(doc, semantic)
+    _check_region_and_endpoint(doc, policy, semantic)
     _check_roots(doc, policy, catalog, semantic)
     signed = _check_signature(doc, policy, semantic)
 
@@ -395,6 +479,18 @@ def validate_document(
     if problems:
         raise DocumentInvalid(problems)
     return _result(doc, signed=signed)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array"
 
 
 def _result(doc: Mapping[str, Any], *, signed: bool) -> ValidatedDocument:

@@ -9,11 +9,15 @@ OrchestratorError
  │    ├── CampaignExistsError      `start` for a name already started with another spec
  │    ├── LeaseHeldError           another reconcile holds the campaign's lease: retry later
  │    └── VersionConflictError     the state changed under us: re-read and retry
+ ├── RunnerConfigError    (runner_lambda) the runner's environment is incomplete
+ ├── RunnerFailedError    (runner_lambda) at least one campaign's step failed
  └── AwsError             AWS (or the sandbox) refused or failed a call; botocore's
       │                   ClientError never escapes the adapter
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
       ├── UnknownThingGroupError   a wave names a thing group that does not exist (exit 2)
-      └── JobConflictError         a job with our deterministic id exists with another document
+      ├── JobConflictError         a job with our deterministic id exists with another document
+      └── JobRefusedError          CreateJob refused as an invalid request: the campaign
+                                   halted with the reason (also a UsageError: exit 2)
 ```
 """
 
@@ -27,6 +31,7 @@ __all__ = [
     "CampaignNotFoundError",
     "JobConflictError",
     "JobExistsError",
+    "JobRefusedError",
     "LeaseHeldError",
     "OrchestratorError",
     "SpecError",
@@ -109,3 +114,7 @@ class UnknownThingGroupError(AwsError):
 
 class JobConflictError(AwsError):
     """A job with the campaign's deterministic id exists but carries another document."""
+
+
+class JobRefusedError(AwsError, UsageError):
+    """AWS refused a wave's CreateJob as an invalid request; the campaign was halted."""

@@ -16,8 +16,9 @@ completed count and completed fraction, and only once the job's rollout is done
 yet are in no count, so a fraction taken earlier would flatter the wave.
 A wave halts early once `upper < min_success_rate` (the gate can no longer be
 met with that confidence), or once at least `min_executed` executions
-completed and the plain failure rate exceeds `max_failure_rate` (the same rule
-AWS applies through abortConfig).
+completed and the plain failure rate reaches `max_failure_rate` (`>=`, the same
+rule AWS applies through abortConfig; 1.0 turns the rule off, 0 halts on the
+first failure).
 
 Failures are FAILED + REJECTED + TIMED_OUT as DescribeJob reports them now; an
 execution being retried is counted by its current status. Canceled and removed
@@ -32,7 +33,7 @@ from statistics import NormalDist
 
 from orchestrator.model import Counts, Gate, Halt, OfflinePolicy
 
-__all__ = ["GateVerdict", "evaluate_gate", "wilson_bounds"]
+__all__ = ["GateVerdict", "evaluate_gate", "failure_rate_reached", "wilson_bounds"]
 
 
 def wilson_bounds(successes: int, n: int, confidence: float) -> tuple[float, float]:
@@ -51,6 +52,20 @@ def wilson_bounds(successes: int, n: int, confidence: float) -> tuple[float, flo
     lower = max(0.0, min(p, (centre - margin) / denom))
     upper = min(1.0, max(p, (centre + margin) / denom))
     return lower, upper
+
+
+def failure_rate_reached(halt: Halt, failures: int, completed: int) -> bool:
+    """The halt rule AWS applies through abortConfig: the failure rate *reaches* the maximum.
+
+    AbortCriteria.thresholdPercentage is "the minimum percentage of job execution
+    failures that must occur", so the comparison is `>=`. `max_failure_rate` 1.0
+    means no failure-rate halt (the planner sends no abortConfig either); 0 means
+    zero tolerance: the first failure halts, once `min_executed` completed (a
+    wave without failures never halts on this rule).
+    """
+    if halt.max_failure_rate >= 1.0 or failures == 0 or completed < halt.min_executed:
+        return False
+    return failures / completed >= halt.max_failure_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +101,11 @@ def evaluate_gate(
         f"upper {upper:.3f} (need {gate.min_success_rate:.3f}), "
         f"completed {fraction:.1%} of {denominator}"
     )
-    if n >= halt.min_executed and counts.failures / n > halt.max_failure_rate:
+    if failure_rate_reached(halt, counts.failures, n):
         return GateVerdict(
             passed=False,
             halt=True,
-            reason=f"failure rate {counts.failures / n:.1%} ({counts.failures}/{n}) exceeds "
+            reason=f"failure rate {counts.failures / n:.1%} ({counts.failures}/{n}) reaches "
             f"max_failure_rate {halt.max_failure_rate:.1%}",
             lower=lower,
             upper=upper,

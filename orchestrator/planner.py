@@ -21,8 +21,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import assert_never
 
+from job_documents import Operation
 from orchestrator.errors import UsageError
 from orchestrator.gates import evaluate_gate
 from orchestrator.model import (
@@ -55,15 +56,16 @@ __all__ = [
     "Pause",
     "Resume",
     "Rollback",
+    "abort_threshold",
     "apply_command",
     "decide",
     "initial_state",
     "job_config",
     "job_id_for",
     "jobs_to_observe",
+    "operation_tag",
 ]
 
-Operation = Literal["migrate", "restore"]
 TERMINAL_JOB_STATUSES = frozenset({"COMPLETED", "CANCELED", "DELETION_IN_PROGRESS"})
 # A SCHEDULED job (startTime ahead) must be canceled too, or it starts rolling out later.
 CANCELABLE_JOB_STATUSES = frozenset({"IN_PROGRESS", "SCHEDULED"})
@@ -79,12 +81,25 @@ def job_id_for(campaign: str, wave: str, document_sha256: str, operation: Operat
 
     Long names are shortened with a digest of the full pair, so two campaigns never share an id.
     """
-    tag = "m" if operation == "migrate" else "r"
+    tag = operation_tag(operation)
     ident = f"{campaign}-{wave}-{tag}{document_sha256[:12]}"
     if len(ident) <= MAX_JOB_ID:
         return ident
     pair = hashlib.sha256(f"{campaign}\0{wave}".encode()).hexdigest()[:10]
     return f"{campaign[:18]}-{wave[:18]}-{pair}-{tag}{document_sha256[:12]}"
+
+
+def operation_tag(operation: Operation) -> str:
+    """The one letter a job id carries for its operation (ids stay distinct per operation)."""
+    match operation:
+        case Operation.MIGRATE:
+            return "m"
+        case Operation.RESTORE:
+            return "r"
+        case Operation.PRUNE:
+            return "p"
+        case _:
+            assert_never(operation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,22 +118,33 @@ class JobConfig:
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
 
 
+def abort_threshold(max_failure_rate: float) -> float:
+    """AbortConfig's thresholdPercentage for a halt rate below 1.0 (1.0 sends no abortConfig).
+
+    AWS aborts when the failure percentage reaches the threshold (`>=`) and takes
+    two decimals, so a zero-tolerance rate (0, or one that rounds to 0.00 %) is
+    sent as 0.01 %: the first failure aborts, while a threshold of 0 would abort
+    a wave without any failure. `gates.failure_rate_reached` is the same rule.
+    """
+    return max(round(max_failure_rate * 100, 2), 0.01)
+
+
 def job_config(spec: CampaignSpec, wave: WaveSpec, operation: Operation) -> JobConfig:
     """Map a wave's rollout, halt rule, timeout and retries onto CreateJob's settings."""
     execution = spec.execution_for(wave)
     halt = spec.halt_for(wave)
-    abort = operation == "migrate" and halt.max_failure_rate < 1.0
+    abort = operation is Operation.MIGRATE and halt.max_failure_rate < 1.0
     return JobConfig(
         thing_groups=wave.thing_groups,
         description=f"ca-migrate {spec.name}/{wave.name} {operation}",
         maximum_per_minute=wave.rollout.maximum_per_minute,
         exponential=wave.rollout.exponential,
-        abort_threshold_percentage=round(halt.max_failure_rate * 100, 2) if abort else None,
+        abort_threshold_percentage=abort_threshold(halt.max_failure_rate) if abort else None,
         abort_min_executed=halt.min_executed if abort else None,
         in_progress_timeout_minutes=execution.in_progress_timeout_minutes,
         retry_failed=execution.retry_failed,
         retry_timed_out=execution.retry_timed_out,
-        maintenance_windows=wave.maintenance_windows if operation == "migrate" else (),
+        maintenance_windows=wave.maintenance_windows if operation is Operation.MIGRATE else (),
     )
 
 
@@ -130,7 +156,7 @@ def initial_state(
     docs: dict[str, str] = {}
     for wave in spec.waves:
         text, sha = documents[wave.name]
-        job_id = job_id_for(spec.name, wave.name, sha, "migrate")
+        job_id = job_id_for(spec.name, wave.name, sha, Operation.MIGRATE)
         docs[job_id] = text
         waves.append(WaveState(name=wave.name, job_id=job_id))
     return CampaignState(
@@ -370,8 +396,8 @@ def _launch(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:
         CreateJob(
             wave=wave.name,
             job_id=wave.job_id,
-            operation="migrate",
-            config=job_config(spec, spec.wave(wave.name), "migrate"),
+            operation=Operation.MIGRATE,
+            config=job_config(spec, spec.wave(wave.name), Operation.MIGRATE),
         )
     )
 
@@ -403,8 +429,8 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations, *, paused: bool
                     CreateJob(
                         wave=wave.name,
                         job_id=wave.job_id,
-                        operation="migrate",
-                        config=job_config(spec, spec.wave(wave.name), "migrate"),
+                        operation=Operation.MIGRATE,
+                        config=job_config(spec, spec.wave(wave.name), Operation.MIGRATE),
                     )
                 )
     if paused:
@@ -445,8 +471,8 @@ def _roll_back(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
                 CreateJob(
                     wave=wave.name,
                     job_id=wave.restore_job_id,
-                    operation="restore",
-                    config=job_config(spec, spec.wave(wave.name), "restore"),
+                    operation=Operation.RESTORE,
+                    config=job_config(spec, spec.wave(wave.name), Operation.RESTORE),
                 )
             )
         if wave.restore_status not in TERMINAL_JOB_STATUSES:
@@ -571,7 +597,7 @@ def apply_command(
         docs = dict(state.documents)
         for name, (text, sha) in command.documents.items():
             wave = step.wave(name)
-            job_id = job_id_for(spec.name, name, sha, "restore")
+            job_id = job_id_for(spec.name, name, sha, Operation.RESTORE)
             docs[job_id] = text
             if wave.phase in ACTIVE_PHASES:
                 wave = replace(wave, phase=WavePhase.CANCELED, finished_at=now)

@@ -13,8 +13,15 @@
 A kill between any two lines leaves a state the next step resumes from: a
 LAUNCHING wave whose job is absent is created again; a CreateJob that finds its
 deterministic id taken adopts the job after checking its document
-(GetJobDocument, compared by canonical hash); a cancel that did not land is
-asked for again while the job is still IN_PROGRESS.
+(GetJobDocument, compared by canonical hash); a LAUNCHING wave whose job
+exists although the log records neither its creation nor its adoption (the
+process died between CreateJob and the commit of `job-created`) is adopted the
+same way before the planner moves it on; a cancel that did not land is asked
+for again while the job is still IN_PROGRESS.
+
+A CreateJob that AWS refuses as an invalid request (InvalidRequestException:
+retrying the same request cannot help) halts the campaign with the reason
+instead of leaving its wave LAUNCHING, and raises `JobRefusedError`.
 """
 
 from __future__ import annotations
@@ -27,19 +34,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
 
-from job_documents import Clock, document_hash
+from job_documents import Clock, Operation, document_hash
 from orchestrator.errors import (
     AwsError,
     CampaignNotFoundError,
     JobConflictError,
     JobExistsError,
+    JobRefusedError,
     LeaseHeldError,
 )
 from orchestrator.jobs import JobsApi
-from orchestrator.model import CampaignSpec, CampaignState, Event
+from orchestrator.model import (
+    CampaignSpec,
+    CampaignState,
+    CampaignStatus,
+    Event,
+    WavePhase,
+)
 from orchestrator.planner import (
     Action,
     CancelJob,
@@ -62,6 +77,8 @@ __all__ = ["Reconciler", "StepResult", "default_owner"]
 log = structlog.get_logger(__name__)
 
 LEASE_TTL = timedelta(minutes=2)
+#: AWS's answer to a request that is wrong in itself; the same request would fail again.
+_REFUSED = "InvalidRequestException"
 
 
 def default_owner() -> str:
@@ -202,10 +219,72 @@ class Reconciler:
             observations = Observations(
                 jobs={job_id: self.api.describe_job(job_id) for job_id in jobs_to_observe(state)}
             )
+            state = self._adopt_unrecorded(state, observations)
             decision = decide(spec, state, observations, self.clock.now())
             state = self._commit(state, decision)
             state, performed = self._perform(state, decision.actions)
             return StepResult(state=state, actions=performed, events=decision.events)
+
+    def _adopt_unrecorded(self, state: CampaignState, observations: Observations) -> CampaignState:
+        """Record the adoption of a LAUNCHING wave's job whose creation the log lacks."""
+        found = [
+            wave
+            for wave in state.waves
+            if wave.phase is WavePhase.LAUNCHING
+            and (seen := observations.jobs.get(wave.job_id)) is not None
+            and seen.exists
+        ]
+        if not found:
+            return state
+        recorded = {
+            e.data.get("job_id")
+            for e in self.store.events(state.name)
+            if e.kind in ("job-created", "job-adopted")
+        }
+        for wave in found:
+            if wave.job_id in recorded:
+                continue
+            existing = self.api.get_job_document(wave.job_id)
+            if not _same_document(existing, state.documents[wave.job_id]):
+                raise JobConflictError(
+                    f"job {wave.job_id} exists with a different document; delete it "
+                    "(aws iot delete-job) or rename the campaign, then run again"
+                )
+            event = Event(
+                kind="job-adopted",
+                reason=f"job {wave.job_id} exists but its creation was not recorded (the "
+                "reconcile that created it stopped first); its document matches",
+                wave=wave.name,
+                data={"job_id": wave.job_id},
+            )
+            log.warning(event.kind, campaign=state.name, wave=wave.name, job_id=wave.job_id)
+            state = self._record(state, event)
+        return state
+
+    def _halt_refused(self, state: CampaignState, action: CreateJob, exc: AwsError) -> NoReturn:
+        """CreateJob was refused as invalid: halt with the reason, never stay LAUNCHING."""
+        now = self.clock.now()
+        reason = (
+            f"AWS refused CreateJob for wave {action.wave} as an invalid request ({exc}); "
+            "fix the campaign file and start it under a new name"
+        )
+        wave = replace(
+            state.wave(action.wave), phase=WavePhase.HALTED, finished_at=now, verdict=reason
+        )
+        halted = replace(
+            state.with_wave(wave), status=CampaignStatus.HALTED, reason=reason, updated_at=now
+        )
+        data = {"action": type(action).__name__, "job_id": action.job_id}
+        self.store.commit(
+            halted,
+            [
+                Event(kind="action-failed", reason=str(exc), wave=action.wave, data=data, at=now),
+                Event(kind="wave-halted", reason=reason, wave=action.wave, at=now),
+                Event(kind="campaign-halted", reason=reason, at=now),
+            ],
+        )
+        log.error("campaign-halted", campaign=state.name, wave=action.wave, reason=reason)
+        raise JobRefusedError(reason, code=exc.code) from exc
 
     def _perform(
         self, state: CampaignState, actions: Sequence[Action]
@@ -217,6 +296,12 @@ class Reconciler:
                 event = self._act(state, action)
             except AwsError as exc:
                 bound.error("action-failed", action=type(action).__name__, error=str(exc))
+                if (
+                    isinstance(action, CreateJob)
+                    and action.operation == "migrate"
+                    and exc.code == _REFUSED
+                ):
+                    self._halt_refused(state, action, exc)
                 self._record(
                     state,
                     Event(
@@ -235,7 +320,7 @@ class Reconciler:
     def _act(self, state: CampaignState, action: Action) -> Event:
         if isinstance(action, CreateJob):
             document = state.documents[action.job_id]
-            prefix = "restore-job" if action.operation == "restore" else "job"
+            prefix = "restore-job" if action.operation is Operation.RESTORE else "job"
             try:
                 self.api.create_job(action.job_id, document, action.config)
             except JobExistsError:

@@ -1,11 +1,25 @@
 """Campaign files: YAML in, a validated `CampaignSpec` out, every error located.
 
-The file is parsed twice from the same text: once by PyYAML's composer to keep
-each key's line and column, once into plain data that pydantic validates.
+The text is composed once into PyYAML nodes (which keep each key's line and
+column) and the nodes are constructed into plain data that pydantic validates.
 A pydantic error's location (a key path) is mapped back to the line that
 holds that key, so the operator reads `line 14 (waves[1].gate.min_success_rate):
 ...` instead of a traceback. Duplicate keys, which YAML silently collapses,
 are reported too.
+
+A campaign file may come from anywhere, so reading it is bounded before
+anything grows with its content (docs/orchestrator.md, "Campaign file limits"):
+
+- at most `MAX_FILE_BYTES` are read, UTF-8 only (a UTF-16/32 byte-order mark or
+  an invalid byte is reported with its line);
+- the loader refuses aliases and anchors (a nine-by-nine alias "bomb" expands
+  to gigabytes), explicit tags, merge keys (`<<`), more than `MAX_DEPTH`
+  levels of nesting and more than `MAX_NODES` nodes;
+- every number is finite and bounded (AWS's own limits where AWS has them),
+  and maintenance windows are checked as AWS cron expressions.
+
+A campaign's stored text is validated once per process (`parse_spec` keeps a
+few results by text): `run` and the reconciler share one parse.
 
 The JSON Schema of the file (`schema_path()`, `docs/campaign.schema.json`) is
 generated from the same pydantic models; a test keeps the published copy in
@@ -14,14 +28,28 @@ sync.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from orchestrator.cron import CronSyntaxError, check_cron
+
+try:
+    from yaml._yaml import CParser
+except ImportError:  # PyYAML built without libyaml: its pure-Python parser does the same work
+    CParser = object  # type: ignore[misc,assignment]
 from orchestrator.errors import SpecError, SpecProblem
 from orchestrator.model import (
     Approval,
@@ -37,7 +65,28 @@ from orchestrator.model import (
     WaveSpec,
 )
 
-__all__ = ["CampaignFile", "load_spec", "parse_spec", "schema_path", "spec_json_schema"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "CampaignFile",
+    "load_spec",
+    "parse_spec",
+    "read_campaign_text",
+    "schema_path",
+    "spec_json_schema",
+]
+
+#: A campaign file is a few kilobytes; anything past 1 MiB is refused unread.
+MAX_FILE_BYTES: Final = 1024 * 1024
+#: Deepest nesting a campaign file needs is 6 (waves[0].execution.retries.failed).
+MAX_DEPTH: Final = 32
+#: YAML nodes in one file (50 waves of 100 thing groups each is about 6,000).
+MAX_NODES: Final = 100_000
+#: AWS's integer shapes are 32-bit; counts beyond that cannot reach CreateJob.
+MAX_COUNT: Final = 2**31 - 1
+#: Two years, AWS's longest job schedule (schedulingConfig.endTime), in minutes.
+MAX_MINUTES: Final = 2 * 365 * 24 * 60
 
 _NAME = r"^[A-Za-z0-9_-]{1,64}$"
 _GROUP = r"^[a-zA-Z0-9:_-]{1,128}$"
@@ -45,14 +94,16 @@ _REGION = r"^[a-z]{2}(-[a-z]+)+-\d$"
 
 Name = Annotated[str, Field(pattern=_NAME)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf`, `.nan` and `1e999` (which YAML reads as inf) are refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TrustModel(_Model):
-    add: list[Annotated[str, Field(min_length=1)]] = Field(
+    add: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         min_length=1, max_length=10, description="Catalog root names (or SHA-256 fingerprints)."
     )
     keep_existing: bool = Field(default=True, description="Keep the roots the device trusts today.")
@@ -82,18 +133,35 @@ class HaltModel(_Model):
         1.0, description="Per wave: halt when failures / completed exceeds this (abortConfig too)."
     )
     fleet_failure_budget: int | None = Field(
-        None, ge=0, description="Failed devices across all waves before everything stops."
+        None,
+        ge=0,
+        le=MAX_COUNT,
+        description="Failed devices across all waves before everything stops.",
     )
     min_executed: int = Field(
-        10, ge=1, description="Completed executions before the failure rate is judged."
+        10,
+        ge=1,
+        le=MAX_COUNT,
+        description="Completed executions before the failure rate is judged.",
     )
 
 
 class ExponentialModel(_Model):
     base_rate_per_minute: int = Field(ge=1, le=1000)
-    increment_factor: float = Field(ge=1.1, le=5.0)
-    notified_things: int | None = Field(None, ge=1)
-    succeeded_things: int | None = Field(None, ge=1)
+    increment_factor: float = Field(
+        ge=1.1,
+        le=5.0,
+        description="One digit after the decimal point at most (AWS: 1.5, not 1.55).",
+    )
+    notified_things: Count | None = None
+    succeeded_things: Count | None = None
+
+    @field_validator("increment_factor")
+    @classmethod
+    def _one_decimal(cls, value: float) -> float:
+        if abs(value * 10 - round(value * 10)) > 1e-9:  # noqa: PLR2004 - float tolerance
+            raise ValueError("AWS takes at most one digit after the decimal point (1.5, not 1.55)")
+        return value
 
     @model_validator(mode="after")
     def _one_criterion(self) -> ExponentialModel:
@@ -111,9 +179,13 @@ class GateModel(_Model):
     min_success_rate: Fraction = Field(
         description="The Wilson lower bound of the success rate must reach this."
     )
-    min_completed: int = Field(1, ge=1, description="Completed executions needed (absolute).")
+    min_completed: int = Field(
+        1, ge=1, le=MAX_COUNT, description="Completed executions needed (absolute)."
+    )
     min_completed_fraction: Fraction = Field(0.0, description="Completed / targeted needed.")
-    bake_minutes: float = Field(0.0, ge=0, description="Wait after the gate passed.")
+    bake_minutes: float = Field(
+        0.0, ge=0, le=MAX_MINUTES, description="Wait after the gate passed (at most two years)."
+    )
     confidence: float = Field(
         0.95, gt=0.5, lt=1.0, description="One-sided confidence of the Wilson bounds."
     )
@@ -121,9 +193,20 @@ class GateModel(_Model):
 
 class WindowModel(_Model):
     start: str = Field(
-        pattern=r"^cron\(.+\)$", description="cron() expression, as schedulingConfig wants it."
+        max_length=256,
+        description="AWS cron expression, cron(minutes hours day-of-month month day-of-week "
+        "year), UTC.",
     )
     duration_minutes: int = Field(ge=1, le=1430)
+
+    @field_validator("start")
+    @classmethod
+    def _aws_cron(cls, value: str) -> str:
+        try:
+            check_cron(value)
+        except CronSyntaxError as exc:
+            raise ValueError(f"not an AWS cron expression: {exc}") from None
+        return value
 
 
 class WaveModel(_Model):
@@ -133,7 +216,11 @@ class WaveModel(_Model):
     rollout: RolloutModel = RolloutModel()
     approval: Literal["auto", "manual"] = "auto"
     deadline_minutes: float | None = Field(
-        None, gt=0, description="After this, devices still QUEUED are counted as never started."
+        None,
+        gt=0,
+        le=MAX_MINUTES,
+        description="After this, devices still QUEUED are counted as never started (at most "
+        "two years).",
     )
     offline: Literal["ignore", "block"] = Field(
         "ignore", description="Whether never-started devices block promotion at the deadline."
@@ -147,14 +234,17 @@ class CampaignFile(_Model):
     """A campaign file, as operators write it."""
 
     name: Name
-    region: str = Field(pattern=_REGION)
+    region: str = Field(pattern=_REGION, max_length=32)
     endpoint: str = Field(
         "auto",
+        max_length=253,
         pattern=r"^(auto|[a-z0-9][a-z0-9.-]*[a-z0-9])$",
         description="'auto' (DescribeEndpoint iot:Data-ATS) or an explicit host.",
     )
     catalog: str | None = Field(
-        None, description="A catalog file to take roots from instead of the packaged one."
+        None,
+        max_length=4096,
+        description="A catalog file to take roots from instead of the packaged one.",
     )
     trust: TrustModel
     execution: ExecutionModel = ExecutionModel()
@@ -218,17 +308,114 @@ def _wave(w: WaveModel) -> WaveSpec:
 
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
 
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML feature a campaign file may not use (the loader stops at the first one)."""
+
+
+class _Composer(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    """PyYAML's safe composer and constructor, minus what a hostile file could use.
+
+    Aliases and anchors, explicit tags, nesting past `MAX_DEPTH` and more than
+    `MAX_NODES` nodes are refused while composing, event by event, before any
+    value is built. The events come from libyaml when PyYAML has it (five times
+    faster on a 1 MiB file), else from PyYAML's own parser; both raise the same
+    `yaml.YAMLError`s.
+    """
+
+    def _init_loader(self) -> None:
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        self._depth = 0
+        self._nodes = 0
+
+    def _refuse(self, event: yaml.Event, problem: str) -> _Refused:
+        mark = event.start_mark
+        line, column = (mark.line, mark.column) if mark is not None else (0, 0)
+        return _Refused(
+            problem=problem, problem_mark=yaml.Mark("<campaign>", 0, line, column, None, 0)
+        )
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[attr-defined]
+        if isinstance(event, yaml.AliasEvent):
+            raise self._refuse(
+                event,
+                f"alias *{event.anchor} refused: campaign files may not use aliases or "
+                "anchors; write the value out",
+            )
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise self._refuse(
+                event,
+                f"anchor &{anchor} refused: campaign files may not use aliases or anchors; "
+                "write the value out",
+            )
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag != "!":
+            raise self._refuse(
+                event, f"tag {tag} refused: campaign files may not use YAML tags; remove it"
+            )
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise self._refuse(event, f"more than {MAX_NODES} values: this is not a campaign file")
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise self._refuse(
+                event, f"nested more than {MAX_DEPTH} levels deep: this is not a campaign file"
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _PythonLoader(_Composer, yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+    """Events from PyYAML's pure-Python reader, scanner and parser."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        self._init_loader()
+
+
+class _LibyamlLoader(_Composer, CParser):
+    """Events from libyaml (PyYAML's C extension)."""
+
+    def __init__(self, stream: str) -> None:
+        CParser.__init__(self, stream)
+        self._init_loader()
+
+
+_LOADERS: Final[tuple[type[_Composer], ...]] = (
+    (_LibyamlLoader, _PythonLoader) if yaml.__with_libyaml__ else (_PythonLoader,)
+)
+
 
 def _collect_marks(
     node: yaml.Node, path: tuple[str | int, ...], marks: Marks, dupes: list[SpecProblem]
 ) -> None:
+    """Record each key's line and column; report keys given twice and merge keys."""
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
             here = (*path, key)
             line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-            if key in seen:
+            if key_node.tag == _MERGE_TAG:
+                dupes.append(
+                    SpecProblem(
+                        _dotted(here),
+                        "merge keys (<<) are refused in campaign files; write the keys out",
+                        line=line,
+                        column=col,
+                    )
+                )
+            elif key in seen:
                 dupes.append(
                     SpecProblem(_dotted(here), "key given twice; keep one", line=line, column=col)
                 )
@@ -257,27 +444,74 @@ def _locate(loc: tuple[str | int, ...], marks: Marks) -> tuple[int, int] | None:
     return None
 
 
-def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = None) -> CampaignSpec:
-    """Validate a campaign file's text; raise `SpecError` listing every problem."""
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> SpecProblem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A control character or the like: the reader knows the offset, not the line
+        # (PyYAML counts characters, libyaml bytes of the UTF-8 text).
+        at = int(exc.position)
+        if isinstance(exc.character, int):
+            what = f"character U+{exc.character:04X}"
+            line, start = text.count("\n", 0, at) + 1, text.rfind("\n", 0, at) + 1
+        else:
+            what = "a control character"
+            raw = text.encode("utf-8", "surrogatepass")
+            line, start = raw.count(b"\n", 0, at) + 1, raw.rfind(b"\n", 0, at) + 1
+        return SpecProblem("", f"{what} is not allowed in YAML; remove it", line, at - start + 1)
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    prefix = "" if isinstance(exc, _Refused) else "not valid YAML: "
+    if mark is None:
+        return SpecProblem("", f"{prefix}{problem}")
+    return SpecProblem("", f"{prefix}{problem}", mark.line + 1, mark.column + 1)
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, Marks, list[SpecProblem]]:
+    """Compose once (marks, refusals), then build plain data from the same nodes."""
+    marks: Marks = {}
+    dupes: list[SpecProblem] = []
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _LOADERS[0](text)  # type: ignore[call-arg]
+        root = loader.get_single_node()
+        if root is None:
+            return None, marks, dupes
+        _collect_marks(root, (), marks, dupes)
+        merges = [p for p in dupes if p.message.startswith("merge keys")]
+        if merges:
+            raise SpecError(source, tuple(merges))
+        return loader.construct_document(root), marks, dupes
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        column = mark.column + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(source, (_yaml_problem(exc, text),)) from exc
+    except (ValueError, OverflowError) as exc:
+        # The safe constructor's own refusals: an integer of thousands of digits,
+        # an impossible date such as 2026-02-30.
+        reason = str(exc).split(";")[0]
         raise SpecError(
-            source, (SpecProblem("", f"not valid YAML: {problem}", line, column),)
+            source,
+            (
+                SpecProblem(
+                    "",
+                    f"a value cannot be read ({reason}); check the numbers and dates in the file",
+                ),
+            ),
         ) from exc
+
+
+#: Validated campaign files by text: a stored campaign's text never changes.
+_PARSED: dict[str, CampaignFile] = {}
+_PARSED_KEEP: Final = 8
+
+
+def _validated(text: str, source: str) -> CampaignFile:
+    cached = _PARSED.get(text)
+    if cached is not None:
+        return cached
+    if len(text) > MAX_FILE_BYTES:
+        raise SpecError(source, (SpecProblem("", _too_large(len(text), "characters")),))
+    data, marks, dupes = _load_yaml(text, source)
     if not isinstance(data, Mapping):
         raise SpecError(
             source, (SpecProblem("", "a campaign file is a YAML mapping (name:, waves:, ...)"),)
         )
-    marks: Marks = {}
-    dupes: list[SpecProblem] = []
-    if root is not None:
-        _collect_marks(root, (), marks, dupes)
     try:
         model = CampaignFile.model_validate(data)
     except ValidationError as exc:
@@ -292,6 +526,8 @@ def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = No
                 message = "unknown key; check its spelling against docs/campaign.schema.json"
             elif err["type"] == "missing":
                 message = "required key is missing"
+            elif err["type"] == "value_error":
+                message = message.removeprefix("Value error, ")
             problems.append(
                 SpecProblem(
                     _dotted(loc),
@@ -316,18 +552,81 @@ def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = No
         seen.add(wave.name)
     if dupes:
         raise SpecError(source, tuple(dupes))
-    return model.to_spec(base_dir)
+    if len(_PARSED) >= _PARSED_KEEP:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[text] = model
+    return model
 
 
-def load_spec(path: Path) -> CampaignSpec:
-    """Read and validate a campaign file."""
+def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = None) -> CampaignSpec:
+    """Validate a campaign file's text; raise `SpecError` listing every problem."""
+    return _validated(text, source).to_spec(base_dir)
+
+
+def _too_large(size: int, unit: str) -> str:
+    return (
+        f"the file is over {MAX_FILE_BYTES:,} {unit} ({size:,} or more); a campaign file is "
+        "a few kilobytes: check that this is the right file"
+    )
+
+
+_WIDE_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _decode(raw: bytes, source: str) -> str:
+    for bom, name in _WIDE_BOMS:
+        if raw.startswith(bom):
+            raise SpecError(
+                source,
+                (
+                    SpecProblem(
+                        "",
+                        f"the file is {name} text (it starts with a {name} byte-order mark); "
+                        "save it as UTF-8",
+                        line=1,
+                        column=1,
+                    ),
+                ),
+            )
     try:
-        text = path.read_text(encoding="utf-8")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        raise SpecError(
+            source,
+            (
+                SpecProblem(
+                    "",
+                    f"byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8",
+                    line=raw.count(b"\n", 0, exc.start) + 1,
+                    column=exc.start - line_start + 1,
+                ),
+            ),
+        ) from None
+
+
+def read_campaign_text(path: Path) -> str:
+    """A campaign file's text: at most `MAX_FILE_BYTES` read, UTF-8 (BOM tolerated)."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise SpecError(
             str(path), (SpecProblem("", f"cannot read the file: {exc.strerror}"),)
         ) from exc
-    return parse_spec(text, str(path), base_dir=path.parent)
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(str(path), (SpecProblem("", _too_large(len(raw), "bytes")),))
+    return _decode(raw, str(path))
+
+
+def load_spec(path: Path) -> CampaignSpec:
+    """Read and validate a campaign file."""
+    return parse_spec(read_campaign_text(path), str(path), base_dir=path.parent)
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
     python -m infra.aws.package_lambda --output dist/ca-migrate-runner.zip
 
-The zip holds ca-migrate's own packages, copied from where this interpreter imports them (an
-editable checkout or an installed wheel), and its runtime dependencies, installed with
-`pip install --target` as wheels for the Lambda platform (manylinux, CPython 3.11, x86_64 or
-arm64), so it can be built on any machine. Device-side dependencies the runner never imports
-(`awsiotsdk`, `paho-mqtt`) are left out unless asked for.
+The zip holds only what the runner imports: ca-migrate's `job_documents` and `orchestrator`
+(without the operator's CLI, the demo and the test kits), copied from where this interpreter
+imports them (an editable checkout or an installed wheel), and the runtime dependencies of
+the package and its `[orchestrator]` extra minus the CLI's (typer, rich), installed with
+`pip install --target` as wheels for the Lambda platform (manylinux, the CPython of the
+function's runtime, `PYTHON_VERSION` unless `--python-version` says otherwise; x86_64 or
+arm64), so it can be built on any machine. The device handler, the sandbox and the
+CloudFormation templates are not in it.
 
 Invariants:
 - The same inputs give the same bytes: entries are sorted and carry a fixed timestamp and
@@ -37,6 +40,10 @@ __all__ = [
     "DEFAULT_EXCLUDES",
     "DISTRIBUTION",
     "LAMBDA_UNZIPPED_LIMIT",
+    "PYTHON_VERSION",
+    "RUNNER_EXTRAS",
+    "RUNNER_LEAVES_OUT",
+    "RUNNER_PACKAGES",
     "BuildResult",
     "PackagingError",
     "build_zip",
@@ -46,13 +53,24 @@ __all__ = [
 
 DISTRIBUTION = "ca-migrate"
 HANDLER = "orchestrator.runner_lambda.handler"
-DEFAULT_EXCLUDES = frozenset({"awsiotsdk", "paho-mqtt"})
+DEFAULT_EXCLUDES = frozenset({"typer", "rich"})
+#: The extras whose requirements the runner needs besides the package's own.
+RUNNER_EXTRAS = ("orchestrator",)
+#: ca-migrate's packages the runner imports, and what of them it never imports.
+RUNNER_PACKAGES = ("job_documents", "orchestrator")
+RUNNER_LEAVES_OUT = frozenset(
+    {"orchestrator/cli", "orchestrator/demo", "orchestrator/testing.py", "job_documents/testing.py"}
+)
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+#: The CPython of runner.yaml's `Runtime` (python3.13: deprecated by Lambda on 2029-06-30).
+PYTHON_VERSION = "3.13"
+_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
 
 class PackagingError(RuntimeError):
@@ -74,8 +92,14 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def runtime_requirements(excludes: Iterable[str] = DEFAULT_EXCLUDES) -> list[str]:
-    """The distribution's runtime requirements (no extras), minus the excluded names."""
+def runtime_requirements(
+    excludes: Iterable[str] = DEFAULT_EXCLUDES, extras: Iterable[str] = RUNNER_EXTRAS
+) -> list[str]:
+    """The distribution's requirements and those of `extras`, minus the excluded names.
+
+    Markers are dropped from what is returned (pip is told the target platform instead);
+    the distribution's own extras (`ca-migrate[...]`) are never returned.
+    """
     try:
         declared = importlib.metadata.requires(DISTRIBUTION) or []
     except importlib.metadata.PackageNotFoundError as exc:
@@ -83,31 +107,26 @@ def runtime_requirements(excludes: Iterable[str] = DEFAULT_EXCLUDES) -> list[str
             f"{DISTRIBUTION} is not installed in {sys.executable}: run `bash scripts/bootstrap.sh`"
             " and use .venv/bin/python"
         ) from exc
-    skip = {_normalise(name) for name in excludes}
+    skip = {_normalise(name) for name in excludes} | {_normalise(DISTRIBUTION)}
+    wanted = set(extras)
     kept: list[str] = []
     for requirement in declared:
         spec, _, marker = requirement.partition(";")
-        if "extra" in marker:
+        extra = _EXTRA.search(marker)
+        if extra is not None and extra.group(1) not in wanted:
             continue
         match = _NAME.match(spec)
         if match is None or _normalise(match.group(1)) in skip:
             continue
-        kept.append(requirement.strip())
+        requirement_text = spec.strip() if extra is not None else requirement.strip()
+        if requirement_text not in kept:
+            kept.append(requirement_text)
     return kept
 
 
-def _top_level_packages() -> list[Path]:
-    try:
-        top_level = importlib.metadata.distribution(DISTRIBUTION).read_text("top_level.txt")
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise PackagingError(
-            f"{DISTRIBUTION} is not installed: run `bash scripts/bootstrap.sh`"
-        ) from exc
-    names = sorted(line.strip() for line in (top_level or "").splitlines() if line.strip())
-    if not names:
-        raise PackagingError(f"{DISTRIBUTION} lists no top-level packages: reinstall it")
+def _runner_packages() -> list[Path]:
     directories: list[Path] = []
-    for name in names:
+    for name in RUNNER_PACKAGES:
         spec = importlib.util.find_spec(name)
         locations = list(spec.submodule_search_locations or []) if spec else []
         if not locations:
@@ -118,8 +137,12 @@ def _top_level_packages() -> list[Path]:
 
 def _copy_package(source: Path, target: Path) -> None:
     def ignore(directory: str, names: list[str]) -> set[str]:
-        del directory
-        return {n for n in names if n in _SKIP_DIRS or n.endswith(_SKIP_SUFFIXES)}
+        inside = Path(directory).relative_to(source.parent).as_posix()
+        return {
+            n
+            for n in names
+            if n in _SKIP_DIRS or n.endswith(_SKIP_SUFFIXES) or f"{inside}/{n}" in RUNNER_LEAVES_OUT
+        }
 
     shutil.copytree(source, target / source.name, ignore=ignore)
 
@@ -201,14 +224,19 @@ def build_zip(
     output: Path,
     *,
     architecture: str = "x86_64",
-    python_version: str = "3.11",
+    python_version: str = PYTHON_VERSION,
     with_dependencies: bool = True,
     excludes: Iterable[str] = DEFAULT_EXCLUDES,
 ) -> BuildResult:
     """Build the runner's deployment zip at `output`."""
     if architecture not in PLATFORMS:
         raise PackagingError(f"architecture must be one of {sorted(PLATFORMS)}")
-    packages = _top_level_packages()
+    if not _PYTHON_VERSION.match(python_version):
+        raise PackagingError(
+            f"--python-version {python_version!r} is not a CPython version such as "
+            f"{PYTHON_VERSION!r} (the function's runtime, python{PYTHON_VERSION}, without 'python')"
+        )
+    packages = _runner_packages()
     with tempfile.TemporaryDirectory(prefix="ca-migrate-lambda-") as scratch:
         tree = Path(scratch) / "package"
         tree.mkdir()
@@ -237,13 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", "-o", type=Path, default=Path("dist/ca-migrate-runner.zip"))
     parser.add_argument("--architecture", choices=sorted(PLATFORMS), default="x86_64")
-    parser.add_argument("--python-version", default="3.11")
+    parser.add_argument(
+        "--python-version",
+        default=PYTHON_VERSION,
+        help=f"CPython of the function's runtime (default {PYTHON_VERSION}, as runner.yaml)",
+    )
     parser.add_argument(
         "--exclude",
         action="append",
         default=None,
         metavar="NAME",
-        help="runtime dependency to leave out (repeatable; default: awsiotsdk, paho-mqtt)",
+        help="runtime dependency to leave out (repeatable; default: typer, rich)",
     )
     parser.add_argument(
         "--no-deps",
@@ -251,6 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only ca-migrate's own packages (for a layer that already holds the dependencies)",
     )
     args = parser.parse_args(argv)
+    if not _PYTHON_VERSION.match(args.python_version):
+        parser.error(
+            f"--python-version {args.python_version!r} is not a CPython version such as "
+            f"{PYTHON_VERSION!r}"
+        )
     excludes = DEFAULT_EXCLUDES if args.exclude is None else frozenset(args.exclude)
     try:
         result = build_zip(

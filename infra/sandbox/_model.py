@@ -27,7 +27,7 @@ from botocore.model import ListShape, MapShape, OperationModel, Shape, Structure
 
 from infra.sandbox.errors import invalid_request
 
-__all__ = ["Route", "Router", "parse_request"]
+__all__ = ["Route", "Router", "error_status", "parse_request"]
 
 _PROPERTY_CLASSES = {
     r"\p{C}": r"\x00-\x1f\x7f-\x9f",
@@ -57,6 +57,20 @@ def _compile(pattern: str) -> re.Pattern[str] | None:
 def service_model(service: str) -> Any:
     """The botocore model of `service` ("iot" or "iot-jobs-data")."""
     return botocore.session.get_session().get_service_model(service)
+
+
+@cache
+def error_status(service: str, code: str) -> int | None:
+    """The HTTP status the service's model gives the error `code`, if it models it.
+
+    The same exception can differ between services: ThrottlingException is 400
+    in `iot` and 429 in `iot-jobs-data`.
+    """
+    model = service_model(service)
+    if code not in model.shape_names:
+        return None
+    status = model.shape_for(code).metadata.get("error", {}).get("httpStatusCode")
+    return None if status is None else int(status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +119,16 @@ class Router:
                 return route.operation, {k: unquote(v) for k, v in found.groupdict().items()}
         return None
 
-    def allows_other_method(self, path: str) -> bool:
-        """Whether some implemented operation has this path with another method."""
-        return any(r.regex.fullmatch(path) for r in self._routes)
+    def model_operation(self, method: str, path: str) -> str | None:
+        """The name of the model's operation this request is, implemented here or not."""
+        found = _model_router(self.service).match(method, path)
+        return None if found is None else found[0].name
+
+
+@cache
+def _model_router(service: str) -> Router:
+    """A router over every operation of the service's model (to name unimplemented ones)."""
+    return Router(service, list(service_model(service).operation_names))
 
 
 def _convert_query(value: list[str], shape: Shape, name: str) -> Any:

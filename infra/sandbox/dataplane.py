@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from infra.sandbox.errors import SandboxError
+
 __all__ = [
     "DataPlaneError",
     "ExecutionSnapshot",
@@ -55,7 +57,10 @@ class ExecutionSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class PendingJobs:
-    """A thing's pending executions: IN_PROGRESS ones, then QUEUED, each oldest first."""
+    """A thing's pending executions: IN_PROGRESS ones, then QUEUED, each oldest first.
+
+    At most `decisions.MAX_PENDING_LISTED` in all, as GetPendingJobExecutions shows.
+    """
 
     in_progress: tuple[ExecutionSnapshot, ...] = ()
     queued: tuple[ExecutionSnapshot, ...] = ()
@@ -71,7 +76,7 @@ class PendingJobs:
 
 
 @dataclass(slots=True)
-class DataPlaneError(Exception):
+class DataPlaneError(SandboxError):
     """A request the service rejects.
 
     `code` is the MQTT rejection code (InvalidTopic, InvalidJson,

@@ -19,7 +19,8 @@ MAX_TARGETS_PER_JOB: Final = 100
 MAX_DOCUMENT_CHARS: Final = 32768
 MAX_GROUPS_PER_THING: Final = 10
 MAX_GROUP_DEPTH: Final = 7
-MAX_ACTIVE_SNAPSHOT_JOBS: Final = 100
+# Active jobs (IN_PROGRESS, snapshot and continuous alike; SCHEDULED ones are not).
+MAX_ACTIVE_JOBS: Final = 100
 MAX_PER_MINUTE: Final = 1000
 MAX_IN_PROGRESS_TIMEOUT_MINUTES: Final = 10080
 MAX_STEP_TIMEOUT_MINUTES: Final = 10080
@@ -28,6 +29,10 @@ MAX_STATUS_DETAILS: Final = 10
 STATUS_DETAILS_KEY_PATTERN: Final = r"[a-zA-Z0-9:_-]+"
 STATUS_DETAILS_KEY_MAX: Final = 128
 STATUS_DETAILS_VALUE_MAX: Final = 1024
+# GetPendingJobExecutions (and the MQTT `get` / notify lists) show at most this many
+# pending executions, IN_PROGRESS ones first, then the oldest QUEUED. AWS allows 15
+# for jobs with a scheduling configuration; the sandbox keeps the stricter 10.
+MAX_PENDING_LISTED: Final = 10
 
 # --- execution state machine ---------------------------------------------
 # The device may go QUEUED -> SUCCEEDED | FAILED | REJECTED without IN_PROGRESS.
@@ -86,14 +91,28 @@ SCHEDULED_ROLLOUTS_SHOWN: Final = 7
 # --- abort ------------------------------------------------------------------
 # "Executed" = SUCCEEDED + FAILED + REJECTED + TIMED_OUT (current execution per
 # thing; a failure that is being retried is not counted until its last attempt).
-# Abort when failures of the type / executed * 100 > thresholdPercentage, once
+# Abort when failures of the type / executed * 100 >= thresholdPercentage (AWS:
+# "the minimum percentage of job execution failures that must occur"), once
 # executed >= minNumberOfExecutedThings. ALL = FAILED + REJECTED + TIMED_OUT.
+# thresholdPercentage 0 is taken literally: the job aborts once
+# minNumberOfExecutedThings executed, failures or not (AWS does not say otherwise).
 ABORT_EXECUTED_STATUSES: Final = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT"})
 ABORT_REASON_CODE: Final = "ABORT_CRITERIA_MET"
 
 # --- retry ------------------------------------------------------------------
 # The criterion naming the failure type (FAILED / TIMED_OUT) wins over ALL;
-# retryAttempt counts all retries of the thing's execution.
+# retryAttempt counts all retries of the thing's execution. CreateJob / UpdateJob
+# refuse criteria whose numberOfRetries add up to more than MAX_RETRIES_PER_DEVICE.
+
+# --- UpdateJob ----------------------------------------------------------------
+# AWS documents which members UpdateJob changes, not when each takes effect. The
+# sandbox: a job can be updated while it is one of these (a COMPLETED or CANCELED
+# job is InvalidRequestException); a new rollout rate applies from the next batch,
+# an exponential rate starting again at its base rate and counting increases from
+# the update; a new timeout applies to executions that start afterwards; new abort
+# criteria are checked at once against the current counts; presignedUrlConfig and
+# namespaceId are accepted and ignored.
+UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still

@@ -4,12 +4,22 @@
 SandboxError                  root of everything the sandbox raises on purpose
 ├── ServiceError              a request AWS would reject; front ends render it as an
 │                             AWS error (`code` is the botocore exception name)
-└── SandboxStartError         the sandbox cannot start (port taken, MQTT part missing)
+├── DataPlaneError            (dataplane) the device-facing counterpart of ServiceError:
+│                             an MQTT rejection code; the `iot-jobs-data` front end
+│                             maps it to that service's exception names
+├── SandboxStartError         the sandbox cannot start (port taken, MQTT part missing)
+├── PkiError                  (pki) the PKI directory cannot be used as it is
+├── BrokerError               (mqtt._broker) mosquitto cannot be started or reached
+├── MqttError                 (mqtt._dataplane) the MQTT data plane cannot start
+├── ShadowRejectedError       (mqtt._shadow) a named-shadow request the service rejects
+├── SdkDeviceError            (mqtt.sdkdevice) an SDK device cannot connect or finish a job
+├── FleetSpecError            (fleet.profiles) the fleet file is invalid
+└── FleetWorkerError          (fleet.sharded) a fleet worker process failed
 ```
 
-`infra.sandbox.dataplane.DataPlaneError` is the device-facing counterpart of
-`ServiceError` (MQTT rejection codes); the `iot-jobs-data` front end maps it to
-that service's exception names.
+Every one of them carries a message that says what to do, so a front end (the
+`ca-migrate sandbox` and `demo` commands) prints it and exits 1 (2 for bad input)
+by catching `SandboxError`, never showing a traceback.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,7 +25,7 @@ import structlog
 from botocore.model import OperationModel
 
 from infra.sandbox import render
-from infra.sandbox._model import Router, parse_request
+from infra.sandbox._model import Router, error_status, parse_request
 from infra.sandbox.dataplane import DataPlaneError
 from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import ServiceError, invalid_request, not_found
@@ -54,6 +53,7 @@ CONTROL_PLANE_OPERATIONS: dict[str, str] = {
     "ListThingsInThingGroup": "list_things_in_thing_group",
     "CreateJob": "create_job",
     "DescribeJob": "describe_job",
+    "UpdateJob": "update_job",
     "ListJobs": "list_jobs",
     "ListJobExecutionsForJob": "list_job_executions_for_job",
     "ListJobExecutionsForThing": "list_job_executions_for_thing",
@@ -149,9 +149,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         """Requests are not logged line by line (structlog events cover what matters)."""
 
 
-def _error(exc: ServiceError) -> tuple[int, dict[str, str], bytes]:
+def _error(exc: ServiceError, service: str = "iot") -> tuple[int, dict[str, str], bytes]:
+    """An error response, with the HTTP status the service's model gives the exception."""
     body = {"message": exc.message, "code": exc.code}
-    return exc.status, {"x-amzn-ErrorType": exc.code}, json.dumps(body).encode()
+    status = error_status(service, exc.code) or exc.status
+    return status, {"x-amzn-ErrorType": exc.code}, json.dumps(body).encode()
 
 
 def _ok(payload: Mapping[str, Any]) -> tuple[int, dict[str, str], bytes]:
@@ -246,7 +248,7 @@ class HttpFrontEnd:
         except DataPlaneError as exc:
             code, status = _DATA_PLANE_ERRORS.get(exc.code, ("InvalidRequestException", 400))
             error = ServiceError(code, exc.message, status)
-            status_code, extra, payload = _error(error)
+            status_code, extra, payload = _error(error, "iot-jobs-data")
             if exc.execution_state is not None:
                 document = json.loads(payload)
                 document["executionState"] = render.execution_state(
@@ -255,11 +257,12 @@ class HttpFrontEnd:
                 payload = json.dumps(document).encode()
             return status_code, extra, payload
         except ServiceError as exc:
-            return _error(exc)
+            return _error(exc, "iot-jobs-data")
         except Exception:
             log.exception("jobs_data_internal_error", method=method, path=split.path)
             return _error(
-                ServiceError("InternalServerException", "sandbox internal error; see its log", 500)
+                ServiceError("InternalServerException", "sandbox internal error; see its log", 500),
+                "iot-jobs-data",
             )
 
     def _jobs_data_call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -291,7 +294,8 @@ class HttpFrontEnd:
             snapshot = engine.describe_execution(
                 thing, params["jobId"], execution_number=params.get("executionNumber")
             )
-            include = bool(params.get("includeJobDocument", False))
+            # "Unless set to false, the response contains the job document."
+            include = bool(params.get("includeJobDocument", True))
             return {
                 "execution": render.data_execution(
                     snapshot, document="string" if include else None, empty_details=True
@@ -405,15 +409,17 @@ def _flag(payload: Mapping[str, Any], key: str) -> bool | None:
 
 
 def _unknown(method: str, path: str, router: Router) -> ServiceError:
-    if router.allows_other_method(path):
-        return ServiceError(
-            "InvalidRequestException",
-            f"{method} is not supported on {path} by the sandbox",
-            int(HTTPStatus.METHOD_NOT_ALLOWED),
-        )
+    """UnknownOperationException for every request the sandbox does not serve.
+
+    AWS answers a request it has no operation for with UnknownOperationException;
+    the sandbox answers the same for an operation of the model it does not
+    implement (naming it), so no unimplemented call looks like a bad request.
+    """
+    operation = router.model_operation(method, path)
+    what = f"{operation} ({method} {path})" if operation else f"{method} {path}"
     return ServiceError(
         "UnknownOperationException",
-        f"The sandbox does not implement {method} {path} of {router.service}; "
+        f"The sandbox does not implement {what} of {router.service}; "
         "see docs/sandbox.md for the operations it serves",
         404,
     )

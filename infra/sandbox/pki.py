@@ -53,6 +53,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from infra.sandbox.errors import SandboxError
+
 __all__ = [
     "ATS_ROOTS",
     "CATALOG_FORMAT",
@@ -95,7 +97,7 @@ _LEGACY_ROOT = _RootSpec(
 _DEVICE_CA = _RootSpec("device-ca", "Sandbox device certificate CA", "ec-p256")
 
 
-class PkiError(Exception):
+class PkiError(SandboxError):
     """The PKI directory cannot be used as it is (the message says what to do)."""
 
 

@@ -22,7 +22,8 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from job_documents import JobDocumentError, SystemClock
+from job_documents import JobDocumentError, Operation, SystemClock
+from orchestrator.cli import seams
 from orchestrator.errors import (
     CampaignExistsError,
     CampaignNotFoundError,
@@ -44,7 +45,7 @@ from orchestrator.report import (
     report_data,
     status_text,
 )
-from orchestrator.spec import load_spec, parse_spec
+from orchestrator.spec import load_spec, parse_spec, read_campaign_text
 from orchestrator.store import StateStore
 
 __all__ = ["app"]
@@ -103,8 +104,6 @@ def _exit_codes() -> Iterator[None]:
 
 
 def _store(opts: _Options) -> StateStore:
-    from orchestrator._faults import KillingStore, KillSwitch
-
     raw = str(opts.state)
     store: StateStore
     # --state arrives as a Path, which folds "dynamodb://TABLE" into "dynamodb:/TABLE"
@@ -119,12 +118,10 @@ def _store(opts: _Options) -> StateStore:
         from orchestrator.store.sqlite import SqliteStateStore
 
         store = SqliteStateStore(opts.state)
-    switch = KillSwitch.from_env()
-    return KillingStore(store, switch) if switch else store
+    return seams.wrap_store(store)
 
 
 def _reconciler(opts: _Options, region: str, store: StateStore | None = None) -> Reconciler:
-    from orchestrator._faults import KillingJobsApi, KillingStore, KillSwitch
     from orchestrator.aws.iot import IotJobsAdapter, make_client
     from orchestrator.jobs import JobsApi
 
@@ -132,15 +129,12 @@ def _reconciler(opts: _Options, region: str, store: StateStore | None = None) ->
         raise UsageError(
             f"the campaign runs in {region} but --region says {opts.region}; drop --region"
         )
-    api: JobsApi = IotJobsAdapter(
-        make_client(region=region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+    api: JobsApi = seams.wrap_jobs_api(
+        IotJobsAdapter(
+            make_client(region=region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+        )
     )
-    switch = KillSwitch.from_env()
     store = store or _store(opts)
-    if switch is not None:
-        api = KillingJobsApi(api, switch)
-        if not isinstance(store, KillingStore):
-            store = KillingStore(store, switch)
     return Reconciler(store, api, SystemClock())
 
 
@@ -190,11 +184,11 @@ def plan(
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
-            job_id = job_id_for(spec.name, wave.name, doc.sha256, "migrate")
+            job_id = job_id_for(spec.name, wave.name, doc.sha256, Operation.MIGRATE)
             arns = [api.group_arn(g) for g in wave.thing_groups]
             devices = {g: api.count_things(g) for g in wave.thing_groups}
             request = create_job_request(
-                job_id, f"<{doc.size} characters>", job_config(spec, wave, "migrate"), arns
+                job_id, f"<{doc.size} characters>", job_config(spec, wave, Operation.MIGRATE), arns
             )
             waves.append(
                 {
@@ -241,9 +235,9 @@ def start(
 ) -> None:
     """Store a new campaign (endpoint resolved, documents built) and run its first reconcile."""
     with _exit_codes():
-        spec = load_spec(file)
+        text = read_campaign_text(file)  # once: what is stored is exactly what was validated
+        spec = parse_spec(text, str(file), base_dir=file.parent)
         rec = _reconciler(_options(ctx), spec.region)
-        text = file.read_text(encoding="utf-8")
         state = rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(state.name)
         print(status_text(result.state, _catalog_note(spec)))

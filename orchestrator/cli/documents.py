@@ -72,7 +72,18 @@ AllowUnknownOption = Annotated[
 MarginOption = Annotated[
     int,
     typer.Option(
-        "--margin-days", min=0, help="Every root must stay valid at least this many days from now."
+        "--margin-days",
+        min=0,
+        max=36500,  # a century: past it the date overflows, and no root is issued for longer
+        help="Every root must stay valid at least this many days from now.",
+    ),
+]
+AllowRegionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-region",
+        help="Accept this region although the packaged region list does not know it (a region "
+        "AWS opened since); repeat.",
     ),
 ]
 
@@ -209,6 +220,7 @@ def build(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the document here, not stdout.")
     ] = None,
+    allow_region: AllowRegionOption = None,
 ) -> None:
     """Build a job document; JSON to stdout (or -o), its size on stderr."""
     region = region or getattr(ctx.obj, "region", None)
@@ -244,6 +256,7 @@ def build(
             catalog=known,
             allow_unknown_roots=allow_unknown_ca,
             validity_margin=timedelta(days=margin_days),
+            extra_regions=frozenset(allow_region or ()),
         )
     except DocumentInvalid as exc:
         for problem in exc.problems:
@@ -280,6 +293,7 @@ def validate(
     ] = None,
     allow_unknown_ca: AllowUnknownOption = False,
     margin_days: MarginOption = 365,
+    allow_region: AllowRegionOption = None,
 ) -> None:
     """Check a document as a device would; exit 0 if valid, 2 with one line per problem."""
     if file == "-":
@@ -300,6 +314,7 @@ def validate(
                 allow_unknown_roots=allow_unknown_ca,
                 verify_key=key,
                 validity_margin=timedelta(days=margin_days),
+                extra_regions=frozenset(allow_region or ()),
             ),
         )
     except DocumentInvalid as exc:

@@ -73,7 +73,6 @@ class Scenario:
     expected: str
     throttle_rate: float = 0.0
     rollback: bool = False
-    expect_endpoint: str = "ats"  # where every device that can get there ends up
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -102,7 +101,6 @@ SCENARIOS: dict[str, Scenario] = {
             canary={Profile.PROBE_FAILS: 0.3},
             rest={},
             expected="HALTED",
-            expect_endpoint="mixed",
         ),
         Scenario(
             name="offline",
@@ -111,7 +109,6 @@ SCENARIOS: dict[str, Scenario] = {
             canary={Profile.OFFLINE: 0.08, Profile.LATE: 0.05},
             rest={Profile.OFFLINE: 0.08, Profile.LATE: 0.05},
             expected="COMPLETED",
-            expect_endpoint="mixed",
         ),
         Scenario(
             name="throttled",
@@ -130,7 +127,6 @@ SCENARIOS: dict[str, Scenario] = {
             rest={},
             expected="ROLLED_BACK",
             rollback=True,
-            expect_endpoint="legacy",
         ),
     )
 }

@@ -304,3 +304,60 @@ def test_a_leading_non_option_is_device_clients_run_as_user(
     argv: list[str], user: str | None, rest: list[str]
 ):
     assert split_run_as_user(argv) == (user, rest)
+
+
+# What a `pip install 'ca-migrate[device]'` lacks: importing any of these fails in the child.
+_DEVICE_ONLY = (
+    "import runpy, sys\n"
+    "for name in ('boto3', 'botocore', 'pydantic', 'pydantic_core', 'typer', 'rich', 'yaml',\n"
+    "             'orchestrator', 'infra', 'paho'):\n"
+    "    sys.modules[name] = None  # an import of it now raises ImportError\n"
+    "sys.argv[0] = 'ca-migrate-handler'\n"
+    "runpy.run_module('device_handler.device_client.handler', run_name='__main__')\n"
+)
+
+
+def test_the_device_deployable_declares_none_of_the_orchestrators_dependencies():
+    from importlib.metadata import requires
+
+    declared = requires("ca-migrate") or []
+    device = [r for r in declared if ";" not in r or 'extra == "device"' in r]
+    names = {
+        r.split(";")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower() for r in device
+    }
+    assert names == {"structlog", "jsonschema", "cryptography", "awsiotsdk"}
+
+
+def test_a_migrate_runs_on_the_device_without_the_orchestrators_dependencies(
+    device: Device, world: World, tmp_path: Path
+):
+    catalog = write_catalog(tmp_path / "cat", {"amazon-root-ca-1": world.ats_root.pem.decode()})
+    loaded = load_catalog(catalog)
+    built = build_document(
+        operation=Operation.MIGRATE,
+        region="us-east-1",
+        campaign="ats-2026",
+        wave="device-only",
+        endpoint=Endpoint(host=ATS_HOST),
+        roots=[loaded.get("amazon-root-ca-1")],
+        catalog=loaded,
+    )
+    config = _write_config(device, world, catalog)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _DEVICE_ONLY,
+            "--config",
+            str(config),
+            "--document-json",
+            built.text,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "SUCCEEDED"
+    assert json.loads(device.paths.endpoint_file.read_text())["host"] == ATS_HOST

@@ -5,6 +5,9 @@ rolled-back wave, every running job canceled, a consistent event log."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -13,20 +16,10 @@ from orchestrator.model import CampaignStatus, WavePhase
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
 
-from .test_campaign import (
-    THINGS,
-    Fleet,
-    _cli_forkserver,
-    campaign_text,
-    cli,
-    jobs_in_sandbox,
-    reconciler,
-    sandbox,
-)
+from .campaign_kit import THINGS, Fleet, campaign_text, cli, jobs_in_sandbox, reconciler
+from .cli_faults import ENV
 
 pytestmark = pytest.mark.e2e
-
-__all__ = ["_cli_forkserver", "sandbox"]  # fixtures shared with test_campaign
 
 FLEET_A = frozenset(THINGS[4:8])
 
@@ -129,3 +122,28 @@ def test_sigkill_after_every_write_of_an_abort_cancels_the_running_wave_once(
     assert "job-created" not in kinds[kinds.index("campaign-aborted") :]
     versions = [(e.version, e.index) for e in log]
     assert versions == sorted(set(versions))
+
+
+def test_the_shipped_cli_cannot_be_made_to_kill_itself_by_the_environment(
+    sandbox, tmp_path
+) -> None:
+    """`ca-migrate` itself (not the fork server above, which wraps it through the CLI's
+    seam): the crash tests' variable, set to its first write, changes nothing."""
+    path = tmp_path / "c.yaml"
+    path.write_text(campaign_text())
+    state = tmp_path / "state.sqlite"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="sandbox", AWS_SECRET_ACCESS_KEY="sandbox")
+    env.pop("AWS_PROFILE", None)
+    env[ENV] = "1"
+    args = ["--endpoint-url", sandbox.control_plane_url, "--state", str(state), "start", str(path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    canary = SqliteStateStore(state).load("e2e").state.wave("canary").job_id
+    assert jobs_in_sandbox(sandbox) == [canary]

@@ -26,15 +26,44 @@ def built(tmp_path_factory) -> package_lambda.BuildResult:
     return package_lambda.build_zip(out, with_dependencies=False)
 
 
-def test_zip_holds_the_projects_packages_and_data(built):
+def test_zip_holds_the_runners_packages_and_data_and_nothing_else(built):
     with zipfile.ZipFile(built.path) as archive:
         names = set(archive.namelist())
     assert "orchestrator/__init__.py" in names
+    assert "orchestrator/runner_lambda.py" in names
     assert "job_documents/__init__.py" in names
     assert any(n.startswith("job_documents/") and n.endswith(".pem") for n in names)
-    assert "infra/aws/runner.yaml" in names
+    assert any(n.startswith("job_documents/schema/") for n in names)
+    assert {n.split("/")[0] for n in names} == {"job_documents", "orchestrator"}
+    left_out = ("orchestrator/cli/", "orchestrator/demo/", "orchestrator/testing.py")
+    assert not [n for n in names if n.startswith(left_out) or n == "job_documents/testing.py"]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert built.entries == len(names)
+
+
+def test_everything_the_runner_imports_comes_from_the_zip(built):
+    """The handler's module and those it imports when invoked, loaded with the zip first on
+    sys.path: every module of ours must come from the zip (none left out that it needs)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import importlib\n"
+        "for name in ('orchestrator.runner_lambda', 'orchestrator.aws.dynamodb',\n"
+        "             'orchestrator.aws.iot', 'orchestrator.jobdocs', 'job_documents.builder'):\n"
+        "    importlib.import_module(name)\n"
+        "ours = [m for m in list(sys.modules.values()) if getattr(m, '__name__', '')\n"
+        "        .split('.')[0] in ('orchestrator', 'job_documents', 'device_handler', 'infra')]\n"
+        "outside = [m.__name__ for m in ours if not (m.__file__ or '').startswith(sys.argv[1])]\n"
+        "print(len(ours), outside)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(built.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    count, outside = result.stdout.split(" ", 1)
+    assert int(count) > 20
+    assert outside.strip() == "[]"
 
 
 def test_zip_is_reproducible(built, tmp_path):
@@ -77,18 +106,27 @@ def test_handler_named_in_runner_template_lives_in_the_project():
     assert f"def {handler.rpartition('.')[2]}(" in path.read_text()
 
 
-def test_device_side_dependencies_are_left_out_by_default():
-    names = [
-        r.split(">")[0].split("=")[0].split("<")[0].strip().lower()
-        for r in package_lambda.runtime_requirements()
-    ]
-    assert "boto3" in names
-    assert "pydantic" in names
-    assert "awsiotsdk" not in names
-    assert "paho-mqtt" not in names
-    assert not [r for r in package_lambda.runtime_requirements() if "extra" in r]
-    everything = package_lambda.runtime_requirements(excludes=())
-    assert any(r.lower().startswith("awsiotsdk") for r in everything)
+def _names(requirements: list[str]) -> set[str]:
+    return {
+        r.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower()
+        for r in requirements
+    }
+
+
+def test_the_zip_takes_the_runners_dependencies_only():
+    requirements = package_lambda.runtime_requirements()
+    assert _names(requirements) == {
+        "structlog",
+        "jsonschema",
+        "cryptography",
+        "boto3",
+        "pydantic",
+        "pyyaml",
+    }
+    assert not [r for r in requirements if "extra" in r or ";" in r]
+    with_cli = package_lambda.runtime_requirements(excludes=())
+    assert {"typer", "rich"} <= _names(with_cli)
+    assert not {"awsiotsdk", "paho-mqtt", "greenlet", "ca-migrate"} & _names(with_cli)
 
 
 def test_output_is_not_touched_when_the_build_fails(tmp_path, monkeypatch):
@@ -106,6 +144,13 @@ def test_cli_rejects_an_unknown_architecture(capsys):
         package_lambda.main(["--architecture", "sparc", "--no-deps"])
     assert exit_info.value.code == 2
     assert "sparc" in capsys.readouterr().err
+
+
+def test_cli_rejects_a_python_version_that_is_not_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        package_lambda.main(["--python-version", "python3.13", "--no-deps"])
+    assert exit_info.value.code == 2
+    assert "'python3.13' is not a CPython version" in capsys.readouterr().err
 
 
 def test_cli_builds_and_reports_the_hash(tmp_path, capsys):

@@ -35,7 +35,12 @@ def test_small_samples_need_the_wilson_lower_bound(succeeded, failed, passed) ->
         (Counts(succeeded=9, failed=1), NO_HALT, False, "waiting"),  # upper 0.97
         (Counts(succeeded=8, failed=2), NO_HALT, True, "can no longer pass"),
         (Counts(succeeded=94, failed=6), Halt(max_failure_rate=0.05), True, "failure rate 6.0%"),
-        (Counts(succeeded=95, rejected=5), Halt(max_failure_rate=0.05), False, "waiting"),
+        # AWS's abort rule: the failure rate *reaches* the maximum (>=)
+        (Counts(succeeded=95, rejected=5), Halt(max_failure_rate=0.05), True, "reaches"),
+        (Counts(succeeded=96, rejected=4), Halt(max_failure_rate=0.05), False, "waiting"),
+        # 0 is zero tolerance: the first failure halts, no failure never does
+        (Counts(succeeded=199, failed=1), Halt(max_failure_rate=0.0), True, "reaches"),
+        (Counts(succeeded=200), Halt(max_failure_rate=0.0), False, "gate met"),
         (
             Counts(succeeded=3, timed_out=1),
             Halt(max_failure_rate=0.05, min_executed=10),
@@ -130,3 +135,10 @@ def test_wilson_bounds_bracket_the_point_estimate(s, f, conf) -> None:
         wider_lo, wider_hi = wilson_bounds(s, n, 0.999)
         assert wider_lo <= lo + 1e-12
         assert wider_hi >= hi - 1e-12
+
+
+def test_max_failure_rate_one_turns_the_failure_rate_halt_off() -> None:
+    """1.0 means no failure-rate halt (and no abortConfig), even when every execution failed."""
+    anything = Gate(min_success_rate=0.0, min_completed=1)
+    verdict = evaluate_gate(anything, Halt(max_failure_rate=1.0, min_executed=1), Counts(failed=20))
+    assert not verdict.halt

@@ -18,6 +18,7 @@ from orchestrator.planner import (
     Pause,
     Resume,
     Rollback,
+    abort_threshold,
     apply_command,
     decide,
     initial_state,
@@ -87,6 +88,14 @@ def test_first_reconcile_launches_the_first_wave_with_its_job_config() -> None:
     assert (cfg.retry_failed, cfg.retry_timed_out) == (1, 1)
     assert decision.state.wave("canary").phase is WavePhase.LAUNCHING
     assert kinds(decision) == ["wave-launching"]
+
+
+@pytest.mark.parametrize(
+    ("rate", "threshold"), [(0.05, 5.0), (0.125, 12.5), (0.0, 0.01), (0.00001, 0.01)]
+)
+def test_abort_threshold_is_the_rate_in_percent_never_zero(rate, threshold) -> None:
+    """AWS aborts at >= threshold; 0 % would abort a wave without failures, so 0 goes as 0.01 %."""
+    assert abort_threshold(rate) == threshold
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
+from orchestrator.cron import CronSyntaxError, check_cron
 from orchestrator.errors import SpecError
 from orchestrator.model import Approval
 from orchestrator.spec import load_spec, parse_spec, render_schema, schema_path, spec_json_schema
@@ -134,3 +136,54 @@ def test_extras_are_accepted() -> None:
     assert spec.halt_for(wave).max_failure_rate == 0.01
     assert spec.execution_for(wave).in_progress_timeout_minutes == 5
     assert wave.maintenance_windows[0].duration_minutes == 120
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "cron(0 2 ? * * *)",
+        "cron(30 22 ? * SAT *)",
+        "cron(0/15 8-17 ? * MON-FRI *)",
+        "cron(0 2 L * ? *)",
+        "cron(0 2 3W * ? *)",
+        "cron(0 2 ? * 6#3 *)",
+        "cron(0 2 ? * 6L *)",
+        "cron(0 0 1 JAN,JUL ? 2027-2030)",
+        "cron(5,35 14 * * ? *)",
+    ],
+)
+def test_aws_cron_expressions_are_accepted(expression: str) -> None:
+    check_cron(expression)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("cron(0 2 * * *)", "six fields"),
+        ("cron(0 2 * * * * *)", "six fields"),
+        ("cron(0 2 * * * *)", "put ? in exactly one"),
+        ("cron(0 2 ? * ? *)", "put ? in exactly one"),
+        ("cron(60 2 ? * * *)", "'60' in minutes is outside 0-59"),
+        ("cron(0 24 ? * * *)", "'24' in hours is outside 0-23"),
+        ("cron(0 2 32 * ? *)", "outside 1-31"),
+        ("cron(0 2 ? 13 * *)", "outside 1-12"),
+        ("cron(0 2 ? * 8 *)", "outside 1-7"),
+        ("cron(0 2 ? * * 1969)", "outside 1970-2199"),
+        ("cron(0 2 ? * MON/2 *)", "/ increments are not allowed in day-of-week"),
+        ("cron(0/0 2 ? * * *)", "the increment after / is 1-59"),
+        ("cron(0 2 ? * 6#6 *)", "the instance after # is 1-5"),
+        ("cron(0 2 ? * 1#1,2#2 *)", "a # expression stands alone"),
+        ("cron(0 L ? * * *)", "'L' in hours is not a value"),
+        ("cron(0 2 ? * * *", "write it as cron("),
+        ("rate(5 minutes)", "write it as cron("),
+        ("cron(0 2,, ? * * *)", "empty list item"),
+        ("cron(0 2 ? * * 2030-2027)", "the range runs backwards"),
+        ("cron(" + "0," * 200 + "0 2 ? * * *)", "over 256 characters"),
+        ("cron(\u0661 2 ? * * *)", "is not a value"),
+    ],
+)
+def test_cron_expressions_outside_aws_syntax_are_refused_with_the_reason(
+    expression: str, message: str
+) -> None:
+    with pytest.raises(CronSyntaxError, match=re.escape(message)):
+        check_cron(expression)

@@ -521,24 +521,6 @@ def test_cancel_job_execution_stores_the_given_status_details(iot):
     assert execution["forceCanceled"] is False
 
 
-def test_at_most_one_hundred_snapshot_jobs_in_progress(sandbox, iot):
-    sandbox.engine.create_things(["busy"])
-    for i in range(100):
-        sandbox.engine.create_job(
-            {"jobId": f"j{i}", "targets": [f"{ARN}:thing/busy"], "document": DOCUMENT}
-        )
-    with pytest.raises(iot.exceptions.LimitExceededException, match="At most 100 snapshot"):
-        iot.create_job(jobId="one-too-many", targets=[f"{ARN}:thing/busy"], document=DOCUMENT)
-    iot.create_job(
-        jobId="continuous-is-fine",
-        targets=[f"{ARN}:thing/busy"],
-        document=DOCUMENT,
-        targetSelection="CONTINUOUS",
-    )
-    iot.cancel_job(jobId="j0")
-    iot.create_job(jobId="room-again", targets=[f"{ARN}:thing/busy"], document=DOCUMENT)
-
-
 @pytest.mark.parametrize(
     ("region", "ats_host", "partition"),
     [

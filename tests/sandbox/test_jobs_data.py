@@ -149,16 +149,6 @@ def test_status_details_limits(sandbox, one_job, details, match):
         )
 
 
-def test_describe_execution_includes_the_document_only_when_asked(one_job, jobs_data):
-    without = jobs_data.describe_job_execution(thingName=one_job, jobId="j")["execution"]
-    assert "jobDocument" not in without
-    with_doc = jobs_data.describe_job_execution(
-        thingName=one_job, jobId="j", includeJobDocument=True
-    )["execution"]
-    assert with_doc["jobDocument"] == DOCUMENT
-    assert with_doc["thingName"] == one_job
-
-
 def test_update_can_return_the_document(one_job, jobs_data):
     response = jobs_data.update_job_execution(
         thingName=one_job, jobId="j", status="IN_PROGRESS", includeJobDocument=True

@@ -29,7 +29,7 @@ def test_throttling_answers_throttling_exception(sandbox, iot, http_call):
     assert body["throttleRate"] == 1.0
     with pytest.raises(iot.exceptions.ThrottlingException, match="Rate exceeded") as caught:
         iot.list_things()
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400  # iot's model
     http_call("PUT", "/_sandbox/faults", {"throttleRate": 0})
     assert iot.list_things()["things"] == []
 
@@ -412,5 +412,5 @@ def test_enforced_quotas_throttle_a_fast_caller(sandbox, iot, http_call):
         iot.describe_job(jobId="q")
     with pytest.raises(iot.exceptions.ThrottlingException, match="quota is 10") as caught:
         iot.describe_job(jobId="q")
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert iot.list_jobs()["jobs"]  # ListJobs has no quota here

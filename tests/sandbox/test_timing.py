@@ -315,16 +315,6 @@ def test_abort_cancels_the_job_once_failures_pass_the_threshold(sandbox, iot, jo
     assert counts["numberOfInProgressThings"] == 1  # runs on
 
 
-def test_abort_needs_strictly_more_than_the_threshold(sandbox, iot, jobs_data):
-    names = fleet(sandbox, 4)
-    _abort_job(iot, "ALL", 50, 2)
-    jobs_data.update_job_execution(thingName=names[0], jobId="ab", status="REJECTED")
-    jobs_data.update_job_execution(thingName=names[1], jobId="ab", status="SUCCEEDED")
-    assert iot.describe_job(jobId="ab")["job"]["status"] == "IN_PROGRESS"  # exactly 50%
-    jobs_data.update_job_execution(thingName=names[2], jobId="ab", status="FAILED")
-    assert iot.describe_job(jobId="ab")["job"]["status"] == "CANCELED"
-
-
 def test_abort_counts_timeouts(sandbox, iot, jobs_data):
     names = fleet(sandbox, 3)
     iot.create_job(

@@ -42,12 +42,24 @@ _PERCENT_TWO_DECIMALS: Final = re.compile(r"\d{1,3}(\.\d{1,2})?")
 
 
 def validate_job_config(params: Mapping[str, Any]) -> None:
+    """CreateJob's checks beyond the model: the documented limits, then the document."""
     targets = params["targets"]
     if len(targets) > d.MAX_TARGETS_PER_JOB:
         raise invalid_request(
             f"A job can have at most {d.MAX_TARGETS_PER_JOB} targets; got {len(targets)}. "
             "Put the things in a thing group and target the group"
         )
+    timeout = (params.get("timeoutConfig") or {}).get("inProgressTimeoutInMinutes")
+    validate_settings(params, timeout=timeout)
+    _validate_document(params)
+
+
+def validate_settings(params: Mapping[str, Any], *, timeout: int | None) -> None:
+    """Rollout, abort, timeout and retry settings (CreateJob and UpdateJob).
+
+    `timeout` is the inProgressTimeoutInMinutes the job will have (retrying
+    TIMED_OUT executions needs one).
+    """
     rollout = params.get("jobExecutionsRolloutConfig") or {}
     per_minute = rollout.get("maximumPerMinute")
     if per_minute is not None and not 1 <= per_minute <= d.MAX_PER_MINUTE:
@@ -69,8 +81,8 @@ def validate_job_config(params: Mapping[str, Any]) -> None:
             raise invalid_request(
                 "thresholdPercentage must be 0-100 with at most two decimal places"
             )
-    timeout = (params.get("timeoutConfig") or {}).get("inProgressTimeoutInMinutes")
-    if timeout is not None and not 1 <= timeout <= d.MAX_IN_PROGRESS_TIMEOUT_MINUTES:
+    given = (params.get("timeoutConfig") or {}).get("inProgressTimeoutInMinutes")
+    if given is not None and not 1 <= given <= d.MAX_IN_PROGRESS_TIMEOUT_MINUTES:
         raise invalid_request(
             f"inProgressTimeoutInMinutes must be 1-{d.MAX_IN_PROGRESS_TIMEOUT_MINUTES}"
         )
@@ -81,6 +93,15 @@ def validate_job_config(params: Mapping[str, Any]) -> None:
             raise invalid_request("Each failureType may appear once in the retry criteria")
         if "TIMED_OUT" in kinds and not timeout:
             raise invalid_request("Retrying TIMED_OUT executions needs a timeoutConfig")
+        total = sum(int(c["numberOfRetries"]) for c in retry["criteriaList"])
+        if total > d.MAX_RETRIES_PER_DEVICE:
+            raise invalid_request(
+                f"The retry criteria allow {total} retries in all; a job execution can be "
+                f"retried at most {d.MAX_RETRIES_PER_DEVICE} times, whatever the failure type"
+            )
+
+
+def _validate_document(params: Mapping[str, Any]) -> None:
     for field in ("jobTemplateArn", "documentParameters"):
         if params.get(field) is not None:
             raise invalid_request(
@@ -137,19 +158,14 @@ def create_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
         if job_id in state.jobs:
             raise already_exists(f"Job {job_id} already exists.")
         selection = params.get("targetSelection") or "SNAPSHOT"
-        if selection == "SNAPSHOT":
-            active = sum(
-                1
-                for j in state.jobs.values()
-                if j.status == "IN_PROGRESS" and j.target_selection == "SNAPSHOT"
+        active = sum(1 for j in state.jobs.values() if j.status == "IN_PROGRESS")
+        if active >= d.MAX_ACTIVE_JOBS:
+            raise ServiceError(
+                "LimitExceededException",
+                f"At most {d.MAX_ACTIVE_JOBS} jobs, snapshot and continuous, may be in "
+                "progress; wait for some to complete or cancel them",
+                410,
             )
-            if active >= d.MAX_ACTIVE_SNAPSHOT_JOBS:
-                raise ServiceError(
-                    "LimitExceededException",
-                    f"At most {d.MAX_ACTIVE_SNAPSHOT_JOBS} snapshot jobs may be in progress; "
-                    "wait for some to complete or cancel them",
-                    410,
-                )
         things, groups = _resolve_targets(state, params["targets"])
         start_at, end_at, windows = _schedule.parse_schedule(params.get("schedulingConfig"), now)
         job = _Job(job_id, state.arn("job", job_id), now)
@@ -166,11 +182,7 @@ def create_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
         job.timeout_config = params.get("timeoutConfig")
         job.retry_config = params.get("jobExecutionsRetryConfig")
         if job.rollout_config:
-            exponential = job.rollout_config.get("exponentialRate")
-            per_minute = job.rollout_config.get("maximumPerMinute", d.MAX_PER_MINUTE)
-            job.rate = float(
-                min(exponential["baseRatePerMinute"], per_minute) if exponential else per_minute
-            )
+            job.rate = _initial_rate(job.rollout_config)
         state.jobs[job_id] = job
         state.changed()
         if end_at is not None:
@@ -186,6 +198,68 @@ def create_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
         if job.description is not None:
             out["description"] = job.description
     return out
+
+
+def update_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
+    """UpdateJob: description, rollout, abort, timeout and retry settings of a running job.
+
+    A member left out is unchanged. A new rollout rate applies from the next
+    batch (an exponential rate starts again at its base rate, counting from
+    now); a new timeout applies to executions that start afterwards; new abort
+    criteria are checked at once. presignedUrlConfig and namespaceId are
+    accepted and ignored (the sandbox has no S3 and no namespaces).
+    """
+    with op(state) as now:
+        job = state.job(params["jobId"])
+        if job.status not in d.UPDATABLE_JOB_STATUSES:
+            raise invalid_request(
+                f"Job {job.job_id} is {job.status}; only a job that is "
+                f"{' or '.join(sorted(d.UPDATABLE_JOB_STATUSES))} can be updated"
+            )
+        timeout_config = params.get("timeoutConfig") or job.timeout_config or {}
+        validate_settings(params, timeout=timeout_config.get("inProgressTimeoutInMinutes"))
+        if params.get("description") is not None:
+            job.description = params["description"]
+        rollout = params.get("jobExecutionsRolloutConfig")
+        if rollout is not None:
+            job.rollout_config = rollout or None
+            if job.rollout_config:
+                job.rate = _initial_rate(job.rollout_config)
+                criteria = (job.rollout_config.get("exponentialRate") or {}).get(
+                    "rateIncreaseCriteria", {}
+                )
+                job.rate_baseline = (
+                    job.counts["SUCCEEDED"]
+                    if "numberOfSucceededThings" in criteria
+                    else job.notified
+                )
+        for member, attribute in (
+            ("abortConfig", "abort_config"),
+            ("timeoutConfig", "timeout_config"),
+            ("jobExecutionsRetryConfig", "retry_config"),
+        ):
+            if params.get(member) is not None:
+                setattr(job, attribute, params[member])
+        job.last_updated_at = now
+        state.changed()
+        log.info(
+            "job_updated", job_id=job.job_id, members=sorted(k for k in params if k != "jobId")
+        )
+        if params.get("abortConfig") is not None:
+            _policies.maybe_abort(state, job, now)
+    return {}
+
+
+def _initial_rate(rollout: Mapping[str, Any]) -> float:
+    """The executions per minute a rollout configuration starts at."""
+    exponential = rollout.get("exponentialRate")
+    per_minute = rollout.get("maximumPerMinute", d.MAX_PER_MINUTE)
+    return float(min(exponential["baseRatePerMinute"], per_minute) if exponential else per_minute)
+
+
+def _is_concurrent(job: _Job) -> bool:
+    """AWS: a job is concurrent while it rolls out new executions or cancels earlier ones."""
+    return job.status == "IN_PROGRESS" and bool(job.rollout_pending)
 
 
 def _process_details(job: _Job) -> dict[str, Any]:
@@ -208,7 +282,7 @@ def describe_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any
             "createdAt": job.created_at,
             "lastUpdatedAt": job.last_updated_at,
             "jobProcessDetails": _process_details(job),
-            "isConcurrent": False,
+            "isConcurrent": _is_concurrent(job),
         }
         optional = {
             "reasonCode": job.reason_code,
@@ -257,7 +331,7 @@ def list_jobs(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
                 "jobId": job.job_id,
                 "targetSelection": job.target_selection,
                 "status": job.status,
-                "isConcurrent": False,
+                "isConcurrent": _is_concurrent(job),
                 "createdAt": job.created_at,
                 "lastUpdatedAt": job.last_updated_at,
             }

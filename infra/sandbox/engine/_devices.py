@@ -62,6 +62,8 @@ def get_pending(state: EngineState, thing_name: str) -> PendingJobs:
     with op(state) as now:
         thing = _device_thing(state, thing_name)
         in_progress, queued = pending(thing)
+        in_progress = in_progress[: d.MAX_PENDING_LISTED]
+        queued = queued[: d.MAX_PENDING_LISTED - len(in_progress)]
         return PendingJobs(
             in_progress=tuple(state.snapshot(e, now) for e in in_progress),
             queued=tuple(state.snapshot(e, now) for e in queued),

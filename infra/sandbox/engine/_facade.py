@@ -200,6 +200,9 @@ class JobsEngine:
     def create_job(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _control.create_job(self._state, params)
 
+    def update_job(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _control.update_job(self._state, params)
+
     def describe_job(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _control.describe_job(self._state, params)
 

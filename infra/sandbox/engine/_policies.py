@@ -78,7 +78,7 @@ def maybe_abort(state: EngineState, job: _Job, now: float) -> None:
             else counts[kind]
         )
         percentage = failures / executed * 100
-        if percentage > float(criterion["thresholdPercentage"]):
+        if percentage >= float(criterion["thresholdPercentage"]):
             log.info("job_aborted", job_id=job.job_id, failure_type=kind, percent=percentage)
             cancel(
                 state,
@@ -88,7 +88,7 @@ def maybe_abort(state: EngineState, job: _Job, now: float) -> None:
                 reason_code=d.ABORT_REASON_CODE,
                 comment=(
                     f"aborted: {kind} executions are {percentage:.2f}% of {executed} "
-                    f"executed, over the threshold {criterion['thresholdPercentage']}%"
+                    f"executed, at or over the threshold {criterion['thresholdPercentage']}%"
                 ),
             )
             return

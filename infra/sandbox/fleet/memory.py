@@ -45,7 +45,7 @@ from device_handler.errors import DeviceHandlerError, PowerCut
 from device_handler.fsops import FileOps, RealFileOps, StrPath
 from device_handler.memory import JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
-from device_handler.testing import CrashingFileOps, NoSyncFileOps
+from device_handler.simulation import CrashingFileOps, NoSyncFileOps
 from device_handler.trust import EndpointConfig
 from infra.sandbox.fleet._base import (
     FleetBase,

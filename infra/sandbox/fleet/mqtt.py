@@ -41,7 +41,7 @@ from device_handler.errors import ConfigError, DeviceHandlerError, PowerCut
 from device_handler.fsops import RealFileOps, StrPath, read_bytes
 from device_handler.mqtt import MqttConnector
 from device_handler.probe import ClientIdentity, ProbeResult, probe
-from device_handler.testing import CrashingFileOps
+from device_handler.simulation import CrashingFileOps
 from device_handler.trust import EndpointConfig
 from infra.sandbox.fleet._base import FleetBase, FleetTiming, Hung, _Device, hanging_probe
 from infra.sandbox.fleet.memory import CUT_POINTS

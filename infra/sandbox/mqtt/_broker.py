@@ -34,6 +34,7 @@ from pathlib import Path
 
 import structlog
 
+from infra.sandbox.errors import SandboxError
 from infra.sandbox.pki import SandboxPki
 
 __all__ = ["Broker", "BrokerError", "find_mosquitto"]
@@ -53,7 +54,7 @@ pattern readwrite $aws/things/%u/shadow/#
 """
 
 
-class BrokerError(Exception):
+class BrokerError(SandboxError):
     """mosquitto could not be started or reached (the message says what to do)."""
 
 

@@ -40,6 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from infra.sandbox.dataplane import JobsDataPlane
+from infra.sandbox.errors import SandboxError
 from infra.sandbox.mqtt._broker import Broker, BrokerError
 from infra.sandbox.mqtt._jobs import JobsTopics, NotifyTracker, Outgoing
 from infra.sandbox.mqtt._shadow import ShadowStore
@@ -58,7 +59,7 @@ _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux
 _BRIDGE_TOPICS = ("$aws/things/+/jobs/#", "$aws/things/+/shadow/name/+/+")
 
 
-class MqttError(Exception):
+class MqttError(SandboxError):
     """The MQTT data plane could not start or was used wrongly (the message says what to do)."""
 
 

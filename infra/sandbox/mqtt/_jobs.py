@@ -213,8 +213,3 @@ class NotifyTracker:
                 event["execution"] = _wire.execution(head)
             out.append(Outgoing(f"{base}/notify-next", event))
         return out
-
-    def forget(self) -> None:
-        """Drop every remembered state (the next change of each thing is sent in full)."""
-        with self._lock:
-            self._sent.clear()

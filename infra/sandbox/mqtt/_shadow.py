@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from infra.sandbox.errors import SandboxError
 from infra.sandbox.mqtt._jobs import Outgoing
 
 __all__ = ["ShadowStore", "parse_shadow_topic"]
@@ -34,7 +35,7 @@ _SECTIONS = ("reported", "desired")
 _CLIENT_TOKEN_MAX = 64
 
 
-class ShadowRejectedError(Exception):
+class ShadowRejectedError(SandboxError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code

@@ -36,6 +36,7 @@ from device_handler.mqtt import (
     mqtt311_mtls_connection,
     open_next_job_stream,
 )
+from infra.sandbox.errors import SandboxError
 
 __all__ = ["SdkDeviceError", "SdkJobsDevice"]
 
@@ -44,7 +45,7 @@ log = structlog.get_logger(__name__)
 _PROTOCOLS = frozenset({"mqtt5", "mqtt311"})
 
 
-class SdkDeviceError(Exception):
+class SdkDeviceError(SandboxError):
     """The SDK device could not connect, subscribe or complete a job in time."""
 
 

@@ -1,15 +1,17 @@
-"""Crash injection for the orchestrator's crash tests (hidden; never set in production).
+"""Crash injection for the orchestrator's crash tests: the CLI killed after its Nth write.
 
-With `CA_MIGRATE_KILL_AFTER_WRITES=N` in the environment, the CLI wraps its
-store and AWS adapter so that the process SIGKILLs itself right after its Nth
-write (a state-store commit, CreateJob or CancelJob). Enumerating N = 1, 2, ...
-kills a reconcile at every step of a campaign.
+`run_cli_forked(args, env)` runs `ca-migrate ARGS` as its own process. With
+`CA_MIGRATE_KILL_AFTER_WRITES=N` in `env`, that process wraps its store and AWS
+adapter (through the CLI's embedding seam, `orchestrator.cli.seams`) so that it
+SIGKILLs itself right after its Nth write (a state-store commit, CreateJob or
+CancelJob). Enumerating N = 1, 2, ... kills a reconcile at every step of a
+campaign. Only this module reads the variable: the shipped CLI does not.
 
-`run_cli_forked` runs the CLI in a new process forked from a small server
-(`python -m orchestrator._faults`) that imported the CLI, boto3 and the stores
-once: each run is still its own process (own memory, own SQLite connection,
-SIGKILLed for real), but it does not pay the interpreter start-up and imports
-again, which dominate a crash test that starts dozens of processes. The server
+Each run is forked from a small server (`python -m tests.e2e.cli_faults`) that
+imported the CLI, boto3 and the stores once: each run is still its own process
+(own memory, own SQLite connection, SIGKILLed for real), but it does not pay
+the interpreter start-up and imports again, which dominate a crash test that
+starts dozens of processes. The server
 is single-threaded, so a fork never copies a held lock, and it imports nothing
 of the caller (unlike multiprocessing, which re-runs the parent's main module).
 """
@@ -33,6 +35,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from orchestrator.cli import seams
 from orchestrator.jobs import FailureSample, JobsApi
 from orchestrator.model import CampaignState, Event
 from orchestrator.planner import JobConfig, JobObservation
@@ -41,6 +44,7 @@ from orchestrator.store import StateStore, StoredCampaign, StoredEvent
 __all__ = ["ENV", "CliRun", "KillSwitch", "run_cli_forked", "stop_cli_forkserver"]
 
 ENV = "CA_MIGRATE_KILL_AFTER_WRITES"
+_REPO = Path(__file__).resolve().parents[2]
 
 
 class KillSwitch:
@@ -51,20 +55,15 @@ class KillSwitch:
         self.writes = 0
 
     @classmethod
-    def from_env(cls) -> KillSwitch | None:
-        """The process's one switch (shared by store and adapter), or None when not asked for."""
-        return _process_switch()
+    def from_env(cls, env: Mapping[str, str]) -> KillSwitch | None:
+        """The switch `env` asks for (one per process: store and adapter share it), or None."""
+        raw = env.get(ENV, "")
+        return cls(int(raw)) if raw.isdigit() and int(raw) > 0 else None
 
     def wrote(self) -> None:
         self.writes += 1
         if self.writes >= self.after:
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-@functools.cache
-def _process_switch() -> KillSwitch | None:
-    raw = os.environ.get(ENV, "")
-    return KillSwitch(int(raw)) if raw.isdigit() and int(raw) > 0 else None
 
 
 class KillingStore:
@@ -170,7 +169,8 @@ class CliForkServer:
 
     def __init__(self) -> None:
         self._server = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator._faults"],
+            [sys.executable, "-m", "tests.e2e.cli_faults"],
+            cwd=_REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -267,7 +267,12 @@ def _serve() -> None:
 def _cli_child(args: list[str], env: dict[str, str], out: str, err: str) -> None:
     os.environ.clear()
     os.environ.update(env)
-    _process_switch.cache_clear()
+    switch = KillSwitch.from_env(env)
+    if switch is not None:
+        seams.wrap_adapters(
+            store=lambda store: KillingStore(store, switch),
+            jobs_api=lambda api: KillingJobsApi(api, switch),
+        )
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -298,7 +303,4 @@ def _cli_child(args: list[str], env: dict[str, str], out: str, err: str) -> None
 
 
 if __name__ == "__main__":
-    # Run the loop of the importable module, so the child's CLI shares its kill switch.
-    from orchestrator._faults import _serve as serve
-
-    serve()
+    _serve()
