@@ -104,8 +104,8 @@ class DeviceConfig:
         )
 
 
-def load_config(path: Path) -> DeviceConfig:
-    """Read and check `path`; every problem is a `ConfigError` naming the setting."""
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table in `path`: at most `_MAX_CONFIG_BYTES` of UTF-8, else a `ConfigError`."""
     try:
         with path.open("rb") as stream:
             data = stream.read(_MAX_CONFIG_BYTES + 1)
@@ -114,11 +114,17 @@ def load_config(path: Path) -> DeviceConfig:
     if len(data) > _MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is over {_MAX_CONFIG_BYTES} bytes: not a device.toml")
     try:
-        raw: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+        table: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return table
+
+
+def load_config(path: Path) -> DeviceConfig:
+    """Read and check `path`; every problem is a `ConfigError` naming the setting."""
+    raw = _read_toml(path)
     base = path.resolve().parent
     where = str(path)
 
