@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from job_documents._canonical import canonical_json, document_hash
 from job_documents._catalog import Catalog, CatalogRoot, default_catalog_path, load_catalog
-from job_documents._endpoint import check_ats_endpoint, partition_suffix
+from job_documents._endpoint import (
+    check_ats_endpoint,
+    check_region,
+    known_regions,
+    partition_suffix,
+)
 from job_documents._pem import normalize_fingerprint, sha256_fingerprint
 from job_documents._schema import load_schema, schema_path
 from job_documents._signature import load_signing_key, load_verify_key, sign_document
@@ -82,8 +87,10 @@ __all__ = [
     "build_document",
     "canonical_json",
     "check_ats_endpoint",
+    "check_region",
     "default_catalog_path",
     "document_hash",
+    "known_regions",
     "load_catalog",
     "load_schema",
     "load_signing_key",

@@ -226,38 +226,47 @@ class Reconciler:
             return StepResult(state=state, actions=performed, events=decision.events)
 
     def _adopt_unrecorded(self, state: CampaignState, observations: Observations) -> CampaignState:
-        """Record the adoption of a LAUNCHING wave's job whose creation the log lacks."""
-        found = [
-            wave
-            for wave in state.waves
-            if wave.phase is WavePhase.LAUNCHING
-            and (seen := observations.jobs.get(wave.job_id)) is not None
-            and seen.exists
-        ]
+        """Record the adoption of a job the campaign made whose creation the log lacks.
+
+        Looked for once per job: a LAUNCHING wave's job, or a restore job not yet
+        observed, that exists. The log is read only when there is such a job.
+        """
+
+        def exists(job_id: str | None) -> bool:
+            seen = observations.jobs.get(job_id) if job_id is not None else None
+            return seen is not None and seen.exists
+
+        found: list[tuple[str, str, str]] = []  # (wave, job id, event prefix)
+        for wave in state.waves:
+            if wave.phase is WavePhase.LAUNCHING and exists(wave.job_id):
+                found.append((wave.name, wave.job_id, "job"))
+            if wave.restore_job_id and wave.restore_status is None and exists(wave.restore_job_id):
+                found.append((wave.name, wave.restore_job_id, "restore-job"))
         if not found:
             return state
         recorded = {
-            e.data.get("job_id")
+            (e.kind.removesuffix("-created").removesuffix("-adopted"), e.data.get("job_id"))
             for e in self.store.events(state.name)
-            if e.kind in ("job-created", "job-adopted")
+            if e.kind
+            in ("job-created", "job-adopted", "restore-job-created", "restore-job-adopted")
         }
-        for wave in found:
-            if wave.job_id in recorded:
+        for wave_name, job_id, prefix in found:
+            if (prefix, job_id) in recorded:
                 continue
-            existing = self.api.get_job_document(wave.job_id)
-            if not _same_document(existing, state.documents[wave.job_id]):
+            existing = self.api.get_job_document(job_id)
+            if not _same_document(existing, state.documents[job_id]):
                 raise JobConflictError(
-                    f"job {wave.job_id} exists with a different document; delete it "
+                    f"job {job_id} exists with a different document; delete it "
                     "(aws iot delete-job) or rename the campaign, then run again"
                 )
             event = Event(
-                kind="job-adopted",
-                reason=f"job {wave.job_id} exists but its creation was not recorded (the "
+                kind=f"{prefix}-adopted",
+                reason=f"job {job_id} exists but its creation was not recorded (the "
                 "reconcile that created it stopped first); its document matches",
-                wave=wave.name,
-                data={"job_id": wave.job_id},
+                wave=wave_name,
+                data={"job_id": job_id},
             )
-            log.warning(event.kind, campaign=state.name, wave=wave.name, job_id=wave.job_id)
+            log.warning(event.kind, campaign=state.name, wave=wave_name, job_id=job_id)
             state = self._record(state, event)
         return state
 

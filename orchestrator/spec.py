@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from job_documents import EndpointRejected, check_region
 from orchestrator.cron import CronSyntaxError, check_cron
 
 try:
@@ -250,6 +251,22 @@ class CampaignFile(_Model):
     execution: ExecutionModel = ExecutionModel()
     halt: HaltModel = HaltModel()
     waves: list[WaveModel] = Field(min_length=1, max_length=50)
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        try:
+            check_region(value)
+        except EndpointRejected as exc:
+            # The documents would be refused for it anyway (region-invalid): say so here,
+            # with the line, before any AWS call goes to a host that does not exist.
+            raise ValueError(
+                f"{value!r} is not an AWS region of the commercial, China or GovCloud "
+                "partitions known to this version (job_documents/data/regions.json); check "
+                "the spelling"
+                + ("" if "isolated" not in str(exc) else "; isolated partitions are not supported")
+            ) from None
+        return value
 
     def to_spec(self, base_dir: Path | None = None) -> CampaignSpec:
         catalog = self.catalog

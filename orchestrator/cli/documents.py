@@ -42,6 +42,7 @@ __all__ = ["ca_app", "document_app"]
 
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
+_MAX_INPUT = 1024 * 1024
 
 ca_app = typer.Typer(help="The catalog of known root CAs.", no_args_is_help=True)
 document_app = typer.Typer(help="Build and validate migration job documents.", no_args_is_help=True)
@@ -296,13 +297,18 @@ def validate(
     allow_region: AllowRegionOption = None,
 ) -> None:
     """Check a document as a device would; exit 0 if valid, 2 with one line per problem."""
+    # Read at most 1 MiB: a document is at most 32,768 characters, and a larger input is
+    # refused without holding it whole.
     if file == "-":
-        raw = sys.stdin.buffer.read()
+        raw = sys.stdin.buffer.read(_MAX_INPUT + 1)
     else:
         try:
-            raw = Path(file).read_bytes()
+            with Path(file).open("rb") as handle:
+                raw = handle.read(_MAX_INPUT + 1)
         except OSError as exc:
             _fail(f"cannot read {file}: {exc.strerror}")
+    if len(raw) > _MAX_INPUT:
+        _fail(f"{file} is over 1 MiB; a job document is at most 32,768 characters [too-large]")
     known = _catalog(catalog)
     try:
         key = load_verify_key(verify_key) if verify_key is not None else None

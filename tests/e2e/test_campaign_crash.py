@@ -86,7 +86,7 @@ def test_sigkill_after_every_write_of_a_rollback_leaves_one_restore_job_per_wave
     assert kinds[-1] == "rollback-finished"
     for wave in ("canary", "wave-1"):
         made = [e for e in log if e.wave == wave and e.kind.startswith("restore-job-")]
-        assert len(made) <= 1
+        assert len(made) == 1  # created, or adopted by the run after a kill lost the event
     versions = [(e.version, e.index) for e in log]
     assert versions == sorted(set(versions))
 

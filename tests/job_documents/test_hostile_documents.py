@@ -116,6 +116,23 @@ def test_the_device_reports_a_deep_document_as_invalid_without_a_recursion_error
     assert "levels deep" in str(caught.value)
 
 
+def test_document_validate_refuses_a_huge_input_without_reading_it_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "huge.json"
+    with path.open("wb") as handle:
+        handle.truncate(200 * 1024 * 1024)  # sparse: 200 MB of NUL bytes
+    tracemalloc.start()
+    try:
+        code, output = _cli("document", "validate", str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 2
+    assert "is over 1 MiB; a job document is at most 32,768 characters [too-large]" in output
+    assert peak < 16 * 1024 * 1024
+
+
 # -- item 8: null ---------------------------------------------------------------------------------
 
 

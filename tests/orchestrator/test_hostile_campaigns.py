@@ -131,6 +131,14 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
         README_CAMPAIGN.encode() + WINDOW.replace("CRON", "rate(5 minutes)").encode(),
         "write it as cron(minutes hours",
     ),
+    "unknown-region": (
+        _with("region: us-east-1", "region: zz-fake-9"),
+        "line 2 (region): 'zz-fake-9' is not an AWS region",
+    ),
+    "isolated-region": (
+        _with("region: us-east-1", "region: us-iso-east-1"),
+        "isolated partitions are not supported",
+    ),
     "nested-500-deep": (b"[" * 500 + b"]" * 500, "line 1: nested more than 32 levels deep"),
     "mapping-nested-100-deep": (
         "".join(f"{'  ' * i}k{i}:\n" for i in range(100)).encode(),
