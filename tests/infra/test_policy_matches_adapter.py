@@ -165,3 +165,19 @@ def test_dynamodb_actions_match_the_adapter_exactly():
     granted = policy_actions("dynamodb")
     assert not used - granted, f"missing from orchestrator-iam.yaml: {sorted(used - granted)}"
     assert not granted - used, f"granted but never called: {sorted(granted - used)}"
+
+
+def signing_policy_actions() -> set[str]:
+    tpl = template("orchestrator-iam.yaml")
+    document = tpl["Resources"]["DocumentSigningPolicy"]["Properties"]["PolicyDocument"]
+    return {a for statement in statements(document) for a in as_list(statement["Action"])}
+
+
+def test_kms_actions_match_the_signer_exactly():
+    files = _require_adapter("_kms")
+    used = to_actions("kms", "kms", calls_on("_kms", files), files)
+    granted = signing_policy_actions()
+    assert used == {"kms:DescribeKey", "kms:GetPublicKey", "kms:Sign"}
+    assert not used - granted, f"missing from DocumentSigningPolicy: {sorted(used - granted)}"
+    assert not granted - used, f"granted but never called: {sorted(granted - used)}"
+    assert not policy_actions("kms"), "the orchestrator policy (the runner's too) signs nothing"
