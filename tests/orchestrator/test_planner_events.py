@@ -85,7 +85,6 @@ def test_a_gate_met_bakes_then_passes_and_the_next_manual_wave_waits() -> None:
     assert events(passed) == [("gate-passed", verdict, "canary")]
     baking = passed.state.wave("canary")
     assert baking.phase is WavePhase.BAKING
-    assert baking.gate_passed_at == at(2)
     assert baking.bake_until == at(12)
     done = decide(SPEC, passed.state, obs(seen(job, "COMPLETED", succeeded=100)), at(12))
     assert events(done) == [
@@ -99,7 +98,6 @@ def test_a_gate_met_bakes_then_passes_and_the_next_manual_wave_waits() -> None:
     ]
     canary = done.state.wave("canary")
     assert canary.phase is WavePhase.PASSED
-    assert canary.gate_passed_at == at(2)
     assert canary.finished_at == at(12)
     assert done.state.wave("wave-1").phase is WavePhase.AWAITING_APPROVAL
 
@@ -112,7 +110,6 @@ def test_a_gate_lost_while_baking_goes_back_to_running_and_says_why() -> None:
     assert wave.verdict.startswith("waiting: success lower bound")
     assert events(lost) == [("gate-lost", wave.verdict, "canary")]
     assert wave.phase is WavePhase.RUNNING
-    assert wave.gate_passed_at is None
     assert wave.bake_until is None
 
 
@@ -136,7 +133,6 @@ def test_the_last_wave_passing_completes_the_campaign() -> None:
     ]
     assert done.state.status is CampaignStatus.COMPLETED
     assert done.state.reason == "every wave passed"
-    assert done.state.wave("wave-2").gate_passed_at == at(5)
     assert done.state.wave("wave-2").finished_at == at(5)
 
 
@@ -162,7 +158,18 @@ def test_a_job_canceled_outside_the_campaign_halts_its_wave() -> None:
     canceled = decide(SPEC, state, obs(seen(job, "CANCELED", succeeded=5, queued=95)), at(2))
     wave = canceled.state.wave("canary")
     assert wave.phase is WavePhase.HALTED
-    assert wave.verdict == "the job was canceled outside this campaign (abortConfig?)"
+    assert wave.verdict == "the job was canceled outside this campaign"
+
+
+def test_a_job_its_abort_config_canceled_halts_its_wave_naming_the_rule() -> None:
+    state, job = running()
+    canceled = decide(SPEC, state, obs(seen(job, "CANCELED", succeeded=9, failed=1)), at(2))
+    wave = canceled.state.wave("canary")
+    assert wave.phase is WavePhase.HALTED
+    assert wave.verdict == (
+        "the job's abortConfig canceled it: 1 of 10 finished executions failed, "
+        "reaching max_failure_rate 5.0%"
+    )
 
 
 def test_a_failure_rate_halt_keeps_the_gate_reason() -> None:
