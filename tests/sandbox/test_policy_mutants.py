@@ -127,3 +127,41 @@ def test_an_abort_cancels_without_force_at_its_time_and_says_why(sandbox, iot, j
             "percent": 50.0,
         }
     ]
+
+
+def _notified(iot, job_id: str) -> list[str]:
+    summaries = iot.list_job_executions_for_job(jobId=job_id)["executionSummaries"]
+    return sorted(s["thingArn"].rsplit("/", 1)[-1] for s in summaries)
+
+
+def test_a_rate_of_one_per_minute_notifies_one_thing_a_minute(sandbox, iot):
+    names = _fleet(sandbox, 3)
+    iot.create_job(
+        jobId="one",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+    )
+    assert len(_notified(iot, "one")) == 1
+    sandbox.engine.advance(60)
+    assert len(_notified(iot, "one")) == 2
+    sandbox.engine.advance(60)
+    assert _notified(iot, "one") == sorted(names)
+
+
+def test_a_thing_deleted_while_it_waits_for_its_batch_is_skipped_not_counted(sandbox, iot):
+    names = _fleet(sandbox, 5)
+    iot.create_job(
+        jobId="gone",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 2},
+    )
+    first = _notified(iot, "gone")
+    waiting = [name for name in names if name not in first]
+    iot.delete_thing(thingName=waiting[0])
+    sandbox.engine.advance(60)  # the batch of two skips the deleted thing: the other two
+    assert _notified(iot, "gone") == sorted(first + waiting[1:])
+    job = iot.describe_job(jobId="gone")["job"]
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 4
+    assert "processingTargets" not in job["jobProcessDetails"]  # the rollout is over
