@@ -165,3 +165,25 @@ def test_a_thing_deleted_while_it_waits_for_its_batch_is_skipped_not_counted(san
     job = iot.describe_job(jobId="gone")["job"]
     assert job["jobProcessDetails"]["numberOfQueuedThings"] == 4
     assert "processingTargets" not in job["jobProcessDetails"]  # the rollout is over
+
+
+def test_an_exponential_rate_rises_once_per_step_of_notified_things(sandbox, iot):
+    _fleet(sandbox, 40)
+    iot.create_job(
+        jobId="exp",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={
+            "exponentialRate": {
+                "baseRatePerMinute": 2,
+                "incrementFactor": 2.0,
+                "rateIncreaseCriteria": {"numberOfNotifiedThings": 2},
+            }
+        },
+    )
+    seen = [len(_notified(iot, "exp"))]
+    for _ in range(3):
+        sandbox.engine.advance(60)
+        seen.append(len(_notified(iot, "exp")))
+    # 2 notified: 4/min; 6 notified: two more steps of 2 since then, 16/min; then the rest.
+    assert seen == [2, 6, 22, 40]
