@@ -13,6 +13,11 @@ import json
 
 from structlog.testing import capture_logs
 
+from infra.sandbox.engine import JobsEngine
+from job_documents.clock import ManualClock
+
+from .conftest import START
+
 ARN = "arn:aws:iot:us-east-1:123456789012"
 DOCUMENT = json.dumps({"operation": "rotate"})
 
@@ -187,3 +192,46 @@ def test_an_exponential_rate_rises_once_per_step_of_notified_things(sandbox, iot
         seen.append(len(_notified(iot, "exp")))
     # 2 notified: 4/min; 6 notified: two more steps of 2 since then, 16/min; then the rest.
     assert seen == [2, 6, 22, 40]
+
+
+def _engine(cancel_delay: float) -> JobsEngine:
+    engine = JobsEngine(clock=ManualClock(START), cancel_delay=cancel_delay)
+    engine.create_things(["t1", "t2"])
+    targets = [f"{ARN}:thing/t1", f"{ARN}:thing/t2"]
+    engine.create_job({"jobId": "j", "targets": targets, "document": DOCUMENT})
+    return engine
+
+
+def test_a_cancel_without_delay_ends_queued_executions_at_once_by_the_control_plane():
+    engine = _engine(cancel_delay=0)
+    engine.advance(5)
+    engine.cancel_job({"jobId": "j"})
+    assert (engine.counts("j")["CANCELED"], engine.counts("j")["QUEUED"]) == (2, 0)
+    (record,) = engine.execution_history(job_id="j", thing_name="t1")
+    created = record["history"][0]["at"]
+    assert record["history"][-1] == {
+        "status": "CANCELED",
+        "via": "control-plane",
+        "at": created + 5,
+        "versionNumber": 2,
+        "executionNumber": 1,
+    }
+
+
+def test_a_cancel_delay_of_one_second_cancels_the_executions_a_second_later():
+    engine = _engine(cancel_delay=1)
+    engine.cancel_job({"jobId": "j"})
+    assert (engine.counts("j")["CANCELED"], engine.counts("j")["QUEUED"]) == (0, 2)
+    engine.advance(1)
+    assert (engine.counts("j")["CANCELED"], engine.counts("j")["QUEUED"]) == (2, 0)
+
+
+def test_a_forced_cancel_after_a_plain_one_still_cancels_running_executions():
+    engine = _engine(cancel_delay=2)
+    engine.start_next("t1", status_details=None, step_timeout_minutes=None, via="https")
+    engine.cancel_job({"jobId": "j"})
+    engine.advance(2)
+    assert (engine.counts("j")["CANCELED"], engine.counts("j")["IN_PROGRESS"]) == (1, 1)
+    engine.cancel_job({"jobId": "j", "force": True})
+    engine.advance(2)
+    assert (engine.counts("j")["CANCELED"], engine.counts("j")["IN_PROGRESS"]) == (2, 0)
