@@ -235,3 +235,53 @@ def test_a_forced_cancel_after_a_plain_one_still_cancels_running_executions():
     engine.cancel_job({"jobId": "j", "force": True})
     engine.advance(2)
     assert (engine.counts("j")["CANCELED"], engine.counts("j")["IN_PROGRESS"]) == (2, 0)
+
+
+def _windowed_continuous_job(sandbox, iot) -> None:
+    _fleet(sandbox, 1)
+    # START is Sunday 12:00 UTC; the window opens daily at 14:00 for two minutes.
+    iot.create_job(
+        jobId="w",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        targetSelection="CONTINUOUS",
+        schedulingConfig={
+            "maintenanceWindows": [{"startTime": "cron(0 14 ? * * *)", "durationInMinutes": 2}]
+        },
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+    )
+    sandbox.engine.advance(2 * 3600)  # 14:00: the window opens, the one thing is notified
+
+
+def _add_thing(iot, name: str) -> None:
+    iot.create_thing(thingName=name)
+    iot.add_thing_to_thing_group(thingGroupName="fleet", thingName=name)
+
+
+def _since_start(moment) -> float:
+    return (moment - START).total_seconds()
+
+
+def test_a_job_resumed_by_its_window_and_paused_at_its_end_records_both_times(sandbox, iot):
+    _windowed_continuous_job(sandbox, iot)
+    job = iot.describe_job(jobId="w")["job"]
+    assert (job["status"], _since_start(job["lastUpdatedAt"])) == ("IN_PROGRESS", 7200)
+    sandbox.engine.advance(90)  # 14:01:30, off the minute: a batch now, the next at 14:02:30
+    for name in ("late-1", "late-2", "late-3"):
+        _add_thing(iot, name)
+    assert len(_notified(iot, "w")) == 2
+    sandbox.engine.advance(30)  # 14:02: the window closes between two batches
+    job = iot.describe_job(jobId="w")["job"]
+    assert (job["status"], _since_start(job["lastUpdatedAt"])) == ("SCHEDULED", 7320)
+    sandbox.engine.advance(30)
+    assert len(_notified(iot, "w")) == 2  # the 14:02:30 batch waits for the next window
+
+
+def test_a_thing_added_outside_the_window_pauses_a_finished_continuous_rollout(sandbox, iot):
+    _windowed_continuous_job(sandbox, iot)
+    sandbox.engine.advance(300)  # 14:05: closed; the rollout had nothing left, still IN_PROGRESS
+    assert iot.describe_job(jobId="w")["job"]["status"] == "IN_PROGRESS"
+    _add_thing(iot, "late")
+    job = iot.describe_job(jobId="w")["job"]
+    assert (job["status"], _since_start(job["lastUpdatedAt"])) == ("SCHEDULED", 7500)
+    assert len(_notified(iot, "w")) == 1
