@@ -285,3 +285,43 @@ def test_a_thing_added_outside_the_window_pauses_a_finished_continuous_rollout(s
     job = iot.describe_job(jobId="w")["job"]
     assert (job["status"], _since_start(job["lastUpdatedAt"])) == ("SCHEDULED", 7500)
     assert len(_notified(iot, "w")) == 1
+
+
+def test_a_thing_removed_and_added_back_is_paced_in_again(sandbox, iot):
+    (name,) = _fleet(sandbox, 1)
+    iot.create_job(
+        jobId="back",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        targetSelection="CONTINUOUS",
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+    )
+    iot.remove_thing_from_thing_group(thingGroupName="fleet", thingName=name)
+    execution = iot.describe_job_execution(jobId="back", thingName=name)["execution"]
+    assert execution["status"] == "REMOVED"
+    iot.add_thing_to_thing_group(thingGroupName="fleet", thingName=name)
+    sandbox.engine.advance(60)
+    execution = iot.describe_job_execution(jobId="back", thingName=name)["execution"]
+    assert (execution["status"], execution["executionNumber"]) == ("QUEUED", 2)
+
+
+def test_a_rollout_whose_last_batch_notifies_nobody_completes_at_that_batch(
+    sandbox, iot, jobs_data
+):
+    names = _fleet(sandbox, 3)
+    iot.create_job(
+        jobId="last",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 2},
+    )
+    notified = _notified(iot, "last")
+    for name in notified:
+        jobs_data.update_job_execution(thingName=name, jobId="last", status="SUCCEEDED")
+    (waiting,) = (name for name in names if name not in notified)
+    iot.delete_thing(thingName=waiting)
+    assert iot.describe_job(jobId="last")["job"]["status"] == "IN_PROGRESS"
+    sandbox.engine.advance(60)  # the last batch: its one thing is gone
+    job = iot.describe_job(jobId="last")["job"]
+    assert job["status"] == "COMPLETED"
+    assert _since_start(job["completedAt"]) == 60
