@@ -34,6 +34,13 @@ _FOLDED = (
     "LAUNCHING here has no existing job: CreateJob is due whatever the lookup says"
 )
 _CODEC = "Python's codec names are case-insensitive"
+
+
+def _pinned(test: str) -> tuple[str, str]:
+    """A survivor a test of tests/sandbox/test_policy_mutants.py kills (planted: fails)."""
+    return (TESTED, f"tests/sandbox/test_policy_mutants.py::{test} (planted: fails)")
+
+
 #: target -> stripped "+" line of the mutant -> ("equivalent" | "accepted", why)
 REASONS: dict[str, dict[str, tuple[str, str]]] = {
     "gates": {
@@ -141,17 +148,17 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
             ),
         ),
         'warnings.simplefilter("ignore", None)': (
-            "open",
+            TESTED,
             (
-                "test to write: a root with a non-positive serial number, which cryptography "
-                "warns about on load (the mutant's filter then raises TypeError)"
+                "tests/job_documents/test_pem_boundaries.py::"
+                "test_a_root_with_a_negative_serial_number_loads_without_a_warning (planted: fails)"
             ),
         ),
         "return type(None).__name__": (
-            "open",
+            TESTED,
             (
-                "test to write: a certificate whose key no branch names (X25519 or X448, signed "
-                "by another key), described by its class name"
+                "tests/job_documents/test_pem_boundaries.py::"
+                "test_a_key_no_name_is_given_for_is_described_by_its_type (planted: fails)"
             ),
         ),
         'warnings.simplefilter("ignore", )': (
@@ -202,6 +209,135 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
         'maybe_retry: fallback: int | None = ""': (
             EQUIVALENT,
             "an absent ALL criterion reads as '' instead of None: (fallback or 0) is 0 either way",
+        ),
+        **dict.fromkeys(
+            [
+                'state.push_deadline(job.cancel_due_at, "cancel", job, None)',
+                'state.push_deadline(job.cancel_due_at, "cancel", job, 1)',
+                'state.push_deadline(until, "window-end", job, None)',
+                'state.push_deadline(until, "window-end", job, 1)',
+                'state.push_deadline(job.next_rollout_at, "rollout", job, None)',
+                'state.push_deadline(job.next_rollout_at, "rollout", job, 1)',
+            ],
+            (
+                EQUIVALENT,
+                (
+                    "a job deadline's token is never read: only an execution timeout compares "
+                    "its token, and the heap orders by time, then by a unique sequence number"
+                ),
+            ),
+        ),
+        **dict.fromkeys(
+            [
+                "cancel: if state.cancel_delay < 0:",
+                "cancel: cancel_executions(None, job, now)",
+                "cancel: cancel_executions(state, None, now)",
+                "cancel: cancel_executions(state, job, None)",
+                "cancel: cancel_executions(job, now)",
+                "cancel: cancel_executions(state, now)",
+                "cancel: cancel_executions(state, job, )",
+                'cancel_executions: state.set_status(ex, "CANCELED", now, None)',
+                'cancel_executions: state.set_status(ex, "CANCELED", now, "XXcontrol-planeXX")',
+                'cancel_executions: state.set_status(ex, "CANCELED", now, "CONTROL-PLANE")',
+            ],
+            _pinned(
+                "test_a_cancel_without_delay_ends_queued_executions_at_once_by_the_control_plane"
+            ),
+        ),
+        **dict.fromkeys(
+            [
+                "cancel: if state.cancel_delay <= 1:",
+            ],
+            _pinned("test_a_cancel_delay_of_one_second_cancels_the_executions_a_second_later"),
+        ),
+        **dict.fromkeys(
+            [
+                'cancel_executions: job.cancel_due_at = ""',
+            ],
+            _pinned("test_a_forced_cancel_after_a_plain_one_still_cancels_running_executions"),
+        ),
+        **dict.fromkeys(
+            [
+                "release_batch: pause_between_windows(state, job, None)",
+            ],
+            _pinned("test_a_thing_added_outside_the_window_pauses_a_finished_continuous_rollout"),
+        ),
+        **dict.fromkeys(
+            [
+                "release_batch: job.last_updated_at = None",
+                "release_batch: if job.window_end_at == until:",
+                "release_batch: job.window_end_at = None",
+            ],
+            _pinned("test_a_job_resumed_by_its_window_and_paused_at_its_end_records_both_times"),
+        ),
+        **dict.fromkeys(
+            [
+                "release_batch: job.rate_baseline = int(step)",
+            ],
+            _pinned("test_an_exponential_rate_rises_once_per_step_of_notified_things"),
+        ),
+        **dict.fromkeys(
+            [
+                "release_batch: if thing is None and not state.notifiable(job, name):",
+                "release_batch: break",
+            ],
+            _pinned("test_a_thing_deleted_while_it_waits_for_its_batch_is_skipped_not_counted"),
+        ),
+        **dict.fromkeys(
+            [
+                "release_batch: else max(2, math.floor(min(job.rate, cap)))",
+            ],
+            _pinned("test_a_rate_of_one_per_minute_notifies_one_thing_a_minute"),
+        ),
+        **dict.fromkeys(
+            [
+                "release_batch: job.rollout_queued.discard(None)",
+            ],
+            _pinned("test_a_thing_removed_and_added_back_is_paced_in_again"),
+        ),
+        **dict.fromkeys(
+            [
+                "release_batch: _policies.maybe_complete(None, job, now)",
+                "release_batch: _policies.maybe_complete(state, job, None)",
+            ],
+            _pinned("test_a_rollout_whose_last_batch_notifies_nobody_completes_at_that_batch"),
+        ),
+        "maybe_retry: ex.previous.append(state.snapshot(ex, None))": (
+            EQUIVALENT,
+            (
+                "snapshot reads the time only for an IN_PROGRESS execution's remaining seconds; "
+                "a retried execution is FAILED or TIMED_OUT"
+            ),
+        ),
+        "job.rollout = None": (
+            EQUIVALENT,
+            (
+                "job.rollout is read only for its truth (running, the rollout deadline, "
+                "enqueue_targets, the export's bool()): None is False"
+            ),
+        ),
+        "cancel: job.rollout = True": (
+            EQUIVALENT,
+            (
+                "after a cancel the pending things are cleared and the job is CANCELED: a "
+                "rollout deadline that still fires notifies nobody and completes nothing, "
+                "running() and enqueue_targets need IN_PROGRESS or SCHEDULED, and the import "
+                "resumes only a SCHEDULED job"
+            ),
+        ),
+        "release_batch: while progress - job.rate_baseline >= step and job.rate <= cap:": (
+            EQUIVALENT,
+            (
+                "at the cap another pass leaves the rate at the cap (min with cap) and moves "
+                "only rate_baseline, which only this loop reads; the rate never falls"
+            ),
+        ),
+        "release_batch: if thing is None or not state.notifiable(job, None):": (
+            EQUIVALENT,
+            (
+                "a name waits in rollout_pending only while notifiable: enqueue_targets adds "
+                "only notifiable names and only this loop gives them an execution"
+            ),
         ),
     },
     "endpoint": {
