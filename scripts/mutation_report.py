@@ -302,6 +302,22 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
             ],
             _pinned("test_a_rollout_whose_last_batch_notifies_nobody_completes_at_that_batch"),
         ),
+        **dict.fromkeys(
+            [
+                'return job.status == "IN_PROGRESS" or (job.status != "SCHEDULED" and job.rollout)',
+                'return job.status == "IN_PROGRESS" or (job.status == "XXSCHEDULEDXX" and job.rollout)',
+                'return job.status == "IN_PROGRESS" or (job.status == "scheduled" and job.rollout)',
+            ],
+            _pinned("test_a_failure_between_two_windows_is_still_retried"),
+        ),
+        'return job.status == "IN_PROGRESS" or (job.status == "SCHEDULED" or job.rollout)': (
+            EQUIVALENT,
+            (
+                "a job with its rollout running is IN_PROGRESS or SCHEDULED between windows; a "
+                "SCHEDULED one without it waits for its startTime: no execution to retry or "
+                "abort on, and its endTime falls after its start"
+            ),
+        ),
         "maybe_retry: ex.previous.append(state.snapshot(ex, None))": (
             EQUIVALENT,
             (

@@ -325,3 +325,24 @@ def test_a_rollout_whose_last_batch_notifies_nobody_completes_at_that_batch(
     job = iot.describe_job(jobId="last")["job"]
     assert job["status"] == "COMPLETED"
     assert _since_start(job["completedAt"]) == 60
+
+
+def test_a_failure_between_two_windows_is_still_retried(sandbox, iot, jobs_data):
+    names = _fleet(sandbox, 3)
+    iot.create_job(
+        jobId="between",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        schedulingConfig={
+            "maintenanceWindows": [{"startTime": "cron(0 14 ? * * *)", "durationInMinutes": 2}]
+        },
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+        jobExecutionsRetryConfig={"criteriaList": [{"failureType": "ALL", "numberOfRetries": 1}]},
+    )
+    sandbox.engine.advance(2 * 3600 + 300)  # 14:05: two notified in the window, now paused
+    assert iot.describe_job(jobId="between")["job"]["status"] == "SCHEDULED"
+    (first, *_) = _notified(iot, "between")
+    assert first in names
+    jobs_data.update_job_execution(thingName=first, jobId="between", status="FAILED")
+    execution = iot.describe_job_execution(jobId="between", thingName=first)["execution"]
+    assert (execution["status"], execution["executionNumber"]) == ("QUEUED", 2)
