@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from structlog.testing import capture_logs
 
 from infra.sandbox.engine import JobsEngine
+from infra.sandbox.errors import ServiceError
 from job_documents.clock import ManualClock
 
 from .conftest import START
@@ -346,3 +348,63 @@ def test_a_failure_between_two_windows_is_still_retried(sandbox, iot, jobs_data)
     jobs_data.update_job_execution(thingName=first, jobId="between", status="FAILED")
     execution = iot.describe_job_execution(jobId="between", thingName=first)["execution"]
     assert (execution["status"], execution["executionNumber"]) == ("QUEUED", 2)
+
+
+def _deletable(delete_delay: float) -> JobsEngine:
+    engine = JobsEngine(clock=ManualClock(START), cancel_delay=0, delete_delay=delete_delay)
+    engine.create_things(["t1", "t2", "t3"])
+    targets = [f"{ARN}:thing/{name}" for name in ("t1", "t2", "t3")]
+    engine.create_job({"jobId": "j", "targets": targets, "document": DOCUMENT})
+    engine.delete_thing({"thingName": "t3"})  # a thing gone before its job: nothing to clean
+    engine.advance(5)
+    return engine
+
+
+def _jobs_of(engine: JobsEngine, thing: str) -> list[str]:
+    summaries = engine.list_job_executions_for_thing({"thingName": thing})["executionSummaries"]
+    return [s["jobId"] for s in summaries]
+
+
+def test_a_job_deleted_without_delay_leaves_at_once_with_its_executions():
+    engine = _deletable(delete_delay=0)
+    told: list[str] = []
+    engine.subscribe(told.append)
+    engine.delete_job({"jobId": "j", "force": True})
+    with pytest.raises(ServiceError, match="cannot be found"):
+        engine.counts("j")  # gone within the DeleteJob call itself
+    assert engine.list_jobs({})["jobs"] == []
+    assert (_jobs_of(engine, "t1"), _jobs_of(engine, "t2")) == ([], [])
+    assert sorted(told) == ["t1", "t2"]  # their pending jobs changed
+
+
+def test_a_job_being_deleted_shows_its_status_until_the_delay_ends():
+    engine = _deletable(delete_delay=1)
+    engine.delete_job({"jobId": "j", "force": True})
+    job = engine.describe_job({"jobId": "j"})["job"]
+    assert job["status"] == "DELETION_IN_PROGRESS"
+    assert job["lastUpdatedAt"] - job["createdAt"] == 5
+    assert _jobs_of(engine, "t1") == ["j"]
+    engine.advance(0.5)
+    assert [j["jobId"] for j in engine.list_jobs({})["jobs"]] == ["j"]
+    engine.advance(0.5)
+    assert engine.list_jobs({})["jobs"] == []
+    assert (_jobs_of(engine, "t1"), _jobs_of(engine, "t2")) == ([], [])
+    engine.create_job({"jobId": "j", "targets": [f"{ARN}:thing/t1"], "document": DOCUMENT})
+    assert _jobs_of(engine, "t1") == ["j"]  # the id is free again
+
+
+def test_executions_timing_out_at_the_same_instant_all_time_out():
+    engine = JobsEngine(clock=ManualClock(START))
+    engine.create_things(["t1", "t2"])
+    engine.create_job(
+        {
+            "jobId": "j",
+            "targets": [f"{ARN}:thing/t1", f"{ARN}:thing/t2"],
+            "document": DOCUMENT,
+            "timeoutConfig": {"inProgressTimeoutInMinutes": 1},
+        }
+    )
+    for name in ("t1", "t2"):
+        engine.start_next(name, status_details=None, step_timeout_minutes=None, via="https")
+    engine.advance(60)
+    assert engine.counts("j")["TIMED_OUT"] == 2
