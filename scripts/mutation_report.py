@@ -218,6 +218,8 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 'state.push_deadline(until, "window-end", job, 1)',
                 'state.push_deadline(job.next_rollout_at, "rollout", job, None)',
                 'state.push_deadline(job.next_rollout_at, "rollout", job, 1)',
+                'state.push_deadline(job.delete_due_at, "delete", job, None)',
+                'state.push_deadline(job.delete_due_at, "delete", job, 1)',
             ],
             (
                 EQUIVALENT,
@@ -317,6 +319,25 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 "SCHEDULED one without it waits for its startTime: no execution to retry or "
                 "abort on, and its endTime falls after its start"
             ),
+        ),
+        "delete: job.rollout = True": (
+            EQUIVALENT,
+            (
+                "a job being deleted has no pending things: a rollout deadline that still "
+                "fires notifies nobody, and nothing else reads the flag of a job that is not "
+                "IN_PROGRESS or SCHEDULED"
+            ),
+        ),
+        "maybe_complete: job.rollout = True": (
+            EQUIVALENT,
+            (
+                "a snapshot job completes only with nothing pending, after release_batch set "
+                "rollout False and armed no further batch; a COMPLETED job's flag is never read"
+            ),
+        ),
+        'finish_deletion: job.delete_due_at = ""': (
+            EQUIVALENT,
+            "the job has just left state.jobs: nothing reads its delete_due_at again",
         ),
         "maybe_retry: ex.previous.append(state.snapshot(ex, None))": (
             EQUIVALENT,
