@@ -36,11 +36,6 @@ _FOLDED = (
 _CODEC = "Python's codec names are case-insensitive"
 
 
-def _pinned(test: str) -> tuple[str, str]:
-    """A survivor a test of tests/sandbox/test_policy_mutants.py kills (planted: fails)."""
-    return (TESTED, f"tests/sandbox/test_policy_mutants.py::{test} (planted: fails)")
-
-
 #: target -> stripped "+" line of the mutant -> ("equivalent" | "accepted", why)
 REASONS: dict[str, dict[str, tuple[str, str]]] = {
     "gates": {
@@ -147,20 +142,6 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 ),
             ),
         ),
-        'warnings.simplefilter("ignore", None)': (
-            TESTED,
-            (
-                "tests/job_documents/test_pem_boundaries.py::"
-                "test_a_root_with_a_negative_serial_number_loads_without_a_warning (planted: fails)"
-            ),
-        ),
-        "return type(None).__name__": (
-            TESTED,
-            (
-                "tests/job_documents/test_pem_boundaries.py::"
-                "test_a_key_no_name_is_given_for_is_described_by_its_type (planted: fails)"
-            ),
-        ),
         'warnings.simplefilter("ignore", )': (
             EQUIVALENT,
             (
@@ -170,42 +151,6 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
         ),
     },
     "sandbox-policy": {  # keys "function: line" where a line alone is ambiguous
-        'maybe_abort: if percentage > float(criterion["thresholdPercentage"]):': (
-            TESTED,
-            (
-                "tests/sandbox/test_policy_boundaries.py::"
-                "test_an_abort_fires_when_failures_reach_the_threshold_exactly (planted: fails)"
-            ),
-        ),
-        "maybe_abort: break": (
-            TESTED,
-            (
-                "tests/sandbox/test_policy_boundaries.py::"
-                "test_a_criterion_not_yet_met_does_not_hide_the_next_one (planted: fails)"
-            ),
-        ),
-        'maybe_retry: elif criterion["failureType"] != "ALL":': (
-            TESTED,
-            (
-                "tests/sandbox/test_policy_boundaries.py::"
-                "test_a_failure_is_retried_by_its_own_criterion_else_by_all (planted: fails)"
-            ),
-        ),
-        "maybe_complete: job.completed_at = None": (
-            TESTED,
-            (
-                "tests/sandbox/test_policy_boundaries.py::"
-                "test_a_completed_job_records_when_it_completed (planted: fails)"
-            ),
-        ),
-        'process_due: elif kind == "XXstartXX":': (
-            TESTED,
-            "tests/sandbox/test_scheduling.py, now in this target's tests (planted: four fail)",
-        ),
-        'process_due: elif kind == "XXendXX":': (
-            TESTED,
-            "tests/sandbox/test_scheduling.py, now in this target's tests (planted: four fail)",
-        ),
         'maybe_retry: fallback: int | None = ""': (
             EQUIVALENT,
             "an absent ALL criterion reads as '' instead of None: (fallback or 0) is 0 either way",
@@ -228,89 +173,6 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                     "its token, and the heap orders by time, then by a unique sequence number"
                 ),
             ),
-        ),
-        **dict.fromkeys(
-            [
-                "cancel: if state.cancel_delay < 0:",
-                "cancel: cancel_executions(None, job, now)",
-                "cancel: cancel_executions(state, None, now)",
-                "cancel: cancel_executions(state, job, None)",
-                "cancel: cancel_executions(job, now)",
-                "cancel: cancel_executions(state, now)",
-                "cancel: cancel_executions(state, job, )",
-                'cancel_executions: state.set_status(ex, "CANCELED", now, None)',
-                'cancel_executions: state.set_status(ex, "CANCELED", now, "XXcontrol-planeXX")',
-                'cancel_executions: state.set_status(ex, "CANCELED", now, "CONTROL-PLANE")',
-            ],
-            _pinned(
-                "test_a_cancel_without_delay_ends_queued_executions_at_once_by_the_control_plane"
-            ),
-        ),
-        **dict.fromkeys(
-            [
-                "cancel: if state.cancel_delay <= 1:",
-            ],
-            _pinned("test_a_cancel_delay_of_one_second_cancels_the_executions_a_second_later"),
-        ),
-        **dict.fromkeys(
-            [
-                'cancel_executions: job.cancel_due_at = ""',
-            ],
-            _pinned("test_a_forced_cancel_after_a_plain_one_still_cancels_running_executions"),
-        ),
-        **dict.fromkeys(
-            [
-                "release_batch: pause_between_windows(state, job, None)",
-            ],
-            _pinned("test_a_thing_added_outside_the_window_pauses_a_finished_continuous_rollout"),
-        ),
-        **dict.fromkeys(
-            [
-                "release_batch: job.last_updated_at = None",
-                "release_batch: if job.window_end_at == until:",
-                "release_batch: job.window_end_at = None",
-            ],
-            _pinned("test_a_job_resumed_by_its_window_and_paused_at_its_end_records_both_times"),
-        ),
-        **dict.fromkeys(
-            [
-                "release_batch: job.rate_baseline = int(step)",
-            ],
-            _pinned("test_an_exponential_rate_rises_once_per_step_of_notified_things"),
-        ),
-        **dict.fromkeys(
-            [
-                "release_batch: if thing is None and not state.notifiable(job, name):",
-                "release_batch: break",
-            ],
-            _pinned("test_a_thing_deleted_while_it_waits_for_its_batch_is_skipped_not_counted"),
-        ),
-        **dict.fromkeys(
-            [
-                "release_batch: else max(2, math.floor(min(job.rate, cap)))",
-            ],
-            _pinned("test_a_rate_of_one_per_minute_notifies_one_thing_a_minute"),
-        ),
-        **dict.fromkeys(
-            [
-                "release_batch: job.rollout_queued.discard(None)",
-            ],
-            _pinned("test_a_thing_removed_and_added_back_is_paced_in_again"),
-        ),
-        **dict.fromkeys(
-            [
-                "release_batch: _policies.maybe_complete(None, job, now)",
-                "release_batch: _policies.maybe_complete(state, job, None)",
-            ],
-            _pinned("test_a_rollout_whose_last_batch_notifies_nobody_completes_at_that_batch"),
-        ),
-        **dict.fromkeys(
-            [
-                'return job.status == "IN_PROGRESS" or (job.status != "SCHEDULED" and job.rollout)',
-                'return job.status == "IN_PROGRESS" or (job.status == "XXSCHEDULEDXX" and job.rollout)',
-                'return job.status == "IN_PROGRESS" or (job.status == "scheduled" and job.rollout)',
-            ],
-            _pinned("test_a_failure_between_two_windows_is_still_retried"),
         ),
         'return job.status == "IN_PROGRESS" or (job.status == "SCHEDULED" or job.rollout)': (
             EQUIVALENT,
