@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from infra.sandbox.cli import sandbox_app
-from orchestrator.cli import campaign, demo, documents
+from orchestrator.cli import campaign, census, demo, documents
 from orchestrator.cli._logging import LogFormat, configure_logging
 
 __all__ = ["Globals", "app", "main"]
@@ -80,6 +80,7 @@ def _root(
 app.add_typer(documents.ca_app, name="ca")
 app.add_typer(documents.document_app, name="document")
 app.add_typer(campaign.app)
+app.add_typer(census.app)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(demo.app)
 
