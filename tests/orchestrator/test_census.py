@@ -162,4 +162,4 @@ def _calls(size: int, monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def test_census_calls_do_not_grow_with_the_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _calls(10, monkeypatch) == _calls(500, monkeypatch)
+    assert _calls(10, monkeypatch) == _calls(600, monkeypatch)
