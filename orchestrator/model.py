@@ -219,6 +219,16 @@ class Counts:
         """Executions that count: everything but canceled and removed ones."""
         return self.queued + self.in_progress + self.completed
 
+    def tenths(self) -> tuple[int, int]:
+        """Tenths of the targeted executions completed, and failed (rounded up).
+
+        The planner records a `wave-progress` event each time one moves: a
+        report's timeline, at most about twenty points per wave whatever its size.
+        """
+        if self.targeted <= 0:
+            return 0, 0
+        return self.completed * 10 // self.targeted, -(-self.failures * 10 // self.targeted)
+
 
 @dataclass(frozen=True, slots=True)
 class WaveState:

@@ -271,6 +271,14 @@ def _fold(step: _Step, obs: Observations) -> None:
             if wave.phase is WavePhase.LAUNCHING:
                 updated = replace(updated, phase=WavePhase.RUNNING)
                 step.event("job-observed", f"job {wave.job_id} is {seen.status}", wave.name)
+            if seen.counts.tenths() != wave.counts.tenths():  # a report's timeline point
+                c = seen.counts
+                step.event(
+                    "wave-progress",
+                    f"{c.completed} of {c.targeted} completed, {c.failures} failed",
+                    wave.name,
+                    counts=_counts_dict(c),
+                )
             step.put(updated)
         restore = obs.jobs.get(wave.restore_job_id) if wave.restore_job_id else None
         if restore is not None and restore.exists:
@@ -363,9 +371,9 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
         # reached deadline halts now, not on the next reconcile): decide stays idempotent.
         wave = replace(wave, phase=WavePhase.RUNNING, gate_passed_at=None, bake_until=None)
         step.put(wave)
-        step.event("gate-lost", verdict.reason, wave.name)
+        step.event("gate-lost", verdict.reason, wave.name, counts=_counts_dict(wave.counts))
     if verdict.passed:
-        step.event("gate-passed", verdict.reason, wave.name)
+        step.event("gate-passed", verdict.reason, wave.name, counts=_counts_dict(wave.counts))
         bake = timedelta(minutes=wave_spec.gate.bake_minutes)
         if bake > timedelta(0):
             step.put(
@@ -386,7 +394,7 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
 
 def _pass_wave(step: _Step, wave: WaveState) -> None:
     step.put(replace(wave, phase=WavePhase.PASSED, finished_at=step.now, bake_until=None))
-    step.event("wave-passed", wave.verdict, wave.name)
+    step.event("wave-passed", wave.verdict, wave.name, counts=_counts_dict(wave.counts))
 
 
 def _launch(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import structlog
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
 from orchestrator.errors import AwsError, JobExistsError, UnknownThingGroupError
 from orchestrator.jobs import FailureSample
@@ -27,7 +34,7 @@ from orchestrator.planner import JobConfig, JobObservation
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
 
-__all__ = ["IotJobsAdapter", "make_client"]
+__all__ = ["IotJobsAdapter", "make_client", "preflight"]
 
 log = structlog.get_logger(__name__)
 
@@ -37,17 +44,79 @@ RETRY_CONFIG = Config(
     connect_timeout=10,
     read_timeout=30,
 )
+# One quick call before plan/start: a wrong endpoint or missing credentials fail in seconds
+# with the real cause, not after the adaptive mode's ten attempts.
+PREFLIGHT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 2},
+    user_agent_extra="ca-migrate",
+    connect_timeout=3,
+    read_timeout=10,
+)
+_CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
 REASON_CODE = "CA_MIGRATE_HALT"
 DETAILED_FAILURES = 5
 _NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def make_client(
-    *, region: str, endpoint_url: str | None = None, profile: str | None = None
+    *,
+    region: str,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    config: Config = RETRY_CONFIG,
 ) -> IoTClient:
     """A boto3 "iot" client with adaptive retries (throttling is botocore's job)."""
-    session = boto3.Session(profile_name=profile, region_name=region)
-    return session.client("iot", endpoint_url=endpoint_url, config=RETRY_CONFIG)
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+    except BotoCoreError as exc:  # ProfileNotFound and other configuration errors
+        raise AwsError(f"{exc}; check --profile (or AWS_PROFILE) and ~/.aws/config") from exc
+    return session.client("iot", endpoint_url=endpoint_url, config=config)
+
+
+def preflight(*, region: str, endpoint_url: str | None = None, profile: str | None = None) -> None:
+    """Fail within seconds, naming the cause, when the control plane cannot be used at all.
+
+    One DescribeEndpoint with short timeouts and one retry: no credentials, an
+    endpoint nobody listens on, or credentials AWS refuses each give their own
+    message. Throttling proves the endpoint answers, so it passes.
+    """
+    iot = make_client(
+        region=region, endpoint_url=endpoint_url, profile=profile, config=PREFLIGHT_CONFIG
+    )
+    where = iot.meta.endpoint_url
+    try:
+        iot.describe_endpoint(endpointType="iot:Data-ATS")
+    except NoCredentialsError as exc:
+        raise AwsError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+            "AWS_PROFILE / --profile (for the sandbox, use the variables `sandbox up` prints)"
+        ) from exc
+    except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+        raise AwsError(
+            f"cannot reach AWS IoT at {where}: {exc}; check --endpoint-url "
+            "(or AWS_ENDPOINT_URL_IOT), --region, and that the endpoint is up"
+        ) from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _CREDENTIAL_CODES:
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise AwsError(
+                f"AWS IoT at {where} refused the credentials ({code}: {message}); check "
+                "AWS_ACCESS_KEY_ID / AWS_PROFILE / --profile and the IAM policy",
+                code=code,
+            ) from exc
+        # anything else (throttling, or a policy without iot:DescribeEndpoint) came from a
+        # live endpoint that took the credentials: the real calls follow and speak for themselves
+    except BotoCoreError as exc:
+        raise AwsError(f"AWS IoT at {where} could not be used: {exc}") from exc
 
 
 @contextmanager
@@ -72,9 +141,12 @@ def _translate(operation: str, **context: str) -> Iterator[None]:
             code=code,
         ) from exc
     except BotoCoreError as exc:
-        raise AwsError(
-            f"AWS IoT {operation} could not be sent: {exc}; check the network and --endpoint-url"
-        ) from exc
+        hint = (
+            "set AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --profile)"
+            if isinstance(exc, NoCredentialsError)
+            else "check the network and --endpoint-url"
+        )
+        raise AwsError(f"AWS IoT {operation} could not be sent: {exc}; {hint}") from exc
 
 
 def _counts(details: Any) -> Counts:
@@ -167,7 +239,11 @@ class IotJobsAdapter:
         return answer["thingGroupArn"]
 
     def count_things(self, thing_group: str) -> int:
-        total = 0
+        return len(self.thing_names(thing_group))
+
+    def thing_names(self, thing_group: str) -> list[str]:
+        """The things in a group, recursively, as CreateJob targets them (plan only)."""
+        names: list[str] = []
         token: str | None = None
         for _ in range(100_000):  # 25 million things: far beyond any account quota
             kwargs: dict[str, Any] = {"nextToken": token} if token else {}
@@ -175,11 +251,11 @@ class IotJobsAdapter:
                 page = self._iot.list_things_in_thing_group(
                     thingGroupName=thing_group, recursive=True, maxResults=250, **kwargs
                 )
-            total += len(page.get("things", []))
+            names.extend(page.get("things", []))
             token = page.get("nextToken")
             if not token:
                 break
-        return total
+        return names
 
     def create_job(self, job_id: str, document: str, config: JobConfig) -> None:
         targets = [self.group_arn(group) for group in config.thing_groups]

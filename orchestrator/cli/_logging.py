@@ -19,9 +19,16 @@ def _stderr_logger(*_args: object) -> structlog.WriteLogger:
     return structlog.WriteLogger(file=sys.stderr)
 
 
-def configure_logging(fmt: LogFormat = "auto", level: int = logging.INFO) -> None:
-    """Events go to stderr: JSON when not on a terminal (or asked for), readable otherwise."""
+def configure_logging(fmt: LogFormat = "auto", level: int | None = logging.INFO) -> None:
+    """Events go to stderr: JSON when not on a terminal (or asked for), readable otherwise.
+
+    `level=None` picks by audience: a person at a terminal sees warnings and errors
+    only (the command's own output says what happened; `-v` shows the rest), a
+    machine reading JSON gets every info event.
+    """
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    if level is None:
+        level = logging.INFO if use_json else logging.WARNING
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )

@@ -17,13 +17,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
 
 from job_documents import JobDocumentError, Operation, SystemClock
 from orchestrator.cli import seams
+from orchestrator.cli._output import (
+    OutputFileOption,
+    OutputOption,
+    output_format,
+    write_output_file,
+)
+from orchestrator.cli._survey import already_started, print_plan, refuse, survey
 from orchestrator.errors import (
     CampaignExistsError,
     CampaignNotFoundError,
@@ -34,7 +41,8 @@ from orchestrator.errors import (
     UsageError,
     VersionConflictError,
 )
-from orchestrator.model import CampaignSpec, CampaignStatus
+from orchestrator.feasibility import devices_needed
+from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import Reconciler, StepResult
 from orchestrator.report import (
@@ -47,6 +55,9 @@ from orchestrator.report import (
 )
 from orchestrator.spec import load_spec, parse_spec, read_campaign_text
 from orchestrator.store import StateStore
+
+if TYPE_CHECKING:
+    from orchestrator.aws.iot import IotJobsAdapter
 
 __all__ = ["app"]
 
@@ -145,10 +156,6 @@ def _campaign_reconciler(opts: _Options, name: str) -> Reconciler:
     return _reconciler(opts, spec.region, store)
 
 
-def _catalog_note(spec: CampaignSpec) -> str | None:
-    return spec.catalog
-
-
 def _spec_of(store: StateStore, name: str) -> CampaignSpec:
     stored = store.load(name)
     base = Path(stored.spec_dir) if stored.spec_dir else None
@@ -158,42 +165,58 @@ def _spec_of(store: StateStore, name: str) -> CampaignSpec:
 # -- plan / start ----------------------------------------------------------------------------
 
 
+def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
+    """The adapter for plan/start, after one quick call that proves AWS IoT can be used."""
+    from orchestrator.aws.iot import IotJobsAdapter, make_client, preflight
+
+    if opts.region and opts.region != spec.region:
+        raise UsageError(
+            f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
+        )
+    preflight(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+    return IotJobsAdapter(
+        make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+    )
+
+
 @app.command()
 def plan(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: OutputOption = "text",
 ) -> None:
-    """Validate a campaign, resolve the endpoint, count devices, show the jobs (no writes)."""
-    from orchestrator.aws.iot import IotJobsAdapter, create_job_request, make_client
+    """Validate a campaign, check every gate can pass, count devices, show the jobs (no writes).
+
+    Exit 2 when the campaign cannot succeed: a gate its wave is too small to
+    reach, a thing two waves target, an empty wave.
+    """
+    from orchestrator.aws.iot import create_job_request
     from orchestrator.jobdocs import build_wave_documents
     from orchestrator.planner import job_id_for
 
     with _exit_codes():
+        output = output_format(output)
         spec = load_spec(file)
-        opts = _options(ctx)
-        if opts.region and opts.region != spec.region:
-            raise UsageError(
-                f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
-            )
-        api = IotJobsAdapter(
-            make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-        )
+        api = _adapter(_options(ctx), spec)
         host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
         built = build_wave_documents(spec, host)
+        found = survey(api, spec)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
             job_id = job_id_for(spec.name, wave.name, doc.sha256, Operation.MIGRATE)
-            arns = [api.group_arn(g) for g in wave.thing_groups]
-            devices = {g: api.count_things(g) for g in wave.thing_groups}
             request = create_job_request(
-                job_id, f"<{doc.size} characters>", job_config(spec, wave, Operation.MIGRATE), arns
+                job_id,
+                f"<{doc.size} characters>",
+                job_config(spec, wave, Operation.MIGRATE),
+                [found.arns[g] for g in wave.thing_groups],
             )
             waves.append(
                 {
                     "wave": wave.name,
-                    "devices": devices,
+                    "devices": {g: len(t) for g, t in found.members[wave.name].items()},
+                    "distinct_devices": found.devices(wave.name),
+                    "gate_needs_devices": devices_needed(wave.gate),
                     "job_id": job_id,
                     "document_size": doc.size,
                     "document_sha256": doc.sha256,
@@ -209,38 +232,35 @@ def plan(
             "catalog_is_default": built.catalog.is_default,
             "roots": list(spec.trust.add),
             "waves": waves,
+            "problems": [
+                {"code": p.code, "wave": p.wave, "message": p.message} for p in found.problems
+            ],
         }
-    if output == "json":
-        print(json.dumps(result, indent=2, sort_keys=True))
-        return
-    print(f"campaign {spec.name} in {spec.region}: endpoint {host}")
-    if not built.catalog.is_default:
-        print(f"!! CATALOG {built.catalog.source}: NOT the packaged Amazon Trust Services roots")
-    else:
-        print(f"catalog {built.catalog.source}")
-    print(f"roots to add: {', '.join(spec.trust.add)}")
-    for w in waves:
-        total = sum(w["devices"].values())
-        groups = ", ".join(f"{g} ({n})" for g, n in w["devices"].items())
-        print(f"- wave {w['wave']}: {total} devices in {groups}; approval {w['approval']}")
-        print(f"  job {w['job_id']}, document {w['document_size']} characters")
-        settings = {k: v for k, v in w["create_job"].items() if k not in ("jobId", "document")}
-        print(f"  CreateJob {json.dumps(settings, sort_keys=True)}")
+        if output == "json":
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves)
+        refuse(found.problems)
 
 
 @app.command()
 def start(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
+    output: OutputOption = "text",
 ) -> None:
-    """Store a new campaign (endpoint resolved, documents built) and run its first reconcile."""
+    """Check the campaign as `plan` does, store it, and run its first reconcile."""
     with _exit_codes():
+        output = output_format(output)
         text = read_campaign_text(file)  # once: what is stored is exactly what was validated
         spec = parse_spec(text, str(file), base_dir=file.parent)
-        rec = _reconciler(_options(ctx), spec.region)
-        state = rec.start(spec, text, str(file.resolve().parent))
-        result = rec.step(state.name)
-        print(status_text(result.state, _catalog_note(spec)))
+        opts = _options(ctx)
+        rec = _reconciler(opts, spec.region)
+        if not already_started(rec.store, spec.name, text):
+            refuse(survey(_adapter(opts, spec), spec).problems)
+            rec.start(spec, text, str(file.resolve().parent))
+        result = rec.step(spec.name)
+    _print_state(result.state, spec.catalog, output)
 
 
 # -- run / status / events -------------------------------------------------------------------
@@ -255,56 +275,96 @@ def run(
     ] = False,
     interval: Annotated[float, typer.Option(help="Seconds between reconciles.", min=0.05)] = 30.0,
     max_hours: Annotated[float, typer.Option(help="Give up following after this long.")] = 72.0,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="text or json; with --follow the default is a live table on a terminal and "
+            "one JSON line per change when piped.",
+        ),
+    ] = None,
 ) -> None:
     """Reconcile once (or, with --follow, until the campaign completes, halts or is aborted)."""
+    from orchestrator.cli._live import FollowView
+
     with _exit_codes():
+        chosen = output_format(output) if output is not None else None
         rec = _campaign_reconciler(_options(ctx), name)
+        spec = _spec_of(rec.store, name)
+        mode = chosen or ("json" if follow else "text")
+        if follow and chosen is None and sys.stdout.isatty():
+            mode = "live"
         deadline = time.monotonic() + max_hours * 3600
-        while True:
-            try:
-                state = rec.step(name).state
-            except (LeaseHeldError, VersionConflictError) as exc:
-                if not follow:
-                    raise
-                log.info("reconcile-skipped", campaign=name, detail=str(exc))
-                state = rec.store.load(name).state
-            if not follow or state.status in STOPPED or time.monotonic() > deadline:
-                break
-            time.sleep(interval)
-        print(status_text(state))
+        with FollowView(spec, mode if follow else "quiet", _time_label(rec.clock)) as view:
+            while True:
+                try:
+                    state = rec.step(name).state
+                except (LeaseHeldError, VersionConflictError) as exc:
+                    if not follow:
+                        raise
+                    log.info("reconcile-skipped", campaign=name, detail=str(exc))
+                    state = rec.store.load(name).state
+                if follow:
+                    view.show(state, rec.clock.now())
+                if not follow or state.status in STOPPED or time.monotonic() > deadline:
+                    break
+                time.sleep(interval)
+    if not follow or mode != "json":
+        _print_state(state, None, "json" if mode == "json" else "text")
     if follow and state.status in (CampaignStatus.HALTED, CampaignStatus.ABORTED):
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _time_label(clock: object) -> str:
+    """The clock's name when it is not the wall clock ("sandbox time"), else "".
+
+    A clock that is not the wall clock says so with a `label` attribute.
+    """
+    label = getattr(clock, "label", "")
+    return label if isinstance(label, str) else ""
+
+
+def _state_json(state: CampaignState, catalog: str | None) -> dict[str, Any]:
+    data = report_data(state, [], catalog)
+    for key in ("decisions", "settings", "timelines"):  # the report's, not the status's
+        data.pop(key)
+    for wave, w in zip(state.waves, data["waves"], strict=True):
+        w["progress"] = progress_bar(wave.counts).split("] ")[-1].strip()
+    return data
+
+
+def _print_state(state: CampaignState, catalog: str | None, output: str) -> None:
+    if output == "json":
+        print(json.dumps(_state_json(state, catalog), indent=2, sort_keys=True))
+    else:
+        print(status_text(state, catalog))
 
 
 @app.command()
 def status(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: OutputOption = "text",
 ) -> None:
     """Waves, counts, gate verdicts and progress, from the state store (no AWS calls)."""
     with _exit_codes():
+        output = output_format(output)
         store = _store(_options(ctx))
         spec = _spec_of(store, name)
         state = store.load(name).state
-    if output == "json":
-        data = report_data(state, [], spec.catalog)
-        data.pop("decisions")
-        for wave, w in zip(state.waves, data["waves"], strict=True):
-            w["progress"] = progress_bar(wave.counts).split("] ")[-1].strip()
-        print(json.dumps(data, indent=2, sort_keys=True))
-        return
-    print(status_text(state, spec.catalog))
+    _print_state(state, spec.catalog, output)
 
 
 @app.command()
 def events(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: OutputOption = "text",
 ) -> None:
     """The campaign's event log: every decision with its reason, oldest first."""
     with _exit_codes():
+        output = output_format(output)
         log_entries = _store(_options(ctx)).events(name)
     for e in log_entries:
         if output == "json":
@@ -323,7 +383,7 @@ def events(
             )
         else:
             wave = f" [{e.wave}]" if e.wave else ""
-            print(f"{e.at.isoformat()} {e.kind}{wave}: {e.reason}")
+            print(f"{e.at.isoformat(timespec='seconds')} {e.kind}{wave}: {e.reason}")
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -343,11 +403,40 @@ def _waiting_for_the_lease(call: Callable[[], StepResult]) -> StepResult:
     return call()
 
 
-def _command(ctx: typer.Context, name: str, make: Callable[[], Command]) -> None:
+def _command(
+    ctx: typer.Context,
+    name: str,
+    make: Callable[[], Command],
+    output: str,
+    check: Callable[[CampaignSpec, CampaignState], None] | None = None,
+) -> None:
     with _exit_codes():
+        output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
+        if check is not None:
+            check(_spec_of(rec.store, name), rec.store.load(name).state)
         result = _waiting_for_the_lease(lambda: rec.command(name, lambda _spec, _state: make()))
-        print(status_text(result.state))
+    _print_state(result.state, None, output)
+
+
+def _approvable(wave: str) -> Callable[[CampaignSpec, CampaignState], None]:
+    def check(spec: CampaignSpec, state: CampaignState) -> None:
+        if state.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
+            raise UsageError(
+                f"campaign {state.name} is {state.status.value}: it launches no more waves, "
+                "so there is nothing to approve"
+            )
+        try:
+            planned = spec.wave(wave)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from exc
+        if planned.approval is not Approval.MANUAL:
+            raise UsageError(
+                f"wave {wave} has approval auto: it launches by itself once the previous wave "
+                "passes; only manual waves wait for `approve`"
+            )
+
+    return check
 
 
 @app.command()
@@ -355,27 +444,40 @@ def approve(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     wave: Annotated[str, typer.Argument(help="The wave to let launch.")],
+    output: OutputOption = "text",
 ) -> None:
-    """Approve a wave that waits for manual approval (it launches on this reconcile)."""
-    _command(ctx, name, lambda: Approve(wave))
+    """Approve a manual wave that waits (or will wait); it launches on this reconcile."""
+    _command(ctx, name, lambda: Approve(wave), output, _approvable(wave))
 
 
 @app.command()
-def pause(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+def pause(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    output: OutputOption = "text",
+) -> None:
     """Stop launching and promoting waves (running jobs continue)."""
-    _command(ctx, name, Pause)
+    _command(ctx, name, Pause, output)
 
 
 @app.command()
-def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+def resume(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    output: OutputOption = "text",
+) -> None:
     """Resume a paused campaign."""
-    _command(ctx, name, Resume)
+    _command(ctx, name, Resume, output)
 
 
 @app.command()
-def abort(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+def abort(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    output: OutputOption = "text",
+) -> None:
     """Cancel every running job of the campaign (queued executions) and stop it for good."""
-    _command(ctx, name, Abort)
+    _command(ctx, name, Abort, output)
 
 
 @app.command()
@@ -385,32 +487,64 @@ def rollback(
     wave: Annotated[
         list[str] | None, typer.Option("--wave", help="Only these waves (repeatable).")
     ] = None,
+    output: OutputOption = "text",
 ) -> None:
     """Create `restore` jobs for the waves that ran (or the named ones)."""
     with _exit_codes():
+        output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
         result = _waiting_for_the_lease(lambda: rec.rollback(name, tuple(wave or ())))
-        print(status_text(result.state))
+    _print_state(result.state, None, output)
+
+
+_REPORT_SUFFIXES = {
+    ".md": "md",
+    ".markdown": "md",
+    ".json": "json",
+    ".html": "html",
+    ".htm": "html",
+}
 
 
 @app.command()
 def report(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
-    format_: Annotated[str, typer.Option("--format", help="md, json or html.")] = "md",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="md (also: text), json or html; default: from --output-file's suffix, else md.",
+        ),
+    ] = None,
+    output_file: OutputFileOption = None,
+    format_: Annotated[
+        str | None, typer.Option("--format", help="Same as --output (older spelling).")
+    ] = None,
 ) -> None:
-    """A report of the campaign: waves, counts, charts (html) and every decision with its reason."""
+    """A report of the campaign: settings, waves, timelines (html), every decision and why."""
     renderers = {"md": render_markdown, "json": render_json, "html": render_html}
     with _exit_codes():
-        if format_ not in renderers:
-            raise UsageError(f"unknown --format {format_!r}; use md, json or html")
+        chosen = _report_format(output, format_, output_file)
         store = _store(_options(ctx))
         spec = _spec_of(store, name)
-        data = report_data(store.load(name).state, store.events(name), spec.catalog)
-        text = renderers[format_](data)
-    if output is None:
+        data = report_data(store.load(name).state, store.events(name), spec.catalog, spec=spec)
+        text = renderers[chosen](data)
+        if output_file is not None:
+            write_output_file(output_file, text)
+    if output_file is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
-        print(f"report written to {output}")
+        print(f"report written to {output_file}", file=sys.stderr)
+
+
+def _report_format(output: str | None, format_: str | None, output_file: Path | None) -> str:
+    if output is not None and format_ is not None and output != format_:
+        raise UsageError(f"--output {output} and --format {format_} disagree; give one")
+    given = output if output is not None else format_
+    if given is None:
+        suffix = output_file.suffix.lower() if output_file is not None else ""
+        return _REPORT_SUFFIXES.get(suffix, "md")
+    chosen = output_format(given, ("md", "text", "json", "html"))
+    return "md" if chosen == "text" else chosen

@@ -17,7 +17,8 @@ from typing import Annotated, Protocol
 import typer
 
 from orchestrator import census as c
-from orchestrator.errors import AwsError, IndexingUnavailableError
+from orchestrator.cli._output import OutputOption, output_format
+from orchestrator.errors import AwsError, IndexingUnavailableError, UsageError
 
 __all__ = ["app", "take_census"]
 
@@ -109,7 +110,7 @@ def census_command(
         list[str] | None,
         typer.Option(help="Count only the things of this thing group (repeat for several)."),
     ] = None,
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: OutputOption = "text",
     show: Annotated[
         int, typer.Option(min=0, help="How many never-reported devices to name.")
     ] = DEFAULT_SHOWN,
@@ -121,9 +122,11 @@ def census_command(
     from orchestrator.aws.indexing import FleetIndexAdapter
     from orchestrator.aws.iot import make_client
 
-    if output not in ("text", "json"):
-        print("error: --output is text or json", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID)
+    try:
+        output = output_format(output)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from exc
     root = ctx.find_root().obj
     where = region or (root.region if root is not None else None)
     if not where:

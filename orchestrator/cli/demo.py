@@ -31,13 +31,13 @@ import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from infra.sandbox.errors import SandboxError
 from job_documents import JobDocumentError
+from orchestrator.cli._live import wave_table
 from orchestrator.cli._logging import LogFormat, configure_logging
 from orchestrator.errors import OrchestratorError, SpecError, UsageError
-from orchestrator.model import CampaignState, Counts
+from orchestrator.model import CampaignState
 
 __all__ = ["app"]
 
@@ -82,49 +82,6 @@ _WORKERS_HELP = (
 )
 
 
-_BAR = (
-    ("succeeded", "green"),
-    ("failed", "red"),
-    ("rejected", "magenta"),
-    ("timed_out", "yellow"),
-    ("in_progress", "blue"),
-    ("queued", "grey50"),
-)
-
-
-def _bar(counts: Counts, width: int = 28) -> Text:
-    total = counts.targeted
-    text = Text()
-    if total <= 0:
-        return Text("·" * width, style="grey30")
-    used = 0
-    for name, style in _BAR:
-        cells = round(width * getattr(counts, name) / total)
-        cells = min(cells, width - used)
-        text.append("█" * cells, style=style)
-        used += cells
-    text.append("·" * (width - used), style="grey30")
-    return text
-
-
-def _table(state: CampaignState, title: str) -> Table:
-    table = Table(title=title, title_justify="left", expand=False)
-    for column in ("wave", "phase", "progress", "ok", "failed", "pending", "verdict"):
-        table.add_column(column, overflow="fold" if column == "verdict" else "ellipsis")
-    for wave in state.waves:
-        c = wave.counts
-        table.add_row(
-            wave.name,
-            wave.phase.value,
-            _bar(c),
-            str(c.succeeded),
-            str(c.failures),
-            str(c.queued + c.in_progress),
-            (wave.verdict[:70] + "…") if len(wave.verdict) > 70 else wave.verdict,  # noqa: PLR2004
-        )
-    return table
-
-
 class _LiveView:
     """Redraws the campaign at most ten times a second while a run goes on."""
 
@@ -154,7 +111,7 @@ class _LiveView:
             f"{self._heading} — campaign {state.name} {state.status.value} — "
             f"{progress.devices} devices — t+{minutes:.0f} min (simulated)"
         )
-        self._live.update(Group(_table(state, title)))
+        self._live.update(Group(wave_table(state, title)))
 
 
 def _summary(console: Console, result: Any, extra: list[str]) -> None:
@@ -239,7 +196,7 @@ def demo(
             min=0,
         ),
     ] = None,
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     report: Annotated[
         Path | None, typer.Option(help="Write the HTML report here (default: a temp file).")
     ] = None,
@@ -260,7 +217,10 @@ def demo(
     with _exit_codes(), collector:
         chosen = find_scenario(scenario)
         fleet = demo_fleet(chosen, devices, seed)
-        path = report or Path(tempfile.gettempdir()) / f"ca-migrate-demo-{chosen.name}.html"
+        # one file per scenario and transport: an MQTT run never overwrites a memory run's report
+        path = report or Path(tempfile.gettempdir()) / (
+            f"ca-migrate-demo-{chosen.name}-{transport}.html"
+        )
         if time_scale is None:
             time_scale = 60.0 if transport == "mqtt" else 600.0
         settings = RunSettings(
@@ -312,7 +272,7 @@ def rehearse(
     fleet: Annotated[
         Path, typer.Option(help="Fleet file: groups, sizes and fault profiles (YAML).")
     ],
-    output: Annotated[str, typer.Option(help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     throttle_rate: Annotated[
         float, typer.Option(help="Share of control-plane calls throttled.", min=0, max=1)

@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok; 2 invalid input (unknown root, rejected certificate or
 endpoint, invalid document, unreadable file); 1 anything else. Documents go to
-stdout (or -o FILE) exactly as CreateJob takes them; sizes, summaries and
+stdout (or --output-file FILE) exactly as CreateJob takes them; sizes, summaries and
 problems go to stderr, one line each.
 """
 
@@ -37,6 +37,8 @@ from job_documents import (
     validate_document,
 )
 from job_documents.errors import CertificateRejected
+from orchestrator.cli._output import output_format, write_output_file
+from orchestrator.errors import UsageError
 
 __all__ = ["ca_app", "document_app"]
 
@@ -49,10 +51,31 @@ document_app = typer.Typer(help="Build and validate migration job documents.", n
 
 
 class OutputFormat(StrEnum):
-    """How `ca list` prints."""
+    """How `ca list` prints (`table` is the older name of `text`)."""
 
+    TEXT = "text"
     TABLE = "table"
     JSON = "json"
+
+
+DocumentOutputOption = Annotated[
+    str, typer.Option("--output", "-o", help="Format of what is printed: json (the only one).")
+]
+
+
+def _json_only(value: str) -> None:
+    """Documents and schemas are JSON: `-o json` is accepted, a file name names --output-file."""
+    try:
+        output_format(value, ("json",))
+    except UsageError as exc:
+        _fail(str(exc))
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        write_output_file(path, text)
+    except UsageError as exc:
+        _fail(str(exc))
 
 
 CatalogOption = Annotated[
@@ -105,8 +128,8 @@ def _catalog(path: Path | None) -> Catalog:
 def list_roots(
     catalog: CatalogOption = None,
     output: Annotated[
-        OutputFormat, typer.Option("--output", "-O", help="table or json.")
-    ] = OutputFormat.TABLE,
+        OutputFormat, typer.Option("--output", "-o", "-O", help="text (or table) or json.")
+    ] = OutputFormat.TEXT,
 ) -> None:
     """List the known roots: name, key type, not-after date, SHA-256 fingerprint."""
     known = _catalog(catalog)
@@ -218,12 +241,14 @@ def build(
         str | None, typer.Option("--key-id", help="Key id recorded in the signature.")
     ] = None,
     margin_days: MarginOption = 365,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the document here, not stdout.")
+    output_file: Annotated[
+        Path | None, typer.Option("--output-file", help="Write the document here, not stdout.")
     ] = None,
     allow_region: AllowRegionOption = None,
+    output: DocumentOutputOption = "json",
 ) -> None:
-    """Build a job document; JSON to stdout (or -o), its size on stderr."""
+    """Build a job document; JSON to stdout (or --output-file), its size on stderr."""
+    _json_only(output)
     region = region or getattr(ctx.obj, "region", None)
     if not region:
         _fail("give the campaign's region with --region (or AWS_REGION)")
@@ -267,16 +292,13 @@ def build(
         _fail(f"{exc} [{exc.code}]")
     except JobDocumentError as exc:
         _fail(str(exc))
-    if output is None:
+    if output_file is None:
         print(built.text)
     else:
-        try:
-            output.write_text(built.text + "\n", encoding="utf-8")
-        except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror}", EXIT_FAILURE)
+        _write(output_file, built.text + "\n")
     print(
         f"size: {built.size} of 32768 characters; sha256 {built.sha256}"
-        + (f"; written to {output}" if output is not None else ""),
+        + (f"; written to {output_file}" if output_file is not None else ""),
         file=sys.stderr,
     )
 
@@ -295,8 +317,20 @@ def validate(
     allow_unknown_ca: AllowUnknownOption = False,
     margin_days: MarginOption = 365,
     allow_region: AllowRegionOption = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="text (a summary line; problems on stderr) or json (one object on stdout).",
+        ),
+    ] = "text",
 ) -> None:
     """Check a document as a device would; exit 0 if valid, 2 with one line per problem."""
+    try:
+        as_json = output_format(output) == "json"
+    except UsageError as exc:
+        _fail(str(exc))
     # Read at most 1 MiB: a document is at most 32,768 characters, and a larger input is
     # refused without holding it whole.
     if file == "-":
@@ -326,9 +360,38 @@ def validate(
     except DocumentInvalid as exc:
         for problem in exc.problems:
             print(f"invalid: {problem}", file=sys.stderr)
+        if as_json:
+            problems = [
+                {"code": p.code, "path": p.path, "message": p.message} for p in exc.problems
+            ]
+            print(json.dumps({"valid": False, "problems": problems}, sort_keys=True))
         raise typer.Exit(EXIT_INVALID) from exc
     except JobDocumentError as exc:
         _fail(str(exc))
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "operation": result.operation.value,
+                    "campaign": result.campaign,
+                    "wave": result.wave,
+                    "region": result.region,
+                    "endpoint": (
+                        {"host": result.endpoint.host, "port": result.endpoint.port}
+                        if result.endpoint is not None
+                        else None
+                    ),
+                    "roots": len(result.roots),
+                    "remove": len(result.remove),
+                    "keep_existing": result.keep_existing,
+                    "signed": result.signed,
+                    "sha256": result.sha256,
+                },
+                sort_keys=True,
+            )
+        )
+        return
     target = (
         f" endpoint={result.endpoint.host}:{result.endpoint.port}"
         if result.endpoint is not None
@@ -344,15 +407,18 @@ def validate(
 
 @document_app.command("schema")
 def schema(
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the schema here, not stdout.")
+    output_file: Annotated[
+        Path | None, typer.Option("--output-file", help="Write the schema here, not stdout.")
     ] = None,
+    output: DocumentOutputOption = "json",
 ) -> None:
     """Print the ca-migration/1 JSON Schema (draft 2020-12) devices validate against."""
     from job_documents import schema_path
 
+    _json_only(output)
     text = schema_path().read_text(encoding="utf-8")
-    if output is None:
+    if output_file is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        _write(output_file, text)
+        print(f"schema written to {output_file}", file=sys.stderr)

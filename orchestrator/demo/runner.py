@@ -340,7 +340,14 @@ def run_campaign(
         final = store.load(state.name).state
         report_path: str | None = None
         if settings.report is not None:
-            data = report_data(final, store.events(state.name), spec.catalog)
+            # the stand-in catalog lives in the run's temporary directory, gone once the run ends:
+            # the report says what it was rather than point at a deleted file
+            note = "the sandbox's stand-in roots, generated for this run and deleted with it"
+            data = report_data(final, store.events(state.name), note, spec=spec)
+            for decision in data["decisions"]:
+                decision["reason"] = decision["reason"].replace(str(spec.catalog), f"({note})")
+                if "catalog" in decision["data"]:
+                    decision["data"]["catalog"] = note
             settings.report.write_text(render_html(data), encoding="utf-8")
             report_path = str(settings.report)
         if inspect is not None:

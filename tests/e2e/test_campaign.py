@@ -137,12 +137,7 @@ def test_cli_exit_codes_and_outputs(sandbox, tmp_path, monkeypatch) -> None:
     assert in_process(sandbox, state, "resume", "e2e").returncode == 2  # only a paused one resumes
     assert in_process(sandbox, state, "abort", "e2e").returncode == 0
     report = tmp_path / "r.html"
-    assert (
-        in_process(
-            sandbox, state, "report", "e2e", "--format", "html", "-o", str(report)
-        ).returncode
-        == 0
-    )
+    assert in_process(sandbox, state, "report", "e2e", "--output-file", str(report)).returncode == 0
     page = report.read_text()
     assert "<svg" in page
     assert "campaign-aborted" in page
@@ -253,7 +248,8 @@ def test_run_follow_reconciles_until_the_campaign_stops(sandbox, tmp_path) -> No
         assert cli(sandbox, state, "start", str(path)).returncode == 0
         result = cli(sandbox, state, "run", "e2e", "--follow", "--interval", "0.1")
     assert result.returncode == 0, result.stderr
-    assert "campaign e2e: COMPLETED" in result.stdout
+    # piped: one JSON line per change, the last one the final state
+    assert json.loads(result.stdout.splitlines()[-1])["status"] == "COMPLETED"
     assert len(jobs_in_sandbox(sandbox)) == 3
 
 

@@ -195,7 +195,13 @@ def test_demo_cli_prints_one_json_line_and_writes_the_report(tmp_path: Path, wor
     assert [w["executions"]["succeeded"] for w in body["waves"]] == list(group_sizes(50).values())
     assert body["api_calls"] > 0
     assert body["wall_seconds"] > 0
-    assert "<svg" in report.read_text()
+    page = report.read_text()
+    assert "<svg" in page
+    assert 'aria-label="timeline of wave canary"' in page
+    assert "50 of 50 targeted devices on the ATS endpoint" in page
+    # the run's temporary directory is gone: the report names no file in it
+    assert "ca-migrate-run-" not in page
+    assert "generated for this run and deleted with it" in page
 
 
 def test_rehearse_reports_when_each_gate_promotes_or_halts(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_build_then_validate_round_trip(tmp_path: Path):
         "document", "build", "--region", "us-east-1", "--endpoint", HOST, "--port", "443",
         "--ca", "amazon-root-ca-1", "--ca", "amazon-root-ca-3",
         "--campaign", "ats-2026", "--wave", "canary", "--probe-timeout", "5",
-        "--probe-attempts", "2", "-o", str(out),
+        "--probe-attempts", "2", "--output-file", str(out),
     )  # fmt: skip
     assert built.exit_code == 0, built.stderr
     assert built.stdout == ""
@@ -165,7 +165,7 @@ def test_signed_build_and_verified_validate(tmp_path: Path, algorithm):
     out = tmp_path / "doc.json"
     built = _run(
         "document", "build", "--region", "us-east-1", "--endpoint", HOST,
-        "--sign-key", str(tmp_path / "ops.key"), "--key-id", "ops-2026", "-o", str(out),
+        "--sign-key", str(tmp_path / "ops.key"), "--key-id", "ops-2026", "--output-file", str(out),
     )  # fmt: skip
     assert built.exit_code == 0, built.stderr
     verified = _run("document", "validate", str(out), "--verify-key", str(tmp_path / "ops.pub"))
@@ -216,7 +216,7 @@ def test_the_installed_console_script_builds_and_validates(tmp_path: Path):
     out = tmp_path / "doc.json"
     built = subprocess.run(
         [str(script), "--log-format", "json", "document", "build", "--region", "us-east-1",
-         "--endpoint", HOST, "-o", str(out)],
+         "--endpoint", HOST, "--output-file", str(out)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr

@@ -202,7 +202,7 @@ def test_a_new_region_is_accepted_only_when_named_explicitly(tmp_path: Path) -> 
     path = tmp_path / "doc.json"
     built, output = _cli(
         "document", "build", "--region", "zz-fake-9", "--endpoint", host,
-        "--allow-region", "zz-fake-9", "-o", str(path),
+        "--allow-region", "zz-fake-9", "--output-file", str(path),
     )  # fmt: skip
     assert built == 0, output
     code, output = _cli("document", "validate", str(path))
