@@ -259,3 +259,14 @@ def test_the_aws_cli_turns_indexing_on_and_searches(sandbox: Sandbox) -> None:
     assert [t["thingName"] for t in json.loads(found.stdout)["things"]] == ["device-00002"]
     bad = _aws(sandbox, "search-index", "--query-string", "thingName:(a")
     assert "InvalidQueryException" in bad.stderr
+
+
+def test_a_query_sees_every_change_since_the_last_one(sandbox: Sandbox, fleet) -> None:
+    query = f"shadow.name.{SHADOW}.reported.endpoint:{ATS} AND thingGroupNames:canary"
+    assert [t["thingName"] for t in fleet.search_index(queryString=query)["things"]] == [
+        "device-00002"
+    ]
+    report(sandbox, "device-00001", {"endpoint": ATS})
+    fleet.add_thing_to_thing_group(thingGroupName="canary", thingName="device-00004")
+    names = [t["thingName"] for t in fleet.search_index(queryString=query)["things"]]
+    assert names == ["device-00001", "device-00002", "device-00004"]

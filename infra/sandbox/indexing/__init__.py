@@ -7,7 +7,9 @@ GetBucketsAggregation, Get/UpdateIndexingConfiguration) to the HTTP front end.
 
 from infra.sandbox.indexing.config import DEFAULT_CONFIGURATION, updated
 from infra.sandbox.indexing.service import (
+    Entry,
     IndexedThing,
+    build_entries,
     get_buckets_aggregation,
     get_indexing_configuration,
     get_statistics,
@@ -16,7 +18,9 @@ from infra.sandbox.indexing.service import (
 
 __all__ = [
     "DEFAULT_CONFIGURATION",
+    "Entry",
     "IndexedThing",
+    "build_entries",
     "get_buckets_aggregation",
     "get_indexing_configuration",
     "get_statistics",

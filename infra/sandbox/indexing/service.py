@@ -1,7 +1,8 @@
 """Fleet indexing's operations over a snapshot of the registry and the shadows (pure).
 
-`IndexedThing` is what the engine hands over (under its lock); the functions
-here answer GetIndexingConfiguration, SearchIndex, GetStatistics and
+`IndexedThing` is what the engine hands over (under its lock); `build_entries`
+flattens each into its indexed fields once (the engine keeps the result while
+nothing changes); the functions here answer GetIndexingConfiguration, SearchIndex, GetStatistics and
 GetBucketsAggregation from it and the stored configuration. Errors are the
 ones botocore's model lists for each operation:
 - an index other than `AWS_Things`, or `AWS_Things` while thing indexing is
@@ -32,7 +33,9 @@ from infra.sandbox.indexing.evaluate import flatten, matches, scalar_text
 from infra.sandbox.indexing.query import Node, QueryError, parse
 
 __all__ = [
+    "Entry",
     "IndexedThing",
+    "build_entries",
     "get_buckets_aggregation",
     "get_indexing_configuration",
     "get_statistics",
@@ -119,6 +122,17 @@ def _fields(thing_config: Mapping[str, Any], thing: IndexedThing) -> dict[str, l
     return fields
 
 
+Entry = tuple[IndexedThing, dict[str, list[Any]]]
+
+
+def build_entries(config: Mapping[str, Any], things: Sequence[IndexedThing]) -> list[Entry]:
+    """Every thing with its indexed fields, by name: what the queries scan."""
+    thing_config = config["thingIndexingConfiguration"]
+    if thing_config["thingIndexingMode"] == "OFF":
+        return []
+    return [(t, _fields(thing_config, t)) for t in sorted(things, key=lambda t: t.name)]
+
+
 def _query(query_string: str) -> Node:
     try:
         return parse(query_string)
@@ -127,16 +141,11 @@ def _query(query_string: str) -> Node:
 
 
 def _hits(
-    config: Mapping[str, Any], params: Mapping[str, Any], things: Sequence[IndexedThing]
-) -> tuple[Mapping[str, Any], list[tuple[IndexedThing, dict[str, list[Any]]]]]:
+    config: Mapping[str, Any], params: Mapping[str, Any], entries: Sequence[Entry]
+) -> tuple[Mapping[str, Any], list[Entry]]:
     thing_config = _thing_config(config, params.get("indexName"))
     node = _query(params["queryString"])
-    hits = []
-    for thing in sorted(things, key=lambda t: t.name):
-        fields = _fields(thing_config, thing)
-        if matches(node, fields):
-            hits.append((thing, fields))
-    return thing_config, hits
+    return thing_config, [entry for entry in entries if matches(node, entry[1])]
 
 
 def _token(query: str, offset: int) -> str:
@@ -175,9 +184,9 @@ def _document(thing_config: Mapping[str, Any], thing: IndexedThing) -> dict[str,
 
 
 def search_index(
-    config: Mapping[str, Any], params: Mapping[str, Any], things: Sequence[IndexedThing]
+    config: Mapping[str, Any], params: Mapping[str, Any], entries: Sequence[Entry]
 ) -> dict[str, Any]:
-    thing_config, hits = _hits(config, params, things)
+    thing_config, hits = _hits(config, params, entries)
     query = params["queryString"]
     start = _offset(query, params.get("nextToken"))
     size = min(int(params.get("maxResults") or MAX_PAGE), MAX_PAGE)
@@ -200,9 +209,9 @@ def _aggregated(thing_config: Mapping[str, Any], name: str) -> str:
 
 
 def get_statistics(
-    config: Mapping[str, Any], params: Mapping[str, Any], things: Sequence[IndexedThing]
+    config: Mapping[str, Any], params: Mapping[str, Any], entries: Sequence[Entry]
 ) -> dict[str, Any]:
-    thing_config, hits = _hits(config, params, things)
+    thing_config, hits = _hits(config, params, entries)
     name = params.get("aggregationField")
     if name is None:
         return {"statistics": {"count": len(hits)}}
@@ -238,9 +247,9 @@ def get_statistics(
 
 
 def get_buckets_aggregation(
-    config: Mapping[str, Any], params: Mapping[str, Any], things: Sequence[IndexedThing]
+    config: Mapping[str, Any], params: Mapping[str, Any], entries: Sequence[Entry]
 ) -> dict[str, Any]:
-    thing_config, hits = _hits(config, params, things)
+    thing_config, hits = _hits(config, params, entries)
     name = params["aggregationField"]
     if _aggregated(thing_config, name) == "Number":
         raise _error(
