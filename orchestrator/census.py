@@ -133,6 +133,7 @@ class Census:
     never_reported_names: tuple[str, ...] = ()
     calls: int = 0
     notes: tuple[str, ...] = field(default=())
+    waves: Mapping[str, GroupCount] = field(default_factory=dict)
 
     @property
     def never_reported(self) -> int:
@@ -154,8 +155,12 @@ def assemble(
     never_reported_names: Sequence[str] = (),
     calls: int = 0,
     bucket_limit: int | None = None,
+    waves: Mapping[str, tuple[int, Mapping[str, int]]] | None = None,
 ) -> Census:
-    """The census from the answers; `group_endpoints` is endpoint -> group -> count."""
+    """The census from the answers; `group_endpoints` is endpoint -> group -> count.
+
+    `waves` is, per wave of a campaign, its device count and its endpoint buckets.
+    """
     kinds = {"legacy": 0, "ats": 0, "other": 0}
     per_group: dict[str, dict[str, int]] = {
         g: {"legacy": 0, "ats": 0, "other": 0} for g in group_totals
@@ -192,7 +197,27 @@ def assemble(
         never_reported_names=tuple(never_reported_names),
         calls=calls,
         notes=tuple(notes),
+        waves={
+            name: _by_kind(total, hosts, region) for name, (total, hosts) in (waves or {}).items()
+        },
     )
+
+
+def _by_kind(total: int, endpoints: Mapping[str, int], region: str) -> GroupCount:
+    kinds = {"legacy": 0, "ats": 0, "other": 0}
+    for host, count in endpoints.items():
+        kinds[classify_endpoint(host, region)] += count
+    return GroupCount(total=total, **kinds)
+
+
+def _counts_json(count: GroupCount) -> dict[str, int]:
+    return {
+        "total": count.total,
+        "legacy": count.legacy,
+        "ats": count.ats,
+        "other": count.other,
+        "neverReported": count.never_reported,
+    }
 
 
 def as_json(census: Census) -> dict[str, Any]:
@@ -211,16 +236,8 @@ def as_json(census: Census) -> dict[str, Any]:
         "roots": dict(census.roots),
         "phases": dict(census.phases),
         "agentVersions": dict(census.agent_versions),
-        "thingGroups": {
-            name: {
-                "total": c.total,
-                "legacy": c.legacy,
-                "ats": c.ats,
-                "other": c.other,
-                "neverReported": c.never_reported,
-            }
-            for name, c in census.groups.items()
-        },
+        "thingGroups": {name: _counts_json(c) for name, c in census.groups.items()},
+        "waves": {name: _counts_json(c) for name, c in census.waves.items()},
         "neverReportedNames": list(census.never_reported_names),
         "calls": census.calls,
         "notes": list(census.notes),

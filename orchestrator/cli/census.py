@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Protocol
 
@@ -18,7 +19,12 @@ import typer
 
 from orchestrator import census as c
 from orchestrator.cli._output import OutputOption, output_format
-from orchestrator.errors import AwsError, IndexingUnavailableError, UsageError
+from orchestrator.errors import (
+    AwsError,
+    IndexingUnavailableError,
+    OrchestratorError,
+    UsageError,
+)
 
 __all__ = ["app", "take_census"]
 
@@ -51,9 +57,19 @@ class _Index(Protocol):
 
 
 def take_census(
-    index: _Index, *, region: str, groups: list[str], shown: int, list_all: bool
+    index: _Index,
+    *,
+    region: str,
+    groups: list[str],
+    shown: int,
+    list_all: bool,
+    waves: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[c.Census, list[str]]:
-    """Ask the index (a fixed number of aggregation calls plus one per distinct endpoint)."""
+    """Ask the index; the answers make the census.
+
+    A fixed number of aggregation calls, one more per distinct endpoint, and two
+    per wave (`waves`: wave name -> its thing groups).
+    """
     base = c.base_query(groups)
     total = index.count(base)
     reported = index.count(c.reported_query(base))
@@ -64,6 +80,13 @@ def take_census(
     group_totals = index.buckets(base, c.GROUP_FIELD)
     group_endpoints = {
         host: index.buckets(c.endpoint_query(base, host), c.GROUP_FIELD) for host in endpoints
+    }
+    per_wave = {
+        name: (
+            index.count(c.base_query(list(wave_groups))),
+            index.buckets(c.base_query(list(wave_groups)), c.FIELDS["endpoint"]),
+        )
+        for name, wave_groups in (waves or {}).items()
     }
     names: list[str] = []
     if total > reported:
@@ -81,6 +104,7 @@ def take_census(
         group_endpoints=group_endpoints,
         never_reported_names=names[:shown],
         calls=index.calls,
+        waves=per_wave,
     )
     return census, names
 
@@ -100,6 +124,18 @@ def _write_list(path: Path, names: list[str]) -> None:
         raise
 
 
+def _campaign_waves(ctx: typer.Context, name: str) -> tuple[dict[str, list[str]], str]:
+    """Each wave's thing groups and the region of a stored campaign; exit 2 when unknown."""
+    from orchestrator.cli.campaign import _options, _spec_of, _store
+
+    try:
+        spec = _spec_of(_store(_options(ctx)), name)
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from exc
+    return {w.name: list(w.thing_groups) for w in spec.waves}, spec.region
+
+
 @app.command("census")
 def census_command(
     ctx: typer.Context,
@@ -117,6 +153,10 @@ def census_command(
     list_file: Annotated[
         Path | None, typer.Option(help="Write the names of all never-reported devices here.")
     ] = None,
+    campaign: Annotated[
+        str | None,
+        typer.Option(help="Also count each wave of this stored campaign (from --state)."),
+    ] = None,
 ) -> None:
     """Devices by endpoint, roots held, phase, agent version and thing group (fleet indexing)."""
     from orchestrator.aws.indexing import FleetIndexAdapter
@@ -128,7 +168,11 @@ def census_command(
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from exc
     root = ctx.find_root().obj
-    where = region or (root.region if root is not None else None)
+    waves: dict[str, list[str]] = {}
+    campaign_region: str | None = None
+    if campaign is not None:
+        waves, campaign_region = _campaign_waves(ctx, campaign)
+    where = region or campaign_region or (root.region if root is not None else None)
     if not where:
         print("error: give --region (or AWS_REGION)", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID)
@@ -147,6 +191,7 @@ def census_command(
             groups=list(group or []),
             shown=show,
             list_all=list_file is not None,
+            waves=waves,
         )
     except IndexingUnavailableError as exc:
         print(f"error: {exc}\n{c.indexing_hint()}", file=sys.stderr)

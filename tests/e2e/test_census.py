@@ -112,6 +112,9 @@ def test_census_counts_legacy_and_ats_devices_before_and_after_a_campaign(
         "other": 0,
         "neverReported": 1,
     }
+    waves = _census(sandbox, state, "--campaign", "e2e")["waves"]
+    assert waves["canary"] == {"total": 4, "legacy": 0, "ats": 4, "other": 0, "neverReported": 0}
+    assert waves["wave-2"] == after["thingGroups"]["fleet-b"]
     canary = _census(sandbox, state, "--group", "canary")
     assert canary["total"] == 4
     assert canary["byEndpoint"] == {"legacy": 0, "ats": 4, "other": 0, "neverReported": 0}

@@ -163,3 +163,12 @@ def _calls(size: int, monkeypatch: pytest.MonkeyPatch) -> int:
 
 def test_census_calls_do_not_grow_with_the_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _calls(10, monkeypatch) == _calls(600, monkeypatch)
+
+
+def test_census_of_an_unknown_campaign_exits_2(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CA_MIGRATE_STATE", str(tmp_path / "state.sqlite"))
+    result = _run(sandbox, monkeypatch, "--campaign", "nope")
+    assert result.exit_code == 2
+    assert "nope" in result.stderr
