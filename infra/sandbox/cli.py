@@ -84,7 +84,8 @@ def up(
         port=port,
         region=region,
         time_scale=time_scale,
-        state_dir=state_dir,
+        # absolute: the paths it hands out (credentials, CA files) are read by other processes
+        state_dir=None if state_dir is None else state_dir.resolve(),
         mqtt=not no_mqtt,
         throttle_rate=throttle_rate,
         enforce_quotas=enforce_quotas,
@@ -101,10 +102,11 @@ def up(
                 EXIT_FAILURE,
             ) from exc
         description = sandbox.describe()
+        env_file = None if state_dir is None else _connection_files(state_dir, description)
         if output == "json":
             print(json.dumps(description), flush=True)
         else:
-            print(_text(description), flush=True)
+            print(_text(description, env_file), flush=True)
         stop.wait()
     finally:
         sandbox.stop()
@@ -112,7 +114,19 @@ def up(
             signal.signal(sig, handler)
 
 
-def _text(description: dict[str, Any]) -> str:
+def _connection_files(state_dir: Path, description: dict[str, Any]) -> Path:
+    """env.sh, sandbox.json and .gitignore in the state dir (see infra/sandbox/connection.py)."""
+    from infra.sandbox.connection import write_connection_files
+
+    try:
+        return write_connection_files(state_dir, description)
+    except OSError as exc:
+        raise _fail(f"cannot write the env file in {state_dir}: {exc}", EXIT_FAILURE) from exc
+
+
+def _text(description: dict[str, Any], env_file: Path | None = None) -> str:
+    from infra.sandbox.connection import env_lines
+
     lines = [
         "AWS IoT Jobs sandbox running; Ctrl-C (or SIGTERM) stops it.",
         f"  control plane (iot)   {description['control_plane_url']}",
@@ -124,8 +138,12 @@ def _text(description: dict[str, Any]) -> str:
         lines.append(f"  MQTT {kind:<16} {endpoint['host']}:{endpoint['port']}")
     if description.get("ca_dir"):
         lines.append(f"  CA directory          {description['ca_dir']}")
+    if description.get("time_scale") is not None:
+        lines.append(f"  time scale            x{description['time_scale']:g} (sandbox time)")
     lines.append("")
-    lines.extend(f"export {key}={value}" for key, value in description["env"].items())
+    if env_file is not None:
+        lines.append(f"In another shell: source {env_file}   (these lines:)")
+    lines.extend(env_lines(description["env"]))
     return "\n".join(lines)
 
 
@@ -249,3 +267,52 @@ def provision(
         print(f"  group {group_name}: {len(members)} things")
     if credentials:
         print(f"credentials for {len(credentials)} things, e.g. {next(iter(credentials.values()))}")
+
+
+@sandbox_app.command("fleet")
+def fleet(
+    ctx: typer.Context,
+    state_dir: Annotated[Path, typer.Option(help="The --state-dir of the running `sandbox up`.")],
+    group: Annotated[
+        list[str] | None,
+        typer.Option(help="Only the things of this thing group (repeatable)."),
+    ] = None,
+    thing: Annotated[
+        list[str] | None, typer.Option(help="Only this thing (repeatable; adds to --group).")
+    ] = None,
+    fail_rate: Annotated[
+        float,
+        typer.Option(
+            help="Share of each group's devices whose migration fails (their ATS endpoint is "
+            "unreachable: the probe fails, they roll back and report FAILED)."
+        ),
+    ] = 0.0,
+    offline: Annotated[
+        str | None,
+        typer.Option(help="Devices that never connect: a share (0.1, 10%) or a count (5)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Which devices fail or stay offline.")] = 7,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every device event on stderr.")
+    ] = False,
+) -> None:
+    """Run real device agents (MQTT, mutual TLS) for the things of a running sandbox.
+
+    Until SIGINT or SIGTERM. Each device's files and its device.toml are in
+    STATE_DIR/fleet/<thing>/. On a terminal one line shows the fleet; otherwise
+    a line is printed whenever it changes.
+    """
+    from infra.sandbox.fleet_command import run_fleet
+
+    del ctx
+    code = run_fleet(
+        state_dir=state_dir,
+        groups=group or [],
+        things=thing or [],
+        fail_rate=fail_rate,
+        offline=offline,
+        seed=seed,
+        verbose=verbose,
+    )
+    if code:
+        raise typer.Exit(code)

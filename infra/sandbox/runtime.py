@@ -44,6 +44,9 @@ __all__ = ["ProvisionResult", "Sandbox", "plan_provision"]
 log = structlog.get_logger(__name__)
 
 DUMMY_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
+# The variable through which the orchestrator's commands take this sandbox's clock; its value
+# is `sandbox:<admin URL>` (GET <admin URL>/clock gives the time and the scale).
+CLOCK_ENV = "CA_MIGRATE_CLOCK"
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +326,8 @@ class Sandbox:
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
                 "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
+                # The orchestrator's commands read this sandbox's (scaled) time: docs/sandbox.md.
+                CLOCK_ENV: f"sandbox:{self.admin_url}",
             },
         }
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 import typer
 
-from job_documents import JobDocumentError, Operation, SystemClock
+from job_documents import JobDocumentError, Operation
 from orchestrator.cli import seams
 from orchestrator.cli._output import (
     OutputFileOption,
@@ -31,6 +31,7 @@ from orchestrator.cli._output import (
     write_output_file,
 )
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
+from orchestrator.clock import clock_from_env, clock_note
 from orchestrator.errors import (
     CampaignExistsError,
     CampaignNotFoundError,
@@ -146,7 +147,7 @@ def _reconciler(opts: _Options, region: str, store: StateStore | None = None) ->
         )
     )
     store = store or _store(opts)
-    return Reconciler(store, api, SystemClock())
+    return Reconciler(store, api, clock_from_env(opts.endpoint_url))
 
 
 def _campaign_reconciler(opts: _Options, name: str) -> Reconciler:
@@ -260,7 +261,7 @@ def start(
             refuse(survey(_adapter(opts, spec), spec).problems)
             rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(spec.name)
-    _print_state(result.state, spec.catalog, output)
+    _print_state(result.state, spec.catalog, output, rec)
 
 
 # -- run / status / events -------------------------------------------------------------------
@@ -311,7 +312,7 @@ def run(
                     break
                 time.sleep(interval)
     if not follow or mode != "json":
-        _print_state(state, None, "json" if mode == "json" else "text")
+        _print_state(state, None, "json" if mode == "json" else "text", rec)
     if follow and state.status in (CampaignStatus.HALTED, CampaignStatus.ABORTED):
         raise typer.Exit(EXIT_FAILURE)
 
@@ -334,11 +335,13 @@ def _state_json(state: CampaignState, catalog: str | None) -> dict[str, Any]:
     return data
 
 
-def _print_state(state: CampaignState, catalog: str | None, output: str) -> None:
+def _print_state(
+    state: CampaignState, catalog: str | None, output: str, rec: Reconciler | None = None
+) -> None:
     if output == "json":
         print(json.dumps(_state_json(state, catalog), indent=2, sort_keys=True))
     else:
-        print(status_text(state, catalog))
+        print(status_text(state, catalog) + (clock_note(rec.clock) if rec else ""))
 
 
 @app.command()
@@ -416,7 +419,7 @@ def _command(
         if check is not None:
             check(_spec_of(rec.store, name), rec.store.load(name).state)
         result = _waiting_for_the_lease(lambda: rec.command(name, lambda _spec, _state: make()))
-    _print_state(result.state, None, output)
+    _print_state(result.state, None, output, rec)
 
 
 def _approvable(wave: str) -> Callable[[CampaignSpec, CampaignState], None]:
@@ -494,7 +497,7 @@ def rollback(
         output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
         result = _waiting_for_the_lease(lambda: rec.rollback(name, tuple(wave or ())))
-    _print_state(result.state, None, output)
+    _print_state(result.state, None, output, rec)
 
 
 _REPORT_SUFFIXES = {

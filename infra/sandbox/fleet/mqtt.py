@@ -98,6 +98,7 @@ class MqttFleet(FleetBase):
         dead_man_seconds: float = 60.0,
         connect_timeout: float = 30.0,
         boot_spacing_seconds: float = 0.02,
+        idle_wait_seconds: float = 1.0,
     ) -> None:
         super().__init__(
             pki,
@@ -115,6 +116,9 @@ class MqttFleet(FleetBase):
         self.connect_timeout = connect_timeout
         # Devices power up a few milliseconds apart, not as one thundering herd on the broker.
         self.boot_spacing_seconds = boot_spacing_seconds
+        # An idle device polls again after this long without a notification (real seconds):
+        # short for a demo that must notice every job at once, longer for a fleet left running.
+        self.idle_wait_seconds = idle_wait_seconds
         self._credentials = credentials
         # The documents and the devices name the endpoints as AWS does (port 8883); the
         # sandbox serves them on local ports, and nss_wrapper resolves the names to 127.0.0.1.
@@ -266,6 +270,20 @@ class MqttFleet(FleetBase):
         finally:
             self._set_busy(device, busy=False)
 
+    def _idle(self, agent: Agent) -> bool:
+        """Wait for a job notification, up to `idle_wait_seconds`; False when none or stopping.
+
+        In steps of at most a second, so that a stopping fleet is not held up by idle devices.
+        """
+        channel = agent.connect()
+        left = self.idle_wait_seconds
+        while left > 0 and not self._stop.is_set():
+            step = min(1.0, left)
+            if channel.wait_for_jobs(step):
+                return True
+            left -= step
+        return False
+
     def _loop(self, device: _Device, agent: Agent) -> None:
         notified = False  # a device that boots looks for work at once
         booted = False
@@ -290,7 +308,7 @@ class MqttFleet(FleetBase):
                         device.first_job_at = self._now()
                     continue
                 self._set_busy(device, busy=False)
-                notified = agent.connect().wait_for_jobs(1.0)
+                notified = self._idle(agent)
             except Hung:
                 if device.first_job_at is None:
                     device.first_job_at = self._now()
