@@ -88,6 +88,7 @@ class MqttConnector:
             thing_name=self.thing_name,
             host=endpoint.host,
             port=port,
+            alpn=endpoint.alpn,
             identity=self.identity,
             ca_file=ca_file,
             protocol=self.protocol,
@@ -112,6 +113,8 @@ class TlsEndpoint:
     key: Path
     ca: Path
     client_id: str
+    #: ALPN protocols to offer (the document's: x-amzn-mqtt-ca on 443).
+    alpn: tuple[str, ...] = ()
 
     def builder_args(self) -> dict[str, Any]:
         """The arguments both SDK builders (`mtls_from_path`) take, metrics off."""
@@ -124,6 +127,29 @@ class TlsEndpoint:
             "client_id": self.client_id,
             "enable_metrics_collection": False,
         }
+
+
+_ALPN_PORT = 443
+
+
+def _mtls(builder: Any, endpoint: TlsEndpoint, **kwargs: Any) -> Any:
+    """`builder.mtls_from_path`, offering the endpoint's ALPN on any port.
+
+    The SDK offers ALPN x-amzn-mqtt-ca by itself when the port is 443. When the
+    endpoint says 443 but a connect override sends the connection to another
+    local port (the sandbox), the same ALPN is set on the TLS options the SDK's
+    `mtls_from_path` would build, and the SDK's builder is used as it is.
+    """
+    args = {**endpoint.builder_args(), **kwargs}
+    if not endpoint.alpn or endpoint.port == _ALPN_PORT:
+        return builder.mtls_from_path(**args)
+    import awscrt.io
+
+    options = awscrt.io.TlsContextOptions.create_client_with_mtls_from_path(
+        args.pop("cert_filepath"), args.pop("pri_key_filepath")
+    )
+    options.alpn_list = list(endpoint.alpn)
+    return builder._builder(options, **args)  # noqa: SLF001 - mtls_from_path's own next step
 
 
 def mqtt5_mtls_client(
@@ -145,8 +171,9 @@ def mqtt5_mtls_client(
         if not connected.done():
             connected.set_exception(ConnectionError(f"connection failed: {event.exception}"))
 
-    client = mqtt5_client_builder.mtls_from_path(
-        **endpoint.builder_args(),
+    client = _mtls(
+        mqtt5_client_builder,
+        endpoint,
         on_lifecycle_connection_success=on_success,
         on_lifecycle_connection_failure=on_failure,
         on_lifecycle_stopped=on_stopped,
@@ -158,9 +185,7 @@ def mqtt311_mtls_connection(endpoint: TlsEndpoint) -> Any:
     """An MQTT 3.1.1 connection (not connected yet), clean session, 30 s keep-alive."""
     from awsiot import mqtt_connection_builder
 
-    return mqtt_connection_builder.mtls_from_path(
-        **endpoint.builder_args(), clean_session=True, keep_alive_secs=30
-    )
+    return _mtls(mqtt_connection_builder, endpoint, clean_session=True, keep_alive_secs=30)
 
 
 def jobs_client_v2(client5: Any, operation_timeout: float) -> Any:
@@ -231,10 +256,12 @@ class MqttChannel:
         protocol: str = "mqtt5",
         timeout: float = 10.0,
         operation_timeout: float = 10.0,
+        alpn: tuple[str, ...] = (),
     ) -> None:
         self.thing_name = thing_name
         self.host = host
         self.port = port
+        self.alpn = alpn
         self.protocol = protocol
         self._identity = identity
         self._ca_file = ca_file
@@ -281,6 +308,7 @@ class MqttChannel:
             self._identity.key,
             Path(self._ca_file),
             self.thing_name,
+            self.alpn,
         )
 
     def _start_v2(self) -> None:

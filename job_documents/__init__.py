@@ -20,7 +20,14 @@ from job_documents._endpoint import (
 )
 from job_documents._pem import normalize_fingerprint, sha256_fingerprint
 from job_documents._schema import load_schema, schema_path
-from job_documents._signature import load_signing_key, load_verify_key, sign_document
+from job_documents._signature import (
+    ALGORITHMS,
+    Signer,
+    algorithm_for,
+    load_signing_key,
+    load_verify_key,
+    sign_document,
+)
 from job_documents._values import (
     ALPN_MQTT_CA,
     MAX_DOCUMENT_CHARS,
@@ -55,6 +62,7 @@ if TYPE_CHECKING:
     from job_documents.builder import build_document
 
 __all__ = [
+    "ALGORITHMS",
     "ALPN_MQTT_CA",
     "MAX_DOCUMENT_CHARS",
     "MAX_ROOTS",
@@ -78,12 +86,14 @@ __all__ = [
     "PublicKey",
     "RootInput",
     "RootRef",
+    "Signer",
     "SigningKeyError",
     "SystemClock",
     "TrustedRoot",
     "UnknownRoot",
     "ValidatedDocument",
     "ValidationPolicy",
+    "algorithm_for",
     "build_document",
     "canonical_json",
     "check_ats_endpoint",

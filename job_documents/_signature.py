@@ -12,7 +12,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,6 +24,7 @@ from job_documents.errors import SigningKeyError
 
 __all__ = [
     "ALGORITHMS",
+    "Signer",
     "algorithm_for",
     "load_signing_key",
     "load_verify_key",
@@ -52,20 +53,45 @@ def algorithm_for(key: PrivateKey | PublicKey) -> str:
     )
 
 
+@runtime_checkable
+class Signer(Protocol):
+    """Signs documents with a key held elsewhere (a KMS, an HSM), never in this process.
+
+    `sign` returns what the document's `value` carries, before base64: a DER
+    ECDSA signature over SHA-256 of `payload` for ECDSA-P256-SHA256, the raw
+    64 bytes for Ed25519. `public_key` is the key devices pin; the builder
+    verifies every signature with it before a document leaves.
+    """
+
+    def public_key(self) -> PublicKey:
+        """The public half of the signing key."""
+        ...
+
+    def sign(self, payload: bytes) -> bytes:
+        """The signature of `payload` (the canonical document without `signature`)."""
+        ...
+
+
 def _unsigned_payload(document: Mapping[str, Any]) -> bytes:
     return canonical_json({k: v for k, v in document.items() if k != "signature"})
 
 
 def sign_document(
-    document: Mapping[str, Any], key: PrivateKey, key_id: str | None = None
+    document: Mapping[str, Any], key: PrivateKey | Signer, key_id: str | None = None
 ) -> dict[str, str]:
-    """The `signature` member for `document` (any existing signature is ignored)."""
-    algorithm = algorithm_for(key)
+    """The `signature` member for `document` (any existing signature is ignored).
+
+    `key` is a private key in this process, or a `Signer` that holds it elsewhere.
+    """
     payload = _unsigned_payload(document)
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        raw = key.sign(payload)
-    else:
+        algorithm, raw = ED25519, key.sign(payload)
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        algorithm = algorithm_for(key)
         raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    else:
+        algorithm = algorithm_for(key.public_key())
+        raw = key.sign(payload)
     member = {"algorithm": algorithm, "value": base64.b64encode(raw).decode("ascii")}
     if key_id is not None:
         member["keyId"] = key_id

@@ -22,7 +22,7 @@ from job_documents._catalog import Catalog, CatalogRoot, load_catalog
 from job_documents._endpoint import check_ats_endpoint, check_region
 from job_documents._models import DOCUMENT_ADAPTER
 from job_documents._pem import check_root_validity, inspect_root_pem
-from job_documents._signature import sign_document
+from job_documents._signature import Signer, sign_document
 from job_documents._values import (
     MAX_DOCUMENT_CHARS,
     MAX_ROOTS,
@@ -137,7 +137,7 @@ def build_document(
     remove: Sequence[RootRef] = (),
     keep_existing: bool = True,
     probe: ProbeSettings = _DEFAULT_PROBE,
-    sign_key: PrivateKey | None = None,
+    sign_key: PrivateKey | Signer | None = None,
     catalog: Catalog | None = None,
     allow_unknown_roots: bool = False,
     validity_margin: timedelta = _DEFAULT_MARGIN,
@@ -146,6 +146,9 @@ def build_document(
     extra_regions: frozenset[str] = frozenset(),
 ) -> BuiltDocument:
     """Build, check, optionally sign and serialize one job document.
+
+    `sign_key` is a private key, or a `Signer` whose key lives elsewhere (AWS KMS);
+    either way the signature is verified with its public key before returning.
 
     `extra_regions` names regions newer than the packaged region list that the
     caller accepts explicitly.

@@ -18,6 +18,9 @@ from job_documents import (
     Endpoint,
     JobDocumentError,
     Operation,
+    PrivateKey,
+    Signer,
+    SigningKeyError,
     build_document,
     check_ats_endpoint,
     load_catalog,
@@ -45,8 +48,28 @@ def campaign_catalog(spec: CampaignSpec) -> Catalog:
         raise SpecError(spec.name, (SpecProblem("catalog", str(exc)),)) from exc
 
 
-def build_wave_documents(spec: CampaignSpec, endpoint_host: str) -> WaveDocuments:
-    """One migrate document per wave; `SpecError` if the endpoint or a root is refused."""
+def _key_id(spec: CampaignSpec, signer: PrivateKey | Signer | None) -> str | None:
+    if (spec.signing is None) != (signer is None):
+        raise SpecError(
+            spec.name,
+            (
+                SpecProblem(
+                    "signing",
+                    "the campaign's signing and the signer given do not match (internal error)",
+                ),
+            ),
+        )
+    return spec.signing.key_id if spec.signing is not None else None
+
+
+def build_wave_documents(
+    spec: CampaignSpec, endpoint_host: str, signer: PrivateKey | Signer | None = None
+) -> WaveDocuments:
+    """One migrate document per wave; `SpecError` if the endpoint or a root is refused.
+
+    `signer` (required exactly when the campaign has `signing`) signs every document.
+    """
+    key_id = _key_id(spec, signer)
     try:
         check_ats_endpoint(endpoint_host, spec.region)
     except JobDocumentError as exc:
@@ -61,18 +84,32 @@ def build_wave_documents(spec: CampaignSpec, endpoint_host: str) -> WaveDocument
                 region=spec.region,
                 campaign=spec.name,
                 wave=wave.name,
-                endpoint=Endpoint(host=endpoint_host),
+                endpoint=Endpoint(host=endpoint_host, port=spec.endpoint_port),
                 roots=roots,
                 keep_existing=spec.trust.keep_existing,
                 catalog=catalog,
+                sign_key=signer,
+                key_id=key_id,
             )
+        except SigningKeyError as exc:
+            raise SpecError(spec.name, (SpecProblem("signing", str(exc)),)) from exc
         except JobDocumentError as exc:
             raise SpecError(spec.name, (SpecProblem("trust.add", str(exc)),)) from exc
     return WaveDocuments(endpoint=endpoint_host, catalog=catalog, documents=documents)
 
 
-def build_restore_document(spec: CampaignSpec, wave: str) -> BuiltDocument:
-    """The document that sends a wave's devices back to the configuration they backed up."""
+def build_restore_document(
+    spec: CampaignSpec, wave: str, signer: PrivateKey | Signer | None = None
+) -> BuiltDocument:
+    """The document that sends a wave's devices back to the configuration they backed up.
+
+    Signed like the migrate documents: devices that pin a key refuse an unsigned restore.
+    """
     return build_document(
-        operation=Operation.RESTORE, region=spec.region, campaign=spec.name, wave=wave
+        operation=Operation.RESTORE,
+        region=spec.region,
+        campaign=spec.name,
+        wave=wave,
+        sign_key=signer,
+        key_id=_key_id(spec, signer),
     )

@@ -34,6 +34,7 @@ __all__ = [
     "MaintenanceWindow",
     "OfflinePolicy",
     "Rollout",
+    "SigningSpec",
     "TrustSpec",
     "WavePhase",
     "WaveSpec",
@@ -137,6 +138,23 @@ class WaveSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningSpec:
+    """How the campaign's documents are signed: a key file, or an AWS KMS key (exactly one).
+
+    `key_file` is an absolute path once the spec is loaded from a file.
+    """
+
+    key_id: str
+    key_file: str | None = None
+    kms_key: str | None = None
+
+    @property
+    def source(self) -> str:
+        """What signs, for plans and logs: the KMS key, or the file's path (never its content)."""
+        return f"kms {self.kms_key}" if self.kms_key is not None else f"key file {self.key_file}"
+
+
+@dataclass(frozen=True, slots=True)
 class CampaignSpec:
     """A validated campaign file."""
 
@@ -148,6 +166,8 @@ class CampaignSpec:
     execution: ExecutionPolicy = ExecutionPolicy()
     halt: Halt = Halt()
     catalog: str | None = None
+    signing: SigningSpec | None = None
+    endpoint_port: int = 8883  # 8883, or 443 with ALPN x-amzn-mqtt-ca
 
     def wave(self, name: str) -> WaveSpec:
         for wave in self.waves:

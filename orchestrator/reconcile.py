@@ -38,7 +38,7 @@ from typing import NoReturn
 
 import structlog
 
-from job_documents import Clock, Operation, document_hash
+from job_documents import Clock, Operation, PrivateKey, Signer, document_hash
 from orchestrator.errors import (
     AwsError,
     CampaignNotFoundError,
@@ -46,6 +46,7 @@ from orchestrator.errors import (
     JobExistsError,
     JobRefusedError,
     LeaseHeldError,
+    UsageError,
 )
 from orchestrator.jobs import JobsApi
 from orchestrator.model import (
@@ -53,6 +54,7 @@ from orchestrator.model import (
     CampaignState,
     CampaignStatus,
     Event,
+    SigningSpec,
     WavePhase,
 )
 from orchestrator.planner import (
@@ -72,7 +74,12 @@ from orchestrator.planner import (
 from orchestrator.spec import parse_spec
 from orchestrator.store import StateStore, StoredCampaign
 
-__all__ = ["Reconciler", "StepResult", "default_owner"]
+__all__ = ["DocumentKey", "Reconciler", "SignerOpener", "StepResult", "default_owner"]
+
+#: What signs a campaign's documents: a private key here, or a signer whose key is in KMS.
+DocumentKey = PrivateKey | Signer
+#: Opens the signer of a campaign's `signing` in its region (the CLI: `orchestrator.signing`).
+SignerOpener = Callable[[SigningSpec, str], DocumentKey]
 
 log = structlog.get_logger(__name__)
 
@@ -122,12 +129,14 @@ class Reconciler:
         *,
         owner: str | None = None,
         lease_ttl: timedelta = LEASE_TTL,
+        signer: SignerOpener | None = None,
     ) -> None:
         self.store = store
         self.api = api
         self.clock = clock
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
+        self._open_signer = signer
         # Parsed campaign files by (text, directory): a stored campaign's file never
         # changes, and parsing it (YAML with line marks, then pydantic) is the largest
         # CPU cost of a reconcile step.
@@ -160,6 +169,17 @@ class Reconciler:
             self._specs[key] = spec
         return spec
 
+    def _signer(self, spec: CampaignSpec) -> DocumentKey | None:
+        """The key that signs this campaign's documents (None when it has no `signing`)."""
+        if spec.signing is None:
+            return None
+        if self._open_signer is None:
+            raise UsageError(
+                f"campaign {spec.name} signs its documents ({spec.signing.source}) but this "
+                "reconciler has no signer: build documents with the ca-migrate CLI"
+            )
+        return self._open_signer(spec.signing, spec.region)
+
     def _commit(self, before: CampaignState, decision: Decision) -> CampaignState:
         if decision.state == before and not decision.events:
             return before
@@ -188,7 +208,7 @@ class Reconciler:
                 log.info("campaign-already-started", campaign=spec.name)
                 return existing.state
         host = self.api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
-        built = build_wave_documents(spec, host)
+        built = build_wave_documents(spec, host, self._signer(spec))
         now = self.clock.now()
         docs = {wave: (doc.text, doc.sha256) for wave, doc in built.documents.items()}
         state = initial_state(spec, docs, now)
@@ -398,8 +418,10 @@ class Reconciler:
 
         def make(spec: CampaignSpec, state: CampaignState) -> Command:
             docs: dict[str, tuple[str, str]] = {}
-            for wave in rollback_waves(state, waves):
-                built = build_restore_document(spec, wave)
+            chosen = rollback_waves(state, waves)
+            signer = self._signer(spec) if chosen else None
+            for wave in chosen:
+                built = build_restore_document(spec, wave, signer)
                 docs[wave] = (built.text, built.sha256)
             return Rollback(docs)
 

@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -45,12 +44,8 @@ from pydantic import (
 )
 
 from job_documents import EndpointRejected, check_region
+from orchestrator.campaign_yaml import MAX_DEPTH, MAX_NODES, dotted, load_yaml, locate
 from orchestrator.cron import CronSyntaxError, check_cron
-
-try:
-    from yaml._yaml import CParser
-except ImportError:  # PyYAML built without libyaml: its pure-Python parser does the same work
-    CParser = object  # type: ignore[misc,assignment]
 from orchestrator.errors import SpecError, SpecProblem
 from orchestrator.model import (
     Approval,
@@ -62,6 +57,7 @@ from orchestrator.model import (
     MaintenanceWindow,
     OfflinePolicy,
     Rollout,
+    SigningSpec,
     TrustSpec,
     WaveSpec,
 )
@@ -80,10 +76,6 @@ __all__ = [
 
 #: A campaign file is a few kilobytes; anything past 1 MiB is refused unread.
 MAX_FILE_BYTES: Final = 1024 * 1024
-#: Deepest nesting a campaign file needs is 6 (waves[0].execution.retries.failed).
-MAX_DEPTH: Final = 32
-#: YAML nodes in one file (50 waves of 100 thing groups each is about 6,000).
-MAX_NODES: Final = 100_000
 #: AWS's integer shapes are 32-bit; counts beyond that cannot reach CreateJob.
 MAX_COUNT: Final = 2**31 - 1
 #: Two years, AWS's longest job schedule (schedulingConfig.endTime), in minutes.
@@ -92,6 +84,13 @@ MAX_MINUTES: Final = 2 * 365 * 24 * 60
 _NAME = r"^[A-Za-z0-9_-]{1,64}$"
 _GROUP = r"^[a-zA-Z0-9:_-]{1,128}$"
 _REGION = r"^[a-z]{2}(-[a-z]+)+-\d$"
+#: The document's signature.keyId pattern (job_documents' schema).
+_KEY_ID = r"^[A-Za-z0-9._:-]{1,64}$"
+#: A KMS key id, key ARN, alias name or alias ARN (KMS's own KeyId forms).
+_KMS_KEY = (
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]{1,64}|alias/[A-Za-z0-9/_-]{1,250})"
+    r"|alias/[A-Za-z0-9/_-]{1,250}|[A-Za-z0-9-]{1,64})$"
+)
 
 Name = Annotated[str, Field(pattern=_NAME)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -110,9 +109,48 @@ class TrustModel(_Model):
     keep_existing: bool = Field(default=True, description="Keep the roots the device trusts today.")
 
 
+class SigningModel(_Model):
+    key_id: str = Field(
+        pattern=_KEY_ID,
+        description="Recorded in each document's signature.keyId (letters, digits, . _ : -).",
+    )
+    key_file: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="PEM private key (Ed25519 or ECDSA P-256), relative to the campaign file.",
+    )
+    kms_key: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=_KMS_KEY,
+        description="AWS KMS key (id, ARN, alias/NAME or alias ARN): ECC_NIST_P256, SIGN_VERIFY.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SigningModel:
+        if (self.key_file is None) == (self.kms_key is None):
+            raise ValueError("give exactly one of key_file or kms_key")
+        return self
+
+
+MAX_RETRIES_IN_ALL: Final = 10
+
+
 class RetriesModel(_Model):
     failed: int = Field(0, ge=0, le=10, description="Retries after FAILED.")
     timed_out: int = Field(0, ge=0, le=10, description="Retries after TIMED_OUT.")
+
+    @model_validator(mode="after")
+    def _ten_in_all(self) -> RetriesModel:
+        # AWS caps a job's retries at 10 across its criteria (jobExecutionsRetryConfig): more is
+        # refused at CreateJob, so refuse it here, at plan, before a wave is launched.
+        if self.failed + self.timed_out > MAX_RETRIES_IN_ALL:
+            raise ValueError(
+                f"failed ({self.failed}) and timed_out ({self.timed_out}) retries add up to "
+                f"{self.failed + self.timed_out}; AWS allows at most {MAX_RETRIES_IN_ALL} in all"
+            )
+        return self
 
 
 class ExecutionModel(_Model):
@@ -131,7 +169,11 @@ class ExecutionModel(_Model):
 
 class HaltModel(_Model):
     max_failure_rate: Fraction = Field(
-        1.0, description="Per wave: halt when failures / completed exceeds this (abortConfig too)."
+        1.0,
+        description=(
+            "Per wave: halt when failures / completed reaches this (abortConfig too); "
+            "1.0 never halts on the rate."
+        ),
     )
     fleet_failure_budget: int | None = Field(
         None,
@@ -247,7 +289,14 @@ class CampaignFile(_Model):
         max_length=4096,
         description="A catalog file to take roots from instead of the packaged one.",
     )
+    endpoint_port: Literal[8883, 443] = Field(
+        8883,
+        description="Port devices connect to: 8883, or 443 (MQTT with ALPN x-amzn-mqtt-ca).",
+    )
     trust: TrustModel
+    signing: SigningModel | None = Field(
+        None, description="Sign every document: a key file or an AWS KMS key, and its key id."
+    )
     execution: ExecutionModel = ExecutionModel()
     halt: HaltModel = HaltModel()
     waves: list[WaveModel] = Field(min_length=1, max_length=50)
@@ -272,6 +321,14 @@ class CampaignFile(_Model):
         catalog = self.catalog
         if catalog is not None and base_dir is not None and not Path(catalog).is_absolute():
             catalog = str((base_dir / catalog).resolve())
+        signing = None
+        if self.signing is not None:
+            key_file = self.signing.key_file
+            if key_file is not None and base_dir is not None and not Path(key_file).is_absolute():
+                key_file = str((base_dir / key_file).resolve())
+            signing = SigningSpec(
+                key_id=self.signing.key_id, key_file=key_file, kms_key=self.signing.kms_key
+            )
         return CampaignSpec(
             name=self.name,
             region=self.region,
@@ -284,6 +341,8 @@ class CampaignFile(_Model):
                 min_executed=self.halt.min_executed,
             ),
             catalog=catalog,
+            signing=signing,
+            endpoint_port=self.endpoint_port,
             waves=tuple(_wave(w) for w in self.waves),
         )
 
@@ -323,196 +382,6 @@ def _wave(w: WaveModel) -> WaveSpec:
     )
 
 
-Marks = dict[tuple[str | int, ...], tuple[int, int]]
-
-_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
-
-
-class _Refused(yaml.MarkedYAMLError):
-    """A YAML feature a campaign file may not use (the loader stops at the first one)."""
-
-
-class _Composer(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
-    """PyYAML's safe composer and constructor, minus what a hostile file could use.
-
-    Aliases and anchors, explicit tags, nesting past `MAX_DEPTH` and more than
-    `MAX_NODES` nodes are refused while composing, event by event, before any
-    value is built. The events come from libyaml when PyYAML has it (five times
-    faster on a 1 MiB file), else from PyYAML's own parser; both raise the same
-    `yaml.YAMLError`s.
-    """
-
-    def _init_loader(self) -> None:
-        yaml.constructor.SafeConstructor.__init__(self)
-        yaml.resolver.Resolver.__init__(self)
-        yaml.composer.Composer.__init__(self)
-        self._depth = 0
-        self._nodes = 0
-
-    def _refuse(self, event: yaml.Event, problem: str) -> _Refused:
-        mark = event.start_mark
-        line, column = (mark.line, mark.column) if mark is not None else (0, 0)
-        return _Refused(
-            problem=problem, problem_mark=yaml.Mark("<campaign>", 0, line, column, None, 0)
-        )
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event: yaml.Event = self.peek_event()  # type: ignore[attr-defined]
-        if isinstance(event, yaml.AliasEvent):
-            raise self._refuse(
-                event,
-                f"alias *{event.anchor} refused: campaign files may not use aliases or "
-                "anchors; write the value out",
-            )
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            raise self._refuse(
-                event,
-                f"anchor &{anchor} refused: campaign files may not use aliases or anchors; "
-                "write the value out",
-            )
-        tag = getattr(event, "tag", None)
-        if tag is not None and tag != "!":
-            raise self._refuse(
-                event, f"tag {tag} refused: campaign files may not use YAML tags; remove it"
-            )
-        self._nodes += 1
-        if self._nodes > MAX_NODES:
-            raise self._refuse(event, f"more than {MAX_NODES} values: this is not a campaign file")
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise self._refuse(
-                event, f"nested more than {MAX_DEPTH} levels deep: this is not a campaign file"
-            )
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-class _PythonLoader(_Composer, yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
-    """Events from PyYAML's pure-Python reader, scanner and parser."""
-
-    def __init__(self, stream: str) -> None:
-        yaml.reader.Reader.__init__(self, stream)
-        yaml.scanner.Scanner.__init__(self)
-        yaml.parser.Parser.__init__(self)
-        self._init_loader()
-
-
-class _LibyamlLoader(_Composer, CParser):
-    """Events from libyaml (PyYAML's C extension)."""
-
-    def __init__(self, stream: str) -> None:
-        CParser.__init__(self, stream)
-        self._init_loader()
-
-
-_LOADERS: Final[tuple[type[_Composer], ...]] = (
-    (_LibyamlLoader, _PythonLoader) if yaml.__with_libyaml__ else (_PythonLoader,)
-)
-
-
-def _collect_marks(
-    node: yaml.Node, path: tuple[str | int, ...], marks: Marks, dupes: list[SpecProblem]
-) -> None:
-    """Record each key's line and column; report keys given twice and merge keys."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            here = (*path, key)
-            line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-            if key_node.tag == _MERGE_TAG:
-                dupes.append(
-                    SpecProblem(
-                        _dotted(here),
-                        "merge keys (<<) are refused in campaign files; write the keys out",
-                        line=line,
-                        column=col,
-                    )
-                )
-            elif key in seen:
-                dupes.append(
-                    SpecProblem(_dotted(here), "key given twice; keep one", line=line, column=col)
-                )
-            seen.add(key)
-            marks[here] = (line, col)
-            _collect_marks(value_node, here, marks, dupes)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            here = (*path, index)
-            marks[here] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            _collect_marks(item, here, marks, dupes)
-
-
-def _dotted(path: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _locate(loc: tuple[str | int, ...], marks: Marks) -> tuple[int, int] | None:
-    for cut in range(len(loc), 0, -1):
-        found = marks.get(loc[:cut])
-        if found is not None:
-            return found
-    return None
-
-
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> SpecProblem:
-    if isinstance(exc, yaml.reader.ReaderError):
-        # A control character or the like: the reader knows the offset, not the line
-        # (PyYAML counts characters, libyaml bytes of the UTF-8 text).
-        at = int(exc.position)
-        if isinstance(exc.character, int):
-            what = f"character U+{exc.character:04X}"
-            line, start = text.count("\n", 0, at) + 1, text.rfind("\n", 0, at) + 1
-        else:
-            what = "a control character"
-            raw = text.encode("utf-8", "surrogatepass")
-            line, start = raw.count(b"\n", 0, at) + 1, raw.rfind(b"\n", 0, at) + 1
-        return SpecProblem("", f"{what} is not allowed in YAML; remove it", line, at - start + 1)
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    prefix = "" if isinstance(exc, _Refused) else "not valid YAML: "
-    if mark is None:
-        return SpecProblem("", f"{prefix}{problem}")
-    return SpecProblem("", f"{prefix}{problem}", mark.line + 1, mark.column + 1)
-
-
-def _load_yaml(text: str, source: str) -> tuple[Any, Marks, list[SpecProblem]]:
-    """Compose once (marks, refusals), then build plain data from the same nodes."""
-    marks: Marks = {}
-    dupes: list[SpecProblem] = []
-    try:
-        loader = _LOADERS[0](text)  # type: ignore[call-arg]
-        root = loader.get_single_node()
-        if root is None:
-            return None, marks, dupes
-        _collect_marks(root, (), marks, dupes)
-        merges = [p for p in dupes if p.message.startswith("merge keys")]
-        if merges:
-            raise SpecError(source, tuple(merges))
-        return loader.construct_document(root), marks, dupes
-    except yaml.YAMLError as exc:
-        raise SpecError(source, (_yaml_problem(exc, text),)) from exc
-    except (ValueError, OverflowError) as exc:
-        # The safe constructor's own refusals: an integer of thousands of digits,
-        # an impossible date such as 2026-02-30.
-        reason = str(exc).split(";")[0]
-        raise SpecError(
-            source,
-            (
-                SpecProblem(
-                    "",
-                    f"a value cannot be read ({reason}); check the numbers and dates in the file",
-                ),
-            ),
-        ) from exc
-
-
 #: Validated campaign files by text: a stored campaign's text never changes.
 _PARSED: dict[str, CampaignFile] = {}
 _PARSED_KEEP: Final = 8
@@ -524,7 +393,7 @@ def _validated(text: str, source: str) -> CampaignFile:
         return cached
     if len(text) > MAX_FILE_BYTES:
         raise SpecError(source, (SpecProblem("", _too_large(len(text), "characters")),))
-    data, marks, dupes = _load_yaml(text, source)
+    data, marks, dupes = load_yaml(text, source)
     if not isinstance(data, Mapping):
         raise SpecError(
             source, (SpecProblem("", "a campaign file is a YAML mapping (name:, waves:, ...)"),)
@@ -537,7 +406,7 @@ def _validated(text: str, source: str) -> CampaignFile:
             loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
             # pydantic names the failing branch of a union in loc; drop what the file lacks.
             loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-            where = _locate(loc, marks)
+            where = locate(loc, marks)
             message = err["msg"]
             if err["type"] == "extra_forbidden":
                 message = "unknown key; check its spelling against docs/campaign.schema.json"
@@ -547,7 +416,7 @@ def _validated(text: str, source: str) -> CampaignFile:
                 message = message.removeprefix("Value error, ")
             problems.append(
                 SpecProblem(
-                    _dotted(loc),
+                    dotted(loc),
                     message,
                     line=where[0] if where else None,
                     column=where[1] if where else None,

@@ -37,21 +37,19 @@ MAX_PENDING_LISTED: Final = 10
 # --- execution state machine ---------------------------------------------
 # The device may go QUEUED -> SUCCEEDED | FAILED | REJECTED without IN_PROGRESS.
 DEVICE_MAY_SKIP_IN_PROGRESS: Final = True
-# Service-made changes (timeout, cancel, removal) raise versionNumber too.
-SERVICE_CHANGES_BUMP_VERSION: Final = True
-# A retry is a new execution: executionNumber + 1, versionNumber back to 1,
-# statusDetails cleared, queuedAt = the retry's time; the previous attempt stays
-# readable through DescribeJobExecution(executionNumber=...).
-RETRY_RESTARTS_VERSION: Final = True
-# A statusDetails map given on an update replaces the stored map (omitted: unchanged).
-STATUS_DETAILS_REPLACE: Final = True
-# Updating a terminal execution is InvalidStateTransition; this is checked before
-# expectedVersion, so a device retrying its final update learns the outcome.
-TERMINAL_CHECKED_BEFORE_VERSION: Final = True
-# start-next with an IN_PROGRESS execution pending returns it unchanged.
-START_NEXT_RETURNS_IN_PROGRESS_UNCHANGED: Final = True
-# An unknown thing on the device data plane is ResourceNotFound (not an empty list).
-UNKNOWN_THING_IS_NOT_FOUND: Final = True
+# The choices below are fixed in the engine (`engine/_state.py`, `_policies.py`,
+# `_devices.py`), not flags: each has one implementation and a test.
+# - Service-made changes (timeout, cancel, removal) raise versionNumber too.
+# - A retry is a new execution: executionNumber + 1, versionNumber back to 1,
+#   statusDetails cleared, queuedAt = the retry's time; the previous attempt stays
+#   readable through DescribeJobExecution(executionNumber=...).
+# - A statusDetails map given on an update replaces the stored map (omitted:
+#   unchanged).
+# - Updating a terminal execution is InvalidStateTransition; this is checked before
+#   expectedVersion, so a device retrying its final update learns the outcome.
+# - start-next with an IN_PROGRESS execution pending returns it unchanged.
+# - An unknown thing on the device data plane is ResourceNotFound (not an empty
+#   list).
 
 # --- rollout ----------------------------------------------------------------
 # Without jobExecutionsRolloutConfig every target is notified at creation.
@@ -80,9 +78,14 @@ SCHEDULE_MAX_START_AHEAD_SECONDS: Final = 62 * 86400.0
 # with this reasonCode.
 SCHEDULE_DEFAULT_END_BEHAVIOR: Final = "STOP_ROLLOUT"
 SCHEDULE_END_REASON_CODE: Final = "SCHEDULED_END_TIME"
-# Maintenance windows gate notification only: outside every window no new thing is
-# notified (the rollout rate, if any, applies inside windows); executions notified
-# earlier stay visible and can run after a window closes. maintenanceWindows
+# Maintenance windows gate notification: outside every window no new thing is
+# notified (the rollout rate, if any, applies inside windows). AWS documents that an
+# IN_PROGRESS job reaching the end of its window goes back to SCHEDULED until the next
+# window; the sandbox does so when the rollout still has things to notify (a job whose
+# rollout is done has nothing to resume and stays IN_PROGRESS), and a job created or
+# started outside a window is SCHEDULED until one opens. Executions notified earlier
+# stay visible and can run, be retried and count for abort between windows; an
+# endTime between windows ends the job as it would inside one. maintenanceWindows
 # without a startTime are accepted: the rollout starts at the first window.
 # DescribeJob lists the next SCHEDULED_ROLLOUTS_SHOWN window starts in
 # scheduledJobRollouts as "YYYY-MM-DDTHH:MM" (UTC).
@@ -114,15 +117,43 @@ ABORT_REASON_CODE: Final = "ABORT_CRITERIA_MET"
 # namespaceId are accepted and ignored.
 UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 
+# --- thing groups -------------------------------------------------------------
+# AWS documents that a thing cannot be in two groups of one hierarchy (groups under
+# one root, parent and child included) but not the error; the sandbox answers
+# InvalidRequestException naming the group the thing is already in.
+
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
 # IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.
-# DeleteJob is immediate (no DELETION_IN_PROGRESS phase).
 # CreateJob naming a thing or group that does not exist: ResourceNotFoundException.
 # documentSource (S3) is refused: the sandbox cannot read S3.
 # The job document must be a JSON object (devices get it as one over MQTT).
-# A CONTINUOUS job's pending execution becomes REMOVED when its thing leaves the
-# last targeted group; terminal executions stay as they are.
+# A thing that leaves the last targeted group (AWS: "no longer scheduled to execute
+# the job"): a SNAPSHOT job's QUEUED execution becomes REMOVED, an IN_PROGRESS one
+# runs on (the device already has it); a CONTINUOUS job's QUEUED or IN_PROGRESS
+# execution becomes REMOVED; terminal executions stay as they are. When the thing
+# comes back to a CONTINUOUS job's group, its REMOVED execution restarts: QUEUED,
+# executionNumber + 1, versionNumber 1 (the earlier attempt stays readable).
+
+# --- eventual consistency of CancelJob and DeleteJob ---------------------------
+# AWS cancels a job's executions and deletes a job asynchronously: a job is
+# concurrent (isConcurrent) while "canceling previously created executions", and
+# DELETION_IN_PROGRESS while it is deleted; its id can be reused only once deletion
+# completes. AWS does not say how long either takes; the sandbox takes these many
+# sandbox seconds (JobsEngine(cancel_delay=..., delete_delay=...); 0 is immediate).
+# A canceled job is CANCELED at once (reasonCode, comment, no further rollout); its
+# QUEUED executions (and IN_PROGRESS ones when forced) become CANCELED after
+# CANCEL_PROPAGATION_SECONDS, so a device may still start one meanwhile, as in AWS.
+# Abort and a scheduled end with CANCEL / FORCE_CANCEL cancel the same way.
+# A job being deleted stays readable (DescribeJob, ListJobs, its executions) until
+# deletion completes. AWS: deleting or canceling it again "will result in an error"
+# (the sandbox: InvalidStateTransitionException); CreateJob with its id is
+# ResourceAlreadyExistsException, UpdateJob InvalidRequestException. At most
+# MAX_DELETIONS_IN_PROGRESS jobs may be DELETION_IN_PROGRESS (LimitExceededException,
+# as AWS documents).
+CANCEL_PROPAGATION_SECONDS: Final = 2.0
+DELETION_SECONDS: Final = 5.0
+MAX_DELETIONS_IN_PROGRESS: Final = 10
 
 # --- quotas (archived 2019 table; enforced only when asked) -------------------
 # Transactions per second per operation; `--enforce-quotas` / the admin API turn

@@ -310,6 +310,7 @@ class Sandbox:
             "endpoint_prefix": d.ENDPOINT_PREFIX,
             "endpoints": {
                 kind: {"host": endpoint.host, "port": endpoint.port}
+                | ({"alpn_port": endpoint.alpn_port} if endpoint.alpn_port else {})
                 for kind, endpoint in self.endpoints.items()
             },
             "ca_dir": str(self.work_dir / "pki")

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.cli._signing import signing_lines
 from orchestrator.errors import CampaignExistsError, CampaignNotFoundError, UsageError
 from orchestrator.feasibility import Problem, check_campaign, wave_devices
 from orchestrator.model import CampaignSpec
@@ -66,6 +67,8 @@ def print_plan(
     else:
         print(f"catalog {catalog}")
     print(f"roots to add: {', '.join(spec.trust.add)}")
+    for line in signing_lines(spec):
+        print(line)
     for w in waves:
         groups = ", ".join(f"{g} ({n})" for g, n in w["devices"].items())
         needs = w["gate_needs_devices"]

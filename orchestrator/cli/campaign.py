@@ -30,6 +30,7 @@ from orchestrator.cli._output import (
     output_format,
     write_output_file,
 )
+from orchestrator.cli._signing import signing_plan
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
 from orchestrator.clock import clock_from_env, clock_note
 from orchestrator.errors import (
@@ -43,9 +44,9 @@ from orchestrator.errors import (
     VersionConflictError,
 )
 from orchestrator.feasibility import devices_needed
-from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus
+from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus, SigningSpec
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
-from orchestrator.reconcile import Reconciler, StepResult
+from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener, StepResult
 from orchestrator.report import (
     progress_bar,
     render_html,
@@ -147,7 +148,16 @@ def _reconciler(opts: _Options, region: str, store: StateStore | None = None) ->
         )
     )
     store = store or _store(opts)
-    return Reconciler(store, api, clock_from_env(opts.endpoint_url))
+    return Reconciler(store, api, clock_from_env(opts.endpoint_url), signer=_signer_opener(opts))
+
+
+def _signer_opener(opts: _Options) -> SignerOpener:
+    from orchestrator.signing import open_signer
+
+    def opener(signing: SigningSpec, region: str) -> DocumentKey:
+        return open_signer(signing, region, opts.profile)
+
+    return opener
 
 
 def _campaign_reconciler(opts: _Options, name: str) -> Reconciler:
@@ -200,7 +210,9 @@ def plan(
         spec = load_spec(file)
         api = _adapter(_options(ctx), spec)
         host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
-        built = build_wave_documents(spec, host)
+        opts = _options(ctx)
+        signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
+        built = build_wave_documents(spec, host, signer)
         found = survey(api, spec)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
@@ -229,6 +241,8 @@ def plan(
             "campaign": spec.name,
             "region": spec.region,
             "endpoint": host,
+            "endpoint_port": spec.endpoint_port,
+            "signing": signing_plan(spec),
             "catalog": built.catalog.source,
             "catalog_is_default": built.catalog.is_default,
             "roots": list(spec.trust.add),

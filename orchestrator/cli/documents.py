@@ -24,9 +24,11 @@ from job_documents import (
     Endpoint,
     JobDocumentError,
     Operation,
+    PrivateKey,
     ProbeSettings,
     RootInput,
     RootRef,
+    Signer,
     ValidationPolicy,
     build_document,
     load_catalog,
@@ -194,6 +196,23 @@ def _ref_from(value: str, catalog: Catalog) -> RootRef:
     return RootRef(name=root.name, sha256=root.sha256)
 
 
+def _document_key(
+    sign_key: Path | None, kms_key: str | None, region: str, profile: str | None
+) -> PrivateKey | Signer | None:
+    """The key of --sign-key or --kms-key (SigningKeyError when it cannot sign)."""
+    if sign_key is not None and kms_key is not None:
+        _fail("give --sign-key or --kms-key, not both")
+    if sign_key is not None:
+        return load_signing_key(sign_key)
+    if kms_key is None:
+        return None
+    from orchestrator.aws.kms import make_kms_client, open_kms_signer
+    from orchestrator.signing import kms_key_region
+
+    client = make_kms_client(region=kms_key_region(kms_key, region), profile=profile)
+    return open_kms_signer(client, kms_key)
+
+
 @document_app.command("build")
 def build(
     ctx: typer.Context,
@@ -237,6 +256,13 @@ def build(
         Path | None,
         typer.Option("--sign-key", help="Sign with this Ed25519 or ECDSA P-256 private key (PEM)."),
     ] = None,
+    kms_key: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-key",
+            help="Sign with this AWS KMS key (id, ARN or alias/NAME; ECC_NIST_P256, SIGN_VERIFY).",
+        ),
+    ] = None,
     key_id: Annotated[
         str | None, typer.Option("--key-id", help="Key id recorded in the signature.")
     ] = None,
@@ -266,7 +292,7 @@ def build(
         if port not in (8883, 443):
             _fail(f"--port must be 8883 or 443 (with ALPN x-amzn-mqtt-ca), not {port}")
         refs = [_ref_from(v, known) for v in remove or ()]
-        key = load_signing_key(sign_key) if sign_key is not None else None
+        key = _document_key(sign_key, kms_key, region, getattr(ctx.obj, "profile", None))
         built = build_document(
             operation=operation,
             region=region,

@@ -457,6 +457,7 @@ def _mqtt_world(
         sandbox.pki,
         assign_profiles(fleet, provisioned.groups),
         ports={kind: endpoint.port for kind, endpoint in sandbox.endpoints.items()},
+        alpn_ports={k: e.alpn_port for k, e in sandbox.endpoints.items() if e.alpn_port},
         credentials=provisioned.credentials,
         clock=sandbox.engine.clock,
         time_scale=scale,

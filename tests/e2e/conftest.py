@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from infra.sandbox import runtime
+
 from .campaign_kit import GROUPS, THINGS
 from .cli_faults import stop_cli_forkserver
 
@@ -20,7 +22,6 @@ def _cli_forkserver() -> Iterator[None]:
 @pytest.fixture
 def sandbox(request) -> Iterator[object]:
     """A sandbox (no MQTT) with the campaign tests' things and groups; `param`: throttle rate."""
-    runtime = pytest.importorskip("infra.sandbox.runtime")
     throttle = getattr(request, "param", 0.0)
     with runtime.Sandbox(mqtt=False) as sb:
         sb.provision(len(THINGS), GROUPS)

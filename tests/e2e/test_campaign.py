@@ -58,14 +58,24 @@ def test_failing_canary_halts_cancels_and_explains(sandbox, tmp_path) -> None:
     rec = reconciler(sandbox, tmp_path)
     text = campaign_text()
     rec.start(parse_spec(text), text, None)
-    with Fleet(sandbox, failing=frozenset(THINGS[:3])):
+    # the fourth canary device stays offline: its execution is still QUEUED when the wave halts,
+    # so the job cannot complete on its own and only a cancel ends it
+    with Fleet(sandbox, failing=frozenset(THINGS[:3]), offline=frozenset(THINGS[3:4])):
         state = drive(rec, "e2e")
     assert state.status is CampaignStatus.HALTED
     canary = state.wave("canary")
     assert canary.phase is WavePhase.HALTED
     assert jobs_in_sandbox(sandbox) == [canary.job_id]
-    job = sandbox.iot_client().describe_job(jobId=canary.job_id)["job"]
-    assert job["status"] in ("CANCELED", "COMPLETED")
+    client = sandbox.iot_client()
+    job = client.describe_job(jobId=canary.job_id)["job"]
+    assert job["status"] == "CANCELED"
+    # halted by AWS's abortConfig or by the orchestrator's gate, whichever saw the failures first
+    assert job["reasonCode"] in ("ABORT_CRITERIA_MET", "CA_MIGRATE_HALT")
+    executions = client.list_job_executions_for_job(jobId=canary.job_id)["executionSummaries"]
+    statuses = {
+        e["thingArn"].rsplit("/", 1)[1]: e["jobExecutionSummary"]["status"] for e in executions
+    }
+    assert statuses[THINGS[3]] == "CANCELED"
     explained = [e for e in rec.store.events("e2e") if e.kind == "failures-explained"]
     assert explained
     samples = explained[0].data["samples"]
@@ -280,7 +290,8 @@ def test_a_job_left_by_a_crashed_run_is_adopted_and_a_foreign_one_is_refused(
 
 
 def test_a_catalog_file_is_used_explicitly_and_shown_loudly(sandbox, tmp_path, monkeypatch) -> None:
-    pki_module = pytest.importorskip("infra.sandbox.pki")
+    from infra.sandbox import pki as pki_module
+
     pki = pki_module.SandboxPki.create_or_load(tmp_path / "pki")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 
+from infra.sandbox.decisions import CANCEL_PROPAGATION_SECONDS
 from orchestrator.model import CampaignStatus, WavePhase
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
@@ -110,8 +111,9 @@ def test_sigkill_after_every_write_of_an_abort_cancels_the_running_wave_once(
 
     final = store.load("e2e").state
     assert jobs_in_sandbox(sandbox) == [canary.job_id]  # nothing launched after the abort
+    assert sandbox.iot_client().describe_job(jobId=canary.job_id)["job"]["status"] == "CANCELED"
+    sandbox.engine.advance(CANCEL_PROPAGATION_SECONDS)  # AWS cancels executions after the job
     job = sandbox.iot_client().describe_job(jobId=canary.job_id)["job"]
-    assert job["status"] == "CANCELED"
     assert job["jobProcessDetails"]["numberOfCanceledThings"] == 4
     assert final.wave("canary").phase is WavePhase.CANCELED
     assert final.wave("canary").job_status == "CANCELED"

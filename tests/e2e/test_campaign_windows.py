@@ -9,14 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from infra.sandbox import runtime
 from job_documents.clock import ManualClock
 from orchestrator.aws.iot import IotJobsAdapter
 from orchestrator.model import CampaignStatus, WavePhase
 from orchestrator.reconcile import Reconciler
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
-
-runtime = pytest.importorskip("infra.sandbox.runtime")
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
+from infra.sandbox import runtime
 from job_documents import Endpoint, Operation, build_document, load_catalog
-
-runtime = pytest.importorskip("infra.sandbox.runtime")
 
 pytestmark = [
     pytest.mark.e2e,
@@ -81,6 +80,7 @@ def _device(
                 "[connect_override]",
                 f'"{legacy.host}:8883" = "127.0.0.1:{legacy.port}"',
                 f'"{ats.host}:8883" = "127.0.0.1:{ats_port or ats.port}"',
+                f'"{ats.host}:443" = "127.0.0.1:{ats.alpn_port}"',
                 "",
             ]
         )
@@ -88,14 +88,14 @@ def _device(
     return config
 
 
-def _create_job(sandbox: Any, job_id: str, thing: str, roots: list[str]) -> None:
+def _create_job(sandbox: Any, job_id: str, thing: str, roots: list[str], port: int = 8883) -> None:
     catalog = load_catalog(sandbox.pki.ats_catalog)
     built = build_document(
         operation=Operation.MIGRATE,
         region=REGION,
         campaign="ats-2026",
         wave="e2e",
-        endpoint=Endpoint(host=sandbox.endpoints["ats"].host, port=8883),
+        endpoint=Endpoint(host=sandbox.endpoints["ats"].host, port=port),
         roots=[catalog.get(name) for name in roots],
         catalog=catalog,
     )
@@ -144,6 +144,56 @@ def test_agent_switches_to_ats_and_acknowledges_over_the_ats_listener(
     assert shadow is not None
     assert shadow["state"]["reported"]["endpoint"] == sandbox.endpoints["ats"].host
     assert shadow["state"]["reported"]["lastJob"]["status"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
+def test_agent_moves_to_port_443_with_alpn_and_acknowledges_there(
+    sandbox: Any, tmp_path: Path, protocol: str
+):
+    """The document says 443: the probe and MQTT offer ALPN x-amzn-mqtt-ca to the sandbox's
+    ATS front (which refuses clients without it), and the endpoint file keeps port and ALPN."""
+    thing, job = f"dev-443-{protocol}", f"migrate-443-{protocol}"
+    config = _device(sandbox, tmp_path / "device", thing, protocol)
+    _create_job(sandbox, job, thing, ["amazon-root-ca-1"], port=443)
+    result = _agent_once(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = _history(sandbox, job)
+    assert history[0] == ("IN_PROGRESS", "legacy")
+    assert history[-1] == ("SUCCEEDED", "ats")
+    endpoint = json.loads((tmp_path / "device" / "endpoint.json").read_text())
+    assert endpoint == {
+        "host": sandbox.endpoints["ats"].host,
+        "port": 443,
+        "alpn": ["x-amzn-mqtt-ca"],
+    }
+
+
+def test_the_443_listener_refuses_tls_without_the_mqtt_alpn(sandbox: Any, tmp_path: Path):
+    import socket
+    import ssl
+
+    thing = "dev-no-alpn"
+    sandbox.engine.create_things([thing])
+    creds = sandbox.issue_credentials([thing])[thing]
+    roots = "".join(path.read_text() for path in sandbox.pki.ats_root_pems.values())
+    context = ssl.create_default_context(cadata=roots)
+    context.load_cert_chain(creds["cert_pem"], creds["key_pem"])
+    host, port = sandbox.endpoints["ats"].host, sandbox.endpoints["ats"].alpn_port
+    connect = bytes([0x10, 12 + len(thing), 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30])
+    connect += len(thing).to_bytes(2, "big") + thing.encode()
+    for alpn, answered in ((None, False), (["x-amzn-mqtt-ca"], True)):
+        if alpn:
+            context.set_alpn_protocols(alpn)
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.sendall(connect)
+            try:
+                reply = tls.recv(4)
+            except (ConnectionError, ssl.SSLError):
+                reply = b""
+        assert (reply[:1] == b"\x20") is answered, (alpn, reply)  # CONNACK only with the ALPN
 
 
 def test_agent_lacking_the_root_fails_and_keeps_working_on_legacy(sandbox: Any, tmp_path: Path):

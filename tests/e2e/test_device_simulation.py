@@ -19,10 +19,9 @@ from device_handler.probe import ClientIdentity
 from device_handler.testing import TestPki, TlsServer
 from device_handler.trust import EndpointConfig
 from device_handler.validation import ValidationSettings, make_validator
+from infra.sandbox import runtime
 from job_documents import Endpoint, Operation, build_document, load_catalog
 from job_documents.testing import write_catalog
-
-runtime = pytest.importorskip("infra.sandbox.runtime")
 
 pytestmark = pytest.mark.e2e
 

@@ -18,6 +18,7 @@ from .cfn_test_helpers import (
     iam_catalog,
     identity_policies,
     resolve,
+    resolved,
     statements,
     template,
 )
@@ -198,3 +199,31 @@ def test_orchestrator_policy_fits_the_managed_policy_size_limit():
         "PolicyDocument"
     ]
     assert len(json.dumps(document, separators=(",", ":"))) <= 6144
+
+
+KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_the_signing_policy_exists_only_with_a_key_and_grants_that_key_only():
+    tpl = template("orchestrator-iam.yaml")
+    assert tpl["Resources"]["DocumentSigningPolicy"]["Condition"] == "SignWithKms"
+    created = {"Fn::If": ["SignWithKms", True, False]}
+    assert resolve(created, tpl, {}) is False
+    assert resolve(created, tpl, {"SigningKeyId": KEY_ID}) is True
+    without = resolved("orchestrator-iam.yaml")
+    assert without["OperatorRole"]["Properties"]["ManagedPolicyArns"] == ["<OrchestratorPolicy>"]
+    params = {"SigningKeyId": KEY_ID, "IotRegion": "eu-west-1"}
+    with_key = resolved("orchestrator-iam.yaml", **params)
+    document = with_key["DocumentSigningPolicy"]["Properties"]["PolicyDocument"]
+    (statement,) = statements(document)
+    assert statement["Resource"] == f"arn:aws:kms:eu-west-1:123456789012:key/{KEY_ID}"
+    assert with_key["OperatorRole"]["Properties"]["ManagedPolicyArns"] == [
+        "<OrchestratorPolicy>",
+        "<DocumentSigningPolicy>",
+    ]
+
+
+def test_the_runner_is_not_given_the_signing_policy():
+    tpl = template("runner.yaml")
+    role = resolve(tpl["Resources"]["RunnerRole"], tpl, {"OrchestratorPolicyArn": "arn:p"})
+    assert "kms:" not in str(role)

@@ -140,14 +140,13 @@ def test_scanner_rejects_a_method_the_client_does_not_have(tmp_path: Path):
 
 
 def _require_adapter(attribute: str) -> list[Path]:
+    """The adapter's files; a missing adapter or client attribute fails, never skips."""
     files = adapter_files()
-    if not files:
-        pytest.skip(
-            "the orchestrator's AWS adapter (orchestrator/aws.py or orchestrator/aws/) "
-            "does not exist yet"
-        )
-    if not calls_on(attribute, files):
-        pytest.skip(f"the AWS adapter makes no self.{attribute}.<method>() calls yet")
+    assert files, "the AWS adapter (orchestrator/aws.py or orchestrator/aws/) is missing"
+    assert calls_on(attribute, files), (
+        f"the AWS adapter makes no self.{attribute}.<method>() calls: if the client attribute was "
+        "renamed, rename it here too, or the least-privilege check checks nothing"
+    )
     return files
 
 
@@ -165,3 +164,19 @@ def test_dynamodb_actions_match_the_adapter_exactly():
     granted = policy_actions("dynamodb")
     assert not used - granted, f"missing from orchestrator-iam.yaml: {sorted(used - granted)}"
     assert not granted - used, f"granted but never called: {sorted(granted - used)}"
+
+
+def signing_policy_actions() -> set[str]:
+    tpl = template("orchestrator-iam.yaml")
+    document = tpl["Resources"]["DocumentSigningPolicy"]["Properties"]["PolicyDocument"]
+    return {a for statement in statements(document) for a in as_list(statement["Action"])}
+
+
+def test_kms_actions_match_the_signer_exactly():
+    files = _require_adapter("_kms")
+    used = to_actions("kms", "kms", calls_on("_kms", files), files)
+    granted = signing_policy_actions()
+    assert used == {"kms:DescribeKey", "kms:GetPublicKey", "kms:Sign"}
+    assert not used - granted, f"missing from DocumentSigningPolicy: {sorted(used - granted)}"
+    assert not granted - used, f"granted but never called: {sorted(granted - used)}"
+    assert not policy_actions("kms"), "the orchestrator policy (the runner's too) signs nothing"

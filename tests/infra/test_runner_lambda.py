@@ -15,19 +15,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
+import moto
 import pytest
 from botocore.config import Config
 
-moto = pytest.importorskip("moto")
-runtime = pytest.importorskip("infra.sandbox.runtime", reason="the sandbox runtime is not built")
-runner_lambda = pytest.importorskip("orchestrator.runner_lambda")
-
-from job_documents import ManualClock  # noqa: E402
-from orchestrator.aws.dynamodb import DynamoDbStateStore  # noqa: E402
-from orchestrator.aws.iot import IotJobsAdapter  # noqa: E402
-from orchestrator.errors import AwsError  # noqa: E402
-from orchestrator.reconcile import Reconciler  # noqa: E402
-from orchestrator.spec import parse_spec  # noqa: E402
+from infra.sandbox import runtime
+from job_documents import ManualClock
+from orchestrator import runner_lambda
+from orchestrator.aws.dynamodb import DynamoDbStateStore
+from orchestrator.aws.iot import IotJobsAdapter
+from orchestrator.errors import AwsError
+from orchestrator.reconcile import Reconciler
+from orchestrator.spec import parse_spec
 
 CAMPAIGN = """\
 name: ats-2026

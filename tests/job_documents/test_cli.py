@@ -96,8 +96,13 @@ def test_build_defaults_to_every_catalog_root_and_prints_json_to_stdout():
 
 def test_validate_reads_stdin():
     built = _run("document", "build", "--region", "us-east-1", "--endpoint", HOST)
+    assert built.exit_code == 0, built.stderr
     result = _run("document", "validate", "-", stdin=built.stdout)
     assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("valid: migrate campaign=")
+    assert "roots=5" in result.stdout
+    empty = _run("document", "validate", "-", stdin="")
+    assert empty.exit_code == 2
 
 
 @pytest.mark.parametrize(
@@ -197,6 +202,11 @@ def test_validate_accepts_test_roots_under_their_catalog(
     path.write_text(json.dumps(test_migrate))
     result = _run("document", "validate", str(path), "--catalog", str(test_catalog_path))
     assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("valid: migrate ")
+    assert f"roots={len(test_migrate['trust']['roots'])}" in result.stdout
+    packaged = _run("document", "validate", str(path))
+    assert packaged.exit_code == 2
+    assert "[unknown-root]" in packaged.stderr
 
 
 def test_validate_of_a_missing_file_exits_2(tmp_path: Path):

@@ -30,8 +30,26 @@ def test_validating_a_document_never_imports_pydantic(ats_migrate_text):
     assert run.stdout.strip() == "none"
 
 
-def test_build_document_is_still_importable_from_the_package_root():
-    import job_documents
-
-    assert callable(job_documents.build_document)
-    assert "build_document" in job_documents.__all__
+def test_build_document_loads_from_the_package_root_on_first_use_and_builds():
+    program = textwrap.dedent(
+        """
+        import sys
+        import job_documents
+        before = "pydantic" in sys.modules
+        build = job_documents.build_document
+        import job_documents.builder as builder_module
+        assert build is builder_module.build_document, build
+        built = build(
+            operation="migrate", region="us-east-1", campaign="c1", wave="w1",
+            endpoint=job_documents.Endpoint("a1b2c3-ats.iot.us-east-1.amazonaws.com"),
+            roots=job_documents.load_catalog().roots[:1],
+        )
+        result = job_documents.validate_document(built.text)
+        print(before, "pydantic" in sys.modules, result.operation, len(result.roots))
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1].split() == ["False", "True", "migrate", "1"]

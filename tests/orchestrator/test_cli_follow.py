@@ -16,9 +16,8 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-runtime = pytest.importorskip("infra.sandbox.runtime")
-
-from tests.e2e.campaign_kit import GROUPS, THINGS, Fleet, campaign_text  # noqa: E402
+from infra.sandbox import runtime
+from tests.e2e.campaign_kit import GROUPS, THINGS, Fleet, campaign_text
 
 pytestmark = pytest.mark.e2e
 

@@ -30,8 +30,8 @@ def test_operator_commands_wait_for_a_short_reconcile_then_give_up(monkeypatch) 
 
 
 def test_status_reads_a_dynamodb_state_store(monkeypatch) -> None:
-    moto = pytest.importorskip("moto")
     import boto3
+    import moto
     import structlog
     from typer.testing import CliRunner
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-runtime = pytest.importorskip("infra.sandbox.runtime")
+from infra.sandbox import runtime
 
 CAMPAIGN = """\
 name: fit

@@ -26,6 +26,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from orchestrator import campaign_yaml
 from orchestrator import spec as spec_module
 from orchestrator.errors import SpecError
 from orchestrator.spec import MAX_FILE_BYTES, load_spec, parse_spec
@@ -99,6 +100,10 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     "rate-past-aws-limit": (
         _with("maximum_per_minute: 100", "maximum_per_minute: 1001"),
         "(waves[1].rollout.maximum_per_minute): Input should be less than or equal to 1000",
+    ),
+    "retries-past-aws-limit-in-all": (
+        _with("retries: {failed: 1, timed_out: 1}", "retries: {failed: 6, timed_out: 5}"),
+        "add up to 11; AWS allows at most 10 in all",
     ),
     "retries-past-aws-limit": (
         _with("retries: {failed: 1", "retries: {failed: 11"),
@@ -180,13 +185,13 @@ def _plan(*args: str) -> tuple[int, str, BaseException | None]:
     return result.exit_code, result.stdout + result.stderr, exception
 
 
-LOADERS = {loader.__name__: loader for loader in spec_module._LOADERS}
+LOADERS = {loader.__name__: loader for loader in campaign_yaml._LOADERS}
 
 
 @pytest.fixture(params=sorted(LOADERS))
 def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each YAML event source the loader can run on (libyaml when PyYAML has it, and Python)."""
-    monkeypatch.setattr(spec_module, "_LOADERS", (LOADERS[request.param],))
+    monkeypatch.setattr(campaign_yaml, "_LOADERS", (LOADERS[request.param],))
     spec_module._PARSED.clear()
     return str(request.param)
 
@@ -278,7 +283,7 @@ def test_a_valid_file_gives_the_same_spec_with_either_loader(
 ) -> None:
     specs = []
     for loader in LOADERS.values():
-        monkeypatch.setattr(spec_module, "_LOADERS", (loader,))
+        monkeypatch.setattr(campaign_yaml, "_LOADERS", (loader,))
         spec_module._PARSED.clear()
         specs.append(parse_spec(README_CAMPAIGN))
     assert specs[0].waves[1].rollout.maximum_per_minute == 100
@@ -294,13 +299,13 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
 def test_a_stored_campaign_is_parsed_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     text = README_CAMPAIGN + "# parsed once\n"
     calls: list[str] = []
-    real = spec_module._load_yaml
+    real = spec_module.load_yaml
 
     def counting(text: str, source: str) -> Any:
         calls.append(source)
         return real(text, source)
 
-    monkeypatch.setattr(spec_module, "_load_yaml", counting)
+    monkeypatch.setattr(spec_module, "load_yaml", counting)
     first = parse_spec(text, "campaign ats-2026")
     again = parse_spec(text, "campaign ats-2026", base_dir=Path("/elsewhere"))
     assert calls == ["campaign ats-2026"]

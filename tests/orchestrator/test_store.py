@@ -28,8 +28,8 @@ DOCS = {w.name: ("{}", f"{i:064x}") for i, w in enumerate(SPEC.waves)}
 
 
 def make_dynamodb_store() -> Iterator[BaseStateStore]:
-    moto = pytest.importorskip("moto")
     import boto3
+    import moto
 
     from orchestrator.aws.dynamodb import DynamoDbStateStore
 

@@ -14,10 +14,15 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from infra.sandbox import decisions as d
+from infra.sandbox.engine import JobsEngine
 from infra.sandbox.runtime import Sandbox
+from job_documents.clock import ManualClock
 from orchestrator.gates import failure_rate_reached
 from orchestrator.model import Halt
 from orchestrator.planner import abort_threshold
+
+from .conftest import START
 
 ARN = "arn:aws:iot:us-east-1:123456789012"
 DOCUMENT = json.dumps({"operation": "rotate"})
@@ -60,7 +65,6 @@ def test_abort_fires_when_failures_reach_the_threshold_exactly(iot, jobs_data):
     job = iot.describe_job(jobId="ab")["job"]  # 1 failure of 2 executed: exactly 50 %
     assert job["status"] == "CANCELED"
     assert job["reasonCode"] == "ABORT_CRITERIA_MET"
-    assert job["jobProcessDetails"]["numberOfCanceledThings"] == 2
 
 
 def test_abort_stays_quiet_just_under_the_threshold(iot, jobs_data):
@@ -237,6 +241,13 @@ def test_more_than_ten_retries_combined_are_refused(iot):
     )
 
 
+def test_a_document_nested_too_deeply_is_an_invalid_request_not_an_internal_failure(iot):
+    iot.create_thing(thingName="t")
+    deep = '{"a":' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="nested too deeply"):
+        iot.create_job(jobId="deep", targets=[f"{ARN}:thing/t"], document=deep)
+
+
 # -- smaller differences: pending list, document by default, throttling, limits ---------------
 def test_get_pending_job_executions_lists_at_most_ten(sandbox: Sandbox, jobs_data):
     sandbox.engine.create_things(["busy"])
@@ -329,3 +340,193 @@ def test_the_active_job_limit_counts_continuous_jobs_too(sandbox: Sandbox, iot):
             )
     iot.cancel_job(jobId="c1")  # a continuous one
     iot.create_job(jobId="room-again", targets=[f"{ARN}:thing/busy"], document=DOCUMENT)
+
+
+# -- membership changes -------------------------------------------------------------------------
+def test_a_thing_removed_from_a_snapshot_jobs_group_is_removed(iot, jobs_data):
+    names = fleet(iot, 3)
+    iot.create_job(jobId="snap", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    jobs_data.start_next_pending_job_execution(thingName=names[0])
+    for name in names[:2]:
+        iot.remove_thing_from_thing_group(thingGroupName="fleet", thingName=name)
+    details = iot.describe_job(jobId="snap")["job"]["jobProcessDetails"]
+    assert details["numberOfRemovedThings"] == 1
+    assert details["numberOfInProgressThings"] == 1  # the device already runs it
+    assert details["numberOfQueuedThings"] == 1
+    removed = iot.describe_job_execution(jobId="snap", thingName=names[1])["execution"]
+    assert removed["status"] == "REMOVED"
+    assert jobs_data.get_pending_job_executions(thingName=names[1])["queuedJobs"] == []
+    for name in (names[0], names[2]):
+        jobs_data.update_job_execution(thingName=name, jobId="snap", status="SUCCEEDED")
+    assert iot.describe_job(jobId="snap")["job"]["status"] == "COMPLETED"
+
+
+def test_a_paced_snapshot_job_drops_a_thing_that_left_before_its_turn(sandbox: Sandbox, iot):
+    names = fleet(iot, 3)
+    iot.create_job(
+        jobId="paced",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+    )
+    iot.remove_thing_from_thing_group(thingGroupName="fleet", thingName=names[2])
+    sandbox.engine.advance(180)
+    notified = iot.list_job_executions_for_job(jobId="paced")["executionSummaries"]
+    assert sorted(e["thingArn"].rsplit("/", 1)[1] for e in notified) == names[:2]
+
+
+def test_a_continuous_jobs_thing_that_comes_back_gets_the_job_again(iot, jobs_data):
+    names = fleet(iot, 2)
+    iot.create_job(
+        jobId="cont",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        targetSelection="CONTINUOUS",
+    )
+    iot.remove_thing_from_thing_group(thingGroupName="fleet", thingName=names[0])
+    details = iot.describe_job(jobId="cont")["job"]["jobProcessDetails"]
+    assert (details["numberOfRemovedThings"], details["numberOfQueuedThings"]) == (1, 1)
+    iot.add_thing_to_thing_group(thingGroupName="fleet", thingName=names[0])
+    details = iot.describe_job(jobId="cont")["job"]["jobProcessDetails"]
+    assert (details["numberOfRemovedThings"], details["numberOfQueuedThings"]) == (0, 2)
+    again = jobs_data.start_next_pending_job_execution(thingName=names[0])["execution"]
+    assert (again["jobId"], again["executionNumber"], again["versionNumber"]) == ("cont", 2, 2)
+    earlier = iot.describe_job_execution(jobId="cont", thingName=names[0], executionNumber=1)
+    assert earlier["execution"]["status"] == "REMOVED"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("eu", "us"), ("all", "eu"), ("eu-west", "all"), ("eu", "eu-west")],
+    ids=["siblings", "parent-then-child", "grandchild-then-root", "child-then-grandchild"],
+)
+def test_a_thing_cannot_be_in_two_groups_of_one_hierarchy(iot, first, second):
+    iot.create_thing_group(thingGroupName="all")
+    iot.create_thing_group(thingGroupName="eu", parentGroupName="all")
+    iot.create_thing_group(thingGroupName="us", parentGroupName="all")
+    iot.create_thing_group(thingGroupName="eu-west", parentGroupName="eu")
+    iot.create_thing_group(thingGroupName="elsewhere")
+    iot.create_thing(thingName="t")
+    iot.add_thing_to_thing_group(thingGroupName=first, thingName="t")
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="same hierarchy"):
+        iot.add_thing_to_thing_group(thingGroupName=second, thingName="t")
+    assert iot.list_things_in_thing_group(thingGroupName=second)["things"] == []
+    iot.add_thing_to_thing_group(thingGroupName=first, thingName="t")  # again: no change
+    iot.add_thing_to_thing_group(thingGroupName="elsewhere", thingName="t")  # another tree
+    iot.remove_thing_from_thing_group(thingGroupName=first, thingName="t")
+    iot.add_thing_to_thing_group(thingGroupName=second, thingName="t")
+
+
+# -- maintenance windows ---------------------------------------------------------------------
+def test_a_job_whose_window_closes_is_scheduled_until_the_next_window(
+    sandbox: Sandbox, iot, jobs_data
+):
+    """Windows open at :00, :10, :20 ... for 2 minutes; the clock starts at 12:00 UTC."""
+    names = fleet(iot, 5)
+    iot.create_job(
+        jobId="win",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+        schedulingConfig={
+            "maintenanceWindows": [{"startTime": "cron(0/10 * ? * * *)", "durationInMinutes": 2}]
+        },
+    )
+    sandbox.engine.advance(60)
+    assert iot.describe_job(jobId="win")["job"]["status"] == "IN_PROGRESS"
+    sandbox.engine.advance(60)  # 12:02: the window closes with three things to go
+    job = iot.describe_job(jobId="win")["job"]
+    assert job["status"] == "SCHEDULED"
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2
+    assert job["jobProcessDetails"]["processingTargets"]
+    assert [j["jobId"] for j in iot.list_jobs(status="SCHEDULED")["jobs"]] == ["win"]
+    # devices notified in the window still run their executions
+    jobs_data.update_job_execution(thingName=names[0], jobId="win", status="SUCCEEDED")
+    sandbox.engine.advance(7 * 60)  # 12:09: still between windows
+    assert sandbox.engine.counts("win")["QUEUED"] == 1
+    sandbox.engine.advance(60)  # 12:10: the next window opens, the rollout resumes
+    job = iot.describe_job(jobId="win")["job"]
+    assert job["status"] == "IN_PROGRESS"
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2
+
+
+def test_a_job_whose_rollout_is_done_stays_in_progress_after_its_window(sandbox: Sandbox, iot):
+    fleet(iot, 2)
+    iot.create_job(
+        jobId="done",
+        targets=[f"{ARN}:thinggroup/fleet"],
+        document=DOCUMENT,
+        schedulingConfig={
+            "maintenanceWindows": [{"startTime": "cron(0/10 * ? * * *)", "durationInMinutes": 2}]
+        },
+    )
+    sandbox.engine.advance(180)
+    job = iot.describe_job(jobId="done")["job"]
+    assert job["status"] == "IN_PROGRESS"
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2
+
+
+# -- CancelJob and DeleteJob are eventually consistent ------------------------------------------
+def test_cancel_job_cancels_the_executions_a_moment_later(clock, iot, jobs_data):
+    names = fleet(iot, 3)
+    iot.create_job(jobId="c", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
+    iot.cancel_job(jobId="c", reasonCode="OPERATOR")
+    job = iot.describe_job(jobId="c")["job"]
+    assert (job["status"], job["isConcurrent"]) == ("CANCELED", True)
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 3
+    # meanwhile a device may still start its execution, as against AWS
+    started = jobs_data.start_next_pending_job_execution(thingName=names[0])["execution"]
+    assert started["status"] == "IN_PROGRESS"
+    clock.advance(d.CANCEL_PROPAGATION_SECONDS)
+    job = iot.describe_job(jobId="c")["job"]
+    assert job["isConcurrent"] is False
+    details = job["jobProcessDetails"]
+    assert (details["numberOfCanceledThings"], details["numberOfInProgressThings"]) == (2, 1)
+    assert iot.list_jobs()["jobs"][0]["isConcurrent"] is False
+
+
+def test_delete_job_is_in_progress_until_the_id_can_be_reused(clock, iot, jobs_data):
+    iot.create_thing(thingName="t")
+    iot.create_job(jobId="gone", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+    iot.cancel_job(jobId="gone")
+    iot.delete_job(jobId="gone")
+    assert iot.describe_job(jobId="gone")["job"]["status"] == "DELETION_IN_PROGRESS"
+    assert [j["status"] for j in iot.list_jobs()["jobs"]] == ["DELETION_IN_PROGRESS"]
+    with pytest.raises(iot.exceptions.ResourceAlreadyExistsException, match="being deleted"):
+        iot.create_job(jobId="gone", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+    with pytest.raises(iot.exceptions.InvalidStateTransitionException, match="being deleted"):
+        iot.cancel_job(jobId="gone")
+    with pytest.raises(iot.exceptions.InvalidStateTransitionException, match="being deleted"):
+        iot.delete_job(jobId="gone")
+    clock.advance(d.DELETION_SECONDS)
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_job(jobId="gone")
+    assert jobs_data.get_pending_job_executions(thingName="t")["queuedJobs"] == []
+    iot.create_job(jobId="gone", targets=[f"{ARN}:thing/t"], document=DOCUMENT)
+
+
+def test_at_most_ten_deletions_in_progress(sandbox: Sandbox, clock, iot):
+    sandbox.engine.create_things(["t"])
+    for i in range(11):
+        sandbox.engine.create_job(
+            {"jobId": f"j{i}", "targets": [f"{ARN}:thing/t"], "document": DOCUMENT}
+        )
+        iot.cancel_job(jobId=f"j{i}")
+    for i in range(10):
+        iot.delete_job(jobId=f"j{i}")
+    with pytest.raises(iot.exceptions.LimitExceededException, match="At most 10 jobs"):
+        iot.delete_job(jobId="j10")
+    clock.advance(d.DELETION_SECONDS)
+    iot.delete_job(jobId="j10")
+
+
+def test_the_delays_are_options_and_zero_is_immediate():
+    engine = JobsEngine(clock=ManualClock(START), cancel_delay=0, delete_delay=0)
+    engine.create_things(["t"])
+    engine.create_job({"jobId": "j", "targets": [f"{ARN}:thing/t"], "document": DOCUMENT})
+    engine.cancel_job({"jobId": "j"})
+    assert engine.counts("j")["CANCELED"] == 1
+    engine.delete_job({"jobId": "j"})
+    assert engine.list_jobs({})["jobs"] == []
+    with pytest.raises(ValueError, match="zero or more"):
+        JobsEngine(clock=ManualClock(START), cancel_delay=-1)

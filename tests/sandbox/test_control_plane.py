@@ -7,6 +7,8 @@ import json
 import pytest
 from botocore.config import Config
 
+from infra.sandbox import decisions as d
+
 ARN = "arn:aws:iot:us-east-1:123456789012"
 DOCUMENT = json.dumps({"operation": "rotate"})
 
@@ -334,11 +336,12 @@ def test_list_job_executions_for_thing_and_describe_execution(iot):
         iot.describe_job_execution(jobId="j1", thingName="fleet-000", executionNumber=9)
 
 
-def test_cancel_job_without_force_cancels_only_queued(iot, jobs_data):
+def test_cancel_job_without_force_cancels_only_queued(clock, iot, jobs_data):
     names = make_fleet(iot, 3)
     iot.create_job(jobId="c", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
     jobs_data.start_next_pending_job_execution(thingName=names[0])
     iot.cancel_job(jobId="c", reasonCode="OPERATOR", comment="halt")
+    clock.advance(d.CANCEL_PROPAGATION_SECONDS)  # AWS cancels the executions asynchronously
     job = iot.describe_job(jobId="c")["job"]
     assert job["status"] == "CANCELED"
     assert job["forceCanceled"] is False
@@ -352,11 +355,12 @@ def test_cancel_job_without_force_cancels_only_queued(iot, jobs_data):
     assert iot.describe_job(jobId="c")["job"]["jobProcessDetails"]["numberOfSucceededThings"] == 1
 
 
-def test_cancel_job_with_force_cancels_in_progress_and_locks_the_device_out(iot, jobs_data):
+def test_cancel_job_with_force_cancels_in_progress_and_locks_the_device_out(clock, iot, jobs_data):
     names = make_fleet(iot, 2)
     iot.create_job(jobId="f", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
     jobs_data.start_next_pending_job_execution(thingName=names[0])
     iot.cancel_job(jobId="f", force=True)
+    clock.advance(d.CANCEL_PROPAGATION_SECONDS)
     job = iot.describe_job(jobId="f")["job"]
     assert job["forceCanceled"] is True
     assert job["jobProcessDetails"]["numberOfCanceledThings"] == 2
@@ -395,18 +399,20 @@ def test_cancel_job_execution_rules(iot, jobs_data):
     assert iot.describe_job(jobId="x")["job"]["status"] == "COMPLETED"
 
 
-def test_delete_job_needs_a_finished_job_unless_forced(iot, jobs_data):
+def test_delete_job_needs_a_finished_job_unless_forced(clock, iot, jobs_data):
     make_fleet(iot, 1)
     iot.create_job(jobId="d", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
     with pytest.raises(iot.exceptions.InvalidStateTransitionException, match="force=True"):
         iot.delete_job(jobId="d")
     iot.delete_job(jobId="d", force=True)
+    clock.advance(d.DELETION_SECONDS)
     with pytest.raises(iot.exceptions.ResourceNotFoundException):
         iot.describe_job(jobId="d")
     assert jobs_data.get_pending_job_executions(thingName="fleet-000")["queuedJobs"] == []
     iot.create_job(jobId="d2", targets=[f"{ARN}:thinggroup/fleet"], document=DOCUMENT)
     iot.cancel_job(jobId="d2")
     iot.delete_job(jobId="d2")
+    clock.advance(d.DELETION_SECONDS)
     assert iot.list_jobs()["jobs"] == []
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from infra.sandbox import runtime
 from infra.sandbox.mqtt.sdkdevice import SdkDeviceError, SdkJobsDevice
 from infra.sandbox.mqtt.testing import names_unresolved
 
@@ -20,8 +21,6 @@ def skip_unless_names_resolve(plane):
     if reason is not None:
         pytest.skip(reason)
 
-
-runtime = pytest.importorskip("infra.sandbox.runtime", reason="the sandbox runtime is not built")
 
 # s2n (the SDK's TLS) waits 10-30 s ("blinding") before it reports a failed
 # handshake; the legacy-trust attempt below runs in the background meanwhile.

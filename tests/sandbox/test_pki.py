@@ -11,6 +11,7 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from infra.sandbox.pki import ATS_ROOTS, CATALOG_FORMAT, PkiError, SandboxPki, endpoint_hosts
+from job_documents import load_catalog
 
 ATS_HOST = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
 LEGACY_HOST = "a1sandbox2demo.iot.us-east-1.amazonaws.com"
@@ -84,10 +85,6 @@ def test_catalog_lists_the_ats_stand_ins_with_their_fingerprints(pki):
 
 
 def test_catalog_file_loads_with_the_job_documents_catalog_loader(pki):
-    job_documents = pytest.importorskip("job_documents")
-    load_catalog = getattr(job_documents, "load_catalog", None)
-    if load_catalog is None:
-        pytest.skip("job_documents.load_catalog is not available yet")
     catalog = load_catalog(pki.ats_catalog)
     assert not catalog.is_default
     assert catalog.get("amazon-root-ca-1").key_type.lower().startswith("rsa")

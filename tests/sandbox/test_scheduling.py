@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from infra.sandbox import decisions as d
 from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import ServiceError
 from infra.sandbox.scheduling import MaintenanceWindows, parse_cron
@@ -140,6 +141,8 @@ def test_end_time_applies_the_end_behavior(
     assert notified(iot, "ends") == 30
     assert job(iot, "ends")["status"] == "IN_PROGRESS"
     sandbox.engine.advance(1)  # 12:30: endTime, before the batch due at the same moment
+    assert job(iot, "ends")["status"] == status
+    sandbox.engine.advance(d.CANCEL_PROPAGATION_SECONDS)  # executions are canceled after
     ended = job(iot, "ends")
     counts = ended["jobProcessDetails"]
     assert ended["status"] == status
@@ -172,7 +175,7 @@ def test_executions_are_notified_only_inside_a_maintenance_window(sandbox, iot, 
         jobExecutionsRolloutConfig={"maximumPerMinute": 1},
     )
     described = job(iot, "windowed")
-    assert described["status"] == "IN_PROGRESS"
+    assert described["status"] == "SCHEDULED"  # created outside its window
     assert notified(iot, "windowed") == 0
     assert described["jobProcessDetails"]["processingTargets"] == [GROUP]
     assert [r["startTime"] for r in described["scheduledJobRollouts"]] == [
@@ -182,10 +185,12 @@ def test_executions_are_notified_only_inside_a_maintenance_window(sandbox, iot, 
     assert notified(iot, "windowed") == 0
     sandbox.engine.advance(1)  # 14:00: the window opens
     assert notified(iot, "windowed") == 1
+    assert job(iot, "windowed")["status"] == "IN_PROGRESS"
     sandbox.engine.advance(60)  # 14:01
     assert notified(iot, "windowed") == 2
     sandbox.engine.advance(60)  # 14:02: closed
     assert notified(iot, "windowed") == 2
+    assert job(iot, "windowed")["status"] == "SCHEDULED"
     assert finish(jobs_data, names) == 2  # devices still run what they were given
     sandbox.engine.advance(24 * 3600 - 121)  # next day 13:59:59
     assert notified(iot, "windowed") == 2
@@ -211,10 +216,11 @@ def test_without_a_rollout_rate_a_window_notifies_every_thing_when_it_opens(sand
     assert job(iot, "w")["status"] == "SCHEDULED"
     assert job(iot, "w")["scheduledJobRollouts"][1]["startTime"] == at(days=7, hours=1, minutes=30)
     sandbox.engine.advance(3600)  # 13:00 started, but outside the window
-    assert job(iot, "w")["status"] == "IN_PROGRESS"
+    assert job(iot, "w")["status"] == "SCHEDULED"
     assert notified(iot, "w") == 0
     sandbox.engine.advance(45 * 60)  # 13:45: inside the window that opened at 13:30
     assert notified(iot, "w") == 4
+    assert job(iot, "w")["status"] == "IN_PROGRESS"
 
 
 def test_a_scheduled_windowed_job_survives_a_state_export_and_import():
@@ -243,6 +249,36 @@ def test_a_scheduled_windowed_job_survives_a_state_export_and_import():
     assert restored.counts("j")["QUEUED"] == 2
     restored.advance(3 * 86400)
     assert restored.describe_job({"jobId": "j"})["job"]["status"] == "CANCELED"
+
+
+def test_a_job_paused_between_windows_resumes_after_a_state_export_and_import():
+    clock = ManualClock(START)
+    engine = JobsEngine(clock=clock)
+    engine.create_things(["a", "b", "c"])
+    engine.create_thing_group({"thingGroupName": "fleet"})
+    engine.add_things_to_group("fleet", ["a", "b", "c"])
+    engine.create_job(
+        {
+            "jobId": "j",
+            "targets": [GROUP],
+            "document": DOCUMENT,
+            "jobExecutionsRolloutConfig": {"maximumPerMinute": 1},
+            "schedulingConfig": {
+                "maintenanceWindows": [
+                    {"startTime": "cron(0/10 * ? * * *)", "durationInMinutes": 1}
+                ],
+            },
+        }
+    )
+    engine.advance(60)  # 12:01: the window closed after one thing
+    assert engine.describe_job({"jobId": "j"})["job"]["status"] == "SCHEDULED"
+    restored = JobsEngine(clock=clock)
+    restored.import_state(json.loads(json.dumps(engine.export_state())))
+    assert restored.describe_job({"jobId": "j"})["job"]["status"] == "SCHEDULED"
+    assert restored.counts("j")["QUEUED"] == 1
+    restored.advance(9 * 60)  # 12:10: the next window
+    assert restored.describe_job({"jobId": "j"})["job"]["status"] == "IN_PROGRESS"
+    assert restored.counts("j")["QUEUED"] == 2
 
 
 @pytest.mark.parametrize(

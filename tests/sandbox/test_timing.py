@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from infra.sandbox import decisions as d
+
 ARN = "arn:aws:iot:us-east-1:123456789012"
 DOCUMENT = json.dumps({"operation": "rotate"})
 
@@ -307,6 +309,7 @@ def test_abort_cancels_the_job_once_failures_pass_the_threshold(sandbox, iot, jo
     # 3 executed: below minNumberOfExecutedThings, no abort yet even at 100%.
     assert iot.describe_job(jobId="ab")["job"]["status"] == "IN_PROGRESS"
     jobs_data.update_job_execution(thingName=names[3], jobId="ab", status="SUCCEEDED")
+    sandbox.engine.advance(d.CANCEL_PROPAGATION_SECONDS)
     job = iot.describe_job(jobId="ab")["job"]
     assert job["status"] == "CANCELED"
     assert job["reasonCode"] == "ABORT_CRITERIA_MET"
@@ -334,7 +337,7 @@ def test_abort_counts_timeouts(sandbox, iot, jobs_data):
         },
     )
     jobs_data.start_next_pending_job_execution(thingName=names[0])
-    sandbox.engine.advance(60)
+    sandbox.engine.advance(60 + d.CANCEL_PROPAGATION_SECONDS)
     job = iot.describe_job(jobId="abt")["job"]
     assert job["status"] == "CANCELED"
     assert job["jobProcessDetails"]["numberOfCanceledThings"] == 2

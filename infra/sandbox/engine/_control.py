@@ -122,6 +122,8 @@ def _validate_document(params: Mapping[str, Any]) -> None:
         parsed = json.loads(document)
     except ValueError as exc:
         raise invalid_request(f"The job document is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise invalid_request("The job document is nested too deeply to parse") from exc
     if not isinstance(parsed, dict):
         raise invalid_request("The job document must be a JSON object")
 
@@ -155,7 +157,13 @@ def create_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
     job_id = params["jobId"]
     validate_job_config(params)
     with op(state) as now:
-        if job_id in state.jobs:
+        existing = state.jobs.get(job_id)
+        if existing is not None and existing.status == "DELETION_IN_PROGRESS":
+            raise already_exists(
+                f"Job {job_id} is being deleted (DELETION_IN_PROGRESS); its id can be used "
+                "again once the deletion completes"
+            )
+        if existing is not None:
             raise already_exists(f"Job {job_id} already exists.")
         selection = params.get("targetSelection") or "SNAPSHOT"
         active = sum(1 for j in state.jobs.values() if j.status == "IN_PROGRESS")
@@ -259,7 +267,8 @@ def _initial_rate(rollout: Mapping[str, Any]) -> float:
 
 def _is_concurrent(job: _Job) -> bool:
     """AWS: a job is concurrent while it rolls out new executions or cancels earlier ones."""
-    return job.status == "IN_PROGRESS" and bool(job.rollout_pending)
+    rolling_out = job.status == "IN_PROGRESS" and bool(job.rollout_pending)
+    return rolling_out or job.cancel_due_at is not None
 
 
 def _process_details(job: _Job) -> dict[str, Any]:
@@ -427,6 +436,12 @@ def cancel_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
     force = bool(params.get("force"))
     with op(state) as now:
         job = state.job(params["jobId"])
+        if job.status == "DELETION_IN_PROGRESS":
+            raise ServiceError(
+                "InvalidStateTransitionException",
+                f"Job {job.job_id} is being deleted (DELETION_IN_PROGRESS); it cannot be canceled",
+                409,
+            )
         if job.status == "COMPLETED":
             raise invalid_request(
                 f"Job {job.job_id} is COMPLETED; a completed job cannot be canceled"
@@ -486,8 +501,14 @@ def cancel_job_execution(state: EngineState, params: Mapping[str, Any]) -> dict[
 
 def delete_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
     force = bool(params.get("force"))
-    with op(state):
+    with op(state) as now:
         job = state.job(params["jobId"])
+        if job.status == "DELETION_IN_PROGRESS":
+            raise ServiceError(
+                "InvalidStateTransitionException",
+                f"Job {job.job_id} is already being deleted (DELETION_IN_PROGRESS)",
+                409,
+            )
         if job.status not in ("COMPLETED", "CANCELED") and not force:
             raise ServiceError(
                 "InvalidStateTransitionException",
@@ -500,11 +521,14 @@ def delete_job(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
                 f"Job {job.job_id} still has IN_PROGRESS executions; delete with force=True",
                 409,
             )
-        for ex in job.executions.values():
-            thing = state.things.get(ex.thing)
-            if thing is not None and thing.executions.get(job.job_id) is ex:
-                del thing.executions[job.job_id]
-        job.rollout = False
-        del state.jobs[job.job_id]
-        state.changed()
+        deleting = sum(1 for j in state.jobs.values() if j.status == "DELETION_IN_PROGRESS")
+        if state.delete_delay > 0 and deleting >= d.MAX_DELETIONS_IN_PROGRESS:
+            raise ServiceError(
+                "LimitExceededException",
+                f"At most {d.MAX_DELETIONS_IN_PROGRESS} jobs may be DELETION_IN_PROGRESS at "
+                "once; retry when one of them is gone",
+                410,
+            )
+        _policies.delete(state, job, now)
+        log.info("job_deleted", job_id=job.job_id, force=force, status=job.status)
     return {}

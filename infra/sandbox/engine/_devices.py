@@ -7,7 +7,7 @@ the `JobsDataPlane` operations (`infra.sandbox.dataplane`); they raise
 Invariants:
 - Nothing changes before a request is validated (statusDetails, step timeout).
 - Updating a terminal execution is InvalidStateTransition, checked before
-  expectedVersion (`decisions.TERMINAL_CHECKED_BEFORE_VERSION`).
+  expectedVersion (a choice listed in `infra.sandbox.decisions`).
 """
 
 from __future__ import annotations

@@ -37,9 +37,23 @@ class JobsEngine:
         region: str = d.DEFAULT_REGION,
         account_id: str = d.ACCOUNT_ID,
         time_scale: float = 1.0,
+        cancel_delay: float = d.CANCEL_PROPAGATION_SECONDS,
+        delete_delay: float = d.DELETION_SECONDS,
     ) -> None:
+        """An empty service on `clock`.
+
+        `cancel_delay` / `delete_delay` are the sandbox seconds CancelJob and
+        DeleteJob take to complete (AWS is eventually consistent; 0: immediate).
+        """
+        if cancel_delay < 0 or delete_delay < 0:
+            raise ValueError("cancel_delay and delete_delay are zero or more seconds")
         self._state = EngineState(
-            clock=clock, region=region, account_id=account_id, time_scale=time_scale
+            clock=clock,
+            region=region,
+            account_id=account_id,
+            time_scale=time_scale,
+            cancel_delay=cancel_delay,
+            delete_delay=delete_delay,
         )
 
     # ------------------------------------------------------------------ basics

@@ -152,11 +152,19 @@ def _import_job(state: EngineState, j: Mapping[str, Any]) -> None:
             thing.executions[job.job_id] = ex
         if ex.status == "IN_PROGRESS" and ex.timer_deadline is not None:
             state.push_deadline(ex.timer_deadline, "timeout", ex, ex.execution_number)
-    if job.rollout_pending and job.status == "IN_PROGRESS":
+    job.cancel_due_at = j.get("cancel_due_at")
+    if job.cancel_due_at is not None:
+        state.push_deadline(job.cancel_due_at, "cancel", job, 0)
+    job.delete_due_at = j.get("delete_due_at")
+    if job.delete_due_at is not None:
+        state.push_deadline(job.delete_due_at, "delete", job, 0)
+    # A job paused between maintenance windows is SCHEDULED with its rollout running.
+    paused = bool(j.get("rollout")) and job.status == "SCHEDULED"
+    if job.rollout_pending and (job.status == "IN_PROGRESS" or paused):
         job.rollout = True
         job.next_rollout_at = j["next_rollout_at"] or job.created_at
         state.push_deadline(job.next_rollout_at, "rollout", job, 0)
-    if job.status == "SCHEDULED" and job.start_at is not None:
+    if job.status == "SCHEDULED" and job.start_at is not None and not paused:
         state.push_deadline(job.start_at, "start", job, 0)
     if job.status in ("SCHEDULED", "IN_PROGRESS") and job.end_at is not None:
         state.push_deadline(job.end_at, "end", job, 0)
@@ -187,6 +195,9 @@ def _export_job(job: _Job) -> dict[str, Any]:
         "rate_baseline": job.rate_baseline,
         "rollout_pending": list(job.rollout_pending),
         "next_rollout_at": job.next_rollout_at,
+        "rollout": job.rollout,
+        "cancel_due_at": job.cancel_due_at,
+        "delete_due_at": job.delete_due_at,
         "scheduling_config": job.scheduling_config,
         "start_at": job.start_at,
         "end_at": job.end_at,

@@ -9,7 +9,9 @@ Invariants:
 - A retried execution keeps its record: executionNumber + 1, versionNumber back
   to 1, statusDetails cleared; the previous attempt stays readable.
 - `cancel` is the one way a job becomes CANCELED (CancelJob, abortConfig, a
-  scheduled end with CANCEL / FORCE_CANCEL).
+  scheduled end with CANCEL / FORCE_CANCEL). The job is CANCELED at once; its
+  executions are canceled `state.cancel_delay` later (`cancel_executions`), as
+  AWS does asynchronously.
 """
 
 from __future__ import annotations
@@ -23,10 +25,18 @@ from infra.sandbox.engine._state import EngineState
 log = structlog.get_logger(__name__)
 
 
+def running(job: _Job) -> bool:
+    """IN_PROGRESS, or SCHEDULED between two maintenance windows with its rollout under way.
+
+    Retry and abort apply to both: the executions notified in a window run on after it.
+    """
+    return job.status == "IN_PROGRESS" or (job.status == "SCHEDULED" and job.rollout)
+
+
 def after_outcome(state: EngineState, ex: _Execution, now: float) -> None:
     """Retry, abort and completion after an execution reached a terminal status."""
     job = ex.job
-    if ex.status in ("FAILED", "TIMED_OUT") and job.status == "IN_PROGRESS":
+    if ex.status in ("FAILED", "TIMED_OUT") and running(job):
         maybe_retry(state, ex, now)
     maybe_abort(state, job, now)
     maybe_complete(state, job, now)
@@ -64,7 +74,7 @@ def maybe_retry(state: EngineState, ex: _Execution, now: float) -> None:
 
 
 def maybe_abort(state: EngineState, job: _Job, now: float) -> None:
-    if job.status != "IN_PROGRESS" or not job.abort_config:
+    if not running(job) or not job.abort_config:
         return
     counts = job.counts
     executed = sum(counts[s] for s in d.ABORT_EXECUTED_STATUSES)
@@ -127,9 +137,50 @@ def cancel(
     job.rollout_pending.clear()
     job.rollout_queued.clear()
     job.rollout = False
+    state.changed()
+    if state.cancel_delay <= 0:
+        cancel_executions(state, job, now)
+    elif job.cancel_due_at is None:
+        # AWS cancels the executions asynchronously; the job is concurrent meanwhile.
+        job.cancel_due_at = now + state.cancel_delay
+        state.push_deadline(job.cancel_due_at, "cancel", job, 0)
+
+
+def cancel_executions(state: EngineState, job: _Job, now: float) -> None:
+    """The second half of a cancel: QUEUED executions (IN_PROGRESS ones when forced) end."""
+    job.cancel_due_at = None
+    force = job.force_canceled
     for ex in job.executions.values():
         if ex.status == "QUEUED" or (force and ex.status == "IN_PROGRESS"):
             if ex.status == "IN_PROGRESS":
                 ex.force_canceled = True
             state.set_status(ex, "CANCELED", now, "control-plane")
+    state.changed()
+
+
+def delete(state: EngineState, job: _Job, now: float) -> None:
+    """DeleteJob: DELETION_IN_PROGRESS for `state.delete_delay`, then gone (its id free)."""
+    job.rollout = False
+    job.rollout_pending.clear()
+    job.rollout_queued.clear()
+    if state.delete_delay <= 0:
+        finish_deletion(state, job)
+        return
+    job.status = "DELETION_IN_PROGRESS"
+    job.last_updated_at = now
+    job.delete_due_at = now + state.delete_delay
+    state.push_deadline(job.delete_due_at, "delete", job, 0)
+    state.changed()
+
+
+def finish_deletion(state: EngineState, job: _Job) -> None:
+    """The job and its executions leave the service; its id can be used again."""
+    for ex in job.executions.values():
+        thing = state.things.get(ex.thing)
+        if thing is not None and thing.executions.get(job.job_id) is ex:
+            del thing.executions[job.job_id]
+            if state.subscribers:
+                state.dirty.append(ex.thing)
+    job.delete_due_at = None
+    del state.jobs[job.job_id]
     state.changed()

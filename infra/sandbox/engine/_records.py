@@ -141,10 +141,12 @@ class _Job:
     __slots__ = (
         "abort_config",
         "arn",
+        "cancel_due_at",
         "comment",
         "completed_at",
         "counts",
         "created_at",
+        "delete_due_at",
         "description",
         "document",
         "end_at",
@@ -170,6 +172,7 @@ class _Job:
         "target_things",
         "targets",
         "timeout_config",
+        "window_end_at",
         "windows",
     )
 
@@ -206,6 +209,9 @@ class _Job:
         self.start_at: float | None = None
         self.end_at: float | None = None
         self.windows: MaintenanceWindows | None = None
+        self.window_end_at: float | None = None  # the open window's end, while it is armed
+        self.cancel_due_at: float | None = None  # executions still to cancel by then
+        self.delete_due_at: float | None = None  # DELETION_IN_PROGRESS until then
 
 
 def format_time(epoch: float) -> str:

@@ -1,11 +1,14 @@
 """The registry: things, thing groups and membership (and DescribeEndpoint).
 
-Membership drives continuous jobs: a thing joining a targeted group (or a
-group below one) is enqueued on every in-progress CONTINUOUS job; a thing
-leaving the last targeted group has its pending execution REMOVED.
+Membership drives jobs: a thing joining a targeted group (or a group below
+one) is enqueued on every in-progress CONTINUOUS job (a REMOVED execution
+restarts); a thing leaving the last targeted group is no longer scheduled to
+run any job: its QUEUED execution (a continuous job's IN_PROGRESS one too) is
+REMOVED, and a paced rollout drops it.
 
 Invariants:
 - `thing.groups` and `group.things` mirror each other.
+- A thing is in at most one group of each hierarchy (groups under one root).
 - A deleted thing's pending executions become REMOVED; the jobs keep them.
 """
 
@@ -201,6 +204,14 @@ def describe_thing_group(state: EngineState, params: Mapping[str, Any]) -> dict[
         }
 
 
+def _root(state: EngineState, group: str) -> str:
+    """The top of the hierarchy `group` belongs to."""
+    current = group
+    while (parent := state.groups[current].parent) is not None:
+        current = parent
+    return current
+
+
 def _resolve_membership(state: EngineState, params: Mapping[str, Any]) -> tuple[_Thing, _Group]:
     group_name = params.get("thingGroupName") or name_from_arn(
         params.get("thingGroupArn"), "thinggroup"
@@ -222,6 +233,14 @@ def add_thing_to_thing_group(state: EngineState, params: Mapping[str, Any]) -> d
                     f"Thing {thing.name} is already in {d.MAX_GROUPS_PER_THING} thing groups, "
                     "the most a thing can belong to; remove it from one first"
                 )
+            root = _root(state, group.name)
+            for other in thing.groups:
+                if _root(state, other) == root:
+                    raise invalid_request(
+                        f"Thing {thing.name} is already in thing group {other}, in the same "
+                        f"hierarchy as {group.name} (under {root}); a thing can belong to only "
+                        f"one group of a hierarchy: remove it from {other} first"
+                    )
             thing.groups.append(group.name)
             group.things.add(thing.name)
             state.changed()
@@ -244,13 +263,15 @@ def remove_thing_from_thing_group(state: EngineState, params: Mapping[str, Any])
             group.things.discard(thing.name)
             state.changed()
             for job in state.jobs.values():
-                if job.target_selection != "CONTINUOUS" or state.covered(job, thing):
+                if state.covered(job, thing):
                     continue
                 if thing.name in job.rollout_queued:
                     job.rollout_queued.discard(thing.name)
                     job.rollout_pending.remove(thing.name)
+                    _policies.maybe_complete(state, job, now)
                 ex = job.executions.get(thing.name)
-                if ex is not None and ex.status in PENDING:
+                removable = PENDING if job.target_selection == "CONTINUOUS" else {"QUEUED"}
+                if ex is not None and ex.status in removable:
                     state.set_status(ex, "REMOVED", now, "control-plane")
                     _policies.after_outcome(state, ex, now)
     return {}

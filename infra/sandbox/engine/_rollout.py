@@ -3,11 +3,12 @@
 Without a rollout configuration or maintenance windows every target is
 notified at once; otherwise things wait in `rollout_pending` and are released
 one batch per `ROLLOUT_PERIOD_SECONDS` (constant or exponential rate), and only
-while a maintenance window is open.
+while a maintenance window is open; a job whose window closes with things
+still to notify is SCHEDULED until the next window opens.
 
 Invariants:
-- `rollout_queued` is the set of `rollout_pending`; a thing is in at most one
-  of `rollout_pending` and `executions`.
+- `rollout_queued` is the set of `rollout_pending`; a thing waiting there has
+  no execution of the job, or a REMOVED one (its thing left and came back).
 - `job.rollout` is True exactly while a "rollout" deadline for the job is armed.
 """
 
@@ -24,12 +25,22 @@ from infra.sandbox.engine._state import EngineState
 
 def release_batch(state: EngineState, job: _Job, now: float) -> None:
     """Notify the next batch of a paced job's things; schedule the following batch."""
-    if job.windows is not None and job.windows.open_until(now) is None:
-        # Outside every maintenance window: wait for the next one to open.
-        job.next_rollout_at = job.windows.next_open(now)
-        if job.next_rollout_at is not None:
-            state.push_deadline(job.next_rollout_at, "rollout", job, 0)
-        return
+    if job.windows is not None:
+        until = job.windows.open_until(now)
+        if until is None:
+            # Outside every maintenance window: wait for the next one to open.
+            pause_between_windows(state, job, now)
+            job.next_rollout_at = job.windows.next_open(now)
+            if job.next_rollout_at is not None:
+                state.push_deadline(job.next_rollout_at, "rollout", job, 0)
+            return
+        if job.status == "SCHEDULED":
+            job.status = "IN_PROGRESS"  # the next window opened: the rollout resumes
+            job.last_updated_at = now
+            state.changed()
+        if job.window_end_at != until:
+            job.window_end_at = until
+            state.push_deadline(until, "window-end", job, 0)
     config = job.rollout_config or {}
     cap = float(min(config.get("maximumPerMinute", d.MAX_PER_MINUTE), d.MAX_PER_MINUTE))
     exponential = config.get("exponentialRate")
@@ -51,9 +62,9 @@ def release_batch(state: EngineState, job: _Job, now: float) -> None:
         name = job.rollout_pending.popleft()
         job.rollout_queued.discard(name)
         thing = state.things.get(name)
-        if thing is None or name in job.executions:
+        if thing is None or not state.notifiable(job, name):
             continue
-        state.new_execution(job, thing, now)
+        state.notify(job, thing, now)
         released += 1
     job.next_rollout_at = now + d.ROLLOUT_PERIOD_SECONDS
     if job.rollout_pending:
@@ -69,12 +80,12 @@ def enqueue_targets(state: EngineState, job: _Job, names: Iterable[str], now: fl
         return  # the job's scheduled end stopped its rollout
     if job.rollout_config is None and job.windows is None:
         for name in names:
-            if name not in job.executions:
-                state.new_execution(job, state.things[name], now)
+            if state.notifiable(job, name):
+                state.notify(job, state.things[name], now)
         return
     was_idle = not job.rollout_pending
     for name in names:
-        if name not in job.executions and name not in job.rollout_queued:
+        if state.notifiable(job, name) and name not in job.rollout_queued:
             job.rollout_pending.append(name)
             job.rollout_queued.add(name)
     if job.rollout_pending and was_idle and not job.rollout:
@@ -85,3 +96,18 @@ def enqueue_targets(state: EngineState, job: _Job, names: Iterable[str], now: fl
             state.push_deadline(job.next_rollout_at, "rollout", job, 0)
         else:
             release_batch(state, job, now)
+
+
+def pause_between_windows(state: EngineState, job: _Job, now: float) -> None:
+    """A window closed with things still to notify: the job is SCHEDULED until the next one.
+
+    AWS: "When an IN_PROGRESS job reaches the end of the current maintenance
+    window, the rollout of the job document stops. The job updates to SCHEDULED
+    until the startTime of the next maintenance window." A job whose rollout is
+    done has nothing to resume and stays IN_PROGRESS (decisions.py).
+    """
+    job.window_end_at = None
+    if job.status == "IN_PROGRESS" and job.rollout_pending:
+        job.status = "SCHEDULED"
+        job.last_updated_at = now
+        state.changed()

@@ -79,6 +79,8 @@ def end_job(state: EngineState, job: _Job, now: float) -> None:
     """The job reached its endTime: stop the rollout, or cancel, per endBehavior."""
     behavior = (job.scheduling_config or {}).get("endBehavior") or d.SCHEDULE_DEFAULT_END_BEHAVIOR
     log.info("job_end_time", job_id=job.job_id, behavior=behavior)
+    job.status = "IN_PROGRESS"  # a job paused between windows ends like a running one
+    job.window_end_at = None
     if behavior == "STOP_ROLLOUT":
         job.rollout_pending.clear()
         job.rollout_queued.clear()

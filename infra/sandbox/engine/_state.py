@@ -48,8 +48,12 @@ class EngineState:
         region: str = d.DEFAULT_REGION,
         account_id: str = d.ACCOUNT_ID,
         time_scale: float = 1.0,
+        cancel_delay: float = d.CANCEL_PROPAGATION_SECONDS,
+        delete_delay: float = d.DELETION_SECONDS,
     ) -> None:
         self.clock = clock
+        self.cancel_delay = cancel_delay
+        self.delete_delay = delete_delay
         self.region = region
         self.account_id = account_id
         self.time_scale = time_scale
@@ -183,6 +187,36 @@ class EngineState:
         thing.executions[job.job_id] = ex
         job.counts["QUEUED"] += 1
         job.notified += 1
+        if self.subscribers:
+            self.dirty.append(thing.name)
+        self.changed()
+        return ex
+
+    def notifiable(self, job: _Job, name: str) -> bool:
+        """Whether notifying `name` would give it an execution: none yet, or a REMOVED one."""
+        ex = job.executions.get(name)
+        return ex is None or ex.status == "REMOVED"
+
+    def notify(self, job: _Job, thing: _Thing, now: float) -> _Execution:
+        """A new execution for a thing, or a REMOVED one restarted (its thing came back)."""
+        ex = job.executions.get(thing.name)
+        if ex is None:
+            return self.new_execution(job, thing, now)
+        ex.previous.append(self.snapshot(ex, now))
+        job.counts[ex.status] -= 1
+        job.counts["QUEUED"] += 1
+        job.notified += 1
+        ex.status = "QUEUED"
+        ex.execution_number += 1
+        ex.version = 1
+        ex.details = {}
+        ex.queued_at = now
+        ex.started_at = None
+        ex.last_updated_at = now
+        ex.force_canceled = False
+        ex.history.append(HistoryEntry("QUEUED", "service", now, 1, ex.execution_number))
+        thing.executions[job.job_id] = ex
+        job.last_updated_at = now
         if self.subscribers:
             self.dirty.append(thing.name)
         self.changed()

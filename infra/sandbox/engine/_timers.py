@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Final
 
 from infra.sandbox.engine import _policies, _rollout, _schedule
 from infra.sandbox.engine._records import _Execution, _Job
@@ -55,30 +56,68 @@ def process_due_now(state: EngineState) -> None:
 
 
 def process_due(state: EngineState, now: float) -> None:
+    """Apply every deadline due by `now`, in time order; lock held."""
     while state.deadlines and state.deadlines[0][0] <= now:
         when, _, kind, ref, token = heapq.heappop(state.deadlines)
-        if kind == "rollout":
-            job: _Job = ref
-            if job.rollout and state.jobs.get(job.job_id) is job:
-                _rollout.release_batch(state, job, when)
-        elif kind == "start":
-            job = ref
-            if job.status == "SCHEDULED" and state.jobs.get(job.job_id) is job:
-                _schedule.start_job(state, job, when)
-        elif kind == "end":
-            job = ref
-            if job.status == "IN_PROGRESS" and state.jobs.get(job.job_id) is job:
-                _schedule.end_job(state, job, when)
-        elif kind == "timeout":
-            ex: _Execution = ref
-            if (
-                ex.status == "IN_PROGRESS"
-                and ex.timer_deadline == when
-                and token == ex.execution_number
-                and ex.job.job_id in state.jobs
-            ):
-                state.set_status(ex, "TIMED_OUT", when, "service")
-                _policies.after_outcome(state, ex, when)
+        if kind == "timeout":
+            _execution_timeout(state, ref, when, token)
+            continue
+        job: _Job = ref
+        if state.jobs.get(job.job_id) is job:  # the job is still this one
+            _JOB_DEADLINES[kind](state, job, when)
+
+
+def _execution_timeout(state: EngineState, ex: _Execution, when: float, token: int) -> None:
+    if (
+        ex.status == "IN_PROGRESS"
+        and ex.timer_deadline == when
+        and token == ex.execution_number
+        and ex.job.job_id in state.jobs
+    ):
+        state.set_status(ex, "TIMED_OUT", when, "service")
+        _policies.after_outcome(state, ex, when)
+
+
+def _rollout_batch(state: EngineState, job: _Job, when: float) -> None:
+    if job.rollout:
+        _rollout.release_batch(state, job, when)
+
+
+def _scheduled_start(state: EngineState, job: _Job, when: float) -> None:
+    if job.status == "SCHEDULED":
+        _schedule.start_job(state, job, when)
+
+
+def _scheduled_end(state: EngineState, job: _Job, when: float) -> None:
+    if _policies.running(job):
+        _schedule.end_job(state, job, when)
+
+
+def _cancel_due(state: EngineState, job: _Job, when: float) -> None:
+    if job.cancel_due_at == when:
+        _policies.cancel_executions(state, job, when)
+
+
+def _deletion_due(state: EngineState, job: _Job, when: float) -> None:
+    if job.delete_due_at == when:
+        _policies.finish_deletion(state, job)
+
+
+def _window_end(state: EngineState, job: _Job, when: float) -> None:
+    if job.window_end_at == when:
+        _rollout.pause_between_windows(state, job, when)
+
+
+# Each job deadline kind, and what it does when it falls due (a deadline whose
+# record moved on since it was armed does nothing).
+_JOB_DEADLINES: Final[dict[str, Callable[[EngineState, _Job, float], None]]] = {
+    "rollout": _rollout_batch,
+    "start": _scheduled_start,
+    "end": _scheduled_end,
+    "cancel": _cancel_due,
+    "delete": _deletion_due,
+    "window-end": _window_end,
+}
 
 
 def run_scheduler(state: EngineState, stop: threading.Event) -> None:

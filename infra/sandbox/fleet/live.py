@@ -263,6 +263,11 @@ class LiveFleet(MqttFleet):
             pki,
             profiles,
             ports={kind: int(e["port"]) for kind, e in description["endpoints"].items()},
+            alpn_ports={
+                kind: int(e["alpn_port"])
+                for kind, e in description["endpoints"].items()
+                if e.get("alpn_port")
+            },
             credentials=credentials,
             clock=ScaledClock(scale, start=_sandbox_now(str(description["admin_url"]))),
             time_scale=scale,

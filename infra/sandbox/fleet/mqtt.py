@@ -88,6 +88,7 @@ class MqttFleet(FleetBase):
         profiles: Mapping[str, Profile],
         *,
         ports: Mapping[str, int],
+        alpn_ports: Mapping[str, int] | None = None,
         credentials: Mapping[str, Mapping[str, str]],
         clock: Clock,
         time_scale: float,
@@ -125,8 +126,16 @@ class MqttFleet(FleetBase):
         self._overrides = {
             f"{pki.hosts[kind]}:8883": f"127.0.0.1:{port}" for kind, port in ports.items()
         }
+        # MQTT over 443 with ALPN x-amzn-mqtt-ca, where the endpoint serves it (ATS).
+        self._overrides.update(
+            {
+                f"{pki.hosts[kind]}:443": f"127.0.0.1:{port}"
+                for kind, port in (alpn_ports or {}).items()
+            }
+        )
         self._firewalled = dict(self._overrides)
         self._firewalled[f"{pki.hosts['ats']}:8883"] = f"127.0.0.1:{CLOSED_PORT}"
+        self._firewalled[f"{pki.hosts['ats']}:443"] = f"127.0.0.1:{CLOSED_PORT}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()

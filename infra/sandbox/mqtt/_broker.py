@@ -15,7 +15,12 @@ Per broker:
 - ACLs as an AWS IoT policy would grant: each thing reads and writes only
   `$aws/things/<its name>/jobs/#` and `$aws/things/<its name>/shadow/#`;
 - a unix socket listener, anonymous and unrestricted, reachable only through
-  the file system, for the bridge.
+  the file system, for the bridge;
+- for the ATS endpoint, MQTT over 443 with ALPN `x-amzn-mqtt-ca` as AWS serves
+  it: mosquitto 2.0.11 has no listener ALPN, so a TLS front (`_alpn.AlpnFront`,
+  `alpn_port`) terminates mutual TLS with ALPN, checks that the CONNECT's client
+  id is the certificate's CN and relays to a loopback listener whose ACL grants
+  each client id its own topics.
 
 mosquitto 2.0.11 cannot bind TCP port 0 (`listener 0` means a unix socket),
 so a free port is picked by binding port 0 first; a lost race is retried.
@@ -35,6 +40,7 @@ from pathlib import Path
 import structlog
 
 from infra.sandbox.errors import SandboxError
+from infra.sandbox.mqtt._alpn import AlpnFront
 from infra.sandbox.pki import SandboxPki
 
 __all__ = ["Broker", "BrokerError", "find_mosquitto"]
@@ -44,6 +50,13 @@ log = structlog.get_logger(__name__)
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
 _PORT_ATTEMPTS = 5
+
+ACL_BY_CLIENT_ID = """\
+# Behind the ALPN front, which admits a CONNECT only when its client id is the
+# certificate's CN (the thing name): the same grants, keyed by client id.
+pattern readwrite $aws/things/%c/jobs/#
+pattern readwrite $aws/things/%c/shadow/#
+"""
 
 ACL = """\
 # Each thing (certificate CN, used as the username) may use only its own
@@ -113,6 +126,10 @@ class Broker:
         self.kind = kind
         self.host = pki.hosts[kind]
         self.port = 0
+        #: MQTT over "443" with ALPN x-amzn-mqtt-ca (ATS endpoint only; 0 when none).
+        self.alpn_port = 0
+        self._front: AlpnFront | None = None
+        self._plain_port = 0
         self.socket_path = socket_path
         self._pki = pki
         self._directory = directory
@@ -154,6 +171,15 @@ class Broker:
             "allow_anonymous true",
             "",
         ]
+        if self._plain_port:
+            by_client = self._directory / "acl-by-client-id"
+            by_client.write_text(ACL_BY_CLIENT_ID)
+            lines += [
+                f"listener {self._plain_port} 127.0.0.1",
+                "allow_anonymous true",
+                f"acl_file {_quote(by_client)}",
+                "",
+            ]
         conf.write_text("\n".join(lines))
         return conf
 
@@ -163,6 +189,7 @@ class Broker:
         last_error = ""
         for _ in range(_PORT_ATTEMPTS):
             port = _free_port()
+            self._plain_port = _free_port() if self.kind == "ats" else 0
             conf = self._write_config(port)
             self.socket_path.unlink(missing_ok=True)
             self.log_path.unlink(missing_ok=True)
@@ -174,8 +201,17 @@ class Broker:
                     stderr=stderr,
                     env=_broker_environment(),
                 )
-            if self._wait_ready(port):
+            if self._wait_ready(port) and (not self._plain_port or _accepts(self._plain_port)):
                 self.port = port
+                if self._plain_port:
+                    self._front = AlpnFront(
+                        cert=Path(self._pki.server_cert_pem(self.kind)),
+                        key=Path(self._pki.server_key_pem(self.kind)),
+                        device_ca=Path(self._pki.device_ca_pem),
+                        upstream=self._plain_port,
+                    )
+                    self._front.start()
+                    self.alpn_port = self._front.port
                 log.debug("mosquitto_started", endpoint=self.kind, host=self.host, port=port)
                 return
             last_error = self._collect_failure()
@@ -212,6 +248,10 @@ class Broker:
 
     def stop(self) -> None:
         """Stop mosquitto (SIGTERM, then SIGKILL after a few seconds); idempotent."""
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()
+            self.alpn_port = 0
         process, self._process = self._process, None
         if process is None:
             return

@@ -69,6 +69,8 @@ class Endpoint:
 
     host: str
     port: int
+    #: MQTT with ALPN x-amzn-mqtt-ca, what AWS serves on 443 (ATS only; 0 when none).
+    alpn_port: int = 0
 
 
 class _BridgeConnection:
@@ -221,7 +223,7 @@ class MqttDataPlane:
             bridge = _BridgeConnection(kind, broker.socket_path, self._received)
             self._bridges[kind] = bridge
             bridge.start()
-            self.endpoints[kind] = Endpoint(broker.host, broker.port)
+            self.endpoints[kind] = Endpoint(broker.host, broker.port, broker.alpn_port)
         self._engine.subscribe(self._engine_changed)
         log.info(
             "mqtt_data_plane_started",
