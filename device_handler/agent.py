@@ -403,10 +403,11 @@ class Agent:
         return staged_dc
 
     def _probe_staged(self, target: Snapshot, order: Order) -> ProbeResult:
-        """A TLS handshake with the target endpoint, trusting only the staged bundle."""
+        """The probe of the target endpoint (TLS, then MQTT), trusting only the staged bundle."""
         return self._probe(
             target.endpoint,
             self._files.staged_bundle,
+            client_id=self.settings.thing_name,
             identity=self.settings.identity,
             overrides=self.settings.overrides,
             timeout=order.probe_timeout,

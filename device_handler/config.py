@@ -19,9 +19,12 @@ connect_timeout_seconds = 10
 poll_seconds = 30
 protocol = "mqtt5"                       # or "mqtt311"
 max_attempts = 3
+validity_margin_days = 365               # refuse a root that expires sooner (as `document
+                                         # build` and `document validate` do by default)
 
 [connect_override]                       # host:port -> address:port (name checks stay on)
 "a1sandbox2demo.iot.us-east-1.amazonaws.com:8883" = "127.0.0.1:41883"
+"a1sandbox2demo-ats.iot.us-east-1.amazonaws.com:8883" = "127.0.0.1:41884"
 ```
 """
 
@@ -36,12 +39,18 @@ from typing import Any
 from device_handler.agent import AgentSettings, DevicePaths
 from device_handler.errors import ConfigError
 from device_handler.probe import ClientIdentity
-from device_handler.validation import ValidationSettings, load_verify_key
+from device_handler.validation import (
+    DEFAULT_VALIDITY_MARGIN_DAYS,
+    ValidationSettings,
+    load_verify_key,
+)
 
 __all__ = ["DeviceConfig", "load_config"]
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _OVERRIDE = re.compile(r"[^:\s]+:\d{1,5}")
+#: A device.toml is a few hundred bytes; anything this large is some other file.
+_MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,7 @@ class DeviceConfig:
     poll_seconds: float = 30.0
     protocol: str = "mqtt5"
     max_attempts: int = 3
+    validity_margin_days: int = DEFAULT_VALIDITY_MARGIN_DAYS
     source: Path | None = None
 
     def identity(self) -> ClientIdentity:
@@ -90,17 +100,31 @@ class DeviceConfig:
             catalog=self.catalog,
             allowed_fingerprints=self.allowed_fingerprints,
             verify_key=self.signing_public_key,
+            validity_margin_days=self.validity_margin_days,
         )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table in `path`: at most `_MAX_CONFIG_BYTES` of UTF-8, else a `ConfigError`."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(_MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the device configuration {path}: {exc}") from exc
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is over {_MAX_CONFIG_BYTES} bytes: not a device.toml")
+    try:
+        table: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return table
 
 
 def load_config(path: Path) -> DeviceConfig:
     """Read and check `path`; every problem is a `ConfigError` naming the setting."""
-    try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the device configuration {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    raw = _read_toml(path)
     base = path.resolve().parent
     where = str(path)
 
@@ -130,6 +154,12 @@ def load_config(path: Path) -> DeviceConfig:
         ):
             raise ConfigError(f"{where}: `{key}` must be a number from {low:g} to {high:g}")
         return float(value)
+
+    def whole(key: str, default: int, high: int) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+            raise ConfigError(f"{where}: `{key}` must be a whole number from 0 to {high}")
+        return value
 
     known = {f for f in DeviceConfig.__dataclass_fields__ if f != "source"}
     unknown = sorted(set(raw) - known)
@@ -182,5 +212,6 @@ def load_config(path: Path) -> DeviceConfig:
         poll_seconds=number("poll_seconds", 30, low=0.1, high=3600),
         protocol=protocol,
         max_attempts=int(number("max_attempts", 3, low=1, high=20)),
+        validity_margin_days=whole("validity_margin_days", DEFAULT_VALIDITY_MARGIN_DAYS, 3650),
         source=path,
     )

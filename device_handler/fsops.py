@@ -9,6 +9,9 @@ Invariants:
 - `atomic_write` leaves either the old or the new content at `path`, never a
   partial file: write a temporary file beside it, fsync it, rename it over the
   target, fsync the directory.
+- A rename over an existing file keeps that file's permission bits and owner
+  (`RealFileOps.rename`): replacing `trust.pem` never takes read access away
+  from the TLS client that loads it.
 - Reads go straight to the file system: they have no side effect to crash.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 from pathlib import Path
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -36,6 +40,8 @@ __all__ = [
 StrPath: TypeAlias = str | os.PathLike[str]
 
 _READ_CHUNK = 1 << 16
+#: The mode of every file the device handler creates; a replaced file keeps its own.
+_CREATED_MODE = 0o600
 
 
 @runtime_checkable
@@ -79,7 +85,7 @@ class RealFileOps:
         self._write(path, data, sync=True)
 
     def _write(self, path: StrPath, data: bytes, *, sync: bool) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _CREATED_MODE)
         try:
             view = memoryview(data)
             while view:
@@ -98,6 +104,7 @@ class RealFileOps:
             os.close(fd)
 
     def rename(self, src: StrPath, dst: StrPath) -> None:
+        _take_attributes(src, dst)
         os.replace(src, dst)  # noqa: PTH105 - paths may be strings
 
     def fsync_dir(self, directory: StrPath) -> None:
@@ -110,6 +117,27 @@ class RealFileOps:
     def remove(self, path: StrPath) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # noqa: PTH108 - paths may be strings
+
+
+def _take_attributes(src: StrPath, dst: StrPath) -> None:
+    """Give `src` the permission bits and owner of the `dst` it is about to replace.
+
+    A new file is created 0600 and owned by the agent; the files a transaction replaces
+    (`trust.pem`, `endpoint.json`, Device Client's configuration) are read by other
+    programs, often as other users, and keep what they had. The owner can be changed only
+    by root (the group, to one of the agent's groups): where that is refused, the mode is
+    still kept. Nothing to keep when `dst` does not exist yet.
+    """
+    try:
+        st = os.stat(dst)  # noqa: PTH116 - paths may be strings
+    except FileNotFoundError:
+        return
+    if st.st_uid != os.geteuid() or st.st_gid != os.getegid():
+        with contextlib.suppress(PermissionError):
+            os.chown(src, st.st_uid, st.st_gid)
+    # After chown, which clears set-id bits; always, as `src` may be a leftover file that
+    # an earlier run created with another mode (O_CREAT's mode applies to new files only).
+    os.chmod(src, stat.S_IMODE(st.st_mode))  # noqa: PTH101 - paths may be strings
 
 
 def parent_dir(path: str) -> str:

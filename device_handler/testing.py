@@ -7,7 +7,8 @@
 - `MemoryJobs`: a small in-memory `JobsBackend` with the AWS IoT Jobs rules a
   device meets (versions, terminal states, `$next`).
 - `TestPki` and `TlsServer`: generated CAs and certificates, and a real TLS
-  server on 127.0.0.1 in a thread (modes: serve, hang), for probe tests.
+  server on 127.0.0.1 in a thread that answers an MQTT CONNECT (modes: serve,
+  close, silent, hang), for probe tests.
 """
 
 from __future__ import annotations
@@ -302,11 +303,16 @@ class TestPki:
 
 
 class TlsServer:
-    """A TLS server on 127.0.0.1 in a thread: completes handshakes (or hangs) and hangs up.
+    """A TLS server on 127.0.0.1 in a thread that answers an MQTT CONNECT as told, then hangs up.
 
-    `mode="serve"` handshakes each connection and closes it; `mode="hang"`
-    accepts TCP and never answers, for timeout tests. `client_ca` turns on
-    mutual TLS. Use as a context manager; `stop()` joins the thread.
+    Modes, for what follows the handshake:
+    - `serve`: reads a CONNECT (recorded in `client_ids`) and answers a CONNACK with
+      `connack_code` (0, accepted, by default; 5 is "not authorized"); a client that
+      sends nothing is hung up on after a moment;
+    - `close`: hangs up without a word, as a broker that refuses the session does;
+    - `silent`: completes the handshake and never answers;
+    - `hang`: accepts TCP and never starts the handshake.
+    `client_ca` turns on mutual TLS. Use as a context manager; `stop()` joins the thread.
     """
 
     def __init__(
@@ -316,8 +322,12 @@ class TlsServer:
         mode: str = "serve",
         client_ca: Path | None = None,
         alpn: tuple[str, ...] = (),
+        connack_code: int = 0,
     ) -> None:
+        if mode not in {"serve", "close", "silent", "hang"}:
+            raise ValueError(f"unknown TlsServer mode {mode!r}")
         self.mode = mode
+        self.connack_code = connack_code
         self._context: ssl.SSLContext | None = None
         if server is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -333,6 +343,7 @@ class TlsServer:
         self._stop = threading.Event()
         self._held: list[socket.socket] = []
         self.handshakes = 0
+        self.client_ids: list[str] = []
         self._thread = threading.Thread(target=self._serve, name="tls-test-server", daemon=True)
 
     def __enter__(self) -> Self:
@@ -363,11 +374,62 @@ class TlsServer:
                 self._held.append(conn)
                 continue
             conn.settimeout(2.0)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                with self._context.wrap_socket(conn, server_side=True) as tls:
-                    self.handshakes += 1
-                    tls.settimeout(0.2)
-                    with contextlib.suppress(OSError, ssl.SSLError):
-                        tls.recv(1)
+                tls = self._context.wrap_socket(conn, server_side=True)
             except (OSError, ssl.SSLError):
                 conn.close()
+                continue
+            self.handshakes += 1
+            if self.mode == "silent":
+                self._held.append(tls)
+                continue
+            with tls:
+                if self.mode == "serve":
+                    self._answer(tls)
+
+    def _answer(self, tls: ssl.SSLSocket) -> None:
+        tls.settimeout(0.5)
+        with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+            client_id = _read_connect(tls)
+            if client_id is None:
+                return
+            self.client_ids.append(client_id)
+            tls.sendall(bytes([0x20, 2, 0, self.connack_code]))
+            tls.settimeout(0.2)
+            tls.recv(2)  # the client's DISCONNECT, or its hang-up
+
+
+_CONNECT = 0x10
+_MAX_LENGTH_SHIFT = 21  # a remaining length has at most four bytes
+
+
+def _read_exactly(sock: ssl.SSLSocket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ValueError("connection closed mid-packet")
+        data += chunk
+    return data
+
+
+def _read_connect(sock: ssl.SSLSocket) -> str | None:
+    """The client id of the MQTT CONNECT read from `sock`, None for another packet."""
+    first = sock.recv(1)
+    if not first or first[0] != _CONNECT:
+        return None
+    length, shift = 0, 0
+    while True:
+        digit = _read_exactly(sock, 1)[0]
+        length |= (digit & 0x7F) << shift
+        shift += 7
+        if not digit & 0x80:
+            break
+        if shift > _MAX_LENGTH_SHIFT:
+            raise ValueError("malformed remaining length")
+    body = _read_exactly(sock, length)
+    name_len = int.from_bytes(body[0:2], "big")
+    at = 2 + name_len + 4  # protocol name, level, flags, keep-alive
+    id_len = int.from_bytes(body[at : at + 2], "big")
+    return body[at + 2 : at + 2 + id_len].decode()

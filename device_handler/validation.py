@@ -25,7 +25,12 @@ from device_handler.order import OPERATIONS, Order, Validator
 from device_handler.trust import BundleRoot, EndpointConfig
 from job_documents.clock import Clock, SystemClock
 
-__all__ = ["ValidationSettings", "load_verify_key", "make_validator"]
+__all__ = [
+    "DEFAULT_VALIDITY_MARGIN_DAYS",
+    "ValidationSettings",
+    "load_verify_key",
+    "make_validator",
+]
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -33,6 +38,11 @@ if TYPE_CHECKING:
 
 #: What `signing_public_key` may hold: the document signature algorithms the contract defines.
 ACCEPTED_KEY_TYPES = "Ed25519 or ECDSA P-256 (secp256r1)"
+
+#: A root in a document must stay valid this many days after the device checks it: the
+#: default of `ca-migrate document build` and `document validate` (`--margin-days`), so
+#: that what the operator's check accepts, a device with the default setting accepts too.
+DEFAULT_VALIDITY_MARGIN_DAYS = 365
 
 #: statusDetails values are at most 1024 characters; the message leaves room for the code.
 _MAX_MESSAGE = 900
@@ -46,7 +56,7 @@ class ValidationSettings:
     catalog: Path | None = None
     allowed_fingerprints: frozenset[str] | None = None
     verify_key: Path | None = None
-    validity_margin_days: int = 0
+    validity_margin_days: int = DEFAULT_VALIDITY_MARGIN_DAYS
     clock: Clock = field(default_factory=SystemClock)
 
 

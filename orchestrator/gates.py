@@ -68,6 +68,20 @@ def failure_rate_reached(halt: Halt, failures: int, completed: int) -> bool:
     return failures / completed >= halt.max_failure_rate
 
 
+def canceled_job_reason(halt: Halt, counts: Counts) -> str:
+    """Why a running wave's job is CANCELED when this campaign did not cancel it.
+
+    AWS gives an abortConfig cancel no reason this campaign can read, so the counts decide:
+    when they reach the halt rule the campaign sent as abortConfig, that rule canceled it.
+    """
+    if failure_rate_reached(halt, counts.failures, counts.completed):
+        return (
+            f"the job's abortConfig canceled it: {counts.failures} of {counts.completed} "
+            f"finished executions failed, reaching max_failure_rate {halt.max_failure_rate:.1%}"
+        )
+    return "the job was canceled outside this campaign"
+
+
 @dataclass(frozen=True, slots=True)
 class GateVerdict:
     """The gate's reading of one wave's counts."""

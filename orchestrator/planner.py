@@ -25,7 +25,7 @@ from typing import assert_never
 
 from job_documents import Operation
 from orchestrator.errors import UsageError
-from orchestrator.gates import evaluate_gate
+from orchestrator.gates import canceled_job_reason, evaluate_gate
 from orchestrator.model import (
     ACTIVE_PHASES,
     Approval,
@@ -329,7 +329,7 @@ def _cancel_for_stop(step: _Step) -> None:
 def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, paused: bool) -> None:
     wave_spec = spec.wave(wave.name)
     if wave.job_status == "CANCELED":
-        _halt_wave(step, wave, "the job was canceled outside this campaign (abortConfig?)")
+        _halt_wave(step, wave, canceled_job_reason(spec.halt_for(wave_spec), wave.counts))
         return
     deadline_reached = (
         wave_spec.deadline_minutes is not None

@@ -21,9 +21,14 @@ access to the device's files, so it runs as Device Client's user). The args:
                                      the transaction, its `endpoint` staged, committed
                                      and rolled back with the endpoint file and bundle
 
-Exit code 0 when the transaction SUCCEEDED, 1 when it FAILED or was
-REJECTED (Device Client then reports FAILED; the reason is on stdout as
-JSON), 2 on a configuration error. Device Client must be restarted after a
+Output, for any input: nothing on stderr, and the report (one JSON object)
+as the last line of stdout. Exit code 0 when the transaction SUCCEEDED, 1
+when it FAILED or was REJECTED (a document that is not UTF-8, over the size
+limit, not JSON or not valid is REJECTED before anything is written or
+connected), 2 when nothing was tried: a configuration error (`reason:
+config`) or wrong arguments, a document file missing or unreadable (`reason:
+usage`). Device Client reports every non-zero exit as FAILED; the reason is in
+the report. Device Client must be restarted after a
 successful migrate to connect on the new endpoint (its `root-ca` should be
 the trust bundle path, which the transaction replaces in place).
 """
@@ -31,12 +36,15 @@ the trust bundle path, which the transaction replaces in place).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -44,11 +52,18 @@ from device_handler.agent import Agent
 from device_handler.channel import JobExecution, JobsChannel
 from device_handler.cli import configure_logging
 from device_handler.config import DeviceConfig, load_config
-from device_handler.errors import ChannelError, ConfigError, DeviceHandlerError, ProbeFailed
+from device_handler.errors import (
+    ChannelError,
+    ConfigError,
+    DeviceHandlerError,
+    DocumentRejected,
+    ProbeFailed,
+)
 from device_handler.fsops import StrPath
 from device_handler.lock import state_lock
 from device_handler.probe import probe
 from device_handler.trust import EndpointConfig
+from job_documents import MAX_DOCUMENT_CHARS
 
 __all__ = ["LocalChannel", "LocalConnector", "main", "split_run_as_user"]
 
@@ -116,6 +131,7 @@ class LocalConnector:
             probe(
                 endpoint,
                 ca_file,
+                client_id=self._config.thing_name,
                 identity=self._config.identity(),
                 overrides=self._config.connect_override,
                 timeout=timeout,
@@ -137,18 +153,49 @@ def split_run_as_user(argv: Sequence[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
-def main(argv: list[str] | None = None) -> int:
-    run_as_user, argv = split_run_as_user(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="ca-migrate-handler")
+class _UsageError(Exception):
+    """The handler's arguments are wrong (argparse would print to stderr and exit)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message}; {' '.join(self.format_usage().split())}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ca-migrate-handler", add_help=False)
     parser.add_argument("--config", type=Path, required=True)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--document", type=Path)
     source.add_argument("--document-json")
     parser.add_argument("--job-id")
     parser.add_argument("--device-client-config", type=Path)
-    args = parser.parse_args(argv)
-    # Device Client fails a job on any line of stderr (allowStdErr defaults to 0): log
-    # events go to stdout, before the report, which stays the last line.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one transaction; whatever the input, nothing on stderr and the report last on stdout.
+
+    Device Client fails a job on any line of stderr (allowStdErr defaults to 0), so
+    stderr is stdout for the whole call: a warning or a stray message lands before the
+    report, which stays the last line.
+    """
+    with contextlib.redirect_stderr(sys.stdout):
+        try:
+            code, report = _run(sys.argv[1:] if argv is None else argv)
+        except Exception as exc:  # noqa: BLE001 - for any input: a report, never a trace
+            code, report = 1, {"status": "FAILED", "reason": "handler", "message": _what(exc)}
+        _say(report)
+    return code
+
+
+def _run(argv: list[str]) -> tuple[int, dict[str, Any]]:
+    run_as_user, argv = split_run_as_user(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as exc:
+        return 2, {"status": "FAILED", "reason": "usage", "message": str(exc)}
+    # Log events go to stdout, before the report, which stays the last line.
     configure_logging(verbose=False, stream=sys.stdout)
     if run_as_user is not None:
         log.info("device_client_invocation", run_as_user=run_as_user)
@@ -156,31 +203,88 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         from device_handler.validation import make_validator
 
-        text = args.document_json
-        if text is None:
-            text = args.document.read_text(encoding="utf-8")
-        job_id = args.job_id or _job_id(text)
-        execution = JobExecution(job_id=job_id, status="QUEUED", document=text, version_number=1)
-        connector = LocalConnector(config, execution)
+        raw = _document_bytes(args)
+        job_id = args.job_id or _job_id(raw)
         with state_lock(config.state_dir):
+            validator = make_validator(config.validation_settings())
+            # Checked before anything else, the live endpoint's handshake included:
+            # a document that is not even text is refused here as the agent would.
+            try:
+                text = _text(raw)
+                validator(text)
+            except DocumentRejected as exc:
+                log.warning("job_rejected", job_id=job_id, reason=exc.code)
+                return 1, _rejected(job_id, exc)
+            execution = JobExecution(
+                job_id=job_id, status="QUEUED", document=text, version_number=1
+            )
+            connector = LocalConnector(config, execution)
             settings = config.agent_settings()
             if args.device_client_config is not None:
                 paths = settings.paths.with_device_client_config(
                     args.device_client_config.resolve()
                 )
                 settings = replace(settings, paths=paths)
-            agent = Agent(settings, make_validator(config.validation_settings()), connector)
+            agent = Agent(settings, validator, connector)
             agent.recover()
             outcome = agent.handle(execution)
+    except _UsageError as exc:
+        return 2, {"status": "FAILED", "reason": "usage", "message": str(exc)}
     except ConfigError as exc:
-        _say({"status": "FAILED", "reason": "config", "message": str(exc)})
-        return 2
+        return 2, {"status": "FAILED", "reason": "config", "message": str(exc)}
     except (DeviceHandlerError, OSError) as exc:
-        _say({"status": "FAILED", "reason": "handler", "message": str(exc)})
-        return 1
+        return 1, {"status": "FAILED", "reason": "handler", "message": str(exc)}
     final = connector.reports[-1] if connector.reports else {"status": outcome.status}
-    _say(final)
-    return 0 if outcome.status == "SUCCEEDED" else 1
+    return (0 if outcome.status == "SUCCEEDED" else 1), final
+
+
+#: The most a document file may hold: AWS's job document limit is 32,768 characters,
+#: of at most 4 UTF-8 bytes each. Larger files are refused without being read whole.
+MAX_DOCUMENT_BYTES = 4 * MAX_DOCUMENT_CHARS
+
+
+def _document_bytes(args: argparse.Namespace) -> bytes:
+    """The document as given, bounded; an unreadable file is a usage error."""
+    if args.document_json is not None:
+        # Arguments that are not UTF-8 reach Python as surrogate escapes; get the bytes back.
+        data: bytes = os.fsencode(args.document_json)
+        return data[: MAX_DOCUMENT_BYTES + 1]
+    path: Path = args.document
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise _UsageError(f"--document {path} is not a regular file")
+        with path.open("rb") as file:
+            return file.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise _UsageError(f"--document {path} cannot be read: {exc.strerror or exc}") from exc
+
+
+def _text(raw: bytes) -> str:
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise DocumentRejected(
+            "too-large",
+            f"the document is over {MAX_DOCUMENT_BYTES} bytes; AWS IoT job documents hold "
+            f"at most {MAX_DOCUMENT_CHARS} characters",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentRejected(
+            "invalid", f"the document is not UTF-8 text (byte {exc.start} is not valid)"
+        ) from exc
+
+
+def _rejected(job_id: str, exc: DocumentRejected) -> dict[str, Any]:
+    return {
+        "jobId": job_id,
+        "status": "REJECTED",
+        "statusDetails": {"step": "validate", "reason": exc.code, "message": exc.message},
+    }
+
+
+def _what(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
 
 
 def _say(report: Mapping[str, Any]) -> None:
@@ -188,10 +292,10 @@ def _say(report: Mapping[str, Any]) -> None:
     sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
 
 
-def _job_id(text: str) -> str:
+def _job_id(raw: bytes) -> str:
     import hashlib
 
-    return "doc-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return "doc-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
 if __name__ == "__main__":

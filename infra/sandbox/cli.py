@@ -204,7 +204,7 @@ def provision(
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from infra.sandbox.runtime import DUMMY_CREDENTIALS, plan_provision
+    from infra.sandbox.runtime import DUMMY_CREDENTIALS, PROVISION_RETRIES, plan_provision
 
     if output not in ("text", "json"):
         raise _fail("--output takes text or json", EXIT_INVALID)
@@ -225,11 +225,13 @@ def provision(
         )
     except ServiceError as exc:
         raise _fail(exc.message, EXIT_INVALID) from exc
+    # Throttling (the sandbox's own fault included) is retried as the orchestrator's
+    # client does: botocore's adaptive mode, which also paces the calls that follow.
     iot = boto3.session.Session(
         aws_access_key_id=DUMMY_CREDENTIALS["aws_access_key_id"],
         aws_secret_access_key=DUMMY_CREDENTIALS["aws_secret_access_key"],
         region_name=region,
-    ).client("iot", endpoint_url=control)
+    ).client("iot", endpoint_url=control, config=PROVISION_RETRIES)
     try:
         for name in names:
             iot.create_thing(thingName=name)

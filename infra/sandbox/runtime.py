@@ -44,6 +44,10 @@ __all__ = ["ProvisionResult", "Sandbox", "plan_provision"]
 log = structlog.get_logger(__name__)
 
 DUMMY_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
+#: How `sandbox provision` calls the control plane: the orchestrator's retry policy
+#: (botocore's adaptive mode, 10 attempts), so throttling, the sandbox's fault included,
+#: is waited out instead of ending the command.
+PROVISION_RETRIES = Config(retries={"mode": "adaptive", "max_attempts": 10})
 # The variable through which the orchestrator's commands take this sandbox's clock; its value
 # is `sandbox:<admin URL>` (GET <admin URL>/clock gives the time and the scale).
 CLOCK_ENV = "CA_MIGRATE_CLOCK"

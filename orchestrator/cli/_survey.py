@@ -72,7 +72,9 @@ def print_plan(
     for w in waves:
         groups = ", ".join(f"{g} ({n})" for g, n in w["devices"].items())
         needs = w["gate_needs_devices"]
-        gate = f"gate needs {needs}+ devices" if needs is not None else "gate cannot pass"
+        gate = (
+            f"its gate can pass with {needs}+ devices" if needs is not None else "gate cannot pass"
+        )
         print(
             f"- wave {w['wave']}: {w['distinct_devices']} devices in {groups}; {gate}; "
             f"approval {w['approval']}"

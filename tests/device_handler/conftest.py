@@ -54,7 +54,14 @@ class World:
 
     def handshake(self, endpoint: EndpointConfig, ca_file: StrPath) -> None:
         """A real mutual-TLS handshake with the local server standing in for `endpoint`."""
-        probe(endpoint, ca_file, identity=self.identity, overrides=self.overrides, timeout=3)
+        probe(
+            endpoint,
+            ca_file,
+            client_id=THING,
+            identity=self.identity,
+            overrides=self.overrides,
+            timeout=3,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -401,3 +401,34 @@ def test_a_retryable_refusal_keeps_the_report_until_the_service_takes_it(device:
     assert (outcome.status, outcome.refused) == ("SUCCEEDED", None)
     assert device.jobs.execution(THING, "job-1").status == "SUCCEEDED"
     assert agent.read_journal().last_refused is None
+
+
+# ------------------------------------------------- live files' mode and owner
+
+
+def _modes(device: Device) -> tuple[int, int]:
+    return (
+        device.paths.endpoint_file.stat().st_mode & 0o7777,
+        device.paths.trust_bundle.stat().st_mode & 0o7777,
+    )
+
+
+def test_a_commit_keeps_the_live_files_mode(device: Device):
+    """A TLS client running as another user keeps reading trust.pem after a migrate."""
+    device.paths.endpoint_file.chmod(0o644)
+    device.paths.trust_bundle.chmod(0o644)
+    status, _ = _run(device, migrate_doc(device.world))
+    assert status == "SUCCEEDED"
+    assert json.loads(device.paths.endpoint_file.read_bytes())["host"] == ATS_HOST
+    assert _modes(device) == (0o644, 0o644)
+
+
+def test_a_roll_back_keeps_the_live_files_mode(device: Device):
+    device.paths.endpoint_file.chmod(0o640)
+    device.paths.trust_bundle.chmod(0o444)
+    status, reason = _run(
+        device, migrate_doc(device.world), refuse=frozenset({ATS_HOST}), dead_man_seconds=0.3
+    )
+    assert (status, reason) == ("FAILED", "dead-man")
+    assert json.loads(device.paths.endpoint_file.read_bytes())["host"] == LEGACY_HOST
+    assert _modes(device) == (0o640, 0o444)

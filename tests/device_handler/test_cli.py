@@ -61,6 +61,12 @@ def test_config_paths_are_relative_to_the_file(device: Device, world: World):
     assert config.connect_override[f"{ATS_HOST}:8883"].startswith("127.0.0.1:")
     assert config.dead_man_seconds == 5
     assert config.protocol == "mqtt5"
+    assert config.validation_settings().validity_margin_days == 365
+
+
+def test_the_validity_margin_is_a_device_setting(device: Device, world: World):
+    config = load_config(_write_config(device, world, validity_margin_days="30"))
+    assert config.validation_settings().validity_margin_days == 30
 
 
 @pytest.mark.parametrize(
@@ -70,6 +76,11 @@ def test_config_paths_are_relative_to_the_file(device: Device, world: World):
         ({"connect_timeout_seconds": "0"}, "connect_timeout_seconds"),
         ({"protocol": '"mqtt4"'}, "protocol"),
         ({"allowed_fingerprints": '["abc"]'}, "allowed_fingerprints"),
+        ({"validity_margin_days": "-1"}, "validity_margin_days"),
+        ({"validity_margin_days": "3651"}, "validity_margin_days"),
+        ({"validity_margin_days": "99999999"}, "validity_margin_days"),
+        ({"validity_margin_days": "1.5"}, "validity_margin_days"),
+        ({"validity_margin_days": "true"}, "validity_margin_days"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_setting(
@@ -77,6 +88,22 @@ def test_bad_settings_are_config_errors_naming_the_setting(
 ):
     with pytest.raises(ConfigError, match=message):
         load_config(_write_config(device, world, **extra))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xff\xfe thing_name", "not UTF-8"), (b"#" * ((1 << 20) + 1), "over")],
+    ids=["not-utf8", "huge"],
+)
+def test_a_configuration_file_that_is_not_small_utf8_text_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+):
+    path = tmp_path / "device.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    assert main(["status", "--config", str(path)]) == 2
+    assert "configuration error" in capsys.readouterr().err
 
 
 def test_missing_required_setting_is_named(tmp_path: Path):

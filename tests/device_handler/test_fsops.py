@@ -96,3 +96,48 @@ def test_remove_takes_a_str_and_leaves_a_missing_file_alone(tmp_path: Path) -> N
     RealFileOps().remove(str(target))
     assert not target.exists()
     RealFileOps().remove(str(target))  # already gone: nothing to do, no error
+
+
+def test_a_new_file_is_private_to_the_agent(tmp_path: Path) -> None:
+    path = tmp_path / "journal.json"
+    atomic_write(RealFileOps(), path, b"{}")
+    assert path.stat().st_mode & 0o7777 == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o444, 0o600])
+def test_replacing_a_file_keeps_its_mode(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "trust.pem"
+    path.write_bytes(b"old")
+    path.chmod(mode)
+    atomic_write(RealFileOps(), path, b"new")
+    assert path.read_bytes() == b"new"
+    assert path.stat().st_mode & 0o7777 == mode
+
+
+def test_a_leftover_temporary_file_does_not_lend_its_mode(tmp_path: Path) -> None:
+    """O_CREAT's mode applies to new files only: a .tmp left by a power cut keeps its own."""
+    path = tmp_path / "endpoint.json"
+    path.write_bytes(b"old")
+    path.chmod(0o640)
+    leftover = tmp_path / "endpoint.json.tmp"
+    leftover.write_bytes(b"half")
+    leftover.chmod(0o666)
+    atomic_write(RealFileOps(), path, b"new")
+    assert path.stat().st_mode & 0o7777 == 0o640
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="giving a file to another user needs root (chown)",
+)
+def test_replacing_a_file_keeps_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "trust.pem"
+    path.write_bytes(b"old")
+    os.chown(path, 4321, 4322)
+    path.chmod(0o640)
+    atomic_write(RealFileOps(), path, b"new")
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (4321, 4322, 0o640)
+    os.chown(path, 0, 0)  # and back: the owner follows whichever file is replaced
+    atomic_write(RealFileOps(), path, b"newer")
+    assert (path.stat().st_uid, path.stat().st_gid) == (0, 0)

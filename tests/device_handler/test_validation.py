@@ -130,3 +130,56 @@ def test_root_input_is_accepted_when_unknown_roots_are_allowed(catalog: Path, wo
     validate = make_validator(ValidationSettings(region="us-east-1", catalog=catalog))
     with pytest.raises(DocumentRejected):
         validate(built.text)
+
+
+# ----------------------------------------------------------- validity margin
+
+
+def _expiring_in(days: int, tmp_path: Path) -> tuple[Path, str]:
+    """A catalog with one root that expires in `days` days, and a migrate document for it."""
+    from datetime import UTC, datetime, timedelta
+
+    from job_documents.testing import make_root_ca
+
+    now = datetime.now(UTC)
+    root = make_root_ca("Short-lived Root", not_after=now + timedelta(days=days))
+    catalog = write_catalog(tmp_path / "short", {"short-lived": root})
+    loaded = load_catalog(catalog)
+    built = build_document(
+        operation=Operation.MIGRATE,
+        region="us-east-1",
+        campaign="ats-2026",
+        wave="canary",
+        endpoint=Endpoint(host=ATS_HOST, port=8883),
+        roots=[loaded.get("short-lived")],
+        catalog=loaded,
+        validity_margin=timedelta(days=0),
+    )
+    return catalog, built.text
+
+
+def test_by_default_the_device_refuses_a_root_that_expires_within_a_year(tmp_path: Path):
+    catalog, document = _expiring_in(10, tmp_path)
+    validate = make_validator(ValidationSettings(region="us-east-1", catalog=catalog))
+    with pytest.raises(DocumentRejected) as caught:
+        validate(document)
+    assert caught.value.code == "pem-expires-soon"
+
+
+def test_a_lower_margin_lets_the_device_take_a_short_lived_root(tmp_path: Path):
+    catalog, document = _expiring_in(10, tmp_path)
+    settings = ValidationSettings(region="us-east-1", catalog=catalog, validity_margin_days=5)
+    assert make_validator(settings)(document).operation == "migrate"
+
+
+def test_the_device_and_document_validate_use_the_same_default_margin():
+    """`document validate` checks "as a device would": with the defaults, the same answer."""
+    import inspect
+
+    from device_handler.validation import DEFAULT_VALIDITY_MARGIN_DAYS
+    from orchestrator.cli import documents
+
+    for command in (documents.validate, documents.build):
+        default = inspect.signature(command).parameters["margin_days"].default
+        assert default == DEFAULT_VALIDITY_MARGIN_DAYS, command.__name__
+    assert ValidationSettings().validity_margin_days == DEFAULT_VALIDITY_MARGIN_DAYS

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from infra.sandbox.decisions import CANCEL_PROPAGATION_SECONDS
 from job_documents import validate_document
 from orchestrator.errors import JobConflictError
 from orchestrator.model import CampaignStatus, WavePhase
@@ -71,6 +72,7 @@ def test_failing_canary_halts_cancels_and_explains(sandbox, tmp_path) -> None:
     assert job["status"] == "CANCELED"
     # halted by AWS's abortConfig or by the orchestrator's gate, whichever saw the failures first
     assert job["reasonCode"] in ("ABORT_CRITERIA_MET", "CA_MIGRATE_HALT")
+    sandbox.engine.advance(CANCEL_PROPAGATION_SECONDS)  # AWS cancels executions after the job
     executions = client.list_job_executions_for_job(jobId=canary.job_id)["executionSummaries"]
     statuses = {
         e["thingArn"].rsplit("/", 1)[1]: e["jobExecutionSummary"]["status"] for e in executions

@@ -112,7 +112,10 @@ def test_a_campaign_that_can_pass_plans_and_starts_once(sandbox, tmp_path: Path)
     path = write(tmp_path, GOOD.replace("name: fit", "name: fit-ok"))
     planned = cli(sandbox, state, "plan", str(path))
     assert planned.code == 0, planned.stderr
-    assert "- wave canary: 10 devices in canary (10); gate needs 10+ devices" in planned.stdout
+    assert (
+        "- wave canary: 10 devices in canary (10); its gate can pass with 10+ devices"
+        in planned.stdout
+    )
     first = cli(sandbox, state, "start", str(path))
     assert first.code == 0, first.stderr
     again = cli(sandbox, state, "start", str(path))

@@ -162,7 +162,18 @@ def test_a_job_canceled_outside_the_campaign_halts_its_wave() -> None:
     canceled = decide(SPEC, state, obs(seen(job, "CANCELED", succeeded=5, queued=95)), at(2))
     wave = canceled.state.wave("canary")
     assert wave.phase is WavePhase.HALTED
-    assert wave.verdict == "the job was canceled outside this campaign (abortConfig?)"
+    assert wave.verdict == "the job was canceled outside this campaign"
+
+
+def test_a_job_its_abort_config_canceled_halts_its_wave_naming_the_rule() -> None:
+    state, job = running()
+    canceled = decide(SPEC, state, obs(seen(job, "CANCELED", succeeded=9, failed=1)), at(2))
+    wave = canceled.state.wave("canary")
+    assert wave.phase is WavePhase.HALTED
+    assert wave.verdict == (
+        "the job's abortConfig canceled it: 1 of 10 finished executions failed, "
+        "reaching max_failure_rate 5.0%"
+    )
 
 
 def test_a_failure_rate_halt_keeps_the_gate_reason() -> None:

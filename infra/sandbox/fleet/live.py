@@ -223,15 +223,15 @@ class Summary:
     offline: int
     legacy: int
     ats: int
-    in_progress: int
+    busy: int  # devices checking for work or running a job, not job executions
     succeeded: int
     failed: int
 
     def line(self) -> str:
         return (
             f"devices {self.devices}: {self.connected} connected, {self.offline} offline | "
-            f"legacy {self.legacy}, ATS {self.ats} | jobs: {self.in_progress} in progress, "
-            f"{self.succeeded} succeeded, {self.failed} failed"
+            f"legacy {self.legacy}, ATS {self.ats} | {self.busy} checking for or running a job | "
+            f"jobs: {self.succeeded} succeeded, {self.failed} failed"
         )
 
 
@@ -318,7 +318,7 @@ class LiveFleet(MqttFleet):
             offline=offline,
             legacy=len(self._devices) - ats,
             ats=ats,
-            in_progress=busy,
+            busy=busy,
             succeeded=outcomes.get("SUCCEEDED", 0),
             failed=outcomes.get("FAILED", 0) + outcomes.get("REJECTED", 0),
         )

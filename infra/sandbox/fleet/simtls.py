@@ -20,6 +20,8 @@ Invariants:
   content is cached (every device of a fleet holds one of a few bundles).
 - Failures raise `ProbeFailed` with the reason codes of the real probe:
   `connect` (unknown or unreachable host), `tls-verify` (no usable anchor).
+  The real probe's MQTT step (CONNECT/CONNACK as the thing) is not simulated:
+  the sandbox's brokers accept every device certificate they issued.
 """
 
 from __future__ import annotations
