@@ -39,9 +39,9 @@ import sys, time
 from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from device_handler.testing import IssuedCert, TlsServer
+from device_handler.testing import PemFiles, TlsServer
 cert, key, client_ca = (Path(p) for p in sys.argv[1:4])
-issued = IssuedCert(
+issued = PemFiles(
     x509.load_pem_x509_certificate(cert.read_bytes()),
     load_pem_private_key(key.read_bytes(), None),
     cert,

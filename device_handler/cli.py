@@ -28,6 +28,7 @@ from device_handler.agent import Agent
 from device_handler.config import DeviceConfig, load_config
 from device_handler.errors import ConfigError, DeviceHandlerError
 from device_handler.lock import state_lock
+from job_documents import logs
 
 __all__ = ["build_agent", "configure_logging", "main"]
 
@@ -38,19 +39,8 @@ def configure_logging(verbose: bool, stream: TextIO | None = None) -> None:
     """JSON log events on `stream` (default: standard error)."""
     import logging
 
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=True),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.INFO
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr if stream is None else stream),
-        cache_logger_on_first_use=False,
+    logs.configure_logging(
+        level=logging.DEBUG if verbose else logging.INFO, stream=stream, sort_keys=True
     )
 
 

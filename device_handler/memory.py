@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from device_handler.channel import JobExecution, JobsChannel
 from device_handler.errors import ChannelError, ChannelRejected
@@ -45,12 +45,22 @@ class ExecutionView(Protocol):
     def job_document(self) -> str: ...
 
 
-class JobsBackend(Protocol):
-    """The Jobs data-plane calls a device makes (the sandbox's `JobsDataPlane` shape)."""
+View_co = TypeVar("View_co", bound=ExecutionView, covariant=True)
+
+
+class JobsBackend(Protocol[View_co]):
+    """The Jobs data-plane calls a device makes: the one declaration of them.
+
+    Generic in what an execution comes back as: the device reads `ExecutionView`'s
+    fields; the sandbox's `JobsDataPlane` extends this with its richer snapshot and
+    the calls only its front ends make.
+    """
 
     def describe_execution(
         self, thing_name: str, job_id: str, *, execution_number: int | None
-    ) -> ExecutionView: ...
+    ) -> View_co:
+        """`{jobId}/get` / DescribeJobExecution; `job_id` may be "$next"; ResourceNotFound."""
+        ...
 
     def update_execution(
         self,
@@ -63,7 +73,9 @@ class JobsBackend(Protocol):
         execution_number: int | None,
         step_timeout_minutes: int | None,
         via: str,
-    ) -> ExecutionView: ...
+    ) -> View_co:
+        """`{jobId}/update` / UpdateJobExecution; returns the execution after the change."""
+        ...
 
 
 def _view(snapshot: ExecutionView) -> JobExecution:
@@ -91,7 +103,7 @@ class MemoryChannel:
 
     def __init__(
         self,
-        backend: JobsBackend,
+        backend: JobsBackend[ExecutionView],
         thing_name: str,
         *,
         via: str,
@@ -193,7 +205,7 @@ class MemoryConnector:
 
     def __init__(
         self,
-        backend: JobsBackend,
+        backend: JobsBackend[ExecutionView],
         thing_name: str,
         *,
         vias: Mapping[str, str] | None = None,

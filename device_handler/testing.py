@@ -25,21 +25,22 @@ from pathlib import Path
 from typing import Any, Self
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_handler.errors import DocumentRejected
+from device_handler.job_statuses import DEVICE_STATUSES, TERMINAL_STATUSES
 from device_handler.order import Order, Validator
 from device_handler.simulation import CrashingFileOps, NoSyncFileOps
+from job_documents.x509_issuer import issue_ca, issue_leaf, subject_name
 
 __all__ = [
     "CrashingFileOps",
-    "IssuedCert",
     "JobsRejection",
     "MemoryExecution",
     "MemoryJobs",
     "NoSyncFileOps",
+    "PemFiles",
     "TestPki",
     "TlsServer",
     "memoized",
@@ -77,10 +78,6 @@ class JobsRejection(Exception):  # noqa: N818 - mirrors the service's rejection
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-_TERMINAL = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "REMOVED", "CANCELED"})
-_DEVICE_STATUSES = frozenset({"IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"})
 
 
 @dataclass(slots=True)
@@ -156,9 +153,9 @@ class MemoryJobs:
         del execution_number, step_timeout_minutes
         with self._lock:
             found = self._find(thing_name, job_id)
-            if status not in _DEVICE_STATUSES:
+            if status not in DEVICE_STATUSES:
                 raise JobsRejection("InvalidRequest", f"a device cannot set {status}")
-            if found.status in _TERMINAL:
+            if found.status in TERMINAL_STATUSES:
                 raise JobsRejection("InvalidStateTransition", f"{job_id} is {found.status}")
             if expected_version is not None and expected_version != found.version_number:
                 raise JobsRejection(
@@ -185,7 +182,9 @@ class MemoryJobs:
 
 
 @dataclass(frozen=True, slots=True)
-class IssuedCert:
+class PemFiles:
+    """A certificate and its key, and the PEM files `TestPki` wrote them to."""
+
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     cert_path: Path
@@ -197,7 +196,7 @@ class IssuedCert:
 
 
 class TestPki:
-    """Generated CAs and leaf certificates, written as PEM files under `directory`."""
+    """Generated CAs and leaf certificates (`job_documents.x509_issuer`), as PEM files."""
 
     __test__ = False  # not a pytest class
 
@@ -208,7 +207,7 @@ class TestPki:
 
     def _write(
         self, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-    ) -> IssuedCert:
+    ) -> PemFiles:
         cert_path = self.directory / f"{name}.pem"
         key_path = self.directory / f"{name}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -219,54 +218,31 @@ class TestPki:
                 serialization.NoEncryption(),
             )
         )
-        return IssuedCert(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
+        return PemFiles(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
 
-    def ca(self, name: str, *, rsa_bits: int | None = None) -> IssuedCert:
+    def ca(self, name: str, *, rsa_bits: int | None = None) -> PemFiles:
         key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
         if rsa_bits:
             key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
         else:
             key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self.now - dt.timedelta(days=1))
-            .not_valid_after(self.now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .sign(key, hashes.SHA256())
+        cert = issue_ca(
+            subject_name(name),
+            key,
+            not_before=self.now - dt.timedelta(days=1),
+            not_after=self.now + dt.timedelta(days=3650),
         )
         return self._write(name, cert, key)
 
     def leaf(
         self,
         name: str,
-        issuer: IssuedCert,
+        issuer: PemFiles,
         *,
         hosts: tuple[str, ...] = (),
         client: bool = False,
         expired: bool = False,
-    ) -> IssuedCert:
+    ) -> PemFiles:
         key = ec.generate_private_key(ec.SECP256R1())
         if expired:
             not_before = self.now - dt.timedelta(days=30)
@@ -274,31 +250,16 @@ class TestPki:
         else:
             not_before = self.now - dt.timedelta(days=1)
             not_after = self.now + dt.timedelta(days=365)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(issuer.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.cert.public_key()),  # type: ignore[arg-type]
-                critical=False,
-            )
+        cert = issue_leaf(
+            subject_name(name),
+            key,
+            issuer=issuer.cert,
+            issuer_key=issuer.key,
+            not_before=not_before,
+            not_after=not_after,
+            server_names=hosts,
+            usages=("client",) if client else ("server",),
         )
-        if hosts:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False
-            )
-        cert = builder.sign(issuer.key, hashes.SHA256())
         return self._write(name, cert, key)
 
 
@@ -317,7 +278,7 @@ class TlsServer:
 
     def __init__(
         self,
-        server: IssuedCert | None,
+        server: PemFiles | None,
         *,
         mode: str = "serve",
         client_ca: Path | None = None,

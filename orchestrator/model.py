@@ -18,15 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 __all__ = [
+    "ACTIVE_PHASES",
+    "STOPPED_STATUSES",
     "Approval",
     "CampaignSpec",
     "CampaignState",
     "CampaignStatus",
     "Counts",
     "Event",
+    "EventKind",
     "ExecutionPolicy",
     "ExponentialRate",
     "Gate",
@@ -211,6 +214,15 @@ class WavePhase(StrEnum):
 
 
 ACTIVE_PHASES = frozenset({WavePhase.LAUNCHING, WavePhase.RUNNING, WavePhase.BAKING})
+#: Where a campaign stops on its own: nothing more happens without an operator's command.
+STOPPED_STATUSES = frozenset(
+    {
+        CampaignStatus.COMPLETED,
+        CampaignStatus.HALTED,
+        CampaignStatus.ABORTED,
+        CampaignStatus.ROLLED_BACK,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +251,10 @@ class Counts:
         """Executions that count: everything but canceled and removed ones."""
         return self.queued + self.in_progress + self.completed
 
+    def as_dict(self) -> dict[str, int]:
+        """Every count by its field name (the stored state, event data, summaries)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def tenths(self) -> tuple[int, int]:
         """Tenths of the targeted executions completed, and failed (rounded up).
 
@@ -259,7 +275,6 @@ class WaveState:
     phase: WavePhase = WavePhase.PENDING
     approved: bool = False
     launched_at: datetime | None = None
-    gate_passed_at: datetime | None = None
     bake_until: datetime | None = None
     finished_at: datetime | None = None
     job_status: str | None = None
@@ -298,40 +313,42 @@ class CampaignState:
         return replace(self, waves=tuple(wave if w.name == wave.name else w for w in self.waves))
 
 
-EventKind = Literal[
-    "campaign-started",
-    "wave-awaiting-approval",
-    "wave-approved",
-    "wave-launching",
-    "job-created",
-    "job-adopted",
-    "job-observed",
-    "gate-passed",
-    "gate-lost",
-    "bake-finished",
-    "wave-passed",
-    "wave-halted",
-    "deadline-reached",
-    "campaign-completed",
-    "campaign-halted",
-    "campaign-paused",
-    "campaign-resumed",
-    "campaign-aborted",
-    "job-cancel-requested",
-    "rollback-started",
-    "restore-job-created",
-    "restore-job-adopted",
-    "rollback-finished",
-    "failures-explained",
-    "action-failed",
-]
+class EventKind(StrEnum):
+    """What an `Event` records; its value is the name in the event log and the logs."""
+
+    CAMPAIGN_STARTED = "campaign-started"
+    WAVE_AWAITING_APPROVAL = "wave-awaiting-approval"
+    WAVE_APPROVED = "wave-approved"
+    WAVE_LAUNCHING = "wave-launching"
+    JOB_CREATED = "job-created"
+    JOB_ADOPTED = "job-adopted"
+    JOB_OBSERVED = "job-observed"
+    GATE_PASSED = "gate-passed"
+    GATE_LOST = "gate-lost"
+    BAKE_FINISHED = "bake-finished"
+    WAVE_PASSED = "wave-passed"
+    WAVE_PROGRESS = "wave-progress"
+    WAVE_HALTED = "wave-halted"
+    DEADLINE_REACHED = "deadline-reached"
+    CAMPAIGN_COMPLETED = "campaign-completed"
+    CAMPAIGN_HALTED = "campaign-halted"
+    CAMPAIGN_PAUSED = "campaign-paused"
+    CAMPAIGN_RESUMED = "campaign-resumed"
+    CAMPAIGN_ABORTED = "campaign-aborted"
+    JOB_CANCEL_REQUESTED = "job-cancel-requested"
+    ROLLBACK_STARTED = "rollback-started"
+    RESTORE_JOB_CREATED = "restore-job-created"
+    RESTORE_JOB_ADOPTED = "restore-job-adopted"
+    ROLLBACK_FINISHED = "rollback-finished"
+    FAILURES_EXPLAINED = "failures-explained"
+    ACTION_FAILED = "action-failed"
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """One entry of the append-only event log: what happened and why."""
 
-    kind: str
+    kind: EventKind
     reason: str
     wave: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
@@ -342,7 +359,7 @@ def _enc(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Counts):
-        return {f.name: getattr(value, f.name) for f in fields(Counts)}
+        return value.as_dict()
     if isinstance(value, StrEnum):
         return value.value
     return value
@@ -364,11 +381,13 @@ def state_to_dict(state: CampaignState) -> dict[str, Any]:
     }
 
 
-_TIME_FIELDS = ("launched_at", "gate_passed_at", "bake_until", "finished_at")
+_TIME_FIELDS = ("launched_at", "bake_until", "finished_at")
+#: Fields that older releases stored and nothing reads any more: dropped when loading.
+_RETIRED_WAVE_FIELDS = ("gate_passed_at",)
 
 
 def _wave_from_dict(raw: Mapping[str, Any]) -> WaveState:
-    values: dict[str, Any] = dict(raw)
+    values: dict[str, Any] = {k: v for k, v in raw.items() if k not in _RETIRED_WAVE_FIELDS}
     for name in _TIME_FIELDS:
         if values.get(name) is not None:
             values[name] = datetime.fromisoformat(values[name])

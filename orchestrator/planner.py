@@ -34,12 +34,14 @@ from orchestrator.model import (
     CampaignStatus,
     Counts,
     Event,
+    EventKind,
     ExponentialRate,
     MaintenanceWindow,
     WavePhase,
     WaveSpec,
     WaveState,
 )
+from orchestrator.schedule import wave_deadline
 
 __all__ = [
     "Abort",
@@ -251,7 +253,7 @@ class _Step:
     def put(self, wave: WaveState) -> None:
         self.state = self.state.with_wave(wave)
 
-    def event(self, kind: str, reason: str, wave: str | None = None, **data: object) -> None:
+    def event(self, kind: EventKind, reason: str, wave: str | None = None, **data: object) -> None:
         self.events.append(Event(kind=kind, reason=reason, wave=wave, data=data, at=self.now))
 
     def cancel(self, wave: WaveState, reason: str) -> None:
@@ -270,14 +272,14 @@ def _fold(step: _Step, obs: Observations) -> None:
             )
             if wave.phase is WavePhase.LAUNCHING:
                 updated = replace(updated, phase=WavePhase.RUNNING)
-                step.event("job-observed", f"job {wave.job_id} is {seen.status}", wave.name)
+                step.event(EventKind.JOB_OBSERVED, f"job {wave.job_id} is {seen.status}", wave.name)
             if seen.counts.tenths() != wave.counts.tenths():  # a report's timeline point
                 c = seen.counts
                 step.event(
-                    "wave-progress",
+                    EventKind.WAVE_PROGRESS,
                     f"{c.completed} of {c.targeted} completed, {c.failures} failed",
                     wave.name,
-                    counts=_counts_dict(c),
+                    counts=c.as_dict(),
                 )
             step.put(updated)
         restore = obs.jobs.get(wave.restore_job_id) if wave.restore_job_id else None
@@ -295,28 +297,17 @@ def _halt_campaign(step: _Step, reason: str, *, cancel_all: bool) -> None:
     step.state = replace(
         step.state, status=CampaignStatus.HALTED, reason=reason, cancel_all=cancel_all
     )
-    step.event("campaign-halted", reason)
+    step.event(EventKind.CAMPAIGN_HALTED, reason)
 
 
 def _halt_wave(step: _Step, wave: WaveState, reason: str) -> None:
     halted = replace(wave, phase=WavePhase.HALTED, finished_at=step.now, verdict=reason)
     step.put(halted)
-    step.event("wave-halted", reason, wave.name, counts=_counts_dict(wave.counts))
+    step.event(EventKind.WAVE_HALTED, reason, wave.name, counts=wave.counts.as_dict())
     if wave.counts.failures and not wave.explained:
         step.put(replace(halted, explained=True))
         step.actions.append(ExplainFailures(wave=wave.name, job_id=wave.job_id))
     _halt_campaign(step, f"wave {wave.name} halted: {reason}", cancel_all=False)
-
-
-def _counts_dict(counts: Counts) -> dict[str, int]:
-    return {
-        "succeeded": counts.succeeded,
-        "failed": counts.failed,
-        "rejected": counts.rejected,
-        "timed_out": counts.timed_out,
-        "queued": counts.queued,
-        "in_progress": counts.in_progress,
-    }
 
 
 def _cancel_for_stop(step: _Step) -> None:
@@ -331,16 +322,13 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
     if wave.job_status == "CANCELED":
         _halt_wave(step, wave, canceled_job_reason(spec.halt_for(wave_spec), wave.counts))
         return
-    deadline_reached = (
-        wave_spec.deadline_minutes is not None
-        and wave.launched_at is not None
-        and step.now >= wave.launched_at + timedelta(minutes=wave_spec.deadline_minutes)
-    )
+    deadline = wave_deadline(wave_spec, wave)
+    deadline_reached = deadline is not None and step.now >= deadline
     if deadline_reached and wave.never_started is None:
         wave = replace(wave, never_started=wave.counts.queued)
         step.put(wave)
         step.event(
-            "deadline-reached",
+            EventKind.DEADLINE_REACHED,
             f"{wave.counts.queued} devices never started, {wave.counts.in_progress} still running",
             wave.name,
             never_started=wave.counts.queued,
@@ -364,28 +352,21 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
     if wave.phase is WavePhase.BAKING:
         if verdict.passed:
             if wave.bake_until is not None and step.now >= wave.bake_until:
-                step.event("bake-finished", "bake time over, gate still met", wave.name)
+                step.event(EventKind.BAKE_FINISHED, "bake time over, gate still met", wave.name)
                 _pass_wave(step, wave)
             return
         # Back to RUNNING, and judged as such in this same step (a completed job or a
         # reached deadline halts now, not on the next reconcile): decide stays idempotent.
-        wave = replace(wave, phase=WavePhase.RUNNING, gate_passed_at=None, bake_until=None)
+        wave = replace(wave, phase=WavePhase.RUNNING, bake_until=None)
         step.put(wave)
-        step.event("gate-lost", verdict.reason, wave.name, counts=_counts_dict(wave.counts))
+        step.event(EventKind.GATE_LOST, verdict.reason, wave.name, counts=wave.counts.as_dict())
     if verdict.passed:
-        step.event("gate-passed", verdict.reason, wave.name, counts=_counts_dict(wave.counts))
+        step.event(EventKind.GATE_PASSED, verdict.reason, wave.name, counts=wave.counts.as_dict())
         bake = timedelta(minutes=wave_spec.gate.bake_minutes)
         if bake > timedelta(0):
-            step.put(
-                replace(
-                    wave,
-                    phase=WavePhase.BAKING,
-                    gate_passed_at=step.now,
-                    bake_until=step.now + bake,
-                )
-            )
+            step.put(replace(wave, phase=WavePhase.BAKING, bake_until=step.now + bake))
         else:
-            _pass_wave(step, replace(wave, gate_passed_at=step.now))
+            _pass_wave(step, wave)
     elif deadline_reached:
         _halt_wave(step, wave, f"deadline reached and {verdict.reason}")
     elif wave.job_status == "COMPLETED":
@@ -394,12 +375,14 @@ def _judge_running_wave(step: _Step, spec: CampaignSpec, wave: WaveState, *, pau
 
 def _pass_wave(step: _Step, wave: WaveState) -> None:
     step.put(replace(wave, phase=WavePhase.PASSED, finished_at=step.now, bake_until=None))
-    step.event("wave-passed", wave.verdict, wave.name, counts=_counts_dict(wave.counts))
+    step.event(EventKind.WAVE_PASSED, wave.verdict, wave.name, counts=wave.counts.as_dict())
 
 
 def _launch(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:
     step.put(replace(wave, phase=WavePhase.LAUNCHING, launched_at=step.now))
-    step.event("wave-launching", f"creating job {wave.job_id}", wave.name, job_id=wave.job_id)
+    step.event(
+        EventKind.WAVE_LAUNCHING, f"creating job {wave.job_id}", wave.name, job_id=wave.job_id
+    )
     step.actions.append(
         CreateJob(
             wave=wave.name,
@@ -452,7 +435,7 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations, *, paused: bool
                 if wave.phase is WavePhase.PENDING:
                     step.put(replace(wave, phase=WavePhase.AWAITING_APPROVAL))
                     step.event(
-                        "wave-awaiting-approval",
+                        EventKind.WAVE_AWAITING_APPROVAL,
                         f"run `ca-migrate approve {spec.name} {wave.name}` to launch it",
                         wave.name,
                     )
@@ -463,7 +446,7 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations, *, paused: bool
         step.state = replace(
             step.state, status=CampaignStatus.COMPLETED, reason="every wave passed"
         )
-        step.event("campaign-completed", "every wave passed")
+        step.event(EventKind.CAMPAIGN_COMPLETED, "every wave passed")
 
 
 def _roll_back(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
@@ -489,7 +472,7 @@ def _roll_back(step: _Step, spec: CampaignSpec, obs: Observations) -> None:
         step.state = replace(
             step.state, status=CampaignStatus.ROLLED_BACK, reason="every restore job completed"
         )
-        step.event("rollback-finished", "every restore job completed")
+        step.event(EventKind.ROLLBACK_FINISHED, "every restore job completed")
 
 
 def decide(
@@ -577,17 +560,17 @@ def apply_command(
         if wave.approved:
             return Decision(state=state)
         step.put(replace(wave, approved=True))
-        step.event("wave-approved", "approved by operator", wave.name)
+        step.event(EventKind.WAVE_APPROVED, "approved by operator", wave.name)
     elif isinstance(command, Pause):
         if status is not CampaignStatus.RUNNING:
             raise UsageError(f"campaign {state.name} is {status.value}: only a RUNNING one pauses")
         step.state = replace(state, status=CampaignStatus.PAUSED, reason=command.reason)
-        step.event("campaign-paused", command.reason)
+        step.event(EventKind.CAMPAIGN_PAUSED, command.reason)
     elif isinstance(command, Resume):
         if status is not CampaignStatus.PAUSED:
             raise UsageError(f"campaign {state.name} is {status.value}: only a PAUSED one resumes")
         step.state = replace(state, status=CampaignStatus.RUNNING, reason=command.reason)
-        step.event("campaign-resumed", command.reason)
+        step.event(EventKind.CAMPAIGN_RESUMED, command.reason)
     elif isinstance(command, Abort):
         if status in (CampaignStatus.COMPLETED, CampaignStatus.ROLLED_BACK, CampaignStatus.ABORTED):
             raise UsageError(f"campaign {state.name} is {status.value}: nothing to abort")
@@ -597,7 +580,7 @@ def apply_command(
         step.state = replace(
             step.state, status=CampaignStatus.ABORTED, reason=command.reason, cancel_all=True
         )
-        step.event("campaign-aborted", command.reason)
+        step.event(EventKind.CAMPAIGN_ABORTED, command.reason)
         _cancel_for_stop(step)
     else:
         if status in (CampaignStatus.ROLLING_BACK, CampaignStatus.ROLLED_BACK):
@@ -617,7 +600,7 @@ def apply_command(
             documents=docs,
             cancel_all=True,
         )
-        step.event("rollback-started", command.reason, waves=sorted(command.documents))
+        step.event(EventKind.ROLLBACK_STARTED, command.reason, waves=sorted(command.documents))
     return Decision(
         state=replace(step.state, updated_at=now),
         actions=tuple(step.actions),

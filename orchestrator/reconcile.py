@@ -54,6 +54,7 @@ from orchestrator.model import (
     CampaignState,
     CampaignStatus,
     Event,
+    EventKind,
     SigningSpec,
     WavePhase,
 )
@@ -82,6 +83,14 @@ DocumentKey = PrivateKey | Signer
 SignerOpener = Callable[[SigningSpec, str], DocumentKey]
 
 log = structlog.get_logger(__name__)
+
+#: The events that record a job of the campaign, and whether it is a restore job.
+_JOB_RECORDS: dict[str, bool] = {
+    EventKind.JOB_CREATED: False,
+    EventKind.JOB_ADOPTED: False,
+    EventKind.RESTORE_JOB_CREATED: True,
+    EventKind.RESTORE_JOB_ADOPTED: True,
+}
 
 LEASE_TTL = timedelta(minutes=2)
 #: AWS's answer to a request that is wrong in itself; the same request would fail again.
@@ -213,7 +222,7 @@ class Reconciler:
         docs = {wave: (doc.text, doc.sha256) for wave, doc in built.documents.items()}
         state = initial_state(spec, docs, now)
         event = Event(
-            kind="campaign-started",
+            kind=EventKind.CAMPAIGN_STARTED,
             reason=f"endpoint {host}; catalog {built.catalog.source}"
             + ("" if built.catalog.is_default else " (NOT the packaged Amazon catalog)"),
             at=now,
@@ -256,22 +265,21 @@ class Reconciler:
             seen = observations.jobs.get(job_id) if job_id is not None else None
             return seen is not None and seen.exists
 
-        found: list[tuple[str, str, str]] = []  # (wave, job id, event prefix)
+        found: list[tuple[str, str, bool]] = []  # (wave, job id, whether a restore job)
         for wave in state.waves:
             if wave.phase is WavePhase.LAUNCHING and exists(wave.job_id):
-                found.append((wave.name, wave.job_id, "job"))
+                found.append((wave.name, wave.job_id, False))
             if wave.restore_job_id and wave.restore_status is None and exists(wave.restore_job_id):
-                found.append((wave.name, wave.restore_job_id, "restore-job"))
+                found.append((wave.name, wave.restore_job_id, True))
         if not found:
             return state
         recorded = {
-            (e.kind.removesuffix("-created").removesuffix("-adopted"), e.data.get("job_id"))
+            (_JOB_RECORDS[e.kind], e.data.get("job_id"))
             for e in self.store.events(state.name)
-            if e.kind
-            in ("job-created", "job-adopted", "restore-job-created", "restore-job-adopted")
+            if e.kind in _JOB_RECORDS
         }
-        for wave_name, job_id, prefix in found:
-            if (prefix, job_id) in recorded:
+        for wave_name, job_id, restore in found:
+            if (restore, job_id) in recorded:
                 continue
             existing = self.api.get_job_document(job_id)
             if not _same_document(existing, state.documents[job_id]):
@@ -280,7 +288,7 @@ class Reconciler:
                     "(aws iot delete-job) or rename the campaign, then run again"
                 )
             event = Event(
-                kind=f"{prefix}-adopted",
+                kind=EventKind.RESTORE_JOB_ADOPTED if restore else EventKind.JOB_ADOPTED,
                 reason=f"job {job_id} exists but its creation was not recorded (the "
                 "reconcile that created it stopped first); its document matches",
                 wave=wave_name,
@@ -307,9 +315,15 @@ class Reconciler:
         self.store.commit(
             halted,
             [
-                Event(kind="action-failed", reason=str(exc), wave=action.wave, data=data, at=now),
-                Event(kind="wave-halted", reason=reason, wave=action.wave, at=now),
-                Event(kind="campaign-halted", reason=reason, at=now),
+                Event(
+                    kind=EventKind.ACTION_FAILED,
+                    reason=str(exc),
+                    wave=action.wave,
+                    data=data,
+                    at=now,
+                ),
+                Event(kind=EventKind.WAVE_HALTED, reason=reason, wave=action.wave, at=now),
+                Event(kind=EventKind.CAMPAIGN_HALTED, reason=reason, at=now),
             ],
         )
         log.error("campaign-halted", campaign=state.name, wave=action.wave, reason=reason)
@@ -334,7 +348,7 @@ class Reconciler:
                 self._record(
                     state,
                     Event(
-                        kind="action-failed",
+                        kind=EventKind.ACTION_FAILED,
                         reason=str(exc),
                         wave=action.wave,
                         data={"action": type(action).__name__, "job_id": action.job_id},
@@ -349,14 +363,14 @@ class Reconciler:
     def _act(self, state: CampaignState, action: Action) -> Event:
         if isinstance(action, CreateJob):
             document = state.documents[action.job_id]
-            prefix = "restore-job" if action.operation is Operation.RESTORE else "job"
+            restore = action.operation is Operation.RESTORE
             try:
                 self.api.create_job(action.job_id, document, action.config)
             except JobExistsError:
                 existing = self.api.get_job_document(action.job_id)
                 if _same_document(existing, document):
                     return Event(
-                        kind=f"{prefix}-adopted",
+                        kind=EventKind.RESTORE_JOB_ADOPTED if restore else EventKind.JOB_ADOPTED,
                         reason=f"job {action.job_id} already existed with this document",
                         wave=action.wave,
                         data={"job_id": action.job_id},
@@ -366,7 +380,7 @@ class Reconciler:
                     "(aws iot delete-job) or rename the campaign, then run again"
                 ) from None
             return Event(
-                kind=f"{prefix}-created",
+                kind=EventKind.RESTORE_JOB_CREATED if restore else EventKind.JOB_CREATED,
                 reason=f"created job {action.job_id} for {', '.join(action.config.thing_groups)}",
                 wave=action.wave,
                 data={"job_id": action.job_id, "thing_groups": list(action.config.thing_groups)},
@@ -374,14 +388,14 @@ class Reconciler:
         if isinstance(action, CancelJob):
             self.api.cancel_job(action.job_id, action.reason)
             return Event(
-                kind="job-cancel-requested",
+                kind=EventKind.JOB_CANCEL_REQUESTED,
                 reason=action.reason,
                 wave=action.wave,
                 data={"job_id": action.job_id},
             )
         samples = self.api.list_failures(action.job_id, action.limit)
         return Event(
-            kind="failures-explained",
+            kind=EventKind.FAILURES_EXPLAINED,
             reason=f"{len(samples)} failed executions sampled (at most {action.limit})",
             wave=action.wave,
             data={

@@ -14,8 +14,8 @@ Invariants:
 - One failing campaign does not stop the others, but the invocation still fails at the end
   (`RunnerFailedError`), so Lambda's Errors metric, and the stack's alarm, see it.
 - Halts, completions, aborts, finished rollbacks and waves waiting for approval are published
-  to the notifications topic by the step that decided them, once; a failed publish is logged
-  and does not undo the step.
+  to the notifications topic by the step that decided them, one message per decision
+  (`orchestrator.notify`); a failed publish is logged and does not undo the step.
 - The library never configures logging; `handler`, an entry point, does (JSON to stderr,
   which Lambda ships to the function's log group).
 
@@ -28,21 +28,21 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from job_documents import SystemClock
+from job_documents import SystemClock, logs
 from orchestrator.errors import (
     LeaseHeldError,
     OrchestratorError,
     VersionConflictError,
 )
 from orchestrator.model import CampaignState, CampaignStatus
+from orchestrator.notify import Announcer, Notifier, SnsNotifier, SnsPublisher
 from orchestrator.planner import jobs_to_observe
 from orchestrator.reconcile import Reconciler
 from orchestrator.store import StateStore
@@ -53,32 +53,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RESERVE_SECONDS",
-    "NOTIFY_KINDS",
     "CampaignOutcome",
-    "Notifier",
     "RunReport",
     "RunnerConfig",
     "RunnerConfigError",
     "RunnerFailedError",
-    "SnsNotifier",
     "handler",
     "run_once",
 ]
 
 log = structlog.get_logger(__name__)
 
-NOTIFY_KINDS = frozenset(
-    {
-        "campaign-halted",
-        "campaign-completed",
-        "campaign-aborted",
-        "rollback-finished",
-        "wave-halted",
-        "wave-awaiting-approval",
-    }
-)
 _FINISHED = frozenset({CampaignStatus.COMPLETED, CampaignStatus.ROLLED_BACK})
-_SUBJECT_LIMIT = 99  # SNS subjects: printable ASCII, fewer than 100 characters
 _LEASE_MARGIN = timedelta(seconds=60)
 DEFAULT_RESERVE_SECONDS = 60.0  # the longest one step is expected to take
 
@@ -91,42 +77,6 @@ class RunnerConfigError(OrchestratorError):
 
 class RunnerFailedError(OrchestratorError):
     """At least one campaign's step failed; the others were still stepped."""
-
-
-class Notifier(Protocol):
-    """Where halts and completions are announced (an SNS topic in production)."""
-
-    def publish(self, subject: str, message: str) -> None:
-        """Announce one event; raising is allowed (the runner logs and carries on)."""
-        ...
-
-
-class SnsPublisher(Protocol):
-    """The one SNS client method the runner uses."""
-
-    def publish(self, *, TopicArn: str, Subject: str, Message: str) -> Any:  # noqa: N803
-        """SNS Publish."""
-        ...
-
-
-class SnsNotifier:
-    """`Notifier` over an SNS topic."""
-
-    def __init__(self, sns: SnsPublisher, topic_arn: str) -> None:
-        self._sns = sns
-        self.topic_arn = topic_arn
-
-    def publish(self, subject: str, message: str) -> None:
-        self._sns.publish(
-            TopicArn=self.topic_arn,
-            Subject=_ascii_subject(subject),
-            Message=message,
-        )
-
-
-def _ascii_subject(subject: str) -> str:
-    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in subject)
-    return printable[:_SUBJECT_LIMIT]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +138,7 @@ def run_once(
     timeout; the campaigns left over are reported `deferred` and taken by the next tick.
     """
     outcomes: list[CampaignOutcome] = []
+    announcer = Announcer(notifier) if notifier is not None else None
     for name in store.names():
         bound = log.bind(campaign=name)
         if seconds_left is not None and seconds_left() < reserve_seconds:
@@ -218,28 +169,9 @@ def run_once(
         outcomes.append(
             CampaignOutcome(name, "stepped", result.state.status.value, len(result.actions), kinds)
         )
-        if notifier is not None:
-            _announce(notifier, result.state, result.events)
+        if announcer is not None:
+            announcer.announce(result.state, result.events)
     return RunReport(tuple(outcomes))
-
-
-def _announce(notifier: Notifier, state: CampaignState, events: Sequence[Any]) -> None:
-    for event in events:
-        if event.kind not in NOTIFY_KINDS:
-            continue
-        wave = f" wave {event.wave}" if event.wave else ""
-        subject = f"ca-migrate {state.name}{wave}: {event.kind}"
-        message = (
-            f"Campaign {state.name} is {state.status.value}.\n"
-            f"{event.kind}{wave}: {event.reason}\n\n"
-            f"Details: ca-migrate status {state.name}; ca-migrate events {state.name}"
-        )
-        try:
-            notifier.publish(subject, message)
-        except Exception as exc:  # noqa: BLE001 - a lost notification must not undo the step
-            log.warning(
-                "runner-notify-failed", campaign=state.name, kind=event.kind, error=str(exc)
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,18 +211,7 @@ class RunnerConfig:
 
 
 def _configure_logging() -> None:
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    logs.configure_logging(json=True, level=logging.INFO)
 
 
 def _clients(region: str) -> tuple[IoTClient, DynamoDBClient, SnsPublisher]:

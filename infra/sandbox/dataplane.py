@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from device_handler.memory import JobsBackend
 from infra.sandbox.errors import SandboxError
 
 __all__ = [
@@ -93,8 +94,12 @@ class DataPlaneError(SandboxError):
         return f"{self.code}: {self.message}"
 
 
-class JobsDataPlane(Protocol):
-    """What a device can ask of AWS IoT Jobs, over MQTT or HTTPS."""
+class JobsDataPlane(JobsBackend[ExecutionSnapshot], Protocol):
+    """What a device can ask of AWS IoT Jobs, over MQTT or HTTPS.
+
+    `describe_execution` and `update_execution` are the device's calls, declared
+    once in `device_handler.memory.JobsBackend`; these add the rest.
+    """
 
     def get_pending(self, thing_name: str) -> PendingJobs:
         """The `get` topic / GetPendingJobExecutions."""
@@ -109,31 +114,6 @@ class JobsDataPlane(Protocol):
         via: str,
     ) -> ExecutionSnapshot | None:
         """`start-next` / StartNextPendingJobExecution: None when nothing is pending."""
-        ...
-
-    def describe_execution(
-        self,
-        thing_name: str,
-        job_id: str,
-        *,
-        execution_number: int | None,
-    ) -> ExecutionSnapshot:
-        """`{jobId}/get` / DescribeJobExecution; `job_id` may be "$next"; ResourceNotFound."""
-        ...
-
-    def update_execution(
-        self,
-        thing_name: str,
-        job_id: str,
-        *,
-        status: str,
-        status_details: Mapping[str, str] | None,
-        expected_version: int | None,
-        execution_number: int | None,
-        step_timeout_minutes: int | None,
-        via: str,
-    ) -> ExecutionSnapshot:
-        """`{jobId}/update` / UpdateJobExecution; returns the execution after the change."""
         ...
 
     def subscribe(self, callback: Callable[[str], None]) -> None:

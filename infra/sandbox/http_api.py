@@ -1,7 +1,7 @@
 """The sandbox's HTTP front ends: the `iot` control plane (+ admin API) and `iot-jobs-data`.
 
 Both speak REST-JSON as botocore expects: requests are routed and validated
-with botocore's own service model (`infra.sandbox._model`), errors carry the
+with botocore's own service model (`infra.sandbox.botocore_api`), errors carry the
 exception name in `x-amzn-ErrorType` and `{"message": ...}` in the body, so
 boto3 and the AWS CLI raise the right exception class. Request signatures are
 accepted without being checked.
@@ -25,7 +25,7 @@ import structlog
 from botocore.model import OperationModel
 
 from infra.sandbox import render
-from infra.sandbox._model import Router, error_status, parse_request
+from infra.sandbox.botocore_api import Router, error_status, parse_request
 from infra.sandbox.dataplane import DataPlaneError
 from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import ServiceError, invalid_request, not_found

@@ -22,14 +22,14 @@ import structlog
 from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import SandboxStartError
 
-__all__ = ["StateStore"]
+__all__ = ["EngineStateFile"]
 
 log = structlog.get_logger(__name__)
 
 STATE_FILE = "state.json"
 
 
-class StateStore:
+class EngineStateFile:
     """Loads the engine from a directory and keeps the directory up to date."""
 
     def __init__(self, directory: Path, engine: JobsEngine, *, interval: float = 0.2) -> None:

@@ -51,9 +51,9 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from infra.sandbox.errors import SandboxError
+from job_documents.x509_issuer import issue_ca, issue_leaf, subject_name
 
 __all__ = [
     "ATS_ROOTS",
@@ -158,13 +158,7 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+    return subject_name(common_name, organization=_ORGANIZATION, country="US")
 
 
 def _self_signed_root(
@@ -172,33 +166,8 @@ def _self_signed_root(
 ) -> tuple[x509.Certificate, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
     key = _new_key(spec.key_type)
     now = _now()
-    name = _name(spec.common_name)
-    public = key.public_key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + _ROOT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
+    cert = issue_ca(
+        _name(spec.common_name), key, not_before=now - _BACKDATE, not_after=now + _ROOT_VALIDITY
     )
     return cert, key
 
@@ -211,46 +180,18 @@ def _leaf(
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     server_names: tuple[str, ...] = (),
 ) -> x509.Certificate:
+    """A server certificate when given `server_names`, else a device's client certificate."""
     now = _now()
-    public = key.public_key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(issuer.subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + _LEAF_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
+    return issue_leaf(
+        _name(common_name),
+        key,
+        issuer=issuer,
+        issuer_key=issuer_key,
+        not_before=now - _BACKDATE,
+        not_after=now + _LEAF_VALIDITY,
+        server_names=server_names,
+        usages=("server",) if server_names else ("client",),
     )
-    if server_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in server_names]), critical=False
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def _cert_pem(cert: x509.Certificate) -> bytes:

@@ -29,7 +29,7 @@ from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import SandboxStartError, invalid_request
 from infra.sandbox.faults import FaultInjector
 from infra.sandbox.http_api import HttpFrontEnd
-from infra.sandbox.persistence import StateStore
+from infra.sandbox.persistence import EngineStateFile
 from job_documents.clock import Clock
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class Sandbox:
         self.endpoints: dict[str, Endpoint] = {}
         self._data_plane: MqttDataPlane | None = None
         self._http: HttpFrontEnd | None = None
-        self._store: StateStore | None = None
+        self._store: EngineStateFile | None = None
         self._scheduler: threading.Thread | None = None
         self._scheduler_stop = threading.Event()
         self._engine: JobsEngine | None = None
@@ -172,10 +172,12 @@ class Sandbox:
             self.work_dir = Path(tempfile.mkdtemp(prefix="ca-migrate-sandbox-"))
             self._owns_work_dir = True
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        store: StateStore | None = None
+        store: EngineStateFile | None = None
         clock = self._given_clock
         if self.state_dir is not None:
-            probe = StateStore(self.state_dir, JobsEngine(clock=ScaledClock(), region=self.region))
+            probe = EngineStateFile(
+                self.state_dir, JobsEngine(clock=ScaledClock(), region=self.region)
+            )
             saved = probe.saved_time()
             if clock is None:
                 start = datetime.now(UTC)
@@ -186,7 +188,7 @@ class Sandbox:
             clock = ScaledClock(self.time_scale)
         self._engine = JobsEngine(clock=clock, region=self.region, time_scale=self.time_scale)
         if self.state_dir is not None:
-            store = StateStore(self.state_dir, self._engine)
+            store = EngineStateFile(self.state_dir, self._engine)
             store.load()
             store.start()
             self._store = store

@@ -1,4 +1,4 @@
-"""The only part of the orchestrator that talks boto3: AWS IoT Jobs and DynamoDB.
+"""The only part of the orchestrator that talks boto3: AWS IoT Jobs, DynamoDB and SNS.
 
 Every AWS operation is called as `self._iot.<operation>(...)` or
 `self._ddb.<operation>(...)`, so the IAM policy in `infra/aws` can be derived

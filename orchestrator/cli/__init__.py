@@ -28,12 +28,9 @@ from typer.core import TyperGroup
 from infra.sandbox.cli import sandbox_app
 from orchestrator.cli import campaign, census, demo, documents
 from orchestrator.cli._logging import LogFormat, configure_logging
+from orchestrator.cli.exits import EXIT_OK
 
 __all__ = ["Globals", "app", "main"]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from orchestrator.errors import (
 )
 from orchestrator.feasibility import devices_needed
 from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus, SigningSpec
+from orchestrator.notify import announce_step, cli_announcer
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener, StepResult
 from orchestrator.report import (
@@ -299,12 +300,20 @@ def run(
             "one JSON line per change when piped.",
         ),
     ] = None,
+    notify: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Announce halts, completions and approvals: sns:TOPIC_ARN or webhook:URL "
+            "(Slack-compatible JSON). Repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Reconcile once (or, with --follow, until the campaign completes, halts or is aborted)."""
     from orchestrator.cli._live import FollowView
 
     with _exit_codes():
         chosen = output_format(output) if output is not None else None
+        announcer = cli_announcer(notify or [], profile=_options(ctx).profile)
         rec = _campaign_reconciler(_options(ctx), name)
         spec = _spec_of(rec.store, name)
         mode = chosen or ("json" if follow else "text")
@@ -314,7 +323,9 @@ def run(
         with FollowView(spec, mode if follow else "quiet", _time_label(rec.clock)) as view:
             while True:
                 try:
-                    state = rec.step(name).state
+                    result = rec.step(name)
+                    announce_step(announcer, result)
+                    state = result.state
                 except (LeaseHeldError, VersionConflictError) as exc:
                     if not follow:
                         raise

@@ -19,11 +19,9 @@ import contextlib
 import functools
 import json
 import logging
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -33,33 +31,23 @@ from rich.live import Live
 from rich.table import Table
 
 from infra.sandbox.errors import SandboxError
-from job_documents import JobDocumentError
 from orchestrator.cli._live import wave_table
 from orchestrator.cli._logging import LogFormat, configure_logging
-from orchestrator.errors import OrchestratorError, SpecError, UsageError
+from orchestrator.cli.exits import EXIT_FAILURE, exit_codes
+from orchestrator.errors import UsageError
 from orchestrator.model import CampaignState
 
 __all__ = ["app"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
-
 app = typer.Typer(no_args_is_help=True)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _exit_codes() -> Iterator[None]:
     from infra.sandbox.fleet import FleetSpecError
 
-    try:
+    with exit_codes(invalid=(FleetSpecError,), failure=(SandboxError,)):
         yield
-    except (SpecError, UsageError, FleetSpecError, JobDocumentError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID) from exc
-    except (OrchestratorError, SandboxError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILURE) from exc
 
 
 def _quiet_logs(ctx: typer.Context, verbose: bool) -> Callable[[], None]:

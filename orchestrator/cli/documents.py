@@ -40,12 +40,11 @@ from job_documents import (
 )
 from job_documents.errors import CertificateRejected
 from orchestrator.cli._output import output_format, write_output_file
+from orchestrator.cli.exits import EXIT_INVALID
 from orchestrator.errors import UsageError
 
 __all__ = ["ca_app", "document_app"]
 
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
 _MAX_INPUT = 1024 * 1024
 
 ca_app = typer.Typer(help="The catalog of known root CAs.", no_args_is_help=True)

@@ -19,7 +19,7 @@ from device_handler.fsops import FileOps, StrPath
 from device_handler.memory import MemoryConnector
 from device_handler.order import Order
 from device_handler.probe import ClientIdentity, probe
-from device_handler.testing import IssuedCert, MemoryJobs, TestPki, TlsServer
+from device_handler.testing import MemoryJobs, PemFiles, TestPki, TlsServer
 from device_handler.trust import BundleRoot, EndpointConfig
 
 LEGACY_HOST = "a1sandbox2demo.iot.us-east-1.amazonaws.com"
@@ -27,17 +27,17 @@ ATS_HOST = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
 THING = "thing-0001"
 
 
-def fingerprint(cert: IssuedCert) -> str:
+def fingerprint(cert: PemFiles) -> str:
     return hashlib.sha256(cert.cert.public_bytes(Encoding.DER)).hexdigest()
 
 
 @dataclass
 class World:
     pki: TestPki
-    legacy_root: IssuedCert
-    ats_root: IssuedCert
-    other_root: IssuedCert
-    device: IssuedCert
+    legacy_root: PemFiles
+    ats_root: PemFiles
+    other_root: PemFiles
+    device: PemFiles
     legacy: TlsServer
     ats: TlsServer
     overrides: dict[str, str]
@@ -111,7 +111,7 @@ def order_from(raw: str | bytes | Mapping[str, Any]) -> Order:
         raise DocumentRejected("schema", str(exc)) from exc
 
 
-def migrate_doc(world: World, *, keep_existing: bool = True, root: IssuedCert | None = None) -> str:
+def migrate_doc(world: World, *, keep_existing: bool = True, root: PemFiles | None = None) -> str:
     root = root or world.ats_root
     return json.dumps(
         {

@@ -269,10 +269,10 @@ def test_dead_man_switch_rolls_back_when_mqtt_does_not_come_up_on_the_new_endpoi
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from device_handler.testing import IssuedCert, TlsServer
+    from device_handler.testing import PemFiles, TlsServer
 
     cert_path, key_path = sandbox.pki.server_cert_pem("ats"), sandbox.pki.server_key_pem("ats")
-    server = IssuedCert(
+    server = PemFiles(
         x509.load_pem_x509_certificate(cert_path.read_bytes()),
         load_pem_private_key(key_path.read_bytes(), None),  # type: ignore[arg-type]
         cert_path,

@@ -324,5 +324,5 @@ def test_the_planner_records_a_timeline_point_per_tenth_and_never_twice() -> Non
     assert first.wave == "canary"
     assert first.data["counts"] == {
         "succeeded": 55, "failed": 1, "rejected": 0, "timed_out": 0,
-        "queued": 944, "in_progress": 0,
+        "queued": 944, "in_progress": 0, "canceled": 0, "removed": 0,
     }  # fmt: skip  # the first failure starts the first tenth failed

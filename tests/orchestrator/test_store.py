@@ -120,3 +120,21 @@ def test_sqlite_store_in_an_unwritable_place_is_a_clear_error(tmp_path: Path) ->
     blocker.write_text("")
     with pytest.raises(StateError, match="cannot open the state store"):
         SqliteStateStore(blocker / "state.sqlite")
+
+
+def test_state_stored_by_an_older_release_with_gate_passed_at_still_loads() -> None:
+    from orchestrator.model import state_from_dict, state_to_dict
+
+    state = initial_state(SPEC, DOCS, T0)
+    baking = replace(
+        state.waves[0],
+        phase=WavePhase.BAKING,
+        launched_at=T0,
+        bake_until=T0 + timedelta(minutes=10),
+    )
+    raw = state_to_dict(state.with_wave(baking))
+    assert "gate_passed_at" not in raw["waves"][0]
+    raw["waves"][0]["gate_passed_at"] = (T0 + timedelta(minutes=2)).isoformat()  # older format
+    loaded = state_from_dict(raw, 3)
+    assert loaded.wave("canary") == baking
+    assert loaded.version == 3

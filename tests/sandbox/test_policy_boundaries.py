@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from infra.sandbox.decisions import CANCEL_PROPAGATION_SECONDS
+
 ARN = "arn:aws:iot:us-east-1:123456789012"
 DOCUMENT = json.dumps({"operation": "rotate"})
 
@@ -49,6 +51,8 @@ def test_a_timed_out_execution_counts_toward_an_all_abort(sandbox, iot, jobs_dat
     assert job["jobProcessDetails"]["numberOfTimedOutThings"] == 1
     assert job["status"] == "CANCELED"
     assert job["reasonCode"] == "ABORT_CRITERIA_MET"
+    sandbox.engine.advance(CANCEL_PROPAGATION_SECONDS)  # AWS cancels executions after the job
+    job = iot.describe_job(jobId="ab")["job"]
     assert job["jobProcessDetails"]["numberOfCanceledThings"] == 2
 
 
@@ -106,6 +110,8 @@ def test_an_abort_fires_when_failures_reach_the_threshold_exactly(sandbox, iot, 
     assert job["status"] == "CANCELED"  # 1 of 2 = 50%: reaches 50
     assert job["reasonCode"] == "ABORT_CRITERIA_MET"
     assert job["comment"].startswith("aborted: ALL executions are 50.00% of 2 executed, at or over")
+    sandbox.engine.advance(CANCEL_PROPAGATION_SECONDS)  # AWS cancels executions after the job
+    job = iot.describe_job(jobId="ab")["job"]
     assert job["jobProcessDetails"]["numberOfCanceledThings"] == 2
     assert job["jobProcessDetails"]["numberOfQueuedThings"] == 0
 
@@ -187,6 +193,7 @@ def test_a_forced_cancel_stops_running_executions_and_stays_forced(sandbox, iot,
     job = iot.describe_job(jobId="f")["job"]
     assert (job["status"], job["forceCanceled"], job["reasonCode"]) == ("CANCELED", True, "STOP")
     assert (job["lastUpdatedAt"] - job["createdAt"]).total_seconds() == 30
+    sandbox.engine.advance(CANCEL_PROPAGATION_SECONDS)  # AWS cancels executions after the job
     running = iot.describe_job_execution(jobId="f", thingName=names[0])["execution"]
     queued = iot.describe_job_execution(jobId="f", thingName=names[1])["execution"]
     assert (running["status"], running["forceCanceled"]) == ("CANCELED", True)

@@ -43,7 +43,7 @@ from device_handler.agent import Agent, AgentSettings
 from device_handler.channel import Connector
 from device_handler.errors import DeviceHandlerError, PowerCut
 from device_handler.fsops import FileOps, RealFileOps, StrPath
-from device_handler.memory import JobsBackend, MemoryConnector
+from device_handler.memory import ExecutionView, JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
 from device_handler.simulation import CrashingFileOps, NoSyncFileOps
 from device_handler.trust import EndpointConfig
@@ -70,7 +70,7 @@ CUT_POINTS: Final = 34
 _DONE: Final = frozenset({"NONE", "SKIPPED"})
 
 
-class FleetEngine(JobsBackend, Protocol):
+class FleetEngine(JobsBackend[ExecutionView], Protocol):
     """What a memory fleet needs of the Jobs engine: its clock, its news, the data plane.
 
     `JobsEngine` is one; a worker of `ShardedFleet` has a stand-in that relays the
@@ -131,7 +131,6 @@ class MemoryFleet(FleetBase):
         self._active: str | None = None
         self._runner: int | None = None
         self._started = False
-        self.activations = 0
         self.outcomes: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ lifecycle
@@ -213,7 +212,6 @@ class MemoryFleet(FleetBase):
                 self._news_set.discard(name)
             self._activate(self._devices[name], self._now())
             done += 1
-        self.activations += done
         return done
 
     def take_due(self) -> list[str]:
@@ -232,7 +230,6 @@ class MemoryFleet(FleetBase):
     def activate(self, thing: str) -> None:
         """Let one device act now (see `take_due`)."""
         self._activate(self._devices[thing], self._now())
-        self.activations += 1
 
     # ------------------------------------------------------------------ devices
     def _agent(self, device: _Device, fs: FileOps) -> Agent:

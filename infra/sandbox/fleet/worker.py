@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from infra.sandbox.fleet.sharded import worker_main
+from infra.sandbox.fleet.shard_worker import worker_main
 
 if __name__ == "__main__":
     worker_main(sys.argv)

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from device_handler.job_statuses import DEVICE_STATUSES
 from infra.sandbox import render
 from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot
 
@@ -24,7 +25,6 @@ __all__ = [
     "summary",
 ]
 
-DEVICE_STATUSES = frozenset({"IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"})
 """The statuses a device may set through `{jobId}/update`."""
 
 _CLIENT_TOKEN_MAX = 64

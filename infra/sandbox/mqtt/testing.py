@@ -24,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from device_handler.job_statuses import TERMINAL_STATUSES
 from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot, PendingJobs
 from infra.sandbox.mqtt import Endpoint, MqttDataPlane
 from infra.sandbox.pki import SandboxPki
@@ -38,7 +39,6 @@ __all__ = [
     "tls_context",
 ]
 
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "REMOVED", "CANCELED"})
 WAIT = 10.0
 
 
@@ -144,7 +144,7 @@ class FakeEngine:
             current = self.executions.get((thing_name, job_id))
             if current is None:
                 raise DataPlaneError("ResourceNotFound", f"Job execution {job_id} not found")
-            if current.status in TERMINAL:
+            if current.status in TERMINAL_STATUSES:
                 raise DataPlaneError(
                     "InvalidStateTransition",
                     f"Execution is already {current.status}",

@@ -1,0 +1,64 @@
+"""What a run ended with, as the sandbox and the campaign state say: the summary's rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from infra.sandbox.errors import ServiceError
+from infra.sandbox.runtime import Sandbox
+from orchestrator.model import CampaignState
+
+__all__ = ["counting", "minutes", "wave_rows"]
+
+
+@contextmanager
+def counting(adapter_client: Any) -> Iterator[dict[str, int]]:
+    counts = {"api_calls": 0, "http_requests": 0}
+
+    def on_call(**_: Any) -> None:
+        counts["api_calls"] += 1
+
+    def on_send(**_: Any) -> None:
+        counts["http_requests"] += 1
+
+    adapter_client.meta.events.register("before-call.iot", on_call)
+    adapter_client.meta.events.register("before-send.iot", on_send)
+    yield counts
+
+
+def minutes(state: CampaignState, when: datetime | None) -> float | None:
+    if when is None:
+        return None
+    return round((when - state.created_at).total_seconds() / 60, 2)
+
+
+def _sandbox_counts(sandbox: Sandbox, job_id: str | None) -> dict[str, int] | None:
+    """The job's execution counts as the sandbox holds them now (None: no such job)."""
+    if job_id is None:
+        return None
+    try:
+        counts = sandbox.engine.counts(job_id)
+    except ServiceError:
+        return None
+    return {status.lower(): n for status, n in counts.items()}
+
+
+def wave_rows(state: CampaignState, sandbox: Sandbox) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": wave.name,
+            "phase": wave.phase.value,
+            "job_id": wave.job_id,
+            "launched_after_minutes": minutes(state, wave.launched_at),
+            "finished_after_minutes": minutes(state, wave.finished_at),
+            "executions": _sandbox_counts(sandbox, wave.job_id),
+            "restore_executions": _sandbox_counts(sandbox, wave.restore_job_id),
+            "gate_counts": wave.counts.as_dict(),
+            "never_started": wave.never_started,
+            "verdict": wave.verdict,
+        }
+        for wave in state.waves
+    ]

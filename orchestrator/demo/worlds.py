@@ -1,0 +1,159 @@
+"""The worlds a run happens in: a sandbox and a simulated fleet, memory or MQTT."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from infra.sandbox.fleet import (
+    FleetSpec,
+    MemoryFleet,
+    ShardedFleet,
+    WorkerProcesses,
+    assign_profiles,
+)
+from infra.sandbox.pki import SandboxPki
+from infra.sandbox.runtime import Sandbox
+from job_documents.clock import ManualClock
+from orchestrator.demo.run_types import RunSettings, SimulatedFleet
+from orchestrator.errors import UsageError
+
+__all__ = [
+    "AUTO_WORKERS",
+    "AUTO_WORKERS_FROM",
+    "default_work_dir",
+    "fleet_workers",
+    "memory_world",
+    "mqtt_world",
+]
+
+log = structlog.get_logger(__name__)
+
+MQTT_TIME_SCALE: Final = 60.0
+BOOT_TIMEOUT_SECONDS: Final = 300.0
+AUTO_WORKERS_FROM: Final = 5000
+# Three: on two cores one worker waiting for the engine's answers leaves its core to another.
+AUTO_WORKERS: Final = 3
+
+
+def default_work_dir() -> Path:
+    shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp below it, not a fixed name
+    base = str(shm) if shm.is_dir() else None
+    return Path(tempfile.mkdtemp(prefix="ca-migrate-run-", dir=base))
+
+
+def fleet_workers(devices: int, requested: int | None) -> int:
+    """Worker processes for a memory fleet: as asked, else `AUTO_WORKERS` from 5,000 devices.
+
+    0 runs the devices in this process; below a few thousand devices, starting
+    workers costs more than it saves. The default does not follow the machine's
+    cores: a rehearsal of the same files must give the same answer everywhere, and
+    where the service decides from the order of updates across devices (native
+    abort thresholds), that order depends on how many workers run the devices.
+    """
+    if requested is not None:
+        if requested < 0:
+            raise UsageError(f"--workers must be 0 or more, not {requested}")
+        return requested
+    return AUTO_WORKERS if devices >= AUTO_WORKERS_FROM else 0
+
+
+def memory_world(
+    stack: ExitStack,
+    work: Path,
+    region: str,
+    fleet: FleetSpec,
+    settings: RunSettings,
+    *,
+    remove_files: bool,
+) -> tuple[Sandbox, SimulatedFleet]:
+    """A sandbox on a manual clock (no brokers) and an in-memory fleet on its engine."""
+    workers = fleet_workers(fleet.size, settings.workers)
+    # Worker interpreters import the device code while this process provisions the things.
+    processes = stack.enter_context(WorkerProcesses(workers)) if workers else None
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    sandbox = Sandbox(mqtt=False, clock=clock, region=region, work_dir=work / "sandbox").start()
+    stack.callback(sandbox.stop)
+    pki = SandboxPki.create_or_load(work / "pki", region=region)
+    provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
+    profiles = assign_profiles(fleet, provisioned.groups)
+    sim: MemoryFleet | ShardedFleet
+    if workers:
+        sharded = ShardedFleet(
+            sandbox.engine,
+            pki,
+            profiles,
+            workers=workers,
+            root=work / "devices",
+            seed=fleet.seed,
+            durable=settings.durable_device_files,
+            worker_setup=settings.worker_setup,
+            processes=processes,
+        )
+        # the workers remove their own devices' files, in parallel, when the run owns them
+        stack.callback(sharded.close, remove_files=remove_files)
+        sim = sharded
+    else:
+        memory = MemoryFleet(
+            sandbox.engine,
+            pki,
+            profiles,
+            root=work / "devices",
+            seed=fleet.seed,
+            durable=settings.durable_device_files,
+        )
+        stack.callback(memory.close)
+        sim = memory
+    sim.start()
+    log.info("memory_fleet_started", devices=fleet.size, workers=workers)
+    return sandbox, sim
+
+
+def mqtt_world(
+    stack: ExitStack, work: Path, region: str, fleet: FleetSpec, settings: RunSettings
+) -> tuple[Sandbox, SimulatedFleet]:
+    """A sandbox on a scaled clock with its brokers, and SDK devices connected to them."""
+    from infra.sandbox.fleet.mqtt import MqttFleet
+
+    scale = settings.time_scale if settings.time_scale > 0 else MQTT_TIME_SCALE
+    sandbox = Sandbox(mqtt=True, time_scale=scale, region=region, work_dir=work / "sandbox")
+    sandbox.start()
+    stack.callback(sandbox.stop)
+    assert sandbox.pki is not None  # noqa: S101 - mqtt=True creates it
+    _check_name_resolution(sandbox.pki.hosts["ats"])
+    provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
+    sim = MqttFleet(
+        sandbox.pki,
+        assign_profiles(fleet, provisioned.groups),
+        ports={kind: endpoint.port for kind, endpoint in sandbox.endpoints.items()},
+        alpn_ports={k: e.alpn_port for k, e in sandbox.endpoints.items() if e.alpn_port},
+        credentials=provisioned.credentials,
+        clock=sandbox.engine.clock,
+        time_scale=scale,
+        root=work / "devices",
+        seed=fleet.seed,
+    )
+    stack.callback(sim.close)
+    sim.start()
+    booted = sim.wait_booted(BOOT_TIMEOUT_SECONDS)
+    log.info("mqtt_fleet_booted", devices=booted)
+    return sandbox, sim
+
+
+def _check_name_resolution(host: str) -> None:
+    try:
+        addresses = {a[4][0] for a in socket.getaddrinfo(host, 8883)}
+    except OSError:
+        addresses = set()
+    if "127.0.0.1" not in addresses:
+        raise UsageError(
+            f"{host} does not resolve to 127.0.0.1 in this process, so the AWS IoT Device SDK "
+            "cannot reach the sandbox; run through `make demo` or `source scripts/env.sh` first "
+            "(it preloads libnss_wrapper with infra/sandbox/data/hosts)"
+        )
