@@ -43,6 +43,7 @@ from device_handler.fsops import (
 from device_handler.order import OPERATIONS, Operation, Order, Validator
 from device_handler.paths import DeviceFiles, DevicePaths, staged_path
 from device_handler.probe import ClientIdentity, ProbeResult, probe
+from device_handler.report_state import publish_if_changed, trust_state
 from device_handler.snapshot import Snapshot
 from device_handler.status import details
 from device_handler.targets import TargetFailed, replaces_backup, target_for
@@ -54,7 +55,7 @@ from device_handler.transaction import (
     classify_rejection,
     recovery_for,
 )
-from device_handler.trust import EndpointConfig, TrustBundle, bundle_sha256
+from device_handler.trust import EndpointConfig, bundle_sha256
 from job_documents.clock import Clock, SystemClock
 
 __all__ = [
@@ -86,6 +87,7 @@ class AgentSettings:
     max_attempts: int = 3
     max_recoveries: int = 3
     shadow_name: str = SHADOW_NAME
+    root_names: Mapping[str, str] = field(default_factory=dict)  # SHA-256 -> catalog name
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,22 +660,7 @@ class Agent:
     def trust_state(self, journal: Journal | None = None) -> dict[str, Any]:
         """What the device trusts and where it connects, as reported to the shadow."""
         journal = journal if journal is not None else self.read_journal()
-        live = self.live()
-        bundle = TrustBundle.parse(live.bundle)
-        return {
-            "endpoint": live.endpoint.host,
-            "port": live.endpoint.port,
-            "bundleSha256": bundle_sha256(live.bundle),
-            "roots": list(bundle.fingerprints()),
-            "phase": str(journal.phase),
-            "lastJob": {
-                "jobId": journal.last_job_id,
-                "status": journal.last_status,
-                "at": journal.last_at,
-            }
-            if journal.last_job_id
-            else None,
-        }
+        return trust_state(self.live(), journal, self.settings.root_names)
 
     def publish_trust_state(self) -> None:
         """Report the trust state to the named shadow, best effort (e.g. at start-up)."""
@@ -685,7 +672,8 @@ class Agent:
         self._report_shadow(self.read_journal())
 
     def report_state(self, channel: JobsChannel, journal: Journal | None = None) -> None:
-        channel.update_shadow(self.settings.shadow_name, self.trust_state(journal))
+        """Write the trust state to the named shadow when it differs from what it reports."""
+        publish_if_changed(channel, self.settings.shadow_name, self.trust_state(journal))
 
 
 def _replaces_backup(operation: str | None) -> bool:

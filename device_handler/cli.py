@@ -17,6 +17,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -55,7 +56,19 @@ def build_agent(config: DeviceConfig) -> Agent:
         protocol=config.protocol,
         operation_timeout=config.connect_timeout_seconds,
     )
-    return Agent(config.agent_settings(), make_validator(config.validation_settings()), connector)
+    validation = config.validation_settings()
+    settings = replace(config.agent_settings(), root_names=_root_names(validation.catalog))
+    return Agent(settings, make_validator(validation), connector)
+
+
+def _root_names(catalog: Path | None) -> dict[str, str]:
+    """SHA-256 -> catalog name of the roots the device may be told to trust (for its shadow)."""
+    import job_documents as jd
+
+    try:
+        return {root.sha256: root.name for root in jd.load_catalog(catalog).roots}
+    except jd.JobDocumentError as exc:
+        raise ConfigError(f"catalog {catalog or '(packaged)'}: {exc}") from exc
 
 
 def _run(config: DeviceConfig, *, once: bool) -> int:
@@ -111,7 +124,10 @@ def _status(config: DeviceConfig) -> dict[str, Any]:
     def never(_raw: object) -> Order:
         raise AssertionError("status validates nothing")
 
-    agent = _Agent(config.agent_settings(), never, MemoryConnector(_NoJobs(), config.thing_name))
+    settings = replace(
+        config.agent_settings(), root_names=_root_names(config.validation_settings().catalog)
+    )
+    agent = _Agent(settings, never, MemoryConnector(_NoJobs(), config.thing_name))
     journal = agent.read_journal()
     state = agent.trust_state(journal)
     state["journal"] = journal.as_dict()

@@ -181,6 +181,16 @@ class MemoryChannel:
         if self._shadows is not None:
             self._shadows[shadow_name] = {"state": {"reported": dict(reported)}}
 
+    def reported_state(self, shadow_name: str) -> Mapping[str, Any] | None:
+        """The named shadow's reported state (None: no such shadow)."""
+        self._check_open()
+        if self._shadows is None or shadow_name not in self._shadows:
+            return None
+        reported: Mapping[str, Any] = (
+            self._shadows[shadow_name].get("state", {}).get("reported", {})
+        )
+        return dict(reported)
+
     def close(self) -> None:
         self._closed = True
 

@@ -203,6 +203,21 @@ def jobs_client_v2(client5: Any, operation_timeout: float) -> Any:
     )
 
 
+def _shadow_client_v2(client5: Any, operation_timeout: float) -> Any:
+    """The SDK's request-response Device Shadow client on a started MQTT 5 client."""
+    from awscrt import mqtt_request_response
+    from awsiot import iotshadow
+
+    return iotshadow.IotShadowClientV2(
+        client5,
+        mqtt_request_response.ClientOptions(
+            max_request_response_subscriptions=2,
+            max_streaming_subscriptions=1,
+            operation_timeout_in_seconds=max(1, int(operation_timeout)),
+        ),
+    )
+
+
 def open_next_job_stream(
     jobs: Any, thing_name: str, on_event: Callable[[Any], None], timeout: float
 ) -> Any | None:
@@ -256,6 +271,7 @@ class MqttChannel:
         self._connection: Any = None
         self._jobs: Any = None
         self._stream: Any = None
+        self._shadow: Any = None
         self._notified = threading.Event()
         self._stopped = threading.Event()
         self._answers: dict[str, queue.SimpleQueue[tuple[bool, Any]]] = {}
@@ -472,13 +488,61 @@ class MqttChannel:
             future, _ = self._connection.publish(topic, payload, mqtt.QoS.AT_LEAST_ONCE)
             self._wait(future, "shadow update", self._op_timeout)
 
+    def reported_state(self, shadow_name: str) -> Mapping[str, Any] | None:
+        """GetThingShadow of a named shadow: its reported state, None when it does not exist."""
+        from awsiot import iotshadow
+
+        self._check_open()
+        request = iotshadow.GetNamedShadowRequest(
+            thing_name=self.thing_name, shadow_name=shadow_name
+        )
+        try:
+            if self.protocol == "mqtt5":
+                if self._shadow is None:
+                    self._shadow = _shadow_client_v2(self._client5, self._op_timeout)
+                future = self._shadow.get_named_shadow(request)
+                response = self._wait(future, "shadow get", self._op_timeout)
+            else:
+                self._subscribe_shadow_v1(shadow_name)
+                response = self._v1_request(
+                    self._shadow.publish_get_named_shadow, request, "shadow get"
+                )
+        except ChannelRejected as exc:
+            if exc.code in ("404", "ResourceNotFound"):
+                return None
+            raise
+        except ChannelError as exc:
+            if "404" in str(exc):
+                return None
+            raise
+        reported = getattr(response.state, "reported", None) if response.state else None
+        return dict(reported) if isinstance(reported, dict) else {}
+
+    def _subscribe_shadow_v1(self, shadow_name: str) -> None:
+        from awscrt import mqtt
+        from awsiot import iotshadow
+
+        if self._shadow is not None:
+            return
+        self._shadow = iotshadow.IotShadowClient(self._connection)
+        topic = iotshadow.GetNamedShadowSubscriptionRequest(
+            thing_name=self.thing_name, shadow_name=shadow_name
+        )
+        qos = mqtt.QoS.AT_LEAST_ONCE
+        for future, name in (
+            self._shadow.subscribe_to_get_named_shadow_accepted(topic, qos, self._answer(ok=True)),
+            self._shadow.subscribe_to_get_named_shadow_rejected(topic, qos, self._answer(ok=False)),
+        ):
+            self._wait(future, f"subscribe {name}", self._timeout)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        # The stream and the request-response client are native resources released with
+        # The stream and the request-response clients are native resources released with
         # their last reference; they go before the client they ride on.
         self._stream = None
+        self._shadow = None
         self._jobs = None
         if self._client5 is not None:
             self._client5.stop()

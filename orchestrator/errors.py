@@ -13,6 +13,8 @@ OrchestratorError
  ├── RunnerFailedError    (runner_lambda) at least one campaign's step failed
  └── AwsError             AWS (or the sandbox) refused or failed a call; botocore's
       │                   ClientError never escapes the adapter
+      ├── IndexingUnavailableError fleet indexing is off, not built, or lacks a field the
+      │                            census aggregates (exit 2 with how to turn it on)
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
       ├── UnknownThingGroupError   a wave names a thing group that does not exist (exit 2)
       ├── JobConflictError         a job with our deterministic id exists with another document
@@ -29,6 +31,7 @@ __all__ = [
     "AwsError",
     "CampaignExistsError",
     "CampaignNotFoundError",
+    "IndexingUnavailableError",
     "JobConflictError",
     "JobExistsError",
     "JobRefusedError",
@@ -102,6 +105,10 @@ class AwsError(OrchestratorError):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         self.code = code
         super().__init__(message)
+
+
+class IndexingUnavailableError(AwsError):
+    """Fleet indexing cannot answer: off, still building, or a census field is not indexed."""
 
 
 class JobExistsError(AwsError):

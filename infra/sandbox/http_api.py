@@ -62,6 +62,12 @@ CONTROL_PLANE_OPERATIONS: dict[str, str] = {
     "CancelJob": "cancel_job",
     "CancelJobExecution": "cancel_job_execution",
     "DeleteJob": "delete_job",
+    # Fleet indexing (infra/sandbox/indexing)
+    "GetIndexingConfiguration": "get_indexing_configuration",
+    "UpdateIndexingConfiguration": "update_indexing_configuration",
+    "SearchIndex": "search_index",
+    "GetStatistics": "get_statistics",
+    "GetBucketsAggregation": "get_buckets_aggregation",
 }
 
 JOBS_DATA_OPERATIONS = [

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from device_handler.agent import Agent
 from device_handler.fsops import StrPath
 from device_handler.memory import MemoryConnector
 from device_handler.testing import JobsRejection, MemoryJobs
 from device_handler.transaction import Journal, Phase
 from device_handler.trust import EndpointConfig, TrustBundle
 
-from .conftest import ATS_HOST, LEGACY_HOST, THING, Device, fingerprint, migrate_doc
+from .conftest import ATS_HOST, LEGACY_HOST, THING, Device, fingerprint, migrate_doc, order_from
 
 
 def _run(device: Device, document: str, **agent_args: object) -> tuple[str, str | None]:
@@ -166,7 +168,7 @@ def test_trust_state_is_reported_to_the_named_shadow(device: Device):
     reported = shadows["ca-migration"]["state"]["reported"]  # type: ignore[index]
     assert reported["endpoint"] == ATS_HOST  # type: ignore[index]
     assert reported["lastJob"]["status"] == "SUCCEEDED"  # type: ignore[index]
-    assert fingerprint(device.world.ats_root) in reported["roots"]  # type: ignore[index]
+    assert fingerprint(device.world.ats_root) in reported["rootSha256"]  # type: ignore[index]
 
 
 def test_trust_state_is_published_at_start_up(device: Device):
@@ -179,6 +181,34 @@ def test_trust_state_is_published_at_start_up(device: Device):
     assert reported["endpoint"] == LEGACY_HOST  # type: ignore[index]
     assert reported["phase"] == "idle"  # type: ignore[index]
     assert reported["lastJob"] is None  # type: ignore[index]
+
+
+def test_trust_state_is_written_only_when_it_differs_from_the_shadow(device: Device):
+    shadows: dict[str, dict[str, object]] = {}
+    from device_handler.memory import MemoryConnector
+
+    connector = MemoryConnector(device.jobs, THING, shadows=shadows)
+    device.agent(connector=connector).publish_trust_state()
+    shadows["ca-migration"]["marker"] = "kept while nothing changes"
+    device.agent(connector=connector).publish_trust_state()
+    assert shadows["ca-migration"]["marker"] == "kept while nothing changes"
+    device.jobs.add_job(THING, "job-1", migrate_doc(device.world))
+    assert device.agent(connector=connector).poll().status == "SUCCEEDED"
+    assert "marker" not in shadows["ca-migration"]
+    reported = shadows["ca-migration"]["state"]["reported"]  # type: ignore[index]
+    assert reported["lastJob"]["jobId"] == "job-1"  # type: ignore[index]
+
+
+def test_roots_are_reported_by_catalog_name(device: Device):
+    shadows: dict[str, dict[str, object]] = {}
+    from device_handler.memory import MemoryConnector
+
+    connector = MemoryConnector(device.jobs, THING, shadows=shadows)
+    agent = device.agent(connector=connector)
+    legacy = agent.trust_state()["rootSha256"][0]
+    named = replace(agent.settings, root_names={legacy: "verisign-class3-g5"})
+    assert Agent(named, order_from, connector).trust_state()["roots"] == ["verisign-class3-g5"]
+    assert agent.trust_state()["roots"] == [f"sha256:{legacy[:16]}"]
 
 
 def test_a_report_that_cannot_be_sent_yet_is_retried_without_tripping_the_boot_loop_guard(

@@ -46,7 +46,7 @@ def test_simulated_devices_run_the_transaction_against_the_sandbox_engine(
     sandbox, things = engine
     pki = TestPki(tmp_path / "pki", now=dt.datetime.now(dt.UTC))
     legacy_root, ats_root, device_ca = pki.ca("legacy"), pki.ca("ats"), pki.ca("device")
-    device = pki.leaf("device", device_ca, client=True)
+    device = pki.leaf("device-client", device_ca, client=True)
     catalog = write_catalog(tmp_path / "catalog", {"amazon-root-ca-1": ats_root.pem.decode()})
     loaded = load_catalog(catalog)
     document = build_document(

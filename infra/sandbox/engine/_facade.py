@@ -16,12 +16,14 @@ from infra.sandbox.dataplane import ExecutionSnapshot, PendingJobs
 from infra.sandbox.engine import (
     _control,
     _devices,
+    _indexing,
     _inspection,
     _persistence,
     _registry,
     _timers,
 )
 from infra.sandbox.engine._state import EngineState
+from infra.sandbox.shadows import ShadowTable
 from job_documents.clock import Clock
 
 
@@ -259,6 +261,27 @@ class JobsEngine:
     ) -> list[dict[str, Any]]:
         """Executions with every status change and the way (`via`) it came in."""
         return _inspection.execution_history(self._state, job_id=job_id, thing_name=thing_name)
+
+    # ----------------------------------------------------- shadows and indexing
+    @property
+    def named_shadows(self) -> ShadowTable:
+        """The named shadows the MQTT shadow service keeps (persisted and indexed)."""
+        return self._state.shadows
+
+    def get_indexing_configuration(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _indexing.get_indexing_configuration(self._state, params)
+
+    def update_indexing_configuration(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _indexing.update_indexing_configuration(self._state, params)
+
+    def search_index(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _indexing.search_index(self._state, params)
+
+    def get_statistics(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _indexing.get_statistics(self._state, params)
+
+    def get_buckets_aggregation(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _indexing.get_buckets_aggregation(self._state, params)
 
     # -------------------------------------------------------------- persistence
     def export_state(self) -> dict[str, Any]:

@@ -6,11 +6,13 @@ and re-arms every deadline (timeouts, rollout batches, scheduled start/end).
 
 Invariants:
 - `import_state(export_state())` yields an engine that answers every
-  operation as the original did.
+  operation as the original did (named shadows and the indexing
+  configuration included; a state file without them loads with none).
 """
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from infra.sandbox.dataplane import ExecutionSnapshot
 from infra.sandbox.engine._records import HistoryEntry, _Execution, _Group, _Job, _Thing
 from infra.sandbox.engine._state import EngineState
+from infra.sandbox.indexing import DEFAULT_CONFIGURATION
 from infra.sandbox.scheduling import MaintenanceWindows
 
 
@@ -49,6 +52,8 @@ def export_state(state: EngineState) -> dict[str, Any]:
                 for g in state.groups.values()
             ],
             "jobs": [_export_job(j) for j in state.jobs.values()],
+            "shadows": state.shadows.export(),
+            "indexing": copy.deepcopy(state.indexing),
         }
 
 
@@ -85,6 +90,8 @@ def import_state(state: EngineState, saved: Mapping[str, Any]) -> None:
             state.things[thing.name] = thing
         for j in saved["jobs"]:
             _import_job(state, j)
+        state.shadows.load(saved.get("shadows", []))
+        state.indexing = copy.deepcopy(dict(saved.get("indexing") or DEFAULT_CONFIGURATION))
         state.changed()
         state.wake.notify_all()
 

@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import math
@@ -30,6 +31,8 @@ from infra.sandbox import decisions as d
 from infra.sandbox.dataplane import ExecutionSnapshot
 from infra.sandbox.engine._records import HistoryEntry, _Execution, _Group, _Job, _Thing
 from infra.sandbox.errors import not_found
+from infra.sandbox.indexing import DEFAULT_CONFIGURATION
+from infra.sandbox.shadows import ShadowTable
 from job_documents.clock import Clock
 
 log = structlog.get_logger(__name__)
@@ -73,6 +76,8 @@ class EngineState:
         self.stopping = False
         self.revision = 0
         self.changes_event: threading.Event | None = None
+        self.shadows = ShadowTable(lock=self.lock, on_change=self.changed)
+        self.indexing: dict[str, Any] = copy.deepcopy(DEFAULT_CONFIGURATION)
 
     # ------------------------------------------------------------------ basics
     def now(self) -> float:

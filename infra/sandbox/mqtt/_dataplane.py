@@ -188,7 +188,8 @@ class MqttDataPlane:
         self._clock = clock
         self._jobs = JobsTopics(engine, self._now)
         self._tracker = NotifyTracker(self._now)
-        self._shadows = ShadowStore(self._now)
+        # The engine's shadow table when it keeps one: persisted and indexed with it.
+        self._shadows = ShadowStore(self._now, getattr(engine, "named_shadows", None))
         self._brokers: dict[str, Broker] = {}
         self._bridges: dict[str, _BridgeConnection] = {}
         self._workers: _Workers | None = None

@@ -14,19 +14,20 @@ Semantics (a subset of the service's, stated here once):
 - get: the current document, or 404 when the shadow does not exist.
 - delete: removes the shadow; 404 when it does not exist.
 - Rejections: {code (HTTP-style integer), message, timestamp, clientToken?}.
-- State is held in memory for the life of the data plane.
+- State lives in a `ShadowTable`: the engine's when the data plane has an engine
+  that keeps one (then it is persisted and indexed with the engine), else its own.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from infra.sandbox.errors import SandboxError
 from infra.sandbox.mqtt._jobs import Outgoing
+from infra.sandbox.shadows import ShadowTable
 
 __all__ = ["ShadowStore", "parse_shadow_topic"]
 
@@ -74,16 +75,15 @@ def _stamp(value: Any, timestamp: int) -> Any:
 class ShadowStore:
     """Named shadows of every thing, and the request handling around them."""
 
-    def __init__(self, now: Callable[[], int]) -> None:
+    def __init__(self, now: Callable[[], int], table: ShadowTable | None = None) -> None:
         self._now = now
-        self._lock = threading.Lock()
-        self._shadows: dict[tuple[str, str], dict[str, Any]] = {}
+        self._table = table if table is not None else ShadowTable()
+        self._lock = self._table.lock
+        self._shadows = self._table.documents
 
     def get(self, thing_name: str, shadow_name: str) -> dict[str, Any] | None:
         """A copy of the shadow document {state, metadata, version, timestamp}, or None."""
-        with self._lock:
-            doc = self._shadows.get((thing_name, shadow_name))
-            return copy.deepcopy(doc) if doc is not None else None
+        return self._table.get(thing_name, shadow_name)
 
     def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
         """The answer(s) to one named-shadow request; [] for topics that are not requests."""
@@ -134,6 +134,8 @@ class ShadowStore:
     def _delete(self, thing: str, name: str) -> dict[str, Any]:
         with self._lock:
             doc = self._shadows.pop((thing, name), None)
+            if doc is not None:
+                self._table.changed()
         if doc is None:
             raise ShadowRejectedError(404, f"No shadow exists with name: '{name}'")
         return {"version": doc["version"]}
@@ -174,6 +176,7 @@ class ShadowStore:
             current["version"] += 1
             current["timestamp"] = now
             self._shadows[key] = current
+            self._table.changed()
         accepted = {
             "state": copy.deepcopy(state),
             "metadata": {

@@ -1,0 +1,102 @@
+"""AWS IoT fleet indexing through boto3: counts, buckets and names for the census.
+
+Every call is `self._iot.<operation>(...)` (the IAM policy test reads them).
+ResourceNotFoundException / IndexNotReadyException (no index, or not built
+yet) and InvalidAggregationException (a field not indexed with a type) become
+`IndexingUnavailableError`, which the CLI turns into exit 2 with the command
+that turns indexing on. Every call is counted (`calls`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from orchestrator.errors import AwsError, IndexingUnavailableError
+
+if TYPE_CHECKING:
+    from mypy_boto3_iot import IoTClient
+
+__all__ = ["INDEX", "FleetIndexAdapter"]
+
+INDEX = "AWS_Things"
+MAX_BUCKETS = 10_000  # GetBucketsAggregation maxBuckets' maximum in the service model
+_UNAVAILABLE = {"ResourceNotFoundException", "IndexNotReadyException"}
+
+
+@contextmanager
+def _translate(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code in _UNAVAILABLE:
+            raise IndexingUnavailableError(
+                f"fleet indexing is not available ({code}: {message})", code=code
+            ) from exc
+        if code == "InvalidAggregationException":
+            raise IndexingUnavailableError(
+                f"fleet indexing cannot aggregate a field the census needs ({message})", code=code
+            ) from exc
+        raise AwsError(
+            f"AWS IoT {operation} failed ({code}: {message}); check the credentials, region "
+            "and endpoint (--region, --endpoint-url, --profile)",
+            code=code,
+        ) from exc
+    except BotoCoreError as exc:
+        raise AwsError(
+            f"AWS IoT {operation} could not be sent: {exc}; check the network and --endpoint-url"
+        ) from exc
+
+
+class FleetIndexAdapter:
+    """The census's questions to the `AWS_Things` index."""
+
+    def __init__(self, iot: IoTClient) -> None:
+        self._iot = iot
+        self.calls = 0
+
+    def count(self, query: str) -> int:
+        """How many things match (GetStatistics)."""
+        self.calls += 1
+        with _translate("GetStatistics"):
+            answer = self._iot.get_statistics(indexName=INDEX, queryString=query)
+        return int(answer.get("statistics", {}).get("count", 0))
+
+    def buckets(self, query: str, field: str, max_buckets: int = MAX_BUCKETS) -> dict[str, int]:
+        """Things per value of `field` among those matching (GetBucketsAggregation, terms)."""
+        self.calls += 1
+        with _translate("GetBucketsAggregation"):
+            answer = self._iot.get_buckets_aggregation(
+                indexName=INDEX,
+                queryString=query,
+                aggregationField=field,
+                bucketsAggregationType={"termsAggregation": {"maxBuckets": max_buckets}},
+            )
+        return {str(b.get("keyValue")): int(b.get("count", 0)) for b in answer.get("buckets", [])}
+
+    def names(self, query: str, limit: int | None) -> list[str]:
+        """Names of matching things, sorted as the index returns them; all when limit is None."""
+        out: list[str] = []
+        token: str | None = None
+        while limit is None or len(out) < limit:
+            page_size = 100 if limit is None else max(1, min(100, limit - len(out)))
+            self.calls += 1
+            with _translate("SearchIndex"):
+                if token is None:
+                    answer = self._iot.search_index(
+                        indexName=INDEX, queryString=query, maxResults=page_size
+                    )
+                else:
+                    answer = self._iot.search_index(
+                        indexName=INDEX, queryString=query, maxResults=page_size, nextToken=token
+                    )
+            out.extend(str(t["thingName"]) for t in answer.get("things", []) if "thingName" in t)
+            token = answer.get("nextToken")
+            if not token:
+                break
+        return out if limit is None else out[:limit]
