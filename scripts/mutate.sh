@@ -19,7 +19,7 @@ command -v mutmut >/dev/null || { echo "mutate: mutmut is missing: run make venv
 # name | files to mutate (globs) | mutant-name globs | focused tests
 TARGETS_TABLE=$(cat <<'EOF'
 gates|orchestrator/gates.py|orchestrator.gates.*|tests/orchestrator/test_gates.py tests/orchestrator/test_boundaries.py
-job-ids|orchestrator/planner.py|orchestrator.planner.x_job_id_for__* orchestrator.planner.x_job_config__*|tests/orchestrator/test_boundaries.py tests/orchestrator/test_planner.py
+job-ids|orchestrator/job_settings.py|orchestrator.job_settings.x_job_id_for__* orchestrator.job_settings.x_job_config__* orchestrator.job_settings.x_abort_threshold__*|tests/orchestrator/test_boundaries.py tests/orchestrator/test_planner.py
 planner-halt|orchestrator/planner.py|orchestrator.planner.x__judge_running_wave__* orchestrator.planner.x__advance__*|tests/orchestrator/test_planner.py tests/orchestrator/test_planner_properties.py tests/orchestrator/test_boundaries.py tests/orchestrator/test_planner_events.py
 endpoint|job_documents/_endpoint.py|job_documents._endpoint.*|tests/job_documents/test_endpoint.py tests/job_documents/test_boundaries.py
 pem|job_documents/_pem.py|job_documents._pem.*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py tests/job_documents/test_pem_boundaries.py tests/job_documents/test_catalog.py

@@ -10,8 +10,8 @@ import pytest
 
 from job_documents import Operation
 from orchestrator.gates import GateVerdict, evaluate_gate, wilson_bounds
+from orchestrator.job_settings import MAX_JOB_ID, job_config, job_id_for
 from orchestrator.model import CampaignSpec, Counts, Gate, Halt, OfflinePolicy
-from orchestrator.planner import MAX_JOB_ID, job_config, job_id_for
 from orchestrator.spec import parse_spec
 
 # min_success_rate 0: the Wilson "can no longer pass" halt never fires, only the failure-rate
