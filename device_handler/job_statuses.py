@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DEVICE_STATUSES", "TERMINAL_STATUSES"]
+__all__ = ["DEVICE_STATUSES", "PENDING_STATUSES", "TERMINAL_STATUSES"]
 
 TERMINAL_STATUSES: Final = frozenset(
     {"SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "REMOVED", "CANCELED"}
 )
 DEVICE_STATUSES: Final = frozenset({"IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"})
+PENDING_STATUSES: Final = frozenset({"QUEUED", "IN_PROGRESS"})  # a device may still act on it
