@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 import typer
 
 from infra.sandbox import decisions as d
-from infra.sandbox.errors import SandboxError, ServiceError
+from infra.sandbox.errors import PortUnavailableError, SandboxError, ServiceError
 
 __all__ = ["parse_group", "sandbox_app"]
 
@@ -63,6 +64,14 @@ def up(
     no_mqtt: Annotated[
         bool, typer.Option("--no-mqtt", help="Control plane and iot-jobs-data only.")
     ] = False,
+    mqtt_port: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Serve the ATS endpoint's MQTT on this port, as AWS does (repeatable): 443 is "
+            "MQTT with ALPN x-amzn-mqtt-ca, any other port (8883) MQTT over mutual TLS. "
+            "Default: free ports.",
+        ),
+    ] = None,
     output: Annotated[str, typer.Option(help="text or json (first stdout line).")] = "text",
 ) -> None:
     """Run the sandbox in the foreground until SIGINT or SIGTERM."""
@@ -70,6 +79,16 @@ def up(
 
     if output not in ("text", "json"):
         raise _fail("--output takes text or json", EXIT_INVALID)
+    ports = None
+    if mqtt_port:
+        if no_mqtt:
+            raise _fail("--mqtt-port serves MQTT: drop --no-mqtt", EXIT_INVALID)
+        from infra.sandbox.mqtt import listener_ports
+
+        try:
+            ports = listener_ports(mqtt_port)
+        except PortUnavailableError as exc:
+            raise _fail(str(exc), EXIT_INVALID) from exc
     if not 0.0 <= throttle_rate <= 1.0:
         raise _fail("--throttle-rate is a share of calls, from 0 to 1", EXIT_INVALID)
     if time_scale <= 0:

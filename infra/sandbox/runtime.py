@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
     from mypy_boto3_iot_jobs_data import IoTJobsDataPlaneClient
 
-    from infra.sandbox.mqtt import Endpoint, MqttDataPlane
+    from infra.sandbox.mqtt import Endpoint, ListenerPorts, MqttDataPlane
     from infra.sandbox.pki import SandboxPki
 
 __all__ = ["ProvisionResult", "Sandbox", "plan_provision"]
@@ -122,6 +122,7 @@ class Sandbox:
         work_dir: Path | None = None,
         throttle_rate: float = 0.0,
         enforce_quotas: bool = False,
+        mqtt_ports: ListenerPorts | None = None,
     ) -> None:
         if time_scale <= 0:
             raise SandboxStartError("--time-scale must be a positive number")
@@ -135,6 +136,8 @@ class Sandbox:
         self._given_work_dir = work_dir
         self.throttle_rate = throttle_rate
         self.enforce_quotas = enforce_quotas
+        #: Fixed ports of the ATS endpoint's listeners (`sandbox up --mqtt-port`).
+        self.mqtt_ports = mqtt_ports
         self.work_dir: Path | None = None
         self._owns_work_dir = False
         self.pki: SandboxPki | None = None
@@ -234,6 +237,7 @@ class Sandbox:
             work_dir=self.work_dir / "mqtt",
             region=self.region,
             endpoint_prefix=d.ENDPOINT_PREFIX,
+            ports=self.mqtt_ports,
         )
         self.endpoints = dict(self._data_plane.endpoints)
 

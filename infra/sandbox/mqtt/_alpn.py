@@ -117,9 +117,14 @@ def _relay(source: socket.socket, sink: socket.socket) -> None:
 
 
 class AlpnFront:
-    """A TLS listener on 127.0.0.1 that serves MQTT with ALPN and relays to `upstream`."""
+    """A TLS listener on 127.0.0.1 that serves MQTT with ALPN and relays to `upstream`.
 
-    def __init__(self, *, cert: Path, key: Path, device_ca: Path, upstream: int) -> None:
+    It listens on `port`, or on a free port when `port` is 0.
+    """
+
+    def __init__(
+        self, *, cert: Path, key: Path, device_ca: Path, upstream: int, port: int = 0
+    ) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
@@ -128,7 +133,7 @@ class AlpnFront:
         context.set_alpn_protocols([ALPN_MQTT])
         self._context = context
         self._upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, name="alpn-front", daemon=True)

@@ -23,7 +23,9 @@ Per broker:
   each client id its own topics.
 
 mosquitto 2.0.11 cannot bind TCP port 0 (`listener 0` means a unix socket),
-so a free port is picked by binding port 0 first; a lost race is retried.
+so a free port is picked by binding port 0 first; a lost race is retried. A
+fixed port (`ListenerPorts`, `sandbox up --mqtt-port`) is tried once: losing it
+is an error, never a move to another port.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import structlog
 
 from infra.sandbox.errors import SandboxError
 from infra.sandbox.mqtt._alpn import AlpnFront
+from infra.sandbox.mqtt._ports import ListenerPorts, PortUnavailableError
 from infra.sandbox.pki import SandboxPki
 
 __all__ = ["Broker", "BrokerError", "find_mosquitto"]
@@ -122,8 +125,17 @@ class Broker:
     process goes away, so that a killed sandbox leaves no broker running.
     """
 
-    def __init__(self, kind: str, *, pki: SandboxPki, directory: Path, socket_path: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        pki: SandboxPki,
+        directory: Path,
+        socket_path: Path,
+        ports: ListenerPorts | None = None,
+    ) -> None:
         self.kind = kind
+        self._fixed = ports or ListenerPorts()
         self.host = pki.hosts[kind]
         self.port = 0
         #: MQTT over "443" with ALPN x-amzn-mqtt-ca (ATS endpoint only; 0 when none).
@@ -187,8 +199,8 @@ class Broker:
         """Start mosquitto and wait until both listeners accept connections."""
         binary = find_mosquitto()
         last_error = ""
-        for _ in range(_PORT_ATTEMPTS):
-            port = _free_port()
+        for _ in range(1 if self._fixed.mqtt else _PORT_ATTEMPTS):
+            port = self._fixed.mqtt or _free_port()
             self._plain_port = _free_port() if self.kind == "ats" else 0
             conf = self._write_config(port)
             self.socket_path.unlink(missing_ok=True)
@@ -204,14 +216,7 @@ class Broker:
             if self._wait_ready(port) and (not self._plain_port or _accepts(self._plain_port)):
                 self.port = port
                 if self._plain_port:
-                    self._front = AlpnFront(
-                        cert=Path(self._pki.server_cert_pem(self.kind)),
-                        key=Path(self._pki.server_key_pem(self.kind)),
-                        device_ca=Path(self._pki.device_ca_pem),
-                        upstream=self._plain_port,
-                    )
-                    self._front.start()
-                    self.alpn_port = self._front.port
+                    self._start_front()
                 log.debug("mosquitto_started", endpoint=self.kind, host=self.host, port=port)
                 return
             last_error = self._collect_failure()
@@ -221,6 +226,24 @@ class Broker:
             f"mosquitto for the {self.kind} endpoint did not start: {last_error.strip()} "
             f"(configuration in {self._directory})"
         )
+
+    def _start_front(self) -> None:
+        try:
+            self._front = AlpnFront(
+                cert=Path(self._pki.server_cert_pem(self.kind)),
+                key=Path(self._pki.server_key_pem(self.kind)),
+                device_ca=Path(self._pki.device_ca_pem),
+                upstream=self._plain_port,
+                port=self._fixed.alpn,
+            )
+        except OSError as exc:
+            self.stop()
+            raise PortUnavailableError(
+                f"the ALPN listener of the {self.kind} endpoint cannot listen on port "
+                f"{self._fixed.alpn}: {exc}; free it, or give another --mqtt-port"
+            ) from exc
+        self._front.start()
+        self.alpn_port = self._front.port
 
     def _wait_ready(self, port: int) -> bool:
         assert self._process is not None  # noqa: S101

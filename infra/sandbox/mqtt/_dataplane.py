@@ -43,6 +43,7 @@ from infra.sandbox.dataplane import JobsDataPlane
 from infra.sandbox.errors import SandboxError
 from infra.sandbox.mqtt._broker import Broker, BrokerError
 from infra.sandbox.mqtt._jobs import JobsTopics, NotifyTracker, Outgoing
+from infra.sandbox.mqtt._ports import ListenerPorts, check_bindable
 from infra.sandbox.mqtt._shadow import ShadowStore
 from infra.sandbox.pki import SandboxPki, endpoint_hosts
 from job_documents.clock import Clock, SystemClock
@@ -180,8 +181,10 @@ class MqttDataPlane:
         pki: SandboxPki,
         work_dir: Path,
         clock: Clock,
+        ports: ListenerPorts | None = None,
     ) -> None:
         self.pki = pki
+        self._ports = ports or ListenerPorts()
         self.work_dir = work_dir
         self.endpoints: dict[str, Endpoint] = {}
         self._engine = engine
@@ -215,6 +218,7 @@ class MqttDataPlane:
                 pki=self.pki,
                 directory=self.work_dir / kind,
                 socket_path=sockets / kind / "bridge.sock",
+                ports=self._ports if kind == "ats" else None,
             )
             (sockets / kind).mkdir(parents=True, exist_ok=True)
             self._brokers[kind] = broker
@@ -304,8 +308,12 @@ def start_data_plane(
     region: str = "us-east-1",
     endpoint_prefix: str = "a1sandbox2demo",
     clock: Clock | None = None,
+    ports: ListenerPorts | None = None,
 ) -> MqttDataPlane:
     """Start both brokers and the bridge; the caller must `stop()` the result.
+
+    `ports` fixes the ATS endpoint's listener ports (`sandbox up --mqtt-port`);
+    each is checked before anything starts (`PortUnavailableError`).
 
     `clock` stamps the `timestamp` of every answer and event; when omitted,
     the engine's own `clock` attribute if it has one (the sandbox's scaled
@@ -319,7 +327,9 @@ def start_data_plane(
     if clock is None:
         engine_clock = getattr(engine, "clock", None)
         clock = engine_clock if isinstance(engine_clock, Clock) else SystemClock()
-    plane = MqttDataPlane(engine, pki=pki, work_dir=Path(work_dir), clock=clock)
+    for port in (ports or ListenerPorts()).fixed():
+        check_bindable(port)
+    plane = MqttDataPlane(engine, pki=pki, work_dir=Path(work_dir), clock=clock, ports=ports)
     try:
         plane._start()  # noqa: SLF001
     except (BrokerError, OSError) as exc:
