@@ -13,6 +13,14 @@ from typing import Final
 ACCOUNT_ID: Final = "123456789012"
 DEFAULT_REGION: Final = "us-east-1"
 ENDPOINT_PREFIX: Final = "a1sandbox2demo"
+# --- regions ------------------------------------------------------------------
+# AWS serves each region on its own hosts; the sandbox serves every region on one port
+# and routes a request by the region of its SigV4 credential scope (infra/sandbox/sigv4.py).
+# A request with no signature goes to the first region. A single-region sandbox takes a
+# request signed for any region (what it always did). A multi-region sandbox refuses a
+# region it does not serve with this error: AWS answers a request signed for the wrong
+# region with a signature error, and that is what a wrong region most resembles.
+UNSERVED_REGION_ERROR: Final = ("InvalidSignatureException", 403)
 
 # --- limits (documented by AWS, not in the botocore model) ------------------
 MAX_TARGETS_PER_JOB: Final = 100
