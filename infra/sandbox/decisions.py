@@ -60,7 +60,14 @@ DEVICE_MAY_SKIP_IN_PROGRESS: Final = True
 #   list).
 
 # --- rollout ----------------------------------------------------------------
-# Without jobExecutionsRolloutConfig every target is notified at creation.
+# Without jobExecutionsRolloutConfig a job rolls out at AWS's default pace,
+# DEFAULT_PER_MINUTE things a minute (AWS: "If you don't set the value, it uses 1000
+# as the default value"; "AWS IoT Jobs can roll out and cancel job executions swiftly
+# at a rate of 1000 devices per minute"), in the same batches as an explicit
+# maximumPerMinute; DescribeJob shows no jobExecutionsRolloutConfig for it.
+# JobsEngine(default_per_minute=None) notifies every target at once instead, for unit
+# tests that need instant fan-out (not what AWS does).
+DEFAULT_PER_MINUTE: Final = 1000
 # With one, things are notified in batches, one batch per ROLLOUT_PERIOD_SECONDS,
 # the first at creation; batch size = floor(current rate). The exponential rate
 # is re-evaluated at each batch: for every further `N` things notified (or
