@@ -222,7 +222,8 @@ def test_executions_are_listed_only_when_that_is_fewer_calls(
 def _verification() -> Verification:
     drift = find_drift(CHECK, [DeviceReport("d9", LEGACY, JOB)], {"d9": "SUCCEEDED"}, REGION)
     wave = WaveResult("w1", JOB, ATS, devices=5, reported=4, on_target=3, succeeded=4, drift=drift)
-    return Verification("c", REGION, (wave,), skipped={"w2": "no device has succeeded yet"}, calls=7)
+    skipped = {"w2": "no device has succeeded yet"}
+    return Verification("c", REGION, (wave,), skipped=skipped, calls=7)
 
 
 def test_the_json_lists_drift_and_each_waves_figures() -> None:
