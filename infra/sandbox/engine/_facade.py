@@ -16,6 +16,7 @@ from infra.sandbox.dataplane import ExecutionSnapshot, PendingJobs
 from infra.sandbox.engine import (
     _control,
     _devices,
+    _dynamic,
     _indexing,
     _inspection,
     _persistence,
@@ -39,14 +40,23 @@ class JobsEngine:
         time_scale: float = 1.0,
         cancel_delay: float = d.CANCEL_PROPAGATION_SECONDS,
         delete_delay: float = d.DELETION_SECONDS,
+        default_per_minute: int | None = d.DEFAULT_PER_MINUTE,
     ) -> None:
         """An empty service on `clock`.
 
         `cancel_delay` / `delete_delay` are the sandbox seconds CancelJob and
         DeleteJob take to complete (AWS is eventually consistent; 0: immediate).
+        `default_per_minute` paces jobs created without a rollout configuration
+        (AWS's default, 1000 things a minute); None notifies all their targets at
+        once, for tests that need instant fan-out.
         """
         if cancel_delay < 0 or delete_delay < 0:
             raise ValueError("cancel_delay and delete_delay are zero or more seconds")
+        if default_per_minute is not None and not 1 <= default_per_minute <= d.MAX_PER_MINUTE:
+            raise ValueError(
+                f"default_per_minute is 1-{d.MAX_PER_MINUTE} things a minute, "
+                "or None for all at once"
+            )
         self._state = EngineState(
             clock=clock,
             region=region,
@@ -54,6 +64,7 @@ class JobsEngine:
             time_scale=time_scale,
             cancel_delay=cancel_delay,
             delete_delay=delete_delay,
+            default_per_minute=default_per_minute,
         )
 
     # ------------------------------------------------------------------ basics
@@ -186,6 +197,9 @@ class JobsEngine:
     def describe_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.describe_thing(self._state, params)
 
+    def update_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.update_thing(self._state, params)
+
     def list_things(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.list_things(self._state, params)
 
@@ -206,6 +220,18 @@ class JobsEngine:
 
     def list_things_in_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.list_things_in_thing_group(self._state, params)
+
+    def create_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.create_dynamic_thing_group(self._state, params)
+
+    def update_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.update_dynamic_thing_group(self._state, params)
+
+    def delete_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.delete_dynamic_thing_group(self._state, params)
+
+    def list_thing_groups(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.list_thing_groups(self._state, params)
 
     def add_things_to_group(self, group_name: str, names: Sequence[str]) -> None:
         """Bulk AddThingToThingGroup for simulations and the benchmark."""

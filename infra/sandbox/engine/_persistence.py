@@ -48,6 +48,9 @@ def export_state(state: EngineState) -> dict[str, Any]:
                     "created_at": g.created_at,
                     "group_id": g.group_id,
                     "description": g.description,
+                    "query": g.query,
+                    "index_name": g.index_name,
+                    "query_version": g.query_version,
                 }
                 for g in state.groups.values()
             ],
@@ -77,6 +80,9 @@ def import_state(state: EngineState, saved: Mapping[str, Any]) -> None:
                 g["group_id"],
             )
             group.description = g["description"]
+            group.query = g.get("query")
+            group.index_name = g.get("index_name")
+            group.query_version = g.get("query_version")
             state.groups[group.name] = group
         for group in state.groups.values():
             if group.parent is not None:
@@ -125,6 +131,7 @@ def _import_job(state: EngineState, j: Mapping[str, Any]) -> None:
     job.windows = MaintenanceWindows.parse(windows) if windows else None
     job.target_things = set(j["target_things"])
     job.target_groups = set(j["target_groups"])
+    job.period_released = j.get("period_released", 0)
     job.rollout_pending = deque(j["rollout_pending"])
     job.rollout_queued = set(job.rollout_pending)
     state.jobs[job.job_id] = job
@@ -193,6 +200,7 @@ def _export_job(job: _Job) -> dict[str, Any]:
         "notified": job.notified,
         "rate": job.rate,
         "rate_baseline": job.rate_baseline,
+        "period_released": job.period_released,
         "rollout_pending": list(job.rollout_pending),
         "next_rollout_at": job.next_rollout_at,
         "rollout": job.rollout,
