@@ -252,8 +252,30 @@ class WindowModel(_Model):
         return value
 
 
+def _checked_region(value: str) -> str:
+    try:
+        check_region(value)
+    except EndpointRejected as exc:
+        # The documents would be refused for it anyway (region-invalid): say so here,
+        # with the line, before any AWS call goes to a host that does not exist.
+        raise ValueError(
+            f"{value!r} is not an AWS region of the commercial, China or GovCloud "
+            "partitions known to this version (job_documents/data/regions.json); check "
+            "the spelling"
+            + ("" if "isolated" not in str(exc) else "; isolated partitions are not supported")
+        ) from None
+    return value
+
+
 class WaveModel(_Model):
     name: Name
+    region: str | None = Field(
+        None,
+        pattern=_REGION,
+        max_length=32,
+        description="The AWS region of this wave's thing groups and job (default: the "
+        "campaign's region). Each region's documents name its own iot:Data-ATS endpoint.",
+    )
     thing_groups: list[Annotated[str, Field(pattern=_GROUP)]] = Field(min_length=1, max_length=100)
     gate: GateModel
     rollout: RolloutModel = RolloutModel()
@@ -271,6 +293,11 @@ class WaveModel(_Model):
     execution: ExecutionModel | None = None
     max_failure_rate: Fraction | None = None
     maintenance_windows: list[WindowModel] = Field(default_factory=list, max_length=10)
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_region(value)
 
 
 class CampaignFile(_Model):
@@ -304,18 +331,7 @@ class CampaignFile(_Model):
     @field_validator("region")
     @classmethod
     def _known_region(cls, value: str) -> str:
-        try:
-            check_region(value)
-        except EndpointRejected as exc:
-            # The documents would be refused for it anyway (region-invalid): say so here,
-            # with the line, before any AWS call goes to a host that does not exist.
-            raise ValueError(
-                f"{value!r} is not an AWS region of the commercial, China or GovCloud "
-                "partitions known to this version (job_documents/data/regions.json); check "
-                "the spelling"
-                + ("" if "isolated" not in str(exc) else "; isolated partitions are not supported")
-            ) from None
-        return value
+        return _checked_region(value)
 
     def to_spec(self, base_dir: Path | None = None) -> CampaignSpec:
         catalog = self.catalog
@@ -379,6 +395,7 @@ def _wave(w: WaveModel) -> WaveSpec:
             MaintenanceWindow(start=m.start, duration_minutes=m.duration_minutes)
             for m in w.maintenance_windows
         ),
+        region=w.region,
     )
 
 
@@ -436,12 +453,54 @@ def _validated(text: str, source: str) -> CampaignFile:
                 )
             )
         seen.add(wave.name)
+    dupes.extend(_region_problems(model, marks))
     if dupes:
         raise SpecError(source, tuple(dupes))
     if len(_PARSED) >= _PARSED_KEEP:
         _PARSED.pop(next(iter(_PARSED)))
     _PARSED[text] = model
     return model
+
+
+def _partition(region: str) -> str:
+    return (
+        "aws-cn"
+        if region.startswith("cn-")
+        else ("aws-us-gov" if region.startswith("us-gov-") else "aws")
+    )
+
+
+def _region_problems(
+    model: CampaignFile, marks: Mapping[Any, tuple[int, int]]
+) -> list[SpecProblem]:
+    """A wave in another region needs `endpoint: auto` and the campaign's partition."""
+    problems: list[SpecProblem] = []
+    for index, wave in enumerate(model.waves):
+        if wave.region is None or wave.region == model.region:
+            continue
+        where = marks.get(("waves", index, "region"))
+        message = None
+        if _partition(wave.region) != _partition(model.region):
+            message = (
+                f"wave {wave.name} is in {wave.region}, another partition than the campaign's "
+                f"{model.region} (other accounts and credentials): run it as its own campaign"
+            )
+        elif model.endpoint != "auto":
+            message = (
+                f"wave {wave.name} is in {wave.region} but the campaign names one endpoint "
+                f"({model.endpoint}), a host of one region: write endpoint: auto so each "
+                "region's iot:Data-ATS endpoint is resolved in that region"
+            )
+        if message is not None:
+            problems.append(
+                SpecProblem(
+                    f"waves[{index}].region",
+                    message,
+                    line=where[0] if where else None,
+                    column=where[1] if where else None,
+                )
+            )
+    return problems
 
 
 def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = None) -> CampaignSpec:
