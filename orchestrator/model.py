@@ -342,6 +342,7 @@ class EventKind(StrEnum):
     ROLLBACK_FINISHED = "rollback-finished"
     FAILURES_EXPLAINED = "failures-explained"
     ACTION_FAILED = "action-failed"
+    DRIFT_FOUND = "drift-found"
 
 
 @dataclass(frozen=True, slots=True)

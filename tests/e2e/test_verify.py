@@ -16,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+from job_documents import SystemClock
 from orchestrator.aws.executions import ExecutionReader
+from orchestrator.aws.indexing import FleetIndexAdapter
 from orchestrator.census import INDEXING_CONFIGURATION
+from orchestrator.drift_watch import DriftWatch
 from orchestrator.model import CampaignStatus
+from orchestrator.runner_lambda import run_once
 from orchestrator.spec import parse_spec
 
 from .campaign_kit import campaign_text, drive, in_process, reconciler
@@ -106,3 +111,59 @@ def test_verify_of_an_unknown_campaign_exits_2(sandbox: Any, tmp_path: Path) -> 
     ran = in_process(sandbox, tmp_path / "state.sqlite", "verify", "nope")
     assert ran.returncode == 2
     assert "nope" in ran.stderr
+
+
+class Inbox:
+    """A notifier that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def publish(self, subject: str, message: str) -> None:
+        self.sent.append((subject, message))
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_the_runner_announces_drift_once_per_new_set_of_drifted_devices(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    iot = sandbox.iot_client()
+    ats = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+    inbox = Inbox()
+    with ReportingFleet(sandbox, ats, silent=SILENT, failing=FAILING) as fleet:
+        rec = reconciler(sandbox, tmp_path)
+        text = campaign_text()
+        rec.start(parse_spec(text), text, None)
+        final = drive(rec, "e2e")
+        assert final.status is CampaignStatus.COMPLETED
+        watch = DriftWatch(rec.store, FleetIndexAdapter(iot), ExecutionReader(iot), SystemClock())
+
+        def tick() -> None:
+            report = run_once(rec.store, rec, inbox, drift_check=watch.check)
+            assert not report.failed
+
+        with structlog.testing.capture_logs() as logs:
+            tick()  # indexing off: logged, nothing announced, the run stands
+        assert [e["event"] for e in logs if "drift" in e["event"]] == ["runner-drift-unavailable"]
+        iot.update_indexing_configuration(thingIndexingConfiguration=INDEXING_CONFIGURATION)
+        tick()
+        assert inbox.sent == []  # clean
+
+        fleet.report("device-00003", LEGACY, LEGACY_ROOTS, final.wave("canary").job_id)
+        tick()
+        tick()  # the same drift again: not announced twice
+        assert len(inbox.sent) == 1
+        subject, body = inbox.sent[0]
+        assert subject == "ca-migrate e2e: drift-found"
+        assert "device-00003" in body
+        assert "ca-migrate verify e2e" in body
+
+        fleet.report("device-00007", LEGACY, LEGACY_ROOTS, final.wave("wave-1").job_id)
+        tick()
+        assert len(inbox.sent) == 2
+        assert "2 device(s)" in inbox.sent[1][1]
+    found = [e for e in rec.store.events("e2e") if e.kind == "drift-found"]
+    assert [e.data["things"] for e in found] == [
+        ["device-00003"],
+        ["device-00003", "device-00007"],
+    ]
