@@ -25,8 +25,8 @@ from botocore.config import Config
 
 from infra.sandbox import decisions as d
 from infra.sandbox.clock import ScaledClock
-from infra.sandbox.engine import JobsEngine
-from infra.sandbox.errors import SandboxStartError, invalid_request
+from infra.sandbox.engine import IssuedKeys, JobsEngine, certificate_id_of
+from infra.sandbox.errors import SandboxStartError, ServiceError, invalid_request
 from infra.sandbox.faults import FaultInjector
 from infra.sandbox.http_api import HttpFrontEnd
 from infra.sandbox.persistence import EngineStateFile
@@ -228,6 +228,13 @@ class Sandbox:
         self.pki = SandboxPki.create_or_load(
             self.work_dir / "pki", region=self.region, endpoint_prefix=d.ENDPOINT_PREFIX
         )
+        pki = self.pki
+        # Things' certificates (and CreateKeysAndCertificate's) come from the device CA:
+        # the account has it as a registered CA, as AWS has its own issuing CA.
+        self.engine.trust_ca_certificate(pki.device_ca_pem.read_text())
+        self.engine.set_certificate_issuer(
+            lambda: IssuedKeys(*pki.issue_keys_and_certificate(d.ISSUED_CERTIFICATE_COMMON_NAME))
+        )
         self._data_plane = start_data_plane(
             self.engine,
             pki=self.pki,
@@ -350,7 +357,13 @@ class Sandbox:
         return result
 
     def issue_credentials(self, thing_names: list[str]) -> dict[str, dict[str, str]]:
-        """Certificate and key files for each thing (idempotent), from the sandbox PKI."""
+        """Certificate and key files for each thing (idempotent), from the sandbox PKI.
+
+        Like a fleet provisioning step, each certificate is registered ACTIVE
+        (RegisterCertificate under the device CA) and attached to its thing
+        (AttachThingPrincipal), so the device policy admits the thing's CONNECT.
+        A certificate registered before keeps its status (a revoked one stays revoked).
+        """
         if self.pki is None:
             raise invalid_request(
                 "this sandbox has no PKI (started without MQTT); device credentials need "
@@ -361,8 +374,24 @@ class Sandbox:
         for name in thing_names:
             engine.describe_thing({"thingName": name})
             credentials = self.pki.issue_thing_credentials(name)
+            self._register_and_attach(name, credentials.cert_pem.read_text())
             out[name] = {"cert_pem": str(credentials.cert_pem), "key_pem": str(credentials.key_pem)}
         return out
+
+    def _register_and_attach(self, thing_name: str, certificate_pem: str) -> None:
+        engine = self.engine
+        try:
+            arn = engine.register_certificate(
+                {"certificatePem": certificate_pem, "status": "ACTIVE"}
+            )["certificateArn"]
+        except ServiceError as exc:
+            if exc.code != "ResourceAlreadyExistsException":
+                raise
+            certificate_id = certificate_id_of(certificate_pem)
+            arn = engine.describe_certificate({"certificateId": certificate_id})[
+                "certificateDescription"
+            ]["certificateArn"]
+        engine.attach_thing_principal({"thingName": thing_name, "principal": arn})
 
     def provision(
         self,
