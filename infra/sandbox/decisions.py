@@ -13,6 +13,14 @@ from typing import Final
 ACCOUNT_ID: Final = "123456789012"
 DEFAULT_REGION: Final = "us-east-1"
 ENDPOINT_PREFIX: Final = "a1sandbox2demo"
+# --- regions ------------------------------------------------------------------
+# AWS serves each region on its own hosts; the sandbox serves every region on one port
+# and routes a request by the region of its SigV4 credential scope (infra/sandbox/sigv4.py).
+# A request with no signature goes to the first region. A single-region sandbox takes a
+# request signed for any region (what it always did). A multi-region sandbox refuses a
+# region it does not serve with this error: AWS answers a request signed for the wrong
+# region with a signature error, and that is what a wrong region most resembles.
+UNSERVED_REGION_ERROR: Final = ("InvalidSignatureException", 403)
 
 # --- limits (documented by AWS, not in the botocore model) ------------------
 MAX_TARGETS_PER_JOB: Final = 100
@@ -52,7 +60,14 @@ DEVICE_MAY_SKIP_IN_PROGRESS: Final = True
 #   list).
 
 # --- rollout ----------------------------------------------------------------
-# Without jobExecutionsRolloutConfig every target is notified at creation.
+# Without jobExecutionsRolloutConfig a job rolls out at AWS's default pace,
+# DEFAULT_PER_MINUTE things a minute (AWS: "If you don't set the value, it uses 1000
+# as the default value"; "AWS IoT Jobs can roll out and cancel job executions swiftly
+# at a rate of 1000 devices per minute"), in the same batches as an explicit
+# maximumPerMinute; DescribeJob shows no jobExecutionsRolloutConfig for it.
+# JobsEngine(default_per_minute=None) notifies every target at once instead, for unit
+# tests that need instant fan-out (not what AWS does).
+DEFAULT_PER_MINUTE: Final = 1000
 # With one, things are notified in batches, one batch per ROLLOUT_PERIOD_SECONDS,
 # the first at creation; batch size = floor(current rate). The exponential rate
 # is re-evaluated at each batch: for every further `N` things notified (or

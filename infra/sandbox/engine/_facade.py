@@ -41,14 +41,23 @@ class JobsEngine:
         time_scale: float = 1.0,
         cancel_delay: float = d.CANCEL_PROPAGATION_SECONDS,
         delete_delay: float = d.DELETION_SECONDS,
+        default_per_minute: int | None = d.DEFAULT_PER_MINUTE,
     ) -> None:
         """An empty service on `clock`.
 
         `cancel_delay` / `delete_delay` are the sandbox seconds CancelJob and
         DeleteJob take to complete (AWS is eventually consistent; 0: immediate).
+        `default_per_minute` paces jobs created without a rollout configuration
+        (AWS's default, 1000 things a minute); None notifies all their targets at
+        once, for tests that need instant fan-out.
         """
         if cancel_delay < 0 or delete_delay < 0:
             raise ValueError("cancel_delay and delete_delay are zero or more seconds")
+        if default_per_minute is not None and not 1 <= default_per_minute <= d.MAX_PER_MINUTE:
+            raise ValueError(
+                f"default_per_minute is 1-{d.MAX_PER_MINUTE} things a minute, "
+                "or None for all at once"
+            )
         self._state = EngineState(
             clock=clock,
             region=region,
@@ -56,6 +65,7 @@ class JobsEngine:
             time_scale=time_scale,
             cancel_delay=cancel_delay,
             delete_delay=delete_delay,
+            default_per_minute=default_per_minute,
         )
 
     # ------------------------------------------------------------------ basics

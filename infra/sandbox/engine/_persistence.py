@@ -129,6 +129,7 @@ def _import_job(state: EngineState, j: Mapping[str, Any]) -> None:
     job.windows = MaintenanceWindows.parse(windows) if windows else None
     job.target_things = set(j["target_things"])
     job.target_groups = set(j["target_groups"])
+    job.period_released = j.get("period_released", 0)
     job.rollout_pending = deque(j["rollout_pending"])
     job.rollout_queued = set(job.rollout_pending)
     state.jobs[job.job_id] = job
@@ -197,6 +198,7 @@ def _export_job(job: _Job) -> dict[str, Any]:
         "notified": job.notified,
         "rate": job.rate,
         "rate_baseline": job.rate_baseline,
+        "period_released": job.period_released,
         "rollout_pending": list(job.rollout_pending),
         "next_rollout_at": job.next_rollout_at,
         "rollout": job.rollout,

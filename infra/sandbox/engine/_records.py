@@ -156,6 +156,7 @@ class _Job:
         "last_updated_at",
         "next_rollout_at",
         "notified",
+        "period_released",
         "rate",
         "rate_baseline",
         "reason_code",
@@ -202,6 +203,7 @@ class _Job:
         self.rollout_queued: set[str] = set()
         self.rollout = False
         self.next_rollout_at: float | None = None
+        self.period_released = 0  # things notified since the batch at next_rollout_at - 60 s
         self.notified = 0
         self.rate = 0.0
         self.rate_baseline = 0

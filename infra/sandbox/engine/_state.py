@@ -51,10 +51,13 @@ class EngineState:
         time_scale: float = 1.0,
         cancel_delay: float = d.CANCEL_PROPAGATION_SECONDS,
         delete_delay: float = d.DELETION_SECONDS,
+        default_per_minute: int | None = d.DEFAULT_PER_MINUTE,
     ) -> None:
         self.clock = clock
         self.cancel_delay = cancel_delay
         self.delete_delay = delete_delay
+        # things a minute for a job without a rollout configuration; None: all at once
+        self.default_per_minute = default_per_minute
         self.region = region
         self.account_id = account_id
         self.time_scale = time_scale
