@@ -137,6 +137,24 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 # one root, parent and child included) but not the error; the sandbox answers
 # InvalidRequestException naming the group the thing is already in.
 
+# --- dynamic thing groups -----------------------------------------------------
+# AWS builds a dynamic group's membership in the background (status BUILDING, then
+# ACTIVE) and updates it as the index changes, eventually. The sandbox builds it at
+# once (status always ACTIVE) and re-evaluates a thing when its registry entry or
+# static groups change (before the operation returns) or its named shadows change
+# (by the next operation or the scheduler thread). Joining a dynamic group does not
+# itself re-evaluate the thing against the other dynamic groups (a query on
+# thingGroupNames sees the dynamic groups the thing was in before). A thing already
+# in MAX_GROUPS_PER_THING groups does not join a dynamic group it matches.
+# AddThingToThingGroup / RemoveThingFromThingGroup on a dynamic group, a dynamic
+# group as a parent, and turning thing indexing OFF while dynamic groups exist are
+# InvalidRequestException (AWS documents the rules, not the errors);
+# CreateDynamicThingGroup while indexing is OFF is InvalidRequestException too.
+# Creating a dynamic group that exists with the same query answers with it (as
+# CreateThingGroup does); another query, or a static group of that name, is
+# ResourceAlreadyExistsException. The account limit is AWS's documented quota.
+MAX_DYNAMIC_GROUPS: Final = 100
+
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
 # IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.

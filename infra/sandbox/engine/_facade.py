@@ -17,6 +17,7 @@ from infra.sandbox.engine import (
     _certificates,
     _control,
     _devices,
+    _dynamic,
     _indexing,
     _inspection,
     _persistence,
@@ -198,6 +199,9 @@ class JobsEngine:
     def describe_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.describe_thing(self._state, params)
 
+    def update_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.update_thing(self._state, params)
+
     def list_things(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.list_things(self._state, params)
 
@@ -218,6 +222,18 @@ class JobsEngine:
 
     def list_things_in_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.list_things_in_thing_group(self._state, params)
+
+    def create_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.create_dynamic_thing_group(self._state, params)
+
+    def update_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.update_dynamic_thing_group(self._state, params)
+
+    def delete_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.delete_dynamic_thing_group(self._state, params)
+
+    def list_thing_groups(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.list_thing_groups(self._state, params)
 
     def add_things_to_group(self, group_name: str, names: Sequence[str]) -> None:
         """Bulk AddThingToThingGroup for simulations and the benchmark."""

@@ -50,6 +50,9 @@ def export_state(state: EngineState) -> dict[str, Any]:
                     "created_at": g.created_at,
                     "group_id": g.group_id,
                     "description": g.description,
+                    "query": g.query,
+                    "index_name": g.index_name,
+                    "query_version": g.query_version,
                 }
                 for g in state.groups.values()
             ],
@@ -80,6 +83,9 @@ def import_state(state: EngineState, saved: Mapping[str, Any]) -> None:
                 g["group_id"],
             )
             group.description = g["description"]
+            group.query = g.get("query")
+            group.index_name = g.get("index_name")
+            group.query_version = g.get("query_version")
             state.groups[group.name] = group
         for group in state.groups.values():
             if group.parent is not None:
