@@ -44,7 +44,14 @@ from orchestrator.errors import (
     VersionConflictError,
 )
 from orchestrator.feasibility import devices_needed
-from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus, SigningSpec
+from orchestrator.model import (
+    Approval,
+    CampaignSpec,
+    CampaignState,
+    CampaignStatus,
+    SigningSpec,
+    WaveSpec,
+)
 from orchestrator.notify import announce_step, cli_announcer
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener, StepResult
@@ -61,6 +68,7 @@ from orchestrator.store import StateStore
 
 if TYPE_CHECKING:
     from orchestrator.aws.iot import IotJobsAdapter
+    from orchestrator.jobdocs import WaveDocuments
 
 __all__ = ["app"]
 
@@ -191,6 +199,22 @@ def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
     )
 
 
+def _runtime_plan(spec: CampaignSpec, wave: WaveSpec, built: WaveDocuments) -> dict[str, Any]:
+    """What runs the wave's job; for Device Client, its runHandler document (PEMs left out)."""
+    from orchestrator.device_client_docs import redacted
+
+    runtime = spec.runtime_for(wave)
+    inner = built.embedded.get(wave.name)
+    if inner is None:
+        return {"device_runtime": runtime.value}
+    return {
+        "device_runtime": runtime.value,
+        "embedded_document_size": inner.size,
+        "embedded_document_sha256": inner.sha256,
+        "job_document": redacted(built.documents[wave.name].document, inner),
+    }
+
+
 @app.command()
 def plan(
     ctx: typer.Context,
@@ -236,6 +260,7 @@ def plan(
                     "document_sha256": doc.sha256,
                     "approval": wave.approval.value,
                     "create_job": request,
+                    **_runtime_plan(spec, wave, built),
                 }
             )
         result: dict[str, Any] = {
