@@ -56,6 +56,7 @@ DECISION_KINDS = frozenset(
         "rollback-finished",
         "failures-explained",
         "action-failed",
+        "drift-found",
     }
 )
 _SEGMENTS = (

@@ -43,13 +43,13 @@ from pydantic import (
     model_validator,
 )
 
-from job_documents import EndpointRejected, check_region
 from orchestrator.campaign_yaml import MAX_DEPTH, MAX_NODES, dotted, load_yaml, locate
 from orchestrator.cron import CronSyntaxError, check_cron
 from orchestrator.errors import SpecError, SpecProblem
 from orchestrator.model import (
     Approval,
     CampaignSpec,
+    DeviceRuntime,
     ExecutionPolicy,
     ExponentialRate,
     Gate,
@@ -61,6 +61,8 @@ from orchestrator.model import (
     TrustSpec,
     WaveSpec,
 )
+from orchestrator.spec_device_client import DeviceClientModel, Runtime, runtime, runtime_problems
+from orchestrator.spec_regions import checked_region, region_problems
 
 __all__ = [
     "MAX_DEPTH",
@@ -252,21 +254,6 @@ class WindowModel(_Model):
         return value
 
 
-def _checked_region(value: str) -> str:
-    try:
-        check_region(value)
-    except EndpointRejected as exc:
-        # The documents would be refused for it anyway (region-invalid): say so here,
-        # with the line, before any AWS call goes to a host that does not exist.
-        raise ValueError(
-            f"{value!r} is not an AWS region of the commercial, China or GovCloud "
-            "partitions known to this version (job_documents/data/regions.json); check "
-            "the spelling"
-            + ("" if "isolated" not in str(exc) else "; isolated partitions are not supported")
-        ) from None
-    return value
-
-
 class WaveModel(_Model):
     name: Name
     region: str | None = Field(
@@ -293,11 +280,17 @@ class WaveModel(_Model):
     execution: ExecutionModel | None = None
     max_failure_rate: Fraction | None = None
     maintenance_windows: list[WindowModel] = Field(default_factory=list, max_length=10)
+    device_runtime: Runtime | None = Field(
+        None, description="What runs the job on this wave's devices (default: the campaign's)."
+    )
+    device_client: DeviceClientModel | None = Field(
+        None, description="This wave's Device Client settings (default: the campaign's)."
+    )
 
     @field_validator("region")
     @classmethod
     def _known_region(cls, value: str | None) -> str | None:
-        return None if value is None else _checked_region(value)
+        return None if value is None else checked_region(value)
 
 
 class CampaignFile(_Model):
@@ -326,12 +319,20 @@ class CampaignFile(_Model):
     )
     execution: ExecutionModel = ExecutionModel()
     halt: HaltModel = HaltModel()
+    device_runtime: Runtime = Field(
+        "agent",
+        description="What runs the job on the devices: 'agent' (the ca-migration/1 document) "
+        "or 'device-client' (AWS IoT Device Client: a runHandler document that embeds it).",
+    )
+    device_client: DeviceClientModel | None = Field(
+        None, description="Where the handler and its files are on Device Client devices."
+    )
     waves: list[WaveModel] = Field(min_length=1, max_length=50)
 
     @field_validator("region")
     @classmethod
     def _known_region(cls, value: str) -> str:
-        return _checked_region(value)
+        return checked_region(value)
 
     def to_spec(self, base_dir: Path | None = None) -> CampaignSpec:
         catalog = self.catalog
@@ -359,6 +360,8 @@ class CampaignFile(_Model):
             catalog=catalog,
             signing=signing,
             endpoint_port=self.endpoint_port,
+            device_runtime=DeviceRuntime(self.device_runtime),
+            device_client=None if self.device_client is None else self.device_client.to_settings(),
             waves=tuple(_wave(w) for w in self.waves),
         )
 
@@ -395,6 +398,8 @@ def _wave(w: WaveModel) -> WaveSpec:
             MaintenanceWindow(start=m.start, duration_minutes=m.duration_minutes)
             for m in w.maintenance_windows
         ),
+        device_runtime=runtime(w.device_runtime),
+        device_client=None if w.device_client is None else w.device_client.to_settings(),
         region=w.region,
     )
 
@@ -453,54 +458,14 @@ def _validated(text: str, source: str) -> CampaignFile:
                 )
             )
         seen.add(wave.name)
-    dupes.extend(_region_problems(model, marks))
+    dupes.extend(runtime_problems(model.device_runtime, model.device_client, model.waves, marks))
+    dupes.extend(region_problems(model.region, model.endpoint, model.waves, marks))
     if dupes:
         raise SpecError(source, tuple(dupes))
     if len(_PARSED) >= _PARSED_KEEP:
         _PARSED.pop(next(iter(_PARSED)))
     _PARSED[text] = model
     return model
-
-
-def _partition(region: str) -> str:
-    return (
-        "aws-cn"
-        if region.startswith("cn-")
-        else ("aws-us-gov" if region.startswith("us-gov-") else "aws")
-    )
-
-
-def _region_problems(
-    model: CampaignFile, marks: Mapping[Any, tuple[int, int]]
-) -> list[SpecProblem]:
-    """A wave in another region needs `endpoint: auto` and the campaign's partition."""
-    problems: list[SpecProblem] = []
-    for index, wave in enumerate(model.waves):
-        if wave.region is None or wave.region == model.region:
-            continue
-        where = marks.get(("waves", index, "region"))
-        message = None
-        if _partition(wave.region) != _partition(model.region):
-            message = (
-                f"wave {wave.name} is in {wave.region}, another partition than the campaign's "
-                f"{model.region} (other accounts and credentials): run it as its own campaign"
-            )
-        elif model.endpoint != "auto":
-            message = (
-                f"wave {wave.name} is in {wave.region} but the campaign names one endpoint "
-                f"({model.endpoint}), a host of one region: write endpoint: auto so each "
-                "region's iot:Data-ATS endpoint is resolved in that region"
-            )
-        if message is not None:
-            problems.append(
-                SpecProblem(
-                    f"waves[{index}].region",
-                    message,
-                    line=where[0] if where else None,
-                    column=where[1] if where else None,
-                )
-            )
-    return problems
 
 
 def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = None) -> CampaignSpec:

@@ -13,6 +13,7 @@ to migrate, and `plan` says so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from orchestrator.regional import RegionalJobs
 if TYPE_CHECKING:
     from orchestrator.aws.iot import IotJobsAdapter
 
-__all__ = ["RegionalClients", "region_lines", "regions_plan"]
+__all__ = ["RegionalClients", "endpoints", "region_lines", "regions_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,13 @@ class RegionalClients:
         return found
 
 
+def endpoints(spec: CampaignSpec, adapters: Mapping[str, IotJobsAdapter]) -> dict[str, str]:
+    """Each region's iot:Data-ATS host: DescribeEndpoint in that region, or the file's host."""
+    if spec.endpoint != "auto":
+        return dict.fromkeys(spec.regions, spec.endpoint)
+    return {region: adapters[region].resolve_endpoint() for region in spec.regions}
+
+
 def regions_plan(spec: CampaignSpec, endpoints: dict[str, str]) -> list[dict[str, Any]]:
     """Per region: its endpoint, its waves, and whether there can be anything to migrate."""
     rows: list[dict[str, Any]] = []
@@ -85,7 +93,9 @@ def regions_plan(spec: CampaignSpec, endpoints: dict[str, str]) -> list[dict[str
 
 
 def region_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """`plan`'s text lines for the regions (only when the campaign spans several)."""
+    """`plan`'s text lines for the regions: when there are several, or nothing to migrate."""
+    if len(rows) == 1 and not rows[0]["nothing_to_migrate"]:
+        return []
     lines: list[str] = []
     for row in rows:
         line = (

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -30,7 +30,7 @@ from orchestrator.cli._output import (
     output_format,
     write_output_file,
 )
-from orchestrator.cli._regions import RegionalClients, region_lines, regions_plan
+from orchestrator.cli._regions import RegionalClients, endpoints, region_lines, regions_plan
 from orchestrator.cli._signing import signing_plan
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
 from orchestrator.clock import clock_from_env, clock_note
@@ -45,7 +45,14 @@ from orchestrator.errors import (
     VersionConflictError,
 )
 from orchestrator.feasibility import devices_needed
-from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus, SigningSpec
+from orchestrator.model import (
+    Approval,
+    CampaignSpec,
+    CampaignState,
+    CampaignStatus,
+    SigningSpec,
+    WaveSpec,
+)
 from orchestrator.notify import announce_step, cli_announcer
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener, StepResult
@@ -59,6 +66,9 @@ from orchestrator.report import (
 )
 from orchestrator.spec import load_spec, parse_spec, read_campaign_text
 from orchestrator.store import StateStore
+
+if TYPE_CHECKING:
+    from orchestrator.jobdocs import WaveDocuments
 
 __all__ = ["app"]
 
@@ -172,6 +182,22 @@ def _spec_of(store: StateStore, name: str) -> CampaignSpec:
 # -- plan / start ----------------------------------------------------------------------------
 
 
+def _runtime_plan(spec: CampaignSpec, wave: WaveSpec, built: WaveDocuments) -> dict[str, Any]:
+    """What runs the wave's job; for Device Client, its runHandler document (PEMs left out)."""
+    from orchestrator.device_client_docs import redacted
+
+    runtime = spec.runtime_for(wave)
+    inner = built.embedded.get(wave.name)
+    if inner is None:
+        return {"device_runtime": runtime.value}
+    return {
+        "device_runtime": runtime.value,
+        "embedded_document_size": inner.size,
+        "embedded_document_sha256": inner.sha256,
+        "job_document": redacted(built.documents[wave.name].document, inner),
+    }
+
+
 @app.command()
 def plan(
     ctx: typer.Context,
@@ -192,12 +218,8 @@ def plan(
         spec = load_spec(file)
         opts = _options(ctx)
         adapters = _clients(opts).adapters(spec)
-        if spec.endpoint == "auto":
-            hosts = {region: api.resolve_endpoint() for region, api in adapters.items()}
-        else:
-            hosts = dict.fromkeys(spec.regions, spec.endpoint)
         signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
-        built = build_wave_documents(spec, hosts, signer)
+        built = build_wave_documents(spec, endpoints(spec, adapters), signer)
         host = built.endpoint
         found = survey(adapters, spec)
         waves: list[dict[str, Any]] = []
@@ -222,6 +244,7 @@ def plan(
                     "document_sha256": doc.sha256,
                     "approval": wave.approval.value,
                     "create_job": request,
+                    **_runtime_plan(spec, wave, built),
                 }
             )
         regions = regions_plan(spec, built.endpoints)
@@ -250,9 +273,7 @@ def plan(
                 built.catalog.source,
                 built.catalog.is_default,
                 waves,
-                region_lines(regions)
-                if len(regions) > 1 or regions[0]["nothing_to_migrate"]
-                else (),
+                region_lines(regions),
             )
         refuse(found.problems)
 
