@@ -5,7 +5,8 @@ is clean (exit 0). Then one device moves back to legacy the way the agent would
 report it (its shadow still names the wave's job as its last), and another's
 shadow is reset to legacy with no job (its success never showed): verify exits
 1 and names both, each with its kind. With fleet indexing off it exits 2 with
-the command that turns it on. A device that failed its migration, and
+the command that turns it on. `status --census` and `report --census` show each
+passed wave's devices on its endpoint by their shadow. A device that failed its migration, and
 devices that never report, are not drift.
 """
 
@@ -41,6 +42,14 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
+def _status_census(sandbox: Any, state: Path) -> dict[str, Any]:
+    ran = in_process(sandbox, state, "status", "e2e", "--census", "-o", "json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    census = json.loads(ran.stdout)["shadowCensus"]
+    assert census["unavailable"] is None
+    return census["waves"]
+
+
 def _verify(sandbox: Any, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
     ran = in_process(sandbox, state, "verify", "e2e", "--output", "json", *args)
     assert ran.returncode in (0, 1), ran.stdout + ran.stderr
@@ -64,7 +73,18 @@ def test_verify_names_a_device_moved_back_to_legacy_after_its_wave_passed(
         off = in_process(sandbox, state, "verify", "e2e")
         assert off.returncode == 2, off.stdout + off.stderr  # an error, never "drift"
         assert "update-indexing-configuration" in off.stderr
+        no_census = in_process(sandbox, state, "status", "e2e", "--census")
+        assert no_census.returncode == 0, no_census.stderr  # status never fails for it
+        assert "shadow census: unavailable" in no_census.stdout
         iot.update_indexing_configuration(thingIndexingConfiguration=INDEXING_CONFIGURATION)
+        assert _status_census(sandbox, state)["wave-2"] == {
+            "endpoint": ats,
+            "devices": 4,
+            "onTarget": 2,
+            "elsewhere": 1,
+            "neverReported": 1,
+            "succeeded": 3,
+        }
 
         code, clean = _verify(sandbox, state)
         assert code == 0, clean
@@ -93,6 +113,12 @@ def test_verify_names_a_device_moved_back_to_legacy_after_its_wave_passed(
             ("device-00006", "wave-1", "not-moved", "legacy"),
         ]
         assert drifted["waves"]["canary"]["onTarget"] == 3
+        assert _status_census(sandbox, state)["canary"]["onTarget"] == 3
+        report = in_process(sandbox, state, "report", "e2e", "--census", "-o", "md")
+        assert report.returncode == 0, report.stderr
+        assert "## Shadow census of passed waves" in report.stdout
+        assert "- canary: 3 of 4 devices on a1sandbox2demo-ats" in report.stdout
+        assert max(len(line) for line in report.stdout.splitlines()) <= 80
 
     reader = ExecutionReader(sandbox.iot_client())  # both ways of reading executions
     assert reader.succeeded(canary_job) == {f"device-{i:05d}" for i in range(1, 5)}
