@@ -26,6 +26,7 @@ from job_documents import JobDocumentError, Operation
 from orchestrator.cli import seams
 from orchestrator.cli._census_view import CensusOption, print_status_with_census, shadow_census
 from orchestrator.cli._output import OutputOption, output_format
+from orchestrator.cli._plan_census import census_lines, plan_census
 from orchestrator.cli._signing import signing_plan
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
 from orchestrator.clock import clock_from_env, clock_note
@@ -252,9 +253,15 @@ def plan(
                     **_runtime_plan(spec, wave, built),
                 }
             )
+        counted, census_note = plan_census(
+            spec, endpoint_url=opts.endpoint_url, profile=opts.profile
+        )
+        for entry in waves:
+            entry["census"] = counted.get(entry["wave"])
         result: dict[str, Any] = {
             "campaign": spec.name,
             "region": spec.region,
+            "census_note": census_note,
             "endpoint": host,
             "endpoint_port": spec.endpoint_port,
             "signing": signing_plan(spec),
@@ -270,6 +277,8 @@ def plan(
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
             print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves)
+            for line in census_lines(waves, census_note):
+                print(line)
         refuse(found.problems)
 
 
