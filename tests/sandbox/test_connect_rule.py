@@ -91,22 +91,30 @@ def connect_packet(client_id: str, *, level: int = 4) -> bytes:
 
 def open_mqtt(
     sandbox: Sandbox, cert: Path, key: Path, client_id: str, *, kind: str = "ats", level: int = 4
-) -> tuple[ssl.SSLSocket, bytes]:
-    """TLS to the endpoint, then CONNECT; the socket and the first bytes back (b"" if closed)."""
+) -> tuple[ssl.SSLSocket | None, bytes]:
+    """TLS to the endpoint, then CONNECT; the socket and the first bytes back.
+
+    (None, b"") when the TLS handshake failed; (socket, b"") when the server
+    closed the connection (TLS 1.3 reports a refused client certificate only then).
+    """
     endpoint = sandbox.endpoints[kind]
     raw = socket.create_connection(("127.0.0.1", endpoint.port), timeout=WAIT)
-    tls = _context(sandbox, kind, cert, key).wrap_socket(raw, server_hostname=endpoint.host)
-    tls.sendall(connect_packet(client_id, level=level))
     try:
-        answer = tls.recv(16)
+        tls = _context(sandbox, kind, cert, key).wrap_socket(raw, server_hostname=endpoint.host)
     except (ConnectionError, ssl.SSLError):
-        answer = b""
-    return tls, answer
+        raw.close()
+        return None, b""
+    try:
+        tls.sendall(connect_packet(client_id, level=level))
+        return tls, tls.recv(16)
+    except (ConnectionError, ssl.SSLError):
+        return tls, b""
 
 
 def refused_or_accepted(sandbox: Sandbox, cert: Path, key: Path, client_id: str, **kw: Any) -> str:
     tls, answer = open_mqtt(sandbox, cert, key, client_id, **kw)
-    tls.close()
+    if tls is not None:
+        tls.close()
     if not answer:
         return "closed"
     assert answer[0] == CONNACK
@@ -192,6 +200,7 @@ def test_a_certificate_that_leaves_active_loses_its_live_connection(sandbox, iot
     iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
     cert, key = files(created["certificatePem"], created["keyPair"]["PrivateKey"])
     tls, answer = open_mqtt(sandbox, cert, key, thing)
+    assert tls is not None
     try:
         assert answer[:1] == bytes((CONNACK,))
         iot.update_certificate(certificateId=created["certificateId"], newStatus=status)
