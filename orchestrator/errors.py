@@ -4,6 +4,8 @@
 OrchestratorError
  ├── SpecError            the campaign file is invalid: fix the listed lines (exit 2)
  ├── UsageError           a command that does not apply now (unknown wave, wrong state) (exit 2)
+ │    └── EndpointCheckError   the new endpoint did not prove itself with the campaign's
+ │                             roots (unreachable, wrong chain, wrong name): nothing started
  ├── StateError           the state store cannot serve the request
  │    ├── CampaignNotFoundError    no campaign by that name in this store
  │    ├── CampaignExistsError      `start` for a name already started with another spec
@@ -18,6 +20,8 @@ OrchestratorError
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
       ├── UnknownThingGroupError   a wave names a thing group that does not exist (exit 2)
       ├── JobConflictError         a job with our deterministic id exists with another document
+      ├── WrongRegionError         a job the campaign touches is in another region than its
+      │                            wave's (a client of the wrong region): nothing is written
       └── JobRefusedError          CreateJob refused as an invalid request: the campaign
                                    halted with the reason (also a UsageError: exit 2)
 ```
@@ -31,6 +35,7 @@ __all__ = [
     "AwsError",
     "CampaignExistsError",
     "CampaignNotFoundError",
+    "EndpointCheckError",
     "IndexingUnavailableError",
     "JobConflictError",
     "JobExistsError",
@@ -43,6 +48,7 @@ __all__ = [
     "UnknownThingGroupError",
     "UsageError",
     "VersionConflictError",
+    "WrongRegionError",
 ]
 
 
@@ -77,6 +83,14 @@ class SpecError(OrchestratorError):
 
 class UsageError(OrchestratorError):
     """A command that does not apply to the campaign as it stands."""
+
+
+class EndpointCheckError(UsageError):
+    """The campaign's endpoint did not verify with the roots it pushes; `reason` says how."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class StateError(OrchestratorError):
@@ -121,6 +135,10 @@ class UnknownThingGroupError(AwsError):
 
 class JobConflictError(AwsError):
     """A job with the campaign's deterministic id exists but carries another document."""
+
+
+class WrongRegionError(AwsError):
+    """A job the reconciler touched lives in another region than its wave runs in."""
 
 
 class JobRefusedError(AwsError, UsageError):

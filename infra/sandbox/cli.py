@@ -9,11 +9,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -21,10 +22,15 @@ import typer
 from infra.sandbox import decisions as d
 from infra.sandbox.errors import PortUnavailableError, SandboxError, ServiceError
 
+if TYPE_CHECKING:
+    from infra.sandbox.engine import ConnectPolicy
+    from infra.sandbox.mqtt import ListenerPorts
+
 __all__ = ["parse_group", "sandbox_app"]
 
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
 sandbox_app = typer.Typer(
     name="sandbox",
@@ -42,9 +48,14 @@ def _fail(message: str, code: int) -> typer.Exit:
 @sandbox_app.command("up")
 def up(
     port: Annotated[int, typer.Option(help="Control-plane port (0: any free port).")] = 0,
-    region: Annotated[str, typer.Option(help="AWS region the sandbox pretends to be.")] = (
-        d.DEFAULT_REGION
-    ),
+    region: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="AWS region the sandbox pretends to be; repeat it to serve several regions "
+            "(the first is the default), each with its own jobs, things and MQTT listeners. "
+            f"Default {d.DEFAULT_REGION}."
+        ),
+    ] = None,
     time_scale: Annotated[
         float, typer.Option(help="Sandbox seconds per real second (60: an hour in a minute).")
     ] = 1.0,
@@ -67,11 +78,20 @@ def up(
     mqtt_port: Annotated[
         list[int] | None,
         typer.Option(
-            help="Serve the ATS endpoint's MQTT on this port, as AWS does (repeatable): 443 is "
-            "MQTT with ALPN x-amzn-mqtt-ca, any other port (8883) MQTT over mutual TLS. "
-            "Default: free ports.",
+            help="Serve the (first region's) ATS endpoint's MQTT on this port, as AWS does "
+            "(repeatable): 443 is MQTT with ALPN x-amzn-mqtt-ca, any other port (8883) MQTT "
+            "over mutual TLS. Default: free ports.",
         ),
     ] = None,
+    connect_policy: Annotated[
+        str,
+        typer.Option(
+            help="The AWS IoT policy a device CONNECT must satisfy: thing-name (the project's "
+            "device policy: the client id is the name of a thing the certificate is attached "
+            "to) or any-client-id (the SDK samples' policy: iot:Connect on client/*, the "
+            "topics of the one thing the certificate is attached to).",
+        ),
+    ] = "thing-name",
     output: Annotated[str, typer.Option(help="text or json (first stdout line).")] = "text",
 ) -> None:
     """Run the sandbox in the foreground until SIGINT or SIGTERM."""
@@ -79,16 +99,7 @@ def up(
 
     if output not in ("text", "json"):
         raise _fail("--output takes text or json", EXIT_INVALID)
-    ports = None
-    if mqtt_port:
-        if no_mqtt:
-            raise _fail("--mqtt-port serves MQTT: drop --no-mqtt", EXIT_INVALID)
-        from infra.sandbox.mqtt import listener_ports
-
-        try:
-            ports = listener_ports(mqtt_port)
-        except PortUnavailableError as exc:
-            raise _fail(str(exc), EXIT_INVALID) from exc
+    ports, policy = _mqtt_options(mqtt_port or [], connect_policy, no_mqtt=no_mqtt)
     if not 0.0 <= throttle_rate <= 1.0:
         raise _fail("--throttle-rate is a share of calls, from 0 to 1", EXIT_INVALID)
     if time_scale <= 0:
@@ -98,10 +109,17 @@ def up(
     def _on_signal(_signum: int, _frame: object) -> None:
         stop.set()
 
+    regions = list(dict.fromkeys(region or [d.DEFAULT_REGION]))
+    bad = [r for r in regions if not _REGION.match(r)]
+    if bad:
+        raise _fail(
+            f"--region {bad[0]!r} is not an AWS region name such as us-east-1", EXIT_INVALID
+        )
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     sandbox = Sandbox(
         port=port,
-        region=region,
+        region=regions[0],
+        regions=regions[1:],
         time_scale=time_scale,
         # absolute: the paths it hands out (credentials, CA files) are read by other processes
         state_dir=None if state_dir is None else state_dir.resolve(),
@@ -109,6 +127,7 @@ def up(
         throttle_rate=throttle_rate,
         enforce_quotas=enforce_quotas,
         mqtt_ports=ports,
+        connect_policy=policy,
     )
     try:
         try:
@@ -136,6 +155,27 @@ def up(
             signal.signal(sig, handler)
 
 
+def _mqtt_options(
+    mqtt_port: list[int], connect_policy: str, *, no_mqtt: bool
+) -> tuple[ListenerPorts | None, ConnectPolicy]:
+    """`--mqtt-port` and `--connect-policy`, checked (exit 2 when the sandbox cannot serve them)."""
+    from infra.sandbox.engine import ConnectPolicy
+
+    policies = [p.value for p in ConnectPolicy]
+    if connect_policy not in policies:
+        raise _fail(f"--connect-policy takes {' or '.join(policies)}", EXIT_INVALID)
+    if not mqtt_port:
+        return None, ConnectPolicy(connect_policy)
+    if no_mqtt:
+        raise _fail("--mqtt-port serves MQTT: drop --no-mqtt", EXIT_INVALID)
+    from infra.sandbox.mqtt import listener_ports
+
+    try:
+        return listener_ports(mqtt_port), ConnectPolicy(connect_policy)
+    except PortUnavailableError as exc:
+        raise _fail(str(exc), EXIT_INVALID) from exc
+
+
 def _connection_files(state_dir: Path, description: dict[str, Any]) -> Path:
     """env.sh, sandbox.json and .gitignore in the state dir (see infra/sandbox/connection.py)."""
     from infra.sandbox.connection import write_connection_files
@@ -156,11 +196,15 @@ def _text(description: dict[str, Any], env_file: Path | None = None) -> str:
         f"  admin API             {description['admin_url']}",
         f"  region / account      {description['region']} / {description['account_id']}",
     ]
-    for kind, endpoint in description["endpoints"].items():
-        lines.append(f"  MQTT {kind:<16} {endpoint['host']}:{endpoint['port']}")
-        if endpoint.get("alpn_port"):
-            alpn = f"{kind} ALPN"
-            lines.append(f"  MQTT {alpn:<16} {endpoint['host']}:{endpoint['alpn_port']}")
+    regions = description.get("regions") or {description["region"]: description}
+    for name, served in regions.items():
+        if len(regions) > 1:
+            lines.append(f"  region {name}")
+        for kind, endpoint in served["endpoints"].items():
+            lines.append(f"  MQTT {kind:<16} {endpoint['host']}:{endpoint['port']}")
+            if endpoint.get("alpn_port"):
+                alpn = f"{kind} ALPN"
+                lines.append(f"  MQTT {alpn:<16} {endpoint['host']}:{endpoint['alpn_port']}")
     if description.get("ca_dir"):
         lines.append(f"  CA directory          {description['ca_dir']}")
     if description.get("time_scale") is not None:
@@ -222,10 +266,12 @@ def provision(
     endpoint_url: Annotated[
         str | None, typer.Option(help="The sandbox's control-plane URL (the iot endpoint).")
     ] = None,
-    region: Annotated[str, typer.Option(help="The sandbox's region.")] = d.DEFAULT_REGION,
+    region: Annotated[
+        str, typer.Option(help="The sandbox's region to create them in.")
+    ] = d.DEFAULT_REGION,
     output: Annotated[str, typer.Option(help="text or json.")] = "text",
 ) -> None:
-    """Create things, thing groups and device credentials in a running sandbox."""
+    """Create things, thing groups and device credentials in a running sandbox (one region)."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -271,9 +317,9 @@ def provision(
     credentials: dict[str, Any] = {}
     note = None
     try:
-        credentials = _admin_call(admin_url, "POST", "/credentials", {"things": names})[
-            "credentials"
-        ]
+        credentials = _admin_call(
+            admin_url, "POST", "/credentials", {"things": names, "region": region}
+        )["credentials"]
     except ServiceError as exc:
         note = f"no device credentials: {exc.message}"
     except OSError as exc:

@@ -13,6 +13,14 @@ from typing import Final
 ACCOUNT_ID: Final = "123456789012"
 DEFAULT_REGION: Final = "us-east-1"
 ENDPOINT_PREFIX: Final = "a1sandbox2demo"
+# --- regions ------------------------------------------------------------------
+# AWS serves each region on its own hosts; the sandbox serves every region on one port
+# and routes a request by the region of its SigV4 credential scope (infra/sandbox/sigv4.py).
+# A request with no signature goes to the first region. A single-region sandbox takes a
+# request signed for any region (what it always did). A multi-region sandbox refuses a
+# region it does not serve with this error: AWS answers a request signed for the wrong
+# region with a signature error, and that is what a wrong region most resembles.
+UNSERVED_REGION_ERROR: Final = ("InvalidSignatureException", 403)
 
 # --- limits (documented by AWS, not in the botocore model) ------------------
 MAX_TARGETS_PER_JOB: Final = 100
@@ -52,7 +60,14 @@ DEVICE_MAY_SKIP_IN_PROGRESS: Final = True
 #   list).
 
 # --- rollout ----------------------------------------------------------------
-# Without jobExecutionsRolloutConfig every target is notified at creation.
+# Without jobExecutionsRolloutConfig a job rolls out at AWS's default pace,
+# DEFAULT_PER_MINUTE things a minute (AWS: "If you don't set the value, it uses 1000
+# as the default value"; "AWS IoT Jobs can roll out and cancel job executions swiftly
+# at a rate of 1000 devices per minute"), in the same batches as an explicit
+# maximumPerMinute; DescribeJob shows no jobExecutionsRolloutConfig for it.
+# JobsEngine(default_per_minute=None) notifies every target at once instead, for unit
+# tests that need instant fan-out (not what AWS does).
+DEFAULT_PER_MINUTE: Final = 1000
 # With one, things are notified in batches, one batch per ROLLOUT_PERIOD_SECONDS,
 # the first at creation; batch size = floor(current rate). The exponential rate
 # is re-evaluated at each batch: for every further `N` things notified (or
@@ -122,6 +137,24 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 # one root, parent and child included) but not the error; the sandbox answers
 # InvalidRequestException naming the group the thing is already in.
 
+# --- dynamic thing groups -----------------------------------------------------
+# AWS builds a dynamic group's membership in the background (status BUILDING, then
+# ACTIVE) and updates it as the index changes, eventually. The sandbox builds it at
+# once (status always ACTIVE) and re-evaluates a thing when its registry entry or
+# static groups change (before the operation returns) or its named shadows change
+# (by the next operation or the scheduler thread). Joining a dynamic group does not
+# itself re-evaluate the thing against the other dynamic groups (a query on
+# thingGroupNames sees the dynamic groups the thing was in before). A thing already
+# in MAX_GROUPS_PER_THING groups does not join a dynamic group it matches.
+# AddThingToThingGroup / RemoveThingFromThingGroup on a dynamic group, a dynamic
+# group as a parent, and turning thing indexing OFF while dynamic groups exist are
+# InvalidRequestException (AWS documents the rules, not the errors);
+# CreateDynamicThingGroup while indexing is OFF is InvalidRequestException too.
+# Creating a dynamic group that exists with the same query answers with it (as
+# CreateThingGroup does); another query, or a static group of that name, is
+# ResourceAlreadyExistsException. The account limit is AWS's documented quota.
+MAX_DYNAMIC_GROUPS: Final = 100
+
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
 # IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.
@@ -170,3 +203,49 @@ API_TPS: Final = {
 # "Unavailable for N seconds" is measured on the sandbox clock (it scales with
 # --time-scale, and a manual clock ends it when advanced).
 DEFAULT_PAGE_SIZE: Final = 50
+
+# --- device identity (engine/_certificates.py) ------------------------------
+# CreateKeysAndCertificate issues an RSA 2048 key and a certificate with this subject
+# CN, as AWS does; the sandbox signs it with its device CA (an in-memory CA when it runs
+# without a PKI), valid for ISSUED_CERTIFICATE_DAYS.
+ISSUED_CERTIFICATE_COMMON_NAME: Final = "AWS IoT Certificate"
+ISSUED_CERTIFICATE_DAYS: Final = 5 * 365
+# ListCertificates without pageSize returns this many (the model allows 1-250).
+CERTIFICATES_PAGE_SIZE: Final = 25
+# RegisterCertificate / RegisterCertificateWithoutCA without `status` or `setAsActive`
+# register the certificate INACTIVE, as CreateKeysAndCertificate without setAsActive.
+# Statuses AWS uses internally (PENDING_TRANSFER, PENDING_ACTIVATION) and the deprecated
+# REGISTER_INACTIVE are refused with InvalidRequestException by both calls and by
+# UpdateCertificate. A certificate whose issuer is not a registered CA is refused by
+# RegisterCertificate with CertificateValidationException. DetachThingPrincipal of a
+# certificate that is not attached succeeds (idempotent); DeleteThing detaches the
+# thing's certificates. UpdateCertificate out of ACTIVE closes the certificate's live
+# MQTT connections at once (AWS: "within a few minutes"); DetachThingPrincipal does not
+# close them (the policy is evaluated at CONNECT).
+# A CONNECT the device policy refuses: MQTT 5 gets CONNACK reason 0x87 (Not authorized)
+# and the connection is closed; MQTT 3.1.1 gets no CONNACK: the connection is closed
+# (clients see the broker hang up).
+CONNECT_REFUSED_V5_REASON: Final = 0x87
+# Under `--connect-policy any-client-id` (the SDK samples' policy: iot:Connect on client/*,
+# topics of a thing named in the policy) the sandbox, which keeps no policy documents, lets
+# a connection use the topics of the one thing its certificate is attached to; a
+# certificate attached to none or to several things is refused as by the device policy.
+# An empty client id is admitted (AWS assigns one); the broker sees the thing's name as
+# client id, and the CONNACK carries no Assigned Client Identifier.
+
+# --- simulated AWS IoT Device Client devices (infra/sandbox/fleet/device_client.py) ---------
+# Device Client runs runCommand steps too; the simulation runs runHandler steps only and
+# rejects a document with a runCommand step, saying so.
+DEVICE_CLIENT_RUN_COMMAND: Final = "runCommand steps are not simulated; use runHandler"
+# Device Client's README counts a step as passed when the handler exits 0 with at most
+# allowStdErr lines of stderr (default 0); the simulation follows the README (JobEngine.cpp
+# of some releases reads allowStdErr differently).
+# Device Client sends statusDetails `stdout`/`stderr` unfiltered (its source has a TODO to
+# drop control characters); the simulation replaces them with spaces and keeps the last
+# 1,024 characters, which AWS accepts.
+# The device's `/` is `<fleet root>/<thing>/fs`: absolute paths in a step (`path`, and
+# arguments that start with `/`) are resolved inside it, as under a chroot.
+# A Device Client device connects, at its first job, to the endpoint its configuration
+# names, and keeps that connection (and reports over it) until `restart()`; the fleet
+# restarts a device once its job SUCCEEDED, as an operator is told to (docs/runbook.md).
+DEVICE_CLIENT_RESTARTS_AFTER_SUCCESS: Final = True

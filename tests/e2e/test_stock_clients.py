@@ -36,6 +36,7 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.sandbox.cli import sandbox_app
+from infra.sandbox.engine import ConnectPolicy
 from infra.sandbox.errors import PortUnavailableError
 from infra.sandbox.mqtt import ListenerPorts, check_bindable
 from infra.sandbox.runtime import Sandbox
@@ -99,20 +100,51 @@ class StockWorld:
         return history
 
 
+def _aws(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """The AWS CLI against the sandbox, as an integrator types it (env: `source DIR/env.sh`)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("aws")), "iot", *args, "--output", "json"],
+        env=env | {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout or "{}")
+    return answer
+
+
 def _world(tmp_path: Path, port: int) -> Iterator[StockWorld]:
     state = tmp_path / "state"
     store = tmp_path / "trust-store"
-    with Sandbox(work_dir=state, mqtt_ports=ListenerPorts(mqtt=port)) as sandbox:
+    with Sandbox(
+        work_dir=state,
+        mqtt_ports=ListenerPorts(mqtt=port),
+        connect_policy=ConnectPolicy.ANY_CLIENT_ID,
+    ) as sandbox:
         trusted = CliRunner().invoke(
             sandbox_app, ["trust", "--state-dir", str(state), "--store-root", str(store)]
         )
         assert trusted.exit_code == 0, trusted.output
-        credentials = sandbox.provision(1).credentials[THING]
         env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_DIR", "AWS_PROFILE")}
         env |= sandbox.describe()["env"]
+        # The device's certificate, as for AWS: created by the AWS CLI, attached to its thing.
+        cert, key = tmp_path / "device.pem.crt", tmp_path / "private.pem.key"
+        created = _aws(
+            env,
+            *("create-keys-and-certificate", "--set-as-active"),
+            *("--certificate-pem-outfile", str(cert), "--private-key-outfile", str(key)),
+        )
+        _aws(env, "create-thing", "--thing-name", THING)
+        _aws(
+            env,
+            *("attach-thing-principal", "--thing-name", THING),
+            *("--principal", created["certificateArn"]),
+        )
         env["SSL_CERT_FILE"] = str(store / "etc/ssl/certs/ca-certificates.crt")
         env["PYTHONUNBUFFERED"] = "1"
-        yield StockWorld(sandbox, port, env, credentials["cert_pem"], credentials["key_pem"])
+        yield StockWorld(sandbox, port, env, str(cert), str(key))
 
 
 @pytest.fixture

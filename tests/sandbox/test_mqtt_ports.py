@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from infra.sandbox.cli import sandbox_app
 from infra.sandbox.errors import PortUnavailableError
 from infra.sandbox.mqtt import ListenerPorts, check_bindable, listener_ports
-from infra.sandbox.mqtt._alpn import ALPN_MQTT
+from infra.sandbox.mqtt._front import ALPN_MQTT
 from infra.sandbox.mqtt.testing import handshake, tls_context
 from infra.sandbox.runtime import Sandbox
 

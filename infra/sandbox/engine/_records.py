@@ -78,8 +78,11 @@ class _Group:
         "created_at",
         "description",
         "group_id",
+        "index_name",
         "name",
         "parent",
+        "query",
+        "query_version",
         "things",
         "version",
     )
@@ -96,6 +99,14 @@ class _Group:
         self.version = 1
         self.children: set[str] = set()
         self.things: set[str] = set()
+        # A dynamic group's fleet-indexing query (None: a static group).
+        self.query: str | None = None
+        self.index_name: str | None = None
+        self.query_version: str | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        return self.query is not None
 
 
 class _Execution:
@@ -156,6 +167,7 @@ class _Job:
         "last_updated_at",
         "next_rollout_at",
         "notified",
+        "period_released",
         "rate",
         "rate_baseline",
         "reason_code",
@@ -202,6 +214,7 @@ class _Job:
         self.rollout_queued: set[str] = set()
         self.rollout = False
         self.next_rollout_at: float | None = None
+        self.period_released = 0  # things notified since the batch at next_rollout_at - 60 s
         self.notified = 0
         self.rate = 0.0
         self.rate_baseline = 0

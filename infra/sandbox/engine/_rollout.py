@@ -1,10 +1,11 @@
 """Rollout: which of a job's things are notified when.
 
-Without a rollout configuration or maintenance windows every target is
-notified at once; otherwise things wait in `rollout_pending` and are released
-one batch per `ROLLOUT_PERIOD_SECONDS` (constant or exponential rate), and only
-while a maintenance window is open; a job whose window closes with things
-still to notify is SCHEDULED until the next window opens.
+Things wait in `rollout_pending` and are released one batch per
+`ROLLOUT_PERIOD_SECONDS`: at the job's rate (constant or exponential) or, without
+a rollout configuration, at AWS's default pace (`state.default_per_minute`), and
+only while a maintenance window is open; a job whose window closes with things
+still to notify is SCHEDULED until the next window opens. Only an engine built
+with `default_per_minute=None` notifies an unconfigured job's targets at once.
 
 Invariants:
 - `rollout_queued` is the set of `rollout_pending`; a thing waiting there has
@@ -52,11 +53,19 @@ def release_batch(state: EngineState, job: _Job, now: float) -> None:
             while progress - job.rate_baseline >= step and job.rate < cap:
                 job.rate = min(job.rate * float(exponential["incrementFactor"]), cap)
                 job.rate_baseline += int(step)
-    batch = (
-        len(job.rollout_pending)
-        if job.rollout_config is None
-        else max(1, math.floor(min(job.rate, cap)))
-    )
+    if job.rollout_config is not None:
+        batch = max(1, math.floor(min(job.rate, cap)))
+    elif state.default_per_minute is not None:
+        batch = state.default_per_minute
+    else:
+        batch = len(job.rollout_pending)
+    job.period_released = _release(state, job, now, batch)
+    job.next_rollout_at = now + d.ROLLOUT_PERIOD_SECONDS
+    _after_release(state, job, now)
+
+
+def _release(state: EngineState, job: _Job, now: float, batch: int) -> int:
+    """Notify up to `batch` of the job's waiting things, in order; returns how many."""
     released = 0
     while job.rollout_pending and released < batch:
         name = job.rollout_pending.popleft()
@@ -66,19 +75,39 @@ def release_batch(state: EngineState, job: _Job, now: float) -> None:
             continue
         state.notify(job, thing, now)
         released += 1
-    job.next_rollout_at = now + d.ROLLOUT_PERIOD_SECONDS
+    return released
+
+
+def _after_release(state: EngineState, job: _Job, now: float) -> None:
+    """Arm the next batch while things wait; else the rollout is done."""
     if job.rollout_pending:
+        assert job.next_rollout_at is not None  # noqa: S101 - set by every release
         state.push_deadline(job.next_rollout_at, "rollout", job, 0)
     else:
         job.rollout = False
         _policies.maybe_complete(state, job, now)
 
 
+def _default_budget(state: EngineState, job: _Job) -> int:
+    """Things a job at AWS's default pace may still notify in its current minute (0: none).
+
+    Only for a job without a rollout configuration or windows: a thing that joins
+    its continuous job between batches is notified at once while the minute's
+    DEFAULT_PER_MINUTE is not used up (the pace is a ceiling, not a clock tick).
+    An explicit rate keeps its batch slots (decisions.py).
+    """
+    if job.rollout_config is not None or job.windows is not None:
+        return 0
+    if state.default_per_minute is None:
+        return 0
+    return max(0, state.default_per_minute - job.period_released)
+
+
 def enqueue_targets(state: EngineState, job: _Job, names: Iterable[str], now: float) -> None:
-    """Add things to a job: at once without a rollout config or windows, else paced."""
+    """Add things to a job: paced, or at once when nothing paces it (see the module doc)."""
     if job.end_at is not None and now >= job.end_at:
         return  # the job's scheduled end stopped its rollout
-    if job.rollout_config is None and job.windows is None:
+    if job.rollout_config is None and job.windows is None and state.default_per_minute is None:
         for name in names:
             if state.notifiable(job, name):
                 state.notify(job, state.things[name], now)
@@ -91,9 +120,13 @@ def enqueue_targets(state: EngineState, job: _Job, names: Iterable[str], now: fl
     if job.rollout_pending and was_idle and not job.rollout:
         job.rollout = True
         # A continuous job's late arrivals wait for the next batch slot, so the
-        # pace holds across idle periods.
+        # pace holds across idle periods; at the default pace, what is left of
+        # the current minute's budget goes at once.
         if job.next_rollout_at is not None and now < job.next_rollout_at:
-            state.push_deadline(job.next_rollout_at, "rollout", job, 0)
+            budget = _default_budget(state, job)
+            if budget:
+                job.period_released += _release(state, job, now, budget)
+            _after_release(state, job, now)
         else:
             release_batch(state, job, now)
 
