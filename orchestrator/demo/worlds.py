@@ -92,6 +92,7 @@ def memory_world(
             workers=workers,
             root=work / "devices",
             seed=fleet.seed,
+            timing=fleet.timing,
             durable=settings.durable_device_files,
             worker_setup=settings.worker_setup,
             processes=processes,
@@ -106,6 +107,7 @@ def memory_world(
             profiles,
             root=work / "devices",
             seed=fleet.seed,
+            timing=fleet.timing,
             durable=settings.durable_device_files,
         )
         stack.callback(memory.close)
@@ -138,6 +140,7 @@ def mqtt_world(
         time_scale=scale,
         root=work / "devices",
         seed=fleet.seed,
+        timing=fleet.timing,
     )
     stack.callback(sim.close)
     sim.start()
