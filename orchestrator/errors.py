@@ -4,6 +4,8 @@
 OrchestratorError
  ├── SpecError            the campaign file is invalid: fix the listed lines (exit 2)
  ├── UsageError           a command that does not apply now (unknown wave, wrong state) (exit 2)
+ │    └── EndpointCheckError   the new endpoint did not prove itself with the campaign's
+ │                             roots (unreachable, wrong chain, wrong name): nothing started
  ├── StateError           the state store cannot serve the request
  │    ├── CampaignNotFoundError    no campaign by that name in this store
  │    ├── CampaignExistsError      `start` for a name already started with another spec
@@ -31,6 +33,7 @@ __all__ = [
     "AwsError",
     "CampaignExistsError",
     "CampaignNotFoundError",
+    "EndpointCheckError",
     "IndexingUnavailableError",
     "JobConflictError",
     "JobExistsError",
@@ -77,6 +80,14 @@ class SpecError(OrchestratorError):
 
 class UsageError(OrchestratorError):
     """A command that does not apply to the campaign as it stands."""
+
+
+class EndpointCheckError(UsageError):
+    """The campaign's endpoint did not verify with the roots it pushes; `reason` says how."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class StateError(OrchestratorError):

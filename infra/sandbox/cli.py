@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ __all__ = ["parse_group", "sandbox_app"]
 
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
 sandbox_app = typer.Typer(
     name="sandbox",
@@ -41,9 +43,14 @@ def _fail(message: str, code: int) -> typer.Exit:
 @sandbox_app.command("up")
 def up(
     port: Annotated[int, typer.Option(help="Control-plane port (0: any free port).")] = 0,
-    region: Annotated[str, typer.Option(help="AWS region the sandbox pretends to be.")] = (
-        d.DEFAULT_REGION
-    ),
+    region: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="AWS region the sandbox pretends to be; repeat it to serve several regions "
+            "(the first is the default), each with its own jobs, things and MQTT listeners. "
+            f"Default {d.DEFAULT_REGION}."
+        ),
+    ] = None,
     time_scale: Annotated[
         float, typer.Option(help="Sandbox seconds per real second (60: an hour in a minute).")
     ] = 1.0,
@@ -79,10 +86,17 @@ def up(
     def _on_signal(_signum: int, _frame: object) -> None:
         stop.set()
 
+    regions = list(dict.fromkeys(region or [d.DEFAULT_REGION]))
+    bad = [r for r in regions if not _REGION.match(r)]
+    if bad:
+        raise _fail(
+            f"--region {bad[0]!r} is not an AWS region name such as us-east-1", EXIT_INVALID
+        )
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     sandbox = Sandbox(
         port=port,
-        region=region,
+        region=regions[0],
+        regions=regions[1:],
         time_scale=time_scale,
         # absolute: the paths it hands out (credentials, CA files) are read by other processes
         state_dir=None if state_dir is None else state_dir.resolve(),
@@ -134,8 +148,12 @@ def _text(description: dict[str, Any], env_file: Path | None = None) -> str:
         f"  admin API             {description['admin_url']}",
         f"  region / account      {description['region']} / {description['account_id']}",
     ]
-    for kind, endpoint in description["endpoints"].items():
-        lines.append(f"  MQTT {kind:<16} {endpoint['host']}:{endpoint['port']}")
+    regions = description.get("regions") or {description["region"]: description}
+    for name, served in regions.items():
+        if len(regions) > 1:
+            lines.append(f"  region {name}")
+        for kind, endpoint in served["endpoints"].items():
+            lines.append(f"  MQTT {kind:<16} {endpoint['host']}:{endpoint['port']}")
     if description.get("ca_dir"):
         lines.append(f"  CA directory          {description['ca_dir']}")
     if description.get("time_scale") is not None:
@@ -197,10 +215,12 @@ def provision(
     endpoint_url: Annotated[
         str | None, typer.Option(help="The sandbox's control-plane URL (the iot endpoint).")
     ] = None,
-    region: Annotated[str, typer.Option(help="The sandbox's region.")] = d.DEFAULT_REGION,
+    region: Annotated[
+        str, typer.Option(help="The sandbox's region to create them in.")
+    ] = d.DEFAULT_REGION,
     output: Annotated[str, typer.Option(help="text or json.")] = "text",
 ) -> None:
-    """Create things, thing groups and device credentials in a running sandbox."""
+    """Create things, thing groups and device credentials in a running sandbox (one region)."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -246,9 +266,9 @@ def provision(
     credentials: dict[str, Any] = {}
     note = None
     try:
-        credentials = _admin_call(admin_url, "POST", "/credentials", {"things": names})[
-            "credentials"
-        ]
+        credentials = _admin_call(
+            admin_url, "POST", "/credentials", {"things": names, "region": region}
+        )["credentials"]
     except ServiceError as exc:
         note = f"no device credentials: {exc.message}"
     except OSError as exc:

@@ -6,6 +6,13 @@ exception name in `x-amzn-ErrorType` and `{"message": ...}` in the body, so
 boto3 and the AWS CLI raise the right exception class. Request signatures are
 accepted without being checked.
 
+A sandbox may serve several regions, each with its own engine. AWS tells them apart
+by host; here every request goes to the engine of the region its SigV4 credential
+scope names (`infra.sandbox.sigv4`). A request that names no region goes to the
+first region; so does every request of a single-region sandbox, whatever region it
+was signed for (as before regions were added). A multi-region sandbox refuses a
+region it does not serve (`decisions.UNSERVED_REGION_ERROR`).
+
 The two services share URI paths (`/things/{thingName}/jobs/{jobId}`), so each
 listens on its own port. The admin API (`/_sandbox/...`, sandbox-only) shares
 the control plane's port and is never subject to fault injection.
@@ -24,12 +31,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 from botocore.model import OperationModel
 
+from infra.sandbox import decisions as d
 from infra.sandbox import render
 from infra.sandbox.botocore_api import Router, error_status, parse_request
 from infra.sandbox.dataplane import DataPlaneError
 from infra.sandbox.engine import JobsEngine
 from infra.sandbox.errors import ServiceError, invalid_request, not_found
 from infra.sandbox.faults import FaultInjector
+from infra.sandbox.sigv4 import signed_region
 
 __all__ = [
     "CONTROL_PLANE_OPERATIONS",
@@ -44,6 +53,7 @@ CONTROL_PLANE_OPERATIONS: dict[str, str] = {
     "DescribeEndpoint": "describe_endpoint",
     "CreateThing": "create_thing",
     "DescribeThing": "describe_thing",
+    "UpdateThing": "update_thing",
     "ListThings": "list_things",
     "DeleteThing": "delete_thing",
     "CreateThingGroup": "create_thing_group",
@@ -51,6 +61,23 @@ CONTROL_PLANE_OPERATIONS: dict[str, str] = {
     "AddThingToThingGroup": "add_thing_to_thing_group",
     "RemoveThingFromThingGroup": "remove_thing_from_thing_group",
     "ListThingsInThingGroup": "list_things_in_thing_group",
+    # Certificates as principals (engine/_certificates.py)
+    "CreateKeysAndCertificate": "create_keys_and_certificate",
+    "RegisterCertificate": "register_certificate",
+    "RegisterCertificateWithoutCA": "register_certificate_without_ca",
+    "DescribeCertificate": "describe_certificate",
+    "ListCertificates": "list_certificates",
+    "UpdateCertificate": "update_certificate",
+    "DeleteCertificate": "delete_certificate",
+    "AttachThingPrincipal": "attach_thing_principal",
+    "DetachThingPrincipal": "detach_thing_principal",
+    "ListThingPrincipals": "list_thing_principals",
+    "ListThingPrincipalsV2": "list_thing_principals_v2",
+    "ListPrincipalThings": "list_principal_things",
+    "ListThingGroups": "list_thing_groups",
+    "CreateDynamicThingGroup": "create_dynamic_thing_group",
+    "UpdateDynamicThingGroup": "update_dynamic_thing_group",
+    "DeleteDynamicThingGroup": "delete_dynamic_thing_group",
     "CreateJob": "create_job",
     "DescribeJob": "describe_job",
     "UpdateJob": "update_job",
@@ -100,12 +127,16 @@ class AdminHooks(Protocol):
         """The `sandbox up --output json` object."""
         ...
 
-    def shadow(self, thing_name: str, shadow_name: str) -> dict[str, Any] | None:
-        """A named shadow's document, if the MQTT data plane keeps shadows."""
+    def shadow(
+        self, thing_name: str, shadow_name: str, region: str | None = None
+    ) -> dict[str, Any] | None:
+        """A named shadow's document, if the region's MQTT data plane keeps shadows."""
         ...
 
-    def issue_credentials(self, thing_names: list[str]) -> dict[str, dict[str, str]]:
-        """Device certificate and key paths per thing, from the sandbox PKI."""
+    def issue_credentials(
+        self, thing_names: list[str], region: str | None = None
+    ) -> dict[str, dict[str, str]]:
+        """Device certificate and key paths per thing of a region, from the sandbox PKI."""
         ...
 
 
@@ -172,14 +203,21 @@ class HttpFrontEnd:
 
     def __init__(
         self,
-        engine: JobsEngine,
+        engines: JobsEngine | Mapping[str, JobsEngine],
         faults: FaultInjector,
         *,
         admin: AdminHooks | None = None,
         port: int = 0,
         host: str = "127.0.0.1",
+        default_region: str | None = None,
     ) -> None:
-        self.engine = engine
+        if isinstance(engines, JobsEngine):
+            engines = {engines.region: engines}
+        if not engines:
+            raise ValueError("an HTTP front end needs at least one region's engine")
+        self.engines = dict(engines)
+        self.default_region = default_region or next(iter(self.engines))
+        self.engine = self.engines[self.default_region]
         self.faults = faults
         self.admin = admin
         self._iot = Router("iot", list(CONTROL_PLANE_OPERATIONS))
@@ -229,9 +267,10 @@ class HttpFrontEnd:
                 return _error(exc)
         try:
             op, uri_params = _route(self._iot, method, split.path)
+            engine = self._engine_for(signed_region(headers, split.query))
             self.faults.before_call(op.name)
             params = parse_request(op, uri_params, split.query, headers, body)
-            handler = getattr(self.engine, CONTROL_PLANE_OPERATIONS[op.name])
+            handler = getattr(engine, CONTROL_PLANE_OPERATIONS[op.name])
             return _ok(handler(params))
         except ServiceError as exc:
             return _error(exc)
@@ -248,9 +287,10 @@ class HttpFrontEnd:
         split = urlsplit(raw_path)
         try:
             op, uri_params = _route(self._jobs_data, method, split.path)
+            engine = self._engine_for(signed_region(headers, split.query))
             self.faults.before_call()
             params = parse_request(op, uri_params, split.query, headers, body)
-            return _ok(self._jobs_data_call(op.name, params))
+            return _ok(_jobs_data_call(engine, op.name, params))
         except DataPlaneError as exc:
             code, status = _DATA_PLANE_ERRORS.get(exc.code, ("InvalidRequestException", 400))
             error = ServiceError(code, exc.message, status)
@@ -271,58 +311,28 @@ class HttpFrontEnd:
                 "iot-jobs-data",
             )
 
-    def _jobs_data_call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        engine = self.engine
-        thing = params["thingName"]
-        if operation == "GetPendingJobExecutions":
-            pending = engine.get_pending(thing)
-            return {
-                "inProgressJobs": [render.summary(s) for s in pending.in_progress],
-                "queuedJobs": [render.summary(s) for s in pending.queued],
-            }
-        if operation == "StartNextPendingJobExecution":
-            snapshot = engine.start_next(
-                thing,
-                status_details=params.get("statusDetails"),
-                step_timeout_minutes=params.get("stepTimeoutInMinutes"),
-                via="https",
+    # ------------------------------------------------------------------ regions
+    def _engine_for(self, region: str | None) -> JobsEngine:
+        """The engine of the region a request was signed for (see the module docstring)."""
+        if region is None or len(self.engines) == 1:
+            return self.engine
+        engine = self.engines.get(region)
+        if engine is None:
+            code, status = d.UNSERVED_REGION_ERROR
+            raise ServiceError(
+                code,
+                f"this sandbox serves {', '.join(self.engines)}, not {region}: sign for one of "
+                f"them (--region / AWS_REGION) or start the sandbox with --region {region}",
+                status,
             )
-            return (
-                {}
-                if snapshot is None
-                else {
-                    "execution": render.data_execution(
-                        snapshot, document="string", empty_details=True
-                    )
-                }
-            )
-        if operation == "DescribeJobExecution":
-            snapshot = engine.describe_execution(
-                thing, params["jobId"], execution_number=params.get("executionNumber")
-            )
-            # "Unless set to false, the response contains the job document."
-            include = bool(params.get("includeJobDocument", True))
-            return {
-                "execution": render.data_execution(
-                    snapshot, document="string" if include else None, empty_details=True
-                )
-            }
-        snapshot = engine.update_execution(
-            thing,
-            params["jobId"],
-            status=params["status"],
-            status_details=params.get("statusDetails"),
-            expected_version=params.get("expectedVersion"),
-            execution_number=params.get("executionNumber"),
-            step_timeout_minutes=params.get("stepTimeoutInMinutes"),
-            via="https",
-        )
-        out: dict[str, Any] = {}
-        if params.get("includeJobExecutionState"):
-            out["executionState"] = render.execution_state(snapshot, empty_details=True)
-        if params.get("includeJobDocument"):
-            out["jobDocument"] = snapshot.job_document
-        return out
+        return engine
+
+    def _admin_engine(self, args: Mapping[str, Any]) -> JobsEngine:
+        """The engine an admin request names with `region` (as a signed request would)."""
+        region = args.get("region")
+        if region is not None and not isinstance(region, str):
+            raise invalid_request('"region" must be a region name')
+        return self._engine_for(region)
 
     # -------------------------------------------------------------------- admin
     def _admin(self, method: str, path: str, query: str, body: bytes) -> dict[str, Any]:
@@ -337,7 +347,7 @@ class HttpFrontEnd:
             if not isinstance(loaded, dict):
                 raise invalid_request("admin request body must be a JSON object")
             payload = loaded
-        engine = self.engine
+        engine = self._admin_engine(args)
         now = engine.clock.now().timestamp()
         route = (method, parts[0] if parts else "")
         if route == ("GET", ""):
@@ -369,13 +379,18 @@ class HttpFrontEnd:
             seconds = _number(payload, "advanceSeconds")
             if seconds is None:
                 raise invalid_request('give {"advanceSeconds": N}')
-            return {"now": engine.advance(seconds), "timeScale": engine.time_scale}
+            # One clock for every region: jump it once, then let each region apply what fell due.
+            moved = self.engine.advance(seconds)
+            for other in self.engines.values():
+                if other is not self.engine:
+                    other.advance(0)
+            return {"now": moved, "timeScale": engine.time_scale}
         if route == ("GET", "jobs") and len(parts) == 3 and parts[2] == "counts":  # noqa: PLR2004
             return {"counts": engine.counts(parts[1]), "recount": engine.recount(parts[1])}
         if route == ("GET", "shadows") and len(parts) == 3:  # noqa: PLR2004
             if self.admin is None:
                 raise not_found("this sandbox has no MQTT data plane, so no shadows")
-            document = self.admin.shadow(parts[1], parts[2])
+            document = self.admin.shadow(parts[1], parts[2], engine.region)
             if document is None:
                 raise not_found(f"No shadow {parts[2]} for thing {parts[1]}")
             return {"shadow": document}
@@ -385,7 +400,8 @@ class HttpFrontEnd:
                 raise invalid_request('give {"things": ["thing-name", ...]}')
             if self.admin is None:
                 raise invalid_request("this sandbox has no PKI; start it with the MQTT data plane")
-            return {"credentials": self.admin.issue_credentials(names)}
+            region = self._admin_engine(payload).region
+            return {"credentials": self.admin.issue_credentials(names, region)}
         raise not_found(
             f"No sandbox admin route {method} {path}; see docs/sandbox.md for the admin API"
         )
@@ -429,3 +445,56 @@ def _unknown(method: str, path: str, router: Router) -> ServiceError:
         "see docs/sandbox.md for the operations it serves",
         404,
     )
+
+
+def _jobs_data_call(
+    engine: JobsEngine, operation: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    thing = params["thingName"]
+    if operation == "GetPendingJobExecutions":
+        pending = engine.get_pending(thing)
+        return {
+            "inProgressJobs": [render.summary(s) for s in pending.in_progress],
+            "queuedJobs": [render.summary(s) for s in pending.queued],
+        }
+    if operation == "StartNextPendingJobExecution":
+        snapshot = engine.start_next(
+            thing,
+            status_details=params.get("statusDetails"),
+            step_timeout_minutes=params.get("stepTimeoutInMinutes"),
+            via="https",
+        )
+        return (
+            {}
+            if snapshot is None
+            else {
+                "execution": render.data_execution(snapshot, document="string", empty_details=True)
+            }
+        )
+    if operation == "DescribeJobExecution":
+        snapshot = engine.describe_execution(
+            thing, params["jobId"], execution_number=params.get("executionNumber")
+        )
+        # "Unless set to false, the response contains the job document."
+        include = bool(params.get("includeJobDocument", True))
+        return {
+            "execution": render.data_execution(
+                snapshot, document="string" if include else None, empty_details=True
+            )
+        }
+    snapshot = engine.update_execution(
+        thing,
+        params["jobId"],
+        status=params["status"],
+        status_details=params.get("statusDetails"),
+        expected_version=params.get("expectedVersion"),
+        execution_number=params.get("executionNumber"),
+        step_timeout_minutes=params.get("stepTimeoutInMinutes"),
+        via="https",
+    )
+    out: dict[str, Any] = {}
+    if params.get("includeJobExecutionState"):
+        out["executionState"] = render.execution_state(snapshot, empty_details=True)
+    if params.get("includeJobDocument"):
+        out["jobDocument"] = snapshot.job_document
+    return out

@@ -25,11 +25,11 @@ from botocore.config import Config
 
 from infra.sandbox import decisions as d
 from infra.sandbox.clock import ScaledClock
-from infra.sandbox.engine import JobsEngine
-from infra.sandbox.errors import SandboxStartError, invalid_request
+from infra.sandbox.engine import JobsEngine, certificate_id_of
+from infra.sandbox.errors import SandboxStartError, ServiceError, invalid_request
 from infra.sandbox.faults import FaultInjector
 from infra.sandbox.http_api import HttpFrontEnd
-from infra.sandbox.persistence import EngineStateFile
+from infra.sandbox.regional import RegionStack, saved_time
 from job_documents.clock import Clock
 
 if TYPE_CHECKING:
@@ -115,6 +115,7 @@ class Sandbox:
         *,
         port: int = 0,
         region: str = d.DEFAULT_REGION,
+        regions: Sequence[str] = (),
         time_scale: float = 1.0,
         state_dir: Path | None = None,
         mqtt: bool = True,
@@ -126,7 +127,10 @@ class Sandbox:
         if time_scale <= 0:
             raise SandboxStartError("--time-scale must be a positive number")
         self.port = port
+        #: The first region: requests that name no region (or the only region) go to it.
         self.region = region
+        #: Every region served, the first one first (`regions` adds to `region`).
+        self.regions: tuple[str, ...] = tuple(dict.fromkeys((region, *regions)))
         self.account_id = d.ACCOUNT_ID
         self.time_scale = time_scale
         self.state_dir = state_dir
@@ -138,21 +142,47 @@ class Sandbox:
         self.work_dir: Path | None = None
         self._owns_work_dir = False
         self.pki: SandboxPki | None = None
-        self.endpoints: dict[str, Endpoint] = {}
-        self._data_plane: MqttDataPlane | None = None
+        self._stacks: dict[str, RegionStack] = {}
         self._http: HttpFrontEnd | None = None
-        self._store: EngineStateFile | None = None
-        self._scheduler: threading.Thread | None = None
-        self._scheduler_stop = threading.Event()
-        self._engine: JobsEngine | None = None
         self.faults: FaultInjector | None = None
 
     # ------------------------------------------------------------- lifecycle
     @property
     def engine(self) -> JobsEngine:
-        if self._engine is None:
-            raise SandboxStartError("the sandbox is not started; call start() first")
-        return self._engine
+        """The first region's engine (the only one of a single-region sandbox)."""
+        return self.engine_for(self.region)
+
+    def engine_for(self, region: str) -> JobsEngine:
+        """The engine that holds `region`'s jobs, things and groups."""
+        stack = self._stacks.get(region)
+        if stack is None:
+            if not self._stacks:
+                raise SandboxStartError("the sandbox is not started; call start() first")
+            raise invalid_request(
+                f"this sandbox serves {', '.join(self.regions)}, not {region}; start it with "
+                f"--region {region}"
+            )
+        return stack.engine
+
+    @property
+    def engines(self) -> dict[str, JobsEngine]:
+        """Every region's engine, the first region first."""
+        return {region: stack.engine for region, stack in self._stacks.items()}
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        """The first region's MQTT endpoints (`legacy`, `ats`)."""
+        return self.endpoints_for(self.region)
+
+    def endpoints_for(self, region: str) -> dict[str, Endpoint]:
+        """A region's MQTT endpoints (empty without the MQTT data plane)."""
+        stack = self._stacks.get(region)
+        return {} if stack is None else dict(stack.endpoints)
+
+    @property
+    def _data_plane(self) -> MqttDataPlane | None:
+        stack = self._stacks.get(self.region)
+        return None if stack is None else stack.data_plane
 
     def start(self) -> Self:
         """Start everything; on any failure, stop what was started and raise."""
@@ -163,6 +193,18 @@ class Sandbox:
             raise
         return self
 
+    def _start_clock(self) -> Clock:
+        if self._given_clock is not None:
+            return self._given_clock
+        if self.state_dir is not None:
+            start = datetime.now(UTC)
+            for index, region in enumerate(self.regions):
+                saved = saved_time(self.state_dir, region, first=index == 0)
+                if saved is not None and saved > start.timestamp():
+                    start = datetime.fromtimestamp(saved, UTC)
+            return ScaledClock(self.time_scale, start=start)
+        return ScaledClock(self.time_scale)
+
     def _start(self) -> None:
         if self._given_work_dir is not None:
             self.work_dir = self._given_work_dir
@@ -172,52 +214,31 @@ class Sandbox:
             self.work_dir = Path(tempfile.mkdtemp(prefix="ca-migrate-sandbox-"))
             self._owns_work_dir = True
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        store: EngineStateFile | None = None
-        clock = self._given_clock
-        if self.state_dir is not None:
-            probe = EngineStateFile(
-                self.state_dir, JobsEngine(clock=ScaledClock(), region=self.region)
-            )
-            saved = probe.saved_time()
-            if clock is None:
-                start = datetime.now(UTC)
-                if saved is not None and saved > start.timestamp():
-                    start = datetime.fromtimestamp(saved, UTC)
-                clock = ScaledClock(self.time_scale, start=start)
-        if clock is None:
-            clock = ScaledClock(self.time_scale)
-        self._engine = JobsEngine(clock=clock, region=self.region, time_scale=self.time_scale)
-        if self.state_dir is not None:
-            store = EngineStateFile(self.state_dir, self._engine)
-            store.load()
-            store.start()
-            self._store = store
+        clock = self._start_clock()
+        for index, region in enumerate(self.regions):
+            stack = RegionStack(region, clock, self.time_scale, first=index == 0)
+            self._stacks[region] = stack
+            stack.start(self.state_dir)
         self.faults = FaultInjector(
             clock, throttle_rate=self.throttle_rate, enforce_quotas=self.enforce_quotas
         )
-        self._scheduler_stop.clear()
-        self._scheduler = threading.Thread(
-            target=self._engine.run_scheduler,
-            args=(self._scheduler_stop,),
-            name="sandbox-scheduler",
-            daemon=True,
-        )
-        self._scheduler.start()
         if self.mqtt:
             self._start_mqtt()
-        self._http = HttpFrontEnd(self._engine, self.faults, admin=self, port=self.port)
+        self._http = HttpFrontEnd(
+            self.engines, self.faults, admin=self, port=self.port, default_region=self.region
+        )
         self._http.start()
         log.info(
             "sandbox_started",
             control_plane_url=self.control_plane_url,
             jobs_data_url=self.jobs_data_url,
+            regions=list(self.regions),
             mqtt=self.mqtt,
             time_scale=self.time_scale,
         )
 
     def _start_mqtt(self) -> None:
         try:
-            from infra.sandbox.mqtt import start_data_plane
             from infra.sandbox.pki import SandboxPki
         except ImportError as exc:
             raise SandboxStartError(
@@ -225,36 +246,25 @@ class Sandbox:
                 "mqtt=False (--no-mqtt) for the control plane and iot-jobs-data only"
             ) from exc
         assert self.work_dir is not None  # noqa: S101 - set by _start
-        self.pki = SandboxPki.create_or_load(
-            self.work_dir / "pki", region=self.region, endpoint_prefix=d.ENDPOINT_PREFIX
-        )
-        self._data_plane = start_data_plane(
-            self.engine,
-            pki=self.pki,
-            work_dir=self.work_dir / "mqtt",
-            region=self.region,
-            endpoint_prefix=d.ENDPOINT_PREFIX,
-        )
-        self.endpoints = dict(self._data_plane.endpoints)
+        for region, stack in self._stacks.items():
+            # One PKI directory: the same roots, server certificates for each region's hosts.
+            pki = SandboxPki.create_or_load(
+                self.work_dir / "pki", region=region, endpoint_prefix=d.ENDPOINT_PREFIX
+            )
+            if region == self.region:
+                self.pki = pki
+            stack.start_mqtt(pki, self.work_dir)
 
     def stop(self) -> None:
         """Stop everything this sandbox started; safe to call more than once."""
-        if self._data_plane is not None:
-            try:
-                self._data_plane.stop()
-            finally:
-                self._data_plane = None
-        if self._http is not None:
-            self._http.stop()
-        if self._engine is not None:
-            self._scheduler_stop.set()
-            self._engine.stop_scheduler()
-        if self._scheduler is not None:
-            self._scheduler.join(timeout=5)
-            self._scheduler = None
-        if self._store is not None:
-            self._store.stop()
-            self._store = None
+        try:
+            for stack in reversed(self._stacks.values()):
+                stack.stop_mqtt()
+        finally:
+            if self._http is not None:
+                self._http.stop()
+            for stack in reversed(self._stacks.values()):
+                stack.stop()
         if self._owns_work_dir and self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
             self._owns_work_dir = False
@@ -282,18 +292,23 @@ class Sandbox:
     def admin_url(self) -> str:
         return self.control_plane_url + "/_sandbox"
 
-    def _session(self) -> boto3.session.Session:
-        return _session(self.region)
+    def iot_client(self, *, config: Config | None = None, region: str | None = None) -> IoTClient:
+        """A boto3 `iot` client for one region of this sandbox (dummy credentials).
 
-    def iot_client(self, *, config: Config | None = None) -> IoTClient:
-        """A boto3 `iot` client for this sandbox (dummy credentials)."""
+        The client signs for `region` (default: the first); the sandbox routes each
+        request by the region of its signature, as AWS routes by host.
+        """
         with _SESSIONS_LOCK:
-            return self._session().client("iot", endpoint_url=self.control_plane_url, config=config)
+            return _session(region or self.region).client(
+                "iot", endpoint_url=self.control_plane_url, config=config
+            )
 
-    def jobs_data_client(self, *, config: Config | None = None) -> IoTJobsDataPlaneClient:
-        """A boto3 `iot-jobs-data` client for this sandbox (dummy credentials)."""
+    def jobs_data_client(
+        self, *, config: Config | None = None, region: str | None = None
+    ) -> IoTJobsDataPlaneClient:
+        """A boto3 `iot-jobs-data` client for one region of this sandbox (dummy credentials)."""
         with _SESSIONS_LOCK:
-            return self._session().client(
+            return _session(region or self.region).client(
                 "iot-jobs-data", endpoint_url=self.jobs_data_url, config=config
             )
 
@@ -314,10 +329,11 @@ class Sandbox:
             "region": self.region,
             "account_id": self.account_id,
             "endpoint_prefix": d.ENDPOINT_PREFIX,
-            "endpoints": {
-                kind: {"host": endpoint.host, "port": endpoint.port}
-                | ({"alpn_port": endpoint.alpn_port} if endpoint.alpn_port else {})
-                for kind, endpoint in self.endpoints.items()
+            "endpoints": _endpoints_json(self.endpoints),
+            # Every region served, the first one first, with its own MQTT listener pair.
+            "regions": {
+                region: {"endpoints": _endpoints_json(self.endpoints_for(region))}
+                for region in self.regions
             },
             "ca_dir": str(self.work_dir / "pki")
             if self.pki is not None and self.work_dir
@@ -339,28 +355,40 @@ class Sandbox:
         }
 
     # ------------------------------------------------------------ admin hooks
-    def shadow(self, thing_name: str, shadow_name: str) -> dict[str, Any] | None:
-        """A named shadow kept by the MQTT data plane, if any."""
-        if self._data_plane is None:
+    def shadow(
+        self, thing_name: str, shadow_name: str, region: str | None = None
+    ) -> dict[str, Any] | None:
+        """A named shadow kept by a region's MQTT data plane, if any."""
+        stack = self._stacks.get(region or self.region)
+        if stack is None or stack.data_plane is None:
             return None
-        reader = getattr(self._data_plane, "shadow", None)
+        reader = getattr(stack.data_plane, "shadow", None)
         if reader is None:
             return None
         result: dict[str, Any] | None = reader(thing_name, shadow_name)
         return result
 
-    def issue_credentials(self, thing_names: list[str]) -> dict[str, dict[str, str]]:
-        """Certificate and key files for each thing (idempotent), from the sandbox PKI."""
+    def issue_credentials(
+        self, thing_names: list[str], region: str | None = None
+    ) -> dict[str, dict[str, str]]:
+        """Certificate and key files for each thing of a region (idempotent), from the PKI.
+
+        Like a fleet provisioning step, each certificate is registered ACTIVE
+        (RegisterCertificate under the device CA) and attached to its thing
+        (AttachThingPrincipal), so the device policy admits the thing's CONNECT.
+        A certificate registered before keeps its status (a revoked one stays revoked).
+        """
         if self.pki is None:
             raise invalid_request(
                 "this sandbox has no PKI (started without MQTT); device credentials need "
                 "`sandbox up` without --no-mqtt"
             )
-        engine = self.engine
+        engine = self.engine_for(region or self.region)
         out: dict[str, dict[str, str]] = {}
         for name in thing_names:
             engine.describe_thing({"thingName": name})
             credentials = self.pki.issue_thing_credentials(name)
+            _register_and_attach(engine, name, credentials.cert_pem.read_text())
             out[name] = {"cert_pem": str(credentials.cert_pem), "key_pem": str(credentials.key_pem)}
         return out
 
@@ -370,17 +398,42 @@ class Sandbox:
         groups: Sequence[tuple[str, int | None]] = (),
         *,
         prefix: str = "device",
+        region: str | None = None,
     ) -> ProvisionResult:
-        """Create things and groups in-process (and credentials when there is a PKI)."""
+        """Create things and groups in a region, in-process (and credentials with a PKI)."""
         names, membership = plan_provision(things or 0, groups, prefix=prefix)
-        engine = self.engine
+        engine = self.engine_for(region or self.region)
         engine.create_things(names)
         for group, members in membership.items():
             engine.create_thing_group({"thingGroupName": group})
             engine.add_things_to_group(group, members)
-        credentials = self.issue_credentials(names) if self.pki is not None else {}
+        credentials = self.issue_credentials(names, region) if self.pki is not None else {}
         return ProvisionResult(
             things=tuple(names),
             groups={g: tuple(m) for g, m in membership.items()},
             credentials=credentials,
         )
+
+
+def _register_and_attach(engine: JobsEngine, thing_name: str, certificate_pem: str) -> None:
+    """RegisterCertificate (ACTIVE) unless already registered, then AttachThingPrincipal."""
+    try:
+        arn = engine.register_certificate({"certificatePem": certificate_pem, "status": "ACTIVE"})[
+            "certificateArn"
+        ]
+    except ServiceError as exc:
+        if exc.code != "ResourceAlreadyExistsException":
+            raise
+        certificate_id = certificate_id_of(certificate_pem)
+        arn = engine.describe_certificate({"certificateId": certificate_id})[
+            "certificateDescription"
+        ]["certificateArn"]
+    engine.attach_thing_principal({"thingName": thing_name, "principal": arn})
+
+
+def _endpoints_json(endpoints: dict[str, Endpoint]) -> dict[str, Any]:
+    return {
+        kind: {"host": endpoint.host, "port": endpoint.port}
+        | ({"alpn_port": endpoint.alpn_port} if endpoint.alpn_port else {})
+        for kind, endpoint in endpoints.items()
+    }

@@ -1,4 +1,4 @@
-"""AWS IoT fleet indexing through boto3: counts, buckets and names for the census.
+"""AWS IoT fleet indexing through boto3: counts, buckets, names and thing documents.
 
 Every call is `self._iot.<operation>(...)` (the IAM policy test reads them).
 ResourceNotFoundException / IndexNotReadyException (no index, or not built
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["INDEX", "FleetIndexAdapter"]
 
 INDEX = "AWS_Things"
+PAGE = 100  # SearchIndex maxResults' maximum (API reference: "cannot exceed 100")
+MAX_PAGES = 100_000  # ten million things: far beyond any account's fleet
 MAX_BUCKETS = 10_000  # GetBucketsAggregation maxBuckets' maximum in the service model
 _UNAVAILABLE = {"ResourceNotFoundException", "IndexNotReadyException"}
 
@@ -54,7 +56,7 @@ def _translate(operation: str) -> Iterator[None]:
 
 
 class FleetIndexAdapter:
-    """The census's questions to the `AWS_Things` index."""
+    """The census's and the verification's questions to the `AWS_Things` index."""
 
     def __init__(self, iot: IoTClient) -> None:
         self._iot = iot
@@ -100,3 +102,24 @@ class FleetIndexAdapter:
             if not token:
                 break
         return out if limit is None else out[:limit]
+
+    def documents(self, query: str) -> list[dict[str, Any]]:
+        """Every matching thing's document (name, groups, indexed shadows), 100 a page."""
+        out: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            self.calls += 1
+            with _translate("SearchIndex"):
+                if token is None:
+                    answer = self._iot.search_index(
+                        indexName=INDEX, queryString=query, maxResults=PAGE
+                    )
+                else:
+                    answer = self._iot.search_index(
+                        indexName=INDEX, queryString=query, maxResults=PAGE, nextToken=token
+                    )
+            out.extend(dict(thing) for thing in answer.get("things", []))
+            token = answer.get("nextToken")
+            if not token:
+                break
+        return out

@@ -1,0 +1,88 @@
+"""A job's executions through boto3, for verification: one thing's status, or all SUCCEEDED.
+
+Every call is `self._iot.<operation>(...)` (the IAM policy test reads them) and
+is counted (`calls`). DescribeJobExecution's ResourceNotFoundException means the
+thing has no execution of that job (it joined the group later): `status` is
+None. Other errors become `AwsError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from orchestrator.errors import AwsError
+
+if TYPE_CHECKING:
+    from mypy_boto3_iot import IoTClient
+
+__all__ = ["ExecutionReader"]
+
+PAGE = 250  # ListJobExecutionsForJob maxResults' maximum in the service model
+MAX_PAGES = 100_000
+
+
+class _NoExecutionError(Exception):
+    pass
+
+
+@contextmanager
+def _translate(operation: str, job_id: str) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", "")
+        if operation == "DescribeJobExecution" and code == "ResourceNotFoundException":
+            raise _NoExecutionError from exc
+        raise AwsError(
+            f"AWS IoT {operation} failed ({code}: {message}) for job_id={job_id}; check the "
+            "credentials, region and endpoint (--region, --endpoint-url, --profile)",
+            code=code,
+        ) from exc
+    except BotoCoreError as exc:
+        raise AwsError(
+            f"AWS IoT {operation} could not be sent: {exc}; check the network and --endpoint-url"
+        ) from exc
+
+
+class ExecutionReader:
+    """Reads the executions of a campaign's jobs."""
+
+    def __init__(self, iot: IoTClient) -> None:
+        self._iot = iot
+        self.calls = 0
+
+    def status(self, job_id: str, thing: str) -> str | None:
+        """The thing's latest execution status for the job; None when it has none."""
+        self.calls += 1
+        try:
+            with _translate("DescribeJobExecution", job_id):
+                answer = self._iot.describe_job_execution(jobId=job_id, thingName=thing)
+        except _NoExecutionError:
+            return None
+        status = answer.get("execution", {}).get("status")
+        return str(status) if status else None
+
+    def succeeded(self, job_id: str) -> set[str]:
+        """The names of the things whose execution of the job is SUCCEEDED."""
+        names: set[str] = set()
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            self.calls += 1
+            kwargs: dict[str, Any] = {"nextToken": token} if token else {}
+            with _translate("ListJobExecutionsForJob", job_id):
+                page = self._iot.list_job_executions_for_job(
+                    jobId=job_id, status="SUCCEEDED", maxResults=PAGE, **kwargs
+                )
+            for summary in page.get("executionSummaries", []):
+                arn = str(summary.get("thingArn", ""))
+                if arn:
+                    names.add(arn.rsplit("/", 1)[-1])
+            token = page.get("nextToken")
+            if not token:
+                break
+        return names
