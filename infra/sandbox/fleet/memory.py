@@ -57,6 +57,7 @@ from device_handler.memory import ExecutionView, JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
 from device_handler.simulation import CrashingFileOps, NoSyncFileOps
 from device_handler.trust import EndpointConfig
+from infra.sandbox import decisions as d
 from infra.sandbox.fleet._base import (
     FleetBase,
     FleetTiming,
@@ -64,6 +65,7 @@ from infra.sandbox.fleet._base import (
     _Device,
     hanging_probe,
 )
+from infra.sandbox.fleet.device_client import DeviceClientDevice
 from infra.sandbox.fleet.profiles import Profile
 from infra.sandbox.fleet.simtls import SimulatedTls
 from infra.sandbox.pki import SandboxPki
@@ -109,7 +111,16 @@ class MemoryFleet(FleetBase):
         timing: FleetTiming | None = None,
         durable: bool = True,
         share_validation: bool = True,
+        device_client_things: frozenset[str] = frozenset(),
+        broker_overrides: Mapping[str, str] | None = None,
     ) -> None:
+        """A fleet of `profiles`' devices; `device_client_things` run AWS IoT Device Client.
+
+        Those run the real handler (`DeviceClientDevice`), whose probe needs the sandbox's
+        brokers: `broker_overrides` (host:port -> 127.0.0.1:port) reach them.
+        """
+        if device_client_things and broker_overrides is None:
+            raise ValueError("Device Client devices need the sandbox's brokers (broker_overrides)")
         super().__init__(
             pki,
             profiles,
@@ -145,6 +156,10 @@ class MemoryFleet(FleetBase):
         self._runner: int | None = None
         self._started = False
         self.outcomes: Counter[str] = Counter()
+        self._device_clients = {
+            name: DeviceClientDevice(name, self.root / name, pki, overrides=broker_overrides or {})
+            for name in device_client_things
+        }
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Self:
@@ -313,6 +328,9 @@ class MemoryFleet(FleetBase):
     def _activate(self, device: _Device, now: float) -> None:
         if self._waits(device, now):
             return
+        if device.name in self._device_clients:
+            self._activate_device_client(device)
+            return
         fs = self._fs
         if device.profile is Profile.POWER_CUT and device.cuts == 0:
             crash_at = self._random(device).randrange(CUT_POINTS)
@@ -373,6 +391,36 @@ class MemoryFleet(FleetBase):
                 device.first_job_at = start
             if outcome.status in _DONE:
                 break
+
+    def _activate_device_client(self, device: _Device) -> None:
+        """A Device Client device takes its jobs; after a success, Device Client restarts."""
+        client = self._device_clients[device.name]
+        self._boot(device)
+        backend = _TimedBackend(self, device)
+        duration = self._timing(device)[1]
+        try:
+            for _ in range(MAX_POLLS):
+                start = self._now()
+                device.finish_at = self.timing.on_grid(start + duration, self._origin)
+                status = client.run_next(backend)
+                self.outcomes[status] += 1
+                if status == "NONE":
+                    break
+                if device.first_job_at is None:
+                    device.first_job_at = start
+                if status == "SUCCEEDED" and d.DEVICE_CLIENT_RESTARTS_AFTER_SUCCESS:
+                    client.restart()
+        except DeviceHandlerError as exc:
+            log.warning("device_error", thing=device.name, error=str(exc))
+            self.outcomes["ERROR"] += 1
+
+    def device_client_things(self) -> frozenset[str]:
+        """The devices that run AWS IoT Device Client."""
+        return frozenset(self._device_clients)
+
+    def device_client(self, thing: str) -> DeviceClientDevice:
+        """The Device Client of device `thing` (KeyError when it runs the agent)."""
+        return self._device_clients[thing]
 
 
 class _TimedBackend:
