@@ -2,8 +2,8 @@
 
 For each wave to check: three index calls for its figures (devices, devices
 reporting, devices on the wave's endpoint), one SearchIndex page per 100
-off-target devices, then their executions, read one by one or by listing the
-job's SUCCEEDED executions, whichever is fewer calls. The number of calls
+off-target devices, then their executions, the cheapest of three ways
+(`orchestrator.verify.lookup_plan`). The number of calls
 grows with the number of off-target devices, never with the wave's size where
 the devices are where they should be.
 
@@ -59,8 +59,8 @@ class ExecutionLookup(Protocol):
         """The thing's execution status for the job; None when it has none."""
         ...
 
-    def succeeded(self, job_id: str) -> set[str]:
-        """Things whose execution of the job is SUCCEEDED."""
+    def listed(self, job_id: str, status: str) -> set[str]:
+        """Things whose execution of the job has this status."""
         ...
 
 
@@ -79,10 +79,16 @@ def _statuses(
 ) -> Mapping[str, str | None]:
     if not things:
         return {}
-    if v.lookup_by_listing(len(things), check.succeeded):
-        succeeded = executions.succeeded(check.job_id)
+    plan = v.lookup_plan(len(things), check)
+    if plan == "list-succeeded":
+        succeeded = executions.listed(check.job_id, "SUCCEEDED")
         return {t: "SUCCEEDED" if t in succeeded else None for t in things}
-    return {t: executions.status(check.job_id, t) for t in things}
+    known: dict[str, str | None] = {}
+    if plan == "list-others":
+        for status in check.others:
+            listed = executions.listed(check.job_id, status)
+            known.update({t: status for t in things if t in listed})
+    return {t: known[t] if t in known else executions.status(check.job_id, t) for t in things}
 
 
 def survey_drift(

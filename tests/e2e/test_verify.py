@@ -121,10 +121,11 @@ def test_verify_names_a_device_moved_back_to_legacy_after_its_wave_passed(
         assert max(len(line) for line in report.stdout.splitlines()) <= 80
 
     reader = ExecutionReader(sandbox.iot_client())  # both ways of reading executions
-    assert reader.succeeded(canary_job) == {f"device-{i:05d}" for i in range(1, 5)}
+    assert reader.listed(canary_job, "SUCCEEDED") == {f"device-{i:05d}" for i in range(1, 5)}
+    assert reader.listed(final.wave("wave-2").job_id, "FAILED") == {"device-00012"}
     assert reader.status(final.wave("wave-2").job_id, "device-00012") == "FAILED"
     assert reader.status(canary_job, "device-00012") is None  # not targeted by that job
-    assert reader.calls == 3
+    assert reader.calls == 4
 
     text_run = in_process(sandbox, state, "verify", "e2e")
     assert text_run.returncode == 1

@@ -30,7 +30,7 @@ from orchestrator.verify import (
     as_json,
     device_report,
     find_drift,
-    lookup_by_listing,
+    lookup_plan,
     off_target_query,
     render_text,
     target_endpoint,
@@ -200,23 +200,34 @@ def test_drift_is_sorted_by_thing_and_names_the_endpoint_kind() -> None:
 
 
 @pytest.mark.parametrize(
-    ("candidates", "succeeded", "listing"),
+    ("candidates", "succeeded", "others", "plan"),
     [
-        (0, 0, False),
-        (1, 1, False),  # one read against one page: equal, read
-        (2, 1, True),
-        (2, LIST_PAGE, True),
-        (1, LIST_PAGE, False),
-        (2, LIST_PAGE + 1, False),  # two pages against two reads
-        (3, LIST_PAGE + 1, True),
-        (400, 100_000, False),
-        (401, 100_000, True),
+        (1, 1, {}, "describe"),  # one read against one page: equal, read
+        (2, 1, {}, "list-succeeded"),
+        (2, LIST_PAGE, {}, "list-succeeded"),
+        (1, LIST_PAGE, {}, "describe"),
+        (2, LIST_PAGE + 1, {}, "describe"),  # two pages against two reads
+        (3, LIST_PAGE + 1, {}, "list-succeeded"),
+        # 100k devices, 2000 failed and off target, 5 moved back: 8 pages + 5 reads
+        (2005, 98_000, {"FAILED": 2000}, "list-others"),
+        # the same with 500 moved back: listing the 392 pages of successes is cheaper
+        (2500, 98_000, {"FAILED": 2000}, "list-succeeded"),
+        (3, 98_000, {"FAILED": 2000}, "describe"),
+        (300, 98_000, {"FAILED": 200, "TIMED_OUT": 90, "QUEUED": 10}, "list-others"),
     ],
 )
-def test_executions_are_listed_only_when_that_is_fewer_calls(
-    candidates: int, succeeded: int, listing: bool
+def test_executions_are_read_the_cheapest_way(
+    candidates: int, succeeded: int, others: dict[str, int], plan: str
 ) -> None:
-    assert lookup_by_listing(candidates, succeeded) is listing
+    check = replace(CHECK, succeeded=succeeded, others=others)
+    assert lookup_plan(candidates, check) == plan
+
+
+def test_the_other_statuses_come_from_the_waves_counts() -> None:
+    counts = Counts(succeeded=5, failed=2, timed_out=1, queued=3, removed=1)
+    spec, state = _campaign(_wave("w", WavePhase.PASSED, 5, counts=counts))
+    (check,), _ = wave_checks(spec, state)
+    assert check.others == {"QUEUED": 3, "FAILED": 2, "TIMED_OUT": 1, "REMOVED": 1}
 
 
 def _verification() -> Verification:
