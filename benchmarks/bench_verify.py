@@ -3,7 +3,8 @@
 The wave's job ran on the sandbox's Jobs engine (in-process: 2% of the devices
 FAILED and stayed on legacy, the rest SUCCEEDED); the devices' `ca-migration`
 shadows report ATS, except the failed ones (legacy), 0.5% that moved back to
-legacy after succeeding (the drift to find) and a tenth that never report.
+legacy after succeeding (the drift to find; `_few_drift`: five devices only)
+and a tenth that never report.
 Verification then runs as the CLI does: the production adapters
 (`FleetIndexAdapter`, `ExecutionReader`, boto3 over HTTP) through
 `orchestrator.drift_survey.survey_drift`. The figure that matters is the call
@@ -29,7 +30,7 @@ from job_documents import ManualClock
 from orchestrator.aws.executions import ExecutionReader
 from orchestrator.aws.indexing import FleetIndexAdapter
 from orchestrator.census import INDEXING_CONFIGURATION
-from orchestrator.drift_survey import survey_drift
+from orchestrator.drift_survey import Readers, survey_drift
 from orchestrator.model import (
     CampaignSpec,
     CampaignState,
@@ -50,15 +51,17 @@ ARN = "arn:aws:iot:us-east-1:123456789012"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _fate(index: int) -> str:
+def _fate(index: int, drift_every: int) -> str:
     if index % 50 == 7:  # 2%
         return "failed"
-    if index % 200 == 3:  # 0.5%
+    if index % drift_every == 3:
         return "drift"
     return "ok"
 
 
-def _run_job(sandbox: Sandbox, clock: ManualClock, things: tuple[str, ...]) -> int:
+def _run_job(
+    sandbox: Sandbox, clock: ManualClock, things: tuple[str, ...], drift_every: int
+) -> int:
     """Every execution to its end; the clock jumps a minute when the rollout (AWS's default
     pace, about 1000 things a minute) has not reached the next device yet."""
     engine = sandbox.engine
@@ -81,7 +84,7 @@ def _run_job(sandbox: Sandbox, clock: ManualClock, things: tuple[str, ...]) -> i
             clock.advance(60)
         if execution is None:
             raise SystemExit(f"{thing} had nothing pending")
-        status = "FAILED" if _fate(index) == "failed" else "SUCCEEDED"
+        status = "FAILED" if _fate(index, drift_every) == "failed" else "SUCCEEDED"
         succeeded += status == "SUCCEEDED"
         engine.update_execution(
             thing,
@@ -96,14 +99,14 @@ def _run_job(sandbox: Sandbox, clock: ManualClock, things: tuple[str, ...]) -> i
     return succeeded
 
 
-def _report(sandbox: Sandbox, things: tuple[str, ...]) -> int:
+def _report(sandbox: Sandbox, things: tuple[str, ...], drift_every: int) -> int:
     table = sandbox.engine.named_shadows
     drifted = 0
     with table.lock:
         for index, thing in enumerate(things):
             if index % 10 == 9:
                 continue  # never reports
-            fate = _fate(index)
+            fate = _fate(index, drift_every)
             drifted += fate == "drift"
             reported = {
                 "endpoint": ATS if fate == "ok" else LEGACY,
@@ -146,17 +149,18 @@ def _campaign(succeeded: int, failed: int) -> tuple[CampaignSpec, CampaignState]
     return spec, state
 
 
-def measure(size: int) -> dict[str, float | int]:
+def measure(size: int, drift_every: int) -> dict[str, float | int]:
     clock = ManualClock(NOW)
     with Sandbox(mqtt=False, clock=clock) as sandbox:
         things = sandbox.provision(size, [("wave", None)]).things
-        succeeded = _run_job(sandbox, clock, things)
-        planted = _report(sandbox, things)
+        succeeded = _run_job(sandbox, clock, things, drift_every)
+        planted = _report(sandbox, things, drift_every)
         client = sandbox.iot_client()
         client.update_indexing_configuration(thingIndexingConfiguration=INDEXING_CONFIGURATION)
         spec, state = _campaign(succeeded, size - succeeded)
         started = time.perf_counter()
-        result = survey_drift(spec, state, FleetIndexAdapter(client), ExecutionReader(client))
+        readers = Readers.single(FleetIndexAdapter(client), ExecutionReader(client))
+        result = survey_drift(spec, state, readers)
         seconds = time.perf_counter() - started
         found = len(result.drift)
         assert found == planted, (found, planted)  # noqa: S101 - the benchmark checks itself
@@ -167,11 +171,12 @@ def main() -> None:
     quiet_logging()
     figures: dict[str, float | int | bool] = {}
     for label, size in SIZES.items():
-        ours = measure(size)
-        figures[f"{label}_verify_calls"] = ours["calls"]
+        for scenario, drift_every in (("", 200), ("_few_drift", size // 5)):
+            ours = measure(size, drift_every)
+            figures[f"{label}{scenario}_verify_calls"] = ours["calls"]
+            figures[f"{label}{scenario}_drift_found"] = ours["drift"]
+            figures[f"{label}{scenario}_sandbox_seconds"] = ours["seconds"]
         figures[f"{label}_naive_calls"] = 2 * size
-        figures[f"{label}_drift_found"] = ours["drift"]
-        figures[f"{label}_sandbox_seconds"] = ours["seconds"]
     figures["peak_rss_mib"] = round(peak_rss_mib(), 1)
     write_result("verify", figures)
 

@@ -15,7 +15,7 @@ the questions, not their wire form.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from orchestrator import verify as v
@@ -23,6 +23,7 @@ from orchestrator.model import CampaignSpec, CampaignState
 
 __all__ = [
     "ExecutionLookup",
+    "Readers",
     "ShadowIndex",
     "passed_wave_census",
     "survey_drift",
@@ -91,11 +92,47 @@ def _statuses(
     return {t: known[t] if t in known else executions.status(check.job_id, t) for t in things}
 
 
+class Readers:
+    """The index and the executions of each region, made on first use; their calls added up."""
+
+    def __init__(
+        self,
+        index: Callable[[str], ShadowIndex],
+        executions: Callable[[str], ExecutionLookup],
+    ) -> None:
+        self._make_index = index
+        self._make_executions = executions
+        self._indexes: dict[str, ShadowIndex] = {}
+        self._executions: dict[str, ExecutionLookup] = {}
+
+    @classmethod
+    def single(cls, index: ShadowIndex, executions: ExecutionLookup) -> Readers:
+        """Every region answered by the same two readers."""
+        return cls(lambda _region: index, lambda _region: executions)
+
+    def index(self, region: str) -> ShadowIndex:
+        if region not in self._indexes:
+            self._indexes[region] = self._make_index(region)
+        return self._indexes[region]
+
+    def executions(self, region: str) -> ExecutionLookup:
+        if region not in self._executions:
+            self._executions[region] = self._make_executions(region)
+        return self._executions[region]
+
+    @property
+    def calls(self) -> int:
+        readers: list[ShadowIndex | ExecutionLookup] = [
+            *self._indexes.values(),
+            *self._executions.values(),
+        ]
+        return sum(r.calls for r in {id(r): r for r in readers}.values())
+
+
 def survey_drift(
     spec: CampaignSpec,
     state: CampaignState,
-    index: ShadowIndex,
-    executions: ExecutionLookup,
+    readers: Readers,
     *,
     passed_only: bool = False,
 ) -> v.Verification:
@@ -103,6 +140,8 @@ def survey_drift(
     checks, skipped = v.wave_checks(spec, state, passed_only=passed_only)
     results: list[v.WaveResult] = []
     for check in checks:
+        index = readers.index(check.region)
+        executions = readers.executions(check.region)
         devices, reported, on_target = wave_figures(index, check)
         off_target: list[v.DeviceReport] = []
         if reported > on_target:
@@ -120,7 +159,7 @@ def survey_drift(
                 reported=reported,
                 on_target=on_target,
                 succeeded=check.succeeded,
-                drift=v.find_drift(check, off_target, statuses, spec.region),
+                drift=v.find_drift(check, off_target, statuses),
             )
         )
     return v.Verification(
@@ -128,12 +167,12 @@ def survey_drift(
         region=spec.region,
         waves=tuple(results),
         skipped=skipped,
-        calls=index.calls + executions.calls,
+        calls=readers.calls,
     )
 
 
 def passed_wave_census(
-    spec: CampaignSpec, state: CampaignState, index: ShadowIndex
+    spec: CampaignSpec, state: CampaignState, index: Callable[[str], ShadowIndex]
 ) -> list[v.WaveResult]:
     """Each PASSED wave's devices, reporting devices and devices on its endpoint (3 calls each).
 
@@ -142,7 +181,7 @@ def passed_wave_census(
     checks, _ = v.wave_checks(spec, state, passed_only=True)
     out = []
     for check in checks:
-        devices, reported, on_target = wave_figures(index, check)
+        devices, reported, on_target = wave_figures(index(check.region), check)
         out.append(
             v.WaveResult(
                 wave=check.wave,

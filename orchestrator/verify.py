@@ -81,6 +81,7 @@ class WaveCheck:
     endpoint: str
     succeeded: int
     others: Mapping[str, int] = field(default_factory=dict)  # other status -> executions
+    region: str = ""  # the wave's region (its index and its job live there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,7 @@ def wave_checks(
                     endpoint=endpoint,
                     succeeded=wave.counts.succeeded,
                     others=_other_statuses(wave.counts),
+                    region=spec.region_of(wave_spec),
                 )
             )
     return checks, skipped
@@ -277,7 +279,6 @@ def find_drift(
     check: WaveCheck,
     off_target: Sequence[DeviceReport],
     statuses: Mapping[str, str | None],
-    region: str,
 ) -> tuple[Drift, ...]:
     """The wave's off-target devices whose execution is SUCCEEDED, sorted by thing name.
 
@@ -297,7 +298,7 @@ def find_drift(
                 thing=report.thing,
                 kind=kind,
                 endpoint=report.endpoint,
-                endpoint_kind=classify_endpoint(report.endpoint, region),
+                endpoint_kind=classify_endpoint(report.endpoint, check.region),
                 job_id=check.job_id,
             )
         )

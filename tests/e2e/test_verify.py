@@ -23,6 +23,7 @@ from job_documents import SystemClock
 from orchestrator.aws.executions import ExecutionReader
 from orchestrator.aws.indexing import FleetIndexAdapter
 from orchestrator.census import INDEXING_CONFIGURATION
+from orchestrator.drift_survey import Readers
 from orchestrator.drift_watch import DriftWatch
 from orchestrator.model import CampaignStatus
 from orchestrator.runner_lambda import run_once
@@ -163,7 +164,8 @@ def test_the_runner_announces_drift_once_per_new_set_of_drifted_devices(
         rec.start(parse_spec(text), text, None)
         final = drive(rec, "e2e")
         assert final.status is CampaignStatus.COMPLETED
-        watch = DriftWatch(rec.store, FleetIndexAdapter(iot), ExecutionReader(iot), SystemClock())
+        readers = Readers.single(FleetIndexAdapter(iot), ExecutionReader(iot))
+        watch = DriftWatch(rec.store, readers, SystemClock())
 
         def tick() -> None:
             report = run_once(rec.store, rec, inbox, drift_check=watch.check)
