@@ -20,6 +20,8 @@ OrchestratorError
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
       ├── UnknownThingGroupError   a wave names a thing group that does not exist (exit 2)
       ├── JobConflictError         a job with our deterministic id exists with another document
+      ├── GroupConflictError       a thing group with the campaign's deterministic name exists
+      │                            and is not the campaign's (another query or owner)
       └── JobRefusedError          CreateJob refused as an invalid request: the campaign
                                    halted with the reason (also a UsageError: exit 2)
 ```
@@ -34,6 +36,7 @@ __all__ = [
     "CampaignExistsError",
     "CampaignNotFoundError",
     "EndpointCheckError",
+    "GroupConflictError",
     "IndexingUnavailableError",
     "JobConflictError",
     "JobExistsError",
@@ -136,3 +139,7 @@ class JobConflictError(AwsError):
 
 class JobRefusedError(AwsError, UsageError):
     """AWS refused a wave's CreateJob as an invalid request; the campaign was halted."""
+
+
+class GroupConflictError(AwsError):
+    """A thing group with the campaign's deterministic name exists and is not the campaign's."""

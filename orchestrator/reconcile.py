@@ -48,7 +48,7 @@ from orchestrator.errors import (
     LeaseHeldError,
     UsageError,
 )
-from orchestrator.jobs import JobsApi
+from orchestrator.jobs import JobsApi, WaveGroupsApi
 from orchestrator.model import (
     CampaignSpec,
     CampaignState,
@@ -64,7 +64,9 @@ from orchestrator.planner import (
     Command,
     CreateJob,
     Decision,
+    ExplainFailures,
     Observations,
+    PrepareTargets,
     Rollback,
     apply_command,
     decide,
@@ -72,6 +74,7 @@ from orchestrator.planner import (
     jobs_to_observe,
     rollback_waves,
 )
+from orchestrator.sampling import select
 from orchestrator.spec import parse_spec
 from orchestrator.store import StateStore, StoredCampaign
 
@@ -139,9 +142,11 @@ class Reconciler:
         owner: str | None = None,
         lease_ttl: timedelta = LEASE_TTL,
         signer: SignerOpener | None = None,
+        groups: WaveGroupsApi | None = None,
     ) -> None:
         self.store = store
         self.api = api
+        self.groups = groups
         self.clock = clock
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
@@ -333,10 +338,20 @@ class Reconciler:
         self, state: CampaignState, actions: Sequence[Action]
     ) -> tuple[CampaignState, tuple[Action, ...]]:
         done: list[Action] = []
+        waiting: set[str] = set()  # waves whose groups are not ready: no CreateJob yet
         for action in actions:
             bound = log.bind(campaign=state.name, wave=action.wave, job_id=action.job_id)
+            if isinstance(action, CreateJob) and action.wave in waiting:
+                continue
             try:
-                event = self._act(state, action)
+                if isinstance(action, PrepareTargets):
+                    prepared = self._prepare(state, action)
+                    if prepared is None:
+                        waiting.add(action.wave)
+                        continue
+                    event = prepared
+                else:
+                    event = self._act(state, action)
             except AwsError as exc:
                 bound.error("action-failed", action=type(action).__name__, error=str(exc))
                 if (
@@ -360,7 +375,52 @@ class Reconciler:
             done.append(action)
         return state, tuple(done)
 
-    def _act(self, state: CampaignState, action: Action) -> Event:
+    def _prepare(self, state: CampaignState, action: PrepareTargets) -> Event | None:
+        """Make (or adopt) the wave's dynamic and sample groups; None while one is building."""
+        groups = self.groups
+        if groups is None:
+            raise UsageError(
+                f"wave {action.wave} is chosen by query or sample, and this reconciler cannot "
+                "make thing groups: run the campaign with the ca-migrate CLI or the runner"
+            )
+        targets = action.targets
+        about = f"ca-migrate campaign {state.name}, wave {action.wave}"
+        bound = log.bind(campaign=state.name, wave=action.wave)
+        data: dict[str, object] = {"groups": list(targets.groups)}
+        if targets.dynamic_group is not None and targets.query is not None:
+            status = groups.ensure_dynamic_group(
+                targets.dynamic_group, targets.query, f"{about}: devices its query matches"
+            )
+            if status != "ACTIVE":
+                bound.info("wave-group-building", group=targets.dynamic_group, status=status)
+                return None
+            data["query"] = targets.query
+        sample = targets.sample
+        if sample is not None:
+            present = set(groups.ensure_static_group(sample.group, f"{about}: stratified sample"))
+            bound.info("wave-sample-drawing", group=sample.group, population=sample.population)
+            chosen = select(
+                groups.indexed_values(sample.population, sample.stratify_by),
+                sample.count,
+                sample.seed,
+            )
+            missing = [t for t in chosen.things if t not in present]
+            bound.info("wave-sample-filling", group=sample.group, adding=len(missing))
+            groups.add_things(sample.group, missing)
+            data["sample"] = {
+                "group": sample.group,
+                "devices": len(chosen.things),
+                "stratify_by": sample.stratify_by,
+                "strata": chosen.as_dict(),
+            }
+        return Event(
+            kind=EventKind.WAVE_TARGETS_READY,
+            reason=f"thing groups ready: {', '.join(targets.groups)}",
+            wave=action.wave,
+            data=data,
+        )
+
+    def _act(self, state: CampaignState, action: CreateJob | CancelJob | ExplainFailures) -> Event:
         if isinstance(action, CreateJob):
             document = state.documents[action.job_id]
             restore = action.operation is Operation.RESTORE

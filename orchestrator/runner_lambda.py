@@ -236,6 +236,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     config = RunnerConfig.from_environ(os.environ)
     iot, ddb, sns = _clients(config.region)
     from orchestrator.aws.dynamodb import DynamoDbStateStore
+    from orchestrator.aws.groups import ThingGroupsAdapter
     from orchestrator.aws.iot import IotJobsAdapter
 
     store = DynamoDbStateStore(ddb, config.table)
@@ -246,6 +247,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         SystemClock(),
         owner=f"lambda:{request_id}" if request_id else None,
         lease_ttl=config.lease,
+        groups=ThingGroupsAdapter(iot),
     )
     notifier = SnsNotifier(sns, config.topic_arn) if config.topic_arn else None
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)

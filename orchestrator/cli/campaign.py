@@ -60,6 +60,7 @@ from orchestrator.spec import load_spec, parse_spec, read_campaign_text
 from orchestrator.store import StateStore
 
 if TYPE_CHECKING:
+    from orchestrator.aws.groups import ThingGroupsAdapter
     from orchestrator.aws.iot import IotJobsAdapter
 
 __all__ = ["app"]
@@ -136,6 +137,7 @@ def _store(opts: _Options) -> StateStore:
 
 
 def _reconciler(opts: _Options, region: str, store: StateStore | None = None) -> Reconciler:
+    from orchestrator.aws.groups import ThingGroupsAdapter
     from orchestrator.aws.iot import IotJobsAdapter, make_client
     from orchestrator.jobs import JobsApi
 
@@ -143,13 +145,16 @@ def _reconciler(opts: _Options, region: str, store: StateStore | None = None) ->
         raise UsageError(
             f"the campaign runs in {region} but --region says {opts.region}; drop --region"
         )
-    api: JobsApi = seams.wrap_jobs_api(
-        IotJobsAdapter(
-            make_client(region=region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-        )
-    )
+    client = make_client(region=region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+    api: JobsApi = seams.wrap_jobs_api(IotJobsAdapter(client))
     store = store or _store(opts)
-    return Reconciler(store, api, clock_from_env(opts.endpoint_url), signer=_signer_opener(opts))
+    return Reconciler(
+        store,
+        api,
+        clock_from_env(opts.endpoint_url),
+        signer=_signer_opener(opts),
+        groups=ThingGroupsAdapter(client),
+    )
 
 
 def _signer_opener(opts: _Options) -> SignerOpener:
@@ -175,6 +180,16 @@ def _spec_of(store: StateStore, name: str) -> CampaignSpec:
 
 
 # -- plan / start ----------------------------------------------------------------------------
+
+
+def _groups_adapter(opts: _Options, spec: CampaignSpec) -> ThingGroupsAdapter:
+    """Fleet indexing and the campaign's own groups, for plan's counts and samples."""
+    from orchestrator.aws.groups import ThingGroupsAdapter
+    from orchestrator.aws.iot import make_client
+
+    return ThingGroupsAdapter(
+        make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
+    )
 
 
 def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
@@ -214,19 +229,21 @@ def plan(
         opts = _options(ctx)
         signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
         built = build_wave_documents(spec, host, signer)
-        found = survey(api, spec)
+        found = survey(api, spec, _groups_adapter(opts, spec))
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
             job_id = job_id_for(spec.name, wave.name, doc.sha256, Operation.MIGRATE)
+            config = job_config(spec, wave, Operation.MIGRATE)
             request = create_job_request(
                 job_id,
                 f"<{doc.size} characters>",
-                job_config(spec, wave, Operation.MIGRATE),
-                [found.arns[g] for g in wave.thing_groups],
+                config,
+                [found.arns[g] for g in config.thing_groups],
             )
             waves.append(
-                {
+                found.chosen(spec, wave.name)
+                | {
                     "wave": wave.name,
                     "devices": {g: len(t) for g, t in found.members[wave.name].items()},
                     "distinct_devices": found.devices(wave.name),
@@ -273,7 +290,7 @@ def start(
         opts = _options(ctx)
         rec = _reconciler(opts, spec.region)
         if not already_started(rec.store, spec.name, text):
-            refuse(survey(_adapter(opts, spec), spec).problems)
+            refuse(survey(_adapter(opts, spec), spec, _groups_adapter(opts, spec)).problems)
             rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(spec.name)
     _print_state(result.state, spec.catalog, output, rec)
