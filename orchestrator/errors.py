@@ -20,6 +20,8 @@ OrchestratorError
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
       ├── UnknownThingGroupError   a wave names a thing group that does not exist (exit 2)
       ├── JobConflictError         a job with our deterministic id exists with another document
+      ├── WrongRegionError         a job the campaign touches is in another region than its
+      │                            wave's (a client of the wrong region): nothing is written
       ├── GroupConflictError       a thing group with the campaign's deterministic name exists
       │                            and is not the campaign's (another query or owner)
       └── JobRefusedError          CreateJob refused as an invalid request: the campaign
@@ -49,6 +51,7 @@ __all__ = [
     "UnknownThingGroupError",
     "UsageError",
     "VersionConflictError",
+    "WrongRegionError",
 ]
 
 
@@ -135,6 +138,10 @@ class UnknownThingGroupError(AwsError):
 
 class JobConflictError(AwsError):
     """A job with the campaign's deterministic id exists but carries another document."""
+
+
+class WrongRegionError(AwsError):
+    """A job the reconciler touched lives in another region than its wave runs in."""
 
 
 class JobRefusedError(AwsError, UsageError):

@@ -16,6 +16,13 @@ Invariants:
 - Halts, completions, aborts, finished rollbacks and waves waiting for approval are published
   to the notifications topic by the step that decided them, one message per decision
   (`orchestrator.notify`); a failed publish is logged and does not undo the step.
+- Drift (`ca-migrate verify`'s finding: a device of a PASSED wave whose shadow reports another
+  endpoint than its SUCCEEDED job set) is checked for every stepped or finished campaign and
+  announced as `drift-found` when the set of drifted devices is new (`orchestrator.drift_watch`);
+  a check that cannot run (fleet indexing off) is logged and never fails the invocation.
+- Each campaign is stepped with the clients of its own regions: one AWS IoT client per
+  region, made on first use and kept for the invocation (`RegionalJobs`); the table and
+  the topic stay in the runner's region (`CA_MIGRATE_REGION`).
 - The library never configures logging; `handler`, an entry point, does (JSON to stderr,
   which Lambda ships to the function's log group).
 
@@ -41,10 +48,12 @@ from orchestrator.errors import (
     OrchestratorError,
     VersionConflictError,
 )
-from orchestrator.model import CampaignState, CampaignStatus
+from orchestrator.jobs import WaveGroupsApi
+from orchestrator.model import CampaignState, CampaignStatus, Event
 from orchestrator.notify import Announcer, Notifier, SnsNotifier, SnsPublisher
 from orchestrator.planner import jobs_to_observe
 from orchestrator.reconcile import Reconciler
+from orchestrator.regional import RegionalJobs
 from orchestrator.store import StateStore
 
 if TYPE_CHECKING:
@@ -59,6 +68,7 @@ __all__ = [
     "RunnerConfigError",
     "RunnerFailedError",
     "handler",
+    "regional_jobs",
     "run_once",
 ]
 
@@ -123,6 +133,9 @@ def needs_step(state: CampaignState) -> bool:
     return state.status not in _FINISHED or bool(jobs_to_observe(state))
 
 
+DriftCheck = Callable[[str, CampaignState], Event | None]
+
+
 def run_once(
     store: StateStore,
     reconciler: Reconciler,
@@ -130,12 +143,15 @@ def run_once(
     *,
     seconds_left: Callable[[], float] | None = None,
     reserve_seconds: float = DEFAULT_RESERVE_SECONDS,
+    drift_check: DriftCheck | None = None,
 ) -> RunReport:
     """One reconcile step for every campaign that needs one; never raises for one campaign.
 
     `seconds_left` (the Lambda context's remaining time) lets the run stop starting steps
     when fewer than `reserve_seconds` remain, so no step is cut off mid-way by the function's
     timeout; the campaigns left over are reported `deferred` and taken by the next tick.
+    `drift_check` (`orchestrator.drift_watch.DriftWatch.check`) then looks at each stepped or
+    finished campaign; a new `drift-found` event it returns is announced like a step's.
     """
     outcomes: list[CampaignOutcome] = []
     announcer = Announcer(notifier) if notifier is not None else None
@@ -149,6 +165,7 @@ def run_once(
             state = store.load(name).state
             if not needs_step(state):
                 outcomes.append(CampaignOutcome(name, "finished", state.status.value))
+                _check_drift(drift_check, announcer, name, state)
                 continue
             result = reconciler.step(name)
         except (LeaseHeldError, VersionConflictError) as exc:
@@ -171,7 +188,18 @@ def run_once(
         )
         if announcer is not None:
             announcer.announce(result.state, result.events)
+        _check_drift(drift_check, announcer, name, result.state)
     return RunReport(tuple(outcomes))
+
+
+def _check_drift(
+    drift_check: DriftCheck | None, announcer: Announcer | None, name: str, state: CampaignState
+) -> None:
+    if drift_check is None:
+        return
+    event = drift_check(name, state)
+    if event is not None and announcer is not None:
+        announcer.announce(state, [event])
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +242,7 @@ def _configure_logging() -> None:
     logs.configure_logging(json=True, level=logging.INFO)
 
 
-def _clients(region: str) -> tuple[IoTClient, DynamoDBClient, SnsPublisher]:
+def _clients(region: str) -> tuple[DynamoDBClient, SnsPublisher]:
     """boto3 clients with adaptive retries (throttling is botocore's job, as in the CLI)."""
     import boto3
 
@@ -222,11 +250,32 @@ def _clients(region: str) -> tuple[IoTClient, DynamoDBClient, SnsPublisher]:
 
     session = boto3.Session(region_name=region)
     sns: SnsPublisher = session.client("sns", config=RETRY_CONFIG)
-    return (
-        session.client("iot", config=RETRY_CONFIG),
-        session.client("dynamodb", config=RETRY_CONFIG),
-        sns,
-    )
+    return session.client("dynamodb", config=RETRY_CONFIG), sns
+
+
+def _iot_client(region: str) -> IoTClient:
+    """The AWS IoT client of one region (a campaign's waves may run in several)."""
+    import boto3
+
+    from orchestrator.aws.iot import RETRY_CONFIG
+
+    return boto3.Session(region_name=region).client("iot", config=RETRY_CONFIG)
+
+
+def regional_jobs(make_client: Callable[[str], IoTClient] = _iot_client) -> RegionalJobs:
+    """One IoT Jobs adapter per region, each over `make_client(region)`."""
+    from orchestrator.aws.iot import IotJobsAdapter
+
+    return RegionalJobs(lambda region: IotJobsAdapter(make_client(region)))
+
+
+def regional_groups(
+    make_client: Callable[[str], IoTClient] = _iot_client,
+) -> Callable[[str], WaveGroupsApi]:
+    """Each region's maker of the groups of waves chosen by query or sample."""
+    from orchestrator.aws.groups import ThingGroupsAdapter
+
+    return lambda region: ThingGroupsAdapter(make_client(region))
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -234,28 +283,34 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     del event  # the schedule's payload carries nothing the runner needs
     _configure_logging()
     config = RunnerConfig.from_environ(os.environ)
-    iot, ddb, sns = _clients(config.region)
+    ddb, sns = _clients(config.region)
     from orchestrator.aws.dynamodb import DynamoDbStateStore
-    from orchestrator.aws.groups import ThingGroupsAdapter
-    from orchestrator.aws.iot import IotJobsAdapter
 
     store = DynamoDbStateStore(ddb, config.table)
     request_id = getattr(context, "aws_request_id", None)
     reconciler = Reconciler(
         store,
-        IotJobsAdapter(iot),
+        regional_jobs(),
         SystemClock(),
         owner=f"lambda:{request_id}" if request_id else None,
         lease_ttl=config.lease,
-        groups=ThingGroupsAdapter(iot),
+        groups=regional_groups(),
     )
     notifier = SnsNotifier(sns, config.topic_arn) if config.topic_arn else None
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    from orchestrator.aws.executions import ExecutionReader
+    from orchestrator.aws.indexing import FleetIndexAdapter
+    from orchestrator.drift_watch import DriftWatch
+
+    # Drift is watched in the runner's region (CA_MIGRATE_REGION).
+    iot = _iot_client(config.region)
+    watch = DriftWatch(store, FleetIndexAdapter(iot), ExecutionReader(iot), reconciler.clock)
     report = run_once(
         store,
         reconciler,
         notifier,
         seconds_left=(lambda: remaining_ms() / 1000) if callable(remaining_ms) else None,
+        drift_check=watch.check,
     )
     summary = report.as_dict()
     if report.failed:

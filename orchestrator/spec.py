@@ -43,7 +43,6 @@ from pydantic import (
     model_validator,
 )
 
-from job_documents import EndpointRejected, check_region
 from job_documents.fleet_query import QueryError, parse
 from orchestrator.campaign_yaml import MAX_DEPTH, MAX_NODES, dotted, load_yaml, locate
 from orchestrator.cron import CronSyntaxError, check_cron
@@ -51,6 +50,7 @@ from orchestrator.errors import SpecError, SpecProblem
 from orchestrator.model import (
     Approval,
     CampaignSpec,
+    DeviceRuntime,
     ExecutionPolicy,
     ExponentialRate,
     Gate,
@@ -63,6 +63,8 @@ from orchestrator.model import (
     TrustSpec,
     WaveSpec,
 )
+from orchestrator.spec_device_client import DeviceClientModel, Runtime, runtime, runtime_problems
+from orchestrator.spec_regions import checked_region, region_problems
 
 __all__ = [
     "MAX_DEPTH",
@@ -298,6 +300,13 @@ class SampleModel(_Model):
 
 class WaveModel(_Model):
     name: Name
+    region: str | None = Field(
+        None,
+        pattern=_REGION,
+        max_length=32,
+        description="The AWS region of this wave's thing groups and job (default: the "
+        "campaign's region). Each region's documents name its own iot:Data-ATS endpoint.",
+    )
     thing_groups: list[Annotated[str, Field(pattern=_GROUP)]] = Field(
         default_factory=list,
         max_length=100,
@@ -328,6 +337,17 @@ class WaveModel(_Model):
     execution: ExecutionModel | None = None
     max_failure_rate: Fraction | None = None
     maintenance_windows: list[WindowModel] = Field(default_factory=list, max_length=10)
+    device_runtime: Runtime | None = Field(
+        None, description="What runs the job on this wave's devices (default: the campaign's)."
+    )
+    device_client: DeviceClientModel | None = Field(
+        None, description="This wave's Device Client settings (default: the campaign's)."
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        return None if value is None else checked_region(value)
 
     @field_validator("query")
     @classmethod
@@ -378,23 +398,20 @@ class CampaignFile(_Model):
     )
     execution: ExecutionModel = ExecutionModel()
     halt: HaltModel = HaltModel()
+    device_runtime: Runtime = Field(
+        "agent",
+        description="What runs the job on the devices: 'agent' (the ca-migration/1 document) "
+        "or 'device-client' (AWS IoT Device Client: a runHandler document that embeds it).",
+    )
+    device_client: DeviceClientModel | None = Field(
+        None, description="Where the handler and its files are on Device Client devices."
+    )
     waves: list[WaveModel] = Field(min_length=1, max_length=50)
 
     @field_validator("region")
     @classmethod
     def _known_region(cls, value: str) -> str:
-        try:
-            check_region(value)
-        except EndpointRejected as exc:
-            # The documents would be refused for it anyway (region-invalid): say so here,
-            # with the line, before any AWS call goes to a host that does not exist.
-            raise ValueError(
-                f"{value!r} is not an AWS region of the commercial, China or GovCloud "
-                "partitions known to this version (job_documents/data/regions.json); check "
-                "the spelling"
-                + ("" if "isolated" not in str(exc) else "; isolated partitions are not supported")
-            ) from None
-        return value
+        return checked_region(value)
 
     def to_spec(self, base_dir: Path | None = None) -> CampaignSpec:
         catalog = self.catalog
@@ -422,6 +439,8 @@ class CampaignFile(_Model):
             catalog=catalog,
             signing=signing,
             endpoint_port=self.endpoint_port,
+            device_runtime=DeviceRuntime(self.device_runtime),
+            device_client=None if self.device_client is None else self.device_client.to_settings(),
             waves=tuple(_wave(w) for w in self.waves),
         )
 
@@ -464,6 +483,9 @@ def _wave(w: WaveModel) -> WaveSpec:
             MaintenanceWindow(start=m.start, duration_minutes=m.duration_minutes)
             for m in w.maintenance_windows
         ),
+        device_runtime=runtime(w.device_runtime),
+        device_client=None if w.device_client is None else w.device_client.to_settings(),
+        region=w.region,
     )
 
 
@@ -521,6 +543,8 @@ def _validated(text: str, source: str) -> CampaignFile:
                 )
             )
         seen.add(wave.name)
+    dupes.extend(runtime_problems(model.device_runtime, model.device_client, model.waves, marks))
+    dupes.extend(region_problems(model.region, model.endpoint, model.waves, marks))
     if dupes:
         raise SpecError(source, tuple(dupes))
     if len(_PARSED) >= _PARSED_KEEP:

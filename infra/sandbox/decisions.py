@@ -203,3 +203,43 @@ API_TPS: Final = {
 # "Unavailable for N seconds" is measured on the sandbox clock (it scales with
 # --time-scale, and a manual clock ends it when advanced).
 DEFAULT_PAGE_SIZE: Final = 50
+
+# --- device identity (engine/_certificates.py) ------------------------------
+# CreateKeysAndCertificate issues an RSA 2048 key and a certificate with this subject
+# CN, as AWS does; the sandbox signs it with its device CA (an in-memory CA when it runs
+# without a PKI), valid for ISSUED_CERTIFICATE_DAYS.
+ISSUED_CERTIFICATE_COMMON_NAME: Final = "AWS IoT Certificate"
+ISSUED_CERTIFICATE_DAYS: Final = 5 * 365
+# ListCertificates without pageSize returns this many (the model allows 1-250).
+CERTIFICATES_PAGE_SIZE: Final = 25
+# RegisterCertificate / RegisterCertificateWithoutCA without `status` or `setAsActive`
+# register the certificate INACTIVE, as CreateKeysAndCertificate without setAsActive.
+# Statuses AWS uses internally (PENDING_TRANSFER, PENDING_ACTIVATION) and the deprecated
+# REGISTER_INACTIVE are refused with InvalidRequestException by both calls and by
+# UpdateCertificate. A certificate whose issuer is not a registered CA is refused by
+# RegisterCertificate with CertificateValidationException. DetachThingPrincipal of a
+# certificate that is not attached succeeds (idempotent); DeleteThing detaches the
+# thing's certificates. UpdateCertificate out of ACTIVE closes the certificate's live
+# MQTT connections at once (AWS: "within a few minutes"); DetachThingPrincipal does not
+# close them (the policy is evaluated at CONNECT).
+# A CONNECT the device policy refuses: MQTT 5 gets CONNACK reason 0x87 (Not authorized)
+# and the connection is closed; MQTT 3.1.1 gets no CONNACK: the connection is closed
+# (clients see the broker hang up).
+CONNECT_REFUSED_V5_REASON: Final = 0x87
+
+# --- simulated AWS IoT Device Client devices (infra/sandbox/fleet/device_client.py) ---------
+# Device Client runs runCommand steps too; the simulation runs runHandler steps only and
+# rejects a document with a runCommand step, saying so.
+DEVICE_CLIENT_RUN_COMMAND: Final = "runCommand steps are not simulated; use runHandler"
+# Device Client's README counts a step as passed when the handler exits 0 with at most
+# allowStdErr lines of stderr (default 0); the simulation follows the README (JobEngine.cpp
+# of some releases reads allowStdErr differently).
+# Device Client sends statusDetails `stdout`/`stderr` unfiltered (its source has a TODO to
+# drop control characters); the simulation replaces them with spaces and keeps the last
+# 1,024 characters, which AWS accepts.
+# The device's `/` is `<fleet root>/<thing>/fs`: absolute paths in a step (`path`, and
+# arguments that start with `/`) are resolved inside it, as under a chroot.
+# A Device Client device connects, at its first job, to the endpoint its configuration
+# names, and keeps that connection (and reports over it) until `restart()`; the fleet
+# restarts a device once its job SUCCEEDED, as an operator is told to (docs/runbook.md).
+DEVICE_CLIENT_RESTARTS_AFTER_SUCCESS: Final = True

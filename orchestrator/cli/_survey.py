@@ -1,15 +1,18 @@
 """What `plan` and `start` learn from the account before anything exists, and how they say it.
 
 Each wave's thing groups are resolved (a missing one is exit 2) and their
-things listed through the adapter; `orchestrator.feasibility` decides whether
-the campaign can succeed; a campaign that cannot is refused with every
-problem on its own line (exit 2).
+things listed through the adapter of the wave's region (thing names are per
+region: a thing of another region than the campaign's is counted as
+`<region>/<name>`, so two regions' same-named things are not taken for one);
+`orchestrator.feasibility` decides whether the campaign can succeed; a campaign
+that cannot is refused with every problem on its own line (exit 2).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +39,7 @@ class Survey:
     query with its matches, and the sample as it would be drawn now.
     """
 
-    arns: dict[str, str]
+    arns: dict[tuple[str, str], str]  # (region, group) -> ARN
     members: dict[str, dict[str, list[str]]]
     problems: list[Problem]
     queries: dict[str, tuple[str, int]]
@@ -63,40 +66,62 @@ class Survey:
         return out
 
 
-def survey(api: IotJobsAdapter, spec: CampaignSpec, groups: ThingGroupsAdapter) -> Survey:
+def survey(
+    api: IotJobsAdapter | Mapping[str, IotJobsAdapter],
+    spec: CampaignSpec,
+    groups: Callable[[str], ThingGroupsAdapter] | None = None,
+) -> Survey:
     """Resolve every group (a missing one is exit 2) and its things; check the campaign can pass.
 
-    A wave's query is counted, and its sample drawn, through fleet indexing (SearchIndex),
-    as the campaign will at launch; the groups the campaign makes do not exist yet, so
-    the devices earlier samples draw are taken out here as their groups will take them
-    out then.
+    `api` is each region's adapter (one adapter serves a campaign of one region). A
+    wave's query is counted, and its sample drawn, through fleet indexing in its region
+    (`groups(region)`, SearchIndex) as the campaign will at launch; the groups the
+    campaign makes do not exist yet, so the devices earlier samples draw are taken out
+    here as their groups will take them out then.
     """
-    arns: dict[str, str] = {}
-    things: dict[str, list[str]] = {}
+    arns: dict[tuple[str, str], str] = {}
+    things: dict[tuple[str, str], list[str]] = {}
     members: dict[str, dict[str, list[str]]] = {}
     queries: dict[str, tuple[str, int]] = {}
     samples: dict[str, Sample] = {}
     sampled: set[str] = set()  # drawn by earlier waves: in their sample groups at launch
     for wave in spec.waves:
+        region = spec.region_of(wave)
+        adapter = api[region] if isinstance(api, Mapping) else api
         members[wave.name] = {}
         for group in wave.thing_groups:
-            if group not in arns:
-                arns[group] = api.group_arn(group)
-                things[group] = api.thing_names(group)
-            members[wave.name][group] = things[group]
+            key = (region, group)
+            if key not in arns:
+                arns[key] = adapter.group_arn(group)
+                names = adapter.thing_names(group)
+                things[key] = names if region == spec.region else [f"{region}/{n}" for n in names]
+            members[wave.name][group] = things[key]
         targets = wave_targets(spec, wave)
+        if not targets.made_by_campaign:
+            continue
+        if groups is None:
+            raise UsageError(f"wave {wave.name} is chosen by query or sample: plan needs indexing")
+        index = groups(region)
+
+        def named(thing: str, region: str = region) -> str:
+            return thing if region == spec.region else f"{region}/{thing}"
+
         if targets.dynamic_group is not None and targets.query is not None:
-            matched = sorted(set(groups.indexed_values(targets.query, "")) - sampled)
-            arns[targets.dynamic_group] = f"<dynamic group {targets.dynamic_group}, made at launch>"
+            matched = sorted({named(t) for t in index.indexed_values(targets.query, "")} - sampled)
+            arns[region, targets.dynamic_group] = (
+                f"<dynamic group {targets.dynamic_group}, made at launch>"
+            )
             members[wave.name][targets.dynamic_group] = matched
             queries[wave.name] = (targets.query, len(matched))
         if targets.sample is not None:
             s = targets.sample
-            values = groups.indexed_values(s.population, s.stratify_by)
-            drawn = select({t: v for t, v in values.items() if t not in sampled}, s.count, s.seed)
-            sampled.update(drawn.things)
-            arns[s.group] = f"<sample group {s.group}, made at launch>"
-            members[wave.name][s.group] = list(drawn.things)
+            values = index.indexed_values(s.population, s.stratify_by)
+            drawn = select(
+                {t: v for t, v in values.items() if named(t) not in sampled}, s.count, s.seed
+            )
+            sampled.update(named(t) for t in drawn.things)
+            arns[region, s.group] = f"<sample group {s.group}, made at launch>"
+            members[wave.name][s.group] = [named(t) for t in drawn.things]
             samples[wave.name] = drawn
     return Survey(arns, members, check_campaign(spec, members), queries, samples)
 
@@ -108,9 +133,16 @@ def refuse(problems: list[Problem]) -> None:
 
 
 def print_plan(
-    spec: CampaignSpec, host: str, catalog: str, is_default: bool, waves: list[dict[str, Any]]
+    spec: CampaignSpec,
+    host: str,
+    catalog: str,
+    is_default: bool,
+    waves: list[dict[str, Any]],
+    region_lines: Sequence[str] = (),
 ) -> None:
     print(f"campaign {spec.name} in {spec.region}: endpoint {host}")
+    for line in region_lines:
+        print(line)
     if not is_default:
         print(f"!! CATALOG {catalog}: NOT the packaged Amazon Trust Services roots")
     else:
@@ -124,8 +156,9 @@ def print_plan(
         gate = (
             f"its gate can pass with {needs}+ devices" if needs is not None else "gate cannot pass"
         )
+        where = f" ({w['region']})" if w.get("region", spec.region) != spec.region else ""
         print(
-            f"- wave {w['wave']}: {w['distinct_devices']} devices in {groups}; {gate}; "
+            f"- wave {w['wave']}{where}: {w['distinct_devices']} devices in {groups}; {gate}; "
             f"approval {w['approval']}"
         )
         if "query" in w:
@@ -140,6 +173,12 @@ def print_plan(
                 f"(from {sample['population']}): {strata}"
             )
         print(f"  job {w['job_id']}, document {w['document_size']} characters")
+        if "job_document" in w:
+            step = w["job_document"]["steps"][0]["action"]
+            print(
+                f"  Device Client runHandler {step['input']['path']}/{step['input']['handler']} "
+                f"around the ca-migration/1 document ({w['embedded_document_size']} characters)"
+            )
         settings = {k: v for k, v in w["create_job"].items() if k not in ("jobId", "document")}
         print(f"  CreateJob {json.dumps(settings, sort_keys=True)}")
 

@@ -1,4 +1,4 @@
-"""`ca-migrate plan|start|run|status|approve|pause|resume|abort|rollback|events|report`.
+"""`ca-migrate plan|start|run|status|approve|pause|resume|abort|rollback|events`.
 
 The operators' commands for campaigns. Each builds the state store and the
 AWS adapter from the global options, runs one reconcile-layer call, and maps
@@ -24,12 +24,10 @@ import typer
 
 from job_documents import JobDocumentError, Operation
 from orchestrator.cli import seams
-from orchestrator.cli._output import (
-    OutputFileOption,
-    OutputOption,
-    output_format,
-    write_output_file,
-)
+from orchestrator.cli._census_view import CensusOption, print_status_with_census, shadow_census
+from orchestrator.cli._output import OutputOption, output_format
+from orchestrator.cli._plan_census import census_lines, plan_census
+from orchestrator.cli._regions import RegionalClients, endpoints, region_lines, regions_plan
 from orchestrator.cli._signing import signing_plan
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
 from orchestrator.clock import clock_from_env, clock_note
@@ -44,24 +42,23 @@ from orchestrator.errors import (
     VersionConflictError,
 )
 from orchestrator.feasibility import devices_needed
-from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus, SigningSpec
+from orchestrator.model import (
+    Approval,
+    CampaignSpec,
+    CampaignState,
+    CampaignStatus,
+    SigningSpec,
+    WaveSpec,
+)
 from orchestrator.notify import announce_step, cli_announcer
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener, StepResult
-from orchestrator.report import (
-    progress_bar,
-    render_html,
-    render_json,
-    render_markdown,
-    report_data,
-    status_text,
-)
+from orchestrator.report import progress_bar, report_data, status_text
 from orchestrator.spec import load_spec, parse_spec, read_campaign_text
 from orchestrator.store import StateStore
 
 if TYPE_CHECKING:
-    from orchestrator.aws.groups import ThingGroupsAdapter
-    from orchestrator.aws.iot import IotJobsAdapter
+    from orchestrator.jobdocs import WaveDocuments
 
 __all__ = ["app"]
 
@@ -136,24 +133,21 @@ def _store(opts: _Options) -> StateStore:
     return seams.wrap_store(store)
 
 
-def _reconciler(opts: _Options, region: str, store: StateStore | None = None) -> Reconciler:
-    from orchestrator.aws.groups import ThingGroupsAdapter
-    from orchestrator.aws.iot import IotJobsAdapter, make_client
-    from orchestrator.jobs import JobsApi
+def _clients(opts: _Options) -> RegionalClients:
+    return RegionalClients(opts.endpoint_url, opts.profile, opts.region)
 
-    if opts.region and opts.region != region:
-        raise UsageError(
-            f"the campaign runs in {region} but --region says {opts.region}; drop --region"
-        )
-    client = make_client(region=region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-    api: JobsApi = seams.wrap_jobs_api(IotJobsAdapter(client))
+
+def _reconciler(opts: _Options, spec: CampaignSpec, store: StateStore | None = None) -> Reconciler:
+    """A reconciler with one Jobs API per region of the campaign (made on first use)."""
+    clients = _clients(opts)
+    clients.check(spec)
     store = store or _store(opts)
     return Reconciler(
         store,
-        api,
+        clients.jobs(),
         clock_from_env(opts.endpoint_url),
         signer=_signer_opener(opts),
-        groups=ThingGroupsAdapter(client),
+        groups=clients.groups,
     )
 
 
@@ -170,7 +164,7 @@ def _campaign_reconciler(opts: _Options, name: str) -> Reconciler:
     store = _store(opts)
     stored = store.load(name)
     spec = parse_spec(stored.spec_text, f"campaign {name}")
-    return _reconciler(opts, spec.region, store)
+    return _reconciler(opts, spec, store)
 
 
 def _spec_of(store: StateStore, name: str) -> CampaignSpec:
@@ -182,28 +176,20 @@ def _spec_of(store: StateStore, name: str) -> CampaignSpec:
 # -- plan / start ----------------------------------------------------------------------------
 
 
-def _groups_adapter(opts: _Options, spec: CampaignSpec) -> ThingGroupsAdapter:
-    """Fleet indexing and the campaign's own groups, for plan's counts and samples."""
-    from orchestrator.aws.groups import ThingGroupsAdapter
-    from orchestrator.aws.iot import make_client
+def _runtime_plan(spec: CampaignSpec, wave: WaveSpec, built: WaveDocuments) -> dict[str, Any]:
+    """What runs the wave's job; for Device Client, its runHandler document (PEMs left out)."""
+    from orchestrator.device_client_docs import redacted
 
-    return ThingGroupsAdapter(
-        make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-    )
-
-
-def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
-    """The adapter for plan/start, after one quick call that proves AWS IoT can be used."""
-    from orchestrator.aws.iot import IotJobsAdapter, make_client, preflight
-
-    if opts.region and opts.region != spec.region:
-        raise UsageError(
-            f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
-        )
-    preflight(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-    return IotJobsAdapter(
-        make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-    )
+    runtime = spec.runtime_for(wave)
+    inner = built.embedded.get(wave.name)
+    if inner is None:
+        return {"device_runtime": runtime.value}
+    return {
+        "device_runtime": runtime.value,
+        "embedded_document_size": inner.size,
+        "embedded_document_sha256": inner.sha256,
+        "job_document": redacted(built.documents[wave.name].document, inner),
+    }
 
 
 @app.command()
@@ -224,12 +210,12 @@ def plan(
     with _exit_codes():
         output = output_format(output)
         spec = load_spec(file)
-        api = _adapter(_options(ctx), spec)
-        host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
         opts = _options(ctx)
+        adapters = _clients(opts).adapters(spec)
         signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
-        built = build_wave_documents(spec, host, signer)
-        found = survey(api, spec, _groups_adapter(opts, spec))
+        built = build_wave_documents(spec, endpoints(spec, adapters), signer)
+        host = built.endpoint
+        found = survey(adapters, spec, _clients(opts).groups)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
@@ -239,12 +225,13 @@ def plan(
                 job_id,
                 f"<{doc.size} characters>",
                 config,
-                [found.arns[g] for g in config.thing_groups],
+                [found.arns[spec.region_of(wave), g] for g in config.thing_groups],
             )
             waves.append(
                 found.chosen(spec, wave.name)
                 | {
                     "wave": wave.name,
+                    "region": spec.region_of(wave),
                     "devices": {g: len(t) for g, t in found.members[wave.name].items()},
                     "distinct_devices": found.devices(wave.name),
                     "gate_needs_devices": devices_needed(wave.gate),
@@ -253,12 +240,22 @@ def plan(
                     "document_sha256": doc.sha256,
                     "approval": wave.approval.value,
                     "create_job": request,
+                    **_runtime_plan(spec, wave, built),
                 }
             )
+        regions = regions_plan(spec, built.endpoints)
+        counted, census_note = plan_census(
+            spec, endpoint_url=opts.endpoint_url, profile=opts.profile
+        )
+        for entry in waves:
+            entry["census"] = counted.get(entry["wave"])
         result: dict[str, Any] = {
             "campaign": spec.name,
             "region": spec.region,
+            "census_note": census_note,
             "endpoint": host,
+            "endpoints": built.endpoints,
+            "regions": regions,
             "endpoint_port": spec.endpoint_port,
             "signing": signing_plan(spec),
             "catalog": built.catalog.source,
@@ -272,7 +269,16 @@ def plan(
         if output == "json":
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
-            print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves)
+            print_plan(
+                spec,
+                host,
+                built.catalog.source,
+                built.catalog.is_default,
+                waves,
+                region_lines(regions),
+            )
+            for line in census_lines(waves, census_note):
+                print(line)
         refuse(found.problems)
 
 
@@ -288,9 +294,10 @@ def start(
         text = read_campaign_text(file)  # once: what is stored is exactly what was validated
         spec = parse_spec(text, str(file), base_dir=file.parent)
         opts = _options(ctx)
-        rec = _reconciler(opts, spec.region)
+        rec = _reconciler(opts, spec)
         if not already_started(rec.store, spec.name, text):
-            refuse(survey(_adapter(opts, spec), spec, _groups_adapter(opts, spec)).problems)
+            clients = _clients(opts)
+            refuse(survey(clients.adapters(spec), spec, clients.groups).problems)
             rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(spec.name)
     _print_state(result.state, spec.catalog, output, rec)
@@ -391,13 +398,23 @@ def status(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     output: OutputOption = "text",
+    census: CensusOption = False,
 ) -> None:
-    """Waves, counts, gate verdicts and progress, from the state store (no AWS calls)."""
+    """Waves, counts, gate verdicts and progress, from the state store (no AWS calls).
+
+    With --census, also each passed wave's devices on its endpoint, by their shadow.
+    """
     with _exit_codes():
         output = output_format(output)
-        store = _store(_options(ctx))
+        opts = _options(ctx)
+        store = _store(opts)
         spec = _spec_of(store, name)
         state = store.load(name).state
+    if census:
+        seen = shadow_census(spec, state, endpoint_url=opts.endpoint_url, profile=opts.profile)
+        text = status_text(state, spec.catalog)
+        print_status_with_census(text, _state_json(state, spec.catalog), seen, output)
+        return
     _print_state(state, spec.catalog, output)
 
 
@@ -540,56 +557,3 @@ def rollback(
         rec = _campaign_reconciler(_options(ctx), name)
         result = _waiting_for_the_lease(lambda: rec.rollback(name, tuple(wave or ())))
     _print_state(result.state, None, output, rec)
-
-
-_REPORT_SUFFIXES = {
-    ".md": "md",
-    ".markdown": "md",
-    ".json": "json",
-    ".html": "html",
-    ".htm": "html",
-}
-
-
-@app.command()
-def report(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Campaign name.")],
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="md (also: text), json or html; default: from --output-file's suffix, else md.",
-        ),
-    ] = None,
-    output_file: OutputFileOption = None,
-    format_: Annotated[
-        str | None, typer.Option("--format", help="Same as --output (older spelling).")
-    ] = None,
-) -> None:
-    """A report of the campaign: settings, waves, timelines (html), every decision and why."""
-    renderers = {"md": render_markdown, "json": render_json, "html": render_html}
-    with _exit_codes():
-        chosen = _report_format(output, format_, output_file)
-        store = _store(_options(ctx))
-        spec = _spec_of(store, name)
-        data = report_data(store.load(name).state, store.events(name), spec.catalog, spec=spec)
-        text = renderers[chosen](data)
-        if output_file is not None:
-            write_output_file(output_file, text)
-    if output_file is None:
-        sys.stdout.write(text)
-    else:
-        print(f"report written to {output_file}", file=sys.stderr)
-
-
-def _report_format(output: str | None, format_: str | None, output_file: Path | None) -> str:
-    if output is not None and format_ is not None and output != format_:
-        raise UsageError(f"--output {output} and --format {format_} disagree; give one")
-    given = output if output is not None else format_
-    if given is None:
-        suffix = output_file.suffix.lower() if output_file is not None else ""
-        return _REPORT_SUFFIXES.get(suffix, "md")
-    chosen = output_format(given, ("md", "text", "json", "html"))
-    return "md" if chosen == "text" else chosen

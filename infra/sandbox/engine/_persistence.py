@@ -7,7 +7,8 @@ and re-arms every deadline (timeouts, rollout batches, scheduled start/end).
 Invariants:
 - `import_state(export_state())` yields an engine that answers every
   operation as the original did (named shadows and the indexing
-  configuration included; a state file without them loads with none).
+  configuration and the certificates with their things included; a state file
+  without them loads with none).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from infra.sandbox.dataplane import ExecutionSnapshot
+from infra.sandbox.engine import _certificates
 from infra.sandbox.engine._records import HistoryEntry, _Execution, _Group, _Job, _Thing
 from infra.sandbox.engine._state import EngineState
 from infra.sandbox.indexing import DEFAULT_CONFIGURATION
@@ -57,6 +59,7 @@ def export_state(state: EngineState) -> dict[str, Any]:
             "jobs": [_export_job(j) for j in state.jobs.values()],
             "shadows": state.shadows.export(),
             "indexing": copy.deepcopy(state.indexing),
+            "certificates": _certificates.export_certificates(state),
         }
 
 
@@ -98,6 +101,7 @@ def import_state(state: EngineState, saved: Mapping[str, Any]) -> None:
             _import_job(state, j)
         state.shadows.load(saved.get("shadows", []))
         state.indexing = copy.deepcopy(dict(saved.get("indexing") or DEFAULT_CONFIGURATION))
+        _certificates.import_certificates(state, saved.get("certificates", []))
         state.changed()
         state.wake.notify_all()
 

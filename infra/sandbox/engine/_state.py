@@ -29,6 +29,7 @@ import structlog
 
 from infra.sandbox import decisions as d
 from infra.sandbox.dataplane import ExecutionSnapshot
+from infra.sandbox.engine._identity import CertificateIssuer, _Certificate
 from infra.sandbox.engine._records import HistoryEntry, _Execution, _Group, _Job, _Thing
 from infra.sandbox.errors import not_found
 from infra.sandbox.indexing import DEFAULT_CONFIGURATION
@@ -84,6 +85,15 @@ class EngineState:
         # were last brought up to date; None: every thing (`_dynamic.settle`).
         self.index_stale: set[str] | None = set()
         self.indexing: dict[str, Any] = copy.deepcopy(DEFAULT_CONFIGURATION)
+        # Device identity (`_certificates`): registered certificates by id, each thing's
+        # attached certificate ids, the CA certificates devices may be registered under
+        # (id -> PEM), what issues CreateKeysAndCertificate's certificates, and who hears
+        # of a certificate's registration, status change or deletion (outside the lock).
+        self.certificates: dict[str, _Certificate] = {}
+        self.thing_principals: dict[str, list[str]] = {}
+        self.ca_certificates: dict[str, str] = {}
+        self.certificate_issuer: CertificateIssuer | None = None
+        self.certificate_listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ basics
     def now(self) -> float:
