@@ -104,7 +104,7 @@ def reconciler(sandbox, tmp_path: Path) -> Reconciler:
         SqliteStateStore(tmp_path / "state.sqlite"),
         IotJobsAdapter(client),
         SystemClock(),
-        groups=ThingGroupsAdapter(client),
+        groups=lambda _region: ThingGroupsAdapter(client),
     )
 
 
