@@ -221,6 +221,34 @@ def test_a_certificate_that_leaves_active_loses_its_live_connection(sandbox, iot
     assert refused_or_accepted(sandbox, cert, key, thing) == "closed"
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"\x30\x02\x00\x00",  # PUBLISH before CONNECT
+        b"\x10\xff\xff\xff\xff",  # malformed remaining length
+        b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02\xff\xfe",  # client id not UTF-8
+        b"\x10\x7f\x00\x04MQTT",  # truncated, then the client hangs up
+    ],
+)
+def test_a_hostile_first_packet_is_closed_and_the_listener_serves_on(sandbox, iot, files, first):
+    thing = new_thing(iot)
+    created = device_certificate(iot)
+    iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
+    cert, key = files(created["certificatePem"], created["keyPair"]["PrivateKey"])
+    endpoint = sandbox.endpoints["ats"]
+    raw = socket.create_connection(("127.0.0.1", endpoint.port), timeout=WAIT)
+    with _context(sandbox, "ats", cert, key).wrap_socket(raw, server_hostname=endpoint.host) as tls:
+        tls.sendall(first)
+        answer = b""
+        if not first.startswith(b"\x10\x7f"):  # the truncated one hangs up without reading
+            try:
+                answer = tls.recv(16)
+            except (ConnectionError, ssl.SSLError):
+                answer = b""
+    assert answer == b""
+    assert refused_or_accepted(sandbox, cert, key, thing) == "accepted"
+
+
 # ------------------------------------------------------------- SDK v2 devices
 def _aws(sandbox: Sandbox, *args: str) -> dict[str, Any]:
     """Run `aws iot ...` against the sandbox; its JSON answer ({} when it prints none)."""
