@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
 from infra.sandbox.fleet import FleetSpec
+from infra.sandbox.fleet.device_client import LAYOUT
 from infra.sandbox.pki import SandboxPki
 from orchestrator.aws.iot import RETRY_CONFIG, IotJobsAdapter
 from orchestrator.demo.campaign_text import prepare_campaign_text
@@ -66,7 +67,7 @@ __all__ = [
 
 
 def _check_groups(spec: CampaignSpec, fleet: FleetSpec) -> None:
-    known = {g.name for g in fleet.groups}
+    known = {g.name: g.runtime for g in fleet.groups}
     problems = [
         SpecProblem(
             f"waves.{wave.name}.thing_groups",
@@ -76,8 +77,42 @@ def _check_groups(spec: CampaignSpec, fleet: FleetSpec) -> None:
         for group in wave.thing_groups
         if group not in known
     ]
+    problems += _runtime_problems(spec, known)
     if problems:
         raise SpecError(spec.name, tuple(problems))
+
+
+def _runtime_problems(spec: CampaignSpec, runtimes: Mapping[str, str]) -> list[SpecProblem]:
+    """A wave whose devices would not take its document, said before the run, not by it.
+
+    The simulated Device Client devices keep the handler and its files where
+    `LAYOUT` says; a Device Client wave must name those paths.
+    """
+    problems: list[SpecProblem] = []
+    for wave in spec.waves:
+        runtime = spec.runtime_for(wave).value
+        problems.extend(
+            SpecProblem(
+                f"waves.{wave.name}.device_runtime",
+                f"the wave runs {runtime} but the fleet file's group {group} runs "
+                f"{runtimes[group]}: set `runtime: {runtime}` on the group, or the "
+                "wave's device_runtime to match it",
+            )
+            for group in wave.thing_groups
+            if group in runtimes and runtimes[group] != runtime
+        )
+        settings = spec.device_client_for(wave)
+        if settings is not None:
+            problems += [
+                SpecProblem(
+                    f"waves.{wave.name}.device_client.{key}",
+                    f"is {getattr(settings, key)!r}; the simulated Device Client devices keep "
+                    f"it at {value!r}: use that path for the rehearsal",
+                )
+                for key, value in LAYOUT.items()
+                if getattr(settings, key) != value
+            ]
+    return problems
 
 
 def run_campaign(
