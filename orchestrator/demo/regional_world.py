@@ -124,7 +124,7 @@ def regional_memory_world(
         groups = tuple(g for g in fleet.groups if where.get(g.name, spec.region) == region)
         if not groups:
             continue
-        part = FleetSpec(groups=groups, seed=fleet.seed)
+        part = FleetSpec(groups=groups, seed=fleet.seed, timing=fleet.timing)
         provisioned = sandbox.provision(
             part.size,
             [(g.name, g.size) for g in groups],
@@ -138,6 +138,7 @@ def regional_memory_world(
             assign_profiles(part, provisioned.groups),
             root=work / "devices" / region,
             seed=fleet.seed,
+            timing=fleet.timing,
             durable=settings.durable_device_files,
         )
         stack.callback(memory.close)
