@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.cli._signing import signing_lines
 from orchestrator.errors import CampaignExistsError, CampaignNotFoundError, UsageError
 from orchestrator.feasibility import Problem, check_campaign, wave_devices
-from orchestrator.model import CampaignSpec
+from orchestrator.model import CampaignSpec, Event, EventKind
 from orchestrator.store import StateStore
 
 if TYPE_CHECKING:
@@ -59,9 +59,18 @@ def refuse(problems: list[Problem]) -> None:
 
 
 def print_plan(
-    spec: CampaignSpec, host: str, catalog: str, is_default: bool, waves: list[dict[str, Any]]
+    spec: CampaignSpec,
+    host: str,
+    catalog: str,
+    is_default: bool,
+    waves: list[dict[str, Any]],
+    checked: Event,
 ) -> None:
     print(f"campaign {spec.name} in {spec.region}: endpoint {host}")
+    if checked.kind is EventKind.ENDPOINT_CHECK_SKIPPED:
+        print(f"!! ENDPOINT NOT CHECKED (--skip-endpoint-check): {host}:{spec.endpoint_port}")
+    else:
+        print(f"endpoint check passed: {checked.reason}")
     if not is_default:
         print(f"!! CATALOG {catalog}: NOT the packaged Amazon Trust Services roots")
     else:

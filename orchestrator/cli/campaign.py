@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 import typer
 
-from job_documents import JobDocumentError, Operation
+from job_documents import Operation
 from orchestrator.cli import seams
 from orchestrator.cli._output import (
     OutputFileOption,
@@ -30,21 +29,25 @@ from orchestrator.cli._output import (
     output_format,
     write_output_file,
 )
+from orchestrator.cli._preflight import ConnectToOption, EndpointCheck, SkipEndpointCheckOption
 from orchestrator.cli._signing import signing_plan
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
+from orchestrator.cli.exits import exit_codes
 from orchestrator.clock import clock_from_env, clock_note
 from orchestrator.errors import (
-    CampaignExistsError,
-    CampaignNotFoundError,
     LeaseHeldError,
-    OrchestratorError,
-    SpecError,
-    UnknownThingGroupError,
     UsageError,
     VersionConflictError,
 )
 from orchestrator.feasibility import devices_needed
-from orchestrator.model import Approval, CampaignSpec, CampaignState, CampaignStatus, SigningSpec
+from orchestrator.model import (
+    Approval,
+    CampaignSpec,
+    CampaignState,
+    CampaignStatus,
+    EventKind,
+    SigningSpec,
+)
 from orchestrator.notify import announce_step, cli_announcer
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener, StepResult
@@ -94,27 +97,6 @@ def _options(ctx: typer.Context) -> _Options:
     if obj is None:
         return _Options(None, None, None, Path("ca-migrate.sqlite"))
     return _Options(obj.endpoint_url, obj.region, obj.profile, obj.state)
-
-
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    try:
-        yield
-    except (
-        SpecError,
-        UsageError,
-        CampaignNotFoundError,
-        CampaignExistsError,
-        UnknownThingGroupError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID) from exc
-    except JobDocumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID) from exc
-    except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILURE) from exc
 
 
 def _store(opts: _Options) -> StateStore:
@@ -196,24 +178,29 @@ def plan(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
     output: OutputOption = "text",
+    skip_endpoint_check: SkipEndpointCheckOption = False,
+    connect_to: ConnectToOption = None,
 ) -> None:
     """Validate a campaign, check every gate can pass, count devices, show the jobs (no writes).
 
     Exit 2 when the campaign cannot succeed: a gate its wave is too small to
-    reach, a thing two waves target, an empty wave.
+    reach, a thing two waves target, an empty wave, or a new endpoint that does
+    not serve a certificate chaining to the roots the campaign pushes.
     """
     from orchestrator.aws.iot import create_job_request
     from orchestrator.jobdocs import build_wave_documents
     from orchestrator.planner import job_id_for
 
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
+        check = EndpointCheck(skip_endpoint_check, tuple(connect_to or ()))
         spec = load_spec(file)
         api = _adapter(_options(ctx), spec)
         host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
         opts = _options(ctx)
         signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
         built = build_wave_documents(spec, host, signer)
+        checked = check(spec, host, built.catalog)
         found = survey(api, spec)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
@@ -247,6 +234,11 @@ def plan(
             "catalog": built.catalog.source,
             "catalog_is_default": built.catalog.is_default,
             "roots": list(spec.trust.add),
+            "endpoint_check": {
+                "passed": checked.kind is EventKind.ENDPOINT_CHECKED,
+                "skipped": checked.kind is EventKind.ENDPOINT_CHECK_SKIPPED,
+                **checked.data,
+            },
             "waves": waves,
             "problems": [
                 {"code": p.code, "wave": p.wave, "message": p.message} for p in found.problems
@@ -255,7 +247,7 @@ def plan(
         if output == "json":
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
-            print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves)
+            print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves, checked)
         refuse(found.problems)
 
 
@@ -264,17 +256,23 @@ def start(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
     output: OutputOption = "text",
+    skip_endpoint_check: SkipEndpointCheckOption = False,
+    connect_to: ConnectToOption = None,
 ) -> None:
-    """Check the campaign as `plan` does, store it, and run its first reconcile."""
-    with _exit_codes():
+    """Check the campaign as `plan` does (the new endpoint too), store it, run its first reconcile.
+
+    Nothing is stored and no job is created when a check fails (exit 2).
+    """
+    with exit_codes():
         output = output_format(output)
+        check = EndpointCheck(skip_endpoint_check, tuple(connect_to or ()))
         text = read_campaign_text(file)  # once: what is stored is exactly what was validated
         spec = parse_spec(text, str(file), base_dir=file.parent)
         opts = _options(ctx)
         rec = _reconciler(opts, spec.region)
         if not already_started(rec.store, spec.name, text):
             refuse(survey(_adapter(opts, spec), spec).problems)
-            rec.start(spec, text, str(file.resolve().parent))
+            rec.start(spec, text, str(file.resolve().parent), preflight=check)
         result = rec.step(spec.name)
     _print_state(result.state, spec.catalog, output, rec)
 
@@ -311,7 +309,7 @@ def run(
     """Reconcile once (or, with --follow, until the campaign completes, halts or is aborted)."""
     from orchestrator.cli._live import FollowView
 
-    with _exit_codes():
+    with exit_codes():
         chosen = output_format(output) if output is not None else None
         announcer = cli_announcer(notify or [], profile=_options(ctx).profile)
         rec = _campaign_reconciler(_options(ctx), name)
@@ -376,7 +374,7 @@ def status(
     output: OutputOption = "text",
 ) -> None:
     """Waves, counts, gate verdicts and progress, from the state store (no AWS calls)."""
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
         store = _store(_options(ctx))
         spec = _spec_of(store, name)
@@ -391,7 +389,7 @@ def events(
     output: OutputOption = "text",
 ) -> None:
     """The campaign's event log: every decision with its reason, oldest first."""
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
         log_entries = _store(_options(ctx)).events(name)
     for e in log_entries:
@@ -438,7 +436,7 @@ def _command(
     output: str,
     check: Callable[[CampaignSpec, CampaignState], None] | None = None,
 ) -> None:
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
         if check is not None:
@@ -518,7 +516,7 @@ def rollback(
     output: OutputOption = "text",
 ) -> None:
     """Create `restore` jobs for the waves that ran (or the named ones)."""
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
         result = _waiting_for_the_lease(lambda: rec.rollback(name, tuple(wave or ())))
@@ -553,7 +551,7 @@ def report(
 ) -> None:
     """A report of the campaign: settings, waves, timelines (html), every decision and why."""
     renderers = {"md": render_markdown, "json": render_json, "html": render_html}
-    with _exit_codes():
+    with exit_codes():
         chosen = _report_format(output, format_, output_file)
         store = _store(_options(ctx))
         spec = _spec_of(store, name)
