@@ -21,7 +21,13 @@ from typing import Any, Protocol
 from orchestrator import verify as v
 from orchestrator.model import CampaignSpec, CampaignState
 
-__all__ = ["ExecutionLookup", "ShadowIndex", "survey_drift", "wave_figures"]
+__all__ = [
+    "ExecutionLookup",
+    "ShadowIndex",
+    "passed_wave_census",
+    "survey_drift",
+    "wave_figures",
+]
 
 
 class ShadowIndex(Protocol):
@@ -118,3 +124,28 @@ def survey_drift(
         skipped=skipped,
         calls=index.calls + executions.calls,
     )
+
+
+def passed_wave_census(
+    spec: CampaignSpec, state: CampaignState, index: ShadowIndex
+) -> list[v.WaveResult]:
+    """Each PASSED wave's devices, reporting devices and devices on its endpoint (3 calls each).
+
+    What `status --census` and `report --census` show; no execution is read.
+    """
+    checks, _ = v.wave_checks(spec, state, passed_only=True)
+    out = []
+    for check in checks:
+        devices, reported, on_target = wave_figures(index, check)
+        out.append(
+            v.WaveResult(
+                wave=check.wave,
+                job_id=check.job_id,
+                endpoint=check.endpoint,
+                devices=devices,
+                reported=reported,
+                on_target=on_target,
+                succeeded=check.succeeded,
+            )
+        )
+    return out

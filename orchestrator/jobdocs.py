@@ -5,11 +5,16 @@ and stored with it: the document hash is part of each job id, so later
 reconciles must see exactly the same text. A catalog file named in the campaign
 (`catalog:`) is used explicitly and reported loudly; otherwise the packaged
 Amazon Trust Services catalog is used.
+
+A wave whose devices run AWS IoT Device Client (`device_runtime: device-client`)
+gets its documents, migrate and restore, wrapped in a `runHandler` document
+(`orchestrator.device_client_docs`); the wrapped text is what the job carries,
+its hash names the job and its size is checked against AWS's limit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from job_documents import (
@@ -25,19 +30,37 @@ from job_documents import (
     check_ats_endpoint,
     load_catalog,
 )
+from orchestrator.device_client_docs import WrappedTooLargeError, wrap_for_device_client
 from orchestrator.errors import SpecError, SpecProblem
-from orchestrator.model import CampaignSpec
+from orchestrator.model import CampaignSpec, WaveSpec
 
 __all__ = ["WaveDocuments", "build_restore_document", "build_wave_documents", "campaign_catalog"]
 
 
 @dataclass(frozen=True, slots=True)
 class WaveDocuments:
-    """The migrate documents of a campaign, the endpoint and catalog they were built from."""
+    """The migrate documents of a campaign, the endpoint and catalog they were built from.
+
+    `documents` are what each wave's job carries; `embedded` holds, for the waves of
+    Device Client devices, the ca-migration/1 document their runHandler document wraps.
+    """
 
     endpoint: str
     catalog: Catalog
     documents: dict[str, BuiltDocument]
+    embedded: dict[str, BuiltDocument] = field(default_factory=dict)
+
+
+def _for_runtime(spec: CampaignSpec, wave: WaveSpec, built: BuiltDocument) -> BuiltDocument:
+    """`built` as the wave's devices take it: itself, or wrapped for Device Client."""
+    settings = spec.device_client_for(wave)
+    if settings is None:
+        return built
+    try:
+        return wrap_for_device_client(built, settings)
+    except WrappedTooLargeError as exc:
+        where = f"waves.{wave.name}" if wave.device_client is not None else "device_client"
+        raise SpecError(spec.name, (SpecProblem(where, str(exc)),)) from exc
 
 
 def campaign_catalog(spec: CampaignSpec) -> Catalog:
@@ -76,10 +99,11 @@ def build_wave_documents(
         raise SpecError(spec.name, (SpecProblem("endpoint", str(exc)),)) from exc
     catalog = campaign_catalog(spec)
     documents: dict[str, BuiltDocument] = {}
+    embedded: dict[str, BuiltDocument] = {}
     for wave in spec.waves:
         try:
             roots = [catalog.get(name) for name in spec.trust.add]
-            documents[wave.name] = build_document(
+            built = build_document(
                 operation=Operation.MIGRATE,
                 region=spec.region,
                 campaign=spec.name,
@@ -95,7 +119,12 @@ def build_wave_documents(
             raise SpecError(spec.name, (SpecProblem("signing", str(exc)),)) from exc
         except JobDocumentError as exc:
             raise SpecError(spec.name, (SpecProblem("trust.add", str(exc)),)) from exc
-    return WaveDocuments(endpoint=endpoint_host, catalog=catalog, documents=documents)
+        documents[wave.name] = _for_runtime(spec, wave, built)
+        if documents[wave.name] is not built:
+            embedded[wave.name] = built
+    return WaveDocuments(
+        endpoint=endpoint_host, catalog=catalog, documents=documents, embedded=embedded
+    )
 
 
 def build_restore_document(
@@ -104,8 +133,9 @@ def build_restore_document(
     """The document that sends a wave's devices back to the configuration they backed up.
 
     Signed like the migrate documents: devices that pin a key refuse an unsigned restore.
+    Wrapped in a runHandler document for a wave of Device Client devices.
     """
-    return build_document(
+    built = build_document(
         operation=Operation.RESTORE,
         region=spec.region,
         campaign=spec.name,
@@ -113,3 +143,4 @@ def build_restore_document(
         sign_key=signer,
         key_id=_key_id(spec, signer),
     )
+    return _for_runtime(spec, spec.wave(wave), built)

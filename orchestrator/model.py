@@ -28,6 +28,8 @@ __all__ = [
     "CampaignState",
     "CampaignStatus",
     "Counts",
+    "DeviceClientSettings",
+    "DeviceRuntime",
     "Event",
     "EventKind",
     "ExecutionPolicy",
@@ -116,6 +118,28 @@ class Halt:
     min_executed: int = 10
 
 
+class DeviceRuntime(StrEnum):
+    """What runs the job on a wave's devices: the Python agent, or AWS IoT Device Client."""
+
+    AGENT = "agent"  # receives the ca-migration/1 document itself
+    DEVICE_CLIENT = "device-client"  # receives a runHandler document that embeds it
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceClientSettings:
+    """Where a Device Client device keeps the handler and the files it is run with.
+
+    Absolute paths on the device. `handler_path` is the handler script itself
+    (`.../ca-migrate-handler.sh`); the runHandler step names its directory and file.
+    """
+
+    handler_path: str
+    device_toml: str
+    config_path: str
+    allow_stderr: int = 0
+    run_as_user: str = "root"
+
+
 @dataclass(frozen=True, slots=True)
 class TrustSpec:
     """Roots (catalog names or fingerprints) to add on the devices."""
@@ -138,6 +162,8 @@ class WaveSpec:
     execution: ExecutionPolicy | None = None
     max_failure_rate: float | None = None
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    device_runtime: DeviceRuntime | None = None  # None: the campaign's
+    device_client: DeviceClientSettings | None = None  # None: the campaign's
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +197,8 @@ class CampaignSpec:
     catalog: str | None = None
     signing: SigningSpec | None = None
     endpoint_port: int = 8883  # 8883, or 443 with ALPN x-amzn-mqtt-ca
+    device_runtime: DeviceRuntime = DeviceRuntime.AGENT
+    device_client: DeviceClientSettings | None = None
 
     def wave(self, name: str) -> WaveSpec:
         for wave in self.waves:
@@ -181,6 +209,15 @@ class CampaignSpec:
 
     def execution_for(self, wave: WaveSpec) -> ExecutionPolicy:
         return wave.execution if wave.execution is not None else self.execution
+
+    def runtime_for(self, wave: WaveSpec) -> DeviceRuntime:
+        return wave.device_runtime if wave.device_runtime is not None else self.device_runtime
+
+    def device_client_for(self, wave: WaveSpec) -> DeviceClientSettings | None:
+        """The Device Client settings of a wave that runs Device Client, else None."""
+        if self.runtime_for(wave) is not DeviceRuntime.DEVICE_CLIENT:
+            return None
+        return wave.device_client if wave.device_client is not None else self.device_client
 
     def halt_for(self, wave: WaveSpec) -> Halt:
         if wave.max_failure_rate is None:
@@ -344,6 +381,7 @@ class EventKind(StrEnum):
     ROLLBACK_FINISHED = "rollback-finished"
     FAILURES_EXPLAINED = "failures-explained"
     ACTION_FAILED = "action-failed"
+    DRIFT_FOUND = "drift-found"
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ NOTIFY_KINDS: Final = frozenset(
         EventKind.ROLLBACK_FINISHED,
         EventKind.WAVE_HALTED,
         EventKind.WAVE_AWAITING_APPROVAL,
+        EventKind.DRIFT_FOUND,
     }
 )
 _SUBJECT_LIMIT: Final = 99  # SNS subjects: printable ASCII, fewer than 100 characters

@@ -22,6 +22,7 @@ from orchestrator.model import (
     WavePhase,
     WaveState,
 )
+from orchestrator.report_census import census_html, census_markdown
 from orchestrator.store import StoredEvent
 
 __all__ = [
@@ -58,6 +59,7 @@ DECISION_KINDS = frozenset(
         "rollback-finished",
         "failures-explained",
         "action-failed",
+        "drift-found",
     }
 )
 _SEGMENTS = (
@@ -365,6 +367,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         if split["waves_not_launched"]:
             out += _wrap(f"- not launched: {', '.join(split['waves_not_launched'])}")
         out.append("")
+    out += census_markdown(data.get("shadowCensus"))
     if data.get("settings"):
         out += ["## Settings", "", *_settings_lines(data["settings"]), ""]
     out += ["## Waves", ""]
@@ -574,7 +577,7 @@ def render_html(data: dict[str, Any]) -> str:
         f"<p>Started {e(str(data.get('created_at')))}, last change "
         f"{e(str(data.get('updated_at')))} (UTC). "
         f"Failed devices across all waves: {data['failed_devices']}.</p>"
-        f"{split}{settings}"
+        f"{split}{census_html(data.get('shadowCensus'))}{settings}"
         f'<h2>Waves</h2><p class="legend">{legend}</p><table><tr><th>wave</th><th>phase</th>'
         "<th>executions</th><th>succeeded</th><th>failed</th><th>success rate</th>"
         f"<th>never started</th><th>gate</th></tr>{''.join(rows)}</table>"

@@ -16,6 +16,10 @@ Invariants:
 - Halts, completions, aborts, finished rollbacks and waves waiting for approval are published
   to the notifications topic by the step that decided them, one message per decision
   (`orchestrator.notify`); a failed publish is logged and does not undo the step.
+- Drift (`ca-migrate verify`'s finding: a device of a PASSED wave whose shadow reports another
+  endpoint than its SUCCEEDED job set) is checked for every stepped or finished campaign and
+  announced as `drift-found` when the set of drifted devices is new (`orchestrator.drift_watch`);
+  a check that cannot run (fleet indexing off) is logged and never fails the invocation.
 - The library never configures logging; `handler`, an entry point, does (JSON to stderr,
   which Lambda ships to the function's log group).
 
@@ -41,7 +45,7 @@ from orchestrator.errors import (
     OrchestratorError,
     VersionConflictError,
 )
-from orchestrator.model import CampaignState, CampaignStatus
+from orchestrator.model import CampaignState, CampaignStatus, Event
 from orchestrator.notify import Announcer, Notifier, SnsNotifier, SnsPublisher
 from orchestrator.planner import jobs_to_observe
 from orchestrator.reconcile import Reconciler
@@ -123,6 +127,9 @@ def needs_step(state: CampaignState) -> bool:
     return state.status not in _FINISHED or bool(jobs_to_observe(state))
 
 
+DriftCheck = Callable[[str, CampaignState], Event | None]
+
+
 def run_once(
     store: StateStore,
     reconciler: Reconciler,
@@ -130,12 +137,15 @@ def run_once(
     *,
     seconds_left: Callable[[], float] | None = None,
     reserve_seconds: float = DEFAULT_RESERVE_SECONDS,
+    drift_check: DriftCheck | None = None,
 ) -> RunReport:
     """One reconcile step for every campaign that needs one; never raises for one campaign.
 
     `seconds_left` (the Lambda context's remaining time) lets the run stop starting steps
     when fewer than `reserve_seconds` remain, so no step is cut off mid-way by the function's
     timeout; the campaigns left over are reported `deferred` and taken by the next tick.
+    `drift_check` (`orchestrator.drift_watch.DriftWatch.check`) then looks at each stepped or
+    finished campaign; a new `drift-found` event it returns is announced like a step's.
     """
     outcomes: list[CampaignOutcome] = []
     announcer = Announcer(notifier) if notifier is not None else None
@@ -149,6 +159,7 @@ def run_once(
             state = store.load(name).state
             if not needs_step(state):
                 outcomes.append(CampaignOutcome(name, "finished", state.status.value))
+                _check_drift(drift_check, announcer, name, state)
                 continue
             result = reconciler.step(name)
         except (LeaseHeldError, VersionConflictError) as exc:
@@ -171,7 +182,18 @@ def run_once(
         )
         if announcer is not None:
             announcer.announce(result.state, result.events)
+        _check_drift(drift_check, announcer, name, result.state)
     return RunReport(tuple(outcomes))
+
+
+def _check_drift(
+    drift_check: DriftCheck | None, announcer: Announcer | None, name: str, state: CampaignState
+) -> None:
+    if drift_check is None:
+        return
+    event = drift_check(name, state)
+    if event is not None and announcer is not None:
+        announcer.announce(state, [event])
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,11 +271,17 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     )
     notifier = SnsNotifier(sns, config.topic_arn) if config.topic_arn else None
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    from orchestrator.aws.executions import ExecutionReader
+    from orchestrator.aws.indexing import FleetIndexAdapter
+    from orchestrator.drift_watch import DriftWatch
+
+    watch = DriftWatch(store, FleetIndexAdapter(iot), ExecutionReader(iot), reconciler.clock)
     report = run_once(
         store,
         reconciler,
         notifier,
         seconds_left=(lambda: remaining_ms() / 1000) if callable(remaining_ms) else None,
+        drift_check=watch.check,
     )
     summary = report.as_dict()
     if report.failed:

@@ -50,6 +50,7 @@ from orchestrator.errors import SpecError, SpecProblem
 from orchestrator.model import (
     Approval,
     CampaignSpec,
+    DeviceRuntime,
     ExecutionPolicy,
     ExponentialRate,
     Gate,
@@ -61,6 +62,7 @@ from orchestrator.model import (
     TrustSpec,
     WaveSpec,
 )
+from orchestrator.spec_device_client import DeviceClientModel, Runtime, runtime, runtime_problems
 
 __all__ = [
     "MAX_DEPTH",
@@ -271,6 +273,12 @@ class WaveModel(_Model):
     execution: ExecutionModel | None = None
     max_failure_rate: Fraction | None = None
     maintenance_windows: list[WindowModel] = Field(default_factory=list, max_length=10)
+    device_runtime: Runtime | None = Field(
+        None, description="What runs the job on this wave's devices (default: the campaign's)."
+    )
+    device_client: DeviceClientModel | None = Field(
+        None, description="This wave's Device Client settings (default: the campaign's)."
+    )
 
 
 class CampaignFile(_Model):
@@ -299,6 +307,14 @@ class CampaignFile(_Model):
     )
     execution: ExecutionModel = ExecutionModel()
     halt: HaltModel = HaltModel()
+    device_runtime: Runtime = Field(
+        "agent",
+        description="What runs the job on the devices: 'agent' (the ca-migration/1 document) "
+        "or 'device-client' (AWS IoT Device Client: a runHandler document that embeds it).",
+    )
+    device_client: DeviceClientModel | None = Field(
+        None, description="Where the handler and its files are on Device Client devices."
+    )
     waves: list[WaveModel] = Field(min_length=1, max_length=50)
 
     @field_validator("region")
@@ -343,6 +359,8 @@ class CampaignFile(_Model):
             catalog=catalog,
             signing=signing,
             endpoint_port=self.endpoint_port,
+            device_runtime=DeviceRuntime(self.device_runtime),
+            device_client=None if self.device_client is None else self.device_client.to_settings(),
             waves=tuple(_wave(w) for w in self.waves),
         )
 
@@ -379,6 +397,8 @@ def _wave(w: WaveModel) -> WaveSpec:
             MaintenanceWindow(start=m.start, duration_minutes=m.duration_minutes)
             for m in w.maintenance_windows
         ),
+        device_runtime=runtime(w.device_runtime),
+        device_client=None if w.device_client is None else w.device_client.to_settings(),
     )
 
 
@@ -436,6 +456,7 @@ def _validated(text: str, source: str) -> CampaignFile:
                 )
             )
         seen.add(wave.name)
+    dupes.extend(runtime_problems(model.device_runtime, model.device_client, model.waves, marks))
     if dupes:
         raise SpecError(source, tuple(dupes))
     if len(_PARSED) >= _PARSED_KEEP:

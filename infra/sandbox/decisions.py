@@ -137,6 +137,24 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 # one root, parent and child included) but not the error; the sandbox answers
 # InvalidRequestException naming the group the thing is already in.
 
+# --- dynamic thing groups -----------------------------------------------------
+# AWS builds a dynamic group's membership in the background (status BUILDING, then
+# ACTIVE) and updates it as the index changes, eventually. The sandbox builds it at
+# once (status always ACTIVE) and re-evaluates a thing when its registry entry or
+# static groups change (before the operation returns) or its named shadows change
+# (by the next operation or the scheduler thread). Joining a dynamic group does not
+# itself re-evaluate the thing against the other dynamic groups (a query on
+# thingGroupNames sees the dynamic groups the thing was in before). A thing already
+# in MAX_GROUPS_PER_THING groups does not join a dynamic group it matches.
+# AddThingToThingGroup / RemoveThingFromThingGroup on a dynamic group, a dynamic
+# group as a parent, and turning thing indexing OFF while dynamic groups exist are
+# InvalidRequestException (AWS documents the rules, not the errors);
+# CreateDynamicThingGroup while indexing is OFF is InvalidRequestException too.
+# Creating a dynamic group that exists with the same query answers with it (as
+# CreateThingGroup does); another query, or a static group of that name, is
+# ResourceAlreadyExistsException. The account limit is AWS's documented quota.
+MAX_DYNAMIC_GROUPS: Final = 100
+
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
 # IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.
@@ -185,3 +203,26 @@ API_TPS: Final = {
 # "Unavailable for N seconds" is measured on the sandbox clock (it scales with
 # --time-scale, and a manual clock ends it when advanced).
 DEFAULT_PAGE_SIZE: Final = 50
+
+# --- device identity (engine/_certificates.py) ------------------------------
+# CreateKeysAndCertificate issues an RSA 2048 key and a certificate with this subject
+# CN, as AWS does; the sandbox signs it with its device CA (an in-memory CA when it runs
+# without a PKI), valid for ISSUED_CERTIFICATE_DAYS.
+ISSUED_CERTIFICATE_COMMON_NAME: Final = "AWS IoT Certificate"
+ISSUED_CERTIFICATE_DAYS: Final = 5 * 365
+# ListCertificates without pageSize returns this many (the model allows 1-250).
+CERTIFICATES_PAGE_SIZE: Final = 25
+# RegisterCertificate / RegisterCertificateWithoutCA without `status` or `setAsActive`
+# register the certificate INACTIVE, as CreateKeysAndCertificate without setAsActive.
+# Statuses AWS uses internally (PENDING_TRANSFER, PENDING_ACTIVATION) and the deprecated
+# REGISTER_INACTIVE are refused with InvalidRequestException by both calls and by
+# UpdateCertificate. A certificate whose issuer is not a registered CA is refused by
+# RegisterCertificate with CertificateValidationException. DetachThingPrincipal of a
+# certificate that is not attached succeeds (idempotent); DeleteThing detaches the
+# thing's certificates. UpdateCertificate out of ACTIVE closes the certificate's live
+# MQTT connections at once (AWS: "within a few minutes"); DetachThingPrincipal does not
+# close them (the policy is evaluated at CONNECT).
+# A CONNECT the device policy refuses: MQTT 5 gets CONNACK reason 0x87 (Not authorized)
+# and the connection is closed; MQTT 3.1.1 gets no CONNACK: the connection is closed
+# (clients see the broker hang up).
+CONNECT_REFUSED_V5_REASON: Final = 0x87

@@ -8,6 +8,9 @@ SandboxError                  root of everything the sandbox raises on purpose
 │                             an MQTT rejection code; the `iot-jobs-data` front end
 │                             maps it to that service's exception names
 ├── SandboxStartError         the sandbox cannot start (port taken, MQTT part missing)
+├── ConnectionRefusedByPolicyError  (engine._identity) a device CONNECT the device
+│                             policy refuses (certificate not ACTIVE, not attached,
+│                             client id not the thing's name); the MQTT front closes it
 ├── PkiError                  (pki) the PKI directory cannot be used as it is
 ├── BrokerError               (mqtt._broker) mosquitto cannot be started or reached
 ├── MqttError                 (mqtt._dataplane) the MQTT data plane cannot start

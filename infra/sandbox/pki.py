@@ -369,6 +369,20 @@ class SandboxPki:
         """The server certificate's private key (mosquitto reads it)."""
         return self._private / f"server-{self.hosts[kind]}.key"
 
+    def issue_keys_and_certificate(self, common_name: str) -> tuple[str, str, str]:
+        """A new RSA 2048 key and a client certificate for it from the device CA, kept nowhere.
+
+        What CreateKeysAndCertificate hands out: (certificate PEM, public key PEM,
+        private key PEM), valid as long as the things' certificates.
+        """
+        issuer, issuer_key = self._ca(_DEVICE_CA.name, self.device_ca_pem)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = _leaf(common_name=common_name, issuer=issuer, issuer_key=issuer_key, key=key)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return _cert_pem(cert).decode(), public.decode(), _key_pem(key).decode()
+
     def issue_thing_credentials(self, thing_name: str) -> ThingCredentials:
         """The client certificate (CN = thing name) and key of `thing_name`; idempotent."""
         if not _THING_NAME.match(thing_name):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from infra.sandbox import decisions as d
-from infra.sandbox.engine import JobsEngine
+from infra.sandbox.engine import IssuedKeys, JobsEngine
 from infra.sandbox.errors import SandboxStartError
 from infra.sandbox.persistence import EngineStateFile
 from job_documents.clock import Clock
@@ -103,6 +103,12 @@ class RegionStack:
                 f"the MQTT data plane is not available ({exc}); start the sandbox with "
                 "mqtt=False (--no-mqtt) for the control plane and iot-jobs-data only"
             ) from exc
+        # Things' certificates (and CreateKeysAndCertificate's) come from the device CA:
+        # the account has it as a registered CA, as AWS has its own issuing CA.
+        self.engine.trust_ca_certificate(pki.device_ca_pem.read_text())
+        self.engine.set_certificate_issuer(
+            lambda: IssuedKeys(*pki.issue_keys_and_certificate(d.ISSUED_CERTIFICATE_COMMON_NAME))
+        )
         self.data_plane = start_data_plane(
             self.engine,
             pki=pki,

@@ -25,8 +25,8 @@ from botocore.config import Config
 
 from infra.sandbox import decisions as d
 from infra.sandbox.clock import ScaledClock
-from infra.sandbox.engine import JobsEngine
-from infra.sandbox.errors import SandboxStartError, invalid_request
+from infra.sandbox.engine import JobsEngine, certificate_id_of
+from infra.sandbox.errors import SandboxStartError, ServiceError, invalid_request
 from infra.sandbox.faults import FaultInjector
 from infra.sandbox.http_api import HttpFrontEnd
 from infra.sandbox.regional import RegionStack, saved_time
@@ -394,7 +394,13 @@ class Sandbox:
     def issue_credentials(
         self, thing_names: list[str], region: str | None = None
     ) -> dict[str, dict[str, str]]:
-        """Certificate and key files for each thing of a region (idempotent), from the PKI."""
+        """Certificate and key files for each thing of a region (idempotent), from the PKI.
+
+        Like a fleet provisioning step, each certificate is registered ACTIVE
+        (RegisterCertificate under the device CA) and attached to its thing
+        (AttachThingPrincipal), so the device policy admits the thing's CONNECT.
+        A certificate registered before keeps its status (a revoked one stays revoked).
+        """
         if self.pki is None:
             raise invalid_request(
                 "this sandbox has no PKI (started without MQTT); device credentials need "
@@ -405,6 +411,7 @@ class Sandbox:
         for name in thing_names:
             engine.describe_thing({"thingName": name})
             credentials = self.pki.issue_thing_credentials(name)
+            _register_and_attach(engine, name, credentials.cert_pem.read_text())
             out[name] = {"cert_pem": str(credentials.cert_pem), "key_pem": str(credentials.key_pem)}
         return out
 
@@ -429,6 +436,22 @@ class Sandbox:
             groups={g: tuple(m) for g, m in membership.items()},
             credentials=credentials,
         )
+
+
+def _register_and_attach(engine: JobsEngine, thing_name: str, certificate_pem: str) -> None:
+    """RegisterCertificate (ACTIVE) unless already registered, then AttachThingPrincipal."""
+    try:
+        arn = engine.register_certificate({"certificatePem": certificate_pem, "status": "ACTIVE"})[
+            "certificateArn"
+        ]
+    except ServiceError as exc:
+        if exc.code != "ResourceAlreadyExistsException":
+            raise
+        certificate_id = certificate_id_of(certificate_pem)
+        arn = engine.describe_certificate({"certificateId": certificate_id})[
+            "certificateDescription"
+        ]["certificateArn"]
+    engine.attach_thing_principal({"thingName": thing_name, "principal": arn})
 
 
 def _endpoints_json(endpoints: dict[str, Endpoint]) -> dict[str, Any]:

@@ -22,16 +22,16 @@ class ShadowTable:
         self,
         *,
         lock: threading.RLock | None = None,
-        on_change: Callable[[], None] | None = None,
+        on_change: Callable[[str | None], None] | None = None,
     ) -> None:
         self.lock = lock if lock is not None else threading.RLock()
         self.documents: dict[tuple[str, str], dict[str, Any]] = {}
         self._on_change = on_change
 
-    def changed(self) -> None:
-        """Call after changing `documents` (under `lock`)."""
+    def changed(self, thing_name: str | None = None) -> None:
+        """Call after changing `documents` (under `lock`), naming the thing when one changed."""
         if self._on_change is not None:
-            self._on_change()
+            self._on_change(thing_name)
 
     def get(self, thing_name: str, shadow_name: str) -> dict[str, Any] | None:
         with self.lock:

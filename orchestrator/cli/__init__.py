@@ -26,7 +26,7 @@ import typer
 from typer.core import TyperGroup
 
 from infra.sandbox.cli import sandbox_app
-from orchestrator.cli import campaign, census, demo, documents, verify
+from orchestrator.cli import campaign, census, demo, documents, report, verify
 from orchestrator.cli._logging import LogFormat, configure_logging
 from orchestrator.cli.exits import EXIT_OK
 
@@ -168,6 +168,7 @@ def _root(
 app.add_typer(documents.ca_app, name="ca")
 app.add_typer(documents.document_app, name="document")
 app.add_typer(campaign.app)
+app.add_typer(report.app)
 app.add_typer(census.app)
 app.add_typer(verify.app)
 app.add_typer(sandbox_app, name="sandbox")

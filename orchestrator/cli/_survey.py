@@ -89,6 +89,12 @@ def print_plan(
             f"approval {w['approval']}"
         )
         print(f"  job {w['job_id']}, document {w['document_size']} characters")
+        if "job_document" in w:
+            step = w["job_document"]["steps"][0]["action"]
+            print(
+                f"  Device Client runHandler {step['input']['path']}/{step['input']['handler']} "
+                f"around the ca-migration/1 document ({w['embedded_document_size']} characters)"
+            )
         settings = {k: v for k, v in w["create_job"].items() if k not in ("jobId", "document")}
         print(f"  CreateJob {json.dumps(settings, sort_keys=True)}")
 

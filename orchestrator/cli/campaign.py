@@ -1,4 +1,4 @@
-"""`ca-migrate plan|start|run|status|approve|pause|resume|abort|rollback|events|report`.
+"""`ca-migrate plan|start|run|status|approve|pause|resume|abort|rollback|events`.
 
 The operators' commands for campaigns. Each builds the state store and the
 AWS adapter from the global options, runs one reconcile-layer call, and maps
@@ -23,12 +23,8 @@ import typer
 
 from job_documents import Operation
 from orchestrator.cli import seams
-from orchestrator.cli._output import (
-    OutputFileOption,
-    OutputOption,
-    output_format,
-    write_output_file,
-)
+from orchestrator.cli._census_view import CensusOption, print_status_with_census, shadow_census
+from orchestrator.cli._output import OutputOption, output_format
 from orchestrator.cli._preflight import ConnectToOption, EndpointCheck, SkipEndpointCheckOption
 from orchestrator.cli._signing import signing_plan
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
@@ -47,23 +43,18 @@ from orchestrator.model import (
     CampaignStatus,
     EventKind,
     SigningSpec,
+    WaveSpec,
 )
 from orchestrator.notify import announce_step, cli_announcer
 from orchestrator.planner import Abort, Approve, Command, Pause, Resume, job_config
 from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener, StepResult
-from orchestrator.report import (
-    progress_bar,
-    render_html,
-    render_json,
-    render_markdown,
-    report_data,
-    status_text,
-)
+from orchestrator.report import progress_bar, report_data, status_text
 from orchestrator.spec import load_spec, parse_spec, read_campaign_text
 from orchestrator.store import StateStore
 
 if TYPE_CHECKING:
     from orchestrator.aws.iot import IotJobsAdapter
+    from orchestrator.jobdocs import WaveDocuments
 
 __all__ = ["app"]
 
@@ -173,6 +164,22 @@ def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
     )
 
 
+def _runtime_plan(spec: CampaignSpec, wave: WaveSpec, built: WaveDocuments) -> dict[str, Any]:
+    """What runs the wave's job; for Device Client, its runHandler document (PEMs left out)."""
+    from orchestrator.device_client_docs import redacted
+
+    runtime = spec.runtime_for(wave)
+    inner = built.embedded.get(wave.name)
+    if inner is None:
+        return {"device_runtime": runtime.value}
+    return {
+        "device_runtime": runtime.value,
+        "embedded_document_size": inner.size,
+        "embedded_document_sha256": inner.sha256,
+        "job_document": redacted(built.documents[wave.name].document, inner),
+    }
+
+
 @app.command()
 def plan(
     ctx: typer.Context,
@@ -223,6 +230,7 @@ def plan(
                     "document_sha256": doc.sha256,
                     "approval": wave.approval.value,
                     "create_job": request,
+                    **_runtime_plan(spec, wave, built),
                 }
             )
         result: dict[str, Any] = {
@@ -372,13 +380,23 @@ def status(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Campaign name.")],
     output: OutputOption = "text",
+    census: CensusOption = False,
 ) -> None:
-    """Waves, counts, gate verdicts and progress, from the state store (no AWS calls)."""
+    """Waves, counts, gate verdicts and progress, from the state store (no AWS calls).
+
+    With --census, also each passed wave's devices on its endpoint, by their shadow.
+    """
     with exit_codes():
         output = output_format(output)
-        store = _store(_options(ctx))
+        opts = _options(ctx)
+        store = _store(opts)
         spec = _spec_of(store, name)
         state = store.load(name).state
+    if census:
+        seen = shadow_census(spec, state, endpoint_url=opts.endpoint_url, profile=opts.profile)
+        text = status_text(state, spec.catalog)
+        print_status_with_census(text, _state_json(state, spec.catalog), seen, output)
+        return
     _print_state(state, spec.catalog, output)
 
 
@@ -521,56 +539,3 @@ def rollback(
         rec = _campaign_reconciler(_options(ctx), name)
         result = _waiting_for_the_lease(lambda: rec.rollback(name, tuple(wave or ())))
     _print_state(result.state, None, output, rec)
-
-
-_REPORT_SUFFIXES = {
-    ".md": "md",
-    ".markdown": "md",
-    ".json": "json",
-    ".html": "html",
-    ".htm": "html",
-}
-
-
-@app.command()
-def report(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Campaign name.")],
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="md (also: text), json or html; default: from --output-file's suffix, else md.",
-        ),
-    ] = None,
-    output_file: OutputFileOption = None,
-    format_: Annotated[
-        str | None, typer.Option("--format", help="Same as --output (older spelling).")
-    ] = None,
-) -> None:
-    """A report of the campaign: settings, waves, timelines (html), every decision and why."""
-    renderers = {"md": render_markdown, "json": render_json, "html": render_html}
-    with exit_codes():
-        chosen = _report_format(output, format_, output_file)
-        store = _store(_options(ctx))
-        spec = _spec_of(store, name)
-        data = report_data(store.load(name).state, store.events(name), spec.catalog, spec=spec)
-        text = renderers[chosen](data)
-        if output_file is not None:
-            write_output_file(output_file, text)
-    if output_file is None:
-        sys.stdout.write(text)
-    else:
-        print(f"report written to {output_file}", file=sys.stderr)
-
-
-def _report_format(output: str | None, format_: str | None, output_file: Path | None) -> str:
-    if output is not None and format_ is not None and output != format_:
-        raise UsageError(f"--output {output} and --format {format_} disagree; give one")
-    given = output if output is not None else format_
-    if given is None:
-        suffix = output_file.suffix.lower() if output_file is not None else ""
-        return _REPORT_SUFFIXES.get(suffix, "md")
-    chosen = output_format(given, ("md", "text", "json", "html"))
-    return "md" if chosen == "text" else chosen

@@ -5,7 +5,8 @@ is clean (exit 0). Then one device moves back to legacy the way the agent would
 report it (its shadow still names the wave's job as its last), and another's
 shadow is reset to legacy with no job (its success never showed): verify exits
 1 and names both, each with its kind. With fleet indexing off it exits 2 with
-the command that turns it on. A device that failed its migration, and
+the command that turns it on. `status --census` and `report --census` show each
+passed wave's devices on its endpoint by their shadow. A device that failed its migration, and
 devices that never report, are not drift.
 """
 
@@ -16,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+from job_documents import SystemClock
 from orchestrator.aws.executions import ExecutionReader
+from orchestrator.aws.indexing import FleetIndexAdapter
 from orchestrator.census import INDEXING_CONFIGURATION
+from orchestrator.drift_watch import DriftWatch
 from orchestrator.model import CampaignStatus
+from orchestrator.runner_lambda import run_once
 from orchestrator.spec import parse_spec
 
 from .campaign_kit import campaign_text, drive, in_process, reconciler
@@ -34,6 +40,14 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def _status_census(sandbox: Any, state: Path) -> dict[str, Any]:
+    ran = in_process(sandbox, state, "status", "e2e", "--census", "-o", "json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    census = json.loads(ran.stdout)["shadowCensus"]
+    assert census["unavailable"] is None
+    return census["waves"]
 
 
 def _verify(sandbox: Any, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -59,7 +73,18 @@ def test_verify_names_a_device_moved_back_to_legacy_after_its_wave_passed(
         off = in_process(sandbox, state, "verify", "e2e")
         assert off.returncode == 2, off.stdout + off.stderr  # an error, never "drift"
         assert "update-indexing-configuration" in off.stderr
+        no_census = in_process(sandbox, state, "status", "e2e", "--census")
+        assert no_census.returncode == 0, no_census.stderr  # status never fails for it
+        assert "shadow census: unavailable" in no_census.stdout
         iot.update_indexing_configuration(thingIndexingConfiguration=INDEXING_CONFIGURATION)
+        assert _status_census(sandbox, state)["wave-2"] == {
+            "endpoint": ats,
+            "devices": 4,
+            "onTarget": 2,
+            "elsewhere": 1,
+            "neverReported": 1,
+            "succeeded": 3,
+        }
 
         code, clean = _verify(sandbox, state)
         assert code == 0, clean
@@ -88,6 +113,12 @@ def test_verify_names_a_device_moved_back_to_legacy_after_its_wave_passed(
             ("device-00006", "wave-1", "not-moved", "legacy"),
         ]
         assert drifted["waves"]["canary"]["onTarget"] == 3
+        assert _status_census(sandbox, state)["canary"]["onTarget"] == 3
+        report = in_process(sandbox, state, "report", "e2e", "--census", "-o", "md")
+        assert report.returncode == 0, report.stderr
+        assert "## Shadow census of passed waves" in report.stdout
+        assert "- canary: 3 of 4 devices on a1sandbox2demo-ats" in report.stdout
+        assert max(len(line) for line in report.stdout.splitlines()) <= 80
 
     reader = ExecutionReader(sandbox.iot_client())  # both ways of reading executions
     assert reader.succeeded(canary_job) == {f"device-{i:05d}" for i in range(1, 5)}
@@ -106,3 +137,59 @@ def test_verify_of_an_unknown_campaign_exits_2(sandbox: Any, tmp_path: Path) -> 
     ran = in_process(sandbox, tmp_path / "state.sqlite", "verify", "nope")
     assert ran.returncode == 2
     assert "nope" in ran.stderr
+
+
+class Inbox:
+    """A notifier that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def publish(self, subject: str, message: str) -> None:
+        self.sent.append((subject, message))
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_the_runner_announces_drift_once_per_new_set_of_drifted_devices(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    iot = sandbox.iot_client()
+    ats = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+    inbox = Inbox()
+    with ReportingFleet(sandbox, ats, silent=SILENT, failing=FAILING) as fleet:
+        rec = reconciler(sandbox, tmp_path)
+        text = campaign_text()
+        rec.start(parse_spec(text), text, None)
+        final = drive(rec, "e2e")
+        assert final.status is CampaignStatus.COMPLETED
+        watch = DriftWatch(rec.store, FleetIndexAdapter(iot), ExecutionReader(iot), SystemClock())
+
+        def tick() -> None:
+            report = run_once(rec.store, rec, inbox, drift_check=watch.check)
+            assert not report.failed
+
+        with structlog.testing.capture_logs() as logs:
+            tick()  # indexing off: logged, nothing announced, the run stands
+        assert [e["event"] for e in logs if "drift" in e["event"]] == ["runner-drift-unavailable"]
+        iot.update_indexing_configuration(thingIndexingConfiguration=INDEXING_CONFIGURATION)
+        tick()
+        assert inbox.sent == []  # clean
+
+        fleet.report("device-00003", LEGACY, LEGACY_ROOTS, final.wave("canary").job_id)
+        tick()
+        tick()  # the same drift again: not announced twice
+        assert len(inbox.sent) == 1
+        subject, body = inbox.sent[0]
+        assert subject == "ca-migrate e2e: drift-found"
+        assert "device-00003" in body
+        assert "ca-migrate verify e2e" in body
+
+        fleet.report("device-00007", LEGACY, LEGACY_ROOTS, final.wave("wave-1").job_id)
+        tick()
+        assert len(inbox.sent) == 2
+        assert "2 device(s)" in inbox.sent[1][1]
+    found = [e for e in rec.store.events("e2e") if e.kind == "drift-found"]
+    assert [e.data["things"] for e in found] == [
+        ["device-00003"],
+        ["device-00003", "device-00007"],
+    ]

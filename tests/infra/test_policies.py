@@ -105,14 +105,43 @@ def test_resources_are_scoped_to_types_each_action_accepts(
             ), f"{name} {where}: {action} does not apply to {arn} (accepts {accepted})"
 
 
-def test_only_describe_endpoint_needs_a_resource_wildcard():
+def test_only_actions_without_a_resource_type_get_a_resource_wildcard():
     wildcard_actions = {
         action
         for name, _, statement in STATEMENTS
         if resolve(statement["Resource"], template(name), {}) in ("*", ["*"])
         for action in as_list(statement["Action"])
     }
-    assert wildcard_actions == {"iot:DescribeEndpoint"}
+    assert wildcard_actions == {
+        "iot:DescribeEndpoint",
+        "iot:GetIndexingConfiguration",
+        "iot:UpdateIndexingConfiguration",
+    }
+
+
+def _policy_actions(resources: dict[str, Any], name: str) -> set[str]:
+    document = resources[name]["Properties"]["PolicyDocument"]
+    return {a for statement in statements(document) for a in as_list(statement["Action"])}
+
+
+def test_operators_may_turn_on_fleet_indexing_and_the_runner_may_only_query_it():
+    resources = resolved("orchestrator-iam.yaml")
+    setup = _policy_actions(resources, "FleetIndexingSetupPolicy")
+    assert setup == {
+        "iot:GetIndexingConfiguration",
+        "iot:UpdateIndexingConfiguration",
+        "iot:DescribeIndex",
+    }
+    assert (
+        "<FleetIndexingSetupPolicy>" in resources["OperatorRole"]["Properties"]["ManagedPolicyArns"]
+    )
+    shared = _policy_actions(resources, "OrchestratorPolicy")  # the runner's too
+    assert {"iot:SearchIndex", "iot:GetStatistics", "iot:GetBucketsAggregation"} <= shared
+    assert not setup & shared
+    runner = template("runner.yaml")
+    role = resolve(runner["Resources"]["RunnerRole"], runner, {"OrchestratorPolicyArn": "arn:p"})
+    assert "IndexingConfiguration" not in str(role)
+    assert "FleetIndexingSetup" not in str(role)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +240,10 @@ def test_the_signing_policy_exists_only_with_a_key_and_grants_that_key_only():
     assert resolve(created, tpl, {}) is False
     assert resolve(created, tpl, {"SigningKeyId": KEY_ID}) is True
     without = resolved("orchestrator-iam.yaml")
-    assert without["OperatorRole"]["Properties"]["ManagedPolicyArns"] == ["<OrchestratorPolicy>"]
+    assert without["OperatorRole"]["Properties"]["ManagedPolicyArns"] == [
+        "<OrchestratorPolicy>",
+        "<FleetIndexingSetupPolicy>",
+    ]
     params = {"SigningKeyId": KEY_ID, "IotRegion": "eu-west-1"}
     with_key = resolved("orchestrator-iam.yaml", **params)
     document = with_key["DocumentSigningPolicy"]["Properties"]["PolicyDocument"]
@@ -219,6 +251,7 @@ def test_the_signing_policy_exists_only_with_a_key_and_grants_that_key_only():
     assert statement["Resource"] == f"arn:aws:kms:eu-west-1:123456789012:key/{KEY_ID}"
     assert with_key["OperatorRole"]["Properties"]["ManagedPolicyArns"] == [
         "<OrchestratorPolicy>",
+        "<FleetIndexingSetupPolicy>",
         "<DocumentSigningPolicy>",
     ]
 

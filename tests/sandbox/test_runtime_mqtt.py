@@ -54,6 +54,15 @@ def test_the_sandbox_with_mqtt_describes_endpoints_pki_and_issues_credentials(tm
         )
         assert status == 200
         assert body["credentials"]["device-00002"] == provisioned.credentials["device-00002"]
+        # Provisioning registers each certificate ACTIVE and attaches it to its thing, once.
+        iot = sandbox.iot_client()
+        for thing in ("device-00001", "device-00002"):
+            (arn,) = iot.list_thing_principals(thingName=thing)["principals"]
+            certificate = iot.describe_certificate(certificateId=arn.rsplit("/", 1)[1])
+            description = certificate["certificateDescription"]
+            assert description["status"] == "ACTIVE"
+            cert_pem = Path(provisioned.credentials[thing]["cert_pem"]).read_text()
+            assert description["certificatePem"] == cert_pem
         status, body = _admin(sandbox, "POST", "/_sandbox/credentials", {"things": ["ghost"]})
         assert status == 404
         assert "ghost" in body["message"]

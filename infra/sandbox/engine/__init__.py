@@ -17,6 +17,8 @@ over them:
 - `_schedule`: schedulingConfig (start, end, windows);
 - `_policies`: retry, abort, completion, cancel;
 - `_registry`: things, thing groups, membership;
+- `_certificates` (records in `_identity`): certificates as principals attached to
+  things, and the device policy's connect rule;
 - `_control`: the jobs control plane;
 - `_devices`: the device data plane;
 - `_inspection`: counters, recount, execution history;
@@ -25,7 +27,15 @@ over them:
 Choices where AWS behaviour is unconfirmed live in `infra.sandbox.decisions`.
 """
 
+from infra.sandbox.engine._certificates import certificate_id_of
 from infra.sandbox.engine._facade import JobsEngine
+from infra.sandbox.engine._identity import ConnectionRefusedByPolicyError, IssuedKeys
 from infra.sandbox.engine._records import HistoryEntry
 
-__all__ = ["HistoryEntry", "JobsEngine"]
+__all__ = [
+    "ConnectionRefusedByPolicyError",
+    "HistoryEntry",
+    "IssuedKeys",
+    "JobsEngine",
+    "certificate_id_of",
+]

@@ -14,14 +14,17 @@ from typing import Any
 from infra.sandbox import decisions as d
 from infra.sandbox.dataplane import ExecutionSnapshot, PendingJobs
 from infra.sandbox.engine import (
+    _certificates,
     _control,
     _devices,
+    _dynamic,
     _indexing,
     _inspection,
     _persistence,
     _registry,
     _timers,
 )
+from infra.sandbox.engine._identity import CertificateIssuer
 from infra.sandbox.engine._state import EngineState
 from infra.sandbox.shadows import ShadowTable
 from job_documents.clock import Clock
@@ -196,6 +199,9 @@ class JobsEngine:
     def describe_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.describe_thing(self._state, params)
 
+    def update_thing(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _registry.update_thing(self._state, params)
+
     def list_things(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.list_things(self._state, params)
 
@@ -217,10 +223,84 @@ class JobsEngine:
     def list_things_in_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _registry.list_things_in_thing_group(self._state, params)
 
+    def create_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.create_dynamic_thing_group(self._state, params)
+
+    def update_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.update_dynamic_thing_group(self._state, params)
+
+    def delete_dynamic_thing_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.delete_dynamic_thing_group(self._state, params)
+
+    def list_thing_groups(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _dynamic.list_thing_groups(self._state, params)
+
     def add_things_to_group(self, group_name: str, names: Sequence[str]) -> None:
         """Bulk AddThingToThingGroup for simulations and the benchmark."""
         for name in names:
             self.add_thing_to_thing_group({"thingGroupName": group_name, "thingName": name})
+
+    # ------------------------------------------------ certificates as principals
+    def create_keys_and_certificate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.create_keys_and_certificate(self._state, params)
+
+    def register_certificate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.register_certificate(self._state, params)
+
+    def register_certificate_without_ca(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.register_certificate_without_ca(self._state, params)
+
+    def describe_certificate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.describe_certificate(self._state, params)
+
+    def list_certificates(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.list_certificates(self._state, params)
+
+    def update_certificate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.update_certificate(self._state, params)
+
+    def delete_certificate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.delete_certificate(self._state, params)
+
+    def attach_thing_principal(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.attach_thing_principal(self._state, params)
+
+    def detach_thing_principal(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.detach_thing_principal(self._state, params)
+
+    def list_thing_principals(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.list_thing_principals(self._state, params)
+
+    def list_thing_principals_v2(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.list_thing_principals_v2(self._state, params)
+
+    def list_principal_things(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _certificates.list_principal_things(self._state, params)
+
+    def trust_ca_certificate(self, pem: str) -> str:
+        """Let devices be registered under this CA certificate (sandbox set-up); its id."""
+        return _certificates.trust_ca_certificate(self._state, pem)
+
+    def set_certificate_issuer(self, issuer: CertificateIssuer) -> None:
+        """What issues CreateKeysAndCertificate's key pairs and certificates."""
+        with self._state.lock:
+            self._state.certificate_issuer = issuer
+
+    def watch_certificates(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(certificate_id)` after a certificate is registered, changes or goes."""
+        _certificates.add_listener(self._state, listener)
+
+    def authorize_connection(self, certificate_der: bytes, client_id: str) -> str:
+        """The thing an MQTT CONNECT connects as; `ConnectionRefusedByPolicyError` if refused."""
+        return _certificates.authorize_connection(self._state, certificate_der, client_id)
+
+    def certificate_status(self, certificate_id: str) -> str | None:
+        """A certificate's status, None when it is not (or no longer) registered."""
+        return _certificates.certificate_status(self._state, certificate_id)
+
+    def trust_anchor_pems(self) -> list[str]:
+        """Every registered CA and device certificate, PEM (what the TLS front trusts)."""
+        return _certificates.trust_anchor_pems(self._state)
 
     # -------------------------------------------------------------------- jobs
     def create_job(self, params: Mapping[str, Any]) -> dict[str, Any]:

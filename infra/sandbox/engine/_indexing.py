@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from infra.sandbox import indexing
+from infra.sandbox.engine import _membership
 from infra.sandbox.engine._state import EngineState
+from infra.sandbox.errors import invalid_request
 
 _Query = Callable[[Mapping[str, Any], Mapping[str, Any], Sequence[indexing.Entry]], dict[str, Any]]
 
@@ -63,8 +65,18 @@ def get_indexing_configuration(state: EngineState, _params: Mapping[str, Any]) -
 
 def update_indexing_configuration(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
     with state.lock:
-        state.indexing = indexing.updated(state.indexing, params)
-        state.changed()
+        config = indexing.updated(state.indexing, params)
+        dynamic = sorted(g.name for g in state.groups.values() if g.dynamic)
+        if dynamic and config["thingIndexingConfiguration"]["thingIndexingMode"] == "OFF":
+            raise invalid_request(
+                "Thing indexing cannot be turned off while dynamic thing groups exist ("
+                + ", ".join(dynamic[:5])
+                + (", ..." if len(dynamic) > 5 else "")  # noqa: PLR2004 - a short list
+                + "); delete them first"
+            )
+        state.indexing = config
+        state.indexed_data_changed(None)  # what is indexed changed for every thing
+        _membership.settle(state, state.now())
     return {}
 
 

@@ -7,7 +7,8 @@ and re-arms every deadline (timeouts, rollout batches, scheduled start/end).
 Invariants:
 - `import_state(export_state())` yields an engine that answers every
   operation as the original did (named shadows and the indexing
-  configuration included; a state file without them loads with none).
+  configuration and the certificates with their things included; a state file
+  without them loads with none).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from infra.sandbox.dataplane import ExecutionSnapshot
+from infra.sandbox.engine import _certificates
 from infra.sandbox.engine._records import HistoryEntry, _Execution, _Group, _Job, _Thing
 from infra.sandbox.engine._state import EngineState
 from infra.sandbox.indexing import DEFAULT_CONFIGURATION
@@ -48,12 +50,16 @@ def export_state(state: EngineState) -> dict[str, Any]:
                     "created_at": g.created_at,
                     "group_id": g.group_id,
                     "description": g.description,
+                    "query": g.query,
+                    "index_name": g.index_name,
+                    "query_version": g.query_version,
                 }
                 for g in state.groups.values()
             ],
             "jobs": [_export_job(j) for j in state.jobs.values()],
             "shadows": state.shadows.export(),
             "indexing": copy.deepcopy(state.indexing),
+            "certificates": _certificates.export_certificates(state),
         }
 
 
@@ -77,6 +83,9 @@ def import_state(state: EngineState, saved: Mapping[str, Any]) -> None:
                 g["group_id"],
             )
             group.description = g["description"]
+            group.query = g.get("query")
+            group.index_name = g.get("index_name")
+            group.query_version = g.get("query_version")
             state.groups[group.name] = group
         for group in state.groups.values():
             if group.parent is not None:
@@ -92,6 +101,7 @@ def import_state(state: EngineState, saved: Mapping[str, Any]) -> None:
             _import_job(state, j)
         state.shadows.load(saved.get("shadows", []))
         state.indexing = copy.deepcopy(dict(saved.get("indexing") or DEFAULT_CONFIGURATION))
+        _certificates.import_certificates(state, saved.get("certificates", []))
         state.changed()
         state.wake.notify_all()
 

@@ -78,8 +78,11 @@ class _Group:
         "created_at",
         "description",
         "group_id",
+        "index_name",
         "name",
         "parent",
+        "query",
+        "query_version",
         "things",
         "version",
     )
@@ -96,6 +99,14 @@ class _Group:
         self.version = 1
         self.children: set[str] = set()
         self.things: set[str] = set()
+        # A dynamic group's fleet-indexing query (None: a static group).
+        self.query: str | None = None
+        self.index_name: str | None = None
+        self.query_version: str | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        return self.query is not None
 
 
 class _Execution:

@@ -6,6 +6,11 @@ restarts); a thing leaving the last targeted group is no longer scheduled to
 run any job: its QUEUED execution (a continuous job's IN_PROGRESS one too) is
 REMOVED, and a paced rollout drops it.
 
+Dynamic groups (`_dynamic`) take no explicit members: adding a thing to one, or
+removing it, is refused. A change to what the index sees of a thing (attributes,
+static groups) re-evaluates it against every dynamic group's query before the
+operation returns (`_membership.settle`).
+
 Invariants:
 - `thing.groups` and `group.things` mirror each other.
 - A thing is in at most one group of each hierarchy (groups under one root).
@@ -19,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from infra.sandbox import decisions as d
-from infra.sandbox.engine import _policies, _rollout
+from infra.sandbox.engine import _certificates, _dynamic, _membership, _policies
 from infra.sandbox.engine._records import PENDING, _Group, _Thing, name_from_arn, paginate
 from infra.sandbox.engine._state import EngineState
 from infra.sandbox.engine._timers import op
@@ -57,7 +62,8 @@ def create_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any
         else:
             thing = _Thing(name, state.arn("thing", name), attributes, str(uuid.uuid4()))
             state.things[name] = thing
-            state.changed()
+            state.indexed_data_changed(name)
+            _membership.settle(state, state.now())
         return {"thingName": name, "thingArn": thing.arn, "thingId": thing.thing_id}
 
 
@@ -67,7 +73,9 @@ def create_things(state: EngineState, names: Sequence[str]) -> None:
         for name in names:
             if name not in state.things:
                 state.things[name] = _Thing(name, state.arn("thing", name), {}, str(uuid.uuid4()))
+                state.indexed_data_changed(name)
         state.changed()
+        _membership.settle(state, state.now())
 
 
 def describe_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,6 +89,29 @@ def describe_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, A
             "attributes": dict(thing.attributes),
             "version": thing.version,
         }
+
+
+def update_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
+    """UpdateThing: attributes (merged or replaced; an empty value removes one), version + 1."""
+    with op(state) as now:
+        thing = state.thing(params["thingName"])
+        expected = params.get("expectedVersion")
+        if expected is not None and expected != thing.version:
+            raise ServiceError(
+                "VersionConflictException",
+                f"expectedVersion {expected} does not match the thing's version {thing.version}",
+                409,
+            )
+        payload = params.get("attributePayload") or {}
+        given = dict(payload.get("attributes") or {})
+        attributes = dict(thing.attributes) if payload.get("merge") else {}
+        attributes.update(given)
+        # AWS: with merge, an attribute given an empty value is removed.
+        thing.attributes = {k: v for k, v in attributes.items() if v != ""}
+        thing.version += 1
+        state.indexed_data_changed(thing.name)
+        _membership.settle(state, now)
+    return {}
 
 
 def list_things(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,6 +170,7 @@ def delete_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any
             if ex.status in PENDING:
                 state.set_status(ex, "REMOVED", now, "control-plane")
                 _policies.after_outcome(state, ex, now)
+        _certificates.forget_thing(state, name)
         del state.things[name]
         state.changed()
     return {}
@@ -157,6 +189,11 @@ def create_thing_group(state: EngineState, params: Mapping[str, Any]) -> dict[st
         else:
             if parent is not None:
                 parent_group = state.group(parent)
+                if parent_group.dynamic:
+                    raise invalid_request(
+                        f"Thing group {parent} is a dynamic thing group; dynamic thing groups "
+                        "cannot be part of a hierarchy"
+                    )
                 depth = len(state.ancestry([parent_group.name]))
                 if depth >= d.MAX_GROUP_DEPTH:
                     raise invalid_request(
@@ -201,6 +238,7 @@ def describe_thing_group(state: EngineState, params: Mapping[str, Any]) -> dict[
             "version": group.version,
             "thingGroupProperties": properties,
             "thingGroupMetadata": metadata,
+            **_dynamic.describe_fields(group),
         }
 
 
@@ -224,15 +262,20 @@ def _resolve_membership(state: EngineState, params: Mapping[str, Any]) -> tuple[
     return state.thing(thing_name), state.group(group_name)
 
 
+def _static(group: _Group, verb: str) -> _Group:
+    if group.dynamic:
+        raise invalid_request(
+            f"Cannot {verb} thing group {group.name}: it is a dynamic thing group, whose "
+            "members are the things its query matches; change the things or the query"
+        )
+    return group
+
+
 def add_thing_to_thing_group(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
     with op(state) as now:
         thing, group = _resolve_membership(state, params)
+        _static(group, "add things to")
         if group.name not in thing.groups:
-            if len(thing.groups) >= d.MAX_GROUPS_PER_THING:
-                raise invalid_request(
-                    f"Thing {thing.name} is already in {d.MAX_GROUPS_PER_THING} thing groups, "
-                    "the most a thing can belong to; remove it from one first"
-                )
             root = _root(state, group.name)
             for other in thing.groups:
                 if _root(state, other) == root:
@@ -241,39 +284,31 @@ def add_thing_to_thing_group(state: EngineState, params: Mapping[str, Any]) -> d
                         f"hierarchy as {group.name} (under {root}); a thing can belong to only "
                         f"one group of a hierarchy: remove it from {other} first"
                     )
-            thing.groups.append(group.name)
-            group.things.add(thing.name)
-            state.changed()
-            ancestry = state.ancestry([group.name])
-            for job in state.jobs.values():
-                if (
-                    job.target_selection == "CONTINUOUS"
-                    and job.status == "IN_PROGRESS"
-                    and job.target_groups & ancestry
-                ):
-                    _rollout.enqueue_targets(state, job, [thing.name], now)
+            if len(thing.groups) >= d.MAX_GROUPS_PER_THING:
+                dynamic = [g for g in thing.groups if state.groups[g].dynamic]
+                if not (params.get("overrideDynamicGroups") and dynamic):
+                    raise invalid_request(
+                        f"Thing {thing.name} is already in {d.MAX_GROUPS_PER_THING} thing "
+                        "groups, the most a thing can belong to; remove it from one first"
+                        + (" (or pass overrideDynamicGroups)" if dynamic else "")
+                    )
+                # AWS: "adding a thing to a static group removes the thing from the last
+                # dynamic group".
+                _membership.leave(state, thing, state.groups[dynamic[-1]], now)
+            _membership.join(state, thing, group, now)
+            state.indexed_data_changed(thing.name)  # thingGroupNames is indexed
+            _membership.settle(state, now)
     return {}
 
 
 def remove_thing_from_thing_group(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
     with op(state) as now:
         thing, group = _resolve_membership(state, params)
+        _static(group, "remove things from")
         if group.name in thing.groups:
-            thing.groups.remove(group.name)
-            group.things.discard(thing.name)
-            state.changed()
-            for job in state.jobs.values():
-                if state.covered(job, thing):
-                    continue
-                if thing.name in job.rollout_queued:
-                    job.rollout_queued.discard(thing.name)
-                    job.rollout_pending.remove(thing.name)
-                    _policies.maybe_complete(state, job, now)
-                ex = job.executions.get(thing.name)
-                removable = PENDING if job.target_selection == "CONTINUOUS" else {"QUEUED"}
-                if ex is not None and ex.status in removable:
-                    state.set_status(ex, "REMOVED", now, "control-plane")
-                    _policies.after_outcome(state, ex, now)
+            _membership.leave(state, thing, group, now)
+            state.indexed_data_changed(thing.name)
+            _membership.settle(state, now)
     return {}
 
 

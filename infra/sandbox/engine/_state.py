@@ -29,6 +29,7 @@ import structlog
 
 from infra.sandbox import decisions as d
 from infra.sandbox.dataplane import ExecutionSnapshot
+from infra.sandbox.engine._identity import CertificateIssuer, _Certificate
 from infra.sandbox.engine._records import HistoryEntry, _Execution, _Group, _Job, _Thing
 from infra.sandbox.errors import not_found
 from infra.sandbox.indexing import DEFAULT_CONFIGURATION
@@ -79,8 +80,20 @@ class EngineState:
         self.stopping = False
         self.revision = 0
         self.changes_event: threading.Event | None = None
-        self.shadows = ShadowTable(lock=self.lock, on_change=self.changed)
+        self.shadows = ShadowTable(lock=self.lock, on_change=self.indexed_data_changed)
+        # Things whose indexed data (registry or shadows) changed since dynamic groups
+        # were last brought up to date; None: every thing (`_dynamic.settle`).
+        self.index_stale: set[str] | None = set()
         self.indexing: dict[str, Any] = copy.deepcopy(DEFAULT_CONFIGURATION)
+        # Device identity (`_certificates`): registered certificates by id, each thing's
+        # attached certificate ids, the CA certificates devices may be registered under
+        # (id -> PEM), what issues CreateKeysAndCertificate's certificates, and who hears
+        # of a certificate's registration, status change or deletion (outside the lock).
+        self.certificates: dict[str, _Certificate] = {}
+        self.thing_principals: dict[str, list[str]] = {}
+        self.ca_certificates: dict[str, str] = {}
+        self.certificate_issuer: CertificateIssuer | None = None
+        self.certificate_listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ basics
     def now(self) -> float:
@@ -116,6 +129,21 @@ class EngineState:
         self.revision += 1
         if self.changes_event is not None:
             self.changes_event.set()
+
+    def indexed_data_changed(self, thing: str | None = None) -> None:
+        """A thing's indexed data changed (None: anything may have): dynamic groups follow.
+
+        Under the lock. The scheduler thread is woken to settle dynamic group
+        membership (`_dynamic.settle`), as every operation's prologue does.
+        """
+        self.changed()
+        if not any(g.query is not None for g in self.groups.values()):
+            return
+        if thing is None:
+            self.index_stale = None
+        elif self.index_stale is not None:
+            self.index_stale.add(thing)
+        self.wake.notify_all()
 
     # --------------------------------------------------------------- lookups
     def thing(self, name: str) -> _Thing:

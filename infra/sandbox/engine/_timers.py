@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from infra.sandbox.engine import _policies, _rollout, _schedule
+from infra.sandbox.engine import _membership, _policies, _rollout, _schedule
 from infra.sandbox.engine._records import _Execution, _Job
 from infra.sandbox.engine._state import EngineState
 from infra.sandbox.errors import invalid_request
@@ -56,7 +56,8 @@ def process_due_now(state: EngineState) -> None:
 
 
 def process_due(state: EngineState, now: float) -> None:
-    """Apply every deadline due by `now`, in time order; lock held."""
+    """Settle dynamic groups, then apply every deadline due by `now`, in time order; lock held."""
+    _membership.settle(state, now)
     while state.deadlines and state.deadlines[0][0] <= now:
         when, _, kind, ref, token = heapq.heappop(state.deadlines)
         if kind == "timeout":

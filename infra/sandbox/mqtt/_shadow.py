@@ -135,7 +135,7 @@ class ShadowStore:
         with self._lock:
             doc = self._shadows.pop((thing, name), None)
             if doc is not None:
-                self._table.changed()
+                self._table.changed(thing)
         if doc is None:
             raise ShadowRejectedError(404, f"No shadow exists with name: '{name}'")
         return {"version": doc["version"]}
@@ -176,7 +176,7 @@ class ShadowStore:
             current["version"] += 1
             current["timestamp"] = now
             self._shadows[key] = current
-            self._table.changed()
+            self._table.changed(thing)
         accepted = {
             "state": copy.deepcopy(state),
             "metadata": {
