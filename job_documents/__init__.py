@@ -18,6 +18,7 @@ from job_documents._endpoint import (
     known_regions,
     partition_suffix,
 )
+from job_documents._legacy import LegacyEndpoint, legacy_endpoint
 from job_documents._pem import normalize_fingerprint, sha256_fingerprint
 from job_documents._schema import load_schema, schema_path
 from job_documents._signature import (
@@ -78,6 +79,7 @@ __all__ = [
     "Endpoint",
     "EndpointRejected",
     "JobDocumentError",
+    "LegacyEndpoint",
     "ManualClock",
     "Operation",
     "PrivateKey",
@@ -101,6 +103,7 @@ __all__ = [
     "default_catalog_path",
     "document_hash",
     "known_regions",
+    "legacy_endpoint",
     "load_catalog",
     "load_schema",
     "load_signing_key",

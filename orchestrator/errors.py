@@ -20,6 +20,8 @@ OrchestratorError
       ├── JobExistsError           CreateJob found the id taken (reconcile then adopts the job)
       ├── UnknownThingGroupError   a wave names a thing group that does not exist (exit 2)
       ├── JobConflictError         a job with our deterministic id exists with another document
+      ├── WrongRegionError         a job the campaign touches is in another region than its
+      │                            wave's (a client of the wrong region): nothing is written
       └── JobRefusedError          CreateJob refused as an invalid request: the campaign
                                    halted with the reason (also a UsageError: exit 2)
 ```
@@ -46,6 +48,7 @@ __all__ = [
     "UnknownThingGroupError",
     "UsageError",
     "VersionConflictError",
+    "WrongRegionError",
 ]
 
 
@@ -132,6 +135,10 @@ class UnknownThingGroupError(AwsError):
 
 class JobConflictError(AwsError):
     """A job with the campaign's deterministic id exists but carries another document."""
+
+
+class WrongRegionError(AwsError):
+    """A job the reconciler touched lives in another region than its wave runs in."""
 
 
 class JobRefusedError(AwsError, UsageError):

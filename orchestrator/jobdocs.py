@@ -2,7 +2,8 @@
 
 The migrate documents of every wave are built once, when the campaign starts,
 and stored with it: the document hash is part of each job id, so later
-reconciles must see exactly the same text. A catalog file named in the campaign
+reconciles must see exactly the same text. A wave's document is built for its own
+region (`region`, and that region's iot:Data-ATS host). A catalog file named in the campaign
 (`catalog:`) is used explicitly and reported loudly; otherwise the packaged
 Amazon Trust Services catalog is used.
 
@@ -14,6 +15,7 @@ its hash names the job and its size is checked against AWS's limit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,16 +41,18 @@ __all__ = ["WaveDocuments", "build_restore_document", "build_wave_documents", "c
 
 @dataclass(frozen=True, slots=True)
 class WaveDocuments:
-    """The migrate documents of a campaign, the endpoint and catalog they were built from.
+    """The migrate documents of a campaign, the endpoints and catalog they were built from.
 
     `documents` are what each wave's job carries; `embedded` holds, for the waves of
     Device Client devices, the ca-migration/1 document their runHandler document wraps.
     """
 
-    endpoint: str
+    endpoint: str  # the campaign region's host
     catalog: Catalog
     documents: dict[str, BuiltDocument]
     embedded: dict[str, BuiltDocument] = field(default_factory=dict)
+    #: Every region's iot:Data-ATS host the documents name.
+    endpoints: dict[str, str] = field(default_factory=dict)
 
 
 def _for_runtime(spec: CampaignSpec, wave: WaveSpec, built: BuiltDocument) -> BuiltDocument:
@@ -86,29 +90,46 @@ def _key_id(spec: CampaignSpec, signer: PrivateKey | Signer | None) -> str | Non
 
 
 def build_wave_documents(
-    spec: CampaignSpec, endpoint_host: str, signer: PrivateKey | Signer | None = None
+    spec: CampaignSpec,
+    endpoint_host: str | Mapping[str, str],
+    signer: PrivateKey | Signer | None = None,
 ) -> WaveDocuments:
-    """One migrate document per wave; `SpecError` if the endpoint or a root is refused.
+    """One migrate document per wave; `SpecError` if an endpoint or a root is refused.
 
-    `signer` (required exactly when the campaign has `signing`) signs every document.
+    `endpoint_host` is the iot:Data-ATS host of each region the waves run in (a single
+    host serves a campaign of one region). `signer` (required exactly when the campaign
+    has `signing`) signs every document.
     """
     key_id = _key_id(spec, signer)
-    try:
-        check_ats_endpoint(endpoint_host, spec.region)
-    except JobDocumentError as exc:
-        raise SpecError(spec.name, (SpecProblem("endpoint", str(exc)),)) from exc
+    hosts = (
+        dict.fromkeys(spec.regions, endpoint_host)
+        if isinstance(endpoint_host, str)
+        else dict(endpoint_host)
+    )
+    for region in spec.regions:
+        host = hosts.get(region)
+        if host is None:
+            raise SpecError(
+                spec.name,
+                (SpecProblem("endpoint", f"no iot:Data-ATS endpoint resolved for {region}"),),
+            )
+        try:
+            check_ats_endpoint(host, region)
+        except JobDocumentError as exc:
+            raise SpecError(spec.name, (SpecProblem("endpoint", str(exc)),)) from exc
     catalog = campaign_catalog(spec)
     documents: dict[str, BuiltDocument] = {}
     embedded: dict[str, BuiltDocument] = {}
     for wave in spec.waves:
+        region = spec.region_of(wave)
         try:
             roots = [catalog.get(name) for name in spec.trust.add]
             built = build_document(
                 operation=Operation.MIGRATE,
-                region=spec.region,
+                region=region,
                 campaign=spec.name,
                 wave=wave.name,
-                endpoint=Endpoint(host=endpoint_host, port=spec.endpoint_port),
+                endpoint=Endpoint(host=hosts[region], port=spec.endpoint_port),
                 roots=roots,
                 keep_existing=spec.trust.keep_existing,
                 catalog=catalog,
@@ -122,8 +143,13 @@ def build_wave_documents(
         documents[wave.name] = _for_runtime(spec, wave, built)
         if documents[wave.name] is not built:
             embedded[wave.name] = built
+    main_host = hosts.get(spec.region) or hosts[spec.regions[0]]
     return WaveDocuments(
-        endpoint=endpoint_host, catalog=catalog, documents=documents, embedded=embedded
+        endpoint=main_host,
+        catalog=catalog,
+        documents=documents,
+        embedded=embedded,
+        endpoints={r: hosts[r] for r in spec.regions},
     )
 
 
@@ -137,7 +163,7 @@ def build_restore_document(
     """
     built = build_document(
         operation=Operation.RESTORE,
-        region=spec.region,
+        region=spec.region_of(wave),
         campaign=spec.name,
         wave=wave,
         sign_key=signer,

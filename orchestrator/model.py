@@ -164,6 +164,8 @@ class WaveSpec:
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
     device_runtime: DeviceRuntime | None = None  # None: the campaign's
     device_client: DeviceClientSettings | None = None  # None: the campaign's
+    #: The AWS region of the wave's thing groups and job; None: the campaign's region.
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,16 @@ class CampaignSpec:
                 return wave
         known = ", ".join(w.name for w in self.waves)
         raise KeyError(f"no wave named {name!r}; the campaign has: {known}")
+
+    def region_of(self, wave: WaveSpec | str) -> str:
+        """The region a wave runs in: its own `region`, else the campaign's."""
+        chosen = self.wave(wave) if isinstance(wave, str) else wave
+        return chosen.region or self.region
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Every region the campaign's waves run in, in the order the waves first name them."""
+        return tuple(dict.fromkeys(self.region_of(w) for w in self.waves))
 
     def execution_for(self, wave: WaveSpec) -> ExecutionPolicy:
         return wave.execution if wave.execution is not None else self.execution

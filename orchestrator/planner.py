@@ -110,6 +110,8 @@ class JobObservation:
     counts: Counts = field(default_factory=Counts)
     rollout_done: bool = True
     reason_code: str | None = None
+    #: The job's ARN as AWS gave it (its region is checked against the wave's).
+    arn: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,10 @@ process died between CreateJob and the commit of `job-created`) is adopted the
 same way before the planner moves it on; a cancel that did not land is asked
 for again while the job is still IN_PROGRESS.
 
+Every call about a wave goes to the `JobsApi` of the wave's region
+(`orchestrator.regional.RegionalJobs`), and every job observed must carry an ARN of
+that region (`WrongRegionError` otherwise, before anything is written).
+
 A CreateJob that AWS refuses as an invalid request (InvalidRequestException:
 retrying the same request cannot help) halts the campaign with the reason
 instead of leaving its wave LAUNCHING, and raises `JobRefusedError`.
@@ -29,7 +33,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -64,6 +68,7 @@ from orchestrator.planner import (
     Command,
     CreateJob,
     Decision,
+    JobObservation,
     Observations,
     Rollback,
     apply_command,
@@ -72,6 +77,7 @@ from orchestrator.planner import (
     jobs_to_observe,
     rollback_waves,
 )
+from orchestrator.regional import RegionalJobs, check_job_region
 from orchestrator.spec import parse_spec
 from orchestrator.store import StateStore, StoredCampaign
 
@@ -88,10 +94,10 @@ __all__ = [
 DocumentKey = PrivateKey | Signer
 #: Opens the signer of a campaign's `signing` in its region (the CLI: `orchestrator.signing`).
 SignerOpener = Callable[[SigningSpec, str], DocumentKey]
-#: Checks the campaign's endpoint (its resolved host) with the roots it pushes (from its
-#: catalog) before the campaign is stored; returns the event that records the check (the
-#: CLI's: `orchestrator.endpoint_check`), or raises to leave nothing started.
-EndpointPreflight = Callable[[CampaignSpec, str, Catalog], Event]
+#: Checks the campaign's endpoints (each region's resolved host) with the roots it pushes
+#: (from its catalog) before the campaign is stored; returns the event that records the
+#: check (the CLI's: `orchestrator.endpoint_check`), or raises to leave nothing started.
+EndpointPreflight = Callable[[CampaignSpec, Mapping[str, str], Catalog], Event]
 
 log = structlog.get_logger(__name__)
 
@@ -144,7 +150,7 @@ class Reconciler:
     def __init__(
         self,
         store: StateStore,
-        api: JobsApi,
+        api: JobsApi | RegionalJobs,
         clock: Clock,
         *,
         owner: str | None = None,
@@ -152,7 +158,8 @@ class Reconciler:
         signer: SignerOpener | None = None,
     ) -> None:
         self.store = store
-        self.api = api
+        #: Each region's Jobs API (a single `JobsApi` answers every region).
+        self.apis = api if isinstance(api, RegionalJobs) else RegionalJobs.single(api)
         self.clock = clock
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
@@ -221,7 +228,7 @@ class Reconciler:
     ) -> CampaignState:
         """Resolve the endpoint, build every wave's document, store the new campaign.
 
-        `preflight`, when given, checks the endpoint once the documents are built and before
+        `preflight`, when given, checks the endpoints once the documents are built and before
         anything is stored; its event is recorded beside `campaign-started`, and what it
         raises leaves no campaign and no job. Starting a campaign that exists with the very
         same file is a no-op (a `start` that was killed can be run again); with another
@@ -237,9 +244,10 @@ class Reconciler:
             if existing.spec_text == spec_text:
                 log.info("campaign-already-started", campaign=spec.name)
                 return existing.state
-        host = self.api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
-        built = build_wave_documents(spec, host, self._signer(spec))
-        checked = None if preflight is None else preflight(spec, host, built.catalog)
+        hosts = self.endpoints(spec)
+        built = build_wave_documents(spec, hosts, self._signer(spec))
+        host = built.endpoint
+        checked = None if preflight is None else preflight(spec, built.endpoints, built.catalog)
         now = self.clock.now()
         docs = {wave: (doc.text, doc.sha256) for wave, doc in built.documents.items()}
         state = initial_state(spec, docs, now)
@@ -250,6 +258,7 @@ class Reconciler:
             at=now,
             data={
                 "endpoint": host,
+                "endpoints": built.endpoints,
                 "catalog": built.catalog.source,
                 "catalog_is_default": built.catalog.is_default,
                 "jobs": {w.name: w.job_id for w in state.waves},
@@ -257,8 +266,33 @@ class Reconciler:
             },
         )
         events = [event] if checked is None else [event, replace(checked, at=now)]
-        log.info("campaign-starting", campaign=spec.name, endpoint=host)
+        log.info("campaign-starting", campaign=spec.name, endpoints=built.endpoints)
         return self.store.create(StoredCampaign(spec_text, spec_dir, state), events)
+
+    def endpoints(self, spec: CampaignSpec) -> dict[str, str]:
+        """Each region's iot:Data-ATS host: DescribeEndpoint in that region, or the file's."""
+        if spec.endpoint != "auto":
+            return dict.fromkeys(spec.regions, spec.endpoint)
+        return {region: self.apis.api(region).resolve_endpoint() for region in spec.regions}
+
+    def _api(self, spec: CampaignSpec, wave: str) -> JobsApi:
+        return self.apis.api(spec.region_of(wave))
+
+    def _observe(self, spec: CampaignSpec, state: CampaignState) -> Observations:
+        """DescribeJob for each job to observe, in its wave's region, checked to be there."""
+        wave_of: dict[str, str] = {}
+        for wave in state.waves:
+            for job_id in (wave.job_id, wave.restore_job_id):
+                if job_id:
+                    wave_of[job_id] = wave.name
+        jobs: dict[str, JobObservation] = {}
+        for job_id in jobs_to_observe(state):
+            owner = wave_of.get(job_id)
+            region = spec.region_of(owner) if owner is not None else spec.region
+            seen = self.apis.api(region).describe_job(job_id)
+            check_job_region(seen, owner or "?", region)
+            jobs[job_id] = seen
+        return Observations(jobs=jobs)
 
     # -- the step --------------------------------------------------------------------------
 
@@ -268,16 +302,16 @@ class Reconciler:
             stored = self.store.load(name)
             spec = self._spec(stored)
             state = stored.state
-            observations = Observations(
-                jobs={job_id: self.api.describe_job(job_id) for job_id in jobs_to_observe(state)}
-            )
-            state = self._adopt_unrecorded(state, observations)
+            observations = self._observe(spec, state)
+            state = self._adopt_unrecorded(spec, state, observations)
             decision = decide(spec, state, observations, self.clock.now())
             state = self._commit(state, decision)
-            state, performed = self._perform(state, decision.actions)
+            state, performed = self._perform(spec, state, decision.actions)
             return StepResult(state=state, actions=performed, events=decision.events)
 
-    def _adopt_unrecorded(self, state: CampaignState, observations: Observations) -> CampaignState:
+    def _adopt_unrecorded(
+        self, spec: CampaignSpec, state: CampaignState, observations: Observations
+    ) -> CampaignState:
         """Record the adoption of a job the campaign made whose creation the log lacks.
 
         Looked for once per job: a LAUNCHING wave's job, or a restore job not yet
@@ -304,7 +338,7 @@ class Reconciler:
         for wave_name, job_id, restore in found:
             if (restore, job_id) in recorded:
                 continue
-            existing = self.api.get_job_document(job_id)
+            existing = self._api(spec, wave_name).get_job_document(job_id)
             if not _same_document(existing, state.documents[job_id]):
                 raise JobConflictError(
                     f"job {job_id} exists with a different document; delete it "
@@ -353,13 +387,13 @@ class Reconciler:
         raise JobRefusedError(reason, code=exc.code) from exc
 
     def _perform(
-        self, state: CampaignState, actions: Sequence[Action]
+        self, spec: CampaignSpec, state: CampaignState, actions: Sequence[Action]
     ) -> tuple[CampaignState, tuple[Action, ...]]:
         done: list[Action] = []
         for action in actions:
             bound = log.bind(campaign=state.name, wave=action.wave, job_id=action.job_id)
             try:
-                event = self._act(state, action)
+                event = self._act(self._api(spec, action.wave), state, action)
             except AwsError as exc:
                 bound.error("action-failed", action=type(action).__name__, error=str(exc))
                 if (
@@ -383,14 +417,14 @@ class Reconciler:
             done.append(action)
         return state, tuple(done)
 
-    def _act(self, state: CampaignState, action: Action) -> Event:
+    def _act(self, api: JobsApi, state: CampaignState, action: Action) -> Event:
         if isinstance(action, CreateJob):
             document = state.documents[action.job_id]
             restore = action.operation is Operation.RESTORE
             try:
-                self.api.create_job(action.job_id, document, action.config)
+                api.create_job(action.job_id, document, action.config)
             except JobExistsError:
-                existing = self.api.get_job_document(action.job_id)
+                existing = api.get_job_document(action.job_id)
                 if _same_document(existing, document):
                     return Event(
                         kind=EventKind.RESTORE_JOB_ADOPTED if restore else EventKind.JOB_ADOPTED,
@@ -409,14 +443,14 @@ class Reconciler:
                 data={"job_id": action.job_id, "thing_groups": list(action.config.thing_groups)},
             )
         if isinstance(action, CancelJob):
-            self.api.cancel_job(action.job_id, action.reason)
+            api.cancel_job(action.job_id, action.reason)
             return Event(
                 kind=EventKind.JOB_CANCEL_REQUESTED,
                 reason=action.reason,
                 wave=action.wave,
                 data={"job_id": action.job_id},
             )
-        samples = self.api.list_failures(action.job_id, action.limit)
+        samples = api.list_failures(action.job_id, action.limit)
         return Event(
             kind=EventKind.FAILURES_EXPLAINED,
             reason=f"{len(samples)} failed executions sampled (at most {action.limit})",
@@ -441,7 +475,7 @@ class Reconciler:
             command = make(spec, stored.state)
             decision = apply_command(spec, stored.state, command, self.clock.now())
             state = self._commit(stored.state, decision)
-            state, _ = self._perform(state, decision.actions)
+            state, _ = self._perform(spec, state, decision.actions)
         result = self.step(name)
         return StepResult(
             state=result.state,

@@ -20,6 +20,9 @@ Invariants:
   endpoint than its SUCCEEDED job set) is checked for every stepped or finished campaign and
   announced as `drift-found` when the set of drifted devices is new (`orchestrator.drift_watch`);
   a check that cannot run (fleet indexing off) is logged and never fails the invocation.
+- Each campaign is stepped with the clients of its own regions: one AWS IoT client per
+  region, made on first use and kept for the invocation (`RegionalJobs`); the table and
+  the topic stay in the runner's region (`CA_MIGRATE_REGION`).
 - The library never configures logging; `handler`, an entry point, does (JSON to stderr,
   which Lambda ships to the function's log group).
 
@@ -49,6 +52,7 @@ from orchestrator.model import CampaignState, CampaignStatus, Event
 from orchestrator.notify import Announcer, Notifier, SnsNotifier, SnsPublisher
 from orchestrator.planner import jobs_to_observe
 from orchestrator.reconcile import Reconciler
+from orchestrator.regional import RegionalJobs
 from orchestrator.store import StateStore
 
 if TYPE_CHECKING:
@@ -63,6 +67,7 @@ __all__ = [
     "RunnerConfigError",
     "RunnerFailedError",
     "handler",
+    "regional_jobs",
     "run_once",
 ]
 
@@ -236,7 +241,7 @@ def _configure_logging() -> None:
     logs.configure_logging(json=True, level=logging.INFO)
 
 
-def _clients(region: str) -> tuple[IoTClient, DynamoDBClient, SnsPublisher]:
+def _clients(region: str) -> tuple[DynamoDBClient, SnsPublisher]:
     """boto3 clients with adaptive retries (throttling is botocore's job, as in the CLI)."""
     import boto3
 
@@ -244,11 +249,23 @@ def _clients(region: str) -> tuple[IoTClient, DynamoDBClient, SnsPublisher]:
 
     session = boto3.Session(region_name=region)
     sns: SnsPublisher = session.client("sns", config=RETRY_CONFIG)
-    return (
-        session.client("iot", config=RETRY_CONFIG),
-        session.client("dynamodb", config=RETRY_CONFIG),
-        sns,
-    )
+    return session.client("dynamodb", config=RETRY_CONFIG), sns
+
+
+def _iot_client(region: str) -> IoTClient:
+    """The AWS IoT client of one region (a campaign's waves may run in several)."""
+    import boto3
+
+    from orchestrator.aws.iot import RETRY_CONFIG
+
+    return boto3.Session(region_name=region).client("iot", config=RETRY_CONFIG)
+
+
+def regional_jobs(make_client: Callable[[str], IoTClient] = _iot_client) -> RegionalJobs:
+    """One IoT Jobs adapter per region, each over `make_client(region)`."""
+    from orchestrator.aws.iot import IotJobsAdapter
+
+    return RegionalJobs(lambda region: IotJobsAdapter(make_client(region)))
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -256,15 +273,14 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     del event  # the schedule's payload carries nothing the runner needs
     _configure_logging()
     config = RunnerConfig.from_environ(os.environ)
-    iot, ddb, sns = _clients(config.region)
+    ddb, sns = _clients(config.region)
     from orchestrator.aws.dynamodb import DynamoDbStateStore
-    from orchestrator.aws.iot import IotJobsAdapter
 
     store = DynamoDbStateStore(ddb, config.table)
     request_id = getattr(context, "aws_request_id", None)
     reconciler = Reconciler(
         store,
-        IotJobsAdapter(iot),
+        regional_jobs(),
         SystemClock(),
         owner=f"lambda:{request_id}" if request_id else None,
         lease_ttl=config.lease,
@@ -275,6 +291,8 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     from orchestrator.aws.indexing import FleetIndexAdapter
     from orchestrator.drift_watch import DriftWatch
 
+    # Drift is watched in the runner's region (CA_MIGRATE_REGION).
+    iot = _iot_client(config.region)
     watch = DriftWatch(store, FleetIndexAdapter(iot), ExecutionReader(iot), reconciler.clock)
     report = run_once(
         store,

@@ -43,7 +43,6 @@ from pydantic import (
     model_validator,
 )
 
-from job_documents import EndpointRejected, check_region
 from orchestrator.campaign_yaml import MAX_DEPTH, MAX_NODES, dotted, load_yaml, locate
 from orchestrator.cron import CronSyntaxError, check_cron
 from orchestrator.errors import SpecError, SpecProblem
@@ -63,6 +62,7 @@ from orchestrator.model import (
     WaveSpec,
 )
 from orchestrator.spec_device_client import DeviceClientModel, Runtime, runtime, runtime_problems
+from orchestrator.spec_regions import checked_region, region_problems
 
 __all__ = [
     "MAX_DEPTH",
@@ -256,6 +256,13 @@ class WindowModel(_Model):
 
 class WaveModel(_Model):
     name: Name
+    region: str | None = Field(
+        None,
+        pattern=_REGION,
+        max_length=32,
+        description="The AWS region of this wave's thing groups and job (default: the "
+        "campaign's region). Each region's documents name its own iot:Data-ATS endpoint.",
+    )
     thing_groups: list[Annotated[str, Field(pattern=_GROUP)]] = Field(min_length=1, max_length=100)
     gate: GateModel
     rollout: RolloutModel = RolloutModel()
@@ -279,6 +286,11 @@ class WaveModel(_Model):
     device_client: DeviceClientModel | None = Field(
         None, description="This wave's Device Client settings (default: the campaign's)."
     )
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        return None if value is None else checked_region(value)
 
 
 class CampaignFile(_Model):
@@ -320,18 +332,7 @@ class CampaignFile(_Model):
     @field_validator("region")
     @classmethod
     def _known_region(cls, value: str) -> str:
-        try:
-            check_region(value)
-        except EndpointRejected as exc:
-            # The documents would be refused for it anyway (region-invalid): say so here,
-            # with the line, before any AWS call goes to a host that does not exist.
-            raise ValueError(
-                f"{value!r} is not an AWS region of the commercial, China or GovCloud "
-                "partitions known to this version (job_documents/data/regions.json); check "
-                "the spelling"
-                + ("" if "isolated" not in str(exc) else "; isolated partitions are not supported")
-            ) from None
-        return value
+        return checked_region(value)
 
     def to_spec(self, base_dir: Path | None = None) -> CampaignSpec:
         catalog = self.catalog
@@ -399,6 +400,7 @@ def _wave(w: WaveModel) -> WaveSpec:
         ),
         device_runtime=runtime(w.device_runtime),
         device_client=None if w.device_client is None else w.device_client.to_settings(),
+        region=w.region,
     )
 
 
@@ -457,6 +459,7 @@ def _validated(text: str, source: str) -> CampaignFile:
             )
         seen.add(wave.name)
     dupes.extend(runtime_problems(model.device_runtime, model.device_client, model.waves, marks))
+    dupes.extend(region_problems(model.region, model.endpoint, model.waves, marks))
     if dupes:
         raise SpecError(source, tuple(dupes))
     if len(_PARSED) >= _PARSED_KEEP:

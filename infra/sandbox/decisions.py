@@ -226,3 +226,20 @@ CERTIFICATES_PAGE_SIZE: Final = 25
 # and the connection is closed; MQTT 3.1.1 gets no CONNACK: the connection is closed
 # (clients see the broker hang up).
 CONNECT_REFUSED_V5_REASON: Final = 0x87
+
+# --- simulated AWS IoT Device Client devices (infra/sandbox/fleet/device_client.py) ---------
+# Device Client runs runCommand steps too; the simulation runs runHandler steps only and
+# rejects a document with a runCommand step, saying so.
+DEVICE_CLIENT_RUN_COMMAND: Final = "runCommand steps are not simulated; use runHandler"
+# Device Client's README counts a step as passed when the handler exits 0 with at most
+# allowStdErr lines of stderr (default 0); the simulation follows the README (JobEngine.cpp
+# of some releases reads allowStdErr differently).
+# Device Client sends statusDetails `stdout`/`stderr` unfiltered (its source has a TODO to
+# drop control characters); the simulation replaces them with spaces and keeps the last
+# 1,024 characters, which AWS accepts.
+# The device's `/` is `<fleet root>/<thing>/fs`: absolute paths in a step (`path`, and
+# arguments that start with `/`) are resolved inside it, as under a chroot.
+# A Device Client device connects, at its first job, to the endpoint its configuration
+# names, and keeps that connection (and reports over it) until `restart()`; the fleet
+# restarts a device once its job SUCCEEDED, as an operator is told to (docs/runbook.md).
+DEVICE_CLIENT_RESTARTS_AFTER_SUCCESS: Final = True

@@ -282,6 +282,7 @@ class IotJobsAdapter:
             # A SCHEDULED job (startTime ahead) has rolled out nothing yet, whatever it lists.
             rollout_done=not details.get("processingTargets") and job.get("status") != "SCHEDULED",
             reason_code=job.get("reasonCode"),
+            arn=job.get("jobArn"),
         )
 
     def get_job_document(self, job_id: str) -> str:

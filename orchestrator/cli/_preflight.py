@@ -11,6 +11,7 @@ campaign's log (`ca-migrate events`, the report), as a passed check leaves an
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Final
 
@@ -62,34 +63,43 @@ class EndpointCheck:
     def __post_init__(self) -> None:
         parse_connect_to(self.connect_to)  # a malformed entry is exit 2 before any AWS call
 
-    def __call__(self, spec: CampaignSpec, host: str, catalog: Catalog) -> Event:
-        """Check `host` with the roots `spec` adds (from `catalog`); the event that records it."""
+    def __call__(self, spec: CampaignSpec, hosts: Mapping[str, str], catalog: Catalog) -> Event:
+        """Check each region's host with the roots `spec` adds; the event that records it."""
         roots = tuple(TrustedRoot(r.name, r.pem) for r in map(catalog.get, spec.trust.add))
         names = ", ".join(r.name for r in roots)
-        target = f"{host}:{spec.endpoint_port}"
-        data = {"host": host, "port": spec.endpoint_port, "roots": [r.name for r in roots]}
+        port = spec.endpoint_port
+        targets = [f"{host}:{port}" for host in dict.fromkeys(hosts.values())]
+        data: dict[str, object] = {"roots": [r.name for r in roots], "port": port}
         if self.skip:
-            warn_skipped(target, names)
+            warn_skipped(", ".join(targets), names)
             return Event(
                 kind=EventKind.ENDPOINT_CHECK_SKIPPED,
-                reason=f"--skip-endpoint-check: nobody checked that {target} serves a "
-                f"certificate chaining to {names}",
-                data=data,
+                reason=f"--skip-endpoint-check: nobody checked that {', '.join(targets)} "
+                f"serve{'s' if len(targets) == 1 else ''} a certificate chaining to {names}",
+                data=data | {"endpoints": [{"host": h, "port": port} for h in hosts.values()]},
             )
-        print(f"checking the new endpoint {target} with the roots {names} ...", file=sys.stderr)
-        proof = check_endpoint(
-            host, spec.endpoint_port, roots, connect_to=parse_connect_to(self.connect_to)
-        )
-        print(
-            f"endpoint check passed: {target} ({proof.tls_version}) presents {proof.subject}, "
-            f"issued by {proof.issuer}, verified with {names}",
-            file=sys.stderr,
+        connect_to = parse_connect_to(self.connect_to)
+        proofs = []
+        for host in dict.fromkeys(hosts.values()):
+            print(
+                f"checking the new endpoint {host}:{port} with the roots {names} ...",
+                file=sys.stderr,
+            )
+            proof = check_endpoint(host, port, roots, connect_to=connect_to)
+            print(
+                f"endpoint check passed: {host}:{port} ({proof.tls_version}) presents "
+                f"{proof.subject}, issued by {proof.issuer}, verified with {names}",
+                file=sys.stderr,
+            )
+            proofs.append(proof)
+        seen = "; ".join(
+            f"{p.host}:{p.port} presents {p.subject} (issued by {p.issuer})" for p in proofs
         )
         return Event(
             kind=EventKind.ENDPOINT_CHECKED,
-            reason=f"{target} presents {proof.subject} (issued by {proof.issuer}); it verifies "
-            f"with the roots the campaign adds ({names}) and names the host",
-            data=proof.as_dict(),
+            reason=f"{seen}: it verifies with the roots the campaign adds ({names}) and names "
+            "the host",
+            data=data | {"endpoints": [p.as_dict() for p in proofs]},
         )
 
 

@@ -1,15 +1,18 @@
 """What `plan` and `start` learn from the account before anything exists, and how they say it.
 
 Each wave's thing groups are resolved (a missing one is exit 2) and their
-things listed through the adapter; `orchestrator.feasibility` decides whether
-the campaign can succeed; a campaign that cannot is refused with every
-problem on its own line (exit 2).
+things listed through the adapter of the wave's region (thing names are per
+region: a thing of another region than the campaign's is counted as
+`<region>/<name>`, so two regions' same-named things are not taken for one);
+`orchestrator.feasibility` decides whether the campaign can succeed; a campaign
+that cannot is refused with every problem on its own line (exit 2).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +32,7 @@ __all__ = ["Survey", "already_started", "print_plan", "refuse", "survey"]
 class Survey:
     """What the account holds for a campaign: group ARNs, each wave's things, the problems."""
 
-    arns: dict[str, str]
+    arns: dict[tuple[str, str], str]  # (region, group) -> ARN
     members: dict[str, dict[str, list[str]]]
     problems: list[Problem]
 
@@ -37,18 +40,25 @@ class Survey:
         return len(wave_devices(self.members[wave]))
 
 
-def survey(api: IotJobsAdapter, spec: CampaignSpec) -> Survey:
-    """Resolve every group (a missing one is exit 2) and its things; check the campaign can pass."""
-    arns: dict[str, str] = {}
-    things: dict[str, list[str]] = {}
+def survey(api: IotJobsAdapter | Mapping[str, IotJobsAdapter], spec: CampaignSpec) -> Survey:
+    """Resolve every group (a missing one is exit 2) and its things; check the campaign can pass.
+
+    `api` is each region's adapter (one adapter serves a campaign of one region).
+    """
+    arns: dict[tuple[str, str], str] = {}
+    things: dict[tuple[str, str], list[str]] = {}
     members: dict[str, dict[str, list[str]]] = {}
     for wave in spec.waves:
+        region = spec.region_of(wave)
+        adapter = api[region] if isinstance(api, Mapping) else api
         members[wave.name] = {}
         for group in wave.thing_groups:
-            if group not in arns:
-                arns[group] = api.group_arn(group)
-                things[group] = api.thing_names(group)
-            members[wave.name][group] = things[group]
+            key = (region, group)
+            if key not in arns:
+                arns[key] = adapter.group_arn(group)
+                names = adapter.thing_names(group)
+                things[key] = names if region == spec.region else [f"{region}/{n}" for n in names]
+            members[wave.name][group] = things[key]
     return Survey(arns, members, check_campaign(spec, members))
 
 
@@ -64,12 +74,15 @@ def print_plan(
     catalog: str,
     is_default: bool,
     waves: list[dict[str, Any]],
-    checked: Event,
+    region_lines: Sequence[str] = (),
+    checked: Event | None = None,
 ) -> None:
     print(f"campaign {spec.name} in {spec.region}: endpoint {host}")
-    if checked.kind is EventKind.ENDPOINT_CHECK_SKIPPED:
-        print(f"!! ENDPOINT NOT CHECKED (--skip-endpoint-check): {host}:{spec.endpoint_port}")
-    else:
+    for line in region_lines:
+        print(line)
+    if checked is not None and checked.kind is EventKind.ENDPOINT_CHECK_SKIPPED:
+        print(f"!! ENDPOINT NOT CHECKED (--skip-endpoint-check): {checked.reason}")
+    elif checked is not None:
         print(f"endpoint check passed: {checked.reason}")
     if not is_default:
         print(f"!! CATALOG {catalog}: NOT the packaged Amazon Trust Services roots")
@@ -84,8 +97,9 @@ def print_plan(
         gate = (
             f"its gate can pass with {needs}+ devices" if needs is not None else "gate cannot pass"
         )
+        where = f" ({w['region']})" if w.get("region", spec.region) != spec.region else ""
         print(
-            f"- wave {w['wave']}: {w['distinct_devices']} devices in {groups}; {gate}; "
+            f"- wave {w['wave']}{where}: {w['distinct_devices']} devices in {groups}; {gate}; "
             f"approval {w['approval']}"
         )
         print(f"  job {w['job_id']}, document {w['document_size']} characters")

@@ -26,6 +26,7 @@ from orchestrator.cli import seams
 from orchestrator.cli._census_view import CensusOption, print_status_with_census, shadow_census
 from orchestrator.cli._output import OutputOption, output_format
 from orchestrator.cli._preflight import ConnectToOption, EndpointCheck, SkipEndpointCheckOption
+from orchestrator.cli._regions import RegionalClients, endpoints, region_lines, regions_plan
 from orchestrator.cli._signing import signing_plan
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
 from orchestrator.cli.exits import exit_codes
@@ -53,7 +54,6 @@ from orchestrator.spec import load_spec, parse_spec, read_campaign_text
 from orchestrator.store import StateStore
 
 if TYPE_CHECKING:
-    from orchestrator.aws.iot import IotJobsAdapter
     from orchestrator.jobdocs import WaveDocuments
 
 __all__ = ["app"]
@@ -108,21 +108,18 @@ def _store(opts: _Options) -> StateStore:
     return seams.wrap_store(store)
 
 
-def _reconciler(opts: _Options, region: str, store: StateStore | None = None) -> Reconciler:
-    from orchestrator.aws.iot import IotJobsAdapter, make_client
-    from orchestrator.jobs import JobsApi
+def _clients(opts: _Options) -> RegionalClients:
+    return RegionalClients(opts.endpoint_url, opts.profile, opts.region)
 
-    if opts.region and opts.region != region:
-        raise UsageError(
-            f"the campaign runs in {region} but --region says {opts.region}; drop --region"
-        )
-    api: JobsApi = seams.wrap_jobs_api(
-        IotJobsAdapter(
-            make_client(region=region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-        )
-    )
+
+def _reconciler(opts: _Options, spec: CampaignSpec, store: StateStore | None = None) -> Reconciler:
+    """A reconciler with one Jobs API per region of the campaign (made on first use)."""
+    clients = _clients(opts)
+    clients.check(spec)
     store = store or _store(opts)
-    return Reconciler(store, api, clock_from_env(opts.endpoint_url), signer=_signer_opener(opts))
+    return Reconciler(
+        store, clients.jobs(), clock_from_env(opts.endpoint_url), signer=_signer_opener(opts)
+    )
 
 
 def _signer_opener(opts: _Options) -> SignerOpener:
@@ -138,7 +135,7 @@ def _campaign_reconciler(opts: _Options, name: str) -> Reconciler:
     store = _store(opts)
     stored = store.load(name)
     spec = parse_spec(stored.spec_text, f"campaign {name}")
-    return _reconciler(opts, spec.region, store)
+    return _reconciler(opts, spec, store)
 
 
 def _spec_of(store: StateStore, name: str) -> CampaignSpec:
@@ -148,20 +145,6 @@ def _spec_of(store: StateStore, name: str) -> CampaignSpec:
 
 
 # -- plan / start ----------------------------------------------------------------------------
-
-
-def _adapter(opts: _Options, spec: CampaignSpec) -> IotJobsAdapter:
-    """The adapter for plan/start, after one quick call that proves AWS IoT can be used."""
-    from orchestrator.aws.iot import IotJobsAdapter, make_client, preflight
-
-    if opts.region and opts.region != spec.region:
-        raise UsageError(
-            f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
-        )
-    preflight(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-    return IotJobsAdapter(
-        make_client(region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile)
-    )
 
 
 def _runtime_plan(spec: CampaignSpec, wave: WaveSpec, built: WaveDocuments) -> dict[str, Any]:
@@ -202,13 +185,13 @@ def plan(
         output = output_format(output)
         check = EndpointCheck(skip_endpoint_check, tuple(connect_to or ()))
         spec = load_spec(file)
-        api = _adapter(_options(ctx), spec)
-        host = api.resolve_endpoint() if spec.endpoint == "auto" else spec.endpoint
         opts = _options(ctx)
+        adapters = _clients(opts).adapters(spec)
         signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
-        built = build_wave_documents(spec, host, signer)
-        checked = check(spec, host, built.catalog)
-        found = survey(api, spec)
+        built = build_wave_documents(spec, endpoints(spec, adapters), signer)
+        host = built.endpoint
+        found = survey(adapters, spec)
+        checked = check(spec, built.endpoints, built.catalog)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
@@ -217,11 +200,12 @@ def plan(
                 job_id,
                 f"<{doc.size} characters>",
                 job_config(spec, wave, Operation.MIGRATE),
-                [found.arns[g] for g in wave.thing_groups],
+                [found.arns[spec.region_of(wave), g] for g in wave.thing_groups],
             )
             waves.append(
                 {
                     "wave": wave.name,
+                    "region": spec.region_of(wave),
                     "devices": {g: len(t) for g, t in found.members[wave.name].items()},
                     "distinct_devices": found.devices(wave.name),
                     "gate_needs_devices": devices_needed(wave.gate),
@@ -233,10 +217,13 @@ def plan(
                     **_runtime_plan(spec, wave, built),
                 }
             )
+        regions = regions_plan(spec, built.endpoints)
         result: dict[str, Any] = {
             "campaign": spec.name,
             "region": spec.region,
             "endpoint": host,
+            "endpoints": built.endpoints,
+            "regions": regions,
             "endpoint_port": spec.endpoint_port,
             "signing": signing_plan(spec),
             "catalog": built.catalog.source,
@@ -255,7 +242,15 @@ def plan(
         if output == "json":
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
-            print_plan(spec, host, built.catalog.source, built.catalog.is_default, waves, checked)
+            print_plan(
+                spec,
+                host,
+                built.catalog.source,
+                built.catalog.is_default,
+                waves,
+                region_lines(regions),
+                checked,
+            )
         refuse(found.problems)
 
 
@@ -277,9 +272,9 @@ def start(
         text = read_campaign_text(file)  # once: what is stored is exactly what was validated
         spec = parse_spec(text, str(file), base_dir=file.parent)
         opts = _options(ctx)
-        rec = _reconciler(opts, spec.region)
+        rec = _reconciler(opts, spec)
         if not already_started(rec.store, spec.name, text):
-            refuse(survey(_adapter(opts, spec), spec).problems)
+            refuse(survey(_clients(opts).adapters(spec), spec).problems)
             rec.start(spec, text, str(file.resolve().parent), preflight=check)
         result = rec.step(spec.name)
     _print_state(result.state, spec.catalog, output, rec)

@@ -174,7 +174,8 @@ def demo(
         str, typer.Option(help="memory (thousands of devices) or mqtt (real SDK over TLS).")
     ] = "memory",
     scenario: Annotated[
-        str, typer.Option(help="happy, bad-canary, offline, throttled or rollback.")
+        str,
+        typer.Option(help="happy, bad-canary, offline, throttled, device-client or rollback."),
     ] = "happy",
     time_scale: Annotated[
         float | None,
@@ -195,7 +196,7 @@ def demo(
     """Run the bundled campaign on the sandbox with a simulated fleet, live, then summarize."""
     from infra.sandbox.fleet import simulation_gc
     from orchestrator.demo.runner import RunSettings, run_campaign
-    from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet
+    from orchestrator.demo.scenarios import CAMPAIGN_FILE, campaign_text, demo_fleet
     from orchestrator.demo.scenarios import scenario as find_scenario
 
     setup = _quiet_logs(ctx, verbose)
@@ -224,7 +225,7 @@ def demo(
             output,
             f"demo {chosen.name}",
             lambda view: run_campaign(
-                CAMPAIGN_FILE.read_text(encoding="utf-8"),
+                campaign_text(chosen),
                 fleet,
                 settings,
                 source=str(CAMPAIGN_FILE),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.sandbox.fleet import FleetSpec, GroupSpec, Profile
+from infra.sandbox.fleet.device_client import LAYOUT
 from orchestrator.errors import UsageError
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "GROUPS",
     "SCENARIOS",
     "Scenario",
+    "campaign_text",
     "demo_fleet",
     "group_sizes",
     "scenario",
@@ -74,6 +76,7 @@ class Scenario:
     throttle_rate: float = 0.0
     rollback: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
+    device_clients: int = 0  # devices of an extra wave that run AWS IoT Device Client
 
 
 _BENIGN: Mapping[Profile, float] = {
@@ -120,6 +123,16 @@ SCENARIOS: dict[str, Scenario] = {
             throttle_rate=0.2,
         ),
         Scenario(
+            name="device-client",
+            description="a last wave of devices that run AWS IoT Device Client beside the agent "
+            "waves: each takes the runHandler document, runs the real handler script, and "
+            "reconnects on the ATS endpoint once Device Client restarts",
+            canary=_BENIGN,
+            rest={},
+            expected="COMPLETED",
+            device_clients=MIN_WAVE,
+        ),
+        Scenario(
             name="rollback",
             description="the canary halts (30% cannot reach the new endpoint) and the operator "
             "rolls back: restore jobs return every device to the legacy endpoint",
@@ -140,9 +153,46 @@ def scenario(name: str) -> Scenario:
     return found
 
 
+DEVICE_CLIENT_GROUP = "demo-device-client"
+
+#: The wave the device-client scenario adds: the simulated devices' layout (the sample's paths).
+_DEVICE_CLIENT_WAVE = """\
+  - name: device-client
+    thing_groups: [{group}]
+    device_runtime: device-client
+    device_client:
+      handler_path: {handler_path}
+      device_toml: {device_toml}
+      config_path: {config_path}
+    gate: {{min_success_rate: 0.5, min_completed_fraction: 0.95, confidence: 0.8}}
+    deadline_minutes: 60
+"""
+
+
+def campaign_text(chosen: Scenario) -> str:
+    """The bundled campaign, with the scenario's Device Client wave last when it has one."""
+    text = CAMPAIGN_FILE.read_text(encoding="utf-8")
+    if not chosen.device_clients:
+        return text
+    return (
+        text.rstrip("\n") + "\n" + _DEVICE_CLIENT_WAVE.format(group=DEVICE_CLIENT_GROUP, **LAYOUT)
+    )
+
+
 def demo_fleet(chosen: Scenario, devices: int, seed: int = 7) -> FleetSpec:
-    """The scenario's fleet over the bundled campaign's groups."""
+    """The scenario's fleet over the bundled campaign's groups.
+
+    A scenario's Device Client devices are taken from the last group, so `devices` is
+    still the whole fleet.
+    """
     sizes = group_sizes(devices)
+    last = GROUPS[-1][0]
+    sizes[last] -= chosen.device_clients
+    if sizes[last] < MIN_WAVE:
+        raise UsageError(
+            f"--devices is too small for the {chosen.name} scenario: give at least "
+            f"{devices + MIN_WAVE - sizes[last]}"
+        )
     groups = tuple(
         GroupSpec(
             name=name,
@@ -151,4 +201,10 @@ def demo_fleet(chosen: Scenario, devices: int, seed: int = 7) -> FleetSpec:
         )
         for name, size in sizes.items()
     )
+    if chosen.device_clients:
+        groups += (
+            GroupSpec(
+                name=DEVICE_CLIENT_GROUP, size=chosen.device_clients, runtime="device-client"
+            ),
+        )
     return FleetSpec(groups=groups, seed=seed)

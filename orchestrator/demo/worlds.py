@@ -17,6 +17,7 @@ from infra.sandbox.fleet import (
     ShardedFleet,
     WorkerProcesses,
     assign_profiles,
+    device_client_things,
 )
 from infra.sandbox.pki import SandboxPki
 from infra.sandbox.runtime import Sandbox
@@ -73,14 +74,27 @@ def memory_world(
     *,
     remove_files: bool,
 ) -> tuple[Sandbox, SimulatedFleet]:
-    """A sandbox on a manual clock (no brokers) and an in-memory fleet on its engine."""
+    """A sandbox on a manual clock and an in-memory fleet on its engine.
+
+    No brokers, unless the fleet has Device Client groups (see below).
+    """
+    device_clients = any(g.runtime == "device-client" for g in fleet.groups)
     workers = fleet_workers(fleet.size, settings.workers)
+    if device_clients and workers:
+        raise UsageError(
+            "a fleet with Device Client groups runs in one process: give --workers 0 "
+            "(their handler runs as a process of its own per job anyway)"
+        )
     # Worker interpreters import the device code while this process provisions the things.
     processes = stack.enter_context(WorkerProcesses(workers)) if workers else None
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-    sandbox = Sandbox(mqtt=False, clock=clock, region=region, work_dir=work / "sandbox").start()
+    # Device Client devices run the real handler, whose probe is a real handshake and MQTT
+    # CONNECT: they need the sandbox's brokers (and its PKI, which the brokers serve).
+    sandbox = Sandbox(
+        mqtt=device_clients, clock=clock, region=region, work_dir=work / "sandbox"
+    ).start()
     stack.callback(sandbox.stop)
-    pki = SandboxPki.create_or_load(work / "pki", region=region)
+    pki = sandbox.pki or SandboxPki.create_or_load(work / "pki", region=region)
     provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
     profiles = assign_profiles(fleet, provisioned.groups)
     sim: MemoryFleet | ShardedFleet
@@ -107,6 +121,11 @@ def memory_world(
             root=work / "devices",
             seed=fleet.seed,
             durable=settings.durable_device_files,
+            device_client_things=device_client_things(fleet, provisioned.groups),
+            broker_overrides={
+                f"{pki.hosts[kind]}:8883": f"127.0.0.1:{endpoint.port}"
+                for kind, endpoint in sandbox.endpoints.items()
+            },
         )
         stack.callback(memory.close)
         sim = memory
@@ -120,6 +139,13 @@ def mqtt_world(
 ) -> tuple[Sandbox, SimulatedFleet]:
     """A sandbox on a scaled clock with its brokers, and SDK devices connected to them."""
     from infra.sandbox.fleet.mqtt import MqttFleet
+
+    if any(g.runtime == "device-client" for g in fleet.groups):
+        raise UsageError(
+            "Device Client groups are simulated on the memory transport only: run with "
+            "--transport memory (their handler still makes a real TLS handshake and MQTT "
+            "CONNECT with the sandbox's brokers)"
+        )
 
     scale = settings.time_scale if settings.time_scale > 0 else MQTT_TIME_SCALE
     sandbox = Sandbox(mqtt=True, time_scale=scale, region=region, work_dir=work / "sandbox")

@@ -98,11 +98,13 @@ def test_plan_and_start_pass_the_check_with_the_sandbox_catalog_and_record_it(
     check = json.loads(planned.stdout)["endpoint_check"]
     assert check["passed"] is True
     assert check["skipped"] is False
-    assert check["host"] == ats.host
-    assert check["port"] == port
-    assert check["address"] == f"127.0.0.1:{local}"
-    assert check["alpn"] == ("x-amzn-mqtt-ca" if port == 443 else None)
-    assert "Sandbox stand-in for Amazon Root CA 1" in check["issuer"]
+    assert check["roots"] == ["amazon-root-ca-1", "amazon-root-ca-3"]
+    (proof,) = check["endpoints"]
+    assert proof["host"] == ats.host
+    assert proof["port"] == port
+    assert proof["address"] == f"127.0.0.1:{local}"
+    assert proof["alpn"] == ("x-amzn-mqtt-ca" if port == 443 else None)
+    assert "Sandbox stand-in for Amazon Root CA 1" in proof["issuer"]
     assert "endpoint check passed" in planned.stderr
     started = in_process(sandbox, state, "start", str(path))
     assert started.returncode == 0, started.stderr

@@ -47,6 +47,7 @@ from device_handler.memory import ExecutionView, JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
 from device_handler.simulation import CrashingFileOps, NoSyncFileOps
 from device_handler.trust import EndpointConfig
+from infra.sandbox import decisions as d
 from infra.sandbox.fleet._base import (
     FleetBase,
     FleetTiming,
@@ -54,6 +55,7 @@ from infra.sandbox.fleet._base import (
     _Device,
     hanging_probe,
 )
+from infra.sandbox.fleet.device_client import DeviceClientDevice
 from infra.sandbox.fleet.profiles import Profile
 from infra.sandbox.fleet.simtls import SimulatedTls
 from infra.sandbox.pki import SandboxPki
@@ -97,7 +99,16 @@ class MemoryFleet(FleetBase):
         timing: FleetTiming | None = None,
         durable: bool = True,
         share_validation: bool = True,
+        device_client_things: frozenset[str] = frozenset(),
+        broker_overrides: Mapping[str, str] | None = None,
     ) -> None:
+        """A fleet of `profiles`' devices; `device_client_things` run AWS IoT Device Client.
+
+        Those run the real handler (`DeviceClientDevice`), whose probe needs the sandbox's
+        brokers: `broker_overrides` (host:port -> 127.0.0.1:port) reach them.
+        """
+        if device_client_things and broker_overrides is None:
+            raise ValueError("Device Client devices need the sandbox's brokers (broker_overrides)")
         super().__init__(
             pki,
             profiles,
@@ -132,6 +143,10 @@ class MemoryFleet(FleetBase):
         self._runner: int | None = None
         self._started = False
         self.outcomes: Counter[str] = Counter()
+        self._device_clients = {
+            name: DeviceClientDevice(name, self.root / name, pki, overrides=broker_overrides or {})
+            for name in device_client_things
+        }
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Self:
@@ -265,6 +280,9 @@ class MemoryFleet(FleetBase):
             self._schedule(device, device.ready_at)
             return
         device.slow_armed = False
+        if device.name in self._device_clients:
+            self._activate_device_client(device, now)
+            return
         fs = self._fs
         if profile is Profile.POWER_CUT and device.cuts == 0:
             crash_at = self._random(device).randrange(CUT_POINTS)
@@ -301,3 +319,32 @@ class MemoryFleet(FleetBase):
             self.outcomes["ERROR"] += 1
         finally:
             self._active = None
+
+    def _activate_device_client(self, device: _Device, now: float) -> None:
+        """A Device Client device takes its jobs; after a success, Device Client restarts."""
+        client = self._device_clients[device.name]
+        self._boot(device)
+        self._active = device.name
+        try:
+            for _ in range(MAX_POLLS):
+                status = client.run_next(self.engine)
+                self.outcomes[status] += 1
+                if status == "NONE":
+                    break
+                if device.first_job_at is None:
+                    device.first_job_at = now
+                if status == "SUCCEEDED" and d.DEVICE_CLIENT_RESTARTS_AFTER_SUCCESS:
+                    client.restart()
+        except DeviceHandlerError as exc:
+            log.warning("device_error", thing=device.name, error=str(exc))
+            self.outcomes["ERROR"] += 1
+        finally:
+            self._active = None
+
+    def device_client_things(self) -> frozenset[str]:
+        """The devices that run AWS IoT Device Client."""
+        return frozenset(self._device_clients)
+
+    def device_client(self, thing: str) -> DeviceClientDevice:
+        """The Device Client of device `thing` (KeyError when it runs the agent)."""
+        return self._device_clients[thing]

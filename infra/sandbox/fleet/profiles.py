@@ -13,6 +13,10 @@ are written in::
       - name: fleet-a
         size: 950
         profiles: {offline: 0.05, late: 0.05, power_cut: 0.01}
+      - name: gateways
+        size: 20
+        runtime: device-client     # AWS IoT Device Client runs the real handler script
+        profiles: {offline: 0.05}
 
 Invariants:
 - Assignment is deterministic for a given description and seed: the same
@@ -31,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -39,11 +43,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from infra.sandbox.errors import SandboxError
 
 __all__ = [
+    "DEVICE_CLIENT_PROFILES",
     "FleetSpec",
     "FleetSpecError",
     "GroupSpec",
     "Profile",
     "assign_profiles",
+    "device_client_things",
     "load_fleet_spec",
     "parse_fleet_spec",
 ]
@@ -63,6 +69,13 @@ class Profile(StrEnum):
     HANG = "hang"  # its probe never returns: it goes silent mid-transaction, the job times out
 
 
+#: The profiles a Device Client device can follow: its timing (the handler's own
+#: transaction is real, with its real probe, so the network faults are not simulated there).
+DEVICE_CLIENT_PROFILES: frozenset[Profile] = frozenset(
+    {Profile.OK, Profile.OFFLINE, Profile.LATE, Profile.SLOW}
+)
+
+
 class FleetSpecError(SandboxError):
     """A fleet description cannot be used; the message says what to change."""
 
@@ -74,6 +87,7 @@ class GroupSpec:
     name: str
     size: int
     profiles: Mapping[Profile, float] = field(default_factory=dict)
+    runtime: str = "agent"  # or "device-client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +118,20 @@ class _GroupModel(BaseModel):
     name: str = Field(pattern=r"^[a-zA-Z0-9:_-]{1,128}$")
     size: int = Field(ge=0, le=1_000_000)
     profiles: dict[Profile, Share] = Field(default_factory=dict)
+    runtime: Literal["agent", "device-client"] = "agent"
 
     @model_validator(mode="after")
     def _shares(self) -> _GroupModel:
+        if self.runtime == "device-client":
+            other = sorted(
+                p.value for p, s in self.profiles.items() if s and p not in DEVICE_CLIENT_PROFILES
+            )
+            if other:
+                raise ValueError(
+                    f"Device Client devices follow only the profiles "
+                    f"{', '.join(sorted(p.value for p in DEVICE_CLIENT_PROFILES))}; "
+                    f"remove {', '.join(other)} from this group"
+                )
         total = sum(self.profiles.values())
         if total > 1.0 + 1e-9:
             raise ValueError(
@@ -133,7 +158,7 @@ def parse_fleet_spec(data: Any, source: str = "<fleet>") -> FleetSpec:
             for err in exc.errors()
         )
         raise FleetSpecError(
-            f"{source}: {problems}. A fleet file is `groups: [{{name, size, profiles: "
+            f"{source}: {problems}. A fleet file is `groups: [{{name, size, runtime?, profiles: "
             f"{{PROFILE: SHARE}}}}]` with profiles among {', '.join(p.value for p in Profile)}"
         ) from exc
     names = [g.name for g in model.groups]
@@ -142,7 +167,8 @@ def parse_fleet_spec(data: Any, source: str = "<fleet>") -> FleetSpec:
         raise FleetSpecError(f"{source}: group {', '.join(twice)} is listed twice; list it once")
     return FleetSpec(
         groups=tuple(
-            GroupSpec(name=g.name, size=g.size, profiles=dict(g.profiles)) for g in model.groups
+            GroupSpec(name=g.name, size=g.size, profiles=dict(g.profiles), runtime=g.runtime)
+            for g in model.groups
         ),
         seed=model.seed,
     )
@@ -187,3 +213,13 @@ def assign_profiles(spec: FleetSpec, members: Mapping[str, Sequence[str]]) -> di
         rng.shuffle(profiles)
         out.update(zip(names, profiles, strict=True))
     return out
+
+
+def device_client_things(spec: FleetSpec, members: Mapping[str, Sequence[str]]) -> frozenset[str]:
+    """The things of the groups whose devices run AWS IoT Device Client."""
+    return frozenset(
+        thing
+        for group in spec.groups
+        if group.runtime == "device-client"
+        for thing in members.get(group.name, ())
+    )

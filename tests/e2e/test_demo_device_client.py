@@ -1,0 +1,138 @@
+"""`ca-migrate demo --scenario device-client`: a mixed fleet, agents and AWS IoT Device Client.
+
+The Device Client wave's job carries the runHandler document; its simulated devices run
+the real `ca-migrate-handler.sh` (a process each, a real handshake and MQTT CONNECT with
+the sandbox's brokers), and Device Client reports from the exit code over the connection
+it started with. Assertions read the sandbox's executions and the devices' files.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+
+from device_handler.trust import EndpointConfig, TrustBundle
+from infra.sandbox.fleet.device_client import LAYOUT
+from orchestrator.cli import app
+from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
+from orchestrator.demo.scenarios import DEVICE_CLIENT_GROUP, campaign_text, demo_fleet, scenario
+
+pytestmark = pytest.mark.e2e
+
+DEVICES = 50
+ATS = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
+
+
+def test_a_device_client_wave_completes_beside_the_agent_waves() -> None:
+    chosen = scenario("device-client")
+    seen: dict[str, Any] = {}
+
+    def inspect(run: CampaignRun) -> None:
+        fleet: Any = run.fleet
+        engine = run.sandbox.engine
+        wave = next(
+            w for w in run.reconciler.store.load("demo").state.waves if w.name == "device-client"
+        )
+        seen["document"] = json.loads(engine.get_job_document({"jobId": wave.job_id})["document"])
+        seen["history"] = engine.execution_history(job_id=wave.job_id)
+        seen["agent_history"] = [h for h in engine.execution_history() if h["jobId"] != wave.job_id]
+        seen["dc"] = {}
+        for thing in fleet.device_client_things():
+            client = fleet.device_client(thing)
+            paths = fleet.paths(thing)
+            seen["dc"][thing] = {
+                "host": EndpointConfig.parse(paths.endpoint_file.read_bytes()).host,
+                "roots": len(TrustBundle.parse(paths.trust_bundle.read_bytes()).roots),
+                "dc_endpoint": json.loads(client.inside(LAYOUT["config_path"]).read_text())[
+                    "endpoint"
+                ],
+                "connected": client.connected_host,
+                "committed": paths.previous.exists(),
+            }
+
+    result = run_campaign(
+        campaign_text(chosen),
+        demo_fleet(chosen, DEVICES),
+        RunSettings(),
+        source="device-client",
+        inspect=inspect,
+    )
+    assert result.status == "COMPLETED"
+    assert [w["phase"] for w in result.waves] == ["PASSED"] * 6
+    assert result.waves[-1]["name"] == "device-client"
+    assert result.endpoints == {"ats": DEVICES}
+    # the job carried Device Client's document around the ca-migration/1 one
+    action = seen["document"]["steps"][0]["action"]
+    assert seen["document"]["version"] == "1.0"
+    assert action["type"] == "runHandler"
+    embedded = json.loads(action["input"]["args"][-1])
+    assert embedded["schema"] == "ca-migration/1"
+    assert embedded["wave"] == "device-client"
+    # five Device Client devices, each SUCCEEDED from its handler's exit code, reported over
+    # the connection Device Client started with (legacy), then restarted onto ATS
+    assert len(seen["dc"]) == chosen.device_clients == len(seen["history"])
+    for execution in seen["history"]:
+        assert execution["status"] == "SUCCEEDED"
+        assert execution["statusDetails"] == {"reason": "step ca-migrate exited 0"}
+        assert [(h["status"], h["via"]) for h in execution["history"][-2:]] == [
+            ("IN_PROGRESS", "legacy"),
+            ("SUCCEEDED", "legacy"),
+        ]
+    for device in seen["dc"].values():
+        assert device["host"] == ATS
+        assert device["dc_endpoint"] == ATS  # the handler migrated Device Client's own config
+        assert device["roots"] == 3  # the legacy root kept, two ATS roots added
+        assert device["connected"] == ATS
+        assert device["committed"]  # the handler's transaction kept the backup restore needs
+    # the agent devices acknowledged over the new endpoint, as always
+    agent_done = [h for h in seen["agent_history"] if h["status"] == "SUCCEEDED"]
+    assert len(agent_done) == DEVICES - chosen.device_clients
+    assert all(h["history"][-1]["via"] == "ats" for h in agent_done)
+    assert DEVICE_CLIENT_GROUP in {g.name for g in demo_fleet(chosen, DEVICES).groups}
+
+
+def test_the_demo_command_runs_the_device_client_scenario_to_completed() -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--scenario",
+            "device-client",
+            "--devices",
+            str(DEVICES),
+            "--time-scale",
+            "0",
+            "--output",
+            "json",
+        ],
+    )
+    structlog.reset_defaults()
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout.strip().splitlines()[-1])
+    assert body["status"] == "COMPLETED"
+    assert body["as_expected"] is True
+    assert [w["name"] for w in body["waves"]][-1] == "device-client"
+
+
+def test_rehearse_refuses_device_client_groups_on_worker_processes(tmp_path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "groups:\n"
+        "  - {name: demo-canary, size: 5}\n"
+        "  - {name: gw, size: 5, runtime: device-client}\n"
+    )
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(
+        "name: r\nregion: us-east-1\ntrust: {add: [amazon-root-ca-1]}\n"
+        "waves:\n  - {name: canary, thing_groups: [demo-canary], gate: {min_success_rate: 0.5}}\n"
+    )
+    result = CliRunner().invoke(
+        app, ["rehearse", str(campaign), "--fleet", str(fleet), "--workers", "2"]
+    )
+    structlog.reset_defaults()
+    assert result.exit_code == 2
+    assert "--workers 0" in result.stderr
