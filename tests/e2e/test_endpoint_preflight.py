@@ -48,6 +48,7 @@ def sandbox() -> Iterator[runtime.Sandbox]:
     # A second region's listeners: the same roots, certificates for eu-west-1's names only.
     with runtime.Sandbox(mqtt=True, regions=(OTHER_REGION,)) as sb:
         sb.provision(3, [("canary", 3)])
+        sb.provision(3, [("eu-canary", 3)], prefix="eu-device", region=OTHER_REGION)
         yield sb
 
 
@@ -156,6 +157,30 @@ def test_an_endpoint_served_another_names_certificate_is_a_hostname_mismatch(
         assert "presents a certificate for another name" in ran.stderr
     assert stored(state) == []
     assert jobs_in_sandbox(sandbox) == jobs_before
+
+
+def test_a_campaign_over_two_regions_checks_each_regions_endpoint(sandbox, tmp_path: Path) -> None:
+    path = campaign(sandbox, tmp_path, name="two-regions")
+    path.write_text(
+        path.read_text()
+        + f"""\
+  - name: eu
+    region: {OTHER_REGION}
+    thing_groups: [eu-canary]
+    gate: {{min_success_rate: 0.5, min_completed: 2, confidence: 0.6}}
+"""
+    )
+    planned = in_process(sandbox, tmp_path / "s.sqlite", "plan", "--output", "json", str(path))
+    assert planned.returncode == 0, planned.stderr
+    proofs = json.loads(planned.stdout)["endpoint_check"]["endpoints"]
+    assert [p["host"] for p in proofs] == [
+        sandbox.endpoints["ats"].host,
+        sandbox.endpoints_for(OTHER_REGION)["ats"].host,
+    ]
+    assert [p["address"] for p in proofs] == [
+        f"127.0.0.1:{sandbox.endpoints['ats'].port}",
+        f"127.0.0.1:{sandbox.endpoints_for(OTHER_REGION)['ats'].port}",
+    ]
 
 
 def test_sandbox_up_exports_every_listener_under_the_variable_the_cli_reads(sandbox) -> None:
