@@ -11,6 +11,11 @@ state_dir = "state"                      # journal, rollback and previous snapsh
 # device_client_config = "/etc/.aws-iot-device-client/aws-iot-device-client.conf"
 #                                        # Device Client's config: its `endpoint` is a
 #                                        # third file of every transaction
+# device_client_restart = ["systemd-run", "--on-active=30", "systemctl", "restart",
+#                          "aws-iot-device-client"]
+#                                        # the Device Client handler runs it, detached,
+#                                        # after a job SUCCEEDED (docs/device-handler.md)
+# device_client_restart_delay_seconds = 0   # wait this long first (default 30)
 # catalog = "sandbox/catalog.json"       # default: the packaged Amazon Trust Services catalog
 # allowed_fingerprints = ["8ecde6..."]   # default: every root of the catalog
 # signing_public_key = "ops-2026.pub"    # Ed25519 or P-256; when set, only signed documents
@@ -48,6 +53,7 @@ from device_handler.validation import (
 __all__ = ["DeviceConfig", "load_config"]
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_MAX_RESTART_ARGS = 32
 _OVERRIDE = re.compile(r"[^:\s]+:\d{1,5}")
 #: A device.toml is a few hundred bytes; anything this large is some other file.
 _MAX_CONFIG_BYTES = 1 << 20
@@ -73,6 +79,8 @@ class DeviceConfig:
     protocol: str = "mqtt5"
     max_attempts: int = 3
     validity_margin_days: int = DEFAULT_VALIDITY_MARGIN_DAYS
+    device_client_restart: tuple[str, ...] | None = None
+    device_client_restart_delay_seconds: float = 30.0
     source: Path | None = None
 
     def identity(self) -> ClientIdentity:
@@ -191,6 +199,17 @@ def load_config(path: Path) -> DeviceConfig:
     signing_key = optional_file("signing_public_key")
     if signing_key is not None:
         load_verify_key(signing_key)
+    restart = raw.get("device_client_restart")
+    if restart is not None and (
+        not isinstance(restart, list)
+        or not 1 <= len(restart) <= _MAX_RESTART_ARGS
+        or not all(isinstance(a, str) and a and "\x00" not in a for a in restart)
+    ):
+        raise ConfigError(
+            f"{where}: `device_client_restart` must be a command as a list of 1 to "
+            f'{_MAX_RESTART_ARGS} non-empty strings, e.g. ["systemctl", "restart", '
+            '"aws-iot-device-client"]'
+        )
     protocol = text("protocol", required=False) or "mqtt5"
     if protocol not in {"mqtt5", "mqtt311"}:
         raise ConfigError(f'{where}: `protocol` must be "mqtt5" or "mqtt311"')
@@ -213,5 +232,9 @@ def load_config(path: Path) -> DeviceConfig:
         protocol=protocol,
         max_attempts=int(number("max_attempts", 3, low=1, high=20)),
         validity_margin_days=whole("validity_margin_days", DEFAULT_VALIDITY_MARGIN_DAYS, 3650),
+        device_client_restart=None if restart is None else tuple(restart),
+        device_client_restart_delay_seconds=number(
+            "device_client_restart_delay_seconds", 30, low=0, high=3600
+        ),
         source=path,
     )

@@ -31,6 +31,8 @@ __all__ = [
     "assemble",
     "base_query",
     "classify_endpoint",
+    "count_by_kind",
+    "counts_json",
     "endpoint_query",
     "indexing_hint",
     "never_reported_query",
@@ -198,19 +200,21 @@ def assemble(
         calls=calls,
         notes=tuple(notes),
         waves={
-            name: _by_kind(total, hosts, region) for name, (total, hosts) in (waves or {}).items()
+            name: count_by_kind(total, hosts, region)
+            for name, (total, hosts) in (waves or {}).items()
         },
     )
 
 
-def _by_kind(total: int, endpoints: Mapping[str, int], region: str) -> GroupCount:
+def count_by_kind(total: int, endpoints: Mapping[str, int], region: str) -> GroupCount:
+    """A group's (or wave's) devices by endpoint kind, from its total and endpoint buckets."""
     kinds = {"legacy": 0, "ats": 0, "other": 0}
     for host, count in endpoints.items():
         kinds[classify_endpoint(host, region)] += count
     return GroupCount(total=total, **kinds)
 
 
-def _counts_json(count: GroupCount) -> dict[str, int]:
+def counts_json(count: GroupCount) -> dict[str, int]:
     return {
         "total": count.total,
         "legacy": count.legacy,
@@ -236,8 +240,8 @@ def as_json(census: Census) -> dict[str, Any]:
         "roots": dict(census.roots),
         "phases": dict(census.phases),
         "agentVersions": dict(census.agent_versions),
-        "thingGroups": {name: _counts_json(c) for name, c in census.groups.items()},
-        "waves": {name: _counts_json(c) for name, c in census.waves.items()},
+        "thingGroups": {name: counts_json(c) for name, c in census.groups.items()},
+        "waves": {name: counts_json(c) for name, c in census.waves.items()},
         "neverReportedNames": list(census.never_reported_names),
         "calls": census.calls,
         "notes": list(census.notes),

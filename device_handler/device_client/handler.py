@@ -30,7 +30,9 @@ config`) or wrong arguments, a document file missing or unreadable (`reason:
 usage`). Device Client reports every non-zero exit as FAILED; the reason is in
 the report. Device Client must be restarted after a
 successful migrate to connect on the new endpoint (its `root-ca` should be
-the trust bundle path, which the transaction replaces in place).
+the trust bundle path, which the transaction replaces in place): with
+`device_client_restart` in device.toml the handler schedules that restart,
+detached and delayed (`device_handler/device_client/restart.py` says why).
 """
 
 from __future__ import annotations
@@ -235,7 +237,16 @@ def _run(argv: list[str]) -> tuple[int, dict[str, Any]]:
     except (DeviceHandlerError, OSError) as exc:
         return 1, {"status": "FAILED", "reason": "handler", "message": str(exc)}
     final = connector.reports[-1] if connector.reports else {"status": outcome.status}
-    return (0 if outcome.status == "SUCCEEDED" else 1), final
+    if outcome.status != "SUCCEEDED":
+        return 1, final
+    if config.device_client_restart is not None:
+        from device_handler.device_client.restart import schedule_restart
+
+        restart = schedule_restart(
+            config.device_client_restart, config.device_client_restart_delay_seconds
+        )
+        final = {**final, "deviceClientRestart": restart}
+    return 0, final
 
 
 #: The most a document file may hold: AWS's job document limit is 32,768 characters,

@@ -25,6 +25,7 @@ from job_documents import Operation
 from orchestrator.cli import seams
 from orchestrator.cli._census_view import CensusOption, print_status_with_census, shadow_census
 from orchestrator.cli._output import OutputOption, output_format
+from orchestrator.cli._plan_census import census_lines, plan_census
 from orchestrator.cli._preflight import ConnectToOption, EndpointCheck, SkipEndpointCheckOption
 from orchestrator.cli._regions import RegionalClients, endpoints, region_lines, regions_plan
 from orchestrator.cli._signing import signing_plan
@@ -218,9 +219,15 @@ def plan(
                 }
             )
         regions = regions_plan(spec, built.endpoints)
+        counted, census_note = plan_census(
+            spec, endpoint_url=opts.endpoint_url, profile=opts.profile
+        )
+        for entry in waves:
+            entry["census"] = counted.get(entry["wave"])
         result: dict[str, Any] = {
             "campaign": spec.name,
             "region": spec.region,
+            "census_note": census_note,
             "endpoint": host,
             "endpoints": built.endpoints,
             "regions": regions,
@@ -251,6 +258,8 @@ def plan(
                 region_lines(regions),
                 checked,
             )
+            for line in census_lines(waves, census_note):
+                print(line)
         refuse(found.problems)
 
 

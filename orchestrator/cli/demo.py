@@ -1,7 +1,7 @@
 """`ca-migrate demo` and `ca-migrate rehearse`: whole campaigns against the local sandbox.
 
 `demo` runs the bundled campaign over a simulated fleet shaped by a scenario
-(happy, bad-canary, offline, throttled, rollback) and shows it live; it
+(happy, bad-canary, offline, throttled, device-client, rollback, multi-region) and shows it live; it
 answers "what does a gated rollout look like, and would the gates stop a bad
 one?" without touching AWS. `rehearse` runs the operator's own campaign file
 against a described fleet (groups, sizes, fault profiles) and reports when
@@ -175,7 +175,9 @@ def demo(
     ] = "memory",
     scenario: Annotated[
         str,
-        typer.Option(help="happy, bad-canary, offline, throttled, device-client or rollback."),
+        typer.Option(
+            help="happy, bad-canary, offline, throttled, device-client, rollback or multi-region."
+        ),
     ] = "happy",
     time_scale: Annotated[
         float | None,
@@ -196,7 +198,7 @@ def demo(
     """Run the bundled campaign on the sandbox with a simulated fleet, live, then summarize."""
     from infra.sandbox.fleet import simulation_gc
     from orchestrator.demo.runner import RunSettings, run_campaign
-    from orchestrator.demo.scenarios import CAMPAIGN_FILE, campaign_text, demo_fleet
+    from orchestrator.demo.scenarios import campaign_text, demo_fleet
     from orchestrator.demo.scenarios import scenario as find_scenario
 
     setup = _quiet_logs(ctx, verbose)
@@ -228,7 +230,7 @@ def demo(
                 campaign_text(chosen),
                 fleet,
                 settings,
-                source=str(CAMPAIGN_FILE),
+                source=str(chosen.campaign),
                 on_progress=view,
             ),
         )

@@ -2,6 +2,9 @@
 
 The planner says when its next time-based decision falls due
 (`orchestrator.schedule.next_decision_at`); the loop never copies its rules.
+
+A sandbox of several regions has one engine per region on one clock: the loop
+watches every engine's changes and deadlines, and moves the clock once for all.
 """
 
 from __future__ import annotations
@@ -42,6 +45,28 @@ def _decision_time(spec: CampaignSpec, state: CampaignState) -> float | None:
     return None if when is None else when.timestamp()
 
 
+class _Engines:
+    """Every region's engine of the sandbox, seen as one: changes, deadlines, the clock."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.first = sandbox.engine
+        self.others = [e for e in sandbox.engines.values() if e is not self.first]
+        self.time_scale = self.first.time_scale
+
+    @property
+    def revision(self) -> int:
+        return self.first.revision + sum(e.revision for e in self.others)
+
+    def next_deadline(self) -> float | None:
+        due = [d for d in (e.next_deadline() for e in (self.first, *self.others)) if d is not None]
+        return min(due) if due else None
+
+    def advance(self, seconds: float) -> None:
+        self.first.advance(seconds)  # the one clock; then what fell due in every other region
+        for engine in self.others:
+            engine.advance(0)
+
+
 def drive(
     rec: Reconciler,
     spec: CampaignSpec,
@@ -52,8 +77,8 @@ def drive(
     on_progress: Callable[[Progress], None] | None,
 ) -> datetime | None:
     """Reconcile, let devices act, move the clock; until the campaign stops and devices settle."""
-    engine = sandbox.engine
-    clock = engine.clock
+    engine = _Engines(sandbox)
+    clock = sandbox.engine.clock
     manual = isinstance(clock, ManualClock)
     start = clock.now()
     limit = start + timedelta(hours=settings.max_simulated_hours)

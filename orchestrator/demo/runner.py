@@ -19,7 +19,8 @@ both cases. Nothing sleeps in proportion to simulated minutes.
 
 Modules, by mechanism: `run_types` (settings, progress, result), `campaign_text`
 (the operator's YAML made runnable in the sandbox), `worlds` (sandbox and fleet),
-`driver` (the loop), `summary` (what the run ended with); this one puts them together.
+`regional_world` (a campaign over several regions), `driver` (the loop), `summary` (what
+the run ended with); this one puts them together.
 
 Invariants:
 - The sandbox, the fleet and every temporary directory are stopped or removed
@@ -32,21 +33,24 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
 from infra.sandbox.fleet import FleetSpec
+from infra.sandbox.fleet.device_client import LAYOUT
 from infra.sandbox.pki import SandboxPki
 from orchestrator.aws.iot import RETRY_CONFIG, IotJobsAdapter
 from orchestrator.demo.campaign_text import prepare_campaign_text
 from orchestrator.demo.driver import drive
+from orchestrator.demo.regional_world import regional_memory_world
 from orchestrator.demo.run_types import CampaignRun, Progress, RunResult, RunSettings
 from orchestrator.demo.summary import counting, minutes, wave_rows
 from orchestrator.demo.worlds import default_work_dir, fleet_workers, memory_world, mqtt_world
 from orchestrator.errors import SpecError, SpecProblem, UsageError
 from orchestrator.model import CampaignSpec
 from orchestrator.reconcile import Reconciler
+from orchestrator.regional import RegionalJobs
 from orchestrator.report import render_html, report_data
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
@@ -63,7 +67,7 @@ __all__ = [
 
 
 def _check_groups(spec: CampaignSpec, fleet: FleetSpec) -> None:
-    known = {g.name for g in fleet.groups}
+    known = {g.name: g.runtime for g in fleet.groups}
     problems = [
         SpecProblem(
             f"waves.{wave.name}.thing_groups",
@@ -73,8 +77,42 @@ def _check_groups(spec: CampaignSpec, fleet: FleetSpec) -> None:
         for group in wave.thing_groups
         if group not in known
     ]
+    problems += _runtime_problems(spec, known)
     if problems:
         raise SpecError(spec.name, tuple(problems))
+
+
+def _runtime_problems(spec: CampaignSpec, runtimes: Mapping[str, str]) -> list[SpecProblem]:
+    """A wave whose devices would not take its document, said before the run, not by it.
+
+    The simulated Device Client devices keep the handler and its files where
+    `LAYOUT` says; a Device Client wave must name those paths.
+    """
+    problems: list[SpecProblem] = []
+    for wave in spec.waves:
+        runtime = spec.runtime_for(wave).value
+        problems.extend(
+            SpecProblem(
+                f"waves.{wave.name}.device_runtime",
+                f"the wave runs {runtime} but the fleet file's group {group} runs "
+                f"{runtimes[group]}: set `runtime: {runtime}` on the group, or the "
+                "wave's device_runtime to match it",
+            )
+            for group in wave.thing_groups
+            if group in runtimes and runtimes[group] != runtime
+        )
+        settings = spec.device_client_for(wave)
+        if settings is not None:
+            problems += [
+                SpecProblem(
+                    f"waves.{wave.name}.device_client.{key}",
+                    f"is {getattr(settings, key)!r}; the simulated Device Client devices keep "
+                    f"it at {value!r}: use that path for the rehearsal",
+                )
+                for key, value in LAYOUT.items()
+                if getattr(settings, key) != value
+            ]
+    return problems
 
 
 def run_campaign(
@@ -99,7 +137,9 @@ def run_campaign(
         work.mkdir(parents=True, exist_ok=True)
         if owned:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
-        if settings.transport == "mqtt":
+        if len({first.region, *first.regions}) > 1:
+            sandbox, sim = regional_memory_world(stack, work, first, fleet, settings)
+        elif settings.transport == "mqtt":
             sandbox, sim = mqtt_world(stack, work, first.region, fleet, settings)
         else:
             sandbox, sim = memory_world(
@@ -114,11 +154,11 @@ def run_campaign(
         if settings.throttle_rate:
             assert sandbox.faults is not None  # noqa: S101 - set by start()
             sandbox.faults.update(throttle_rate=settings.throttle_rate)
-        client = sandbox.iot_client(config=RETRY_CONFIG)
-        counts = stack.enter_context(counting(client))
+        clients = {r: sandbox.iot_client(config=RETRY_CONFIG, region=r) for r in sandbox.regions}
+        counts = stack.enter_context(counting(*clients.values()))
         store = SqliteStateStore(work / "state.sqlite")
         stack.callback(store.close)
-        rec = Reconciler(store, IotJobsAdapter(client), clock)
+        rec = Reconciler(store, RegionalJobs(lambda r: IotJobsAdapter(clients[r])), clock)
         state = rec.start(spec, text, None)
         halted_at = drive(rec, spec, state.name, sim, sandbox, settings, on_progress)
         final = store.load(state.name).state

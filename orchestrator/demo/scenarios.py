@@ -1,10 +1,11 @@
 """The demo's scenarios: a fleet shape, its fault profiles, and what the run should show.
 
-Each scenario describes the fleet as a `FleetSpec` over the groups of the
-bundled campaign (`campaign.yaml` beside this module) for any number of
-devices, plus control-plane faults and whether the operator rolls back once
-the campaign halts. `expected` is the final campaign status the scenario is
-built to reach; the demo reports whether it did.
+Each scenario describes the fleet as a `FleetSpec` over the groups of its
+bundled campaign (`campaign.yaml` beside this module; `multi_region.yaml` for the
+campaign over two regions) for any number of devices, plus control-plane
+faults and whether the operator rolls back once the campaign halts. `expected`
+is the final campaign status the scenario is built to reach; the demo reports
+whether it did.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from orchestrator.errors import UsageError
 __all__ = [
     "CAMPAIGN_FILE",
     "GROUPS",
+    "MULTI_REGION_FILE",
+    "MULTI_REGION_GROUPS",
     "SCENARIOS",
     "Scenario",
     "campaign_text",
@@ -29,6 +32,7 @@ __all__ = [
 ]
 
 CAMPAIGN_FILE = Path(__file__).resolve().parent / "campaign.yaml"
+MULTI_REGION_FILE = Path(__file__).resolve().parent / "multi_region.yaml"
 
 GROUPS: tuple[tuple[str, float], ...] = (
     ("demo-canary", 0.02),
@@ -39,28 +43,35 @@ GROUPS: tuple[tuple[str, float], ...] = (
 )
 """The bundled campaign's groups: the canary's share of the fleet, then shares of the rest."""
 
+MULTI_REGION_GROUPS: tuple[tuple[str, float], ...] = (
+    ("demo-eu-canary", 0.05),  # eu-west-1, the canary region
+    ("demo-eu-fleet", 0.40),  # eu-west-1
+    ("demo-us-fleet", 0.0),  # us-east-1: the rest
+)
+"""The multi-region campaign's groups (their regions are the waves' in multi_region.yaml)."""
+
 MIN_WAVE = 5
 MIN_DEVICES = 50
 
 
-def group_sizes(devices: int) -> dict[str, int]:
-    """How many of `devices` go in each group of the bundled campaign (at least 5 in each).
+def group_sizes(devices: int, groups: tuple[tuple[str, float], ...] = GROUPS) -> dict[str, int]:
+    """How many of `devices` go in each group of a bundled campaign (at least 5 in each).
 
     Five is what the demo gates need to judge a wave at their confidence.
     """
     if devices < MIN_DEVICES:
         raise UsageError(
-            f"--devices must be at least {MIN_DEVICES}: each of the five demo waves needs "
+            f"--devices must be at least {MIN_DEVICES}: each demo wave needs "
             f"{MIN_WAVE} devices for its gate to judge it"
         )
-    canary = max(MIN_WAVE, round(devices * GROUPS[0][1]))
+    canary = max(MIN_WAVE, round(devices * groups[0][1]))
     rest = devices - canary
-    sizes = {GROUPS[0][0]: canary}
+    sizes = {groups[0][0]: canary}
     used = 0
-    for name, share in GROUPS[1:-1]:
+    for name, share in groups[1:-1]:
         sizes[name] = max(MIN_WAVE, round(rest * share))
         used += sizes[name]
-    sizes[GROUPS[-1][0]] = rest - used
+    sizes[groups[-1][0]] = rest - used
     return sizes
 
 
@@ -77,6 +88,8 @@ class Scenario:
     rollback: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
     device_clients: int = 0  # devices of an extra wave that run AWS IoT Device Client
+    campaign: Path = CAMPAIGN_FILE
+    groups: tuple[tuple[str, float], ...] = GROUPS
 
 
 _BENIGN: Mapping[Profile, float] = {
@@ -141,6 +154,17 @@ SCENARIOS: dict[str, Scenario] = {
             expected="ROLLED_BACK",
             rollback=True,
         ),
+        Scenario(
+            name="multi-region",
+            description="one campaign over two regions of one sandbox: the canary region "
+            "(eu-west-1) migrates first, then us-east-1, each wave to its own region's ATS "
+            "endpoint",
+            canary=_BENIGN,
+            rest=_BENIGN,
+            expected="COMPLETED",
+            campaign=MULTI_REGION_FILE,
+            groups=MULTI_REGION_GROUPS,
+        ),
     )
 }
 
@@ -170,8 +194,8 @@ _DEVICE_CLIENT_WAVE = """\
 
 
 def campaign_text(chosen: Scenario) -> str:
-    """The bundled campaign, with the scenario's Device Client wave last when it has one."""
-    text = CAMPAIGN_FILE.read_text(encoding="utf-8")
+    """The scenario's campaign, with its Device Client wave last when it has one."""
+    text = chosen.campaign.read_text(encoding="utf-8")
     if not chosen.device_clients:
         return text
     return (
@@ -180,13 +204,13 @@ def campaign_text(chosen: Scenario) -> str:
 
 
 def demo_fleet(chosen: Scenario, devices: int, seed: int = 7) -> FleetSpec:
-    """The scenario's fleet over the bundled campaign's groups.
+    """The scenario's fleet over its bundled campaign's groups.
 
     A scenario's Device Client devices are taken from the last group, so `devices` is
     still the whole fleet.
     """
-    sizes = group_sizes(devices)
-    last = GROUPS[-1][0]
+    sizes = group_sizes(devices, chosen.groups)
+    last = chosen.groups[-1][0]
     sizes[last] -= chosen.device_clients
     if sizes[last] < MIN_WAVE:
         raise UsageError(
@@ -197,7 +221,7 @@ def demo_fleet(chosen: Scenario, devices: int, seed: int = 7) -> FleetSpec:
         GroupSpec(
             name=name,
             size=size,
-            profiles=dict(chosen.canary if name == GROUPS[0][0] else chosen.rest),
+            profiles=dict(chosen.canary if name == chosen.groups[0][0] else chosen.rest),
         )
         for name, size in sizes.items()
     )

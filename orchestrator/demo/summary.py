@@ -15,7 +15,7 @@ __all__ = ["counting", "minutes", "wave_rows"]
 
 
 @contextmanager
-def counting(adapter_client: Any) -> Iterator[dict[str, int]]:
+def counting(*adapter_clients: Any) -> Iterator[dict[str, int]]:
     counts = {"api_calls": 0, "http_requests": 0}
 
     def on_call(**_: Any) -> None:
@@ -24,8 +24,9 @@ def counting(adapter_client: Any) -> Iterator[dict[str, int]]:
     def on_send(**_: Any) -> None:
         counts["http_requests"] += 1
 
-    adapter_client.meta.events.register("before-call.iot", on_call)
-    adapter_client.meta.events.register("before-send.iot", on_send)
+    for client in adapter_clients:
+        client.meta.events.register("before-call.iot", on_call)
+        client.meta.events.register("before-send.iot", on_send)
     yield counts
 
 
@@ -39,11 +40,13 @@ def _sandbox_counts(sandbox: Sandbox, job_id: str | None) -> dict[str, int] | No
     """The job's execution counts as the sandbox holds them now (None: no such job)."""
     if job_id is None:
         return None
-    try:
-        counts = sandbox.engine.counts(job_id)
-    except ServiceError:
-        return None
-    return {status.lower(): n for status, n in counts.items()}
+    for engine in sandbox.engines.values():  # a job lives in its wave's region
+        try:
+            counts = engine.counts(job_id)
+        except ServiceError:
+            continue
+        return {status.lower(): n for status, n in counts.items()}
+    return None
 
 
 def wave_rows(state: CampaignState, sandbox: Sandbox) -> list[dict[str, Any]]:

@@ -106,6 +106,7 @@ def memory_world(
             workers=workers,
             root=work / "devices",
             seed=fleet.seed,
+            timing=fleet.timing,
             durable=settings.durable_device_files,
             worker_setup=settings.worker_setup,
             processes=processes,
@@ -120,6 +121,7 @@ def memory_world(
             profiles,
             root=work / "devices",
             seed=fleet.seed,
+            timing=fleet.timing,
             durable=settings.durable_device_files,
             device_client_things=device_client_things(fleet, provisioned.groups),
             broker_overrides={
@@ -164,6 +166,7 @@ def mqtt_world(
         time_scale=scale,
         root=work / "devices",
         seed=fleet.seed,
+        timing=fleet.timing,
     )
     stack.callback(sim.close)
     sim.start()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,83 @@ def test_device_client_handler_migrates_and_syncs_device_client_config(
     assert report["statusDetails"]["endpoint"] == f"{ATS_HOST}:8883"
     assert json.loads(device.paths.endpoint_file.read_text())["host"] == ATS_HOST
     assert json.loads(dc_config.read_text())["endpoint"] == ATS_HOST
+
+
+def _migrate_text(world: World, catalog: Path) -> str:
+    loaded = load_catalog(catalog)
+    return build_document(
+        operation=Operation.MIGRATE,
+        region="us-east-1",
+        campaign="ats-2026",
+        wave="dc",
+        endpoint=Endpoint(host=ATS_HOST),
+        roots=[loaded.get("amazon-root-ca-1")],
+        catalog=loaded,
+    ).text
+
+
+def _wait_for(path: Path, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_handler_restarts_device_client_detached_after_a_success_when_configured(
+    device: Device, world: World, tmp_path: Path
+):
+    """The device's own command, after the delay, once the handler has exited and reported."""
+    catalog = write_catalog(tmp_path / "cat", {"amazon-root-ca-1": world.ats_root.pem.decode()})
+    marker = tmp_path / "restarted"
+    command = json.dumps(["sh", "-c", f'echo "$$" > {marker}'])
+    config = _write_config(
+        device,
+        world,
+        catalog,
+        device_client_restart=command,
+        device_client_restart_delay_seconds="2",
+    )
+    result = _handler(config, "--document-json", _migrate_text(world, catalog))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["status"] == "SUCCEEDED"
+    assert report["deviceClientRestart"] == "sh in 2 s"
+    assert not marker.exists()  # not before the delay: the handler has returned already
+    assert _wait_for(marker)
+
+
+def test_the_handler_restarts_nothing_after_a_failure_or_without_the_setting(
+    device: Device, world: World, tmp_path: Path
+):
+    marker = tmp_path / "restarted"
+    command = json.dumps(["sh", "-c", f"touch {marker}"])
+    config = _write_config(
+        device, world, device_client_restart=command, device_client_restart_delay_seconds="0"
+    )
+    rejected = _handler(config, "--document-json", '{"schema": 1}')
+    assert rejected.returncode == 1
+    assert "deviceClientRestart" not in rejected.stdout
+    catalog = write_catalog(tmp_path / "cat", {"amazon-root-ca-1": world.ats_root.pem.decode()})
+    plain = _handler(
+        _write_config(device, world, catalog), "--document-json", _migrate_text(world, catalog)
+    )
+    assert plain.returncode == 0
+    assert "deviceClientRestart" not in plain.stdout
+    time.sleep(0.5)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "value", ['"systemctl restart x"', "[]", '[""]', "[1]", json.dumps(["a"] * 33)]
+)
+def test_a_restart_command_that_is_not_a_list_of_arguments_is_a_configuration_error(
+    device: Device, world: World, value: str
+):
+    with pytest.raises(ConfigError, match="device_client_restart"):
+        load_config(_write_config(device, world, device_client_restart=value))
 
 
 def test_device_client_handler_exits_1_with_the_reason_for_an_invalid_document(

@@ -136,3 +136,42 @@ def test_rehearse_refuses_device_client_groups_on_worker_processes(tmp_path) -> 
     structlog.reset_defaults()
     assert result.exit_code == 2
     assert "--workers 0" in result.stderr
+
+
+_PATHS = (
+    "device_toml: /etc/ca-migrate/device.toml, "
+    "config_path: /etc/.aws-iot-device-client/aws-iot-device-client.conf"
+)
+_SIMULATED = "handler_path: /opt/ca-migrate/handlers/ca-migrate-handler.sh, " + _PATHS
+
+
+@pytest.mark.parametrize(
+    ("wave_keys", "group_runtime", "message"),
+    [
+        ("", "device-client", "the wave runs agent but the fleet file's group gw runs device-"),
+        (
+            f"device_runtime: device-client, device_client: {{handler_path: /h.sh, {_PATHS}}}, ",
+            "device-client",
+            "(waves.gw.device_client.handler_path): is '/h.sh'",
+        ),
+        (
+            f"device_runtime: device-client, device_client: {{{_SIMULATED}}}, ",
+            "agent",
+            "the wave runs device-client but the fleet file's group gw runs agent",
+        ),
+    ],
+)
+def test_rehearse_refuses_a_wave_its_fleet_devices_would_not_take(
+    tmp_path, wave_keys: str, group_runtime: str, message: str
+) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"groups:\n  - {{name: gw, size: 5, runtime: {group_runtime}}}\n")
+    campaign = tmp_path / "c.yaml"
+    wave = f"{{name: gw, thing_groups: [gw], {wave_keys}gate: {{min_success_rate: 0.5}}}}"
+    campaign.write_text(
+        f"name: r\nregion: us-east-1\ntrust: {{add: [amazon-root-ca-1]}}\nwaves:\n  - {wave}\n"
+    )
+    result = CliRunner().invoke(app, ["rehearse", str(campaign), "--fleet", str(fleet)])
+    structlog.reset_defaults()
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr

@@ -193,3 +193,33 @@ def test_the_runner_announces_drift_once_per_new_set_of_drifted_devices(
         ["device-00003"],
         ["device-00003", "device-00007"],
     ]
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_plan_shows_each_waves_census_when_fleet_indexing_is_on(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.sqlite"
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(campaign_text())
+    ReportingFleet(sandbox, "unused", silent=SILENT)  # every device reports legacy but one
+
+    def plan(*args: str) -> Any:
+        ran = in_process(sandbox, state, "plan", str(campaign), *args)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        return ran.stdout
+
+    off = json.loads(plan("-o", "json"))
+    assert "fleet indexing" in off["census_note"]
+    assert all(w["census"] is None for w in off["waves"])
+    assert "census: fleet indexing of the ca-migration shadow is off" in plan()
+
+    sandbox.iot_client().update_indexing_configuration(
+        thingIndexingConfiguration=INDEXING_CONFIGURATION
+    )
+    on = json.loads(plan("-o", "json"))
+    assert on["census_note"] is None
+    censuses = {w["wave"]: w["census"] for w in on["waves"]}
+    assert censuses["canary"] == {"total": 4, "legacy": 4, "ats": 0, "other": 0, "neverReported": 0}
+    assert censuses["wave-2"] == {"total": 4, "legacy": 3, "ats": 0, "other": 0, "neverReported": 1}
+    assert "- wave wave-2: 4 / 3 / 0 / 0 / 1" in plan()

@@ -38,7 +38,8 @@ class World:
         self.engine.create_things(names)
         self.engine.create_thing_group({"thingGroupName": "g"})
         self.engine.add_things_to_group("g", names)
-        timing = timing or FleetTiming(late=(600, 600))
+        # devices act at once unless a test asks for time (arrival, transaction)
+        timing = timing or FleetTiming(late=(600, 600), arrival=(0, 0), transaction=(0, 0))
         self.fleet: MemoryFleet | ShardedFleet
         if workers:
             self.fleet = ShardedFleet(

@@ -183,7 +183,8 @@ def test_device_timers_fire_on_the_grid_and_devices_due_in_one_step_act_together
     pki, tmp_path
 ) -> None:
     sleepy = {f"sleepy-{i}": Profile.SLOW for i in range(4)}
-    world = World(pki, tmp_path, sleepy, timing=FleetTiming(slow=(100, 400), resolution=600))
+    timing = FleetTiming(slow=(100, 400), resolution=600, arrival=(0, 0), transaction=(0, 0))
+    world = World(pki, tmp_path, sleepy, timing=timing)
     start = world.clock.now().timestamp()
     world.job("j", ("amazon-root-ca-1",))
     assert world.fleet.run_due() == 4  # each one arms its slow timer
@@ -198,9 +199,8 @@ def test_device_timers_fire_on_the_grid_and_devices_due_in_one_step_act_together
 
 
 def test_without_a_grid_each_timer_fires_at_its_own_time(pki, tmp_path) -> None:
-    world = World(
-        pki, tmp_path, {"sleepy": Profile.SLOW}, timing=FleetTiming(slow=(61, 61), resolution=0)
-    )
+    timing = FleetTiming(slow=(61, 61), resolution=0, arrival=(0, 0), transaction=(0, 0))
+    world = World(pki, tmp_path, {"sleepy": Profile.SLOW}, timing=timing)
     world.job("j", ("amazon-root-ca-1",))
     start = world.clock.now().timestamp()
     world.fleet.run_due()

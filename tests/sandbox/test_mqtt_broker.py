@@ -112,10 +112,19 @@ def test_hostname_verification_stays_on(pki, plane):
         handshake("a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com", endpoint.port, context)
 
 
-def mqtt_connect(host: str, port: int, context: ssl.SSLContext) -> bytes:
+def connect_packet(client_id: str) -> bytes:
+    """An MQTT 3.1.1 CONNECT (clean session, keep-alive 60 s) with this client id."""
+    name = client_id.encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(name).to_bytes(2, "big") + name
+    return bytes((0x10, len(body))) + body
+
+
+def mqtt_connect(
+    host: str, port: int, context: ssl.SSLContext, client_id: str = "raw-client"
+) -> bytes:
     """Send an MQTT 3.1.1 CONNECT after the handshake; the broker's first bytes back."""
     with handshake(host, port, context) as tls:
-        tls.sendall(bytes.fromhex("101000044d5154540402003c0004616e6f6e"))
+        tls.sendall(connect_packet(client_id))
         answer = tls.recv(4)
     if not answer:
         raise ConnectionResetError("the broker closed the connection")
@@ -134,6 +143,15 @@ def test_a_client_with_a_device_certificate_gets_a_connack(pki, plane):
     endpoint = plane.endpoints["ats"]
     context = tls_context(pki, "raw-client", root_of(pki, "amazon-root-ca-1"))
     assert mqtt_connect(endpoint.host, endpoint.port, context)[:1] == b"\x20"  # CONNACK
+
+
+@pytest.mark.parametrize("kind", ["legacy", "ats"])
+def test_a_client_id_the_identity_refuses_is_closed_without_connack(pki, plane, kind):
+    endpoint = plane.endpoints[kind]
+    cafile = pki.legacy_root_pem if kind == "legacy" else root_of(pki, "amazon-root-ca-1")
+    context = tls_context(pki, "raw-client", cafile)
+    with pytest.raises(ConnectionResetError):
+        mqtt_connect(endpoint.host, endpoint.port, context, client_id="someone-else")
 
 
 def test_jobs_flow_over_ats_records_the_ats_connection(engine, device):

@@ -510,6 +510,13 @@ def certificate_status(state: EngineState, certificate_id: str) -> str | None:
         return None if record is None else record.status
 
 
+def certificate_pem(state: EngineState, certificate_id: str) -> str | None:
+    """The registered certificate's PEM, or None."""
+    with state.lock:
+        record = state.certificates.get(certificate_id)
+        return None if record is None else record.pem
+
+
 def trust_anchor_pems(state: EngineState) -> list[str]:
     """Every registered CA and device certificate: what a TLS front verifies clients against."""
     with state.lock:

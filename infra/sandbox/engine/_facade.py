@@ -298,6 +298,10 @@ class JobsEngine:
         """A certificate's status, None when it is not (or no longer) registered."""
         return _certificates.certificate_status(self._state, certificate_id)
 
+    def certificate_pem(self, certificate_id: str) -> str | None:
+        """A registered certificate's PEM, None when it is not (or no longer) registered."""
+        return _certificates.certificate_pem(self._state, certificate_id)
+
     def trust_anchor_pems(self) -> list[str]:
         """Every registered CA and device certificate, PEM (what the TLS front trusts)."""
         return _certificates.trust_anchor_pems(self._state)

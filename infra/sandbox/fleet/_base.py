@@ -12,7 +12,6 @@ Invariants:
 from __future__ import annotations
 
 import errno
-import math
 import os
 import random
 import shutil
@@ -34,6 +33,7 @@ from device_handler.trust import EndpointConfig
 from device_handler.validation import ValidationSettings, make_validator
 from infra.sandbox.fleet.profiles import Profile
 from infra.sandbox.fleet.simtls import certificate_fingerprint
+from infra.sandbox.fleet.timing import FleetTiming
 from infra.sandbox.pki import SandboxPki
 from job_documents.clock import Clock
 
@@ -66,37 +66,6 @@ def hanging_probe(*_: Any, **__: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class FleetTiming:
-    """Delays of the waiting profiles, in simulated seconds (uniform draws).
-
-    `resolution`: the memory fleet's timers fire on this grid of simulated time (a
-    delay ends at the next multiple of it), so that devices waking within one step
-    act together, in one batch, instead of each moving the clock on its own. It is
-    kept well below the orchestrator's reconcile interval (30 s) and the delays
-    themselves (minutes). 0 means exact times. The MQTT fleet's devices wait in real
-    time and ignore it.
-    """
-
-    late: tuple[float, float] = (300.0, 1200.0)
-    slow: tuple[float, float] = (120.0, 480.0)
-    reboot: tuple[float, float] = (30.0, 180.0)
-    resolution: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not self.resolution >= 0:  # also refuses NaN
-            raise ValueError(f"FleetTiming.resolution must be >= 0 seconds, not {self.resolution}")
-
-    def on_grid(self, when: float, origin: float) -> float:
-        """`when` moved up to the next step of the timer grid that starts at `origin`.
-
-        Both in simulated epoch seconds; the origin is the fleet's start, so that a
-        run's timeline does not depend on the wall-clock second it started at.
-        """
-        step = self.resolution
-        return origin + math.ceil((when - origin) / step) * step if step > 0 else when
-
-
-@dataclass(frozen=True, slots=True)
 class DeviceView:
     """What the fleet knows about one device, for summaries and tests."""
 
@@ -109,15 +78,18 @@ class DeviceView:
 
 class _Device:
     __slots__ = (
+        "arrival",
         "booted",
         "cuts",
         "draws",
+        "duration",
+        "finish_at",
         "first_job_at",
         "name",
+        "noticed",
         "profile",
         "ready_at",
         "rebooting",
-        "slow_armed",
         "timer_at",
     )
 
@@ -126,7 +98,10 @@ class _Device:
         self.profile = profile
         self.ready_at = 0.0  # simulated epoch seconds before which the device does nothing
         self.timer_at = -1.0  # the wake-up already scheduled, to avoid duplicates
-        self.slow_armed = False
+        self.noticed = False  # it saw its news and waits until ready_at to act on it
+        self.arrival = -1.0  # its notice and transaction seconds, drawn when first needed
+        self.duration = -1.0
+        self.finish_at = 0.0  # its transaction in flight reports no earlier than this
         self.first_job_at: float | None = None
         self.cuts = 0
         self.rebooting = False  # lost power: the next start runs the boot-time recovery
@@ -276,6 +251,12 @@ class FleetBase:
         """
         device.draws += 1
         return random.Random(f"{self._seed}:{device.name}:{device.draws}")  # noqa: S311
+
+    def _timing(self, device: _Device) -> tuple[float, float]:
+        """`device`'s (arrival, transaction) seconds, from the seed and its name only."""
+        if device.arrival < 0:
+            device.arrival, device.duration = self.timing.device_timing(self._seed, device.name)
+        return device.arrival, device.duration
 
     def validator(self, profile: Profile) -> Validator:
         return self._validators[profile is Profile.REJECT]

@@ -12,10 +12,16 @@ The fleet is driven by events and a simulated clock:
 - the engine's subscriber callback marks a thing as having news; `run_due()`
   lets every such device (and every device whose timer fell due) poll until
   it has nothing left to do;
-- profiles that wait (late, slow, a rebooting power-cut device) set a timer
-  on the simulated clock, on the grid of `FleetTiming.resolution`;
-  `next_wakeup()` tells the driver when to move the clock next. Nothing sleeps
-  in real time.
+- a device acts on its news only after its arrival delay, and its
+  transaction's terminal report waits until the transaction's duration is up
+  (`FleetTiming.arrival`, `.transaction`: per device, from the seed and its
+  name); profiles that wait (late, slow, a rebooting power-cut device) add
+  their own delays. Each wait is a timer on the simulated clock, on the grid of
+  `FleetTiming.resolution`; `next_wakeup()` tells the driver when to move the
+  clock next. Nothing sleeps in real time.
+- every activation runs as a greenlet: a device whose transaction is still
+  running parks there (`_sleeping`) and resumes when its timer falls due, in
+  this process or in a `ShardedFleet` worker alike (`runner`).
 
 Invariants:
 - Per-device memory is one small slotted object; an `Agent` exists only while
@@ -28,6 +34,8 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import heapq
 import itertools
 import math
@@ -35,14 +43,16 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Final, Protocol, Self
+from typing import Any, Final, Protocol, Self
 
+import greenlet
 import structlog
 
 from device_handler.agent import Agent, AgentSettings
 from device_handler.channel import Connector
 from device_handler.errors import DeviceHandlerError, PowerCut
 from device_handler.fsops import FileOps, RealFileOps, StrPath
+from device_handler.job_statuses import DEVICE_STATUSES
 from device_handler.memory import ExecutionView, JobsBackend, MemoryConnector
 from device_handler.probe import ProbeResult
 from device_handler.simulation import CrashingFileOps, NoSyncFileOps
@@ -70,6 +80,8 @@ MAX_POLLS: Final = 8
 # a power-cut device loses power before one of them, drawn uniformly.
 CUT_POINTS: Final = 34
 _DONE: Final = frozenset({"NONE", "SKIPPED"})
+# The reports that end a device's transaction: held back until its duration is up.
+_FINAL_REPORTS: Final = DEVICE_STATUSES - {"IN_PROGRESS"}
 
 
 class FleetEngine(JobsBackend[ExecutionView], Protocol):
@@ -137,6 +149,7 @@ class MemoryFleet(FleetBase):
         self._news_set: set[str] = set()
         self._news_lock = threading.Lock()
         self._timers: list[tuple[float, int, str]] = []
+        self._sleeping: dict[str, greenlet.greenlet] = {}  # transactions waiting for their time
         self._origin = self._now()  # where the timer grid starts
         self._seq = itertools.count()
         self._active: str | None = None
@@ -168,6 +181,14 @@ class MemoryFleet(FleetBase):
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def close(self) -> None:
+        """End the transactions still waiting for their time (unwound here), then the files."""
+        sleeping, self._sleeping = self._sleeping, {}
+        for waiting in sleeping.values():
+            with contextlib.suppress(greenlet.error):  # made on another thread: left to the GC
+                waiting.throw(greenlet.GreenletExit)
+        super().close()
 
     # ------------------------------------------------------------------ events
     def _on_change(self, thing: str) -> None:
@@ -225,7 +246,13 @@ class MemoryFleet(FleetBase):
                     break
                 name = self._news.popleft()
                 self._news_set.discard(name)
-            self._activate(self._devices[name], self._now())
+            runner = self.runner(name)
+            if runner is not None:
+                self._active = name
+                try:
+                    runner.switch()
+                finally:
+                    self._active = None
             done += 1
         return done
 
@@ -242,9 +269,40 @@ class MemoryFleet(FleetBase):
             self._news_set.clear()
         return names
 
-    def activate(self, thing: str) -> None:
-        """Let one device act now (see `take_due`)."""
-        self._activate(self._devices[thing], self._now())
+    def runner(self, thing: str) -> greenlet.greenlet | None:
+        """The greenlet that lets `thing` act now (switch to it), or None when it must wait.
+
+        Its transaction waiting for its time, resumed; else a new activation. The
+        greenlet comes back to the caller's when it ends or parks again: the caller
+        is its parent. See `take_due`.
+        """
+        device = self._devices[thing]
+        now = self._now()
+        waiting = self._sleeping.get(thing)
+        if waiting is None:
+            return greenlet.greenlet(functools.partial(self._activate, device, now))
+        if now < device.ready_at:
+            self._schedule(device, device.ready_at)
+            return None
+        del self._sleeping[thing]
+        waiting.parent = greenlet.getcurrent()
+        return waiting
+
+    def _wait_until(self, device: _Device, when: float) -> None:
+        """Park the running device (a greenlet of `runner`) until simulated time `when`."""
+        here = greenlet.getcurrent()
+        hub = here.parent
+        if hub is None:
+            raise RuntimeError("a simulated device waits only inside a greenlet of `runner`")
+        device.ready_at = when
+        self._schedule(device, when)
+        self._sleeping[device.name] = here
+        hub.switch()
+
+    def _report_when_due(self, device: _Device) -> None:
+        """A terminal report: wait until the device's transaction has taken its time."""
+        if self._now() < device.finish_at:
+            self._wait_until(device, device.finish_at)
 
     # ------------------------------------------------------------------ devices
     def _agent(self, device: _Device, fs: FileOps) -> Agent:
@@ -253,7 +311,7 @@ class MemoryFleet(FleetBase):
             device.profile, self._default_check
         )
         connector: Connector = MemoryConnector(
-            self.engine, device.name, vias=self._vias, check=check
+            _TimedBackend(self, device), device.name, vias=self._vias, check=check
         )
         settings = AgentSettings(
             thing_name=device.name, paths=paths, dead_man_seconds=0.05, connect_timeout=1.0
@@ -268,39 +326,17 @@ class MemoryFleet(FleetBase):
         )
 
     def _activate(self, device: _Device, now: float) -> None:
-        profile = device.profile
-        if profile is Profile.OFFLINE or device.ready_at == math.inf:
+        if self._waits(device, now):
             return
-        if now < device.ready_at:
-            self._schedule(device, device.ready_at)
-            return
-        if profile is Profile.SLOW and not device.slow_armed:
-            device.slow_armed = True
-            device.ready_at = self._after(device, now, self.timing.slow)
-            self._schedule(device, device.ready_at)
-            return
-        device.slow_armed = False
         if device.name in self._device_clients:
-            self._activate_device_client(device, now)
+            self._activate_device_client(device)
             return
         fs = self._fs
-        if profile is Profile.POWER_CUT and device.cuts == 0:
+        if device.profile is Profile.POWER_CUT and device.cuts == 0:
             crash_at = self._random(device).randrange(CUT_POINTS)
             fs = CrashingFileOps(crash_at=crash_at, inner=self._fs)
-        self._active = device.name
         try:
-            agent = self._agent(device, fs)
-            if device.rebooting:
-                device.rebooting = False
-                outcome = agent.recover()
-                self.outcomes[f"RECOVERED_{outcome.status}"] += 1
-            for _ in range(MAX_POLLS):
-                outcome = agent.poll()
-                self.outcomes[outcome.status] += 1
-                if device.first_job_at is None and outcome.status not in _DONE:
-                    device.first_job_at = now
-                if outcome.status in _DONE:
-                    break
+            self._transactions(device, self._agent(device, fs))
         except Hung:
             device.ready_at = math.inf  # silent for good: its executions time out
             if device.first_job_at is None:
@@ -311,35 +347,72 @@ class MemoryFleet(FleetBase):
             device.rebooting = True
             if device.first_job_at is None:
                 device.first_job_at = now
-            device.ready_at = self._after(device, now, self.timing.reboot)
+            # from the cut, which may come after the transaction waited for its time
+            device.ready_at = self._after(device, self._now(), self.timing.reboot)
             self._schedule(device, device.ready_at)
             self.outcomes["POWER_CUT"] += 1
         except DeviceHandlerError as exc:
             log.warning("device_error", thing=device.name, error=str(exc))
             self.outcomes["ERROR"] += 1
-        finally:
-            self._active = None
 
-    def _activate_device_client(self, device: _Device, now: float) -> None:
+    def _waits(self, device: _Device, now: float) -> bool:
+        """Whether `device` does not act now: offline, silent, or not due yet (timer set)."""
+        if device.profile is Profile.OFFLINE or device.ready_at == math.inf:
+            return True
+        if now < device.ready_at:
+            self._schedule(device, device.ready_at)
+            return True
+        if not device.noticed and not device.rebooting:
+            # It notices its news after its arrival delay (a slow device waits longer).
+            delay = self._timing(device)[0]
+            if device.profile is Profile.SLOW:
+                delay += self._random(device).uniform(*self.timing.slow)
+            if delay > 0:
+                device.noticed = True
+                device.ready_at = self.timing.on_grid(now + delay, self._origin)
+                self._schedule(device, device.ready_at)
+                return True
+        device.noticed = False
+        return False
+
+    def _transactions(self, device: _Device, agent: Agent) -> None:
+        """Recover after a power cut, then take jobs until none is left (or MAX_POLLS)."""
+        if device.rebooting:
+            device.rebooting = False
+            outcome = agent.recover()
+            self.outcomes[f"RECOVERED_{outcome.status}"] += 1
+        duration = self._timing(device)[1]
+        for _ in range(MAX_POLLS):
+            start = self._now()
+            device.finish_at = self.timing.on_grid(start + duration, self._origin)
+            outcome = agent.poll()
+            self.outcomes[outcome.status] += 1
+            if device.first_job_at is None and outcome.status not in _DONE:
+                device.first_job_at = start
+            if outcome.status in _DONE:
+                break
+
+    def _activate_device_client(self, device: _Device) -> None:
         """A Device Client device takes its jobs; after a success, Device Client restarts."""
         client = self._device_clients[device.name]
         self._boot(device)
-        self._active = device.name
+        backend = _TimedBackend(self, device)
+        duration = self._timing(device)[1]
         try:
             for _ in range(MAX_POLLS):
-                status = client.run_next(self.engine)
+                start = self._now()
+                device.finish_at = self.timing.on_grid(start + duration, self._origin)
+                status = client.run_next(backend)
                 self.outcomes[status] += 1
                 if status == "NONE":
                     break
                 if device.first_job_at is None:
-                    device.first_job_at = now
+                    device.first_job_at = start
                 if status == "SUCCEEDED" and d.DEVICE_CLIENT_RESTARTS_AFTER_SUCCESS:
                     client.restart()
         except DeviceHandlerError as exc:
             log.warning("device_error", thing=device.name, error=str(exc))
             self.outcomes["ERROR"] += 1
-        finally:
-            self._active = None
 
     def device_client_things(self) -> frozenset[str]:
         """The devices that run AWS IoT Device Client."""
@@ -348,3 +421,32 @@ class MemoryFleet(FleetBase):
     def device_client(self, thing: str) -> DeviceClientDevice:
         """The Device Client of device `thing` (KeyError when it runs the agent)."""
         return self._device_clients[thing]
+
+
+class _TimedBackend:
+    """One device's view of the engine: its final report waits for its transaction's time.
+
+    Every other call goes straight through. The device is exposed from its first
+    update (it accepted, or refused, a job), when it starts, not when it reports.
+    """
+
+    __slots__ = ("_device", "_fleet")
+
+    def __init__(self, fleet: MemoryFleet, device: _Device) -> None:
+        self._fleet = fleet
+        self._device = device
+
+    def describe_execution(
+        self, thing_name: str, job_id: str, *, execution_number: int | None
+    ) -> ExecutionView:
+        return self._fleet.engine.describe_execution(
+            thing_name, job_id, execution_number=execution_number
+        )
+
+    def update_execution(self, thing_name: str, job_id: str, **fields: Any) -> ExecutionView:
+        device = self._device
+        if device.first_job_at is None:
+            device.first_job_at = self._fleet._now()  # noqa: SLF001 - the fleet's own helper
+        if fields.get("status") in _FINAL_REPORTS:
+            self._fleet._report_when_due(device)  # noqa: SLF001 - the fleet's own helper
+        return self._fleet.engine.update_execution(thing_name, job_id, **fields)

@@ -17,6 +17,13 @@ are written in::
         size: 20
         runtime: device-client     # AWS IoT Device Client runs the real handler script
         profiles: {offline: 0.05}
+    timing:                        # optional; simulated seconds, [low, high]
+      arrival_seconds: [1, 120]    # notification to acting on it
+      transaction_seconds: [5, 60] # start of a transaction to its report
+
+`timing` overrides `FleetTiming`'s defaults key by key (`late_seconds`,
+`slow_seconds`, `reboot_seconds`, `resolution_seconds` too); `[0, 0]` makes
+devices act at once.
 
 Invariants:
 - Assignment is deterministic for a given description and seed: the same
@@ -41,6 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from infra.sandbox.errors import SandboxError
+from infra.sandbox.fleet.timing import FleetTiming
 
 __all__ = [
     "DEVICE_CLIENT_PROFILES",
@@ -96,6 +104,7 @@ class FleetSpec:
 
     groups: tuple[GroupSpec, ...]
     seed: int = 7
+    timing: FleetTiming = field(default_factory=FleetTiming)
 
     @property
     def size(self) -> int:
@@ -110,6 +119,9 @@ class FleetSpec:
 
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
+# A delay span in simulated seconds: [low, high], at most a week.
+Seconds = Annotated[float, Field(ge=0.0, le=7 * 86400.0, allow_inf_nan=False)]
+SpanModel = tuple[Seconds, Seconds]
 
 
 class _GroupModel(BaseModel):
@@ -141,11 +153,46 @@ class _GroupModel(BaseModel):
         return self
 
 
+class _TimingModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arrival_seconds: SpanModel | None = None
+    transaction_seconds: SpanModel | None = None
+    late_seconds: SpanModel | None = None
+    slow_seconds: SpanModel | None = None
+    reboot_seconds: SpanModel | None = None
+    resolution_seconds: Annotated[float, Field(ge=0.0, le=3600.0, allow_inf_nan=False)] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _TimingModel:
+        for name in type(self).model_fields:
+            span = getattr(self, name)
+            if isinstance(span, tuple) and span[0] > span[1]:
+                raise ValueError(f"{name} is [low, high]: {span[0]:g} is above {span[1]:g}")
+        return self
+
+    def timing(self) -> FleetTiming:
+        defaults = FleetTiming()
+        return FleetTiming(
+            arrival=self.arrival_seconds or defaults.arrival,
+            transaction=self.transaction_seconds or defaults.transaction,
+            late=self.late_seconds or defaults.late,
+            slow=self.slow_seconds or defaults.slow,
+            reboot=self.reboot_seconds or defaults.reboot,
+            resolution=(
+                defaults.resolution if self.resolution_seconds is None else self.resolution_seconds
+            ),
+        )
+
+
 class _FleetModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 7
     groups: list[_GroupModel] = Field(min_length=1, max_length=1000)
+    timing: _TimingModel = Field(default_factory=_TimingModel)
 
 
 def parse_fleet_spec(data: Any, source: str = "<fleet>") -> FleetSpec:
@@ -159,7 +206,8 @@ def parse_fleet_spec(data: Any, source: str = "<fleet>") -> FleetSpec:
         )
         raise FleetSpecError(
             f"{source}: {problems}. A fleet file is `groups: [{{name, size, runtime?, profiles: "
-            f"{{PROFILE: SHARE}}}}]` with profiles among {', '.join(p.value for p in Profile)}"
+            f"{{PROFILE: SHARE}}}}]` with profiles among {', '.join(p.value for p in Profile)}, "
+            "and an optional `timing: {arrival_seconds: [LOW, HIGH], ...}` (docs/demo.md)"
         ) from exc
     names = [g.name for g in model.groups]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -171,6 +219,7 @@ def parse_fleet_spec(data: Any, source: str = "<fleet>") -> FleetSpec:
             for g in model.groups
         ),
         seed=model.seed,
+        timing=model.timing.timing(),
     )
 
 

@@ -24,7 +24,6 @@ from typing import Any, Final, NamedTuple, assert_never
 
 import greenlet
 
-from infra.sandbox.fleet._base import FleetTiming
 from infra.sandbox.fleet.gc_tuning import GC_THRESHOLDS
 from infra.sandbox.fleet.memory import MemoryFleet
 from infra.sandbox.fleet.profiles import Profile
@@ -46,6 +45,7 @@ from infra.sandbox.fleet.shard_messages import (
     Update,
     is_to_worker,
 )
+from infra.sandbox.fleet.timing import FleetTiming
 from infra.sandbox.pki import SandboxPki
 from job_documents import logs
 from job_documents.clock import ManualClock
@@ -121,32 +121,40 @@ class _RemoteEngine:
     def subscribe(self, callback: Any) -> None:
         del callback  # news arrives with each `Run` message
 
-    def run(self, things: list[str], activate: Callable[[str], None]) -> None:
-        """Activate `things`, up to `IN_FLIGHT` at a time, batching their engine calls.
+    def run(self, things: list[str], runner: Callable[[str], greenlet.greenlet | None]) -> None:
+        """Let `things` act, up to `IN_FLIGHT` at a time, batching their engine calls.
 
-        In rounds: every runnable device runs until it parks on a call or ends, then
-        the round's calls go to the parent as one batch and the answers come back in
-        order. The rounds, and so the order in which the engine sees the calls, do
-        not depend on timing: the same fleet gives the same outcome on every run.
+        `runner(thing)` is the device's greenlet (`MemoryFleet.runner`: a new
+        activation or a transaction resumed), or None when it has nothing to do now.
+        In rounds: every runnable device runs until it parks on a call, waits for
+        simulated time (the fleet keeps it) or ends, then the round's calls go to
+        the parent as one batch and the answers come back in order. The rounds, and
+        so the order in which the engine sees the calls, do not depend on timing:
+        the same fleet gives the same outcome on every run.
         """
         self._hub = greenlet.getcurrent()
         waiting = list(reversed(things))
-        ready: deque[tuple[greenlet.greenlet, Any]] = deque()
+        ready: deque[tuple[greenlet.greenlet, tuple[Any, ...]]] = deque()  # and what to send
         live = 0
         try:
             while waiting or ready:
                 while waiting and live < IN_FLIGHT:
-                    ready.append((greenlet.greenlet(activate), waiting.pop()))
-                    live += 1
+                    device = runner(waiting.pop())
+                    if device is not None:
+                        ready.append((device, ()))
+                        live += 1
                 while ready:
-                    device, value = ready.popleft()
-                    device.switch(value)
-                    if device.dead:
-                        live -= 1
+                    device, sent = ready.popleft()
+                    device.switch(*sent)
+                    if not (self._parked and self._parked[-1][0] is device):
+                        live -= 1  # ended, or waits for simulated time: no longer in flight
                 if self._parked:
                     parked, self._parked = self._parked, []
                     answers = self._exchange([request for _, request in parked])
-                    ready.extend(zip([device for device, _ in parked], answers, strict=True))
+                    ready.extend(
+                        (device, (answer,))
+                        for (device, _), answer in zip(parked, answers, strict=True)
+                    )
         finally:
             self._hub = None
             self._parked = []
@@ -261,7 +269,7 @@ def _handle(
             else:
                 fleet.notify(message.news)
                 things = fleet.take_due()
-                engine.run(things, fleet.activate)
+                engine.run(things, fleet.runner)
                 done = len(things)
             conn.send(Done(done, fleet.next_wakeup(), dict(fleet.outcomes)))
         case Query(method, args):

@@ -1,4 +1,4 @@
-"""One Debian mosquitto per endpoint: a TLS listener for devices, a unix socket for the bridge.
+"""One Debian mosquitto per endpoint behind a TLS front, and a unix socket for the bridge.
 
 Why one process per endpoint and not two listeners on one broker: the bridge
 must know through which endpoint each request came ("legacy" / "ats").
@@ -9,21 +9,20 @@ would drop them. Two small brokers, each with its own bridge connection, keep
 every topic exactly as AWS IoT Core has it. A broker starts in milliseconds.
 
 Per broker:
-- TLS listener on 127.0.0.1, server certificate for the endpoint's AWS-shaped
-  host name, mutual TLS against the sandbox device CA,
-  `use_identity_as_username true` (username = certificate CN = thing name);
-- ACLs as an AWS IoT policy would grant: each thing reads and writes only
-  `$aws/things/<its name>/jobs/#` and `$aws/things/<its name>/shadow/#`;
-- a unix socket listener, anonymous and unrestricted, reachable only through
-  the file system, for the bridge;
-- for the ATS endpoint, MQTT over 443 with ALPN `x-amzn-mqtt-ca` as AWS serves
-  it: mosquitto 2.0.11 has no listener ALPN, so a TLS front (`_alpn.AlpnFront`,
-  `alpn_port`) terminates mutual TLS with ALPN, checks that the CONNECT's client
-  id is the certificate's CN and relays to a loopback listener whose ACL grants
-  each client id its own topics.
+- devices connect to a TLS front (`_front.DeviceFront`) on 127.0.0.1: server
+  certificate for the endpoint's AWS-shaped host name, mutual TLS, and the
+  device policy's connect rule (registered ACTIVE certificate attached to the
+  thing named by the client id); for the ATS endpoint a second front serves
+  MQTT over "443" with ALPN `x-amzn-mqtt-ca` as AWS does (`alpn_port`);
+- the fronts relay admitted connections to a unix socket listener whose ACL
+  grants each client id (the thing name) only `$aws/things/<its name>/jobs/#`
+  and `$aws/things/<its name>/shadow/#`, as an AWS IoT policy with
+  `${iot:Connection.Thing.ThingName}` would;
+- a second unix socket listener, anonymous and unrestricted, reachable only
+  through the file system, is the bridge's.
 
-mosquitto 2.0.11 cannot bind TCP port 0 (`listener 0` means a unix socket),
-so a free port is picked by binding port 0 first; a lost race is retried.
+mosquitto listens on no TCP port; the fronts bind port 0 (a free port) or the
+port they are given.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from pathlib import Path
 import structlog
 
 from infra.sandbox.errors import SandboxError
-from infra.sandbox.mqtt._alpn import AlpnFront
+from infra.sandbox.mqtt._front import DeviceFront, DeviceIdentity
 from infra.sandbox.pki import SandboxPki
 
 __all__ = ["Broker", "BrokerError", "find_mosquitto"]
@@ -49,21 +48,13 @@ log = structlog.get_logger(__name__)
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
-_PORT_ATTEMPTS = 5
-
-ACL_BY_CLIENT_ID = """\
-# Behind the ALPN front, which admits a CONNECT only when its client id is the
-# certificate's CN (the thing name): the same grants, keyed by client id.
-pattern readwrite $aws/things/%c/jobs/#
-pattern readwrite $aws/things/%c/shadow/#
-"""
 
 ACL = """\
-# Each thing (certificate CN, used as the username) may use only its own
-# Jobs and Shadow topics, as an AWS IoT policy with ${iot:Connection.Thing.ThingName}
-# would allow.
-pattern readwrite $aws/things/%u/jobs/#
-pattern readwrite $aws/things/%u/shadow/#
+# Behind the TLS fronts, which admit a CONNECT only when its client id is the name of
+# the thing its ACTIVE certificate is attached to: each thing may use only its own Jobs
+# and Shadow topics, as an AWS IoT policy with ${iot:Connection.Thing.ThingName} allows.
+pattern readwrite $aws/things/%c/jobs/#
+pattern readwrite $aws/things/%c/shadow/#
 """
 
 
@@ -80,13 +71,6 @@ def find_mosquitto() -> str:
             "(installs Debian's mosquitto) or `apt-get install mosquitto`"
         )
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _quote(path: Path) -> str:
@@ -116,28 +100,43 @@ exit "$status"
 
 
 class Broker:
-    """A mosquitto subprocess serving one endpoint ("legacy" or "ats").
+    """A mosquitto subprocess serving one endpoint ("legacy" or "ats") behind its TLS fronts.
 
     Started under a small shell (`_WATCHDOG`) that stops it when the sandbox
     process goes away, so that a killed sandbox leaves no broker running.
     """
 
-    def __init__(self, kind: str, *, pki: SandboxPki, directory: Path, socket_path: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        pki: SandboxPki,
+        directory: Path,
+        socket_path: Path,
+        identity: DeviceIdentity,
+    ) -> None:
         self.kind = kind
         self.host = pki.hosts[kind]
         self.port = 0
         #: MQTT over "443" with ALPN x-amzn-mqtt-ca (ATS endpoint only; 0 when none).
         self.alpn_port = 0
-        self._front: AlpnFront | None = None
-        self._plain_port = 0
+        self._fronts: list[DeviceFront] = []
         self.socket_path = socket_path
+        #: Where the fronts hand admitted device connections to mosquitto.
+        self.devices_socket_path = socket_path.with_name("devices.sock")
+        self._identity = identity
         self._pki = pki
         self._directory = directory
         self._process: subprocess.Popen[bytes] | None = None
         self.log_path = directory / "mosquitto.log"
         self._stderr_path = directory / "mosquitto.stderr"
 
-    def _write_config(self, port: int) -> Path:
+    @property
+    def fronts(self) -> tuple[DeviceFront, ...]:
+        """The TLS listeners devices connect to (the "443" one last)."""
+        return tuple(self._fronts)
+
+    def _write_config(self) -> Path:
         self._directory.mkdir(parents=True, exist_ok=True)
         acl = self._directory / "acl"
         acl.write_text(ACL)
@@ -158,77 +157,78 @@ class Broker:
             "log_type notice",
             "connection_messages false",
             "",
-            f"listener {port} 127.0.0.1",
-            f"certfile {_quote(self._pki.server_cert_pem(self.kind))}",
-            f"keyfile {_quote(self._pki.server_key_pem(self.kind))}",
-            f"cafile {_quote(self._pki.device_ca_pem)}",
-            "require_certificate true",
-            "use_identity_as_username true",
-            "allow_anonymous false",
+            f"listener 0 {_quote(self.devices_socket_path)}",
+            "allow_anonymous true",
             f"acl_file {_quote(acl)}",
             "",
             f"listener 0 {_quote(self.socket_path)}",
             "allow_anonymous true",
             "",
         ]
-        if self._plain_port:
-            by_client = self._directory / "acl-by-client-id"
-            by_client.write_text(ACL_BY_CLIENT_ID)
-            lines += [
-                f"listener {self._plain_port} 127.0.0.1",
-                "allow_anonymous true",
-                f"acl_file {_quote(by_client)}",
-                "",
-            ]
         conf.write_text("\n".join(lines))
         return conf
 
     def start(self) -> None:
-        """Start mosquitto and wait until both listeners accept connections."""
+        """Start mosquitto, wait until both sockets accept connections, then the fronts."""
         binary = find_mosquitto()
-        last_error = ""
-        for _ in range(_PORT_ATTEMPTS):
-            port = _free_port()
-            self._plain_port = _free_port() if self.kind == "ats" else 0
-            conf = self._write_config(port)
-            self.socket_path.unlink(missing_ok=True)
-            self.log_path.unlink(missing_ok=True)
-            with self._stderr_path.open("wb") as stderr:
-                self._process = subprocess.Popen(
-                    ["/bin/sh", "-c", _WATCHDOG, "sh", binary, str(conf)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                    env=_broker_environment(),
-                )
-            if self._wait_ready(port) and (not self._plain_port or _accepts(self._plain_port)):
-                self.port = port
-                if self._plain_port:
-                    self._front = AlpnFront(
-                        cert=Path(self._pki.server_cert_pem(self.kind)),
-                        key=Path(self._pki.server_key_pem(self.kind)),
-                        device_ca=Path(self._pki.device_ca_pem),
-                        upstream=self._plain_port,
-                    )
-                    self._front.start()
-                    self.alpn_port = self._front.port
-                log.debug("mosquitto_started", endpoint=self.kind, host=self.host, port=port)
-                return
-            last_error = self._collect_failure()
-            if "Address already in use" not in last_error:
-                break
-        raise BrokerError(
-            f"mosquitto for the {self.kind} endpoint did not start: {last_error.strip()} "
-            f"(configuration in {self._directory})"
-        )
+        conf = self._write_config()
+        for path in (self.socket_path, self.devices_socket_path, self.log_path):
+            path.unlink(missing_ok=True)
+        with self._stderr_path.open("wb") as stderr:
+            self._process = subprocess.Popen(
+                ["/bin/sh", "-c", _WATCHDOG, "sh", binary, str(conf)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=_broker_environment(),
+            )
+        if not self._wait_ready():
+            error = self._collect_failure()
+            raise BrokerError(
+                f"mosquitto for the {self.kind} endpoint did not start: {error.strip()} "
+                f"(configuration in {self._directory})"
+            )
+        try:
+            self._start_front(alpn=False)
+            if self.kind == "ats":
+                self._start_front(alpn=True)
+        except BaseException:
+            self.stop()
+            raise
+        log.debug("mosquitto_started", endpoint=self.kind, host=self.host, port=self.port)
 
-    def _wait_ready(self, port: int) -> bool:
+    def _start_front(self, *, alpn: bool) -> None:
+        cert, key = self._pki.server_cert_pem(self.kind), self._pki.server_key_pem(self.kind)
+        try:
+            front = DeviceFront(
+                kind=f"{self.kind}-alpn" if alpn else self.kind,
+                cert=Path(cert),
+                key=Path(key),
+                device_ca=Path(self._pki.device_ca_pem),
+                identity=self._identity,
+                upstream=self.devices_socket_path,
+                alpn=alpn,
+            )
+        except OSError as exc:  # ssl.SSLError included
+            raise BrokerError(
+                f"the {self.kind} endpoint did not start: its TLS listener cannot use the "
+                f"server certificate {cert} and key {key} or bind a port ({exc}); delete "
+                f"{self._pki.directory} to let the sandbox create a new PKI"
+            ) from exc
+        front.start()
+        self._fronts.append(front)
+        if alpn:
+            self.alpn_port = front.port
+        else:
+            self.port = front.port
+
+    def _wait_ready(self) -> bool:
         assert self._process is not None  # noqa: S101
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 return False
-            if _accepts(port) and _accepts_unix(self.socket_path):
+            if _accepts_unix(self.socket_path) and _accepts_unix(self.devices_socket_path):
                 return True
             time.sleep(0.01)
         return False
@@ -248,10 +248,10 @@ class Broker:
 
     def stop(self) -> None:
         """Stop mosquitto (SIGTERM, then SIGKILL after a few seconds); idempotent."""
-        front, self._front = self._front, None
-        if front is not None:
+        fronts, self._fronts = self._fronts, []
+        for front in fronts:
             front.stop()
-            self.alpn_port = 0
+        self.port = self.alpn_port = 0
         process, self._process = self._process, None
         if process is None:
             return
@@ -264,6 +264,7 @@ class Broker:
                 process.kill()
                 process.wait(timeout=_STOP_TIMEOUT)
         self.socket_path.unlink(missing_ok=True)
+        self.devices_socket_path.unlink(missing_ok=True)
         log.debug("mosquitto_stopped", endpoint=self.kind)
 
     @property
@@ -308,11 +309,3 @@ def _accepts_unix(path: Path) -> bool:
         except OSError:
             return False
         return True
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False

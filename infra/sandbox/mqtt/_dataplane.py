@@ -2,9 +2,10 @@ r"""The sandbox's MQTT data plane: two mosquitto brokers and the bridge that ser
 
 Shape:
 
-    device --TLS--> mosquitto "legacy" --unix socket--\
-                                                        bridge (paho) --> JobsDataPlane (engine)
-    device --TLS--> mosquitto "ats"    --unix socket--/        \--> named shadows
+    device --TLS--> front "legacy" --> mosquitto "legacy" --unix--\
+                                                                   bridge (paho) --> engine
+    device --TLS--> front "ats"    --> mosquitto "ats"    --unix--/              \--> shadows
+                    (connect rule: DeviceIdentity)
 
 Invariants:
 - A request is answered on the broker it came through, and `via` names that
@@ -42,6 +43,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from infra.sandbox.dataplane import JobsDataPlane
 from infra.sandbox.errors import SandboxError
 from infra.sandbox.mqtt._broker import Broker, BrokerError
+from infra.sandbox.mqtt._front import DeviceIdentity
 from infra.sandbox.mqtt._jobs import JobsTopics, NotifyTracker, Outgoing
 from infra.sandbox.mqtt._shadow import ShadowStore
 from infra.sandbox.pki import SandboxPki, endpoint_hosts
@@ -180,8 +182,10 @@ class MqttDataPlane:
         pki: SandboxPki,
         work_dir: Path,
         clock: Clock,
+        identity: DeviceIdentity,
     ) -> None:
         self.pki = pki
+        self._identity = identity
         self.work_dir = work_dir
         self.endpoints: dict[str, Endpoint] = {}
         self._engine = engine
@@ -215,6 +219,7 @@ class MqttDataPlane:
                 pki=self.pki,
                 directory=self.work_dir / kind,
                 socket_path=sockets / kind / "bridge.sock",
+                identity=self._identity,
             )
             (sockets / kind).mkdir(parents=True, exist_ok=True)
             self._brokers[kind] = broker
@@ -304,8 +309,13 @@ def start_data_plane(
     region: str = "us-east-1",
     endpoint_prefix: str = "a1sandbox2demo",
     clock: Clock | None = None,
+    identity: DeviceIdentity | None = None,
 ) -> MqttDataPlane:
     """Start both brokers and the bridge; the caller must `stop()` the result.
+
+    `identity` decides which device CONNECTs the listeners admit (registered
+    certificates attached to things); when omitted, the engine itself, which
+    must then implement `DeviceIdentity` (the Jobs engine does).
 
     `clock` stamps the `timestamp` of every answer and event; when omitted,
     the engine's own `clock` attribute if it has one (the sandbox's scaled
@@ -319,7 +329,14 @@ def start_data_plane(
     if clock is None:
         engine_clock = getattr(engine, "clock", None)
         clock = engine_clock if isinstance(engine_clock, Clock) else SystemClock()
-    plane = MqttDataPlane(engine, pki=pki, work_dir=Path(work_dir), clock=clock)
+    if identity is None:
+        if not isinstance(engine, DeviceIdentity):
+            raise MqttError(
+                "the MQTT listeners need a device identity (certificates attached to things): "
+                "pass identity=, or an engine that keeps certificates"
+            )
+        identity = engine
+    plane = MqttDataPlane(engine, pki=pki, work_dir=Path(work_dir), clock=clock, identity=identity)
     try:
         plane._start()  # noqa: SLF001
     except (BrokerError, OSError) as exc:

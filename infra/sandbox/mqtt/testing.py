@@ -2,7 +2,8 @@
 
 Shipped with the package (like `structlog.testing`) so any test suite can use
 them: `FakeEngine` implements only what the bridge needs (pending list,
-start-next, describe, update with version and state checks, subscribers), so
+start-next, describe, update with version and state checks, subscribers, and
+a device identity that admits a certificate's CN as its client id), so
 the bridge and the brokers are tested without the real Jobs engine; `Device`
 is a paho MQTT 5 client over mutual TLS; `handshake` is a bare TLS handshake
 through the connect-address override.
@@ -22,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device_handler.job_statuses import TERMINAL_STATUSES
 from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot, PendingJobs
+from infra.sandbox.engine import ConnectionRefusedByPolicyError
 from infra.sandbox.mqtt import Endpoint, MqttDataPlane
 from infra.sandbox.pki import SandboxPki
 
@@ -174,6 +178,31 @@ class FakeEngine:
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         self.subscribers.append(callback)
+
+    # -- device identity: a certificate of the device CA connects as its CN -------------
+
+    def authorize_connection(self, certificate_der: bytes, client_id: str) -> str:
+        """Admit a client id equal to the certificate's CN (the PKI names things so)."""
+        names = x509.load_der_x509_certificate(certificate_der).subject.get_attributes_for_oid(
+            NameOID.COMMON_NAME
+        )
+        if not names or names[0].value != client_id:
+            raise ConnectionRefusedByPolicyError(
+                "client-id", f"client id {client_id!r} is not the certificate's CN"
+            )
+        return client_id
+
+    def watch_certificates(self, listener: Callable[[str], None]) -> None:
+        """Certificates never change here."""
+
+    def certificate_status(self, certificate_id: str) -> str | None:  # noqa: ARG002
+        return "ACTIVE"
+
+    def certificate_pem(self, certificate_id: str) -> str | None:  # noqa: ARG002
+        return None
+
+    def trust_anchor_pems(self) -> list[str]:
+        return []
 
 
 def connect_address(plane: MqttDataPlane, kind: str) -> tuple[str, int]:
