@@ -287,13 +287,11 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     )
     notifier = SnsNotifier(sns, config.topic_arn) if config.topic_arn else None
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    from orchestrator.aws.executions import ExecutionReader
-    from orchestrator.aws.indexing import FleetIndexAdapter
+    from orchestrator.aws.readers import regional_readers
     from orchestrator.drift_watch import DriftWatch
 
-    # Drift is watched in the runner's region (CA_MIGRATE_REGION).
-    iot = _iot_client(config.region)
-    watch = DriftWatch(store, FleetIndexAdapter(iot), ExecutionReader(iot), reconciler.clock)
+    # Each wave's drift is read in the wave's own region, as its job is.
+    watch = DriftWatch(store, regional_readers(_iot_client), reconciler.clock)
     report = run_once(
         store,
         reconciler,
