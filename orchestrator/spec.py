@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from job_documents.fleet_query import QueryError, parse
 from orchestrator.campaign_yaml import MAX_DEPTH, MAX_NODES, dotted, load_yaml, locate
 from orchestrator.cron import CronSyntaxError, check_cron
 from orchestrator.errors import SpecError, SpecProblem
@@ -57,6 +58,7 @@ from orchestrator.model import (
     MaintenanceWindow,
     OfflinePolicy,
     Rollout,
+    SampleSpec,
     SigningSpec,
     TrustSpec,
     WaveSpec,
@@ -254,6 +256,48 @@ class WindowModel(_Model):
         return value
 
 
+def _fleet_query(value: str) -> str:
+    try:
+        parse(value)
+    except QueryError as exc:
+        raise ValueError(
+            f"not a fleet-indexing query: {exc} (the syntax of `aws iot search-index`; "
+            "try it there first)"
+        ) from None
+    return value
+
+
+#: A query is sent as queryString; past this, a campaign file is almost surely wrong.
+MAX_QUERY: Final = 2048
+Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY)]
+#: Fields a sample is stratified by: an attribute, or a named shadow's reported/desired value.
+_STRATUM_FIELD = (
+    r"^(attributes\.[A-Za-z0-9_.,@/:#-]{1,128}"
+    r"|shadow\.name\.[a-zA-Z0-9:_-]{1,64}\.(reported|desired)\.[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*)$"
+)
+
+
+class SampleModel(_Model):
+    count: Count = Field(description="Devices in the sample (all of them when fewer match).")
+    stratify_by: str = Field(
+        max_length=400,
+        pattern=_STRATUM_FIELD,
+        description="attributes.NAME or shadow.name.SHADOW.reported.PATH: each value is a "
+        "stratum, sampled in proportion to its size, at least one device each when count "
+        "allows.",
+    )
+    query: Query | None = Field(
+        None,
+        description="Fleet-indexing query of the population to sample (default: every "
+        "indexed thing); earlier waves' devices are left out.",
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, value: str | None) -> str | None:
+        return value if value is None else _fleet_query(value)
+
+
 class WaveModel(_Model):
     name: Name
     region: str | None = Field(
@@ -263,7 +307,20 @@ class WaveModel(_Model):
         description="The AWS region of this wave's thing groups and job (default: the "
         "campaign's region). Each region's documents name its own iot:Data-ATS endpoint.",
     )
-    thing_groups: list[Annotated[str, Field(pattern=_GROUP)]] = Field(min_length=1, max_length=100)
+    thing_groups: list[Annotated[str, Field(pattern=_GROUP)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Thing groups the wave's job targets (with query or sample, or alone).",
+    )
+    query: Query | None = Field(
+        None,
+        description="Fleet-indexing query: the campaign creates a dynamic thing group of the "
+        "matching things (earlier waves' devices left out) and targets it.",
+    )
+    sample: SampleModel | None = Field(
+        None,
+        description="A stratified sample the campaign puts in a static group it owns.",
+    )
     gate: GateModel
     rollout: RolloutModel = RolloutModel()
     approval: Literal["auto", "manual"] = "auto"
@@ -291,6 +348,28 @@ class WaveModel(_Model):
     @classmethod
     def _known_region(cls, value: str | None) -> str | None:
         return None if value is None else checked_region(value)
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, value: str | None) -> str | None:
+        return value if value is None else _fleet_query(value)
+
+    @model_validator(mode="after")
+    def _some_target(self) -> WaveModel:
+        if not self.thing_groups and self.query is None and self.sample is None:
+            raise ValueError("give thing_groups, query or sample: the devices the wave targets")
+        if self.query is not None and self.sample is not None:
+            raise ValueError(
+                "give query or sample, not both; to sample from the devices a query matches, "
+                "write it as sample.query"
+            )
+        made = (self.query is not None) + (self.sample is not None)
+        if len(self.thing_groups) + made > 100:  # noqa: PLR2004 - CreateJob's targets limit
+            raise ValueError(
+                f"{len(self.thing_groups)} thing groups and the campaign's own group are more "
+                "than the 100 targets CreateJob takes"
+            )
+        return self
 
 
 class CampaignFile(_Model):
@@ -371,6 +450,12 @@ def _wave(w: WaveModel) -> WaveSpec:
     return WaveSpec(
         name=w.name,
         thing_groups=tuple(w.thing_groups),
+        query=w.query,
+        sample=None
+        if w.sample is None
+        else SampleSpec(
+            count=w.sample.count, stratify_by=w.sample.stratify_by, query=w.sample.query
+        ),
         gate=Gate(
             min_success_rate=w.gate.min_success_rate,
             min_completed=w.gate.min_completed,

@@ -24,6 +24,7 @@ from orchestrator.model import CampaignSpec
 from orchestrator.regional import RegionalJobs, resolve_endpoints
 
 if TYPE_CHECKING:
+    from orchestrator.aws.groups import ThingGroupsAdapter
     from orchestrator.aws.iot import IotJobsAdapter
 
 __all__ = ["RegionalClients", "endpoints", "region_lines", "regions_plan"]
@@ -49,6 +50,15 @@ class RegionalClients:
         from orchestrator.aws.iot import IotJobsAdapter, make_client
 
         return IotJobsAdapter(
+            make_client(region=region, endpoint_url=self.endpoint_url, profile=self.profile)
+        )
+
+    def groups(self, region: str) -> ThingGroupsAdapter:
+        """The region's fleet index and the campaign's own groups (waves by query or sample)."""
+        from orchestrator.aws.groups import ThingGroupsAdapter
+        from orchestrator.aws.iot import make_client
+
+        return ThingGroupsAdapter(
             make_client(region=region, endpoint_url=self.endpoint_url, profile=self.profile)
         )
 

@@ -143,7 +143,11 @@ def _reconciler(opts: _Options, spec: CampaignSpec, store: StateStore | None = N
     clients.check(spec)
     store = store or _store(opts)
     return Reconciler(
-        store, clients.jobs(), clock_from_env(opts.endpoint_url), signer=_signer_opener(opts)
+        store,
+        clients.jobs(),
+        clock_from_env(opts.endpoint_url),
+        signer=_signer_opener(opts),
+        groups=clients.groups,
     )
 
 
@@ -211,19 +215,21 @@ def plan(
         signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
         built = build_wave_documents(spec, endpoints(spec, adapters), signer)
         host = built.endpoint
-        found = survey(adapters, spec)
+        found = survey(adapters, spec, _clients(opts).groups)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
             doc = built.documents[wave.name]
             job_id = job_id_for(spec.name, wave.name, doc.sha256, Operation.MIGRATE)
+            config = job_config(spec, wave, Operation.MIGRATE)
             request = create_job_request(
                 job_id,
                 f"<{doc.size} characters>",
-                job_config(spec, wave, Operation.MIGRATE),
-                [found.arns[spec.region_of(wave), g] for g in wave.thing_groups],
+                config,
+                [found.arns[spec.region_of(wave), g] for g in config.thing_groups],
             )
             waves.append(
-                {
+                found.chosen(spec, wave.name)
+                | {
                     "wave": wave.name,
                     "region": spec.region_of(wave),
                     "devices": {g: len(t) for g, t in found.members[wave.name].items()},
@@ -290,7 +296,8 @@ def start(
         opts = _options(ctx)
         rec = _reconciler(opts, spec)
         if not already_started(rec.store, spec.name, text):
-            refuse(survey(_clients(opts).adapters(spec), spec).problems)
+            clients = _clients(opts)
+            refuse(survey(clients.adapters(spec), spec, clients.groups).problems)
             rec.start(spec, text, str(file.resolve().parent))
         result = rec.step(spec.name)
     _print_state(result.state, spec.catalog, output, rec)

@@ -15,6 +15,7 @@ import structlog
 from botocore.config import Config
 
 from job_documents import SystemClock
+from orchestrator.aws.groups import ThingGroupsAdapter
 from orchestrator.aws.iot import IotJobsAdapter
 from orchestrator.model import CampaignStatus, WavePhase
 from orchestrator.planner import Approve
@@ -98,8 +99,13 @@ def campaign_text(approval: str = "auto") -> str:
 
 
 def reconciler(sandbox, tmp_path: Path) -> Reconciler:
-    api = IotJobsAdapter(sandbox.iot_client(config=RETRIES))
-    return Reconciler(SqliteStateStore(tmp_path / "state.sqlite"), api, SystemClock())
+    client = sandbox.iot_client(config=RETRIES)
+    return Reconciler(
+        SqliteStateStore(tmp_path / "state.sqlite"),
+        IotJobsAdapter(client),
+        SystemClock(),
+        groups=lambda _region: ThingGroupsAdapter(client),
+    )
 
 
 def drive(rec: Reconciler, name: str, *, approve: str | None = None, steps: int = 200):
