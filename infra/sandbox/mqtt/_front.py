@@ -85,11 +85,15 @@ class _BadConnectError(ValueError):
     """The first packet is not an MQTT CONNECT this front can read."""
 
 
+class _TruncatedError(_BadConnectError):
+    """The bytes so far end inside the packet's fixed header."""
+
+
 def _varint(data: bytes, at: int) -> tuple[int, int]:
     value, shift = 0, 0
     for _ in range(4):
         if at >= len(data):
-            raise _BadConnectError("truncated length")
+            raise _TruncatedError("truncated length")
         byte = data[at]
         at += 1
         value |= (byte & 0x7F) << shift
@@ -125,8 +129,10 @@ def parse_connect(packet: bytes) -> tuple[str, int]:
 def _read_connect(conn: ssl.SSLSocket) -> bytes:
     data = b""
     while True:
+        if data and data[0] != _CONNECT:
+            raise _BadConnectError("the first packet is not CONNECT")
         if len(data) >= 2:  # noqa: PLR2004 - fixed header: type byte and at least one length byte
-            with contextlib.suppress(_BadConnectError):
+            with contextlib.suppress(_TruncatedError):
                 length, at = _varint(data, 1)
                 if len(data) >= at + length:
                     return data
