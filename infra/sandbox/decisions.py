@@ -238,7 +238,10 @@ DEVICE_CLIENT_RUN_COMMAND: Final = "runCommand steps are not simulated; use runH
 # drop control characters); the simulation replaces them with spaces and keeps the last
 # 1,024 characters, which AWS accepts.
 # The device's `/` is `<fleet root>/<thing>/fs`: absolute paths in a step (`path`, and
-# arguments that start with `/`) are resolved inside it, as under a chroot.
+# arguments that start with `/`) are resolved inside it, as under a chroot. A handler is
+# only ever a file inside it: one that climbs out (`..`) is not found, and a step without
+# `path` searches the device's /usr/local/bin, /usr/bin and /bin, never the host's PATH
+# (a job document must not run host commands). Not found: the step FAILED.
 # A Device Client device connects, at its first job, to the endpoint its configuration
 # names, and keeps that connection (and reports over it) until `restart()`; the fleet
 # restarts a device once its job SUCCEEDED, as an operator is told to (docs/runbook.md).

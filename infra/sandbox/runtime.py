@@ -51,6 +51,13 @@ PROVISION_RETRIES = Config(retries={"mode": "adaptive", "max_attempts": 10})
 # The variable through which the orchestrator's commands take this sandbox's clock; its value
 # is `sandbox:<admin URL>` (GET <admin URL>/clock gives the time and the scale).
 CLOCK_ENV = "CA_MIGRATE_CLOCK"
+# The variable through which `ca-migrate plan` and `start` reach this sandbox's listeners for
+# their endpoint check: `HOST:PORT=127.0.0.1:LOCAL` entries, the names and ports as AWS has them
+# (8883; 443 with ALPN) and where the sandbox serves them. SNI and verification keep the name.
+CONNECT_TO_ENV = "CA_MIGRATE_CONNECT_TO"
+#: The ports the documents and the devices name; the sandbox serves them on local ports.
+_MQTT_PORT = 8883
+_ALPN_PORT = 443
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,8 +358,24 @@ class Sandbox:
                 "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
                 # The orchestrator's commands read this sandbox's (scaled) time: docs/sandbox.md.
                 CLOCK_ENV: f"sandbox:{self.admin_url}",
-            },
+            }
+            | ({CONNECT_TO_ENV: self.connect_to()} if self.connect_to() else {}),
         }
+
+    def connect_to(self) -> str:
+        """Every MQTT listener as `HOST:PORT=127.0.0.1:LOCAL`, space-separated ('' without MQTT).
+
+        What `ca-migrate plan` and `start` take (`--connect-to`, `CA_MIGRATE_CONNECT_TO`) to
+        check the sandbox's endpoints where they listen, as devices reach them
+        (`connect_override`).
+        """
+        entries: list[str] = []
+        for region in self.regions:
+            for endpoint in self.endpoints_for(region).values():
+                entries.append(f"{endpoint.host}:{_MQTT_PORT}=127.0.0.1:{endpoint.port}")
+                if endpoint.alpn_port:
+                    entries.append(f"{endpoint.host}:{_ALPN_PORT}=127.0.0.1:{endpoint.alpn_port}")
+        return " ".join(entries)
 
     # ------------------------------------------------------------ admin hooks
     def shadow(
