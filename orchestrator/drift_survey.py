@@ -2,8 +2,8 @@
 
 For each wave to check: three index calls for its figures (devices, devices
 reporting, devices on the wave's endpoint), one SearchIndex page per 100
-off-target devices, then their executions, read one by one or by listing the
-job's SUCCEEDED executions, whichever is fewer calls. The number of calls
+off-target devices, then their executions, the cheapest of three ways
+(`orchestrator.verify.lookup_plan`). The number of calls
 grows with the number of off-target devices, never with the wave's size where
 the devices are where they should be.
 
@@ -15,7 +15,7 @@ the questions, not their wire form.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from orchestrator import verify as v
@@ -23,6 +23,7 @@ from orchestrator.model import CampaignSpec, CampaignState
 
 __all__ = [
     "ExecutionLookup",
+    "Readers",
     "ShadowIndex",
     "passed_wave_census",
     "survey_drift",
@@ -59,8 +60,8 @@ class ExecutionLookup(Protocol):
         """The thing's execution status for the job; None when it has none."""
         ...
 
-    def succeeded(self, job_id: str) -> set[str]:
-        """Things whose execution of the job is SUCCEEDED."""
+    def listed(self, job_id: str, status: str) -> set[str]:
+        """Things whose execution of the job has this status."""
         ...
 
 
@@ -79,17 +80,59 @@ def _statuses(
 ) -> Mapping[str, str | None]:
     if not things:
         return {}
-    if v.lookup_by_listing(len(things), check.succeeded):
-        succeeded = executions.succeeded(check.job_id)
+    plan = v.lookup_plan(len(things), check)
+    if plan == "list-succeeded":
+        succeeded = executions.listed(check.job_id, "SUCCEEDED")
         return {t: "SUCCEEDED" if t in succeeded else None for t in things}
-    return {t: executions.status(check.job_id, t) for t in things}
+    known: dict[str, str | None] = {}
+    if plan == "list-others":
+        for status in check.others:
+            listed = executions.listed(check.job_id, status)
+            known.update({t: status for t in things if t in listed})
+    return {t: known[t] if t in known else executions.status(check.job_id, t) for t in things}
+
+
+class Readers:
+    """The index and the executions of each region, made on first use; their calls added up."""
+
+    def __init__(
+        self,
+        index: Callable[[str], ShadowIndex],
+        executions: Callable[[str], ExecutionLookup],
+    ) -> None:
+        self._make_index = index
+        self._make_executions = executions
+        self._indexes: dict[str, ShadowIndex] = {}
+        self._executions: dict[str, ExecutionLookup] = {}
+
+    @classmethod
+    def single(cls, index: ShadowIndex, executions: ExecutionLookup) -> Readers:
+        """Every region answered by the same two readers."""
+        return cls(lambda _region: index, lambda _region: executions)
+
+    def index(self, region: str) -> ShadowIndex:
+        if region not in self._indexes:
+            self._indexes[region] = self._make_index(region)
+        return self._indexes[region]
+
+    def executions(self, region: str) -> ExecutionLookup:
+        if region not in self._executions:
+            self._executions[region] = self._make_executions(region)
+        return self._executions[region]
+
+    @property
+    def calls(self) -> int:
+        readers: list[ShadowIndex | ExecutionLookup] = [
+            *self._indexes.values(),
+            *self._executions.values(),
+        ]
+        return sum(r.calls for r in {id(r): r for r in readers}.values())
 
 
 def survey_drift(
     spec: CampaignSpec,
     state: CampaignState,
-    index: ShadowIndex,
-    executions: ExecutionLookup,
+    readers: Readers,
     *,
     passed_only: bool = False,
 ) -> v.Verification:
@@ -97,6 +140,8 @@ def survey_drift(
     checks, skipped = v.wave_checks(spec, state, passed_only=passed_only)
     results: list[v.WaveResult] = []
     for check in checks:
+        index = readers.index(check.region)
+        executions = readers.executions(check.region)
         devices, reported, on_target = wave_figures(index, check)
         off_target: list[v.DeviceReport] = []
         if reported > on_target:
@@ -114,7 +159,7 @@ def survey_drift(
                 reported=reported,
                 on_target=on_target,
                 succeeded=check.succeeded,
-                drift=v.find_drift(check, off_target, statuses, spec.region),
+                drift=v.find_drift(check, off_target, statuses),
             )
         )
     return v.Verification(
@@ -122,12 +167,12 @@ def survey_drift(
         region=spec.region,
         waves=tuple(results),
         skipped=skipped,
-        calls=index.calls + executions.calls,
+        calls=readers.calls,
     )
 
 
 def passed_wave_census(
-    spec: CampaignSpec, state: CampaignState, index: ShadowIndex
+    spec: CampaignSpec, state: CampaignState, index: Callable[[str], ShadowIndex]
 ) -> list[v.WaveResult]:
     """Each PASSED wave's devices, reporting devices and devices on its endpoint (3 calls each).
 
@@ -136,7 +181,7 @@ def passed_wave_census(
     checks, _ = v.wave_checks(spec, state, passed_only=True)
     out = []
     for check in checks:
-        devices, reported, on_target = wave_figures(index, check)
+        devices, reported, on_target = wave_figures(index(check.region), check)
         out.append(
             v.WaveResult(
                 wave=check.wave,

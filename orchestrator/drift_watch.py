@@ -23,7 +23,7 @@ import hashlib
 import structlog
 
 from job_documents import Clock
-from orchestrator.drift_survey import ExecutionLookup, ShadowIndex, survey_drift
+from orchestrator.drift_survey import Readers, survey_drift
 from orchestrator.errors import IndexingUnavailableError, OrchestratorError
 from orchestrator.model import CampaignState, Event, EventKind, WavePhase
 from orchestrator.spec import parse_spec
@@ -53,13 +53,11 @@ class DriftWatch:
     def __init__(
         self,
         store: StateStore,
-        index: ShadowIndex,
-        executions: ExecutionLookup,
+        readers: Readers,
         clock: Clock,
     ) -> None:
         self._store = store
-        self._index = index
-        self._executions = executions
+        self._readers = readers
         self._clock = clock
         self._unavailable_logged = False
 
@@ -71,9 +69,7 @@ class DriftWatch:
         try:
             stored = self._store.load(name)
             spec = parse_spec(stored.spec_text, f"campaign {name}")
-            result = survey_drift(
-                spec, stored.state, self._index, self._executions, passed_only=True
-            )
+            result = survey_drift(spec, stored.state, self._readers, passed_only=True)
             things = sorted(d.thing for d in result.drift)
             if not things:
                 return None

@@ -22,6 +22,8 @@ OrchestratorError
       ├── JobConflictError         a job with our deterministic id exists with another document
       ├── WrongRegionError         a job the campaign touches is in another region than its
       │                            wave's (a client of the wrong region): nothing is written
+      ├── GroupConflictError       a thing group with the campaign's deterministic name exists
+      │                            and is not the campaign's (another query or owner)
       └── JobRefusedError          CreateJob refused as an invalid request: the campaign
                                    halted with the reason (also a UsageError: exit 2)
 ```
@@ -36,6 +38,7 @@ __all__ = [
     "CampaignExistsError",
     "CampaignNotFoundError",
     "EndpointCheckError",
+    "GroupConflictError",
     "IndexingUnavailableError",
     "JobConflictError",
     "JobExistsError",
@@ -143,3 +146,7 @@ class WrongRegionError(AwsError):
 
 class JobRefusedError(AwsError, UsageError):
     """AWS refused a wave's CreateJob as an invalid request; the campaign was halted."""
+
+
+class GroupConflictError(AwsError):
+    """A thing group with the campaign's deterministic name exists and is not the campaign's."""

@@ -171,8 +171,10 @@ def _overlaps(
     seen: dict[str, tuple[str, str]] = {}  # thing -> (first wave, its group)
     shared: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     for wave in spec.waves:
-        for group in wave.thing_groups:
-            for thing in members.get(wave.name, {}).get(group, ()):
+        # Every group of the wave: its own, and the ones the campaign makes for a query or
+        # a sample (what they would hold now).
+        for group, held in members.get(wave.name, {}).items():
+            for thing in held:
                 first = seen.get(thing)
                 if first is None:
                     seen[thing] = (wave.name, group)
@@ -207,13 +209,14 @@ def check_campaign(
     for wave in spec.waves:
         devices = len(wave_devices(members.get(wave.name, {})))
         if devices == 0:
-            groups = ", ".join(wave.thing_groups)
+            groups = ", ".join(members.get(wave.name, {})) or ", ".join(wave.thing_groups)
             problems.append(
                 Problem(
                     "empty-wave",
                     wave.name,
                     f"wave {wave.name}: its groups ({groups}) hold no things, so its gate can "
-                    "never pass. Fix: add things to the groups, or remove the wave.",
+                    "never pass. Fix: add things to the groups (or widen the query), or "
+                    "remove the wave.",
                 )
             )
             continue

@@ -13,6 +13,7 @@ from typing import assert_never
 
 from job_documents import Operation
 from orchestrator.model import CampaignSpec, ExponentialRate, MaintenanceWindow, WaveSpec
+from orchestrator.targets import wave_groups
 
 __all__ = [
     "MAX_JOB_ID",
@@ -88,7 +89,7 @@ def job_config(spec: CampaignSpec, wave: WaveSpec, operation: Operation) -> JobC
     halt = spec.halt_for(wave)
     abort = operation is Operation.MIGRATE and halt.max_failure_rate < 1.0
     return JobConfig(
-        thing_groups=wave.thing_groups,
+        thing_groups=wave_groups(spec, wave),
         description=f"ca-migrate {spec.name}/{wave.name} {operation}",
         maximum_per_minute=wave.rollout.maximum_per_minute,
         exponential=wave.rollout.exponential,

@@ -8,13 +8,13 @@ fleet except `count_things` (used by `plan`, never by reconcile).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from orchestrator.planner import JobConfig, JobObservation
 
-__all__ = ["FailureSample", "JobsApi"]
+__all__ = ["FailureSample", "JobsApi", "WaveGroupsApi"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,4 +55,28 @@ class JobsApi(Protocol):
 
     def list_failures(self, job_id: str, limit: int) -> list[FailureSample]:
         """Up to `limit` failed, timed-out or rejected executions with their details."""
+        ...
+
+
+class WaveGroupsApi(Protocol):
+    """The calls that make the thing groups of waves chosen by query or sample.
+
+    Each is idempotent: a group of that name that is the campaign's own (same query,
+    or same description) is adopted; one that is not raises `GroupConflictError`.
+    """
+
+    def ensure_dynamic_group(self, name: str, query: str, description: str) -> str:
+        """CreateDynamicThingGroup (or adopt it); its status: ACTIVE once its members are built."""
+        ...
+
+    def ensure_static_group(self, name: str, description: str) -> list[str]:
+        """CreateThingGroup (or adopt it); the things already in it."""
+        ...
+
+    def indexed_values(self, query: str, field: str) -> dict[str, str | None]:
+        """Every thing matching `query` (SearchIndex) and its value of `field` (None: none)."""
+        ...
+
+    def add_things(self, group: str, things: Sequence[str]) -> None:
+        """AddThingToThingGroup for each thing (already a member: nothing happens)."""
         ...

@@ -39,6 +39,7 @@ __all__ = [
     "MaintenanceWindow",
     "OfflinePolicy",
     "Rollout",
+    "SampleSpec",
     "SigningSpec",
     "TrustSpec",
     "WavePhase",
@@ -149,8 +150,21 @@ class TrustSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SampleSpec:
+    """A stratified sample: `count` devices in proportion to each value of `stratify_by`.
+
+    Drawn from the things `query` matches (all indexed things when None), less the
+    devices of earlier waves (`orchestrator.targets`).
+    """
+
+    count: int
+    stratify_by: str
+    query: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WaveSpec:
-    """One wave: thing groups, rollout, gate, approval, deadline."""
+    """One wave: thing groups and/or a query or a sample, rollout, gate, approval, deadline."""
 
     name: str
     thing_groups: tuple[str, ...]
@@ -166,6 +180,8 @@ class WaveSpec:
     device_client: DeviceClientSettings | None = None  # None: the campaign's
     #: The AWS region of the wave's thing groups and job; None: the campaign's region.
     region: str | None = None
+    query: str | None = None  # fleet-indexing query: a dynamic group the campaign creates
+    sample: SampleSpec | None = None  # a stratified sample: a static group it fills
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,9 +382,12 @@ class EventKind(StrEnum):
     """What an `Event` records; its value is the name in the event log and the logs."""
 
     CAMPAIGN_STARTED = "campaign-started"
+    ENDPOINT_CHECKED = "endpoint-checked"
+    ENDPOINT_CHECK_SKIPPED = "endpoint-check-skipped"
     WAVE_AWAITING_APPROVAL = "wave-awaiting-approval"
     WAVE_APPROVED = "wave-approved"
     WAVE_LAUNCHING = "wave-launching"
+    WAVE_TARGETS_READY = "wave-targets-ready"
     JOB_CREATED = "job-created"
     JOB_ADOPTED = "job-adopted"
     JOB_OBSERVED = "job-observed"

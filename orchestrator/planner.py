@@ -44,6 +44,7 @@ from orchestrator.model import (
     WaveState,
 )
 from orchestrator.schedule import wave_deadline
+from orchestrator.targets import WaveTargets, wave_targets
 
 __all__ = [
     "Abort",
@@ -58,6 +59,7 @@ __all__ = [
     "JobObservation",
     "Observations",
     "Pause",
+    "PrepareTargets",
     "Resume",
     "Rollback",
     "abort_threshold",
@@ -130,6 +132,20 @@ class CreateJob:
 
 
 @dataclass(frozen=True, slots=True)
+class PrepareTargets:
+    """Make the thing groups the wave's job targets (a dynamic group, a sample's group).
+
+    Comes right before the wave's CreateJob, each time that CreateJob is asked for;
+    idempotent at the adapter. When the groups are not ready (a dynamic group still
+    BUILDING), the reconcile leaves the CreateJob for a later step.
+    """
+
+    wave: str
+    job_id: str
+    targets: WaveTargets
+
+
+@dataclass(frozen=True, slots=True)
 class CancelJob:
     wave: str
     job_id: str
@@ -143,7 +159,7 @@ class ExplainFailures:
     limit: int = EXPLAIN_LIMIT
 
 
-Action = CreateJob | CancelJob | ExplainFailures
+Action = PrepareTargets | CreateJob | CancelJob | ExplainFailures
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,12 +327,21 @@ def _launch(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:
     step.event(
         EventKind.WAVE_LAUNCHING, f"creating job {wave.job_id}", wave.name, job_id=wave.job_id
     )
+    _create_migrate_job(step, spec, wave)
+
+
+def _create_migrate_job(step: _Step, spec: CampaignSpec, wave: WaveState) -> None:
+    """The wave's CreateJob, after the groups the campaign makes for it (if any)."""
+    wave_spec = spec.wave(wave.name)
+    targets = wave_targets(spec, wave_spec)
+    if targets.made_by_campaign:
+        step.actions.append(PrepareTargets(wave=wave.name, job_id=wave.job_id, targets=targets))
     step.actions.append(
         CreateJob(
             wave=wave.name,
             job_id=wave.job_id,
             operation=Operation.MIGRATE,
-            config=job_config(spec, spec.wave(wave.name), Operation.MIGRATE),
+            config=job_config(spec, wave_spec, Operation.MIGRATE),
         )
     )
 
@@ -344,14 +369,7 @@ def _advance(step: _Step, spec: CampaignSpec, obs: Observations, *, paused: bool
         elif wave.phase is WavePhase.LAUNCHING and not paused:
             seen = obs.jobs.get(wave.job_id)
             if seen is None or not seen.exists:
-                step.actions.append(
-                    CreateJob(
-                        wave=wave.name,
-                        job_id=wave.job_id,
-                        operation=Operation.MIGRATE,
-                        config=job_config(spec, spec.wave(wave.name), Operation.MIGRATE),
-                    )
-                )
+                _create_migrate_job(step, spec, wave)
     if paused:
         return
     for wave in step.state.waves:

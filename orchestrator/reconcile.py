@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -42,7 +42,7 @@ from typing import NoReturn
 
 import structlog
 
-from job_documents import Clock, Operation, PrivateKey, Signer, document_hash
+from job_documents import Catalog, Clock, Operation, PrivateKey, Signer, document_hash
 from orchestrator.errors import (
     AwsError,
     CampaignNotFoundError,
@@ -52,7 +52,7 @@ from orchestrator.errors import (
     LeaseHeldError,
     UsageError,
 )
-from orchestrator.jobs import JobsApi
+from orchestrator.jobs import JobsApi, WaveGroupsApi
 from orchestrator.model import (
     CampaignSpec,
     CampaignState,
@@ -68,8 +68,10 @@ from orchestrator.planner import (
     Command,
     CreateJob,
     Decision,
+    ExplainFailures,
     JobObservation,
     Observations,
+    PrepareTargets,
     Rollback,
     apply_command,
     decide,
@@ -77,16 +79,28 @@ from orchestrator.planner import (
     jobs_to_observe,
     rollback_waves,
 )
-from orchestrator.regional import RegionalJobs, check_job_region
+from orchestrator.regional import RegionalJobs, check_job_region, resolve_endpoints
+from orchestrator.sampling import select
 from orchestrator.spec import parse_spec
 from orchestrator.store import StateStore, StoredCampaign
 
-__all__ = ["DocumentKey", "Reconciler", "SignerOpener", "StepResult", "default_owner"]
+__all__ = [
+    "DocumentKey",
+    "EndpointPreflight",
+    "Reconciler",
+    "SignerOpener",
+    "StepResult",
+    "default_owner",
+]
 
 #: What signs a campaign's documents: a private key here, or a signer whose key is in KMS.
 DocumentKey = PrivateKey | Signer
 #: Opens the signer of a campaign's `signing` in its region (the CLI: `orchestrator.signing`).
 SignerOpener = Callable[[SigningSpec, str], DocumentKey]
+#: Checks the campaign's endpoints (each region's resolved host) with the roots it pushes
+#: (from its catalog) before the campaign is stored; returns the event that records the
+#: check (the CLI's: `orchestrator.endpoint_check`), or raises to leave nothing started.
+EndpointPreflight = Callable[[CampaignSpec, Mapping[str, str], Catalog], Event]
 
 log = structlog.get_logger(__name__)
 
@@ -145,10 +159,14 @@ class Reconciler:
         owner: str | None = None,
         lease_ttl: timedelta = LEASE_TTL,
         signer: SignerOpener | None = None,
+        groups: Callable[[str], WaveGroupsApi] | None = None,
     ) -> None:
         self.store = store
         #: Each region's Jobs API (a single `JobsApi` answers every region).
         self.apis = api if isinstance(api, RegionalJobs) else RegionalJobs.single(api)
+        #: Each region's maker of thing groups (waves chosen by query or sample).
+        self._make_groups = groups
+        self._groups: dict[str, WaveGroupsApi] = {}
         self.clock = clock
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
@@ -207,11 +225,21 @@ class Reconciler:
 
     # -- starting --------------------------------------------------------------------------
 
-    def start(self, spec: CampaignSpec, spec_text: str, spec_dir: str | None) -> CampaignState:
+    def start(
+        self,
+        spec: CampaignSpec,
+        spec_text: str,
+        spec_dir: str | None,
+        *,
+        preflight: EndpointPreflight | None = None,
+    ) -> CampaignState:
         """Resolve the endpoint, build every wave's document, store the new campaign.
 
-        Starting a campaign that exists with the very same file is a no-op (a `start` that
-        was killed can be run again); with another file it is `CampaignExistsError`.
+        `preflight`, when given, checks the endpoints once the documents are built and before
+        anything is stored; its event is recorded beside `campaign-started`, and what it
+        raises leaves no campaign and no job. Starting a campaign that exists with the very
+        same file is a no-op (a `start` that was killed can be run again); with another
+        file it is `CampaignExistsError`.
         """
         from orchestrator.jobdocs import build_wave_documents
 
@@ -226,6 +254,7 @@ class Reconciler:
         hosts = self.endpoints(spec)
         built = build_wave_documents(spec, hosts, self._signer(spec))
         host = built.endpoint
+        checked = None if preflight is None else preflight(spec, built.endpoints, built.catalog)
         now = self.clock.now()
         docs = {wave: (doc.text, doc.sha256) for wave, doc in built.documents.items()}
         state = initial_state(spec, docs, now)
@@ -243,14 +272,13 @@ class Reconciler:
                 "document_sizes": {w: d.size for w, d in built.documents.items()},
             },
         )
+        events = [event] if checked is None else [event, replace(checked, at=now)]
         log.info("campaign-starting", campaign=spec.name, endpoints=built.endpoints)
-        return self.store.create(StoredCampaign(spec_text, spec_dir, state), [event])
+        return self.store.create(StoredCampaign(spec_text, spec_dir, state), events)
 
     def endpoints(self, spec: CampaignSpec) -> dict[str, str]:
         """Each region's iot:Data-ATS host: DescribeEndpoint in that region, or the file's."""
-        if spec.endpoint != "auto":
-            return dict.fromkeys(spec.regions, spec.endpoint)
-        return {region: self.apis.api(region).resolve_endpoint() for region in spec.regions}
+        return resolve_endpoints(spec, self.apis.api)
 
     def _api(self, spec: CampaignSpec, wave: str) -> JobsApi:
         return self.apis.api(spec.region_of(wave))
@@ -367,10 +395,20 @@ class Reconciler:
         self, spec: CampaignSpec, state: CampaignState, actions: Sequence[Action]
     ) -> tuple[CampaignState, tuple[Action, ...]]:
         done: list[Action] = []
+        waiting: set[str] = set()  # waves whose groups are not ready: no CreateJob yet
         for action in actions:
             bound = log.bind(campaign=state.name, wave=action.wave, job_id=action.job_id)
+            if isinstance(action, CreateJob) and action.wave in waiting:
+                continue
             try:
-                event = self._act(self._api(spec, action.wave), state, action)
+                if isinstance(action, PrepareTargets):
+                    prepared = self._prepare(spec, state, action)
+                    if prepared is None:
+                        waiting.add(action.wave)
+                        continue
+                    event = prepared
+                else:
+                    event = self._act(self._api(spec, action.wave), state, action)
             except AwsError as exc:
                 bound.error("action-failed", action=type(action).__name__, error=str(exc))
                 if (
@@ -394,7 +432,62 @@ class Reconciler:
             done.append(action)
         return state, tuple(done)
 
-    def _act(self, api: JobsApi, state: CampaignState, action: Action) -> Event:
+    def _groups_api(self, region: str, wave: str) -> WaveGroupsApi:
+        if self._make_groups is None:
+            raise UsageError(
+                f"wave {wave} is chosen by query or sample, and this reconciler cannot make "
+                "thing groups: run the campaign with the ca-migrate CLI or the runner"
+            )
+        found = self._groups.get(region)
+        if found is None:
+            found = self._groups[region] = self._make_groups(region)
+        return found
+
+    def _prepare(
+        self, spec: CampaignSpec, state: CampaignState, action: PrepareTargets
+    ) -> Event | None:
+        """Make (or adopt) the wave's dynamic and sample groups; None while one is building."""
+        groups = self._groups_api(spec.region_of(action.wave), action.wave)
+        targets = action.targets
+        about = f"ca-migrate campaign {state.name}, wave {action.wave}"
+        bound = log.bind(campaign=state.name, wave=action.wave)
+        data: dict[str, object] = {"groups": list(targets.groups)}
+        if targets.dynamic_group is not None and targets.query is not None:
+            status = groups.ensure_dynamic_group(
+                targets.dynamic_group, targets.query, f"{about}: devices its query matches"
+            )
+            if status != "ACTIVE":
+                bound.info("wave-group-building", group=targets.dynamic_group, status=status)
+                return None
+            data["query"] = targets.query
+        sample = targets.sample
+        if sample is not None:
+            present = set(groups.ensure_static_group(sample.group, f"{about}: stratified sample"))
+            bound.info("wave-sample-drawing", group=sample.group, population=sample.population)
+            chosen = select(
+                groups.indexed_values(sample.population, sample.stratify_by),
+                sample.count,
+                sample.seed,
+            )
+            missing = [t for t in chosen.things if t not in present]
+            bound.info("wave-sample-filling", group=sample.group, adding=len(missing))
+            groups.add_things(sample.group, missing)
+            data["sample"] = {
+                "group": sample.group,
+                "devices": len(chosen.things),
+                "stratify_by": sample.stratify_by,
+                "strata": chosen.as_dict(),
+            }
+        return Event(
+            kind=EventKind.WAVE_TARGETS_READY,
+            reason=f"thing groups ready: {', '.join(targets.groups)}",
+            wave=action.wave,
+            data=data,
+        )
+
+    def _act(
+        self, api: JobsApi, state: CampaignState, action: CreateJob | CancelJob | ExplainFailures
+    ) -> Event:
         if isinstance(action, CreateJob):
             document = state.documents[action.job_id]
             restore = action.operation is Operation.RESTORE

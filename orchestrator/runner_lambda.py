@@ -48,6 +48,7 @@ from orchestrator.errors import (
     OrchestratorError,
     VersionConflictError,
 )
+from orchestrator.jobs import WaveGroupsApi
 from orchestrator.model import CampaignState, CampaignStatus, Event
 from orchestrator.notify import Announcer, Notifier, SnsNotifier, SnsPublisher
 from orchestrator.planner import jobs_to_observe
@@ -268,6 +269,15 @@ def regional_jobs(make_client: Callable[[str], IoTClient] = _iot_client) -> Regi
     return RegionalJobs(lambda region: IotJobsAdapter(make_client(region)))
 
 
+def regional_groups(
+    make_client: Callable[[str], IoTClient] = _iot_client,
+) -> Callable[[str], WaveGroupsApi]:
+    """Each region's maker of the groups of waves chosen by query or sample."""
+    from orchestrator.aws.groups import ThingGroupsAdapter
+
+    return lambda region: ThingGroupsAdapter(make_client(region))
+
+
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point (`orchestrator.runner_lambda.handler`)."""
     del event  # the schedule's payload carries nothing the runner needs
@@ -284,16 +294,15 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         SystemClock(),
         owner=f"lambda:{request_id}" if request_id else None,
         lease_ttl=config.lease,
+        groups=regional_groups(),
     )
     notifier = SnsNotifier(sns, config.topic_arn) if config.topic_arn else None
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    from orchestrator.aws.executions import ExecutionReader
-    from orchestrator.aws.indexing import FleetIndexAdapter
+    from orchestrator.aws.readers import regional_readers
     from orchestrator.drift_watch import DriftWatch
 
-    # Drift is watched in the runner's region (CA_MIGRATE_REGION).
-    iot = _iot_client(config.region)
-    watch = DriftWatch(store, FleetIndexAdapter(iot), ExecutionReader(iot), reconciler.clock)
+    # Each wave's drift is read in the wave's own region, as its job is.
+    watch = DriftWatch(store, regional_readers(_iot_client), reconciler.clock)
     report = run_once(
         store,
         reconciler,

@@ -8,7 +8,8 @@ holds that key, so the operator reads `line 14 (waves[1].gate.min_success_rate):
 are reported too.
 
 A campaign file may come from anywhere, so reading it is bounded before
-anything grows with its content (docs/orchestrator.md, "Campaign file limits"):
+anything grows with its content (docs/orchestrator.md, "Campaign file limits";
+the bytes are read by `orchestrator.campaign_file`):
 
 - at most `MAX_FILE_BYTES` are read, UTF-8 only (a UTF-16/32 byte-order mark or
   an invalid byte is reported with its line);
@@ -28,7 +29,6 @@ sync.
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +43,8 @@ from pydantic import (
     model_validator,
 )
 
+from job_documents.fleet_query import QueryError, parse
+from orchestrator.campaign_file import MAX_FILE_BYTES, read_campaign_text, too_large
 from orchestrator.campaign_yaml import MAX_DEPTH, MAX_NODES, dotted, load_yaml, locate
 from orchestrator.cron import CronSyntaxError, check_cron
 from orchestrator.errors import SpecError, SpecProblem
@@ -57,6 +59,7 @@ from orchestrator.model import (
     MaintenanceWindow,
     OfflinePolicy,
     Rollout,
+    SampleSpec,
     SigningSpec,
     TrustSpec,
     WaveSpec,
@@ -76,8 +79,6 @@ __all__ = [
     "spec_json_schema",
 ]
 
-#: A campaign file is a few kilobytes; anything past 1 MiB is refused unread.
-MAX_FILE_BYTES: Final = 1024 * 1024
 #: AWS's integer shapes are 32-bit; counts beyond that cannot reach CreateJob.
 MAX_COUNT: Final = 2**31 - 1
 #: Two years, AWS's longest job schedule (schedulingConfig.endTime), in minutes.
@@ -254,6 +255,48 @@ class WindowModel(_Model):
         return value
 
 
+def _fleet_query(value: str) -> str:
+    try:
+        parse(value)
+    except QueryError as exc:
+        raise ValueError(
+            f"not a fleet-indexing query: {exc} (the syntax of `aws iot search-index`; "
+            "try it there first)"
+        ) from None
+    return value
+
+
+#: A query is sent as queryString; past this, a campaign file is almost surely wrong.
+MAX_QUERY: Final = 2048
+Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY)]
+#: Fields a sample is stratified by: an attribute, or a named shadow's reported/desired value.
+_STRATUM_FIELD = (
+    r"^(attributes\.[A-Za-z0-9_.,@/:#-]{1,128}"
+    r"|shadow\.name\.[a-zA-Z0-9:_-]{1,64}\.(reported|desired)\.[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*)$"
+)
+
+
+class SampleModel(_Model):
+    count: Count = Field(description="Devices in the sample (all of them when fewer match).")
+    stratify_by: str = Field(
+        max_length=400,
+        pattern=_STRATUM_FIELD,
+        description="attributes.NAME or shadow.name.SHADOW.reported.PATH: each value is a "
+        "stratum, sampled in proportion to its size, at least one device each when count "
+        "allows.",
+    )
+    query: Query | None = Field(
+        None,
+        description="Fleet-indexing query of the population to sample (default: every "
+        "indexed thing); earlier waves' devices are left out.",
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, value: str | None) -> str | None:
+        return value if value is None else _fleet_query(value)
+
+
 class WaveModel(_Model):
     name: Name
     region: str | None = Field(
@@ -263,7 +306,20 @@ class WaveModel(_Model):
         description="The AWS region of this wave's thing groups and job (default: the "
         "campaign's region). Each region's documents name its own iot:Data-ATS endpoint.",
     )
-    thing_groups: list[Annotated[str, Field(pattern=_GROUP)]] = Field(min_length=1, max_length=100)
+    thing_groups: list[Annotated[str, Field(pattern=_GROUP)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Thing groups the wave's job targets (with query or sample, or alone).",
+    )
+    query: Query | None = Field(
+        None,
+        description="Fleet-indexing query: the campaign creates a dynamic thing group of the "
+        "matching things (earlier waves' devices left out) and targets it.",
+    )
+    sample: SampleModel | None = Field(
+        None,
+        description="A stratified sample the campaign puts in a static group it owns.",
+    )
     gate: GateModel
     rollout: RolloutModel = RolloutModel()
     approval: Literal["auto", "manual"] = "auto"
@@ -291,6 +347,28 @@ class WaveModel(_Model):
     @classmethod
     def _known_region(cls, value: str | None) -> str | None:
         return None if value is None else checked_region(value)
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, value: str | None) -> str | None:
+        return value if value is None else _fleet_query(value)
+
+    @model_validator(mode="after")
+    def _some_target(self) -> WaveModel:
+        if not self.thing_groups and self.query is None and self.sample is None:
+            raise ValueError("give thing_groups, query or sample: the devices the wave targets")
+        if self.query is not None and self.sample is not None:
+            raise ValueError(
+                "give query or sample, not both; to sample from the devices a query matches, "
+                "write it as sample.query"
+            )
+        made = (self.query is not None) + (self.sample is not None)
+        if len(self.thing_groups) + made > 100:  # noqa: PLR2004 - CreateJob's targets limit
+            raise ValueError(
+                f"{len(self.thing_groups)} thing groups and the campaign's own group are more "
+                "than the 100 targets CreateJob takes"
+            )
+        return self
 
 
 class CampaignFile(_Model):
@@ -371,6 +449,12 @@ def _wave(w: WaveModel) -> WaveSpec:
     return WaveSpec(
         name=w.name,
         thing_groups=tuple(w.thing_groups),
+        query=w.query,
+        sample=None
+        if w.sample is None
+        else SampleSpec(
+            count=w.sample.count, stratify_by=w.sample.stratify_by, query=w.sample.query
+        ),
         gate=Gate(
             min_success_rate=w.gate.min_success_rate,
             min_completed=w.gate.min_completed,
@@ -414,7 +498,7 @@ def _validated(text: str, source: str) -> CampaignFile:
     if cached is not None:
         return cached
     if len(text) > MAX_FILE_BYTES:
-        raise SpecError(source, (SpecProblem("", _too_large(len(text), "characters")),))
+        raise SpecError(source, (SpecProblem("", too_large(len(text), "characters")),))
     data, marks, dupes = load_yaml(text, source)
     if not isinstance(data, Mapping):
         raise SpecError(
@@ -471,67 +555,6 @@ def _validated(text: str, source: str) -> CampaignFile:
 def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = None) -> CampaignSpec:
     """Validate a campaign file's text; raise `SpecError` listing every problem."""
     return _validated(text, source).to_spec(base_dir)
-
-
-def _too_large(size: int, unit: str) -> str:
-    return (
-        f"the file is over {MAX_FILE_BYTES:,} {unit} ({size:,} or more); a campaign file is "
-        "a few kilobytes: check that this is the right file"
-    )
-
-
-_WIDE_BOMS: Final = (
-    (codecs.BOM_UTF32_LE, "UTF-32"),
-    (codecs.BOM_UTF32_BE, "UTF-32"),
-    (codecs.BOM_UTF16_LE, "UTF-16"),
-    (codecs.BOM_UTF16_BE, "UTF-16"),
-)
-
-
-def _decode(raw: bytes, source: str) -> str:
-    for bom, name in _WIDE_BOMS:
-        if raw.startswith(bom):
-            raise SpecError(
-                source,
-                (
-                    SpecProblem(
-                        "",
-                        f"the file is {name} text (it starts with a {name} byte-order mark); "
-                        "save it as UTF-8",
-                        line=1,
-                        column=1,
-                    ),
-                ),
-            )
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line_start = raw.rfind(b"\n", 0, exc.start) + 1
-        raise SpecError(
-            source,
-            (
-                SpecProblem(
-                    "",
-                    f"byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8",
-                    line=raw.count(b"\n", 0, exc.start) + 1,
-                    column=exc.start - line_start + 1,
-                ),
-            ),
-        ) from None
-
-
-def read_campaign_text(path: Path) -> str:
-    """A campaign file's text: at most `MAX_FILE_BYTES` read, UTF-8 (BOM tolerated)."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise SpecError(
-            str(path), (SpecProblem("", f"cannot read the file: {exc.strerror}"),)
-        ) from exc
-    if len(raw) > MAX_FILE_BYTES:
-        raise SpecError(str(path), (SpecProblem("", _too_large(len(raw), "bytes")),))
-    return _decode(raw, str(path))
 
 
 def load_spec(path: Path) -> CampaignSpec:

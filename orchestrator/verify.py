@@ -17,10 +17,12 @@ SUCCEEDED (it failed, was canceled, never ran) is what the gates already
 counted, not drift.
 
 Cost: a wave's off-target devices come from fleet indexing (one SearchIndex
-page per 100 of them), never from one shadow read per device; their
-executions are then read one by one (DescribeJobExecution) or by listing the
-job's SUCCEEDED executions (ListJobExecutionsForJob, 250 a page), whichever
-is fewer calls (`lookup_by_listing`).
+page per 100 of them), never from one shadow read per device. Their
+executions are then read the cheapest of three ways (`lookup_plan`): one by
+one (DescribeJobExecution); by listing the job's SUCCEEDED executions
+(ListJobExecutionsForJob, 250 a page); or by listing the job's other
+executions (FAILED, QUEUED, ...: the gates' counts say how many) and reading
+one by one only the off-target devices not among them, the suspects.
 
 No I/O here: `wave_checks` says which waves to check and against which
 endpoint, the query helpers say what to ask, `find_drift` compares the
@@ -33,10 +35,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from orchestrator.census import FIELDS, SHADOW, base_query, classify_endpoint
-from orchestrator.model import CampaignSpec, CampaignState, WavePhase
+from orchestrator.model import CampaignSpec, CampaignState, Counts, WavePhase
 
 __all__ = [
     "LIST_PAGE",
@@ -49,7 +51,7 @@ __all__ = [
     "as_json",
     "device_report",
     "find_drift",
-    "lookup_by_listing",
+    "lookup_plan",
     "off_target_query",
     "on_target_query",
     "render_text",
@@ -78,6 +80,8 @@ class WaveCheck:
     thing_groups: tuple[str, ...]
     endpoint: str
     succeeded: int
+    others: Mapping[str, int] = field(default_factory=dict)  # other status -> executions
+    region: str = ""  # the wave's region (its index and its job live there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,8 @@ def wave_checks(
                     thing_groups=wave_spec.thing_groups,
                     endpoint=endpoint,
                     succeeded=wave.counts.succeeded,
+                    others=_other_statuses(wave.counts),
+                    region=spec.region_of(wave_spec),
                 )
             )
     return checks, skipped
@@ -202,10 +208,42 @@ def off_target_query(check: WaveCheck) -> str:
     return f"{reported_in_wave_query(check)} AND NOT {FIELDS['endpoint']}:{_quote(check.endpoint)}"
 
 
-def lookup_by_listing(candidates: int, succeeded: int) -> bool:
-    """Whether listing the job's SUCCEEDED executions costs fewer calls than one read each."""
-    pages = -(-succeeded // LIST_PAGE)
-    return pages < candidates
+def _other_statuses(counts: Counts) -> dict[str, int]:
+    return {
+        status: n
+        for status, n in (
+            ("QUEUED", counts.queued),
+            ("IN_PROGRESS", counts.in_progress),
+            ("FAILED", counts.failed),
+            ("REJECTED", counts.rejected),
+            ("TIMED_OUT", counts.timed_out),
+            ("CANCELED", counts.canceled),
+            ("REMOVED", counts.removed),
+        )
+        if n > 0
+    }
+
+
+def _pages(executions: int) -> int:
+    return -(-executions // LIST_PAGE)
+
+
+LookupPlan = Literal["describe", "list-succeeded", "list-others"]
+
+
+def lookup_plan(candidates: int, check: WaveCheck) -> LookupPlan:
+    """How to read the off-target devices' executions in the fewest calls (estimated).
+
+    Listing the other executions costs their pages plus one read per suspect; at
+    least `candidates - others` devices are suspects, so that is the estimate.
+    """
+    others = sum(check.others.values())
+    costs: dict[LookupPlan, int] = {
+        "describe": candidates,
+        "list-succeeded": _pages(check.succeeded),
+        "list-others": sum(_pages(n) for n in check.others.values()) + max(0, candidates - others),
+    }
+    return min(costs, key=lambda plan: (costs[plan], plan != "describe"))
 
 
 def device_report(thing_document: Mapping[str, Any]) -> DeviceReport | None:
@@ -241,7 +279,6 @@ def find_drift(
     check: WaveCheck,
     off_target: Sequence[DeviceReport],
     statuses: Mapping[str, str | None],
-    region: str,
 ) -> tuple[Drift, ...]:
     """The wave's off-target devices whose execution is SUCCEEDED, sorted by thing name.
 
@@ -261,7 +298,7 @@ def find_drift(
                 thing=report.thing,
                 kind=kind,
                 endpoint=report.endpoint,
-                endpoint_kind=classify_endpoint(report.endpoint, region),
+                endpoint_kind=classify_endpoint(report.endpoint, check.region),
                 job_id=check.job_id,
             )
         )

@@ -4,8 +4,9 @@ CloudFormation YAML uses short-form tags for intrinsic functions (`!Sub`, `!Ref`
 ...), which a plain YAML loader rejects. `load_template` maps every such tag to its long form
 (`{"Fn::Sub": ...}`, `{"Ref": ...}`), exactly as CloudFormation does, so templates can be
 inspected as dictionaries. `resolve` then evaluates the intrinsic functions a policy document
-uses (`Ref`, `Fn::Sub`, `Fn::If`, `Fn::Equals`, `Fn::Not`, `Fn::GetAtt`, `Fn::Join`) for one
-set of parameter values, so tests can check the ARNs a stack would really grant.
+uses (`Ref`, `Fn::Sub`, `Fn::If`, `Fn::Equals`, `Fn::Not`, `Fn::GetAtt`, `Fn::Join`,
+`Fn::Split`) for one set of parameter values, so tests can check the ARNs a stack would
+really grant.
 
 Invariants: loading never executes anything (safe loader); an intrinsic `resolve` does not
 know raises `TemplateError` instead of being passed through silently.
@@ -165,7 +166,13 @@ class _Resolver:
             return f"<{resource}.{attribute}>"
         if key == "Fn::Join":
             separator, items = arg
-            return str(separator).join(str(i) for i in self.resolve(items))
+            resolved = self.resolve(items)
+            if isinstance(resolved, str):  # a Ref to a CommaDelimitedList, resolved to text
+                resolved = [resolved]
+            return str(separator).join(str(i) for i in resolved)
+        if key == "Fn::Split":
+            separator, text = arg
+            return str(self.resolve(text)).split(str(separator))
         raise TemplateError(f"{key} is not supported by infra.aws.cfn.resolve")
 
     def _sub(self, arg: Any) -> str:

@@ -1,4 +1,4 @@
-"""A job's executions through boto3, for verification: one thing's status, or all SUCCEEDED.
+"""A job's executions through boto3, for verification: one thing's status, or all of one status.
 
 Every call is `self._iot.<operation>(...)` (the IAM policy test reads them) and
 is counted (`calls`). DescribeJobExecution's ResourceNotFoundException means the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -18,6 +18,7 @@ from orchestrator.errors import AwsError
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
+    from mypy_boto3_iot.literals import JobExecutionStatusType
 
 __all__ = ["ExecutionReader"]
 
@@ -67,8 +68,8 @@ class ExecutionReader:
         status = answer.get("execution", {}).get("status")
         return str(status) if status else None
 
-    def succeeded(self, job_id: str) -> set[str]:
-        """The names of the things whose execution of the job is SUCCEEDED."""
+    def listed(self, job_id: str, status: str) -> set[str]:
+        """The names of the things whose execution of the job has this status."""
         names: set[str] = set()
         token: str | None = None
         for _ in range(MAX_PAGES):
@@ -76,7 +77,10 @@ class ExecutionReader:
             kwargs: dict[str, Any] = {"nextToken": token} if token else {}
             with _translate("ListJobExecutionsForJob", job_id):
                 page = self._iot.list_job_executions_for_job(
-                    jobId=job_id, status="SUCCEEDED", maxResults=PAGE, **kwargs
+                    jobId=job_id,
+                    status=cast("JobExecutionStatusType", status),
+                    maxResults=PAGE,
+                    **kwargs,
                 )
             for summary in page.get("executionSummaries", []):
                 arn = str(summary.get("thingArn", ""))

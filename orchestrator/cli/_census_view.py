@@ -38,14 +38,13 @@ def shadow_census(
     profile: str | None,
 ) -> dict[str, Any]:
     """The census data of the passed waves (`orchestrator.report_census.census_data`)."""
-    from orchestrator.aws.indexing import FleetIndexAdapter
-    from orchestrator.aws.iot import make_client
+    from orchestrator.aws.readers import cli_readers
     from orchestrator.drift_survey import passed_wave_census
 
     print("asking fleet indexing where each passed wave's devices are...", file=sys.stderr)
-    client = make_client(region=spec.region, endpoint_url=endpoint_url, profile=profile)
+    readers = cli_readers(endpoint_url=endpoint_url, profile=profile)
     try:
-        waves = passed_wave_census(spec, state, FleetIndexAdapter(client))
+        waves = passed_wave_census(spec, state, readers.index)
     except IndexingUnavailableError as exc:
         return census_data(None, f"{exc}; see `ca-migrate census` for how to turn it on")
     except AwsError as exc:

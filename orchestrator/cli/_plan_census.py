@@ -30,18 +30,21 @@ def plan_census(
     from orchestrator.aws.indexing import FleetIndexAdapter
     from orchestrator.aws.iot import make_client
 
-    index = FleetIndexAdapter(
-        make_client(region=spec.region, endpoint_url=endpoint_url, profile=profile)
-    )
+    indexes: dict[str, FleetIndexAdapter] = {}
     out: dict[str, dict[str, int]] = {}
     try:
         for wave in spec.waves:
             if not wave.thing_groups:
                 continue
+            region = spec.region_of(wave)  # each wave is counted in its own region
+            if region not in indexes:
+                client = make_client(region=region, endpoint_url=endpoint_url, profile=profile)
+                indexes[region] = FleetIndexAdapter(client)
+            index = indexes[region]
             base = c.base_query(list(wave.thing_groups))
             total = index.count(base)
             endpoints = index.buckets(base, c.FIELDS["endpoint"])
-            out[wave.name] = c.counts_json(c.count_by_kind(total, endpoints, spec.region))
+            out[wave.name] = c.counts_json(c.count_by_kind(total, endpoints, region))
     except IndexingUnavailableError:
         return {}, OFF_NOTE
     except AwsError as exc:

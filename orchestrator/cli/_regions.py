@@ -21,9 +21,10 @@ from job_documents import legacy_endpoint
 from orchestrator.cli import seams
 from orchestrator.errors import UsageError
 from orchestrator.model import CampaignSpec
-from orchestrator.regional import RegionalJobs
+from orchestrator.regional import RegionalJobs, resolve_endpoints
 
 if TYPE_CHECKING:
+    from orchestrator.aws.groups import ThingGroupsAdapter
     from orchestrator.aws.iot import IotJobsAdapter
 
 __all__ = ["RegionalClients", "endpoints", "region_lines", "regions_plan"]
@@ -52,6 +53,15 @@ class RegionalClients:
             make_client(region=region, endpoint_url=self.endpoint_url, profile=self.profile)
         )
 
+    def groups(self, region: str) -> ThingGroupsAdapter:
+        """The region's fleet index and the campaign's own groups (waves by query or sample)."""
+        from orchestrator.aws.groups import ThingGroupsAdapter
+        from orchestrator.aws.iot import make_client
+
+        return ThingGroupsAdapter(
+            make_client(region=region, endpoint_url=self.endpoint_url, profile=self.profile)
+        )
+
     def jobs(self) -> RegionalJobs:
         """One wrapped `JobsApi` per region, made on first use."""
         return RegionalJobs(lambda region: seams.wrap_jobs_api(self.adapter(region)))
@@ -69,10 +79,8 @@ class RegionalClients:
 
 
 def endpoints(spec: CampaignSpec, adapters: Mapping[str, IotJobsAdapter]) -> dict[str, str]:
-    """Each region's iot:Data-ATS host: DescribeEndpoint in that region, or the file's host."""
-    if spec.endpoint != "auto":
-        return dict.fromkeys(spec.regions, spec.endpoint)
-    return {region: adapters[region].resolve_endpoint() for region in spec.regions}
+    """Each region's iot:Data-ATS host, through that region's adapter."""
+    return resolve_endpoints(spec, adapters.__getitem__)
 
 
 def regions_plan(spec: CampaignSpec, endpoints: dict[str, str]) -> list[dict[str, Any]]:

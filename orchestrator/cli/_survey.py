@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli._signing import signing_lines
 from orchestrator.errors import CampaignExistsError, CampaignNotFoundError, UsageError
 from orchestrator.feasibility import Problem, check_campaign, wave_devices
-from orchestrator.model import CampaignSpec
+from orchestrator.model import CampaignSpec, Event, EventKind
+from orchestrator.sampling import Sample, select
 from orchestrator.store import StateStore
+from orchestrator.targets import wave_targets
 
 if TYPE_CHECKING:
+    from orchestrator.aws.groups import ThingGroupsAdapter
     from orchestrator.aws.iot import IotJobsAdapter
 
 __all__ = ["Survey", "already_started", "print_plan", "refuse", "survey"]
@@ -30,24 +33,58 @@ __all__ = ["Survey", "already_started", "print_plan", "refuse", "survey"]
 
 @dataclass(frozen=True, slots=True)
 class Survey:
-    """What the account holds for a campaign: group ARNs, each wave's things, the problems."""
+    """What the account holds for a campaign: group ARNs, each wave's things, the problems.
+
+    `queries` and `samples` hold, per wave chosen by query or sample, the effective
+    query with its matches, and the sample as it would be drawn now.
+    """
 
     arns: dict[tuple[str, str], str]  # (region, group) -> ARN
     members: dict[str, dict[str, list[str]]]
     problems: list[Problem]
+    queries: dict[str, tuple[str, int]]
+    samples: dict[str, Sample]
 
     def devices(self, wave: str) -> int:
         return len(wave_devices(self.members[wave]))
 
+    def chosen(self, spec: CampaignSpec, wave: str) -> dict[str, Any]:
+        """What `plan` says of a wave chosen by query or sample: the matches, the strata."""
+        out: dict[str, Any] = {}
+        if wave in self.queries:
+            query, matches = self.queries[wave]
+            out["query"] = {"query": query, "matches": matches}
+        sample = wave_targets(spec, spec.wave(wave)).sample
+        if wave in self.samples and sample is not None:
+            out["sample"] = {
+                "group": sample.group,
+                "population": sample.population,
+                "stratify_by": sample.stratify_by,
+                "devices": len(self.samples[wave].things),
+                "strata": self.samples[wave].as_dict(),
+            }
+        return out
 
-def survey(api: IotJobsAdapter | Mapping[str, IotJobsAdapter], spec: CampaignSpec) -> Survey:
+
+def survey(
+    api: IotJobsAdapter | Mapping[str, IotJobsAdapter],
+    spec: CampaignSpec,
+    groups: Callable[[str], ThingGroupsAdapter] | None = None,
+) -> Survey:
     """Resolve every group (a missing one is exit 2) and its things; check the campaign can pass.
 
-    `api` is each region's adapter (one adapter serves a campaign of one region).
+    `api` is each region's adapter (one adapter serves a campaign of one region). A
+    wave's query is counted, and its sample drawn, through fleet indexing in its region
+    (`groups(region)`, SearchIndex) as the campaign will at launch; the groups the
+    campaign makes do not exist yet, so the devices earlier samples draw are taken out
+    here as their groups will take them out then.
     """
     arns: dict[tuple[str, str], str] = {}
     things: dict[tuple[str, str], list[str]] = {}
     members: dict[str, dict[str, list[str]]] = {}
+    queries: dict[str, tuple[str, int]] = {}
+    samples: dict[str, Sample] = {}
+    sampled: set[str] = set()  # drawn by earlier waves: in their sample groups at launch
     for wave in spec.waves:
         region = spec.region_of(wave)
         adapter = api[region] if isinstance(api, Mapping) else api
@@ -59,7 +96,34 @@ def survey(api: IotJobsAdapter | Mapping[str, IotJobsAdapter], spec: CampaignSpe
                 names = adapter.thing_names(group)
                 things[key] = names if region == spec.region else [f"{region}/{n}" for n in names]
             members[wave.name][group] = things[key]
-    return Survey(arns, members, check_campaign(spec, members))
+        targets = wave_targets(spec, wave)
+        if not targets.made_by_campaign:
+            continue
+        if groups is None:
+            raise UsageError(f"wave {wave.name} is chosen by query or sample: plan needs indexing")
+        index = groups(region)
+
+        def named(thing: str, region: str = region) -> str:
+            return thing if region == spec.region else f"{region}/{thing}"
+
+        if targets.dynamic_group is not None and targets.query is not None:
+            matched = sorted({named(t) for t in index.indexed_values(targets.query, "")} - sampled)
+            arns[region, targets.dynamic_group] = (
+                f"<dynamic group {targets.dynamic_group}, made at launch>"
+            )
+            members[wave.name][targets.dynamic_group] = matched
+            queries[wave.name] = (targets.query, len(matched))
+        if targets.sample is not None:
+            s = targets.sample
+            values = index.indexed_values(s.population, s.stratify_by)
+            drawn = select(
+                {t: v for t, v in values.items() if named(t) not in sampled}, s.count, s.seed
+            )
+            sampled.update(named(t) for t in drawn.things)
+            arns[region, s.group] = f"<sample group {s.group}, made at launch>"
+            members[wave.name][s.group] = [named(t) for t in drawn.things]
+            samples[wave.name] = drawn
+    return Survey(arns, members, check_campaign(spec, members), queries, samples)
 
 
 def refuse(problems: list[Problem]) -> None:
@@ -75,10 +139,15 @@ def print_plan(
     is_default: bool,
     waves: list[dict[str, Any]],
     region_lines: Sequence[str] = (),
+    checked: Event | None = None,
 ) -> None:
     print(f"campaign {spec.name} in {spec.region}: endpoint {host}")
     for line in region_lines:
         print(line)
+    if checked is not None and checked.kind is EventKind.ENDPOINT_CHECK_SKIPPED:
+        print(f"!! ENDPOINT NOT CHECKED (--skip-endpoint-check): {checked.reason}")
+    elif checked is not None:
+        print(f"endpoint check passed: {checked.reason}")
     if not is_default:
         print(f"!! CATALOG {catalog}: NOT the packaged Amazon Trust Services roots")
     else:
@@ -97,6 +166,17 @@ def print_plan(
             f"- wave {w['wave']}{where}: {w['distinct_devices']} devices in {groups}; {gate}; "
             f"approval {w['approval']}"
         )
+        if "query" in w:
+            print(f"  query matches {w['query']['matches']} devices: {w['query']['query']}")
+        if "sample" in w:
+            sample = w["sample"]
+            strata = ", ".join(
+                f"{value} {n['picked']} of {n['size']}" for value, n in sample["strata"].items()
+            )
+            print(
+                f"  sample of {sample['devices']} by {sample['stratify_by']} "
+                f"(from {sample['population']}): {strata}"
+            )
         print(f"  job {w['job_id']}, document {w['document_size']} characters")
         if "job_document" in w:
             step = w["job_document"]["steps"][0]["action"]

@@ -358,16 +358,7 @@ def validate(
         _fail(str(exc))
     # Read at most 1 MiB: a document is at most 32,768 characters, and a larger input is
     # refused without holding it whole.
-    if file == "-":
-        raw = sys.stdin.buffer.read(_MAX_INPUT + 1)
-    else:
-        try:
-            with Path(file).open("rb") as handle:
-                raw = handle.read(_MAX_INPUT + 1)
-        except OSError as exc:
-            _fail(f"cannot read {file}: {exc.strerror}")
-    if len(raw) > _MAX_INPUT:
-        _fail(f"{file} is over 1 MiB; a job document is at most 32,768 characters [too-large]")
+    raw = _read_bounded(file)
     known = _catalog(catalog)
     try:
         key = load_verify_key(verify_key) if verify_key is not None else None
@@ -427,6 +418,84 @@ def validate(
         f"region={result.region}{target} roots={len(result.roots)} remove={len(result.remove)} "
         f"keep-existing={'yes' if result.keep_existing else 'no'} "
         f"signed={'yes' if result.signed else 'no'} sha256={result.sha256}"
+    )
+
+
+def _read_bounded(file: str) -> bytes:
+    """At most 1 MiB of `file` (or stdin for -): a document is 32,768 characters at most."""
+    if file == "-":
+        raw = sys.stdin.buffer.read(_MAX_INPUT + 1)
+    else:
+        try:
+            with Path(file).open("rb") as handle:
+                raw = handle.read(_MAX_INPUT + 1)
+        except OSError as exc:
+            _fail(f"cannot read {file}: {exc.strerror}")
+    if len(raw) > _MAX_INPUT:
+        _fail(f"{file} is over 1 MiB; a job document is at most 32,768 characters [too-large]")
+    return raw
+
+
+@document_app.command("wrap")
+def wrap(
+    file: Annotated[str, typer.Argument(help="The ca-migration/1 document file, or - for stdin.")],
+    handler_path: Annotated[
+        str, typer.Option(help="The installed ca-migrate-handler.sh on the device (absolute).")
+    ] = "/opt/ca-migrate/handlers/ca-migrate-handler.sh",
+    device_toml: Annotated[
+        str, typer.Option(help="The handler's device.toml on the device (absolute).")
+    ] = "/etc/ca-migrate/device.toml",
+    config_path: Annotated[
+        str, typer.Option(help="Device Client's configuration on the device (absolute).")
+    ] = "/etc/.aws-iot-device-client/aws-iot-device-client.conf",
+    allow_stderr: Annotated[int, typer.Option(help="The step's allowStdErr.")] = 0,
+    run_as_user: Annotated[str, typer.Option(help="The step's runAsUser.")] = "root",
+    output_file: Annotated[
+        Path | None, typer.Option("--output-file", help="Write the document here, not stdout.")
+    ] = None,
+    output: DocumentOutputOption = "json",
+) -> None:
+    """Wrap a document in AWS IoT Device Client's runHandler job document (its 1.0 schema).
+
+    What a campaign wave with `device_runtime: device-client` carries; the embedded document
+    is not re-checked here (`document validate` does that).
+    """
+    from job_documents import BuiltDocument, canonical_json, document_hash
+    from orchestrator.device_client_docs import WrappedTooLargeError, wrap_for_device_client
+    from orchestrator.spec_device_client import DeviceClientModel
+
+    _json_only(output)
+    raw = _read_bounded(file)
+    try:
+        inner: object = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        _fail(f"{file} is not JSON (or is nested too deeply): {str(exc)[:200]}")
+    if not isinstance(inner, dict) or inner.get("schema") != "ca-migration/1":
+        _fail(f"{file} is not a ca-migration/1 document (build one with `document build`)")
+    try:
+        settings = DeviceClientModel(
+            handler_path=handler_path,
+            device_toml=device_toml,
+            config_path=config_path,
+            allow_stderr=allow_stderr,
+            run_as_user=run_as_user,
+        ).to_settings()
+    except ValueError as exc:
+        _fail(f"invalid Device Client settings: {exc}")
+    text = canonical_json(inner).decode("utf-8")
+    built = BuiltDocument(document=inner, text=text, size=len(text), sha256=document_hash(inner))
+    try:
+        wrapped = wrap_for_device_client(built, settings)
+    except WrappedTooLargeError as exc:
+        _fail(str(exc))
+    if output_file is None:
+        print(wrapped.text)
+    else:
+        _write(output_file, wrapped.text + "\n")
+    print(
+        f"size: {wrapped.size} of 32768 characters (the embedded document: {built.size}); "
+        f"sha256 {wrapped.sha256}" + (f"; written to {output_file}" if output_file else ""),
+        file=sys.stderr,
     )
 
 

@@ -52,9 +52,7 @@ def verify_command(
 
     Exit 0 when none does, 1 when any does, 2 when the check cannot be made.
     """
-    from orchestrator.aws.executions import ExecutionReader
-    from orchestrator.aws.indexing import FleetIndexAdapter
-    from orchestrator.aws.iot import make_client
+    from orchestrator.aws.readers import cli_readers
     from orchestrator.cli.campaign import _options, _spec_of, _store
     from orchestrator.drift_survey import survey_drift
 
@@ -68,17 +66,9 @@ def verify_command(
             raise UsageError(
                 f"the campaign runs in {spec.region} but --region says {opts.region}; drop --region"
             )
-        client = make_client(
-            region=spec.region, endpoint_url=opts.endpoint_url, profile=opts.profile
-        )
+        readers = cli_readers(endpoint_url=opts.endpoint_url, profile=opts.profile)
         print(f"verifying {name}: asking fleet indexing and AWS IoT Jobs...", file=sys.stderr)
-        result = survey_drift(
-            spec,
-            state,
-            FleetIndexAdapter(client),
-            ExecutionReader(client),
-            passed_only=passed_only,
-        )
+        result = survey_drift(spec, state, readers, passed_only=passed_only)
     except IndexingUnavailableError as exc:
         raise _fail(f"{exc}\n{indexing_hint()}") from exc
     except OrchestratorError as exc:

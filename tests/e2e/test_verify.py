@@ -23,6 +23,7 @@ from job_documents import SystemClock
 from orchestrator.aws.executions import ExecutionReader
 from orchestrator.aws.indexing import FleetIndexAdapter
 from orchestrator.census import INDEXING_CONFIGURATION
+from orchestrator.drift_survey import Readers
 from orchestrator.drift_watch import DriftWatch
 from orchestrator.model import CampaignStatus
 from orchestrator.runner_lambda import run_once
@@ -121,10 +122,11 @@ def test_verify_names_a_device_moved_back_to_legacy_after_its_wave_passed(
         assert max(len(line) for line in report.stdout.splitlines()) <= 80
 
     reader = ExecutionReader(sandbox.iot_client())  # both ways of reading executions
-    assert reader.succeeded(canary_job) == {f"device-{i:05d}" for i in range(1, 5)}
+    assert reader.listed(canary_job, "SUCCEEDED") == {f"device-{i:05d}" for i in range(1, 5)}
+    assert reader.listed(final.wave("wave-2").job_id, "FAILED") == {"device-00012"}
     assert reader.status(final.wave("wave-2").job_id, "device-00012") == "FAILED"
     assert reader.status(canary_job, "device-00012") is None  # not targeted by that job
-    assert reader.calls == 3
+    assert reader.calls == 4
 
     text_run = in_process(sandbox, state, "verify", "e2e")
     assert text_run.returncode == 1
@@ -162,7 +164,8 @@ def test_the_runner_announces_drift_once_per_new_set_of_drifted_devices(
         rec.start(parse_spec(text), text, None)
         final = drive(rec, "e2e")
         assert final.status is CampaignStatus.COMPLETED
-        watch = DriftWatch(rec.store, FleetIndexAdapter(iot), ExecutionReader(iot), SystemClock())
+        readers = Readers.single(FleetIndexAdapter(iot), ExecutionReader(iot))
+        watch = DriftWatch(rec.store, readers, SystemClock())
 
         def tick() -> None:
             report = run_once(rec.store, rec, inbox, drift_check=watch.check)

@@ -206,6 +206,17 @@ def test_runner_role_carries_the_orchestrator_policy():
     assert role["Properties"]["ManagedPolicyArns"] == ["arn:p"]
 
 
+def test_runner_role_carries_the_orchestrator_policy_of_each_iot_region():
+    """Waves of one campaign may run in several regions: the runner needs each one's policy."""
+    tpl = template("runner.yaml")
+    role = resolve(
+        tpl["Resources"]["RunnerRole"],
+        tpl,
+        {"OrchestratorPolicyArn": "arn:east", "MoreOrchestratorPolicyArns": "arn:west,arn:tokyo"},
+    )
+    assert role["Properties"]["ManagedPolicyArns"] == ["arn:east", "arn:west", "arn:tokyo"]
+
+
 def test_operator_role_trust_can_be_narrowed_to_one_principal():
     tpl = template("orchestrator-iam.yaml")
     whole = resolve(tpl["Resources"]["OperatorRole"], tpl, {})

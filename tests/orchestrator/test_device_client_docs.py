@@ -249,8 +249,9 @@ def test_plan_json_shows_the_runhandler_document_without_pem_bodies(
     path = tmp_path / "c.yaml"
     path.write_text(_campaign())
     base = ["--endpoint-url", sandbox.control_plane_url, "--state", str(tmp_path / "s.sqlite")]
-    result = CliRunner().invoke(app, [*base, "plan", str(path), "--output", "json"])
-    text_result = CliRunner().invoke(app, [*base, "plan", str(path)])
+    skip = "--skip-endpoint-check"  # the sandbox has no MQTT listener to check
+    result = CliRunner().invoke(app, [*base, "plan", str(path), "--output", "json", skip])
+    text_result = CliRunner().invoke(app, [*base, "plan", str(path), skip])
     structlog.reset_defaults()
     assert result.exit_code == 0, result.stderr
     assert "BEGIN CERTIFICATE" not in result.stdout
@@ -269,3 +270,53 @@ def test_plan_json_shows_the_runhandler_document_without_pem_bodies(
     assert "Device Client runHandler /opt/ca-migrate/handlers/ca-migrate-handler.sh" in (
         text_result.stdout
     )
+
+
+# -- document wrap -----------------------------------------------------------------------------
+
+
+def _wrap(*args: str, stdin: bytes | None = None) -> Any:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["document", "wrap", *args], input=stdin)
+    structlog.reset_defaults()
+    return result
+
+
+def test_document_wrap_gives_what_a_campaign_wave_carries(tmp_path: Path) -> None:
+    spec = parse_spec(_campaign())
+    built = build_wave_documents(spec, HOST)
+    source = tmp_path / "doc.json"
+    source.write_text(json.dumps(built.embedded["dc"].document, indent=2))
+    result = _wrap(str(source))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == built.documents["dc"].text
+    assert f"sha256 {built.documents['dc'].sha256}" in result.stderr
+    assert "BEGIN CERTIFICATE" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("stdin", "args", "message"),
+    [
+        (b'{"operation": "echo"}', (), "is not a ca-migration/1 document"),
+        (b"[" * 100_000 + b"]" * 100_000, (), "is not JSON"),
+        (b"\xff\xfe", (), "is not JSON"),
+        (b'{"schema": "ca-migration/1"}', ("--device-toml", "etc/d.toml"), "device_toml"),
+        (b'{"schema": "ca-migration/1"}', ("--run-as-user", "-x"), "run_as_user"),
+        (
+            json.dumps({"schema": "ca-migration/1", "pad": "\n" * 16_000}).encode(),
+            (),
+            "put fewer roots",
+        ),
+        (b" " * (1024 * 1024 + 1), (), "over 1 MiB"),
+    ],
+)
+def test_document_wrap_refuses_bad_input_with_exit_2(
+    stdin: bytes, args: tuple[str, ...], message: str
+) -> None:
+    result = _wrap("-", *args, stdin=stdin)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

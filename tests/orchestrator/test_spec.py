@@ -64,7 +64,7 @@ def test_published_schema_copies_are_in_sync_with_the_models() -> None:
         ("    approval: manual", "    approval: sometimes", 21, "waves[1].approval", "auto"),
         ("  - name: wave-2\n", "  - name: canary\n", 22, "waves[2].name", "unique"),
         ("name: ats-2026\n", "name: ats 2026!\n", 1, "name", "pattern"),
-        ("    thing_groups: [canary]\n", "", 14, "waves[0].thing_groups", "required"),
+        ("    thing_groups: [canary]\n", "", 14, "waves[0]", "give thing_groups, query or sample"),
     ],
 )
 def test_errors_point_at_line_and_key(needle, replacement, line, path, message) -> None:

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.model import (
     CampaignSpec,
@@ -30,7 +32,7 @@ from orchestrator.verify import (
     as_json,
     device_report,
     find_drift,
-    lookup_by_listing,
+    lookup_plan,
     off_target_query,
     render_text,
     target_endpoint,
@@ -42,7 +44,9 @@ LEGACY = "a1sandbox2demo.iot.us-east-1.amazonaws.com"
 ATS = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
 OTHER_ATS = "b2other-ats.iot.us-east-1.amazonaws.com"
 JOB = "c-w1-mabc"
-CHECK = WaveCheck(wave="w1", job_id=JOB, thing_groups=("g1",), endpoint=ATS, succeeded=3)
+CHECK = WaveCheck(
+    wave="w1", job_id=JOB, thing_groups=("g1",), endpoint=ATS, succeeded=3, region=REGION
+)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -186,13 +190,13 @@ def test_device_reports_are_read_from_index_documents_and_hostile_ones_read_as_n
 def test_drift_is_a_succeeded_execution_whose_shadow_is_off_target(
     report: DeviceReport, status: str | None, kind: DriftKind | None
 ) -> None:
-    found = find_drift(CHECK, [report], {"d": status} if status else {}, REGION)
+    found = find_drift(CHECK, [report], {"d": status} if status else {})
     assert [d.kind for d in found] == ([kind] if kind else [])
 
 
 def test_drift_is_sorted_by_thing_and_names_the_endpoint_kind() -> None:
     reports = [DeviceReport("d2", OTHER_ATS, JOB), DeviceReport("d1", LEGACY, None)]
-    found = find_drift(CHECK, reports, {"d1": "SUCCEEDED", "d2": "SUCCEEDED"}, REGION)
+    found = find_drift(CHECK, reports, {"d1": "SUCCEEDED", "d2": "SUCCEEDED"})
     assert [(d.thing, d.endpoint_kind, d.wave, d.job_id) for d in found] == [
         ("d1", "legacy", "w1", JOB),
         ("d2", "ats", "w1", JOB),
@@ -200,27 +204,38 @@ def test_drift_is_sorted_by_thing_and_names_the_endpoint_kind() -> None:
 
 
 @pytest.mark.parametrize(
-    ("candidates", "succeeded", "listing"),
+    ("candidates", "succeeded", "others", "plan"),
     [
-        (0, 0, False),
-        (1, 1, False),  # one read against one page: equal, read
-        (2, 1, True),
-        (2, LIST_PAGE, True),
-        (1, LIST_PAGE, False),
-        (2, LIST_PAGE + 1, False),  # two pages against two reads
-        (3, LIST_PAGE + 1, True),
-        (400, 100_000, False),
-        (401, 100_000, True),
+        (1, 1, {}, "describe"),  # one read against one page: equal, read
+        (2, 1, {}, "list-succeeded"),
+        (2, LIST_PAGE, {}, "list-succeeded"),
+        (1, LIST_PAGE, {}, "describe"),
+        (2, LIST_PAGE + 1, {}, "describe"),  # two pages against two reads
+        (3, LIST_PAGE + 1, {}, "list-succeeded"),
+        # 100k devices, 2000 failed and off target, 5 moved back: 8 pages + 5 reads
+        (2005, 98_000, {"FAILED": 2000}, "list-others"),
+        # the same with 500 moved back: listing the 392 pages of successes is cheaper
+        (2500, 98_000, {"FAILED": 2000}, "list-succeeded"),
+        (3, 98_000, {"FAILED": 2000}, "describe"),
+        (300, 98_000, {"FAILED": 200, "TIMED_OUT": 90, "QUEUED": 10}, "list-others"),
     ],
 )
-def test_executions_are_listed_only_when_that_is_fewer_calls(
-    candidates: int, succeeded: int, listing: bool
+def test_executions_are_read_the_cheapest_way(
+    candidates: int, succeeded: int, others: dict[str, int], plan: str
 ) -> None:
-    assert lookup_by_listing(candidates, succeeded) is listing
+    check = replace(CHECK, succeeded=succeeded, others=others)
+    assert lookup_plan(candidates, check) == plan
+
+
+def test_the_other_statuses_come_from_the_waves_counts() -> None:
+    counts = Counts(succeeded=5, failed=2, timed_out=1, queued=3, removed=1)
+    spec, state = _campaign(_wave("w", WavePhase.PASSED, 5, counts=counts))
+    (check,), _ = wave_checks(spec, state)
+    assert check.others == {"QUEUED": 3, "FAILED": 2, "TIMED_OUT": 1, "REMOVED": 1}
 
 
 def _verification() -> Verification:
-    drift = find_drift(CHECK, [DeviceReport("d9", LEGACY, JOB)], {"d9": "SUCCEEDED"}, REGION)
+    drift = find_drift(CHECK, [DeviceReport("d9", LEGACY, JOB)], {"d9": "SUCCEEDED"})
     wave = WaveResult("w1", JOB, ATS, devices=5, reported=4, on_target=3, succeeded=4, drift=drift)
     skipped = {"w2": "no device has succeeded yet"}
     return Verification("c", REGION, (wave,), skipped=skipped, calls=7)
@@ -251,3 +266,67 @@ def test_the_text_names_drifted_devices_or_says_there_is_none() -> None:
     assert "3 of 5 devices" in text
     clean = render_text(Verification("c", REGION, ()))
     assert "no drift" in clean
+
+
+def test_each_wave_is_checked_in_its_own_region() -> None:
+    spec, state = _campaign(_wave("here", WavePhase.PASSED, 2), _wave("there", WavePhase.PASSED, 2))
+    there = replace(spec.waves[1], region="eu-west-1")
+    spec = replace(spec, waves=(spec.waves[0], there))
+    checks, _ = wave_checks(spec, state)
+    assert [(c.wave, c.region) for c in checks] == [("here", REGION), ("there", "eu-west-1")]
+    check = replace(checks[1], endpoint="x-ats.iot.eu-west-1.amazonaws.com")
+    (drift,) = find_drift(check, [DeviceReport("d", OTHER_ATS, None)], {"d": "SUCCEEDED"})
+    assert drift.endpoint_kind == "other"  # an ATS host, but of another region
+
+
+_STATUSES = st.sampled_from(
+    [None, "SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "QUEUED", "IN_PROGRESS", "CANCELED"]
+)
+_ENDPOINTS = st.sampled_from([None, ATS, LEGACY, OTHER_ATS, "mqtt.example.com"])
+
+
+@given(
+    devices=st.dictionaries(
+        st.text("abcdef0123", min_size=1, max_size=6),
+        st.tuples(_ENDPOINTS, st.sampled_from([None, JOB, "other-job"]), _STATUSES),
+        max_size=30,
+    )
+)
+def test_drift_is_exactly_the_succeeded_devices_reporting_another_endpoint(
+    devices: dict[str, tuple[str | None, str | None, str | None]],
+) -> None:
+    reports = [DeviceReport(t, endpoint, last) for t, (endpoint, last, _) in devices.items()]
+    statuses = {t: status for t, (_, _, status) in devices.items()}
+    found = find_drift(CHECK, reports, statuses)
+    expected = sorted(
+        t
+        for t, (endpoint, _, status) in devices.items()
+        if status == "SUCCEEDED" and endpoint is not None and endpoint != ATS
+    )
+    assert [d.thing for d in found] == expected
+    for drift in found:
+        last = devices[drift.thing][1]
+        assert (drift.kind is DriftKind.MOVED_BACK) == (last == JOB)
+
+
+@given(
+    candidates=st.integers(0, 5000),
+    succeeded=st.integers(0, 100_000),
+    others=st.dictionaries(
+        st.sampled_from(["FAILED", "QUEUED", "TIMED_OUT"]), st.integers(1, 9000)
+    ),
+)
+def test_the_plan_taken_never_costs_more_than_reading_each_device(
+    candidates: int, succeeded: int, others: dict[str, int]
+) -> None:
+    check = replace(CHECK, succeeded=succeeded, others=others)
+    plan = lookup_plan(candidates, check)
+    pages = -(-succeeded // LIST_PAGE)
+    other_pages = sum(-(-n // LIST_PAGE) for n in others.values())
+    cost = {
+        "describe": candidates,
+        "list-succeeded": pages,
+        "list-others": other_pages + max(0, candidates - sum(others.values())),
+    }
+    assert cost[plan] <= candidates
+    assert cost[plan] == min(cost.values())

@@ -183,6 +183,8 @@ def create_thing_group(state: EngineState, params: Mapping[str, Any]) -> dict[st
     with state.lock:
         existing = state.groups.get(name)
         if existing is not None:
+            if existing.dynamic:
+                raise already_exists(f"Thing group {name} already exists as a dynamic thing group")
             if existing.parent != parent:
                 raise already_exists(f"Thing group {name} already exists with a different parent")
             group = existing
