@@ -287,6 +287,9 @@ class DeviceFront:
 
     def _serve(self, raw: socket.socket) -> None:
         raw.settimeout(_HANDSHAKE_TIMEOUT)
+        # MQTT packets are small: without this, Nagle's algorithm and the client's
+        # delayed ACK stall replies by ~40 ms (mosquitto's `set_tcp_nodelay`, as before).
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             conn = self._context.wrap_socket(raw, server_side=True)
         except (OSError, ssl.SSLError) as exc:
