@@ -79,7 +79,7 @@ from orchestrator.planner import (
     jobs_to_observe,
     rollback_waves,
 )
-from orchestrator.regional import RegionalJobs, check_job_region
+from orchestrator.regional import RegionalJobs, check_job_region, resolve_endpoints
 from orchestrator.sampling import select
 from orchestrator.spec import parse_spec
 from orchestrator.store import StateStore, StoredCampaign
@@ -278,9 +278,7 @@ class Reconciler:
 
     def endpoints(self, spec: CampaignSpec) -> dict[str, str]:
         """Each region's iot:Data-ATS host: DescribeEndpoint in that region, or the file's."""
-        if spec.endpoint != "auto":
-            return dict.fromkeys(spec.regions, spec.endpoint)
-        return {region: self.apis.api(region).resolve_endpoint() for region in spec.regions}
+        return resolve_endpoints(spec, self.apis.api)
 
     def _api(self, spec: CampaignSpec, wave: str) -> JobsApi:
         return self.apis.api(spec.region_of(wave))

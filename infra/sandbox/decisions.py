@@ -226,6 +226,12 @@ CERTIFICATES_PAGE_SIZE: Final = 25
 # and the connection is closed; MQTT 3.1.1 gets no CONNACK: the connection is closed
 # (clients see the broker hang up).
 CONNECT_REFUSED_V5_REASON: Final = 0x87
+# Under `--connect-policy any-client-id` (the SDK samples' policy: iot:Connect on client/*,
+# topics of a thing named in the policy) the sandbox, which keeps no policy documents, lets
+# a connection use the topics of the one thing its certificate is attached to; a
+# certificate attached to none or to several things is refused as by the device policy.
+# An empty client id is admitted (AWS assigns one); the broker sees the thing's name as
+# client id, and the CONNACK carries no Assigned Client Identifier.
 
 # --- simulated AWS IoT Device Client devices (infra/sandbox/fleet/device_client.py) ---------
 # Device Client runs runCommand steps too; the simulation runs runHandler steps only and
