@@ -415,14 +415,14 @@ def _sandbox_pki(state_dir: Path, *, create: bool) -> Any:
     return pki
 
 
-def _store_warnings(store_root: Path) -> None:
-    if store_root.resolve() != Path("/"):
-        return
-    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
-        if os.environ.get(variable):
+def _store_warnings(store: Any) -> None:
+    """Warn when the environment points clients at another bundle than the store's."""
+    for variable, path in (("SSL_CERT_FILE", store.bundle), ("SSL_CERT_DIR", store.certs_dir)):
+        value = os.environ.get(variable)
+        if value and Path(value).resolve() != path.resolve():
             print(
-                f"warning: {variable} is set ({os.environ[variable]}): clients that honour it "
-                "(awscrt, OpenSSL, Python) read that, not the system trust store",
+                f"warning: {variable} is set ({value}): clients that honour it (awscrt, "
+                f"OpenSSL, Python) read that, not {path}",
                 file=sys.stderr,
             )
 
@@ -448,9 +448,9 @@ def trust(
     from infra.sandbox.truststore import TrustStoreError, sandbox_anchors
     from infra.sandbox.truststore import trust as install
 
-    _store_warnings(store_root)
     pki = _sandbox_pki(state_dir, create=True)
     store = _trust_store(store_root)
+    _store_warnings(store)
     try:
         anchors = sandbox_anchors(pki)
         print(f"installing {len(anchors)} sandbox roots in {store.local_dir} ...", flush=True)

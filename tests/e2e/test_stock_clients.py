@@ -115,13 +115,13 @@ def _aws(env: dict[str, str], *args: str) -> dict[str, Any]:
     return answer
 
 
-def _world(tmp_path: Path, port: int) -> Iterator[StockWorld]:
+def _world(
+    tmp_path: Path, port: int, policy: ConnectPolicy = ConnectPolicy.ANY_CLIENT_ID
+) -> Iterator[StockWorld]:
     state = tmp_path / "state"
     store = tmp_path / "trust-store"
     with Sandbox(
-        work_dir=state,
-        mqtt_ports=ListenerPorts(mqtt=port),
-        connect_policy=ConnectPolicy.ANY_CLIENT_ID,
+        work_dir=state, mqtt_ports=ListenerPorts(mqtt=port), connect_policy=policy
     ) as sandbox:
         trusted = CliRunner().invoke(
             sandbox_app, ["trust", "--state-dir", str(state), "--store-root", str(store)]
@@ -161,6 +161,28 @@ def on_any_port(tmp_path: Path) -> Iterator[StockWorld]:
     yield from _world(tmp_path, 8883 if _port_8883_problem() is None else _free_port())
 
 
+@pytest.fixture
+def under_the_device_policy(tmp_path: Path) -> Iterator[StockWorld]:
+    yield from _world(tmp_path, _free_port(), ConnectPolicy.THING_NAME)
+
+
+def _run_driver(world: StockWorld) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(DRIVER),
+            *("--endpoint", world.host, "--cert", world.cert, "--key", world.key),
+            *("--thing", THING, "--region", world.sandbox.region, "--port", str(world.port)),
+        ],
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    return done, [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
 def _assert_completed_over_ats(world: StockWorld, job_id: str) -> None:
     iot = world.sandbox.iot_client()
     execution = iot.describe_job_execution(jobId=job_id, thingName=THING)["execution"]
@@ -177,20 +199,7 @@ def test_the_sample_s_sdk_calls_complete_a_job_with_the_system_trust_store(
     on_any_port: StockWorld,
 ) -> None:
     world = on_any_port
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(DRIVER),
-            *("--endpoint", world.host, "--cert", world.cert, "--key", world.key),
-            *("--thing", THING, "--region", world.sandbox.region, "--port", str(world.port)),
-        ],
-        env=world.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    done, steps = _run_driver(world)
     assert done.returncode == 0, (steps, done.stderr[-2000:])
     assert [s["step"] for s in steps if s["step"] != "changed"] == [
         "connected",
@@ -203,6 +212,16 @@ def test_the_sample_s_sdk_calls_complete_a_job_with_the_system_trust_store(
     assert start["status"] == "IN_PROGRESS"
     assert start["document"] == {"ToDo": "Reboot"}
     _assert_completed_over_ats(world, "stock-sample-job")
+
+
+def test_the_device_policy_refuses_the_sample_s_empty_client_id(
+    under_the_device_policy: StockWorld,
+) -> None:
+    """Why `--connect-policy any-client-id`: the project's policy wants the thing name."""
+    done, steps = _run_driver(under_the_device_policy)
+    assert done.returncode != 0
+    assert steps == []
+    assert "MQTT5_CONNACK_CONNECTION_REFUSED" in done.stderr
 
 
 class _Lines:

@@ -255,3 +255,18 @@ def test_untrust_of_a_state_dir_without_a_pki_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "there is no sandbox PKI" in result.output
     assert not (tmp_path / "none").exists()
+
+
+def test_trust_warns_when_clients_are_pointed_at_another_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "root"
+    args = ["trust", "--state-dir", str(tmp_path / "state"), "--store-root", str(store)]
+    monkeypatch.setenv("SSL_CERT_FILE", str(store / "etc/ssl/certs/ca-certificates.crt"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(store / "etc/ssl/certs"))
+    quiet = CliRunner().invoke(sandbox_app, args)
+    assert "warning" not in quiet.output
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "elsewhere.pem"))
+    warned = CliRunner().invoke(sandbox_app, args)
+    assert warned.exit_code == 0
+    assert f"warning: SSL_CERT_FILE is set ({tmp_path / 'elsewhere.pem'})" in warned.output
