@@ -23,6 +23,7 @@ from orchestrator.model import CampaignStatus
 from orchestrator.planner import JobObservation
 from orchestrator.reconcile import Reconciler
 from orchestrator.regional import RegionalJobs, arn_region, check_job_region
+from orchestrator.report import render_html, render_markdown, report_data
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
 from tests.e2e.campaign_kit import without_listener
@@ -294,6 +295,11 @@ def test_the_reconciler_runs_each_wave_in_its_region_to_completion(sandbox, tmp_
             break
     assert state.status is CampaignStatus.COMPLETED
     assert clients.regions == ("eu-west-1", "us-east-1")
+    data = report_data(state, rec.store.events("global"), None, spec=spec)
+    assert [w["region"] for w in data["settings"]["waves"]] == ["eu-west-1", "us-east-1"]
+    assert "wave west-canary: groups canary;" in render_markdown(data)
+    assert "; in eu-west-1" in render_markdown(data)
+    assert "<td>eu-west-1</td>" in render_html(data)
 
 
 def test_a_client_that_reaches_the_wrong_region_stops_the_step(sandbox, tmp_path) -> None:
@@ -317,3 +323,30 @@ def test_a_client_that_reaches_the_wrong_region_stops_the_step(sandbox, tmp_path
     with pytest.raises(WrongRegionError, match="runs in eu-west-1"):
         Reconciler(store, wrong, sandbox.engine.clock).step("global")
     assert store.load("global").state == before
+
+
+def test_census_of_a_campaign_counts_only_the_waves_of_its_region(sandbox, tmp_path) -> None:
+    from orchestrator.census import INDEXING_CONFIGURATION
+
+    state = tmp_path / "s.sqlite"
+    rec = Reconciler(
+        SqliteStateStore(state),
+        RegionalJobs(lambda region: IotJobsAdapter(sandbox.iot_client(region=region))),
+        sandbox.engine.clock,
+    )
+    rec.start(parse_spec(TWO_REGIONS), TWO_REGIONS, None)
+    for region in ("us-east-1", "eu-west-1"):
+        sandbox.iot_client(region=region).update_indexing_configuration(
+            thingIndexingConfiguration=INDEXING_CONFIGURATION
+        )
+    east = cli(sandbox, state, "census", "--campaign", "global", "--output", "json")
+    assert east.code == 0, east.stderr
+    assert list(json.loads(east.stdout)["waves"]) == ["east"]
+    assert json.loads(east.stdout)["total"] == 3  # us-east-1's three things only
+    assert "wave west-canary runs in eu-west-1" in east.stderr
+    west = cli(
+        sandbox, state, "census", "--campaign", "global", "--region", "eu-west-1", "-o", "json"
+    )
+    assert west.code == 0, west.stderr
+    assert list(json.loads(west.stdout)["waves"]) == ["west-canary"]
+    assert "wave east runs in us-east-1" in west.stderr
