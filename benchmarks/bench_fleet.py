@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mib, quiet_logging, write_result
 
 import job_documents as jd
+from infra.sandbox import decisions
 from infra.sandbox.engine import JobsEngine
-from infra.sandbox.fleet import MemoryFleet, Profile, simulation_gc
+from infra.sandbox.fleet import FleetTiming, MemoryFleet, Profile, simulation_gc
 from infra.sandbox.fleet.sharded import GC_THRESHOLDS
 from infra.sandbox.pki import SandboxPki
 from job_documents.clock import ManualClock
@@ -59,11 +60,12 @@ TARGET_RSS_MIB = 1024.0
 
 
 def rollout_minutes(size: int, wave: Any) -> int:
-    """Minutes from the first batch to the last, one batch a minute (as the sandbox paces)."""
-    cap = float(wave.rollout.maximum_per_minute or 1000)
+    """Minutes from the first batch to the last, one batch a minute (as the sandbox paces).
+
+    A wave without a rollout rate goes at AWS's default pace, as the sandbox does.
+    """
+    cap = float(wave.rollout.maximum_per_minute or decisions.DEFAULT_PER_MINUTE)
     exp = wave.rollout.exponential
-    if wave.rollout.maximum_per_minute is None and exp is None:
-        return 0
     rate = float(exp.base_rate_per_minute) if exp else cap
     step = (exp.notified_things or exp.succeeded_things or 0) if exp else 0
     notified = baseline = batches = 0
@@ -94,14 +96,18 @@ def reference_transaction_ms() -> float:
     """CPU ms of one plain migrate (device and engine) in one process: the host's speed now."""
     with tempfile.TemporaryDirectory(prefix="bench-ref-") as tmp:
         pki = SandboxPki.create_or_load(Path(tmp) / "pki")
-        engine = JobsEngine(clock=ManualClock(datetime.now(UTC).replace(microsecond=0)))
+        # All at once and devices without timing: the same work as the references recorded
+        # before the sandbox paced jobs and devices took time (CPU per transaction).
+        engine = JobsEngine(
+            clock=ManualClock(datetime.now(UTC).replace(microsecond=0)), default_per_minute=None
+        )
         names = [f"ref-{i:05d}" for i in range(REFERENCE_DEVICES)]
         engine.create_things(names)
         engine.create_thing_group({"thingGroupName": "ref"})
         engine.add_things_to_group("ref", names)
         profiles = dict.fromkeys(names, Profile.OK)
         # no root: the fleet makes its own on tmpfs, as the demo's does, and removes it
-        with MemoryFleet(engine, pki, profiles) as fleet:
+        with MemoryFleet(engine, pki, profiles, timing=FleetTiming.immediate()) as fleet:
             catalog = jd.load_catalog(pki.ats_catalog)
             document = jd.build_document(
                 operation="migrate",

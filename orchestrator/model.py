@@ -382,6 +382,8 @@ class EventKind(StrEnum):
     """What an `Event` records; its value is the name in the event log and the logs."""
 
     CAMPAIGN_STARTED = "campaign-started"
+    ENDPOINT_CHECKED = "endpoint-checked"
+    ENDPOINT_CHECK_SKIPPED = "endpoint-check-skipped"
     WAVE_AWAITING_APPROVAL = "wave-awaiting-approval"
     WAVE_APPROVED = "wave-approved"
     WAVE_LAUNCHING = "wave-launching"

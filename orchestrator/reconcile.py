@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -42,7 +42,7 @@ from typing import NoReturn
 
 import structlog
 
-from job_documents import Clock, Operation, PrivateKey, Signer, document_hash
+from job_documents import Catalog, Clock, Operation, PrivateKey, Signer, document_hash
 from orchestrator.errors import (
     AwsError,
     CampaignNotFoundError,
@@ -79,17 +79,28 @@ from orchestrator.planner import (
     jobs_to_observe,
     rollback_waves,
 )
-from orchestrator.regional import RegionalJobs, check_job_region
+from orchestrator.regional import RegionalJobs, check_job_region, resolve_endpoints
 from orchestrator.sampling import select
 from orchestrator.spec import parse_spec
 from orchestrator.store import StateStore, StoredCampaign
 
-__all__ = ["DocumentKey", "Reconciler", "SignerOpener", "StepResult", "default_owner"]
+__all__ = [
+    "DocumentKey",
+    "EndpointPreflight",
+    "Reconciler",
+    "SignerOpener",
+    "StepResult",
+    "default_owner",
+]
 
 #: What signs a campaign's documents: a private key here, or a signer whose key is in KMS.
 DocumentKey = PrivateKey | Signer
 #: Opens the signer of a campaign's `signing` in its region (the CLI: `orchestrator.signing`).
 SignerOpener = Callable[[SigningSpec, str], DocumentKey]
+#: Checks the campaign's endpoints (each region's resolved host) with the roots it pushes
+#: (from its catalog) before the campaign is stored; returns the event that records the
+#: check (the CLI's: `orchestrator.endpoint_check`), or raises to leave nothing started.
+EndpointPreflight = Callable[[CampaignSpec, Mapping[str, str], Catalog], Event]
 
 log = structlog.get_logger(__name__)
 
@@ -214,11 +225,21 @@ class Reconciler:
 
     # -- starting --------------------------------------------------------------------------
 
-    def start(self, spec: CampaignSpec, spec_text: str, spec_dir: str | None) -> CampaignState:
+    def start(
+        self,
+        spec: CampaignSpec,
+        spec_text: str,
+        spec_dir: str | None,
+        *,
+        preflight: EndpointPreflight | None = None,
+    ) -> CampaignState:
         """Resolve the endpoint, build every wave's document, store the new campaign.
 
-        Starting a campaign that exists with the very same file is a no-op (a `start` that
-        was killed can be run again); with another file it is `CampaignExistsError`.
+        `preflight`, when given, checks the endpoints once the documents are built and before
+        anything is stored; its event is recorded beside `campaign-started`, and what it
+        raises leaves no campaign and no job. Starting a campaign that exists with the very
+        same file is a no-op (a `start` that was killed can be run again); with another
+        file it is `CampaignExistsError`.
         """
         from orchestrator.jobdocs import build_wave_documents
 
@@ -233,6 +254,7 @@ class Reconciler:
         hosts = self.endpoints(spec)
         built = build_wave_documents(spec, hosts, self._signer(spec))
         host = built.endpoint
+        checked = None if preflight is None else preflight(spec, built.endpoints, built.catalog)
         now = self.clock.now()
         docs = {wave: (doc.text, doc.sha256) for wave, doc in built.documents.items()}
         state = initial_state(spec, docs, now)
@@ -250,14 +272,13 @@ class Reconciler:
                 "document_sizes": {w: d.size for w, d in built.documents.items()},
             },
         )
+        events = [event] if checked is None else [event, replace(checked, at=now)]
         log.info("campaign-starting", campaign=spec.name, endpoints=built.endpoints)
-        return self.store.create(StoredCampaign(spec_text, spec_dir, state), [event])
+        return self.store.create(StoredCampaign(spec_text, spec_dir, state), events)
 
     def endpoints(self, spec: CampaignSpec) -> dict[str, str]:
         """Each region's iot:Data-ATS host: DescribeEndpoint in that region, or the file's."""
-        if spec.endpoint != "auto":
-            return dict.fromkeys(spec.regions, spec.endpoint)
-        return {region: self.apis.api(region).resolve_endpoint() for region in spec.regions}
+        return resolve_endpoints(spec, self.apis.api)
 
     def _api(self, spec: CampaignSpec, wave: str) -> JobsApi:
         return self.apis.api(spec.region_of(wave))

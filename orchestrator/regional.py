@@ -20,9 +20,10 @@ from collections.abc import Callable
 
 from orchestrator.errors import WrongRegionError
 from orchestrator.jobs import JobsApi
+from orchestrator.model import CampaignSpec
 from orchestrator.planner import JobObservation
 
-__all__ = ["RegionalJobs", "arn_region", "check_job_region"]
+__all__ = ["RegionalJobs", "arn_region", "check_job_region", "resolve_endpoints"]
 
 
 class RegionalJobs:
@@ -52,6 +53,13 @@ class RegionalJobs:
         """The regions asked for so far, in order."""
         with self._lock:
             return tuple(self._apis)
+
+
+def resolve_endpoints(spec: CampaignSpec, api_for: Callable[[str], JobsApi]) -> dict[str, str]:
+    """Each region's iot:Data-ATS host: DescribeEndpoint in that region, or the file's host."""
+    if spec.endpoint != "auto":
+        return dict.fromkeys(spec.regions, spec.endpoint)
+    return {region: api_for(region).resolve_endpoint() for region in spec.regions}
 
 
 def arn_region(arn: str) -> str | None:

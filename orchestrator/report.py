@@ -40,6 +40,8 @@ __all__ = [
 DECISION_KINDS = frozenset(
     {
         "campaign-started",
+        "endpoint-checked",
+        "endpoint-check-skipped",
         "wave-launching",
         "wave-approved",
         "gate-passed",

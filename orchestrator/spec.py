@@ -8,7 +8,8 @@ holds that key, so the operator reads `line 14 (waves[1].gate.min_success_rate):
 are reported too.
 
 A campaign file may come from anywhere, so reading it is bounded before
-anything grows with its content (docs/orchestrator.md, "Campaign file limits"):
+anything grows with its content (docs/orchestrator.md, "Campaign file limits";
+the bytes are read by `orchestrator.campaign_file`):
 
 - at most `MAX_FILE_BYTES` are read, UTF-8 only (a UTF-16/32 byte-order mark or
   an invalid byte is reported with its line);
@@ -28,7 +29,6 @@ sync.
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +44,7 @@ from pydantic import (
 )
 
 from job_documents.fleet_query import QueryError, parse
+from orchestrator.campaign_file import MAX_FILE_BYTES, read_campaign_text, too_large
 from orchestrator.campaign_yaml import MAX_DEPTH, MAX_NODES, dotted, load_yaml, locate
 from orchestrator.cron import CronSyntaxError, check_cron
 from orchestrator.errors import SpecError, SpecProblem
@@ -78,8 +79,6 @@ __all__ = [
     "spec_json_schema",
 ]
 
-#: A campaign file is a few kilobytes; anything past 1 MiB is refused unread.
-MAX_FILE_BYTES: Final = 1024 * 1024
 #: AWS's integer shapes are 32-bit; counts beyond that cannot reach CreateJob.
 MAX_COUNT: Final = 2**31 - 1
 #: Two years, AWS's longest job schedule (schedulingConfig.endTime), in minutes.
@@ -499,7 +498,7 @@ def _validated(text: str, source: str) -> CampaignFile:
     if cached is not None:
         return cached
     if len(text) > MAX_FILE_BYTES:
-        raise SpecError(source, (SpecProblem("", _too_large(len(text), "characters")),))
+        raise SpecError(source, (SpecProblem("", too_large(len(text), "characters")),))
     data, marks, dupes = load_yaml(text, source)
     if not isinstance(data, Mapping):
         raise SpecError(
@@ -556,67 +555,6 @@ def _validated(text: str, source: str) -> CampaignFile:
 def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = None) -> CampaignSpec:
     """Validate a campaign file's text; raise `SpecError` listing every problem."""
     return _validated(text, source).to_spec(base_dir)
-
-
-def _too_large(size: int, unit: str) -> str:
-    return (
-        f"the file is over {MAX_FILE_BYTES:,} {unit} ({size:,} or more); a campaign file is "
-        "a few kilobytes: check that this is the right file"
-    )
-
-
-_WIDE_BOMS: Final = (
-    (codecs.BOM_UTF32_LE, "UTF-32"),
-    (codecs.BOM_UTF32_BE, "UTF-32"),
-    (codecs.BOM_UTF16_LE, "UTF-16"),
-    (codecs.BOM_UTF16_BE, "UTF-16"),
-)
-
-
-def _decode(raw: bytes, source: str) -> str:
-    for bom, name in _WIDE_BOMS:
-        if raw.startswith(bom):
-            raise SpecError(
-                source,
-                (
-                    SpecProblem(
-                        "",
-                        f"the file is {name} text (it starts with a {name} byte-order mark); "
-                        "save it as UTF-8",
-                        line=1,
-                        column=1,
-                    ),
-                ),
-            )
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line_start = raw.rfind(b"\n", 0, exc.start) + 1
-        raise SpecError(
-            source,
-            (
-                SpecProblem(
-                    "",
-                    f"byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8",
-                    line=raw.count(b"\n", 0, exc.start) + 1,
-                    column=exc.start - line_start + 1,
-                ),
-            ),
-        ) from None
-
-
-def read_campaign_text(path: Path) -> str:
-    """A campaign file's text: at most `MAX_FILE_BYTES` read, UTF-8 (BOM tolerated)."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise SpecError(
-            str(path), (SpecProblem("", f"cannot read the file: {exc.strerror}"),)
-        ) from exc
-    if len(raw) > MAX_FILE_BYTES:
-        raise SpecError(str(path), (SpecProblem("", _too_large(len(raw), "bytes")),))
-    return _decode(raw, str(path))
 
 
 def load_spec(path: Path) -> CampaignSpec:

@@ -22,8 +22,14 @@ import pytest
 MACHINE_LACKS: tuple[re.Pattern[str], ...] = (
     re.compile(r"\bmosquitto is not installed\b"),
     re.compile(r"\bgit is not installed\b"),
+    re.compile(r"\bupdate-ca-certificates is not installed\b"),
     re.compile(r"does not resolve to 127\.0\.0\.1"),
     re.compile(r"\bnss_wrapper\b"),
+    # A port another program holds (8883, 443), or a machine without privileged ports.
+    re.compile(r"\bcannot be bound here\b"),
+    re.compile(r"\bhas no privileged ports\b"),
+    # A checkout of aws-iot-device-sdk-python-v2 (CA_MIGRATE_SDK_SAMPLES) to run its samples.
+    re.compile(r"\bthe AWS IoT Device SDK v2 samples are not here\b"),
 )
 _TRUE = {"1", "true", "yes", "on"}
 

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
 
 from infra.sandbox import decisions as d
-from infra.sandbox.errors import SandboxError, ServiceError
+from infra.sandbox.errors import PortUnavailableError, SandboxError, ServiceError
+
+if TYPE_CHECKING:
+    from infra.sandbox.engine import ConnectPolicy
+    from infra.sandbox.mqtt import ListenerPorts
 
 __all__ = ["parse_group", "sandbox_app"]
 
@@ -70,6 +75,23 @@ def up(
     no_mqtt: Annotated[
         bool, typer.Option("--no-mqtt", help="Control plane and iot-jobs-data only.")
     ] = False,
+    mqtt_port: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Serve the (first region's) ATS endpoint's MQTT on this port, as AWS does "
+            "(repeatable): 443 is MQTT with ALPN x-amzn-mqtt-ca, any other port (8883) MQTT "
+            "over mutual TLS. Default: free ports.",
+        ),
+    ] = None,
+    connect_policy: Annotated[
+        str,
+        typer.Option(
+            help="The AWS IoT policy a device CONNECT must satisfy: thing-name (the project's "
+            "device policy: the client id is the name of a thing the certificate is attached "
+            "to) or any-client-id (the SDK samples' policy: iot:Connect on client/*, the "
+            "topics of the one thing the certificate is attached to).",
+        ),
+    ] = "thing-name",
     output: Annotated[str, typer.Option(help="text or json (first stdout line).")] = "text",
 ) -> None:
     """Run the sandbox in the foreground until SIGINT or SIGTERM."""
@@ -77,6 +99,7 @@ def up(
 
     if output not in ("text", "json"):
         raise _fail("--output takes text or json", EXIT_INVALID)
+    ports, policy = _mqtt_options(mqtt_port or [], connect_policy, no_mqtt=no_mqtt)
     if not 0.0 <= throttle_rate <= 1.0:
         raise _fail("--throttle-rate is a share of calls, from 0 to 1", EXIT_INVALID)
     if time_scale <= 0:
@@ -103,10 +126,14 @@ def up(
         mqtt=not no_mqtt,
         throttle_rate=throttle_rate,
         enforce_quotas=enforce_quotas,
+        mqtt_ports=ports,
+        connect_policy=policy,
     )
     try:
         try:
             sandbox.start()
+        except PortUnavailableError as exc:
+            raise _fail(f"the sandbox did not start: {exc}", EXIT_INVALID) from exc
         except SandboxError as exc:
             raise _fail(f"the sandbox did not start: {exc}", EXIT_FAILURE) from exc
         except OSError as exc:
@@ -126,6 +153,27 @@ def up(
         sandbox.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _mqtt_options(
+    mqtt_port: list[int], connect_policy: str, *, no_mqtt: bool
+) -> tuple[ListenerPorts | None, ConnectPolicy]:
+    """`--mqtt-port` and `--connect-policy`, checked (exit 2 when the sandbox cannot serve them)."""
+    from infra.sandbox.engine import ConnectPolicy
+
+    policies = [p.value for p in ConnectPolicy]
+    if connect_policy not in policies:
+        raise _fail(f"--connect-policy takes {' or '.join(policies)}", EXIT_INVALID)
+    if not mqtt_port:
+        return None, ConnectPolicy(connect_policy)
+    if no_mqtt:
+        raise _fail("--mqtt-port serves MQTT: drop --no-mqtt", EXIT_INVALID)
+    from infra.sandbox.mqtt import listener_ports
+
+    try:
+        return listener_ports(mqtt_port), ConnectPolicy(connect_policy)
+    except PortUnavailableError as exc:
+        raise _fail(str(exc), EXIT_INVALID) from exc
 
 
 def _connection_files(state_dir: Path, description: dict[str, Any]) -> Path:
@@ -154,6 +202,9 @@ def _text(description: dict[str, Any], env_file: Path | None = None) -> str:
             lines.append(f"  region {name}")
         for kind, endpoint in served["endpoints"].items():
             lines.append(f"  MQTT {kind:<16} {endpoint['host']}:{endpoint['port']}")
+            if endpoint.get("alpn_port"):
+                alpn = f"{kind} ALPN"
+                lines.append(f"  MQTT {alpn:<16} {endpoint['host']}:{endpoint['alpn_port']}")
     if description.get("ca_dir"):
         lines.append(f"  CA directory          {description['ca_dir']}")
     if description.get("time_scale") is not None:
@@ -338,3 +389,113 @@ def fleet(
     )
     if code:
         raise typer.Exit(code)
+
+
+def _trust_store(store_root: Path) -> Any:
+    from infra.sandbox.truststore import DebianTrustStore
+
+    return DebianTrustStore(store_root.resolve())
+
+
+def _sandbox_pki(state_dir: Path, *, create: bool) -> Any:
+    from infra.sandbox.pki import SandboxPki
+
+    directory = state_dir.resolve() / "pki"
+    missing = not (directory / "pki.json").exists()
+    if missing and not create:
+        raise _fail(f"there is no sandbox PKI in {directory}: check --state-dir", EXIT_INVALID)
+    try:
+        pki = SandboxPki.create_or_load(directory, endpoint_prefix=d.ENDPOINT_PREFIX)
+    except OSError as exc:
+        raise _fail(f"cannot use the sandbox PKI in {directory}: {exc}", EXIT_INVALID) from exc
+    except SandboxError as exc:
+        raise _fail(str(exc), EXIT_INVALID) from exc
+    if missing:
+        print(f"created the sandbox PKI in {directory} (`sandbox up --state-dir` uses it)")
+    return pki
+
+
+def _store_warnings(store: Any) -> None:
+    """Warn when the environment points clients at another bundle than the store's."""
+    for variable, path in (("SSL_CERT_FILE", store.bundle), ("SSL_CERT_DIR", store.certs_dir)):
+        value = os.environ.get(variable)
+        if value and Path(value).resolve() != path.resolve():
+            print(
+                f"warning: {variable} is set ({value}): clients that honour it (awscrt, "
+                f"OpenSSL, Python) read that, not {path}",
+                file=sys.stderr,
+            )
+
+
+@sandbox_app.command("trust")
+def trust(
+    state_dir: Annotated[
+        Path,
+        typer.Option(help="The --state-dir of `sandbox up` (its PKI is created if missing)."),
+    ],
+    store_root: Annotated[
+        Path,
+        typer.Option(help="Change the trust store under this directory instead of / (tests)."),
+    ] = Path("/"),
+) -> None:
+    """Add the sandbox's stand-in roots to the system trust store (Debian, Ubuntu).
+
+    Clients that verify servers with the system trust store (the AWS IoT Device
+    SDK v2 samples, curl, Python) then trust the sandbox's endpoints. Anyone who
+    can read STATE_DIR/pki/private can then impersonate any server to this
+    machine: run `ca-migrate sandbox untrust` when done.
+    """
+    from infra.sandbox.truststore import TrustStoreError, sandbox_anchors
+    from infra.sandbox.truststore import trust as install
+
+    pki = _sandbox_pki(state_dir, create=True)
+    store = _trust_store(store_root)
+    _store_warnings(store)
+    try:
+        anchors = sandbox_anchors(pki)
+        print(f"installing {len(anchors)} sandbox roots in {store.local_dir} ...", flush=True)
+        change = install(anchors, store)
+    except TrustStoreError as exc:
+        raise _fail(str(exc), EXIT_INVALID) from exc
+    for anchor in anchors:
+        path = store.local_dir / anchor.file_name
+        verb = "added" if path in change.added else "already trusted"
+        print(f"  {verb}: {path} ({anchor.description}, sha256 {anchor.sha256[:16]}...)")
+    if change.update:
+        print(f"update-ca-certificates: {change.update}")
+    print(f"{change.bundle} holds the sandbox roots; `ca-migrate sandbox untrust` removes them")
+
+
+@sandbox_app.command("untrust")
+def untrust(
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Remove only this sandbox's roots (default: every one `trust` added)."),
+    ] = None,
+    store_root: Annotated[
+        Path,
+        typer.Option(help="Change the trust store under this directory instead of / (tests)."),
+    ] = Path("/"),
+) -> None:
+    """Remove from the system trust store the sandbox roots that `sandbox trust` added."""
+    from infra.sandbox.truststore import TrustStoreError, sandbox_anchors
+    from infra.sandbox.truststore import untrust as remove
+
+    store = _trust_store(store_root)
+    try:
+        anchors = None
+        if state_dir is not None:
+            anchors = sandbox_anchors(_sandbox_pki(state_dir, create=False))
+        change = remove(store, anchors)
+    except TrustStoreError as exc:
+        raise _fail(str(exc), EXIT_INVALID) from exc
+    for path in change.removed:
+        print(f"  removed: {path}")
+    for path in change.kept:
+        print(f"  kept (not written by `sandbox trust`): {path}")
+    if change.update:
+        print(f"update-ca-certificates --fresh: {change.update}")
+    if not change.removed:
+        print(f"no sandbox root to remove in {store.local_dir}; nothing changed")
+    else:
+        print(f"{change.bundle} no longer holds them")

@@ -226,6 +226,12 @@ CERTIFICATES_PAGE_SIZE: Final = 25
 # and the connection is closed; MQTT 3.1.1 gets no CONNACK: the connection is closed
 # (clients see the broker hang up).
 CONNECT_REFUSED_V5_REASON: Final = 0x87
+# Under `--connect-policy any-client-id` (the SDK samples' policy: iot:Connect on client/*,
+# topics of a thing named in the policy) the sandbox, which keeps no policy documents, lets
+# a connection use the topics of the one thing its certificate is attached to; a
+# certificate attached to none or to several things is refused as by the device policy.
+# An empty client id is admitted (AWS assigns one); the broker sees the thing's name as
+# client id, and the CONNACK carries no Assigned Client Identifier.
 
 # --- simulated AWS IoT Device Client devices (infra/sandbox/fleet/device_client.py) ---------
 # Device Client runs runCommand steps too; the simulation runs runHandler steps only and
@@ -238,7 +244,10 @@ DEVICE_CLIENT_RUN_COMMAND: Final = "runCommand steps are not simulated; use runH
 # drop control characters); the simulation replaces them with spaces and keeps the last
 # 1,024 characters, which AWS accepts.
 # The device's `/` is `<fleet root>/<thing>/fs`: absolute paths in a step (`path`, and
-# arguments that start with `/`) are resolved inside it, as under a chroot.
+# arguments that start with `/`) are resolved inside it, as under a chroot. A handler is
+# only ever a file inside it: one that climbs out (`..`) is not found, and a step without
+# `path` searches the device's /usr/local/bin, /usr/bin and /bin, never the host's PATH
+# (a job document must not run host commands). Not found: the step FAILED.
 # A Device Client device connects, at its first job, to the endpoint its configuration
 # names, and keeps that connection (and reports over it) until `restart()`; the fleet
 # restarts a device once its job SUCCEEDED, as an operator is told to (docs/runbook.md).

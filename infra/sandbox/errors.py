@@ -14,6 +14,9 @@ SandboxError                  root of everything the sandbox raises on purpose
 ├── PkiError                  (pki) the PKI directory cannot be used as it is
 ├── BrokerError               (mqtt._broker) mosquitto cannot be started or reached
 ├── MqttError                 (mqtt._dataplane) the MQTT data plane cannot start
+├── PortUnavailableError      a fixed MQTT port (mqtt._ports) is invalid, taken or
+│                             privileged: `sandbox up` exits 2
+├── TrustStoreError           (truststore) the system trust store cannot be changed as asked
 ├── ShadowRejectedError       (mqtt._shadow) a named-shadow request the service rejects
 ├── SdkDeviceError            (mqtt.sdkdevice) an SDK device cannot connect or finish a job
 ├── FleetSpecError            (fleet.profiles) the fleet file is invalid
@@ -27,7 +30,7 @@ by catching `SandboxError`, never showing a traceback.
 
 from __future__ import annotations
 
-__all__ = ["SandboxError", "SandboxStartError", "ServiceError"]
+__all__ = ["PortUnavailableError", "SandboxError", "SandboxStartError", "ServiceError"]
 
 
 class SandboxError(Exception):
@@ -64,3 +67,7 @@ def already_exists(message: str) -> ServiceError:
 
 class SandboxStartError(SandboxError):
     """The sandbox could not start; the message says what to install or change."""
+
+
+class PortUnavailableError(SandboxError):
+    """A fixed MQTT port is invalid, taken or not permitted (the message says what to do)."""

@@ -46,6 +46,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 import structlog
 from cryptography import x509
@@ -58,6 +59,7 @@ from job_documents.x509_issuer import issue_ca, issue_leaf, subject_name
 __all__ = [
     "ATS_ROOTS",
     "CATALOG_FORMAT",
+    "SANDBOX_ORGANIZATION",
     "PkiError",
     "SandboxPki",
     "ThingCredentials",
@@ -68,7 +70,9 @@ log = structlog.get_logger(__name__)
 
 CATALOG_FORMAT = "ca-migrate-catalog/1"
 _MANIFEST_FORMAT = "ca-migrate-sandbox-pki/1"
-_ORGANIZATION = "ca-migrate sandbox (not Amazon, not VeriSign)"
+#: The organization in the subject of every sandbox certificate: never Amazon's or VeriSign's.
+SANDBOX_ORGANIZATION: Final = "ca-migrate sandbox (not Amazon, not VeriSign)"
+_ORGANIZATION = SANDBOX_ORGANIZATION
 _ROOT_VALIDITY = timedelta(days=20 * 365 + 5)
 _LEAF_VALIDITY = timedelta(days=5 * 365)
 _BACKDATE = timedelta(days=1)

@@ -34,7 +34,7 @@ from infra.sandbox.persistence import EngineStateFile
 from job_documents.clock import Clock
 
 if TYPE_CHECKING:
-    from infra.sandbox.mqtt import Endpoint, MqttDataPlane
+    from infra.sandbox.mqtt import Endpoint, ListenerPorts, MqttDataPlane
     from infra.sandbox.pki import SandboxPki
 
 __all__ = ["RegionStack", "region_state_dir", "saved_time"]
@@ -94,8 +94,13 @@ class RegionStack:
         )
         self._scheduler.start()
 
-    def start_mqtt(self, pki: SandboxPki, work_dir: Path) -> None:
-        """This region's brokers: an `iot:Data` and an `iot:Data-ATS` listener."""
+    def start_mqtt(
+        self, pki: SandboxPki, work_dir: Path, *, ports: ListenerPorts | None = None
+    ) -> None:
+        """This region's brokers: an `iot:Data` and an `iot:Data-ATS` listener.
+
+        `ports` fixes the ATS listeners' ports (`sandbox up --mqtt-port`).
+        """
         try:
             from infra.sandbox.mqtt import start_data_plane
         except ImportError as exc:
@@ -115,6 +120,7 @@ class RegionStack:
             work_dir=work_dir / ("mqtt" if self.first else f"mqtt-{self.region}"),
             region=self.region,
             endpoint_prefix=d.ENDPOINT_PREFIX,
+            ports=ports,
         )
         self.endpoints = dict(self.data_plane.endpoints)
 

@@ -25,7 +25,7 @@ from botocore.config import Config
 
 from infra.sandbox import decisions as d
 from infra.sandbox.clock import ScaledClock
-from infra.sandbox.engine import JobsEngine, certificate_id_of
+from infra.sandbox.engine import ConnectPolicy, JobsEngine, certificate_id_of
 from infra.sandbox.errors import SandboxStartError, ServiceError, invalid_request
 from infra.sandbox.faults import FaultInjector
 from infra.sandbox.http_api import HttpFrontEnd
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
     from mypy_boto3_iot_jobs_data import IoTJobsDataPlaneClient
 
-    from infra.sandbox.mqtt import Endpoint, MqttDataPlane
+    from infra.sandbox.mqtt import Endpoint, ListenerPorts, MqttDataPlane
     from infra.sandbox.pki import SandboxPki
 
 __all__ = ["ProvisionResult", "Sandbox", "plan_provision"]
@@ -51,6 +51,13 @@ PROVISION_RETRIES = Config(retries={"mode": "adaptive", "max_attempts": 10})
 # The variable through which the orchestrator's commands take this sandbox's clock; its value
 # is `sandbox:<admin URL>` (GET <admin URL>/clock gives the time and the scale).
 CLOCK_ENV = "CA_MIGRATE_CLOCK"
+# The variable through which `ca-migrate plan` and `start` reach this sandbox's listeners for
+# their endpoint check: `HOST:PORT=127.0.0.1:LOCAL` entries, the names and ports as AWS has them
+# (8883; 443 with ALPN) and where the sandbox serves them. SNI and verification keep the name.
+CONNECT_TO_ENV = "CA_MIGRATE_CONNECT_TO"
+#: The ports the documents and the devices name; the sandbox serves them on local ports.
+_MQTT_PORT = 8883
+_ALPN_PORT = 443
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,8 @@ class Sandbox:
         work_dir: Path | None = None,
         throttle_rate: float = 0.0,
         enforce_quotas: bool = False,
+        mqtt_ports: ListenerPorts | None = None,
+        connect_policy: ConnectPolicy = ConnectPolicy.THING_NAME,
     ) -> None:
         if time_scale <= 0:
             raise SandboxStartError("--time-scale must be a positive number")
@@ -139,6 +148,10 @@ class Sandbox:
         self._given_work_dir = work_dir
         self.throttle_rate = throttle_rate
         self.enforce_quotas = enforce_quotas
+        #: Fixed ports of the first region's ATS listeners (`sandbox up --mqtt-port`).
+        self.mqtt_ports = mqtt_ports
+        #: Which AWS IoT policy authorizes device CONNECTs (`sandbox up --connect-policy`).
+        self.connect_policy = ConnectPolicy(connect_policy)
         self.work_dir: Path | None = None
         self._owns_work_dir = False
         self.pki: SandboxPki | None = None
@@ -217,6 +230,7 @@ class Sandbox:
         clock = self._start_clock()
         for index, region in enumerate(self.regions):
             stack = RegionStack(region, clock, self.time_scale, first=index == 0)
+            stack.engine.set_connect_policy(self.connect_policy)
             self._stacks[region] = stack
             stack.start(self.state_dir)
         self.faults = FaultInjector(
@@ -253,7 +267,9 @@ class Sandbox:
             )
             if region == self.region:
                 self.pki = pki
-            stack.start_mqtt(pki, self.work_dir)
+            stack.start_mqtt(
+                pki, self.work_dir, ports=self.mqtt_ports if region == self.region else None
+            )
 
     def stop(self) -> None:
         """Stop everything this sandbox started; safe to call more than once."""
@@ -340,6 +356,7 @@ class Sandbox:
             else None,
             "ca_files": ca_files,
             "mqtt": self.mqtt,
+            "connect_policy": self.connect_policy.value,
             "time_scale": self.time_scale,
             "state_dir": None if self.state_dir is None else str(self.state_dir),
             "env": {
@@ -351,8 +368,24 @@ class Sandbox:
                 "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
                 # The orchestrator's commands read this sandbox's (scaled) time: docs/sandbox.md.
                 CLOCK_ENV: f"sandbox:{self.admin_url}",
-            },
+            }
+            | ({CONNECT_TO_ENV: self.connect_to()} if self.connect_to() else {}),
         }
+
+    def connect_to(self) -> str:
+        """Every MQTT listener as `HOST:PORT=127.0.0.1:LOCAL`, space-separated ('' without MQTT).
+
+        What `ca-migrate plan` and `start` take (`--connect-to`, `CA_MIGRATE_CONNECT_TO`) to
+        check the sandbox's endpoints where they listen, as devices reach them
+        (`connect_override`).
+        """
+        entries: list[str] = []
+        for region in self.regions:
+            for endpoint in self.endpoints_for(region).values():
+                entries.append(f"{endpoint.host}:{_MQTT_PORT}=127.0.0.1:{endpoint.port}")
+                if endpoint.alpn_port:
+                    entries.append(f"{endpoint.host}:{_ALPN_PORT}=127.0.0.1:{endpoint.alpn_port}")
+        return " ".join(entries)
 
     # ------------------------------------------------------------ admin hooks
     def shadow(

@@ -21,7 +21,7 @@ from job_documents import legacy_endpoint
 from orchestrator.cli import seams
 from orchestrator.errors import UsageError
 from orchestrator.model import CampaignSpec
-from orchestrator.regional import RegionalJobs
+from orchestrator.regional import RegionalJobs, resolve_endpoints
 
 if TYPE_CHECKING:
     from orchestrator.aws.groups import ThingGroupsAdapter
@@ -79,10 +79,8 @@ class RegionalClients:
 
 
 def endpoints(spec: CampaignSpec, adapters: Mapping[str, IotJobsAdapter]) -> dict[str, str]:
-    """Each region's iot:Data-ATS host: DescribeEndpoint in that region, or the file's host."""
-    if spec.endpoint != "auto":
-        return dict.fromkeys(spec.regions, spec.endpoint)
-    return {region: adapters[region].resolve_endpoint() for region in spec.regions}
+    """Each region's iot:Data-ATS host, through that region's adapter."""
+    return resolve_endpoints(spec, adapters.__getitem__)
 
 
 def regions_plan(spec: CampaignSpec, endpoints: dict[str, str]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.cli._signing import signing_lines
 from orchestrator.errors import CampaignExistsError, CampaignNotFoundError, UsageError
 from orchestrator.feasibility import Problem, check_campaign, wave_devices
-from orchestrator.model import CampaignSpec
+from orchestrator.model import CampaignSpec, Event, EventKind
 from orchestrator.sampling import Sample, select
 from orchestrator.store import StateStore
 from orchestrator.targets import wave_targets
@@ -139,10 +139,15 @@ def print_plan(
     is_default: bool,
     waves: list[dict[str, Any]],
     region_lines: Sequence[str] = (),
+    checked: Event | None = None,
 ) -> None:
     print(f"campaign {spec.name} in {spec.region}: endpoint {host}")
     for line in region_lines:
         print(line)
+    if checked is not None and checked.kind is EventKind.ENDPOINT_CHECK_SKIPPED:
+        print(f"!! ENDPOINT NOT CHECKED (--skip-endpoint-check): {checked.reason}")
+    elif checked is not None:
+        print(f"endpoint check passed: {checked.reason}")
     if not is_default:
         print(f"!! CATALOG {catalog}: NOT the packaged Amazon Trust Services roots")
     else:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,22 +21,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 import typer
 
-from job_documents import JobDocumentError, Operation
+from job_documents import Operation
 from orchestrator.cli import seams
 from orchestrator.cli._census_view import CensusOption, print_status_with_census, shadow_census
 from orchestrator.cli._output import OutputOption, output_format
 from orchestrator.cli._plan_census import census_lines, plan_census
+from orchestrator.cli._preflight import ConnectToOption, EndpointCheck, SkipEndpointCheckOption
 from orchestrator.cli._regions import RegionalClients, endpoints, region_lines, regions_plan
 from orchestrator.cli._signing import signing_plan
 from orchestrator.cli._survey import already_started, print_plan, refuse, survey
+from orchestrator.cli.exits import exit_codes
 from orchestrator.clock import clock_from_env, clock_note
 from orchestrator.errors import (
-    CampaignExistsError,
-    CampaignNotFoundError,
     LeaseHeldError,
-    OrchestratorError,
-    SpecError,
-    UnknownThingGroupError,
     UsageError,
     VersionConflictError,
 )
@@ -47,6 +43,7 @@ from orchestrator.model import (
     CampaignSpec,
     CampaignState,
     CampaignStatus,
+    EventKind,
     SigningSpec,
     WaveSpec,
 )
@@ -92,27 +89,6 @@ def _options(ctx: typer.Context) -> _Options:
     if obj is None:
         return _Options(None, None, None, Path("ca-migrate.sqlite"))
     return _Options(obj.endpoint_url, obj.region, obj.profile, obj.state)
-
-
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    try:
-        yield
-    except (
-        SpecError,
-        UsageError,
-        CampaignNotFoundError,
-        CampaignExistsError,
-        UnknownThingGroupError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID) from exc
-    except JobDocumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_INVALID) from exc
-    except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILURE) from exc
 
 
 def _store(opts: _Options) -> StateStore:
@@ -197,24 +173,29 @@ def plan(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
     output: OutputOption = "text",
+    skip_endpoint_check: SkipEndpointCheckOption = False,
+    connect_to: ConnectToOption = None,
 ) -> None:
     """Validate a campaign, check every gate can pass, count devices, show the jobs (no writes).
 
     Exit 2 when the campaign cannot succeed: a gate its wave is too small to
-    reach, a thing two waves target, an empty wave.
+    reach, a thing two waves target, an empty wave, or a new endpoint that does
+    not serve a certificate chaining to the roots the campaign pushes.
     """
     from orchestrator.aws.iot import create_job_request
     from orchestrator.jobdocs import build_wave_documents
     from orchestrator.planner import job_id_for
 
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
+        check = EndpointCheck(skip_endpoint_check, tuple(connect_to or ()))
         spec = load_spec(file)
         opts = _options(ctx)
         adapters = _clients(opts).adapters(spec)
         signer = None if spec.signing is None else _signer_opener(opts)(spec.signing, spec.region)
         built = build_wave_documents(spec, endpoints(spec, adapters), signer)
         host = built.endpoint
+        checked = check(spec, built.endpoints, built.catalog)
         found = survey(adapters, spec, _clients(opts).groups)
         waves: list[dict[str, Any]] = []
         for wave in spec.waves:
@@ -261,6 +242,11 @@ def plan(
             "catalog": built.catalog.source,
             "catalog_is_default": built.catalog.is_default,
             "roots": list(spec.trust.add),
+            "endpoint_check": {
+                "passed": checked.kind is EventKind.ENDPOINT_CHECKED,
+                "skipped": checked.kind is EventKind.ENDPOINT_CHECK_SKIPPED,
+                **checked.data,
+            },
             "waves": waves,
             "problems": [
                 {"code": p.code, "wave": p.wave, "message": p.message} for p in found.problems
@@ -276,6 +262,7 @@ def plan(
                 built.catalog.is_default,
                 waves,
                 region_lines(regions),
+                checked,
             )
             for line in census_lines(waves, census_note):
                 print(line)
@@ -287,10 +274,16 @@ def start(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Campaign file (YAML).")],
     output: OutputOption = "text",
+    skip_endpoint_check: SkipEndpointCheckOption = False,
+    connect_to: ConnectToOption = None,
 ) -> None:
-    """Check the campaign as `plan` does, store it, and run its first reconcile."""
-    with _exit_codes():
+    """Check the campaign as `plan` does (the new endpoint too), store it, run its first reconcile.
+
+    Nothing is stored and no job is created when a check fails (exit 2).
+    """
+    with exit_codes():
         output = output_format(output)
+        check = EndpointCheck(skip_endpoint_check, tuple(connect_to or ()))
         text = read_campaign_text(file)  # once: what is stored is exactly what was validated
         spec = parse_spec(text, str(file), base_dir=file.parent)
         opts = _options(ctx)
@@ -298,7 +291,7 @@ def start(
         if not already_started(rec.store, spec.name, text):
             clients = _clients(opts)
             refuse(survey(clients.adapters(spec), spec, clients.groups).problems)
-            rec.start(spec, text, str(file.resolve().parent))
+            rec.start(spec, text, str(file.resolve().parent), preflight=check)
         result = rec.step(spec.name)
     _print_state(result.state, spec.catalog, output, rec)
 
@@ -335,7 +328,7 @@ def run(
     """Reconcile once (or, with --follow, until the campaign completes, halts or is aborted)."""
     from orchestrator.cli._live import FollowView
 
-    with _exit_codes():
+    with exit_codes():
         chosen = output_format(output) if output is not None else None
         announcer = cli_announcer(notify or [], profile=_options(ctx).profile)
         rec = _campaign_reconciler(_options(ctx), name)
@@ -404,7 +397,7 @@ def status(
 
     With --census, also each passed wave's devices on its endpoint, by their shadow.
     """
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
         opts = _options(ctx)
         store = _store(opts)
@@ -425,7 +418,7 @@ def events(
     output: OutputOption = "text",
 ) -> None:
     """The campaign's event log: every decision with its reason, oldest first."""
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
         log_entries = _store(_options(ctx)).events(name)
     for e in log_entries:
@@ -472,7 +465,7 @@ def _command(
     output: str,
     check: Callable[[CampaignSpec, CampaignState], None] | None = None,
 ) -> None:
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
         if check is not None:
@@ -552,7 +545,7 @@ def rollback(
     output: OutputOption = "text",
 ) -> None:
     """Create `restore` jobs for the waves that ran (or the named ones)."""
-    with _exit_codes():
+    with exit_codes():
         output = output_format(output)
         rec = _campaign_reconciler(_options(ctx), name)
         result = _waiting_for_the_lease(lambda: rec.rollback(name, tuple(wave or ())))

@@ -15,7 +15,8 @@ import typer
 
 from orchestrator.cli._census_view import CensusOption, shadow_census
 from orchestrator.cli._output import OutputFileOption, output_format, write_output_file
-from orchestrator.cli.campaign import _exit_codes, _options, _spec_of, _store
+from orchestrator.cli.campaign import _options, _spec_of, _store
+from orchestrator.cli.exits import exit_codes
 from orchestrator.errors import UsageError
 from orchestrator.report import render_html, render_json, render_markdown, report_data
 
@@ -55,7 +56,7 @@ def report(
     With --census, also each passed wave's devices on its endpoint, by their shadow.
     """
     renderers = {"md": render_markdown, "json": render_json, "html": render_html}
-    with _exit_codes():
+    with exit_codes():
         chosen = _report_format(output, format_, output_file)
         opts = _options(ctx)
         store = _store(opts)

@@ -17,6 +17,7 @@ from botocore.config import Config
 from job_documents import SystemClock
 from orchestrator.aws.groups import ThingGroupsAdapter
 from orchestrator.aws.iot import IotJobsAdapter
+from orchestrator.cli._preflight import CONNECT_TO_ENV
 from orchestrator.model import CampaignStatus, WavePhase
 from orchestrator.planner import Approve
 from orchestrator.reconcile import Reconciler
@@ -131,11 +132,30 @@ def jobs_in_sandbox(sandbox) -> list[str]:
 # -- the CLI as a process ---------------------------------------------------------------------
 
 
+def without_listener(sandbox, args: tuple[str, ...]) -> tuple[str, ...]:
+    """`args` with `--skip-endpoint-check` for plan/start when the sandbox has no MQTT listener.
+
+    A sandbox started with `mqtt=False` serves no ATS endpoint, so the endpoint check could
+    only find it unreachable; with listeners, the check runs (through `connect_to`).
+    """
+    if sandbox.endpoints or not {"plan", "start"} & set(args):
+        return args
+    return (*args, "--skip-endpoint-check")
+
+
+def endpoint_env(sandbox) -> dict[str, str]:
+    """What `sandbox up` exports for the endpoint check: where its listeners are (if any)."""
+    exported = sandbox.describe()["env"]
+    return {k: v for k, v in exported.items() if k == CONNECT_TO_ENV}
+
+
 def cli(sandbox, state: Path, *args: str, kill_after: int | None = None) -> CliRun:
     """`ca-migrate ARGS` as its own process: forked from a server that imported the CLI once
     (no interpreter start-up per run), SIGKILLed for real when `kill_after` says so."""
     env = dict(os.environ, AWS_ACCESS_KEY_ID="sandbox", AWS_SECRET_ACCESS_KEY="sandbox")
     env.pop("AWS_PROFILE", None)
+    env.pop(CONNECT_TO_ENV, None)
+    env.update(endpoint_env(sandbox))
     env.pop("CA_MIGRATE_KILL_AFTER_WRITES", None)
     if kill_after is not None:
         env["CA_MIGRATE_KILL_AFTER_WRITES"] = str(kill_after)
@@ -147,7 +167,7 @@ def cli(sandbox, state: Path, *args: str, kill_after: int | None = None) -> CliR
             str(state),
             "--log-format",
             "json",
-            *args,
+            *without_listener(sandbox, args),
         ],
         env,
     )
@@ -175,8 +195,9 @@ def in_process(sandbox, state: Path, *args: str) -> Ran:
             str(state),
             "--log-format",
             "json",
-            *args,
+            *without_listener(sandbox, args),
         ],
+        env=endpoint_env(sandbox),
     )
     structlog.reset_defaults()  # the CLI configured logging for its run; undo it for others
     return Ran(result.exit_code, result.stdout, result.stderr)

@@ -9,6 +9,7 @@ it started with. Assertions read the sandbox's executions and the devices' files
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 import pytest
@@ -16,17 +17,24 @@ import structlog
 from typer.testing import CliRunner
 
 from device_handler.trust import EndpointConfig, TrustBundle
+from infra.sandbox.fleet import parse_fleet_spec
 from infra.sandbox.fleet.device_client import LAYOUT
 from orchestrator.cli import app
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
 from orchestrator.demo.scenarios import DEVICE_CLIENT_GROUP, campaign_text, demo_fleet, scenario
 
+# The Device Client devices' handler probes the sandbox's brokers (mosquitto).
+needs_brokers = pytest.mark.skipif(
+    shutil.which("mosquitto") is None, reason="mosquitto is not installed"
+)
 pytestmark = pytest.mark.e2e
 
 DEVICES = 50
 ATS = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
+LEGACY = "a1sandbox2demo.iot.us-east-1.amazonaws.com"
 
 
+@needs_brokers
 def test_a_device_client_wave_completes_beside_the_agent_waves() -> None:
     chosen = scenario("device-client")
     seen: dict[str, Any] = {}
@@ -95,6 +103,7 @@ def test_a_device_client_wave_completes_beside_the_agent_waves() -> None:
     assert DEVICE_CLIENT_GROUP in {g.name for g in demo_fleet(chosen, DEVICES).groups}
 
 
+@needs_brokers
 def test_the_demo_command_runs_the_device_client_scenario_to_completed() -> None:
     result = CliRunner().invoke(
         app,
@@ -175,3 +184,70 @@ def test_rehearse_refuses_a_wave_its_fleet_devices_would_not_take(
     structlog.reset_defaults()
     assert result.exit_code == 2, result.output
     assert message in result.stderr
+
+
+ROLLBACK_CAMPAIGN = f"""\
+name: dc-rollback
+region: us-east-1
+endpoint: auto
+trust: {{add: [amazon-root-ca-1, amazon-root-ca-3]}}
+halt: {{max_failure_rate: 0.1, min_executed: 5}}
+device_client: {{{_SIMULATED}}}
+waves:
+  - name: dc-canary
+    thing_groups: [dc-canary]
+    device_runtime: device-client
+    gate: {{min_success_rate: 0.5, min_completed_fraction: 0.95, confidence: 0.8}}
+  - name: wave-1
+    thing_groups: [wave-1]
+    gate: {{min_success_rate: 0.8, min_completed_fraction: 0.95, confidence: 0.8}}
+"""
+
+
+@needs_brokers
+def test_a_rollback_returns_device_client_devices_through_the_wrapped_restore_document() -> None:
+    """The Device Client canary passes, the agent wave halts, the operator rolls back."""
+    fleet = parse_fleet_spec(
+        {
+            "groups": [
+                {"name": "dc-canary", "size": 5, "runtime": "device-client"},
+                {"name": "wave-1", "size": 10, "profiles": {"probe_fails": 0.5}},
+            ]
+        }
+    )
+    seen: dict[str, Any] = {}
+
+    def inspect(run: CampaignRun) -> None:
+        fleet_: Any = run.fleet
+        engine = run.sandbox.engine
+        state = run.reconciler.store.load("dc-rollback").state
+        canary = next(w for w in state.waves if w.name == "dc-canary")
+        seen["migrate"] = engine.execution_history(job_id=canary.job_id)
+        seen["restore"] = engine.execution_history(job_id=canary.restore_job_id)
+        document = engine.get_job_document({"jobId": canary.restore_job_id})["document"]
+        seen["restore_document"] = json.loads(document)
+        seen["dc"] = {
+            thing: (
+                EndpointConfig.parse(fleet_.paths(thing).endpoint_file.read_bytes()).host,
+                json.loads(fleet_.device_client(thing).inside(LAYOUT["config_path"]).read_text())[
+                    "endpoint"
+                ],
+            )
+            for thing in fleet_.device_client_things()
+        }
+
+    result = run_campaign(
+        ROLLBACK_CAMPAIGN,
+        fleet,
+        RunSettings(rollback_on_halt=True),
+        source="dc-rollback",
+        inspect=inspect,
+    )
+    assert result.status == "ROLLED_BACK"
+    action = seen["restore_document"]["steps"][0]["action"]
+    assert json.loads(action["input"]["args"][-1])["operation"] == "restore"
+    assert [e["status"] for e in seen["migrate"]] == ["SUCCEEDED"] * 5  # they were on ATS
+    assert len(seen["restore"]) == 5
+    assert all(e["status"] == "SUCCEEDED" for e in seen["restore"])
+    # back on the legacy endpoint, Device Client's own configuration too
+    assert set(seen["dc"].values()) == {(LEGACY, LEGACY)}

@@ -14,6 +14,7 @@ from device_handler.trust import EndpointConfig
 from orchestrator.cli import app
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
 from orchestrator.demo.scenarios import demo_fleet, group_sizes, scenario
+from orchestrator.errors import SpecError, UsageError
 
 pytestmark = pytest.mark.e2e
 
@@ -84,3 +85,15 @@ def test_ca_migrate_demo_multi_region_completes() -> None:
     assert body["status"] == "COMPLETED"
     assert body["as_expected"] is True
     assert [w["name"] for w in body["waves"]] == ["eu-canary", "eu-fleet", "us-fleet"]
+
+
+def test_a_rehearsal_over_several_regions_refuses_mqtt_and_a_group_in_two_regions() -> None:
+    chosen = scenario("multi-region")
+    fleet = demo_fleet(chosen, DEVICES)
+    text = chosen.campaign.read_text()
+    with pytest.raises(UsageError, match="memory transport only"):
+        run_campaign(text, fleet, RunSettings(transport="mqtt"))
+    # the us-east-1 wave now targets a group that an eu-west-1 wave targets too
+    shared = text.replace("thing_groups: [demo-us-fleet]", "thing_groups: [demo-eu-fleet]")
+    with pytest.raises(SpecError, match="targeted in eu-west-1 and in us-east-1"):
+        run_campaign(shared, fleet, RunSettings())

@@ -516,3 +516,55 @@ def test_campaigns_are_deferred_when_the_invocation_is_about_to_time_out(world):
         "ats-2026-b": "stepped",
     }
     assert len(world.job_ids()) == 2
+
+
+def _one_wave(name: str, region: str) -> str:
+    return f"""\
+name: {name}
+region: {region}
+endpoint: auto
+trust: {{add: [amazon-root-ca-1, amazon-root-ca-3]}}
+waves:
+  - name: canary
+    thing_groups: [canary]
+    gate: {{min_success_rate: 0.5, min_completed: 3}}
+"""
+
+
+def test_handler_steps_each_campaign_with_its_own_regions_clients(monkeypatch, restore_structlog):
+    """Two campaigns of one table in two regions: each job is made in its campaign's region."""
+    _serialise_moto_dynamodb(monkeypatch)
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "CA_MIGRATE_TABLE": TABLE,
+        "CA_MIGRATE_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    clock = ManualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    with (
+        runtime.Sandbox(mqtt=False, clock=clock, regions=["eu-west-1"]) as sandbox,
+        moto.mock_aws(),
+    ):
+        monkeypatch.setenv("AWS_ENDPOINT_URL_IOT", sandbox.control_plane_url)
+        for region in ("us-east-1", "eu-west-1"):
+            sandbox.provision(5, [("canary", None)], region=region)
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        DynamoDbStateStore.create_table(ddb, TABLE)
+        store = DynamoDbStateStore(ddb, TABLE)
+        operator = Reconciler(
+            store,
+            runner_lambda.regional_jobs(lambda r: sandbox.iot_client(config=NO_RETRY, region=r)),
+            clock,
+        )
+        for name, region in (("east", "us-east-1"), ("west", "eu-west-1")):
+            text = _one_wave(name, region)
+            operator.start(parse_spec(text), text, None)
+        summary = runner_lambda.handler({}, LambdaContext())
+        assert sorted(c["outcome"] for c in summary["campaigns"]) == ["stepped", "stepped"]
+        for name, region in (("east", "us-east-1"), ("west", "eu-west-1")):
+            job_id = store.load(name).state.wave("canary").job_id
+            jobs = sandbox.engine_for(region).list_jobs({})["jobs"]
+            assert [j["jobId"] for j in jobs] == [job_id]
+            assert jobs[0]["jobArn"].startswith(f"arn:aws:iot:{region}:")

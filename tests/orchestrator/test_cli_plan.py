@@ -11,6 +11,7 @@ import pytest
 import structlog
 
 from infra.sandbox import runtime
+from tests.e2e.campaign_kit import without_listener
 
 CAMPAIGN = """\
 name: fit
@@ -57,7 +58,14 @@ def cli(sandbox, state: Path, *args: str) -> Ran:
     from orchestrator.cli import app
 
     result = CliRunner().invoke(
-        app, ["--endpoint-url", sandbox.control_plane_url, "--state", str(state), *args]
+        app,
+        [
+            "--endpoint-url",
+            sandbox.control_plane_url,
+            "--state",
+            str(state),
+            *without_listener(sandbox, args),
+        ],
     )
     structlog.reset_defaults()
     return Ran(result.exit_code, result.stdout, result.stderr)

@@ -25,6 +25,7 @@ from orchestrator.reconcile import Reconciler
 from orchestrator.regional import RegionalJobs, arn_region, check_job_region
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
+from tests.e2e.campaign_kit import without_listener
 
 TWO_REGIONS = """\
 name: global
@@ -180,7 +181,14 @@ def cli(sandbox: runtime.Sandbox, state: Path, *args: str) -> Ran:
     from orchestrator.cli import app
 
     result = CliRunner().invoke(
-        app, ["--endpoint-url", sandbox.control_plane_url, "--state", str(state), *args]
+        app,
+        [
+            "--endpoint-url",
+            sandbox.control_plane_url,
+            "--state",
+            str(state),
+            *without_listener(sandbox, args),
+        ],
     )
     structlog.reset_defaults()
     return Ran(result.exit_code, result.stdout, result.stderr)

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.model import (
     CampaignSpec,
@@ -275,3 +277,56 @@ def test_each_wave_is_checked_in_its_own_region() -> None:
     check = replace(checks[1], endpoint="x-ats.iot.eu-west-1.amazonaws.com")
     (drift,) = find_drift(check, [DeviceReport("d", OTHER_ATS, None)], {"d": "SUCCEEDED"})
     assert drift.endpoint_kind == "other"  # an ATS host, but of another region
+
+
+_STATUSES = st.sampled_from(
+    [None, "SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "QUEUED", "IN_PROGRESS", "CANCELED"]
+)
+_ENDPOINTS = st.sampled_from([None, ATS, LEGACY, OTHER_ATS, "mqtt.example.com"])
+
+
+@given(
+    devices=st.dictionaries(
+        st.text("abcdef0123", min_size=1, max_size=6),
+        st.tuples(_ENDPOINTS, st.sampled_from([None, JOB, "other-job"]), _STATUSES),
+        max_size=30,
+    )
+)
+def test_drift_is_exactly_the_succeeded_devices_reporting_another_endpoint(
+    devices: dict[str, tuple[str | None, str | None, str | None]],
+) -> None:
+    reports = [DeviceReport(t, endpoint, last) for t, (endpoint, last, _) in devices.items()]
+    statuses = {t: status for t, (_, _, status) in devices.items()}
+    found = find_drift(CHECK, reports, statuses)
+    expected = sorted(
+        t
+        for t, (endpoint, _, status) in devices.items()
+        if status == "SUCCEEDED" and endpoint is not None and endpoint != ATS
+    )
+    assert [d.thing for d in found] == expected
+    for drift in found:
+        last = devices[drift.thing][1]
+        assert (drift.kind is DriftKind.MOVED_BACK) == (last == JOB)
+
+
+@given(
+    candidates=st.integers(0, 5000),
+    succeeded=st.integers(0, 100_000),
+    others=st.dictionaries(
+        st.sampled_from(["FAILED", "QUEUED", "TIMED_OUT"]), st.integers(1, 9000)
+    ),
+)
+def test_the_plan_taken_never_costs_more_than_reading_each_device(
+    candidates: int, succeeded: int, others: dict[str, int]
+) -> None:
+    check = replace(CHECK, succeeded=succeeded, others=others)
+    plan = lookup_plan(candidates, check)
+    pages = -(-succeeded // LIST_PAGE)
+    other_pages = sum(-(-n // LIST_PAGE) for n in others.values())
+    cost = {
+        "describe": candidates,
+        "list-succeeded": pages,
+        "list-others": other_pages + max(0, candidates - sum(others.values())),
+    }
+    assert cost[plan] <= candidates
+    assert cost[plan] == min(cost.values())

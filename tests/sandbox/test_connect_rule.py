@@ -5,14 +5,17 @@ thing, and its MQTT client id is that thing's name; otherwise the TLS handshake
 may succeed but the CONNECT is refused (MQTT 5: CONNACK 0x87; MQTT 3.1.1: the
 connection is closed), and a certificate that leaves ACTIVE loses its live
 connections. Raw TLS clients speak the bytes; the AWS IoT Device SDK v2 runs
-a job with a certificate from CreateKeysAndCertificate.
+a job with a certificate from `aws iot create-keys-and-certificate`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +34,7 @@ pytestmark = pytest.mark.mqtt
 
 WAIT = 10.0
 CONNACK = 0x20
+VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -217,16 +221,82 @@ def test_a_certificate_that_leaves_active_loses_its_live_connection(sandbox, iot
     assert refused_or_accepted(sandbox, cert, key, thing) == "closed"
 
 
-# ------------------------------------------------------------- SDK v2 devices
-def test_the_sdk_v2_runs_a_job_with_a_created_certificate_and_is_refused_once_inactive(
-    sandbox, iot, files
-):
-    if (reason := names_unresolved(sandbox._data_plane)) is not None:
-        pytest.skip(reason)
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"\x30\x02\x00\x00",  # PUBLISH before CONNECT
+        b"\x10\xff\xff\xff\xff",  # malformed remaining length
+        b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02\xff\xfe",  # client id not UTF-8
+        b"\x10\x7f\x00\x04MQTT",  # truncated, then the client hangs up
+    ],
+)
+def test_a_hostile_first_packet_is_closed_and_the_listener_serves_on(sandbox, iot, files, first):
     thing = new_thing(iot)
     created = device_certificate(iot)
     iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
     cert, key = files(created["certificatePem"], created["keyPair"]["PrivateKey"])
+    endpoint = sandbox.endpoints["ats"]
+    raw = socket.create_connection(("127.0.0.1", endpoint.port), timeout=WAIT)
+    with _context(sandbox, "ats", cert, key).wrap_socket(raw, server_hostname=endpoint.host) as tls:
+        tls.sendall(first)
+        answer = b""
+        if not first.startswith(b"\x10\x7f"):  # the truncated one hangs up without reading
+            try:
+                answer = tls.recv(16)
+            except (ConnectionError, ssl.SSLError):
+                answer = b""
+    assert answer == b""
+    assert refused_or_accepted(sandbox, cert, key, thing) == "accepted"
+
+
+# ------------------------------------------------------------- SDK v2 devices
+def _aws(sandbox: Sandbox, *args: str) -> dict[str, Any]:
+    """Run `aws iot ...` against the sandbox; its JSON answer ({} when it prints none)."""
+    env = os.environ | {
+        "AWS_ACCESS_KEY_ID": "sandbox",
+        "AWS_SECRET_ACCESS_KEY": "sandbox",
+        "AWS_DEFAULT_REGION": sandbox.region,
+        "AWS_MAX_ATTEMPTS": "1",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    done = subprocess.run(
+        [str(VENV_BIN / "aws"), "iot", *args, "--endpoint-url", sandbox.control_plane_url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def test_the_sdk_v2_runs_a_job_with_a_cli_created_certificate_and_is_refused_once_inactive(
+    sandbox, iot, tmp_path
+):
+    if (reason := names_unresolved(sandbox._data_plane)) is not None:
+        pytest.skip(reason)
+    thing = f"cli-{next(_THINGS):03d}"
+    cert, key = tmp_path / "device.pem.crt", tmp_path / "private.pem.key"
+    _aws(sandbox, "create-thing", "--thing-name", thing)
+    created = _aws(
+        sandbox,
+        "create-keys-and-certificate",
+        "--set-as-active",
+        "--certificate-pem-outfile",
+        str(cert),
+        "--private-key-outfile",
+        str(key),
+    )
+    _aws(
+        sandbox,
+        "attach-thing-principal",
+        "--thing-name",
+        thing,
+        "--principal",
+        created["certificateArn"],
+    )
     endpoint = sandbox.endpoints["ats"]
     pki = sandbox.pki
     assert pki is not None
@@ -249,7 +319,14 @@ def test_the_sdk_v2_runs_a_job_with_a_created_certificate_and_is_refused_once_in
         assert running.run_one("SUCCEEDED") == f"{thing}-job"
     finally:
         running.stop()
-    iot.update_certificate(certificateId=created["certificateId"], newStatus="INACTIVE")
+    _aws(
+        sandbox,
+        "update-certificate",
+        "--certificate-id",
+        created["certificateId"],
+        "--new-status",
+        "INACTIVE",
+    )
     refused = device()
     try:
         with pytest.raises(SdkDeviceError):

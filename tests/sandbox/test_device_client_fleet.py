@@ -116,6 +116,36 @@ def test_exit_code_and_stderr_lines_decide_the_status(world, handler, allow, sta
         assert details["stderr"] == "oops"
 
 
+@pytest.mark.parametrize(
+    ("path", "handler"),
+    [("/../../../..", "h.sh"), ("/opt/test", "../../../../../bin/sh"), (None, "sh")],
+    ids=["path-climbs-out", "handler-climbs-out", "host-path"],
+)
+def test_a_handler_outside_the_device_is_never_run(world, path, handler) -> None:
+    """A document cannot make the simulated device run a command of the host."""
+    engine, device = world
+    step = _step(handler)
+    if path is None:
+        del step["action"]["input"]["path"]
+    else:
+        step["action"]["input"]["path"] = path
+    _job(engine, {"version": "1.0", "steps": [step]})
+    assert device.run_next(engine) == "FAILED"
+    assert _execution(engine)["statusDetails"]["reason"] == f"step s: handler {handler} not found"
+
+
+def test_a_step_without_path_finds_its_handler_on_the_devices_own_path(world) -> None:
+    engine, device = world
+    bin_dir = device.inside("/usr/bin")
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "h.sh").write_bytes(device.inside("/opt/test/h.sh").read_bytes())
+    (bin_dir / "h.sh").chmod(0o700)
+    step = _step()
+    del step["action"]["input"]["path"]
+    _job(engine, {"version": "1.0", "steps": [step]})
+    assert device.run_next(engine) == "SUCCEEDED"
+
+
 def test_an_ignored_failing_step_lets_the_next_one_decide(world) -> None:
     engine, device = world
     steps = [_step("fail3.sh", ignoreStepFailure="true"), _step()]

@@ -12,7 +12,7 @@ import pytest
 import typer
 
 from infra.sandbox.dataplane import DataPlaneError
-from infra.sandbox.errors import SandboxError
+from infra.sandbox.errors import PortUnavailableError, SandboxError
 from infra.sandbox.mqtt._broker import BrokerError
 from infra.sandbox.mqtt._dataplane import MqttError
 from infra.sandbox.mqtt._shadow import ShadowRejectedError
@@ -26,6 +26,7 @@ ERRORS = [
     DataPlaneError("InvalidRequest", "bad request"),
     BrokerError("mosquitto is not installed"),
     MqttError("the MQTT data plane did not start"),
+    PortUnavailableError("port 8883 on 127.0.0.1 is in use by another process"),
     SdkDeviceError("no connection within 10 s"),
     ShadowRejectedError(400, "bad shadow document"),
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -168,9 +170,42 @@ def test_each_regions_state_survives_a_restart_in_its_own_file(tmp_path):
     assert (west, east) == (["west-thing"], ["east-thing"])
 
 
+def _handshake(port: int, host: str, ca: Path, credentials: dict[str, str]) -> str:
+    """A mutual-TLS handshake with hostname verification; the server certificate's CN."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.load_cert_chain(credentials["cert_pem"], credentials["key_pem"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        subject = dict(item[0] for item in tls.getpeercert()["subject"])
+    return str(subject["commonName"])
+
+
 def test_each_region_has_its_own_mqtt_listener_pair(tmp_path):
     with Sandbox(region="us-east-1", regions=["eu-west-1"], work_dir=tmp_path) as box:
         described = box.describe()
+        box.provision(1, [("g", None)], region="eu-west-1")
+        (credentials,) = box.issue_credentials(["device-00001"], "eu-west-1").values()
+        assert box.pki is not None
+        west = box.endpoints_for("eu-west-1")
+        ats_root = box.pki.ats_root_pems["amazon-root-ca-1"]
+        host = "a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com"
+        # the eu-west-1 ATS listener proves the eu-west-1 host name, chained to the ATS root
+        wildcard = "*.iot.eu-west-1.amazonaws.com"  # as AWS's own server certificates name it
+        assert _handshake(west["ats"].port, host, ats_root, credentials) == wildcard
+        legacy = "a1sandbox2demo.iot.eu-west-1.amazonaws.com"
+        assert _handshake(west["legacy"].port, legacy, box.pki.legacy_root_pem, credentials) == (
+            wildcard
+        )
+        # and not us-east-1's name: a device of one region cannot verify the other's listener
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _handshake(
+                west["ats"].port,
+                "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com",
+                ats_root,
+                credentials,
+            )
     regions = described["regions"]
     assert list(regions) == ["us-east-1", "eu-west-1"]
     hosts = {r: {k: e["host"] for k, e in v["endpoints"].items()} for r, v in regions.items()}

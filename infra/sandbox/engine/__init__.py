@@ -29,10 +29,15 @@ Choices where AWS behaviour is unconfirmed live in `infra.sandbox.decisions`.
 
 from infra.sandbox.engine._certificates import certificate_id_of
 from infra.sandbox.engine._facade import JobsEngine
-from infra.sandbox.engine._identity import ConnectionRefusedByPolicyError, IssuedKeys
+from infra.sandbox.engine._identity import (
+    ConnectionRefusedByPolicyError,
+    ConnectPolicy,
+    IssuedKeys,
+)
 from infra.sandbox.engine._records import HistoryEntry
 
 __all__ = [
+    "ConnectPolicy",
     "ConnectionRefusedByPolicyError",
     "HistoryEntry",
     "IssuedKeys",

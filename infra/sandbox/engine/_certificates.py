@@ -27,18 +27,19 @@ import binascii
 import hashlib
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from infra.sandbox import decisions as d
 from infra.sandbox.engine._identity import (
     SETTABLE_STATUSES,
     ConnectionRefusedByPolicyError,
+    ConnectPolicy,
     IssuedKeys,
     _Certificate,
 )
@@ -217,7 +218,7 @@ def create_keys_and_certificate(state: EngineState, params: Mapping[str, Any]) -
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -494,6 +495,8 @@ def authorize_connection(state: EngineState, certificate_der: bytes, client_id: 
             raise ConnectionRefusedByPolicyError(
                 "unattached", f"certificate {certificate_id} is attached to no thing"
             )
+        if state.connect_policy is ConnectPolicy.ANY_CLIENT_ID:
+            return _only_thing(state, record.things, certificate_id)
         if client_id not in record.things or client_id not in state.things:
             raise ConnectionRefusedByPolicyError(
                 "client-id",
@@ -501,6 +504,19 @@ def authorize_connection(state: EngineState, certificate_der: bytes, client_id: 
                 f"{certificate_id} is attached to",
             )
         return client_id
+
+
+def _only_thing(state: EngineState, attached: Iterable[str], certificate_id: str) -> str:
+    """The one thing an any-client-id connection acts as (its topics are the ones it may use)."""
+    things = [name for name in attached if name in state.things]
+    if len(things) != 1:
+        raise ConnectionRefusedByPolicyError(
+            "things",
+            f"certificate {certificate_id} is attached to {len(things)} things; the "
+            "any-client-id connect policy needs exactly one (detach the others, or connect "
+            "with --connect-policy thing-name and the thing name as client id)",
+        )
+    return things[0]
 
 
 def certificate_status(state: EngineState, certificate_id: str) -> str | None:

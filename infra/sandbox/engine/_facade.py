@@ -24,7 +24,7 @@ from infra.sandbox.engine import (
     _registry,
     _timers,
 )
-from infra.sandbox.engine._identity import CertificateIssuer
+from infra.sandbox.engine._identity import CertificateIssuer, ConnectPolicy
 from infra.sandbox.engine._state import EngineState
 from infra.sandbox.shadows import ShadowTable
 from job_documents.clock import Clock
@@ -289,6 +289,11 @@ class JobsEngine:
     def watch_certificates(self, listener: Callable[[str], None]) -> None:
         """Call `listener(certificate_id)` after a certificate is registered, changes or goes."""
         _certificates.add_listener(self._state, listener)
+
+    def set_connect_policy(self, policy: ConnectPolicy) -> None:
+        """Which AWS IoT policy authorizes CONNECTs from now on (`sandbox up --connect-policy`)."""
+        with self._state.lock:
+            self._state.connect_policy = ConnectPolicy(policy)
 
     def authorize_connection(self, certificate_der: bytes, client_id: str) -> str:
         """The thing an MQTT CONNECT connects as; `ConnectionRefusedByPolicyError` if refused."""

@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Final, NamedTuple
 
 from infra.sandbox.errors import SandboxError
@@ -34,6 +35,22 @@ class IssuedKeys(NamedTuple):
 
 #: Issues a new key pair and certificate (CreateKeysAndCertificate).
 CertificateIssuer = Callable[[], IssuedKeys]
+
+
+class ConnectPolicy(StrEnum):
+    """Which AWS IoT policy the sandbox enforces at CONNECT (`sandbox up --connect-policy`).
+
+    Both need a registered ACTIVE certificate attached to a thing.
+    """
+
+    #: The project's device policy (infra/aws/device-policy.yaml): `iot:Connect` on
+    #: `client/${iot:Connection.Thing.ThingName}` with `iot:Connection.Thing.IsAttached`:
+    #: the client id must be the name of a thing the certificate is attached to.
+    THING_NAME = "thing-name"
+    #: The AWS IoT Device SDK v2 samples' policy: `iot:Connect` on `client/*` (any client
+    #: id, an empty one included: the server assigns one), the Jobs and Shadow topics of
+    #: the one thing the certificate is attached to.
+    ANY_CLIENT_ID = "any-client-id"
 
 
 class ConnectionRefusedByPolicyError(SandboxError):

@@ -29,7 +29,7 @@ import structlog
 
 from infra.sandbox import decisions as d
 from infra.sandbox.dataplane import ExecutionSnapshot
-from infra.sandbox.engine._identity import CertificateIssuer, _Certificate
+from infra.sandbox.engine._identity import CertificateIssuer, ConnectPolicy, _Certificate
 from infra.sandbox.engine._records import HistoryEntry, _Execution, _Group, _Job, _Thing
 from infra.sandbox.errors import not_found
 from infra.sandbox.indexing import DEFAULT_CONFIGURATION
@@ -94,6 +94,8 @@ class EngineState:
         self.ca_certificates: dict[str, str] = {}
         self.certificate_issuer: CertificateIssuer | None = None
         self.certificate_listeners: list[Callable[[str], None]] = []
+        # Which AWS IoT policy a CONNECT is authorized by (`authorize_connection`).
+        self.connect_policy = ConnectPolicy.THING_NAME
 
     # ------------------------------------------------------------------ basics
     def now(self) -> float:

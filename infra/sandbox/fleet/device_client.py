@@ -12,7 +12,7 @@ does (awslabs/aws-iot-device-client, `source/jobs/JobsFeature.cpp`,
   REJECTED before anything runs;
 - otherwise the execution goes IN_PROGRESS and each step runs
   `<path>/<handler> <runAsUser> <args...>` (no `path`: the handler is looked up
-  on PATH; `"default"`: Device Client's handler directory); a step fails on a
+  on the device's PATH; `"default"`: Device Client's handler directory); a step fails on a
   non-zero exit code or on more stderr lines than `allowStdErr` (default 0);
   a failed step stops the job unless `ignoreStepFailure` is `"true"`; the job
   is SUCCEEDED or FAILED with statusDetails `reason` (and `stderr`).
@@ -20,7 +20,9 @@ does (awslabs/aws-iot-device-client, `source/jobs/JobsFeature.cpp`,
 The handler is the real `ca-migrate-handler.sh`, in a process of its own, on the
 device's real files. Each device's files live below `<fleet root>/<thing>/fs`,
 which stands for the device's `/` (a chroot, simulated by joining): absolute
-paths in a step (`path`, arguments that start with `/`) are resolved inside it.
+paths in a step (`path`, arguments that start with `/`) are resolved inside it,
+and a handler is only ever a file inside it (a job document never runs a host
+command; one that is not there fails the step).
 Its layout is the shipped sample's (`LAYOUT`), so a campaign's `device_client`
 settings name those paths. The handler's probe is a real mutual-TLS handshake and
 MQTT CONNECT with the sandbox's brokers, as the thing.
@@ -78,6 +80,7 @@ LAYOUT: Final = {
     "config_path": "/etc/.aws-iot-device-client/aws-iot-device-client.conf",
 }
 _HANDLER_DIR: Final = "/root/.aws-iot-device-client/jobs"  # Device Client's default, as root
+_DEVICE_PATH: Final = ("/usr/local/bin", "/usr/bin", "/bin")  # the device's PATH, inside it
 _MAX_DETAIL: Final = 1024  # statusDetails values: at most 1,024 characters
 
 
@@ -359,19 +362,36 @@ class DeviceClientDevice:
                 return ran
         return last
 
-    def _command(self, step: HandlerStep) -> str:
-        if step.path == "default":
-            return str(self.inside(_HANDLER_DIR) / step.handler)
-        if step.path:
-            return str(self.inside(step.path) / step.handler)
-        return shutil.which(step.handler) or step.handler
+    def _command(self, step: HandlerStep) -> Path | None:
+        """The handler's file inside the device, or None when it is not there.
 
-    def _argv(self, step: HandlerStep) -> list[str]:
-        args = [str(self.inside(a)) if a.startswith("/") else a for a in step.args]
-        return [self._command(step), step.run_as_user, *args]
+        Never a file outside the device's `/`: a document's `path` or `handler` that
+        climbs out (`..`) finds nothing, and with no `path` the device's own PATH
+        directories are searched, not the host's.
+        """
+        if step.path == "default":
+            candidates = [self.inside(_HANDLER_DIR) / step.handler]
+        elif step.path:
+            candidates = [self.inside(step.path) / step.handler]
+        else:
+            candidates = [self.inside(d) / step.handler for d in _DEVICE_PATH]
+        top = self.fs.resolve()
+        for candidate in candidates:
+            found = candidate.resolve()
+            if found.is_relative_to(top) and found.is_file():
+                return found
+        return None
 
     def _run_step(self, step: HandlerStep) -> _Ran:
-        argv = self._argv(step)
+        command = self._command(step)
+        if command is None:
+            return _Ran(
+                failed=True,
+                reason=_printable(f"step {step.name}: handler {step.handler} not found"),
+                stderr="",
+            )
+        args = [str(self.inside(a)) if a.startswith("/") else a for a in step.args]
+        argv = [str(command), step.run_as_user, *args]
         env = {**os.environ, "PYTHON": sys.executable}
         try:
             done = subprocess.run(

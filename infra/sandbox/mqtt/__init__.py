@@ -15,12 +15,24 @@ from infra.sandbox.mqtt._dataplane import (
     MqttError,
     start_data_plane,
 )
+from infra.sandbox.mqtt._ports import (
+    ALPN_PORT,
+    ListenerPorts,
+    PortUnavailableError,
+    check_bindable,
+    listener_ports,
+)
 
 __all__ = [
+    "ALPN_PORT",
     "ENDPOINT_KINDS",
     "BrokerError",
     "Endpoint",
+    "ListenerPorts",
     "MqttDataPlane",
     "MqttError",
+    "PortUnavailableError",
+    "check_bindable",
+    "listener_ports",
     "start_data_plane",
 ]

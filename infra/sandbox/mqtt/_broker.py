@@ -22,7 +22,8 @@ Per broker:
   through the file system, is the bridge's.
 
 mosquitto listens on no TCP port; the fronts bind port 0 (a free port) or the
-port they are given.
+port they are given (`ListenerPorts`, `sandbox up --mqtt-port`): a fixed port
+that cannot be bound is an error, never a move to another port.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -40,6 +42,7 @@ import structlog
 
 from infra.sandbox.errors import SandboxError
 from infra.sandbox.mqtt._front import DeviceFront, DeviceIdentity
+from infra.sandbox.mqtt._ports import ListenerPorts, PortUnavailableError
 from infra.sandbox.pki import SandboxPki
 
 __all__ = ["Broker", "BrokerError", "find_mosquitto"]
@@ -114,8 +117,10 @@ class Broker:
         directory: Path,
         socket_path: Path,
         identity: DeviceIdentity,
+        ports: ListenerPorts | None = None,
     ) -> None:
         self.kind = kind
+        self._fixed = ports or ListenerPorts()
         self.host = pki.hosts[kind]
         self.port = 0
         #: MQTT over "443" with ALPN x-amzn-mqtt-ca (ATS endpoint only; 0 when none).
@@ -199,6 +204,7 @@ class Broker:
 
     def _start_front(self, *, alpn: bool) -> None:
         cert, key = self._pki.server_cert_pem(self.kind), self._pki.server_key_pem(self.kind)
+        port = self._fixed.alpn if alpn else self._fixed.mqtt
         try:
             front = DeviceFront(
                 kind=f"{self.kind}-alpn" if alpn else self.kind,
@@ -208,8 +214,14 @@ class Broker:
                 identity=self._identity,
                 upstream=self.devices_socket_path,
                 alpn=alpn,
+                port=port,
             )
         except OSError as exc:  # ssl.SSLError included
+            if port and not isinstance(exc, ssl.SSLError):
+                raise PortUnavailableError(
+                    f"the {self.kind} endpoint cannot listen on port {port}: {exc}; free it, "
+                    "or give another --mqtt-port"
+                ) from exc
             raise BrokerError(
                 f"the {self.kind} endpoint did not start: its TLS listener cannot use the "
                 f"server certificate {cert} and key {key} or bind a port ({exc}); delete "

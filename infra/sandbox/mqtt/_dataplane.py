@@ -45,6 +45,7 @@ from infra.sandbox.errors import SandboxError
 from infra.sandbox.mqtt._broker import Broker, BrokerError
 from infra.sandbox.mqtt._front import DeviceIdentity
 from infra.sandbox.mqtt._jobs import JobsTopics, NotifyTracker, Outgoing
+from infra.sandbox.mqtt._ports import ListenerPorts, check_bindable
 from infra.sandbox.mqtt._shadow import ShadowStore
 from infra.sandbox.pki import SandboxPki, endpoint_hosts
 from job_documents.clock import Clock, SystemClock
@@ -183,9 +184,11 @@ class MqttDataPlane:
         work_dir: Path,
         clock: Clock,
         identity: DeviceIdentity,
+        ports: ListenerPorts | None = None,
     ) -> None:
         self.pki = pki
         self._identity = identity
+        self._ports = ports or ListenerPorts()
         self.work_dir = work_dir
         self.endpoints: dict[str, Endpoint] = {}
         self._engine = engine
@@ -220,6 +223,7 @@ class MqttDataPlane:
                 directory=self.work_dir / kind,
                 socket_path=sockets / kind / "bridge.sock",
                 identity=self._identity,
+                ports=self._ports if kind == "ats" else None,
             )
             (sockets / kind).mkdir(parents=True, exist_ok=True)
             self._brokers[kind] = broker
@@ -310,8 +314,12 @@ def start_data_plane(
     endpoint_prefix: str = "a1sandbox2demo",
     clock: Clock | None = None,
     identity: DeviceIdentity | None = None,
+    ports: ListenerPorts | None = None,
 ) -> MqttDataPlane:
     """Start both brokers and the bridge; the caller must `stop()` the result.
+
+    `ports` fixes the ATS endpoint's listener ports (`sandbox up --mqtt-port`);
+    each is checked before anything starts (`PortUnavailableError`).
 
     `identity` decides which device CONNECTs the listeners admit (registered
     certificates attached to things); when omitted, the engine itself, which
@@ -336,7 +344,11 @@ def start_data_plane(
                 "pass identity=, or an engine that keeps certificates"
             )
         identity = engine
-    plane = MqttDataPlane(engine, pki=pki, work_dir=Path(work_dir), clock=clock, identity=identity)
+    for port in (ports or ListenerPorts()).fixed():
+        check_bindable(port)
+    plane = MqttDataPlane(
+        engine, pki=pki, work_dir=Path(work_dir), clock=clock, identity=identity, ports=ports
+    )
     try:
         plane._start()  # noqa: SLF001
     except (BrokerError, OSError) as exc:
