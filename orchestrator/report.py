@@ -120,6 +120,7 @@ def settings_data(spec: CampaignSpec) -> dict[str, Any]:
         "waves": [
             {
                 "name": w.name,
+                "region": spec.region_of(w),
                 "thing_groups": list(w.thing_groups),
                 "approval": w.approval.value,
                 "gate": {
@@ -341,6 +342,8 @@ def _settings_lines(settings: dict[str, Any]) -> list[str]:
             f"min {g['min_completed']} completed, {g['min_completed_fraction']:.0%} of targets, "
             f"bake {g['bake_minutes']:g} min"
         )
+        if w.get("region", settings["region"]) != settings["region"]:
+            text += f"; in {w['region']}"
         if w["maximum_per_minute"] is not None:
             text += f"; {w['maximum_per_minute']} per minute"
         if w["deadline_minutes"] is not None:
@@ -473,7 +476,7 @@ def _settings_html(settings: dict[str, Any]) -> str:
     rows = []
     for w in settings["waves"]:
         g = w["gate"]
-        extra = []
+        extra = [] if w.get("region", settings["region"]) == settings["region"] else [w["region"]]
         if w["maximum_per_minute"] is not None:
             extra.append(f"{w['maximum_per_minute']}/min")
         if w["deadline_minutes"] is not None:

@@ -23,6 +23,7 @@ from orchestrator.model import CampaignStatus
 from orchestrator.planner import JobObservation
 from orchestrator.reconcile import Reconciler
 from orchestrator.regional import RegionalJobs, arn_region, check_job_region
+from orchestrator.report import render_html, render_markdown, report_data
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
 from tests.e2e.campaign_kit import without_listener
@@ -294,6 +295,11 @@ def test_the_reconciler_runs_each_wave_in_its_region_to_completion(sandbox, tmp_
             break
     assert state.status is CampaignStatus.COMPLETED
     assert clients.regions == ("eu-west-1", "us-east-1")
+    data = report_data(state, rec.store.events("global"), None, spec=spec)
+    assert [w["region"] for w in data["settings"]["waves"]] == ["eu-west-1", "us-east-1"]
+    assert "wave west-canary: groups canary;" in render_markdown(data)
+    assert "; in eu-west-1" in render_markdown(data)
+    assert "<td>eu-west-1</td>" in render_html(data)
 
 
 def test_a_client_that_reaches_the_wrong_region_stops_the_step(sandbox, tmp_path) -> None:

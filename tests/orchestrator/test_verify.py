@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.model import (
@@ -285,6 +285,7 @@ _STATUSES = st.sampled_from(
 _ENDPOINTS = st.sampled_from([None, ATS, LEGACY, OTHER_ATS, "mqtt.example.com"])
 
 
+@settings(deadline=None)  # the first example loads the region table; the machine is shared
 @given(
     devices=st.dictionaries(
         st.text("abcdef0123", min_size=1, max_size=6),
@@ -309,6 +310,7 @@ def test_drift_is_exactly_the_succeeded_devices_reporting_another_endpoint(
         assert (drift.kind is DriftKind.MOVED_BACK) == (last == JOB)
 
 
+@settings(deadline=None)
 @given(
     candidates=st.integers(0, 5000),
     succeeded=st.integers(0, 100_000),
