@@ -445,7 +445,27 @@ def test_the_aws_cli_creates_attaches_revokes_and_sees_the_errors(sandbox: Sandb
     assert "CertificateStateException" in again.stderr
     described = _aws(sandbox, "describe-certificate", "--certificate-id", answer["certificateId"])
     assert json.loads(described.stdout)["certificateDescription"]["status"] == "REVOKED"
+    own = _self_signed("cli device")
+    registered = _aws(
+        sandbox,
+        "register-certificate-without-ca",
+        "--certificate-pem",
+        own,
+        "--status",
+        "ACTIVE",
+    )
+    assert registered.returncode == 0, registered.stderr
+    own_arn = json.loads(registered.stdout)["certificateArn"]
+    for verb in ("attach-thing-principal", "detach-thing-principal"):
+        done = _aws(sandbox, verb, "--thing-name", "cli-thing", "--principal", own_arn)
+        assert done.returncode == 0, done.stderr
+    things = _aws(sandbox, "list-principal-things", "--principal", answer["certificateArn"])
+    assert json.loads(things.stdout)["things"] == ["cli-thing"]
+    twice = _aws(sandbox, "register-certificate-without-ca", "--certificate-pem", own)
+    assert twice.returncode != 0
+    assert "ResourceAlreadyExistsException" in twice.stderr
     listed_all = _aws(sandbox, "list-certificates")
-    assert [c["certificateId"] for c in json.loads(listed_all.stdout)["certificates"]] == [
-        answer["certificateId"]
-    ]
+    assert {c["certificateId"] for c in json.loads(listed_all.stdout)["certificates"]} == {
+        answer["certificateId"],
+        json.loads(registered.stdout)["certificateId"],
+    }
