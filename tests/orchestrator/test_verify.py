@@ -332,3 +332,16 @@ def test_the_plan_taken_never_costs_more_than_reading_each_device(
     }
     assert cost[plan] <= candidates
     assert cost[plan] == min(cost.values())
+
+
+def test_a_query_or_sample_wave_is_checked_over_the_groups_the_campaign_made() -> None:
+    spec, state = _campaign(_wave("q", WavePhase.PASSED, 2))
+    query_wave = replace(spec.waves[0], thing_groups=(), query="attributes.model:m1")
+    spec = replace(spec, waves=(query_wave,))
+    (check,), _ = wave_checks(spec, state)
+    assert check.thing_groups == ("ca-migrate-c-q-query",)
+    assert off_target_query(check).startswith('(thingGroupNames:"ca-migrate-c-q-query") AND ')
+    no_groups = replace(spec, waves=(replace(query_wave, query=None),))
+    checks, skipped = wave_checks(no_groups, state)
+    assert checks == []
+    assert skipped == {"q": "it targets no thing group"}  # never the whole fleet
