@@ -406,6 +406,11 @@ class Reconciler:
                     if prepared is None:
                         waiting.add(action.wave)
                         continue
+                    if self._targets_recorded(state.name, action.wave):
+                        # Prepared again after a stop before the job: recorded once, so a
+                        # step that dies after each write still reaches the CreateJob.
+                        done.append(action)
+                        continue
                     event = prepared
                 else:
                     event = self._act(self._api(spec, action.wave), state, action)
@@ -431,6 +436,12 @@ class Reconciler:
             state = self._record(state, event)
             done.append(action)
         return state, tuple(done)
+
+    def _targets_recorded(self, campaign: str, wave: str) -> bool:
+        return any(
+            e.kind == EventKind.WAVE_TARGETS_READY and e.wave == wave
+            for e in self.store.events(campaign)
+        )
 
     def _groups_api(self, region: str, wave: str) -> WaveGroupsApi:
         if self._make_groups is None:

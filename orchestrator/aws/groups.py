@@ -73,7 +73,7 @@ def field_value(document: Any, field: str) -> str | None:
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
-    if isinstance(node, dict | list):
+    if isinstance(node, dict | list | bool):  # as the shadow has it: [1,2], true
         return json.dumps(node, sort_keys=True, separators=(",", ":"))
     return None if node is None else str(node)
 

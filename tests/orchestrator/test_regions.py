@@ -323,3 +323,30 @@ def test_a_client_that_reaches_the_wrong_region_stops_the_step(sandbox, tmp_path
     with pytest.raises(WrongRegionError, match="runs in eu-west-1"):
         Reconciler(store, wrong, sandbox.engine.clock).step("global")
     assert store.load("global").state == before
+
+
+def test_census_of_a_campaign_counts_only_the_waves_of_its_region(sandbox, tmp_path) -> None:
+    from orchestrator.census import INDEXING_CONFIGURATION
+
+    state = tmp_path / "s.sqlite"
+    rec = Reconciler(
+        SqliteStateStore(state),
+        RegionalJobs(lambda region: IotJobsAdapter(sandbox.iot_client(region=region))),
+        sandbox.engine.clock,
+    )
+    rec.start(parse_spec(TWO_REGIONS), TWO_REGIONS, None)
+    for region in ("us-east-1", "eu-west-1"):
+        sandbox.iot_client(region=region).update_indexing_configuration(
+            thingIndexingConfiguration=INDEXING_CONFIGURATION
+        )
+    east = cli(sandbox, state, "census", "--campaign", "global", "--output", "json")
+    assert east.code == 0, east.stderr
+    assert list(json.loads(east.stdout)["waves"]) == ["east"]
+    assert json.loads(east.stdout)["total"] == 3  # us-east-1's three things only
+    assert "wave west-canary runs in eu-west-1" in east.stderr
+    west = cli(
+        sandbox, state, "census", "--campaign", "global", "--region", "eu-west-1", "-o", "json"
+    )
+    assert west.code == 0, west.stderr
+    assert list(json.loads(west.stdout)["waves"]) == ["west-canary"]
+    assert "wave east runs in us-east-1" in west.stderr
