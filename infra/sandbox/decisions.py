@@ -208,7 +208,7 @@ API_TPS: Final = {
 # --time-scale, and a manual clock ends it when advanced).
 DEFAULT_PAGE_SIZE: Final = 50
 
-# --- device identity (engine/_certificates.py) ------------------------------
+# --- device identity (engine/_certificates.py, engine/_principals.py) -------
 # CreateKeysAndCertificate issues an RSA 2048 key and a certificate with this subject
 # CN, as AWS does; the sandbox signs it with its device CA (an in-memory CA when it runs
 # without a PKI), valid for ISSUED_CERTIFICATE_DAYS.

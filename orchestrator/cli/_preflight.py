@@ -87,18 +87,14 @@ class EndpointCheck:
             )
             proof = check_endpoint(host, port, roots, connect_to=connect_to)
             print(
-                f"endpoint check passed: {host}:{port} ({proof.tls_version}) presents "
-                f"{proof.subject}, issued by {proof.issuer}, verified with {names}",
-                file=sys.stderr,
+                f"endpoint check passed: {proof.describe()}; verified with {names}", file=sys.stderr
             )
             proofs.append(proof)
-        seen = "; ".join(
-            f"{p.host}:{p.port} presents {p.subject} (issued by {p.issuer})" for p in proofs
-        )
+        seen = "; ".join(p.describe() for p in proofs)
         return Event(
             kind=EventKind.ENDPOINT_CHECKED,
-            reason=f"{seen}: it verifies with the roots the campaign adds ({names}) and names "
-            "the host",
+            reason=f"{seen}: verified with the roots the campaign adds ({names}), for the "
+            "endpoint's name",
             data=data | {"endpoints": [p.as_dict() for p in proofs]},
         )
 

@@ -38,7 +38,7 @@ from typer.testing import CliRunner
 from infra.sandbox.cli import sandbox_app
 from infra.sandbox.engine import ConnectPolicy
 from infra.sandbox.errors import PortUnavailableError
-from infra.sandbox.mqtt import ListenerPorts, check_bindable
+from infra.sandbox.mqtt import ListenerPorts
 from infra.sandbox.runtime import Sandbox
 
 pytestmark = [
@@ -60,14 +60,6 @@ SAMPLES_ENV = "CA_MIGRATE_SDK_SAMPLES"
 DRIVER = Path(__file__).with_name("sdk_jobs_sample.py")
 THING = "device-00001"
 WAIT = 60.0
-
-
-def _port_8883_problem() -> str | None:
-    try:
-        check_bindable(8883)
-    except PortUnavailableError as exc:
-        return str(exc)
-    return None
 
 
 def _free_port() -> int:
@@ -115,14 +107,27 @@ def _aws(env: dict[str, str], *args: str) -> dict[str, Any]:
     return answer
 
 
+def _started(state: Path, ports: list[int], policy: ConnectPolicy) -> Sandbox:
+    """A sandbox on the first of `ports` it can bind (other tests may hold 8883 a moment)."""
+    problem: PortUnavailableError | None = None
+    for port in ports:
+        sandbox = Sandbox(
+            work_dir=state, mqtt_ports=ListenerPorts(mqtt=port), connect_policy=policy
+        )
+        try:
+            return sandbox.start()
+        except PortUnavailableError as exc:
+            problem = exc
+    pytest.skip(f"port {ports[0]} cannot be bound here (the sample connects only there): {problem}")
+
+
 def _world(
-    tmp_path: Path, port: int, policy: ConnectPolicy = ConnectPolicy.ANY_CLIENT_ID
+    tmp_path: Path, ports: list[int], policy: ConnectPolicy = ConnectPolicy.ANY_CLIENT_ID
 ) -> Iterator[StockWorld]:
     state = tmp_path / "state"
     store = tmp_path / "trust-store"
-    with Sandbox(
-        work_dir=state, mqtt_ports=ListenerPorts(mqtt=port), connect_policy=policy
-    ) as sandbox:
+    sandbox = _started(state, ports, policy)
+    try:
         trusted = CliRunner().invoke(
             sandbox_app, ["trust", "--state-dir", str(state), "--store-root", str(store)]
         )
@@ -144,26 +149,25 @@ def _world(
         )
         env["SSL_CERT_FILE"] = str(store / "etc/ssl/certs/ca-certificates.crt")
         env["PYTHONUNBUFFERED"] = "1"
+        port = sandbox.endpoints["ats"].port
         yield StockWorld(sandbox, port, env, str(cert), str(key))
+    finally:
+        sandbox.stop()
 
 
 @pytest.fixture
 def on_8883(tmp_path: Path) -> Iterator[StockWorld]:
-    if (problem := _port_8883_problem()) is not None:
-        pytest.skip(
-            f"port 8883 cannot be bound here, and the sample connects only there: {problem}"
-        )
-    yield from _world(tmp_path, 8883)
+    yield from _world(tmp_path, [8883])
 
 
 @pytest.fixture
 def on_any_port(tmp_path: Path) -> Iterator[StockWorld]:
-    yield from _world(tmp_path, 8883 if _port_8883_problem() is None else _free_port())
+    yield from _world(tmp_path, [8883, _free_port()])
 
 
 @pytest.fixture
 def under_the_device_policy(tmp_path: Path) -> Iterator[StockWorld]:
-    yield from _world(tmp_path, _free_port(), ConnectPolicy.THING_NAME)
+    yield from _world(tmp_path, [_free_port()], ConnectPolicy.THING_NAME)
 
 
 def _run_driver(world: StockWorld) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:

@@ -181,10 +181,12 @@ def _bindable(port: int) -> str | None:
 
 @pytest.mark.mqtt
 def test_the_aws_ports_8883_and_443_serve_the_ats_endpoint_when_free(tmp_path: Path) -> None:
-    for port in (8883, 443):
-        if (why := _bindable(port)) is not None:
-            pytest.skip(f"port {port} cannot be bound here: {why}")
-    with Sandbox(work_dir=tmp_path, mqtt_ports=listener_ports([8883, 443])) as sandbox:
+    sandbox = Sandbox(work_dir=tmp_path, mqtt_ports=listener_ports([8883, 443]))
+    try:
+        sandbox.start()
+    except PortUnavailableError as exc:  # another program (or test) holds one of them
+        pytest.skip(f"port 8883 or 443 cannot be bound here: {exc}")
+    try:
         assert sandbox.pki is not None
         sandbox.provision(1)
         ats = sandbox.endpoints["ats"]
@@ -196,6 +198,8 @@ def test_the_aws_ports_8883_and_443_serve_the_ats_endpoint_when_free(tmp_path: P
         plain = tls_context(sandbox.pki, "device-00001", sandbox.pki.ats_root_pems[ATS_ROOT])
         with handshake(ats.host, 8883, plain) as tls:
             assert tls.selected_alpn_protocol() is None
+    finally:
+        sandbox.stop()
 
 
 @pytest.mark.mqtt
