@@ -267,6 +267,10 @@ def test_the_reconciler_runs_each_wave_in_its_region_to_completion(sandbox, tmp_
     assert started.data["endpoints"]["eu-west-1"] == (
         "a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com"
     )
+    assert started.reason.startswith(
+        "endpoints eu-west-1 a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com, "
+        "us-east-1 a1sandbox2demo-ats.iot.us-east-1.amazonaws.com;"
+    )
     state = rec.step("global").state
     west_job = state.wave("west-canary").job_id
     assert west_job is not None
@@ -350,3 +354,14 @@ def test_census_of_a_campaign_counts_only_the_waves_of_its_region(sandbox, tmp_p
     assert west.code == 0, west.stderr
     assert list(json.loads(west.stdout)["waves"]) == ["west-canary"]
     assert "wave east runs in us-east-1" in west.stderr
+
+
+def test_plan_says_which_regions_the_endpoint_serves_when_a_wave_is_elsewhere(
+    sandbox, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(TWO_REGIONS.replace("region: eu-west-1", "region: us-west-2"))
+    ran = cli(sandbox, tmp_path / "s.sqlite", "plan", str(path))
+    assert ran.code == 1
+    assert "not us-west-2" in ran.stderr
+    assert "Traceback" not in ran.stderr
