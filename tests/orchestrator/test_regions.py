@@ -43,6 +43,8 @@ waves:
     gate: {min_success_rate: 0.5, min_completed: 3, confidence: 0.6}
 """
 
+ONE_REGION = TWO_REGIONS.replace("    region: eu-west-1\n", "")
+
 
 # -- the campaign file --------------------------------------------------------------------
 
@@ -365,3 +367,27 @@ def test_plan_says_which_regions_the_endpoint_serves_when_a_wave_is_elsewhere(
     assert ran.code == 1
     assert "not us-west-2" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize(("text", "shown"), [(TWO_REGIONS, True), (ONE_REGION, False)])
+def test_the_live_table_has_a_region_column_only_over_several_regions(text, shown) -> None:
+    import io
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from orchestrator.cli._live import FollowView
+    from orchestrator.planner import initial_state
+
+    spec = parse_spec(text)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    state = initial_state(
+        spec, {w.name: ("{}", f"{i:064x}") for i, w in enumerate(spec.waves)}, now
+    )
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, color_system=None)
+    with FollowView(spec, "live", console=console) as view:
+        view.show(state, now)
+    header = next(line for line in out.getvalue().splitlines() if "phase" in line)
+    assert ("region" in header) is shown
+    assert ("eu-west-1" in out.getvalue()) is shown
