@@ -391,3 +391,30 @@ def test_the_live_table_has_a_region_column_only_over_several_regions(text, show
     header = next(line for line in out.getvalue().splitlines() if "phase" in line)
     assert ("region" in header) is shown
     assert ("eu-west-1" in out.getvalue()) is shown
+
+
+def test_start_and_run_from_the_cli_complete_a_campaign_over_two_regions(sandbox, tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(TWO_REGIONS)
+    state = tmp_path / "s.sqlite"
+    started = cli(sandbox, state, "start", str(path), "--output", "json")
+    assert started.code == 0, started.stderr
+    west = [j["jobId"] for j in sandbox.engine_for("eu-west-1").list_jobs({})["jobs"]]
+    assert len(west) == 1
+    assert sandbox.engine_for("us-east-1").list_jobs({})["jobs"] == []
+    _succeed_all(sandbox, "eu-west-1", "west")
+    for _ in range(4):
+        ran = cli(sandbox, state, "run", "global", "--output", "json")
+        assert ran.code == 0, ran.stderr
+        if sandbox.engine_for("us-east-1").list_jobs({})["jobs"]:
+            break
+    _succeed_all(sandbox, "us-east-1", "east")
+    for _ in range(4):
+        ran = cli(sandbox, state, "run", "global", "--output", "json")
+        if json.loads(ran.stdout)["status"] == "COMPLETED":
+            break
+    assert json.loads(ran.stdout)["status"] == "COMPLETED"
+    # --region may only name the campaign's own region
+    wrong = cli(sandbox, state, "--region", "eu-west-1", "run", "global")
+    assert wrong.code == 2
+    assert "drop --region" in wrong.stderr
