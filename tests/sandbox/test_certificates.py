@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from infra.sandbox.engine import ConnectionRefusedByPolicyError, JobsEngine
+from infra.sandbox.engine import ConnectionRefusedByPolicyError, ConnectPolicy, JobsEngine
 from infra.sandbox.runtime import Sandbox
 from job_documents.clock import ManualClock
 from job_documents.x509_issuer import issue_ca, issue_leaf, new_key, subject_name
@@ -518,6 +518,35 @@ def test_the_engine_admits_only_an_active_certificate_attached_to_the_client_ids
     with pytest.raises(ConnectionRefusedByPolicyError) as refused:
         sandbox.engine.authorize_connection(_der(pem), client_id)
     assert refused.value.reason == reason
+    # The message (logged by the MQTT front) names the certificate, never its PEM.
+    assert hashlib.sha256(_der(pem)).hexdigest() in refused.value.message
+    assert "BEGIN CERTIFICATE" not in refused.value.message
+    if reason == "client-id":
+        assert repr(client_id) in refused.value.message
+
+
+def test_any_client_id_needs_a_certificate_attached_to_exactly_one_thing(sandbox: Sandbox, iot):
+    pem = _self_signed("any client id")
+    registered = iot.register_certificate_without_ca(certificatePem=pem, status="ACTIVE")
+    for name in ("thing-a", "thing-b"):
+        iot.create_thing(thingName=name)
+    iot.attach_thing_principal(thingName="thing-a", principal=registered["certificateArn"])
+    engine = sandbox.engine
+    engine.set_connect_policy(ConnectPolicy.ANY_CLIENT_ID)
+    assert engine.authorize_connection(_der(pem), "random-id") == "thing-a"
+    iot.attach_thing_principal(thingName="thing-b", principal=registered["certificateArn"])
+    with pytest.raises(ConnectionRefusedByPolicyError) as refused:
+        engine.authorize_connection(_der(pem), "thing-a")
+    assert refused.value.reason == "things"
+    message = refused.value.message
+    assert registered["certificateId"] in message
+    assert "attached to 2 things" in message
+    assert "things; the any-client-id connect policy needs exactly one (detach the others" in (
+        message
+    )
+    assert "or connect with --connect-policy thing-name and the thing name as client id)" in (
+        message
+    )
 
 
 def test_a_certificate_attached_to_two_things_connects_as_either_by_client_id(
