@@ -143,7 +143,10 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= _MAX_PORT:
-        raise UsageError(f"--connect-to: {what} {text!r} is not HOST:PORT (port 1-65535)")
+        raise UsageError(
+            f"--connect-to (or CA_MIGRATE_CONNECT_TO): {what} {text!r} is not HOST:PORT "
+            "(port 1-65535)"
+        )
     return host.lower() if what == "endpoint" else host, int(port)
 
 
@@ -154,8 +157,9 @@ def parse_connect_to(values: Sequence[str]) -> dict[str, tuple[str, int]]:
         left, sep, right = value.partition("=")
         if not sep:
             raise UsageError(
-                f"--connect-to {value!r}: write it as HOST:PORT=ADDRESS:PORT "
-                "(the endpoint's name and port, then where to connect instead)"
+                f"--connect-to (or CA_MIGRATE_CONNECT_TO) {value!r}: write it as "
+                "HOST:PORT=ADDRESS:PORT (the endpoint's name and port, then where to connect "
+                "instead)"
             )
         host, port = _host_port(left, "endpoint")
         found[f"{host}:{port}"] = _host_port(right, "address")

@@ -365,6 +365,12 @@ def fleet(
         typer.Option(help="Devices that never connect: a share (0.1, 10%) or a count (5)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Which devices fail or stay offline.")] = 7,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="The things of this region of a sandbox serving several (default: its first)."
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every device event on stderr.")
     ] = False,
@@ -386,6 +392,7 @@ def fleet(
         offline=offline,
         seed=seed,
         verbose=verbose,
+        region=region,
     )
     if code:
         raise typer.Exit(code)
@@ -463,6 +470,15 @@ def trust(
         print(f"  {verb}: {path} ({anchor.description}, sha256 {anchor.sha256[:16]}...)")
     if change.update:
         print(f"update-ca-certificates: {change.update}")
+    for path, holds in change.readers:
+        if holds:
+            print(f"  clients given no CA file read {path}: it holds them")
+        else:
+            print(
+                f"warning: {path} (a default CA file of OpenSSL or awscrt) lacks the sandbox "
+                f"roots: give such clients SSL_CERT_FILE={change.bundle}",
+                file=sys.stderr,
+            )
     print(f"{change.bundle} holds the sandbox roots; `ca-migrate sandbox untrust` removes them")
 
 

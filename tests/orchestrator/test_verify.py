@@ -134,7 +134,7 @@ def test_a_wave_whose_document_is_not_stored_is_not_checked() -> None:
     state = replace(state, documents={})
     checks, skipped = wave_checks(spec, state)
     assert checks == []
-    assert "endpoint is unknown" in skipped["w"]
+    assert skipped == {"w": "its job document is not stored, so its endpoint is unknown"}
 
 
 def test_the_off_target_query_excludes_the_target_and_devices_that_never_reported() -> None:
@@ -162,6 +162,12 @@ def _shadow_doc(thing: str, reported: Any) -> dict[str, Any]:
         ({"thingName": "d1", "shadow": "{not json"}, DeviceReport("d1", None)),
         ({"thingName": "d1", "shadow": '{"name": []}'}, DeviceReport("d1", None)),
         ({"thingName": "d1"}, DeviceReport("d1", None)),
+        ({"thingName": "d1", "shadow": "[1, 2]"}, DeviceReport("d1", None)),
+        (
+            _shadow_doc("d1", {"endpoint": LEGACY, "lastJob": {"jobId": 7}}),
+            DeviceReport("d1", LEGACY),
+        ),
+        (_shadow_doc("d1", {"endpoint": "", "lastJob": {"jobId": ""}}), DeviceReport("d1", None)),
         ({"shadow": "{}"}, None),
         ({"thingName": ""}, None),
     ],
@@ -217,6 +223,7 @@ def test_drift_is_sorted_by_thing_and_names_the_endpoint_kind() -> None:
         # the same with 500 moved back: listing the 392 pages of successes is cheaper
         (2500, 98_000, {"FAILED": 2000}, "list-succeeded"),
         (3, 98_000, {"FAILED": 2000}, "describe"),
+        (3, 2 * LIST_PAGE, {"FAILED": 3}, "list-others"),  # no suspect: one page, no read
         (300, 98_000, {"FAILED": 200, "TIMED_OUT": 90, "QUEUED": 10}, "list-others"),
     ],
 )
@@ -232,6 +239,18 @@ def test_the_other_statuses_come_from_the_waves_counts() -> None:
     spec, state = _campaign(_wave("w", WavePhase.PASSED, 5, counts=counts))
     (check,), _ = wave_checks(spec, state)
     assert check.others == {"QUEUED": 3, "FAILED": 2, "TIMED_OUT": 1, "REMOVED": 1}
+    every = Counts(1, 2, 3, 4, 5, 6, 7, 8)
+    spec, state = _campaign(_wave("w", WavePhase.PASSED, 3, counts=every))
+    (check,), _ = wave_checks(spec, state)
+    assert check.others == {  # ListJobExecutionsForJob's status names, each with its count
+        "QUEUED": 1,
+        "IN_PROGRESS": 2,
+        "FAILED": 4,
+        "REJECTED": 5,
+        "TIMED_OUT": 6,
+        "CANCELED": 7,
+        "REMOVED": 8,
+    }
 
 
 def _verification() -> Verification:

@@ -101,8 +101,14 @@ def test_a_query_wave_after_a_query_wave_leaves_out_its_matches() -> None:
             "pattern",
         ),
         ("count: 3", "count: 0", "waves[0].sample.count", "greater than or equal to 1"),
+        (
+            'query: "attributes.model:m*"',
+            'query: "' + "(" * 500 + "a" + ")" * 500 + '"',
+            "waves[2].query",
+            "deeper than 32 levels",
+        ),
     ],
-    ids=["query-syntax", "no-target", "query-and-sample", "stratum-field", "zero-count"],
+    ids=["query-syntax", "no-target", "query-and-sample", "stratum-field", "zero-count", "deep"],
 )
 def test_bad_targets_are_refused_with_their_line(old, new, path, message) -> None:
     with pytest.raises(SpecError) as caught:
@@ -242,3 +248,14 @@ def test_a_reconciler_without_groups_says_what_to_use(tmp_path: Path) -> None:
     rec.start(parse_spec(CAMPAIGN), CAMPAIGN, None)
     with pytest.raises(UsageError, match="ca-migrate CLI or the runner"):
         rec.step("qw")
+
+
+def test_a_query_that_parses_alone_but_not_with_earlier_waves_left_out_is_refused() -> None:
+    """Wave 3 leaves wave 2's query out inside NOT (...): two more levels than wave 2 has."""
+    deep = "(" * 31 + "attributes.model:m1" + ")" * 31
+    text = CAMPAIGN.replace("thing_groups: [old-fleet]", f'query: "{deep}"')
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, "qw.yaml")
+    (problem,) = caught.value.problems
+    assert problem.path == "waves[2].query"
+    assert "earlier waves left out" in problem.message

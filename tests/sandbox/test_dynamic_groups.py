@@ -126,6 +126,18 @@ def test_the_rules_aws_sets_for_dynamic_groups(iot) -> None:
     assert _code(static_update) == "InvalidRequestException"
 
 
+def test_a_query_nested_past_the_bound_is_an_invalid_query_not_a_crash(models) -> None:
+    deep = "(" * 500 + "thingName:t1" + ")" * 500
+    for call in (
+        lambda: models.search_index(queryString=deep),
+        lambda: models.create_dynamic_thing_group(thingGroupName="deep", queryString=deep),
+    ):
+        with pytest.raises(ClientError) as caught:
+            call()
+        assert _code(caught) == "InvalidQueryException"
+        assert "deeper than" in str(caught.value)
+
+
 def test_an_account_has_at_most_a_hundred_dynamic_groups(iot) -> None:
     iot.update_indexing_configuration(thingIndexingConfiguration=REGISTRY)
     for index in range(d.MAX_DYNAMIC_GROUPS):
