@@ -103,6 +103,18 @@ def test_plan_shows_the_strata_and_the_query_matches(modelled, tmp_path, monkeyp
     assert SAMPLE_GROUP not in groups
 
 
+def test_plan_without_fleet_indexing_says_how_to_turn_it_on(sandbox, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    path = tmp_path / "qw.yaml"
+    path.write_text(CAMPAIGN)
+    result = in_process(sandbox, tmp_path / "state.sqlite", "plan", str(path))
+    assert result.returncode == 2
+    assert "update-indexing-configuration" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_sigkill_after_every_write_makes_each_group_once_and_completes(modelled, tmp_path) -> None:
     """The CLI as a process, SIGKILLed after each write (store commit or CreateJob): the kill
     after `wave-targets-ready` is recorded, before the wave's CreateJob, makes the next run
