@@ -260,7 +260,7 @@ class Reconciler:
         state = initial_state(spec, docs, now)
         event = Event(
             kind=EventKind.CAMPAIGN_STARTED,
-            reason=f"endpoint {host}; catalog {built.catalog.source}"
+            reason=f"{_endpoints_text(built.endpoints, host)}; catalog {built.catalog.source}"
             + ("" if built.catalog.is_default else " (NOT the packaged Amazon catalog)"),
             at=now,
             data={
@@ -578,6 +578,13 @@ class Reconciler:
             return Rollback(docs)
 
         return self.command(name, make)
+
+
+def _endpoints_text(endpoints: dict[str, str], host: str) -> str:
+    """`endpoint HOST`, or each region's when the campaign spans several."""
+    if len(endpoints) <= 1:
+        return f"endpoint {host}"
+    return "endpoints " + ", ".join(f"{region} {h}" for region, h in endpoints.items())
 
 
 def _same_document(a: str, b: str) -> bool:

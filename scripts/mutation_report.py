@@ -42,6 +42,22 @@ _SAME_LENGTH = (
 
 #: target -> stripped "+" line of the mutant -> ("equivalent" | "accepted", why)
 REASONS: dict[str, dict[str, tuple[str, str]]] = {
+    "sampling": {
+        "allocate: if count > total:": (
+            EQUIVALENT,
+            (
+                "at count == total every quota is exactly its stratum's size (no remainder), "
+                "so the proportional path takes every device too"
+            ),
+        ),
+        "allocate: if count < 0:": (
+            EQUIVALENT,
+            (
+                "at count 0 every quota is 0 and nothing is short: the proportional path takes "
+                "no device either (and a campaign's sample.count is at least 1)"
+            ),
+        ),
+    },
     "verify": {
         "for wave_spec, wave in zip(spec.waves, state.waves, strict=False):": (
             EQUIVALENT,

@@ -470,6 +470,15 @@ def trust(
         print(f"  {verb}: {path} ({anchor.description}, sha256 {anchor.sha256[:16]}...)")
     if change.update:
         print(f"update-ca-certificates: {change.update}")
+    for path, holds in change.readers:
+        if holds:
+            print(f"  clients given no CA file read {path}: it holds them")
+        else:
+            print(
+                f"warning: {path} (a default CA file of OpenSSL or awscrt) lacks the sandbox "
+                f"roots: give such clients SSL_CERT_FILE={change.bundle}",
+                file=sys.stderr,
+            )
     print(f"{change.bundle} holds the sandbox roots; `ca-migrate sandbox untrust` removes them")
 
 

@@ -213,6 +213,48 @@ def test_a_server_that_never_answers_the_handshake_times_out_within_the_bound(ro
     assert elapsed < 2
 
 
+def test_a_server_that_trickles_its_handshake_is_cut_off_at_the_bound(root) -> None:
+    """A byte every 50 ms would keep a per-read timeout alive; the handshake's bound holds.
+
+    (Python's TLS handshake takes its socket's timeout as the bound of the whole call.)
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # a 16 KiB handshake record, never sent
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b"\x00")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        error = failure(
+            lambda: check_endpoint(
+                HOST,
+                8883,
+                trusted(root),
+                connect_to={f"{HOST}:8883": ("127.0.0.1", port)},
+                timeout=0.5,
+            )
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+    assert time.monotonic() - started < 2
+    assert error.reason == CheckFailure.UNREACHABLE
+    assert "timed out" in str(error)
+
+
 def test_port_443_offers_alpn_x_amzn_mqtt_ca_and_needs_it_selected(root, leaf, tmp_path) -> None:
     with serving(server_context(leaf, tmp_path, alpn=[ALPN_MQTT])) as server:
         proof = check_endpoint(HOST, 443, trusted(root), connect_to=via(server, port=443))

@@ -43,6 +43,8 @@ waves:
     gate: {min_success_rate: 0.5, min_completed: 3, confidence: 0.6}
 """
 
+ONE_REGION = TWO_REGIONS.replace("    region: eu-west-1\n", "")
+
 
 # -- the campaign file --------------------------------------------------------------------
 
@@ -267,6 +269,10 @@ def test_the_reconciler_runs_each_wave_in_its_region_to_completion(sandbox, tmp_
     assert started.data["endpoints"]["eu-west-1"] == (
         "a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com"
     )
+    assert started.reason.startswith(
+        "endpoints eu-west-1 a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com, "
+        "us-east-1 a1sandbox2demo-ats.iot.us-east-1.amazonaws.com;"
+    )
     state = rec.step("global").state
     west_job = state.wave("west-canary").job_id
     assert west_job is not None
@@ -350,3 +356,65 @@ def test_census_of_a_campaign_counts_only_the_waves_of_its_region(sandbox, tmp_p
     assert west.code == 0, west.stderr
     assert list(json.loads(west.stdout)["waves"]) == ["west-canary"]
     assert "wave east runs in us-east-1" in west.stderr
+
+
+def test_plan_says_which_regions_the_endpoint_serves_when_a_wave_is_elsewhere(
+    sandbox, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(TWO_REGIONS.replace("region: eu-west-1", "region: us-west-2"))
+    ran = cli(sandbox, tmp_path / "s.sqlite", "plan", str(path))
+    assert ran.code == 1
+    assert "not us-west-2" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize(("text", "shown"), [(TWO_REGIONS, True), (ONE_REGION, False)])
+def test_the_live_table_has_a_region_column_only_over_several_regions(text, shown) -> None:
+    import io
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from orchestrator.cli._live import FollowView
+    from orchestrator.planner import initial_state
+
+    spec = parse_spec(text)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    state = initial_state(
+        spec, {w.name: ("{}", f"{i:064x}") for i, w in enumerate(spec.waves)}, now
+    )
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, color_system=None)
+    with FollowView(spec, "live", console=console) as view:
+        view.show(state, now)
+    header = next(line for line in out.getvalue().splitlines() if "phase" in line)
+    assert ("region" in header) is shown
+    assert ("eu-west-1" in out.getvalue()) is shown
+
+
+def test_start_and_run_from_the_cli_complete_a_campaign_over_two_regions(sandbox, tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(TWO_REGIONS)
+    state = tmp_path / "s.sqlite"
+    started = cli(sandbox, state, "start", str(path), "--output", "json")
+    assert started.code == 0, started.stderr
+    west = [j["jobId"] for j in sandbox.engine_for("eu-west-1").list_jobs({})["jobs"]]
+    assert len(west) == 1
+    assert sandbox.engine_for("us-east-1").list_jobs({})["jobs"] == []
+    _succeed_all(sandbox, "eu-west-1", "west")
+    for _ in range(4):
+        ran = cli(sandbox, state, "run", "global", "--output", "json")
+        assert ran.code == 0, ran.stderr
+        if sandbox.engine_for("us-east-1").list_jobs({})["jobs"]:
+            break
+    _succeed_all(sandbox, "us-east-1", "east")
+    for _ in range(4):
+        ran = cli(sandbox, state, "run", "global", "--output", "json")
+        if json.loads(ran.stdout)["status"] == "COMPLETED":
+            break
+    assert json.loads(ran.stdout)["status"] == "COMPLETED"
+    # --region may only name the campaign's own region
+    wrong = cli(sandbox, state, "--region", "eu-west-1", "run", "global")
+    assert wrong.code == 2
+    assert "drop --region" in wrong.stderr

@@ -19,7 +19,13 @@ from orchestrator.planner import CreateJob, JobConfig, PrepareTargets
 from orchestrator.reconcile import Reconciler
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
-from orchestrator.targets import MAX_GROUP_NAME, group_name, wave_groups, wave_targets
+from orchestrator.targets import (
+    MAX_GROUP_NAME,
+    group_name,
+    sample_seed,
+    wave_groups,
+    wave_targets,
+)
 from orchestrator.testing import FakeJobs
 
 CAMPAIGN = """\
@@ -43,6 +49,9 @@ MODELS = {"a1": "m1", "a2": "m1", "a3": "m1", "b1": "m2", "b2": "m2", "c1": None
 
 def test_group_names_are_deterministic_and_fit_aws() -> None:
     assert group_name("qw", "rest", "query") == "ca-migrate-qw-rest-query"
+    exactly = group_name("c" * 64, "w" * 45, "sample")  # 128 characters: kept as it is
+    assert exactly == f"ca-migrate-{'c' * 64}-{'w' * 45}-sample"
+    assert len(exactly) == MAX_GROUP_NAME
     long = group_name("c" * 64, "w" * 64, "sample")
     assert len(long) <= MAX_GROUP_NAME
     assert long == group_name("c" * 64, "w" * 64, "sample")
@@ -54,6 +63,12 @@ def test_later_waves_leave_out_the_devices_of_earlier_ones() -> None:
     canary, legacy, rest = (wave_targets(spec, w) for w in spec.waves)
     assert canary.sample is not None
     assert canary.sample.population == "thingName:*"
+    assert canary.sample.stratify_by == "attributes.model"
+    assert canary.sample.count == 3
+    assert canary.sample.seed == sample_seed("qw", "canary")
+    assert (
+        len({sample_seed("qw", "canary"), sample_seed("qx", "canary"), sample_seed("qw", "x")}) == 3
+    )
     assert canary.groups == ("ca-migrate-qw-canary-sample",)
     assert legacy.groups == ("old-fleet",)
     assert not legacy.made_by_campaign
@@ -62,6 +77,21 @@ def test_later_waves_leave_out_the_devices_of_earlier_ones() -> None:
         'AND NOT thingGroupNames:"old-fleet"'
     )
     assert wave_groups(spec, spec.waves[2]) == ("ca-migrate-qw-rest-query",)
+
+
+def test_a_later_sample_draws_from_what_earlier_waves_left() -> None:
+    text = CAMPAIGN.replace(
+        'query: "attributes.model:m*"',
+        'sample: {count: 2, stratify_by: attributes.model, query: "attributes.model:m2"}',
+    )
+    spec = parse_spec(text)
+    late = wave_targets(spec, spec.waves[2]).sample
+    assert late is not None
+    assert late.population == (
+        '(attributes.model:m2) AND NOT thingGroupNames:"ca-migrate-qw-canary-sample" '
+        'AND NOT thingGroupNames:"old-fleet"'
+    )
+    assert late.group == "ca-migrate-qw-rest-sample"
 
 
 def test_a_query_wave_after_a_query_wave_leaves_out_its_matches() -> None:

@@ -135,6 +135,17 @@ def test_fixed_ports_serve_the_ats_endpoint_over_tls_and_alpn(tmp_path: Path) ->
 
 
 @pytest.mark.mqtt
+def test_fixed_ports_go_to_the_first_region_only(tmp_path: Path) -> None:
+    (mqtt_port,) = _free_ports(1)
+    with Sandbox(
+        work_dir=tmp_path, regions=["eu-west-1"], mqtt_ports=ListenerPorts(mqtt=mqtt_port)
+    ) as sandbox:
+        regions = sandbox.describe()["regions"]
+        assert regions["us-east-1"]["endpoints"]["ats"]["port"] == mqtt_port
+        assert regions["eu-west-1"]["endpoints"]["ats"]["port"] not in (0, mqtt_port)
+
+
+@pytest.mark.mqtt
 def test_a_sandbox_whose_port_is_taken_does_not_start(tmp_path: Path) -> None:
     with _held_port() as port:
         sandbox = Sandbox(work_dir=tmp_path, mqtt_ports=ListenerPorts(mqtt=port))

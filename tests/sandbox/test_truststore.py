@@ -270,3 +270,19 @@ def test_trust_warns_when_clients_are_pointed_at_another_bundle(
     warned = CliRunner().invoke(sandbox_app, args)
     assert warned.exit_code == 0
     assert f"warning: SSL_CERT_FILE is set ({tmp_path / 'elsewhere.pem'})" in warned.output
+
+
+def test_trust_reports_which_default_ca_files_hold_the_roots(
+    pki: SandboxPki, store: DebianTrustStore
+) -> None:
+    """OpenSSL's default file (a link to the bundle on Debian) and awscrt's probes."""
+    openssl_default = store.root / "usr/lib/ssl/cert.pem"
+    openssl_default.parent.mkdir(parents=True)
+    openssl_default.symlink_to("/etc/ssl/certs/ca-certificates.crt")  # absolute: in the root
+    stale = store.root / "etc/pki/tls/certs/ca-bundle.crt"
+    _foreign_root(stale)
+    change = trust(sandbox_anchors(pki), store)
+    readers = dict(change.readers)
+    assert readers[store.bundle] is True
+    assert readers[stale] is False
+    assert len(readers) == 2  # the link resolves to the bundle itself
