@@ -502,6 +502,7 @@ def untrust(
         anchors = None
         if state_dir is not None:
             anchors = sandbox_anchors(_sandbox_pki(state_dir, create=False))
+        print(f"removing the sandbox roots `sandbox trust` added in {store.local_dir} ...")
         change = remove(store, anchors)
     except TrustStoreError as exc:
         raise _fail(str(exc), EXIT_INVALID) from exc

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -55,6 +56,8 @@ __all__ = [
     "trust",
     "untrust",
 ]
+
+log = structlog.get_logger(__name__)
 
 #: The directory under the local certificates directory that only `trust` writes.
 STORE_SUBDIR: Final = "ca-migrate-sandbox"
@@ -351,6 +354,13 @@ def trust(anchors: Sequence[TrustAnchor], store: DebianTrustStore) -> TrustChang
             f"sandbox roots; check {store.local_dir} and run update-ca-certificates --fresh"
         )
     readers = tuple((path, wanted <= _bundle_fingerprints(path)) for path in store.default_files())
+    log.info(
+        "sandbox_roots_trusted",
+        store=str(store.local_dir),
+        added=[p.name for p in added],
+        unchanged=len(unchanged),
+        bundle=str(store.bundle),
+    )
     return TrustChange(
         added=tuple(added),
         unchanged=tuple(unchanged),
@@ -406,4 +416,11 @@ def untrust(store: DebianTrustStore, anchors: Iterable[TrustAnchor] | None = Non
             f"{store.bundle} still holds {len(left)} sandbox root(s) after "
             "update-ca-certificates --fresh; run it by hand and check /etc/ssl/certs"
         )
+    log.info(
+        "sandbox_roots_untrusted",
+        store=str(store.local_dir),
+        removed=[p.name for p in removed],
+        kept=[p.name for p in kept],
+        bundle=str(store.bundle),
+    )
     return TrustChange(removed=tuple(removed), kept=tuple(kept), update=update, bundle=store.bundle)
