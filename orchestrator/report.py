@@ -24,6 +24,7 @@ from orchestrator.model import (
 )
 from orchestrator.report_census import census_html, census_markdown
 from orchestrator.store import StoredEvent
+from orchestrator.targets import wave_groups
 
 __all__ = [
     "endpoint_split",
@@ -121,7 +122,7 @@ def settings_data(spec: CampaignSpec) -> dict[str, Any]:
             {
                 "name": w.name,
                 "region": spec.region_of(w),
-                "thing_groups": list(w.thing_groups),
+                "thing_groups": list(wave_groups(spec, w)),  # the campaign's own too
                 "approval": w.approval.value,
                 "gate": {
                     "min_success_rate": w.gate.min_success_rate,

@@ -25,6 +25,7 @@ from orchestrator.errors import (
     OrchestratorError,
     UsageError,
 )
+from orchestrator.targets import wave_groups
 
 __all__ = ["app", "take_census"]
 
@@ -136,7 +137,7 @@ def _campaign_waves(
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from exc
     return (
-        {w.name: list(w.thing_groups) for w in spec.waves},
+        {w.name: list(wave_groups(spec, w)) for w in spec.waves},
         spec.region,
         {w.name: spec.region_of(w) for w in spec.waves},
     )

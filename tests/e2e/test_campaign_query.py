@@ -80,6 +80,13 @@ def test_a_stratified_canary_and_a_query_wave_run_to_completed(modelled, tmp_pat
     groups = [g["groupName"] for g in iot.list_thing_groups()["thingGroups"]]
     assert groups.count(SAMPLE_GROUP) == 1
     assert groups.count(QUERY_GROUP) == 1
+    # a rollback's restore jobs target the same groups: the sample's devices, the query's
+    rolled = rec.rollback("qw").state
+    for wave, group in (("canary", SAMPLE_GROUP), ("rest", QUERY_GROUP)):
+        restore = rolled.wave(wave).restore_job_id
+        assert restore is not None
+        targets = iot.describe_job(jobId=restore)["job"]["targets"]
+        assert targets == [f"arn:aws:iot:us-east-1:123456789012:thinggroup/{group}"]
 
 
 def test_plan_shows_the_strata_and_the_query_matches(modelled, tmp_path, monkeypatch) -> None:
@@ -115,7 +122,9 @@ def test_plan_without_fleet_indexing_says_how_to_turn_it_on(sandbox, tmp_path, m
     assert "Traceback" not in result.stderr
 
 
-def test_sigkill_after_every_write_makes_each_group_once_and_completes(modelled, tmp_path) -> None:
+def test_sigkill_after_every_write_makes_each_group_once_and_completes(
+    modelled, tmp_path, monkeypatch
+) -> None:
     """The CLI as a process, SIGKILLed after each write (store commit or CreateJob): the kill
     after `wave-targets-ready` is recorded, before the wave's CreateJob, makes the next run
     prepare the groups again; each is made once, the sample is drawn the same, and the
@@ -146,3 +155,8 @@ def test_sigkill_after_every_write_makes_each_group_once_and_completes(modelled,
     assert final.wave("canary").counts.succeeded + final.wave("rest").counts.succeeded == 12
     ready = [e.wave for e in store.events("qw") if e.kind == "wave-targets-ready"]
     assert ready == ["canary", "rest"]  # recorded once each, however often prepared
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
+    report = in_process(modelled, state, "report", "qw", "--format", "json")
+    waves = json.loads(report.stdout)["settings"]["waves"]
+    assert [w["thing_groups"] for w in waves] == [[SAMPLE_GROUP], [QUERY_GROUP]]

@@ -232,3 +232,18 @@ def test_dynamic_groups_survive_an_export_and_import(sandbox: Sandbox, models) -
     )
     models.update_thing(thingName="t1", attributePayload={"attributes": {"model": "m2"}})
     assert _members(models, "m2s") == ["t1", "t3", "t5"]
+
+
+def test_update_thing_replaces_or_merges_attributes_and_checks_the_version(iot) -> None:
+    iot.create_thing(thingName="t", attributePayload={"attributes": {"model": "m1", "hw": "2"}})
+    iot.update_thing(
+        thingName="t", attributePayload={"attributes": {"fw": "9", "hw": ""}, "merge": True}
+    )
+    described = iot.describe_thing(thingName="t")
+    assert described["attributes"] == {"model": "m1", "fw": "9"}
+    assert described["version"] == 2
+    iot.update_thing(thingName="t", attributePayload={"attributes": {"site": "x"}})
+    assert iot.describe_thing(thingName="t")["attributes"] == {"site": "x"}
+    with pytest.raises(ClientError) as stale:
+        iot.update_thing(thingName="t", expectedVersion=1, attributePayload={"attributes": {}})
+    assert _code(stale) == "VersionConflictException"
