@@ -367,6 +367,8 @@ def render_text(verification: Verification) -> str:
             f"({d.endpoint_kind})"
             for d in drift
         )
+    elif not verification.waves:
+        lines.append("nothing to verify yet: no wave has a device that succeeded")
     else:
         lines.append("no drift: every device that reports agrees with its job execution")
     lines.append(f"({verification.calls} AWS IoT calls)")

@@ -311,9 +311,14 @@ def _run_update(store: DebianTrustStore, *, fresh: bool) -> str:
 
 
 def _permission(path: Path, exc: OSError) -> TrustStoreError:
+    if isinstance(exc, PermissionError):
+        return TrustStoreError(
+            f"cannot change {path}: {exc.strerror or exc}; the system trust store belongs to "
+            "root: run the command with sudo (or give --store-root DIR for a store of your own)"
+        )
     return TrustStoreError(
-        f"cannot change {path}: {exc.strerror or exc}; the system trust store belongs to root: "
-        "run the command with sudo (or give --store-root DIR for a trust store of your own)"
+        f"cannot change {path}: {exc.strerror or exc}; it must be a directory that only "
+        "`sandbox trust` writes in (check --store-root)"
     )
 
 

@@ -107,26 +107,29 @@ def _aws(env: dict[str, str], *args: str) -> dict[str, Any]:
     return answer
 
 
-def _started(state: Path, ports: list[int], policy: ConnectPolicy) -> Sandbox:
-    """A sandbox on the first of `ports` it can bind (other tests may hold 8883 a moment)."""
+def _started(
+    state: Path, candidates: list[ListenerPorts], policy: ConnectPolicy
+) -> tuple[Sandbox, ListenerPorts]:
+    """A sandbox on the first ports it can bind (other tests may hold 8883 a moment)."""
     problem: PortUnavailableError | None = None
-    for port in ports:
-        sandbox = Sandbox(
-            work_dir=state, mqtt_ports=ListenerPorts(mqtt=port), connect_policy=policy
-        )
+    for ports in candidates:
+        sandbox = Sandbox(work_dir=state, mqtt_ports=ports, connect_policy=policy)
         try:
-            return sandbox.start()
+            return sandbox.start(), ports
         except PortUnavailableError as exc:
             problem = exc
-    pytest.skip(f"port {ports[0]} cannot be bound here (the sample connects only there): {problem}")
+    wanted = " and ".join(str(port) for port in candidates[0].fixed())
+    pytest.skip(f"port {wanted} cannot be bound here (the client connects only there): {problem}")
 
 
 def _world(
-    tmp_path: Path, ports: list[int], policy: ConnectPolicy = ConnectPolicy.ANY_CLIENT_ID
+    tmp_path: Path,
+    candidates: list[ListenerPorts],
+    policy: ConnectPolicy = ConnectPolicy.ANY_CLIENT_ID,
 ) -> Iterator[StockWorld]:
     state = tmp_path / "state"
     store = tmp_path / "trust-store"
-    sandbox = _started(state, ports, policy)
+    sandbox, ports = _started(state, candidates, policy)
     try:
         trusted = CliRunner().invoke(
             sandbox_app, ["trust", "--state-dir", str(state), "--store-root", str(store)]
@@ -149,7 +152,8 @@ def _world(
         )
         env["SSL_CERT_FILE"] = str(store / "etc/ssl/certs/ca-certificates.crt")
         env["PYTHONUNBUFFERED"] = "1"
-        port = sandbox.endpoints["ats"].port
+        # The ALPN listener when it was asked for (the SDK uses ALPN on 443), else MQTT/TLS.
+        port = ports.alpn or sandbox.endpoints["ats"].port
         yield StockWorld(sandbox, port, env, str(cert), str(key))
     finally:
         sandbox.stop()
@@ -157,17 +161,22 @@ def _world(
 
 @pytest.fixture
 def on_8883(tmp_path: Path) -> Iterator[StockWorld]:
-    yield from _world(tmp_path, [8883])
+    yield from _world(tmp_path, [ListenerPorts(mqtt=8883)])
 
 
 @pytest.fixture
 def on_any_port(tmp_path: Path) -> Iterator[StockWorld]:
-    yield from _world(tmp_path, [8883, _free_port()])
+    yield from _world(tmp_path, [ListenerPorts(mqtt=8883), ListenerPorts(mqtt=_free_port())])
 
 
 @pytest.fixture
 def under_the_device_policy(tmp_path: Path) -> Iterator[StockWorld]:
-    yield from _world(tmp_path, [_free_port()], ConnectPolicy.THING_NAME)
+    yield from _world(tmp_path, [ListenerPorts(mqtt=_free_port())], ConnectPolicy.THING_NAME)
+
+
+@pytest.fixture
+def on_443(tmp_path: Path) -> Iterator[StockWorld]:
+    yield from _world(tmp_path, [ListenerPorts(alpn=443)])
 
 
 def _run_driver(world: StockWorld) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
@@ -216,6 +225,14 @@ def test_the_sample_s_sdk_calls_complete_a_job_with_the_system_trust_store(
     assert start["status"] == "IN_PROGRESS"
     assert start["document"] == {"ToDo": "Reboot"}
     _assert_completed_over_ats(world, "stock-sample-job")
+
+
+def test_the_sample_s_sdk_calls_complete_a_job_on_443_with_alpn(on_443: StockWorld) -> None:
+    """The SDK's builders default to 443, where they offer ALPN x-amzn-mqtt-ca."""
+    done, steps = _run_driver(on_443)
+    assert done.returncode == 0, (steps, done.stderr[-2000:])
+    assert steps[-1] == {"step": "done"}
+    _assert_completed_over_ats(on_443, "stock-sample-job")
 
 
 def test_the_device_policy_refuses_the_sample_s_empty_client_id(

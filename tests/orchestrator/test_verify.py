@@ -283,8 +283,13 @@ def test_the_text_names_drifted_devices_or_says_there_is_none() -> None:
     assert "d9  w1  moved back after its job succeeded" in text
     assert "w2: not checked, no device has succeeded yet" in text
     assert "3 of 5 devices" in text
-    clean = render_text(Verification("c", REGION, ()))
+    clean = render_text(
+        replace(_verification(), waves=(replace(_verification().waves[0], drift=()),))
+    )
     assert "no drift" in clean
+    nothing = render_text(Verification("c", REGION, ()))
+    assert "nothing to verify yet" in nothing
+    assert "no drift" not in nothing
 
 
 def test_each_wave_is_checked_in_its_own_region() -> None:

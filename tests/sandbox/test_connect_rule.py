@@ -230,6 +230,10 @@ def test_a_created_certificate_still_connects_after_a_restart_from_the_state_dir
         thing = new_thing(iot)
         created = device_certificate(iot)
         iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
+        engine = first.engine
+        assert len(engine._state.certificate_listeners) == 3  # legacy, ATS, ATS on 443
+    # Stopped fronts no longer hear of certificates.
+    assert engine._state.certificate_listeners == []
     cert, key = files(created["certificatePem"], created["keyPair"]["PrivateKey"])
     with Sandbox(state_dir=state) as second:
         assert refused_or_accepted(second, cert, key, thing) == "accepted"

@@ -8,6 +8,7 @@ before anything starts (exit 2), never moved elsewhere.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import ssl
@@ -153,6 +154,28 @@ def test_a_sandbox_whose_port_is_taken_does_not_start(tmp_path: Path) -> None:
             sandbox.start()
     assert sandbox.endpoints == {}
     assert not (tmp_path / "mqtt" / "ats" / "mosquitto.conf").exists()
+
+
+@pytest.mark.mqtt
+def test_sandbox_up_serves_and_describes_the_ports_it_was_given(tmp_path: Path) -> None:
+    (mqtt_port,) = _free_ports(1)
+    command = [
+        *(sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--output", "json"),
+        *("--state-dir", str(tmp_path), "--mqtt-port", str(mqtt_port)),
+        *("--connect-policy", "any-client-id"),
+    ]
+    up = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert up.stdout is not None
+        description = json.loads(up.stdout.readline())
+    finally:
+        up.terminate()
+        up.wait(timeout=30)
+    ats = description["endpoints"]["ats"]
+    assert ats["port"] == mqtt_port
+    assert ats["alpn_port"] not in (0, mqtt_port)  # the ALPN listener was not moved
+    assert description["connect_policy"] == "any-client-id"
+    assert up.returncode == 0
 
 
 @pytest.mark.mqtt

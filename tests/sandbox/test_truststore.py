@@ -10,8 +10,11 @@ store is never touched.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import ssl
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -243,8 +246,29 @@ def test_a_store_that_cannot_be_written_exits_2_saying_what_to_do(
         assert "nothing changed" in result.output
         return
     assert result.exit_code == 2
-    assert "sudo" in result.output
+    assert "must be a directory that only `sandbox trust` writes in" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_store_root_may_not_write_exits_2_saying_sudo(tmp_path: Path) -> None:
+    """Run as a user who may not write the store (a child that drops to `nobody` as root)."""
+    store = tmp_path / "root"
+    store.mkdir(mode=0o755)
+    SandboxPki.create_or_load(tmp_path / "state" / "pki")
+    drop = "os.setgid(65534); os.setuid(65534)" if os.geteuid() == 0 else "pass"
+    code = (
+        "import os, sys\n"
+        "from infra.sandbox.truststore import DebianTrustStore, TrustStoreError, trust\n"
+        f"{drop}\n"
+        "try:\n"
+        f"    trust([], DebianTrustStore(__import__('pathlib').Path({str(store)!r})))\n"
+        "except TrustStoreError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "run the command with sudo" in done.stdout
 
 
 def test_untrust_of_a_state_dir_without_a_pki_exits_2(tmp_path: Path) -> None:

@@ -85,6 +85,12 @@ def add_listener(state: EngineState, listener: Callable[[str], None]) -> None:
         state.certificate_listeners.append(listener)
 
 
+def remove_listener(state: EngineState, listener: Callable[[str], None]) -> None:
+    with state.lock:
+        if listener in state.certificate_listeners:
+            state.certificate_listeners.remove(listener)
+
+
 def _registration_status(params: Mapping[str, Any], *, default: str = "INACTIVE") -> str:
     status = params.get("status")
     if status is None:

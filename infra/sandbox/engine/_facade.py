@@ -291,6 +291,10 @@ class JobsEngine:
         """Call `listener(certificate_id)` after a certificate is registered, changes or goes."""
         _certificates.add_listener(self._state, listener)
 
+    def unwatch_certificates(self, listener: Callable[[str], None]) -> None:
+        """Stop calling a listener given to `watch_certificates`."""
+        _certificates.remove_listener(self._state, listener)
+
     def set_connect_policy(self, policy: ConnectPolicy) -> None:
         """Which AWS IoT policy authorizes CONNECTs from now on (`sandbox up --connect-policy`)."""
         with self._state.lock:
