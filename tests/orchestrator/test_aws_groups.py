@@ -60,8 +60,8 @@ def test_a_static_group_is_adopted_only_with_the_campaigns_description(
 ) -> None:
     _indexing_on(sandbox)
     assert groups.ensure_static_group("ca-migrate-x-w-sample", "ours") == []
-    groups.add_things("ca-migrate-x-w-sample", ["a", "b"])
-    groups.add_things("ca-migrate-x-w-sample", ["a"])
+    assert groups.add_things("ca-migrate-x-w-sample", ["a", "b"]) == []
+    assert groups.add_things("ca-migrate-x-w-sample", ["a"]) == []
     assert sorted(groups.ensure_static_group("ca-migrate-x-w-sample", "ours")) == ["a", "b"]
     sandbox.iot_client().create_thing_group(
         thingGroupName="ca-migrate-y-w-sample",
@@ -111,3 +111,13 @@ def test_indexed_values_read_attributes_and_shadows(sandbox: Sandbox, groups) ->
 )
 def test_field_value_reads_what_search_index_returns(document, field, value) -> None:
     assert field_value(document, field) == value
+
+
+def test_a_thing_already_in_ten_groups_is_left_out_of_the_sample(sandbox: Sandbox, groups) -> None:
+    iot = sandbox.iot_client()
+    for index in range(10):
+        iot.create_thing_group(thingGroupName=f"g{index}")
+        iot.add_thing_to_thing_group(thingGroupName=f"g{index}", thingName="a")
+    groups.ensure_static_group("ca-migrate-x-w-sample", "ours")
+    assert groups.add_things("ca-migrate-x-w-sample", ["a", "b"]) == ["a"]
+    assert iot.list_things_in_thing_group(thingGroupName="ca-migrate-x-w-sample")["things"] == ["b"]

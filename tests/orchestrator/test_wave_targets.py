@@ -179,10 +179,11 @@ class Groups:
         self.calls.append(f"search {query} {field}")
         return dict(MODELS)
 
-    def add_things(self, group: str, things: Sequence[str]) -> None:
+    def add_things(self, group: str, things: Sequence[str]) -> list[str]:
         self.calls.append(f"add {group} {len(things)}")
         self.static[group].extend(things)
         self.jobs.groups[group] = len(self.static[group])
+        return []
 
 
 def _world(tmp_path: Path, status: str = "ACTIVE") -> tuple[Reconciler, FakeJobs, Groups]:
