@@ -411,14 +411,16 @@ def _sandbox_pki(state_dir: Path, *, create: bool) -> Any:
     missing = not (directory / "pki.json").exists()
     if missing and not create:
         raise _fail(f"there is no sandbox PKI in {directory}: check --state-dir", EXIT_INVALID)
+    if not missing:
+        # Only its root PEMs are read: a `sudo` run leaves the PKI's files as they are.
+        return SandboxPki(directory, region=d.DEFAULT_REGION, endpoint_prefix=d.ENDPOINT_PREFIX)
     try:
         pki = SandboxPki.create_or_load(directory, endpoint_prefix=d.ENDPOINT_PREFIX)
     except OSError as exc:
         raise _fail(f"cannot use the sandbox PKI in {directory}: {exc}", EXIT_INVALID) from exc
     except SandboxError as exc:
         raise _fail(str(exc), EXIT_INVALID) from exc
-    if missing:
-        print(f"created the sandbox PKI in {directory} (`sandbox up --state-dir` uses it)")
+    print(f"created the sandbox PKI in {directory} (`sandbox up --state-dir` uses it)")
     return pki
 
 

@@ -310,3 +310,20 @@ def test_trust_reports_which_default_ca_files_hold_the_roots(
     assert readers[store.bundle] is True
     assert readers[stale] is False
     assert len(readers) == 2  # the link resolves to the bundle itself
+
+
+def test_trust_of_an_existing_pki_only_reads_it(tmp_path: Path) -> None:
+    """`sudo ca-migrate sandbox trust` must not leave root-owned files in the user's PKI.
+
+    (A PKI of another region would otherwise get server certificates for us-east-1.)
+    """
+    pki = SandboxPki.create_or_load(tmp_path / "state" / "pki", region="eu-west-1")
+    before = {p: p.stat().st_mtime_ns for p in pki.directory.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(
+        sandbox_app,
+        ["trust", "--state-dir", str(tmp_path / "state"), "--store-root", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "created the sandbox PKI" not in result.output
+    after = {p: p.stat().st_mtime_ns for p in pki.directory.rglob("*") if p.is_file()}
+    assert after == before
