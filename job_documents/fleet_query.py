@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["And", "Match", "Node", "Not", "Or", "QueryError", "Range", "parse"]
+__all__ = ["MAX_NESTING", "And", "Match", "Node", "Not", "Or", "QueryError", "Range", "parse"]
 
 _MAX_QUERY = 4096
+#: Parentheses and NOT/- nest at most this deep: a hostile query cannot exhaust the stack
+#: of the parser (nor of the evaluator that walks its tree). AWS documents no such limit.
+MAX_NESTING = 32
 _SPECIAL = set('()[]{}:"')
 _OPERATORS = ("<=", ">=", "<", ">")
 
@@ -127,6 +130,7 @@ class _Parser:
     def __init__(self, tokens: list[_Token]) -> None:
         self.tokens = tokens
         self.pos = 0
+        self.depth = 0
 
     def peek(self, offset: int = 0) -> _Token | None:
         index = self.pos + offset
@@ -164,6 +168,19 @@ class _Parser:
         return token is not None and token.kind == "WORD" and token.text == word
 
     def unary(self, field: str | None) -> Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING + 1:  # the outermost term is level 0
+                token = self.peek()
+                where = f" at position {token.at + 1}" if token is not None else ""
+                raise QueryError(
+                    f"the query nests parentheses or NOT deeper than {MAX_NESTING} levels{where}"
+                )
+            return self._unary(field)
+        finally:
+            self.depth -= 1
+
+    def _unary(self, field: str | None) -> Node:
         if self._keyword("NOT"):
             self.pos += 1
             return Not(self.unary(field))

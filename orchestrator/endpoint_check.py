@@ -73,6 +73,8 @@ DEFAULT_TIMEOUT: Final = 10.0
 #: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: the chain verified, the name did not.
 _HOSTNAME_MISMATCH: Final = 62
 _MAX_PORT: Final = 65535
+#: The client's flight that follows its verification of the server (TLS 1.2: Finished).
+_SECOND_FLIGHT: Final = 2
 
 
 class CheckFailure(StrEnum):
@@ -103,10 +105,13 @@ class EndpointProof:
     roots: tuple[str, ...]  # the names of the roots trusted
     tls_version: str
     alpn: str | None
-    subject: str
+    subject: str  # "" when the server ended the handshake after verification (below)
     issuer: str
     not_after: datetime | None
     elapsed_ms: int
+    #: The server ended a TLS 1.2 handshake after the client had verified its certificate
+    #: and name (it wants a client certificate): verified, but no certificate details kept.
+    client_certificate_required: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """For plan's JSON and the campaign's event log."""
@@ -121,14 +126,27 @@ class EndpointProof:
             "issuer": self.issuer,
             "not_after": None if self.not_after is None else self.not_after.isoformat(),
             "elapsed_ms": self.elapsed_ms,
+            "client_certificate_required": self.client_certificate_required,
         }
+
+    def describe(self) -> str:
+        """'HOST:PORT presents SUBJECT (issued by ISSUER)', or what was verified without it."""
+        if self.client_certificate_required:
+            return (
+                f"{self.host}:{self.port} ({self.tls_version}) presented a certificate that "
+                "verified, then ended the handshake for want of a client certificate"
+            )
+        return f"{self.host}:{self.port} presents {self.subject} (issued by {self.issuer})"
 
 
 def _host_port(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= _MAX_PORT:
-        raise UsageError(f"--connect-to: {what} {text!r} is not HOST:PORT (port 1-65535)")
+        raise UsageError(
+            f"--connect-to (or CA_MIGRATE_CONNECT_TO): {what} {text!r} is not HOST:PORT "
+            "(port 1-65535)"
+        )
     return host.lower() if what == "endpoint" else host, int(port)
 
 
@@ -139,8 +157,9 @@ def parse_connect_to(values: Sequence[str]) -> dict[str, tuple[str, int]]:
         left, sep, right = value.partition("=")
         if not sep:
             raise UsageError(
-                f"--connect-to {value!r}: write it as HOST:PORT=ADDRESS:PORT "
-                "(the endpoint's name and port, then where to connect instead)"
+                f"--connect-to (or CA_MIGRATE_CONNECT_TO) {value!r}: write it as "
+                "HOST:PORT=ADDRESS:PORT (the endpoint's name and port, then where to connect "
+                "instead)"
             )
         host, port = _host_port(left, "endpoint")
         found[f"{host}:{port}"] = _host_port(right, "address")
@@ -195,11 +214,15 @@ def check_endpoint(
     except ssl.SSLCertVerificationError as exc:
         raise _unverified(via, names, exc) from exc
     except ssl.SSLError as exc:
-        raise EndpointCheckError(
-            CheckFailure.HANDSHAKE,
-            f"the TLS handshake with {via} failed ({exc.reason or exc}); check that this is the "
-            "AWS IoT iot:Data-ATS endpoint and port, or run where that endpoint is reachable",
-        ) from exc
+        refused = _verified_before_refusal(address, host, roots, port == ALPN_PORT, deadline, via)
+        if refused is None:
+            raise EndpointCheckError(
+                CheckFailure.HANDSHAKE,
+                f"the TLS handshake with {via} failed ({exc.reason or exc}); check that this is "
+                "the AWS IoT iot:Data-ATS endpoint and port, or run where that endpoint is "
+                "reachable",
+            ) from exc
+        version, alpn, der = "TLSv1.2", refused or None, None
     except OSError as exc:  # a time-out or a reset during the handshake
         raise _unreachable(via, exc) from exc
     finally:
@@ -222,9 +245,76 @@ def check_endpoint(
         issuer=cert.issuer.rfc4514_string() if cert else "",
         not_after=cert.not_valid_after_utc if cert else None,
         elapsed_ms=int((time.monotonic() - started) * 1000),
+        client_certificate_required=der is None,
     )
     log.info("endpoint-checked", endpoint=label, address=proof.address, roots=list(names))
     return proof
+
+
+def _verified_before_refusal(
+    address: tuple[str, int],
+    host: str,
+    roots: Sequence[TrustedRoot],
+    alpn: bool,
+    deadline: float,
+    via: str,
+) -> str | None:
+    """Did a TLS 1.2 server end the handshake only after the client had verified it?
+
+    Over TLS 1.2 a server that requires a client certificate ends the handshake after
+    the client's second flight, and the client sends that flight only once it has
+    verified the server's chain and name (OpenSSL verifies the Certificate message as it
+    arrives). So the handshake is driven again, TLS 1.2 only, through memory buffers,
+    counting the client's flights: a refusal after the second one means the server's
+    identity verified. Returns the ALPN the server selected ('' for none), or None when
+    the handshake failed before the client's second flight (or completed: then the first
+    failure was not this one). TLS 1.2 has no HelloRetryRequest, so no second flight
+    is sent before verification.
+    """
+    context = _context(roots, alpn=alpn)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
+    flights = 0
+    try:
+        with socket.create_connection(address, timeout=_left(deadline)) as raw:
+            while True:
+                try:
+                    tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLCertVerificationError as exc:
+                    raise _unverified(via, tuple(r.name for r in roots), exc) from exc
+                except ssl.SSLError:
+                    return _verified_alpn(tls, flights)
+                else:
+                    return None
+                pending = outgoing.read()
+                if pending:
+                    raw.settimeout(_left(deadline))
+                    raw.sendall(pending)
+                    flights += 1
+                raw.settimeout(_left(deadline))
+                chunk = raw.recv(65536)
+                if not chunk:
+                    return _verified_alpn(tls, flights)
+                incoming.write(chunk)
+    except OSError:
+        return None
+
+
+def _verified_alpn(tls: ssl.SSLObject, flights: int) -> str | None:
+    """After the server ended the handshake: its ALPN ('' for none) if the client had verified."""
+    if flights < _SECOND_FLIGHT:
+        return None
+    return tls.selected_alpn_protocol() or ""
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
 
 
 def _unreachable(via: str, exc: OSError) -> EndpointCheckError:

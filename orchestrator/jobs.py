@@ -77,6 +77,10 @@ class WaveGroupsApi(Protocol):
         """Every thing matching `query` (SearchIndex) and its value of `field` (None: none)."""
         ...
 
-    def add_things(self, group: str, things: Sequence[str]) -> None:
-        """AddThingToThingGroup for each thing (already a member: nothing happens)."""
+    def add_things(self, group: str, things: Sequence[str]) -> list[str]:
+        """AddThingToThingGroup for each thing (already a member: nothing happens).
+
+        Returns the things AWS refused as invalid requests (already in ten groups):
+        they are left out of the sample, not retried for ever.
+        """
         ...

@@ -80,9 +80,9 @@ from orchestrator.planner import (
     rollback_waves,
 )
 from orchestrator.regional import RegionalJobs, check_job_region, resolve_endpoints
-from orchestrator.sampling import select
 from orchestrator.spec import parse_spec
 from orchestrator.store import StateStore, StoredCampaign
+from orchestrator.wave_groups import WaveGroupMaker
 
 __all__ = [
     "DocumentKey",
@@ -164,9 +164,8 @@ class Reconciler:
         self.store = store
         #: Each region's Jobs API (a single `JobsApi` answers every region).
         self.apis = api if isinstance(api, RegionalJobs) else RegionalJobs.single(api)
-        #: Each region's maker of thing groups (waves chosen by query or sample).
-        self._make_groups = groups
-        self._groups: dict[str, WaveGroupsApi] = {}
+        #: Makes the thing groups of waves chosen by query or sample, in each wave's region.
+        self._wave_groups = WaveGroupMaker(groups)
         self.clock = clock
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
@@ -260,7 +259,7 @@ class Reconciler:
         state = initial_state(spec, docs, now)
         event = Event(
             kind=EventKind.CAMPAIGN_STARTED,
-            reason=f"endpoint {host}; catalog {built.catalog.source}"
+            reason=f"{_endpoints_text(built.endpoints, host)}; catalog {built.catalog.source}"
             + ("" if built.catalog.is_default else " (NOT the packaged Amazon catalog)"),
             at=now,
             data={
@@ -402,9 +401,14 @@ class Reconciler:
                 continue
             try:
                 if isinstance(action, PrepareTargets):
-                    prepared = self._prepare(spec, state, action)
+                    prepared = self._wave_groups.prepare(spec, state.name, action)
                     if prepared is None:
                         waiting.add(action.wave)
+                        continue
+                    if self._targets_recorded(state.name, action.wave):
+                        # Prepared again after a stop before the job: recorded once, so a
+                        # step that dies after each write still reaches the CreateJob.
+                        done.append(action)
                         continue
                     event = prepared
                 else:
@@ -432,57 +436,10 @@ class Reconciler:
             done.append(action)
         return state, tuple(done)
 
-    def _groups_api(self, region: str, wave: str) -> WaveGroupsApi:
-        if self._make_groups is None:
-            raise UsageError(
-                f"wave {wave} is chosen by query or sample, and this reconciler cannot make "
-                "thing groups: run the campaign with the ca-migrate CLI or the runner"
-            )
-        found = self._groups.get(region)
-        if found is None:
-            found = self._groups[region] = self._make_groups(region)
-        return found
-
-    def _prepare(
-        self, spec: CampaignSpec, state: CampaignState, action: PrepareTargets
-    ) -> Event | None:
-        """Make (or adopt) the wave's dynamic and sample groups; None while one is building."""
-        groups = self._groups_api(spec.region_of(action.wave), action.wave)
-        targets = action.targets
-        about = f"ca-migrate campaign {state.name}, wave {action.wave}"
-        bound = log.bind(campaign=state.name, wave=action.wave)
-        data: dict[str, object] = {"groups": list(targets.groups)}
-        if targets.dynamic_group is not None and targets.query is not None:
-            status = groups.ensure_dynamic_group(
-                targets.dynamic_group, targets.query, f"{about}: devices its query matches"
-            )
-            if status != "ACTIVE":
-                bound.info("wave-group-building", group=targets.dynamic_group, status=status)
-                return None
-            data["query"] = targets.query
-        sample = targets.sample
-        if sample is not None:
-            present = set(groups.ensure_static_group(sample.group, f"{about}: stratified sample"))
-            bound.info("wave-sample-drawing", group=sample.group, population=sample.population)
-            chosen = select(
-                groups.indexed_values(sample.population, sample.stratify_by),
-                sample.count,
-                sample.seed,
-            )
-            missing = [t for t in chosen.things if t not in present]
-            bound.info("wave-sample-filling", group=sample.group, adding=len(missing))
-            groups.add_things(sample.group, missing)
-            data["sample"] = {
-                "group": sample.group,
-                "devices": len(chosen.things),
-                "stratify_by": sample.stratify_by,
-                "strata": chosen.as_dict(),
-            }
-        return Event(
-            kind=EventKind.WAVE_TARGETS_READY,
-            reason=f"thing groups ready: {', '.join(targets.groups)}",
-            wave=action.wave,
-            data=data,
+    def _targets_recorded(self, campaign: str, wave: str) -> bool:
+        return any(
+            e.kind == EventKind.WAVE_TARGETS_READY and e.wave == wave
+            for e in self.store.events(campaign)
         )
 
     def _act(
@@ -567,6 +524,13 @@ class Reconciler:
             return Rollback(docs)
 
         return self.command(name, make)
+
+
+def _endpoints_text(endpoints: dict[str, str], host: str) -> str:
+    """`endpoint HOST`, or each region's when the campaign spans several."""
+    if len(endpoints) <= 1:
+        return f"endpoint {host}"
+    return "endpoints " + ", ".join(f"{region} {h}" for region, h in endpoints.items())
 
 
 def _same_document(a: str, b: str) -> bool:

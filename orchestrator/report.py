@@ -24,6 +24,7 @@ from orchestrator.model import (
 )
 from orchestrator.report_census import census_html, census_markdown
 from orchestrator.store import StoredEvent
+from orchestrator.targets import wave_groups
 
 __all__ = [
     "endpoint_split",
@@ -120,7 +121,8 @@ def settings_data(spec: CampaignSpec) -> dict[str, Any]:
         "waves": [
             {
                 "name": w.name,
-                "thing_groups": list(w.thing_groups),
+                "region": spec.region_of(w),
+                "thing_groups": list(wave_groups(spec, w)),  # the campaign's own too
                 "approval": w.approval.value,
                 "gate": {
                     "min_success_rate": w.gate.min_success_rate,
@@ -341,6 +343,8 @@ def _settings_lines(settings: dict[str, Any]) -> list[str]:
             f"min {g['min_completed']} completed, {g['min_completed_fraction']:.0%} of targets, "
             f"bake {g['bake_minutes']:g} min"
         )
+        if w.get("region", settings["region"]) != settings["region"]:
+            text += f"; in {w['region']}"
         if w["maximum_per_minute"] is not None:
             text += f"; {w['maximum_per_minute']} per minute"
         if w["deadline_minutes"] is not None:
@@ -473,7 +477,7 @@ def _settings_html(settings: dict[str, Any]) -> str:
     rows = []
     for w in settings["waves"]:
         g = w["gate"]
-        extra = []
+        extra = [] if w.get("region", settings["region"]) == settings["region"] else [w["region"]]
         if w["maximum_per_minute"] is not None:
             extra.append(f"{w['maximum_per_minute']}/min")
         if w["deadline_minutes"] is not None:

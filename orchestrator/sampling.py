@@ -68,13 +68,12 @@ def allocate(sizes: Mapping[str, int], count: int) -> dict[str, int]:
     order = sorted(sizes)  # ties break by stratum value: deterministic
     # Largest remainder: the strata whose quota lost the most to rounding get one more.
     by_remainder = sorted(order, key=lambda k: (-(quota[k] - taken[k]), k))
+    # Fewer than `count` devices were taken by as much as the remainders add up to, and
+    # each remainder is below one: the first `short` strata by remainder all have one, so
+    # each has room for one more (its quota is below its size, as count < total).
     short = count - sum(taken.values())
-    for key in by_remainder:
-        if short == 0:
-            break
-        if taken[key] < sizes[key]:
-            taken[key] += 1
-            short -= 1
+    for key in by_remainder[:short]:
+        taken[key] += 1
     non_empty = [k for k in order if sizes[k] > 0]
     if count >= len(non_empty):
         for key in non_empty:

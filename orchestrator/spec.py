@@ -66,6 +66,7 @@ from orchestrator.model import (
 )
 from orchestrator.spec_device_client import DeviceClientModel, Runtime, runtime, runtime_problems
 from orchestrator.spec_regions import checked_region, region_problems
+from orchestrator.targets import wave_targets
 
 __all__ = [
     "MAX_DEPTH",
@@ -554,7 +555,32 @@ def _validated(text: str, source: str) -> CampaignFile:
 
 def parse_spec(text: str, source: str = "<campaign>", base_dir: Path | None = None) -> CampaignSpec:
     """Validate a campaign file's text; raise `SpecError` listing every problem."""
-    return _validated(text, source).to_spec(base_dir)
+    spec = _validated(text, source).to_spec(base_dir)
+    _check_effective_queries(spec, source)
+    return spec
+
+
+def _check_effective_queries(spec: CampaignSpec, source: str) -> None:
+    """The queries sent to AWS (earlier waves' devices left out) must still parse."""
+    problems: list[SpecProblem] = []
+    for index, wave in enumerate(spec.waves):
+        targets = wave_targets(spec, wave)
+        sent = targets.query or (targets.sample.population if targets.sample else None)
+        if sent is None:
+            continue
+        try:
+            parse(sent)
+        except QueryError as exc:
+            key = "query" if wave.query is not None else "sample"
+            problems.append(
+                SpecProblem(
+                    f"waves[{index}].{key}",
+                    f"with the devices of the {index} earlier waves left out, the query sent "
+                    f"to AWS is not valid ({exc}); shorten the queries or split the campaign",
+                )
+            )
+    if problems:
+        raise SpecError(source, tuple(problems))
 
 
 def load_spec(path: Path) -> CampaignSpec:

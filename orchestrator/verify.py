@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from orchestrator.census import FIELDS, SHADOW, base_query, classify_endpoint
 from orchestrator.model import CampaignSpec, CampaignState, Counts, WavePhase
+from orchestrator.targets import wave_groups
 
 __all__ = [
     "LIST_PAGE",
@@ -159,7 +160,9 @@ def wave_checks(
 
     A wave is verified once its migrate job has SUCCEEDED executions (every
     launched wave; only PASSED ones with `passed_only`), unless it was rolled
-    back (its restore job moved devices back on purpose).
+    back (its restore job moved devices back on purpose). Its devices are those
+    of every group its job targets, the campaign's own query and sample groups
+    included (`orchestrator.targets.wave_groups`), as they are now.
     """
     checks: list[WaveCheck] = []
     skipped: dict[str, str] = {}
@@ -173,12 +176,14 @@ def wave_checks(
             skipped[wave.name] = "no device has succeeded yet"
         elif endpoint is None:
             skipped[wave.name] = "its job document is not stored, so its endpoint is unknown"
+        elif not wave_groups(spec, wave_spec):
+            skipped[wave.name] = "it targets no thing group"
         else:
             checks.append(
                 WaveCheck(
                     wave=wave.name,
                     job_id=wave.job_id,
-                    thing_groups=wave_spec.thing_groups,
+                    thing_groups=wave_groups(spec, wave_spec),
                     endpoint=endpoint,
                     succeeded=wave.counts.succeeded,
                     others=_other_statuses(wave.counts),
@@ -243,7 +248,7 @@ def lookup_plan(candidates: int, check: WaveCheck) -> LookupPlan:
         "list-succeeded": _pages(check.succeeded),
         "list-others": sum(_pages(n) for n in check.others.values()) + max(0, candidates - others),
     }
-    return min(costs, key=lambda plan: (costs[plan], plan != "describe"))
+    return min(costs, key=costs.__getitem__)  # ties go to the first: reading one by one
 
 
 def device_report(thing_document: Mapping[str, Any]) -> DeviceReport | None:
@@ -362,6 +367,8 @@ def render_text(verification: Verification) -> str:
             f"({d.endpoint_kind})"
             for d in drift
         )
+    elif not verification.waves:
+        lines.append("nothing to verify yet: no wave has a device that succeeded")
     else:
         lines.append("no drift: every device that reports agrees with its job execution")
     lines.append(f"({verification.calls} AWS IoT calls)")

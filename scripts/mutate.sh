@@ -27,7 +27,10 @@ signature|job_documents/_signature.py|job_documents._signature.*|tests/job_docum
 size|job_documents/validator.py|job_documents.validator.x__check_size_and_secrets__*|tests/job_documents/test_validator.py tests/job_documents/test_boundaries.py
 status|device_handler/status.py|device_handler.status.*|tests/device_handler/test_status_boundaries.py tests/device_handler/test_core.py
 recovery|device_handler/transaction.py|device_handler.transaction.x_recovery_for__* device_handler.transaction.x_classify_rejection__*|tests/device_handler/test_core.py tests/device_handler/test_power_cut.py
+verify|orchestrator/verify.py|orchestrator.verify.x_find_drift__* orchestrator.verify.x_lookup_plan__* orchestrator.verify.x_wave_checks__* orchestrator.verify.x_device_report__* orchestrator.verify.x_target_endpoint__* orchestrator.verify.x__other_statuses__* orchestrator.verify.x_off_target_query__*|tests/orchestrator/test_verify.py
+sampling|orchestrator/sampling.py orchestrator/targets.py|orchestrator.sampling.* orchestrator.targets.*|tests/orchestrator/test_sampling.py tests/orchestrator/test_wave_targets.py
 sandbox-policy|infra/sandbox/engine/_policies.py infra/sandbox/engine/_timers.py infra/sandbox/engine/_rollout.py infra/sandbox/engine/_devices.py|infra.sandbox.engine._policies.* infra.sandbox.engine._timers.x_process_due__* infra.sandbox.engine._rollout.x_release_batch__* infra.sandbox.engine._rollout.x__release__* infra.sandbox.engine._rollout.x__after_release__* infra.sandbox.engine._rollout.x__default_budget__* infra.sandbox.engine._rollout.x_enqueue_targets__* infra.sandbox.engine._devices.x__arm_step__*|tests/sandbox/test_timing.py tests/sandbox/test_policy_boundaries.py tests/sandbox/test_scheduling.py tests/sandbox/test_policy_mutants.py tests/sandbox/test_conformance.py tests/sandbox/test_rollout_pace.py
+connect-rule|infra/sandbox/engine/_principals.py|infra.sandbox.engine._principals.x_authorize_connection__* infra.sandbox.engine._principals.x__only_thing__*|tests/sandbox/test_certificates.py tests/sandbox/test_connect_policy.py
 EOF
 )
 # The fast subset `make test` runs (scripts/mutate.sh --fast): gates and job ids.

@@ -34,10 +34,48 @@ _FOLDED = (
     "LAUNCHING here has no existing job: CreateJob is due whatever the lookup says"
 )
 _CODEC = "Python's codec names are case-insensitive"
+_SAME_LENGTH = (
+    "the model's invariant (one WaveState per WaveSpec, in the same order) makes the two "
+    "tuples the same length: strictness never decides"
+)
 
 
 #: target -> stripped "+" line of the mutant -> ("equivalent" | "accepted", why)
 REASONS: dict[str, dict[str, tuple[str, str]]] = {
+    "sampling": {
+        "allocate: if count > total:": (
+            EQUIVALENT,
+            (
+                "at count == total every quota is exactly its stratum's size (no remainder), "
+                "so the proportional path takes every device too"
+            ),
+        ),
+        "allocate: if count < 0:": (
+            EQUIVALENT,
+            (
+                "at count 0 every quota is 0 and nothing is short: the proportional path takes "
+                "no device either (and a campaign's sample.count is at least 1)"
+            ),
+        ),
+    },
+    "verify": {
+        "for wave_spec, wave in zip(spec.waves, state.waves, strict=False):": (
+            EQUIVALENT,
+            _SAME_LENGTH,
+        ),
+        "for wave_spec, wave in zip(spec.waves, state.waves, strict=None):": (
+            EQUIVALENT,
+            _SAME_LENGTH,
+        ),
+        "for wave_spec, wave in zip(spec.waves, state.waves, ):": (EQUIVALENT, _SAME_LENGTH),
+        "shadow = None": (
+            EQUIVALENT,
+            (
+                "an unparseable shadow string then reads as None instead of {}: both are not a "
+                "dict, so the named-shadow lookup that follows reads nothing either way"
+            ),
+        ),
+    },
     "gates": {
         "if n >= 0 and upper < gate.min_success_rate:": (
             EQUIVALENT,

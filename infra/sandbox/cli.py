@@ -365,6 +365,12 @@ def fleet(
         typer.Option(help="Devices that never connect: a share (0.1, 10%) or a count (5)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Which devices fail or stay offline.")] = 7,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="The things of this region of a sandbox serving several (default: its first)."
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every device event on stderr.")
     ] = False,
@@ -386,6 +392,7 @@ def fleet(
         offline=offline,
         seed=seed,
         verbose=verbose,
+        region=region,
     )
     if code:
         raise typer.Exit(code)
@@ -404,25 +411,27 @@ def _sandbox_pki(state_dir: Path, *, create: bool) -> Any:
     missing = not (directory / "pki.json").exists()
     if missing and not create:
         raise _fail(f"there is no sandbox PKI in {directory}: check --state-dir", EXIT_INVALID)
+    if not missing:
+        # Only its root PEMs are read: a `sudo` run leaves the PKI's files as they are.
+        return SandboxPki(directory, region=d.DEFAULT_REGION, endpoint_prefix=d.ENDPOINT_PREFIX)
     try:
         pki = SandboxPki.create_or_load(directory, endpoint_prefix=d.ENDPOINT_PREFIX)
     except OSError as exc:
         raise _fail(f"cannot use the sandbox PKI in {directory}: {exc}", EXIT_INVALID) from exc
     except SandboxError as exc:
         raise _fail(str(exc), EXIT_INVALID) from exc
-    if missing:
-        print(f"created the sandbox PKI in {directory} (`sandbox up --state-dir` uses it)")
+    print(f"created the sandbox PKI in {directory} (`sandbox up --state-dir` uses it)")
     return pki
 
 
-def _store_warnings(store_root: Path) -> None:
-    if store_root.resolve() != Path("/"):
-        return
-    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
-        if os.environ.get(variable):
+def _store_warnings(store: Any) -> None:
+    """Warn when the environment points clients at another bundle than the store's."""
+    for variable, path in (("SSL_CERT_FILE", store.bundle), ("SSL_CERT_DIR", store.certs_dir)):
+        value = os.environ.get(variable)
+        if value and Path(value).resolve() != path.resolve():
             print(
-                f"warning: {variable} is set ({os.environ[variable]}): clients that honour it "
-                "(awscrt, OpenSSL, Python) read that, not the system trust store",
+                f"warning: {variable} is set ({value}): clients that honour it (awscrt, "
+                f"OpenSSL, Python) read that, not {path}",
                 file=sys.stderr,
             )
 
@@ -448,9 +457,9 @@ def trust(
     from infra.sandbox.truststore import TrustStoreError, sandbox_anchors
     from infra.sandbox.truststore import trust as install
 
-    _store_warnings(store_root)
     pki = _sandbox_pki(state_dir, create=True)
     store = _trust_store(store_root)
+    _store_warnings(store)
     try:
         anchors = sandbox_anchors(pki)
         print(f"installing {len(anchors)} sandbox roots in {store.local_dir} ...", flush=True)
@@ -463,6 +472,15 @@ def trust(
         print(f"  {verb}: {path} ({anchor.description}, sha256 {anchor.sha256[:16]}...)")
     if change.update:
         print(f"update-ca-certificates: {change.update}")
+    for path, holds in change.readers:
+        if holds:
+            print(f"  clients given no CA file read {path}: it holds them")
+        else:
+            print(
+                f"warning: {path} (a default CA file of OpenSSL or awscrt) lacks the sandbox "
+                f"roots: give such clients SSL_CERT_FILE={change.bundle}",
+                file=sys.stderr,
+            )
     print(f"{change.bundle} holds the sandbox roots; `ca-migrate sandbox untrust` removes them")
 
 
@@ -486,6 +504,7 @@ def untrust(
         anchors = None
         if state_dir is not None:
             anchors = sandbox_anchors(_sandbox_pki(state_dir, create=False))
+        print(f"removing the sandbox roots `sandbox trust` added in {store.local_dir} ...")
         change = remove(store, anchors)
     except TrustStoreError as exc:
         raise _fail(str(exc), EXIT_INVALID) from exc

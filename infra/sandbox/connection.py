@@ -32,6 +32,7 @@ __all__ = [
     "SandboxNotRunningError",
     "env_lines",
     "read_description",
+    "region_description",
     "write_connection_files",
 ]
 
@@ -100,3 +101,22 @@ def read_description(state_dir: Path, *, timeout: float = 5.0) -> dict[str, Any]
             f"{start_it}"
         ) from exc
     return description
+
+
+def region_description(description: dict[str, Any], region: str | None) -> dict[str, Any]:
+    """The description as one of the sandbox's regions sees it: its `region` and `endpoints`.
+
+    A sandbox serving several regions describes each in `regions`; `None` is the first.
+    `SandboxError` names the regions served when `region` is not one of them.
+    """
+    if region is None or region == description.get("region"):
+        return description
+    served = description.get("regions") or {}
+    found = served.get(region)
+    if not isinstance(found, dict):
+        names = ", ".join(served) or str(description.get("region"))
+        raise SandboxError(
+            f"this sandbox serves {names}, not {region}: give one of them to --region, or "
+            f"start the sandbox with --region {region}"
+        )
+    return {**description, "region": region, "endpoints": found.get("endpoints", {})}

@@ -154,6 +154,10 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 # CreateThingGroup does); another query, or a static group of that name, is
 # ResourceAlreadyExistsException. The account limit is AWS's documented quota.
 MAX_DYNAMIC_GROUPS: Final = 100
+# A query nesting parentheses or NOT deeper than job_documents.fleet_query.MAX_NESTING
+# (32) levels is InvalidQueryException (SearchIndex, the aggregations, dynamic groups):
+# AWS documents no such bound; the sandbox needs one so that a hostile query cannot
+# exhaust the parser's stack.
 
 # --- cancel / delete / targets ---------------------------------------------
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
@@ -204,7 +208,7 @@ API_TPS: Final = {
 # --time-scale, and a manual clock ends it when advanced).
 DEFAULT_PAGE_SIZE: Final = 50
 
-# --- device identity (engine/_certificates.py) ------------------------------
+# --- device identity (engine/_certificates.py, engine/_principals.py) -------
 # CreateKeysAndCertificate issues an RSA 2048 key and a certificate with this subject
 # CN, as AWS does; the sandbox signs it with its device CA (an in-memory CA when it runs
 # without a PKI), valid for ISSUED_CERTIFICATE_DAYS.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from infra.sandbox.connection import SandboxNotRunningError, read_description
+from infra.sandbox.connection import SandboxNotRunningError, read_description, region_description
 from infra.sandbox.errors import SandboxError
 
 if TYPE_CHECKING:
@@ -56,8 +56,12 @@ def run_fleet(
     offline: str | None,
     seed: int,
     verbose: bool,
+    region: str | None = None,
 ) -> int:
-    """Run the fleet until SIGINT or SIGTERM; the command's exit code."""
+    """Run the fleet until SIGINT or SIGTERM; the command's exit code.
+
+    `region`: the things of that region of a sandbox serving several (default: the first).
+    """
     from infra.sandbox.fleet.live import FleetSelectionError, LiveFleet, fetch_credentials
 
     interactive = sys.stdout.isatty()
@@ -69,6 +73,16 @@ def run_fleet(
     except SandboxNotRunningError as exc:
         _error(str(exc))
         return EXIT_FAILURE
+    # The first region's devices keep DIR/fleet; another region's, DIR/fleet-<region> (thing
+    # names are per region: device-00001 may be a thing of each).
+    fleet_dir = state_dir / (
+        "fleet" if region in (None, description.get("region")) else f"fleet-{region}"
+    )
+    try:
+        description = region_description(description, region)
+    except SandboxError as exc:
+        _error(str(exc))
+        return EXIT_INVALID
     selected = _profiles(description, groups, things, fail_rate, offline, seed)
     if isinstance(selected, int):
         return selected
@@ -81,12 +95,12 @@ def run_fleet(
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     fleet: LiveFleet | None = None
     try:
-        credentials = fetch_credentials(str(description["admin_url"]), profiles)
+        credentials = fetch_credentials(str(description["admin_url"]), profiles, region)
         fleet = LiveFleet(
             description,
             profiles,
             credentials=credentials,
-            root=state_dir / "fleet",
+            root=fleet_dir,
             seed=seed,
         )
         fleet.boot_spacing_seconds = BOOT_SPACING_SECONDS
@@ -94,8 +108,8 @@ def run_fleet(
         first = next(iter(profiles))
         _say(
             f"{len(profiles)} devices of the sandbox at {description['control_plane_url']}; "
-            f"their files and device.toml: {state_dir / 'fleet'}/<thing>/ "
-            f"(e.g. {state_dir / 'fleet' / first / 'device.toml'}). Ctrl-C stops them."
+            f"their files and device.toml: {fleet_dir}/<thing>/ "
+            f"(e.g. {fleet_dir / first / 'device.toml'}). Ctrl-C stops them."
         )
         if not stop.is_set():
             fleet.start()

@@ -61,7 +61,7 @@ CONTROL_PLANE_OPERATIONS: dict[str, str] = {
     "AddThingToThingGroup": "add_thing_to_thing_group",
     "RemoveThingFromThingGroup": "remove_thing_from_thing_group",
     "ListThingsInThingGroup": "list_things_in_thing_group",
-    # Certificates as principals (engine/_certificates.py)
+    # Certificates as principals (engine/_certificates.py, engine/_principals.py)
     "CreateKeysAndCertificate": "create_keys_and_certificate",
     "RegisterCertificate": "register_certificate",
     "RegisterCertificateWithoutCA": "register_certificate_without_ca",

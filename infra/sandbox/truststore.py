@@ -32,12 +32,14 @@ import hashlib
 import os
 import re
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -55,11 +57,23 @@ __all__ = [
     "untrust",
 ]
 
+log = structlog.get_logger(__name__)
+
 #: The directory under the local certificates directory that only `trust` writes.
 STORE_SUBDIR: Final = "ca-migrate-sandbox"
 _UPDATE_TIMEOUT: Final = 120.0
 _FILE_NAME = re.compile(r"^(?P<name>[a-z0-9-]{1,64})-(?P<fp>[0-9a-f]{16})\.crt$")
 _MAX_PEM = 64 * 1024
+_MAX_LINKS = 8
+#: The CA files awscrt (aws-c-io) probes for the system trust store, in order.
+_AWSCRT_CA_FILES: Final = (
+    "etc/ssl/certs/ca-certificates.crt",
+    "etc/pki/tls/certs/ca-bundle.crt",
+    "etc/ssl/ca-bundle.pem",
+    "etc/pki/tls/cacert.pem",
+    "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "etc/ssl/cert.pem",
+)
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -101,6 +115,38 @@ class DebianTrustStore:
     def bundle(self) -> Path:
         """/etc/ssl/certs/ca-certificates.crt: the file awscrt, OpenSSL and Python read."""
         return self.certs_dir / "ca-certificates.crt"
+
+    def default_files(self) -> list[Path]:
+        """The CA files clients read when given none, as found under the store root.
+
+        OpenSSL's compiled-in default (Python's `ssl`; Debian links
+        /usr/lib/ssl/cert.pem to the bundle) and the files awscrt probes, in its
+        order, for a system trust store. Symbolic links are followed inside the
+        store root. Only files that exist are listed.
+        """
+        relative = [
+            "etc/ssl/certs/ca-certificates.crt",
+            ssl.get_default_verify_paths().openssl_cafile.lstrip("/"),
+            *_AWSCRT_CA_FILES,
+        ]
+        found: list[Path] = []
+        for name in dict.fromkeys(relative):
+            path = self._inside(self.root / name)
+            if path is not None and path.is_file() and path not in found:
+                found.append(path)
+        return found
+
+    def _inside(self, path: Path) -> Path | None:
+        """`path` with links resolved against the store root (None when a link loops)."""
+        for _ in range(_MAX_LINKS):
+            if not path.is_symlink():
+                return path
+            target = path.readlink()
+            if target.is_absolute():
+                path = self.root / target.relative_to("/")
+            else:
+                path = path.parent / target
+        return None
 
     def update_command(self, *, fresh: bool) -> list[str]:
         """`update-ca-certificates` with every path under the store root."""
@@ -146,6 +192,9 @@ class TrustChange:
     #: The last line of `update-ca-certificates` when it ran ("3 added, 0 removed; done.").
     update: str = ""
     bundle: Path = field(default_factory=lambda: DebianTrustStore().bundle)
+    #: Each default CA file that exists in the store and whether it holds the roots
+    #: (after `trust`; see `DebianTrustStore.default_files`).
+    readers: tuple[tuple[Path, bool], ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -265,9 +314,14 @@ def _run_update(store: DebianTrustStore, *, fresh: bool) -> str:
 
 
 def _permission(path: Path, exc: OSError) -> TrustStoreError:
+    if isinstance(exc, PermissionError):
+        return TrustStoreError(
+            f"cannot change {path}: {exc.strerror or exc}; the system trust store belongs to "
+            "root: run the command with sudo (or give --store-root DIR for a store of your own)"
+        )
     return TrustStoreError(
-        f"cannot change {path}: {exc.strerror or exc}; the system trust store belongs to root: "
-        "run the command with sudo (or give --store-root DIR for a trust store of your own)"
+        f"cannot change {path}: {exc.strerror or exc}; it must be a directory that only "
+        "`sandbox trust` writes in (check --store-root)"
     )
 
 
@@ -299,8 +353,20 @@ def trust(anchors: Sequence[TrustAnchor], store: DebianTrustStore) -> TrustChang
             f"update-ca-certificates ran but {store.bundle} lacks {len(missing)} of the "
             f"sandbox roots; check {store.local_dir} and run update-ca-certificates --fresh"
         )
+    readers = tuple((path, wanted <= _bundle_fingerprints(path)) for path in store.default_files())
+    log.info(
+        "sandbox_roots_trusted",
+        store=str(store.local_dir),
+        added=[p.name for p in added],
+        unchanged=len(unchanged),
+        bundle=str(store.bundle),
+    )
     return TrustChange(
-        added=tuple(added), unchanged=tuple(unchanged), update=update, bundle=store.bundle
+        added=tuple(added),
+        unchanged=tuple(unchanged),
+        update=update,
+        bundle=store.bundle,
+        readers=readers,
     )
 
 
@@ -350,4 +416,11 @@ def untrust(store: DebianTrustStore, anchors: Iterable[TrustAnchor] | None = Non
             f"{store.bundle} still holds {len(left)} sandbox root(s) after "
             "update-ca-certificates --fresh; run it by hand and check /etc/ssl/certs"
         )
+    log.info(
+        "sandbox_roots_untrusted",
+        store=str(store.local_dir),
+        removed=[p.name for p in removed],
+        kept=[p.name for p in kept],
+        bundle=str(store.bundle),
+    )
     return TrustChange(removed=tuple(removed), kept=tuple(kept), update=update, bundle=store.bundle)

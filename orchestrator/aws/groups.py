@@ -73,7 +73,7 @@ def field_value(document: Any, field: str) -> str | None:
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
-    if isinstance(node, dict | list):
+    if isinstance(node, dict | list | bool):  # as the shadow has it: [1,2], true
         return json.dumps(node, sort_keys=True, separators=(",", ":"))
     return None if node is None else str(node)
 
@@ -156,7 +156,17 @@ class ThingGroupsAdapter:
             if not token:
                 return values
 
-    def add_things(self, group: str, things: Sequence[str]) -> None:
+    def add_things(self, group: str, things: Sequence[str]) -> list[str]:
+        refused: list[str] = []
         for thing in things:
-            with _translate("AddThingToThingGroup", group):
-                self._iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
+            try:
+                with _translate("AddThingToThingGroup", group):
+                    self._iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
+            except AwsError as exc:
+                if exc.code != "InvalidRequestException":
+                    raise
+                # A thing already in ten groups (or in this group's hierarchy) cannot join:
+                # the sample goes on without it.
+                log.warning("sample-thing-refused", group=group, thing=thing, error=str(exc))
+                refused.append(thing)
+        return refused

@@ -8,6 +8,7 @@ words. Piped output gets one JSON line per change instead (never redraws).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Self
 
@@ -47,14 +48,19 @@ def bar(counts: Counts, width: int = 28) -> Text:
     return text
 
 
-def wave_table(state: CampaignState, title: str) -> Table:
+def wave_table(state: CampaignState, title: str, regions: Mapping[str, str] | None = None) -> Table:
+    """The waves as a table; a `region` column when `regions` (wave -> region) holds several."""
     table = Table(title=title, title_justify="left", expand=False)
-    for column in ("wave", "phase", "progress", "ok", "failed", "pending", "verdict"):
+    several = regions is not None and len(set(regions.values())) > 1
+    columns = ("wave", "region") if several else ("wave",)
+    for column in (*columns, "phase", "progress", "ok", "failed", "pending", "verdict"):
         table.add_column(column, overflow="fold" if column == "verdict" else "ellipsis")
     for wave in state.waves:
         c = wave.counts
+        where = (regions.get(wave.name, "") if regions is not None else "",) if several else ()
         table.add_row(
             wave.name,
+            *where,
             wave.phase.value,
             bar(c),
             str(c.succeeded),
@@ -98,7 +104,8 @@ class FollowView:
         if self._live is not None:
             title = f"campaign {state.name} {state.status.value} — {self._clock(now)}"
             lines = [Text(f"  {line}") for line in waits(self._spec, state, now, self._label)]
-            self._live.update(Group(wave_table(state, title), *lines))
+            regions = {w.name: self._spec.region_of(w) for w in self._spec.waves}
+            self._live.update(Group(wave_table(state, title, regions), *lines))
             return
         record = follow_record(self._spec, state, self._label)
         if record == self._last:

@@ -26,6 +26,7 @@ __all__ = [
     "ConnectToOption",
     "EndpointCheck",
     "SkipEndpointCheckOption",
+    "warn_skipped",
 ]
 
 #: `--connect-to`'s variable (space-separated entries): `ca-migrate sandbox up` writes it.
@@ -68,7 +69,8 @@ class EndpointCheck:
         roots = tuple(TrustedRoot(r.name, r.pem) for r in map(catalog.get, spec.trust.add))
         names = ", ".join(r.name for r in roots)
         port = spec.endpoint_port
-        targets = [f"{host}:{port}" for host in dict.fromkeys(hosts.values())]
+        distinct = tuple(dict.fromkeys(hosts.values()))  # regions may share an explicit host
+        targets = [f"{host}:{port}" for host in distinct]
         data: dict[str, object] = {"roots": [r.name for r in roots], "port": port}
         if self.skip:
             warn_skipped(", ".join(targets), names)
@@ -76,29 +78,25 @@ class EndpointCheck:
                 kind=EventKind.ENDPOINT_CHECK_SKIPPED,
                 reason=f"--skip-endpoint-check: nobody checked that {', '.join(targets)} "
                 f"serve{'s' if len(targets) == 1 else ''} a certificate chaining to {names}",
-                data=data | {"endpoints": [{"host": h, "port": port} for h in hosts.values()]},
+                data=data | {"endpoints": [{"host": h, "port": port} for h in distinct]},
             )
         connect_to = parse_connect_to(self.connect_to)
         proofs = []
-        for host in dict.fromkeys(hosts.values()):
+        for host in distinct:
             print(
                 f"checking the new endpoint {host}:{port} with the roots {names} ...",
                 file=sys.stderr,
             )
             proof = check_endpoint(host, port, roots, connect_to=connect_to)
             print(
-                f"endpoint check passed: {host}:{port} ({proof.tls_version}) presents "
-                f"{proof.subject}, issued by {proof.issuer}, verified with {names}",
-                file=sys.stderr,
+                f"endpoint check passed: {proof.describe()}; verified with {names}", file=sys.stderr
             )
             proofs.append(proof)
-        seen = "; ".join(
-            f"{p.host}:{p.port} presents {p.subject} (issued by {p.issuer})" for p in proofs
-        )
+        seen = "; ".join(p.describe() for p in proofs)
         return Event(
             kind=EventKind.ENDPOINT_CHECKED,
-            reason=f"{seen}: it verifies with the roots the campaign adds ({names}) and names "
-            "the host",
+            reason=f"{seen}: verified with the roots the campaign adds ({names}), for the "
+            "endpoint's name",
             data=data | {"endpoints": [p.as_dict() for p in proofs]},
         )
 

@@ -33,6 +33,7 @@ from orchestrator.cli._survey import already_started, print_plan, refuse, survey
 from orchestrator.cli.exits import exit_codes
 from orchestrator.clock import clock_from_env, clock_note
 from orchestrator.errors import (
+    IndexingUnavailableError,
     LeaseHeldError,
     UsageError,
     VersionConflictError,
@@ -186,7 +187,7 @@ def plan(
     from orchestrator.jobdocs import build_wave_documents
     from orchestrator.planner import job_id_for
 
-    with exit_codes():
+    with exit_codes(invalid=(IndexingUnavailableError,)):  # a query or sample wave's index
         output = output_format(output)
         check = EndpointCheck(skip_endpoint_check, tuple(connect_to or ()))
         spec = load_spec(file)
@@ -281,7 +282,7 @@ def start(
 
     Nothing is stored and no job is created when a check fails (exit 2).
     """
-    with exit_codes():
+    with exit_codes(invalid=(IndexingUnavailableError,)):
         output = output_format(output)
         check = EndpointCheck(skip_endpoint_check, tuple(connect_to or ()))
         text = read_campaign_text(file)  # once: what is stored is exactly what was validated

@@ -25,6 +25,7 @@ from orchestrator.errors import (
     OrchestratorError,
     UsageError,
 )
+from orchestrator.targets import wave_groups
 
 __all__ = ["app", "take_census"]
 
@@ -124,8 +125,10 @@ def _write_list(path: Path, names: list[str]) -> None:
         raise
 
 
-def _campaign_waves(ctx: typer.Context, name: str) -> tuple[dict[str, list[str]], str]:
-    """Each wave's thing groups and the region of a stored campaign; exit 2 when unknown."""
+def _campaign_waves(
+    ctx: typer.Context, name: str
+) -> tuple[dict[str, list[str]], str, dict[str, str]]:
+    """Each wave's thing groups, the campaign's region and each wave's; exit 2 when unknown."""
     from orchestrator.cli.campaign import _options, _spec_of, _store
 
     try:
@@ -133,7 +136,25 @@ def _campaign_waves(ctx: typer.Context, name: str) -> tuple[dict[str, list[str]]
     except OrchestratorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from exc
-    return {w.name: list(w.thing_groups) for w in spec.waves}, spec.region
+    return (
+        {w.name: list(wave_groups(spec, w)) for w in spec.waves},
+        spec.region,
+        {w.name: spec.region_of(w) for w in spec.waves},
+    )
+
+
+def _waves_here(
+    waves: dict[str, list[str]], regions: dict[str, str], where: str
+) -> dict[str, list[str]]:
+    """The waves whose groups are in `where` (fleet indexing is per region); others named."""
+    elsewhere = {name: region for name, region in regions.items() if region != where}
+    for name, region in elsewhere.items():
+        print(
+            f"note: wave {name} runs in {region}, not counted here; "
+            f"run census --region {region} for it",
+            file=sys.stderr,
+        )
+    return {name: groups for name, groups in waves.items() if name not in elsewhere}
 
 
 @app.command("census")
@@ -170,12 +191,14 @@ def census_command(
     root = ctx.find_root().obj
     waves: dict[str, list[str]] = {}
     campaign_region: str | None = None
+    wave_regions: dict[str, str] = {}
     if campaign is not None:
-        waves, campaign_region = _campaign_waves(ctx, campaign)
+        waves, campaign_region, wave_regions = _campaign_waves(ctx, campaign)
     where = region or campaign_region or (root.region if root is not None else None)
     if not where:
         print("error: give --region (or AWS_REGION)", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID)
+    waves = _waves_here(waves, wave_regions, where)
     if list_file is not None and list_file.is_dir():
         print(f"error: --list-file {list_file} is a directory; give a file path", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID)

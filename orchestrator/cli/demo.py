@@ -194,6 +194,14 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the fault-profile draw.")] = 7,
     workers: Annotated[int | None, typer.Option(help=_WORKERS_HELP, min=0)] = None,
     verbose: Annotated[bool, typer.Option(help="Log every device event.")] = False,
+    signed: Annotated[
+        bool,
+        typer.Option(
+            "--signed",
+            help="Sign every document with a fresh demo key (Ed25519) that the devices pin: "
+            "they take only documents it signed.",
+        ),
+    ] = False,
 ) -> None:
     """Run the bundled campaign on the sandbox with a simulated fleet, live, then summarize."""
     from infra.sandbox.fleet import simulation_gc
@@ -210,7 +218,7 @@ def demo(
         fleet = demo_fleet(chosen, devices, seed)
         # one file per scenario and transport: an MQTT run never overwrites a memory run's report
         path = report or Path(tempfile.gettempdir()) / (
-            f"ca-migrate-demo-{chosen.name}-{transport}.html"
+            f"ca-migrate-demo-{chosen.name}{'-signed' if signed else ''}-{transport}.html"
         )
         if time_scale is None:
             time_scale = 60.0 if transport == "mqtt" else 600.0
@@ -222,10 +230,11 @@ def demo(
             report=path,
             workers=workers,
             worker_setup=setup,
+            signed=signed,
         )
         result = _run(
             output,
-            f"demo {chosen.name}",
+            f"demo {chosen.name}{' (signed)' if signed else ''}",
             lambda view: run_campaign(
                 campaign_text(chosen),
                 fleet,
@@ -247,11 +256,14 @@ def demo(
     else:
         console = Console()
         verdict = "as expected" if as_expected else f"NOT the expected {chosen.expected}"
-        _summary(
-            console,
-            result,
-            [f"scenario {chosen.name}: {chosen.description} — {verdict}"],
-        )
+        lines = [f"scenario {chosen.name}: {chosen.description} — {verdict}"]
+        if signed:
+            lines.append(
+                f"signed: every document carries an Ed25519 signature (key id "
+                f"{result.extra['signed']['key_id']}); every agent device pins the demo public "
+                "key and verified it before acting"
+            )
+        _summary(console, result, lines)
     if not as_expected:
         raise typer.Exit(EXIT_FAILURE)
 

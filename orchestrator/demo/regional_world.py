@@ -140,6 +140,7 @@ def regional_memory_world(
             seed=fleet.seed,
             timing=fleet.timing,
             durable=settings.durable_device_files,
+            verify_key=fleet.signing_public_key,
         )
         stack.callback(memory.close)
         fleets[region] = memory

@@ -43,6 +43,8 @@ class RunSettings:
     workers: int | None = None
     # Runs first in each worker process (a spawned process has no logging set-up); picklable.
     worker_setup: Callable[[], None] | None = None
+    # Sign every document with a demo key the devices pin (`orchestrator.demo.signed`).
+    signed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from infra.sandbox.fleet import FleetSpec
@@ -45,13 +46,15 @@ from orchestrator.demo.campaign_text import prepare_campaign_text
 from orchestrator.demo.driver import drive
 from orchestrator.demo.regional_world import regional_memory_world
 from orchestrator.demo.run_types import CampaignRun, Progress, RunResult, RunSettings
+from orchestrator.demo.signed import make_demo_signing, with_signing
 from orchestrator.demo.summary import counting, minutes, wave_rows
 from orchestrator.demo.worlds import default_work_dir, fleet_workers, memory_world, mqtt_world
 from orchestrator.errors import SpecError, SpecProblem, UsageError
-from orchestrator.model import CampaignSpec
+from orchestrator.model import CampaignSpec, CampaignState
 from orchestrator.reconcile import Reconciler
 from orchestrator.regional import RegionalJobs
 from orchestrator.report import render_html, report_data
+from orchestrator.signing import open_signer
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
 
@@ -115,6 +118,24 @@ def _runtime_problems(spec: CampaignSpec, runtimes: Mapping[str, str]) -> list[S
     return problems
 
 
+def _write_report(
+    path: Path | None, final: CampaignState, store: SqliteStateStore, spec: CampaignSpec
+) -> str | None:
+    """The run's HTML report at `path` (if asked for); where it was written."""
+    if path is None:
+        return None
+    # the stand-in catalog lives in the run's temporary directory, gone once the run ends:
+    # the report says what it was rather than point at a deleted file
+    note = "the sandbox's stand-in roots, generated for this run and deleted with it"
+    data = report_data(final, store.events(final.name), note, spec=spec)
+    for decision in data["decisions"]:
+        decision["reason"] = decision["reason"].replace(str(spec.catalog), f"({note})")
+        if "catalog" in decision["data"]:
+            decision["data"]["catalog"] = note
+    path.write_text(render_html(data), encoding="utf-8")
+    return str(path)
+
+
 def run_campaign(
     campaign_text: str,
     fleet: FleetSpec,
@@ -137,6 +158,9 @@ def run_campaign(
         work.mkdir(parents=True, exist_ok=True)
         if owned:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
+        signing = make_demo_signing(work / "signing") if settings.signed else None
+        if signing is not None:
+            fleet = replace(fleet, signing_public_key=signing.public_key)
         if len({first.region, *first.regions}) > 1:
             sandbox, sim = regional_memory_world(stack, work, first, fleet, settings)
         elif settings.transport == "mqtt":
@@ -150,6 +174,8 @@ def run_campaign(
         # the memory world keeps its stand-in roots in work/pki; the MQTT one in the sandbox's
         pki = sandbox.pki or SandboxPki.create_or_load(work / "pki", region=first.region)
         text = prepare_campaign_text(campaign_text, source, catalog=pki.ats_catalog)
+        if signing is not None:
+            text = with_signing(text, source, signing)
         spec = parse_spec(text, source)
         if settings.throttle_rate:
             assert sandbox.faults is not None  # noqa: S101 - set by start()
@@ -158,22 +184,17 @@ def run_campaign(
         counts = stack.enter_context(counting(*clients.values()))
         store = SqliteStateStore(work / "state.sqlite")
         stack.callback(store.close)
-        rec = Reconciler(store, RegionalJobs(lambda r: IotJobsAdapter(clients[r])), clock)
+        rec = Reconciler(
+            store,
+            RegionalJobs(lambda r: IotJobsAdapter(clients[r])),
+            clock,
+            # the demo key is a file in this run's directory: no KMS, no profile
+            signer=None if signing is None else open_signer,
+        )
         state = rec.start(spec, text, None)
         halted_at = drive(rec, spec, state.name, sim, sandbox, settings, on_progress)
         final = store.load(state.name).state
-        report_path: str | None = None
-        if settings.report is not None:
-            # the stand-in catalog lives in the run's temporary directory, gone once the run ends:
-            # the report says what it was rather than point at a deleted file
-            note = "the sandbox's stand-in roots, generated for this run and deleted with it"
-            data = report_data(final, store.events(state.name), note, spec=spec)
-            for decision in data["decisions"]:
-                decision["reason"] = decision["reason"].replace(str(spec.catalog), f"({note})")
-                if "catalog" in decision["data"]:
-                    decision["data"]["catalog"] = note
-            settings.report.write_text(render_html(data), encoding="utf-8")
-            report_path = str(settings.report)
+        report_path = _write_report(settings.report, final, store, spec)
         if inspect is not None:
             inspect(CampaignRun(sandbox, sim, rec, spec, work))
         simulated = (clock.now() - start).total_seconds() / 60
@@ -192,6 +213,7 @@ def run_campaign(
             http_requests=counts["http_requests"],
             profiles=sim.profile_counts(),
             report=report_path,
-            extra={"fleet_workers": getattr(sim, "workers", 0)},
+            extra={"fleet_workers": getattr(sim, "workers", 0)}
+            | ({"signed": {"key_id": signing.key_id, "algorithm": "Ed25519"}} if signing else {}),
         )
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack re-raises or returns

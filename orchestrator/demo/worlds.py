@@ -107,6 +107,7 @@ def memory_world(
             root=work / "devices",
             seed=fleet.seed,
             timing=fleet.timing,
+            verify_key=fleet.signing_public_key,
             durable=settings.durable_device_files,
             worker_setup=settings.worker_setup,
             processes=processes,
@@ -122,6 +123,7 @@ def memory_world(
             root=work / "devices",
             seed=fleet.seed,
             timing=fleet.timing,
+            verify_key=fleet.signing_public_key,
             durable=settings.durable_device_files,
             device_client_things=device_client_things(fleet, provisioned.groups),
             broker_overrides={
@@ -167,6 +169,7 @@ def mqtt_world(
         root=work / "devices",
         seed=fleet.seed,
         timing=fleet.timing,
+        verify_key=fleet.signing_public_key,
     )
     stack.callback(sim.close)
     sim.start()

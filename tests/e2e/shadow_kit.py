@@ -26,7 +26,7 @@ class ReportingFleet:
     """Devices that answer their jobs and keep their ca-migration shadow up to date.
 
     `silent` devices never report (old firmware); `failing` ones fail their
-    migration and stay on legacy.
+    migration, last of their job's devices, and stay on legacy.
     """
 
     def __init__(
@@ -38,6 +38,7 @@ class ReportingFleet:
         failing: frozenset[str] = frozenset(),
     ) -> None:
         self._jobs = sandbox.jobs_data_client(config=DEVICE_RETRIES)
+        self._iot = sandbox.iot_client(config=DEVICE_RETRIES)
         self._shadows = ShadowStore(lambda: 0, sandbox.engine.named_shadows)
         self._ats = ats_host
         self._silent = silent
@@ -56,6 +57,15 @@ class ReportingFleet:
         topic = f"$aws/things/{thing}/shadow/name/ca-migration/update"
         self._shadows.handle(topic, json.dumps({"state": {"reported": state}}).encode())
 
+    def _last_pending(self, job_id: str) -> bool:
+        """Whether every other execution of the job has finished (a failing device fails last:
+        a job seen mid-pass must not let it fail before the rest of its wave)."""
+        details = self._iot.describe_job(jobId=job_id)["job"].get("jobProcessDetails", {})
+        pending = details.get("numberOfQueuedThings", 0) + details.get(
+            "numberOfInProgressThings", 0
+        )
+        return pending <= 1
+
     def __enter__(self) -> Self:
         self._thread.start()
         return self
@@ -70,6 +80,8 @@ class ReportingFleet:
                 pending = self._jobs.get_pending_job_executions(thingName=thing)
                 for job in pending.get("queuedJobs", []) + pending.get("inProgressJobs", []):
                     fail = thing in self._failing
+                    if fail and not self._last_pending(job["jobId"]):
+                        continue  # fail after the others, so no early failure rate halts
                     self._jobs.update_job_execution(
                         thingName=thing,
                         jobId=job["jobId"],

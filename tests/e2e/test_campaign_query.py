@@ -10,14 +10,16 @@ iot-jobs-data.
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 
 import pytest
 
 from orchestrator.model import CampaignStatus
 from orchestrator.spec import parse_spec
+from orchestrator.store.sqlite import SqliteStateStore
 
-from .campaign_kit import THINGS, Fleet, drive, in_process, reconciler
+from .campaign_kit import THINGS, Fleet, cli, drive, in_process, jobs_in_sandbox, reconciler
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +80,13 @@ def test_a_stratified_canary_and_a_query_wave_run_to_completed(modelled, tmp_pat
     groups = [g["groupName"] for g in iot.list_thing_groups()["thingGroups"]]
     assert groups.count(SAMPLE_GROUP) == 1
     assert groups.count(QUERY_GROUP) == 1
+    # a rollback's restore jobs target the same groups: the sample's devices, the query's
+    rolled = rec.rollback("qw").state
+    for wave, group in (("canary", SAMPLE_GROUP), ("rest", QUERY_GROUP)):
+        restore = rolled.wave(wave).restore_job_id
+        assert restore is not None
+        targets = iot.describe_job(jobId=restore)["job"]["targets"]
+        assert targets == [f"arn:aws:iot:us-east-1:123456789012:thinggroup/{group}"]
 
 
 def test_plan_shows_the_strata_and_the_query_matches(modelled, tmp_path, monkeypatch) -> None:
@@ -99,3 +108,55 @@ def test_plan_shows_the_strata_and_the_query_matches(modelled, tmp_path, monkeyp
     # nothing was made by plan
     groups = [g["groupName"] for g in modelled.iot_client().list_thing_groups()["thingGroups"]]
     assert SAMPLE_GROUP not in groups
+
+
+def test_plan_without_fleet_indexing_says_how_to_turn_it_on(sandbox, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    path = tmp_path / "qw.yaml"
+    path.write_text(CAMPAIGN)
+    result = in_process(sandbox, tmp_path / "state.sqlite", "plan", str(path))
+    assert result.returncode == 2
+    assert "update-indexing-configuration" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigkill_after_every_write_makes_each_group_once_and_completes(
+    modelled, tmp_path, monkeypatch
+) -> None:
+    """The CLI as a process, SIGKILLed after each write (store commit or CreateJob): the kill
+    after `wave-targets-ready` is recorded, before the wave's CreateJob, makes the next run
+    prepare the groups again; each is made once, the sample is drawn the same, and the
+    campaign completes with one job per wave."""
+    state = tmp_path / "state.sqlite"
+    path = tmp_path / "qw.yaml"
+    path.write_text(CAMPAIGN)
+    with Fleet(modelled):
+        assert cli(modelled, state, "start", str(path), kill_after=1).returncode == -9
+        store = SqliteStateStore(state)
+        for _ in range(120):
+            result = cli(modelled, state, "run", "qw", kill_after=1)
+            assert result.returncode in (0, -9), result.stderr
+            if store.load("qw").state.status is not CampaignStatus.RUNNING:
+                break
+            if result.returncode == 0:
+                threading.Event().wait(0.3)
+    final = store.load("qw").state
+    assert final.status is CampaignStatus.COMPLETED, [
+        (w.name, w.phase, w.counts) for w in final.waves
+    ]
+    assert jobs_in_sandbox(modelled) == sorted(w.job_id for w in final.waves)
+    iot = modelled.iot_client()
+    groups = [g["groupName"] for g in iot.list_thing_groups()["thingGroups"]]
+    assert sorted(g for g in groups if g.startswith("ca-migrate-")) == [SAMPLE_GROUP, QUERY_GROUP]
+    canary = iot.list_things_in_thing_group(thingGroupName=SAMPLE_GROUP)["things"]
+    assert Counter(MODELS[t] for t in canary) == {"m1": 2, "m2": 1, "m3": 1}
+    assert final.wave("canary").counts.succeeded + final.wave("rest").counts.succeeded == 12
+    ready = [e.wave for e in store.events("qw") if e.kind == "wave-targets-ready"]
+    assert ready == ["canary", "rest"]  # recorded once each, however often prepared
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
+    report = in_process(modelled, state, "report", "qw", "--format", "json")
+    waves = json.loads(report.stdout)["settings"]["waves"]
+    assert [w["thing_groups"] for w in waves] == [[SAMPLE_GROUP], [QUERY_GROUP]]

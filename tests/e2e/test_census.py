@@ -20,8 +20,8 @@ from .campaign_kit import campaign_text, drive, in_process, reconciler
 from .shadow_kit import LEGACY, ReportingFleet
 
 SILENT = frozenset({"device-00005", "device-00011"})  # never report (old firmware)
-# Its migration fails, so it stays on legacy; last of its wave, so the wave's early
-# failure rate never crosses the halt threshold.
+# Its migration fails, so it stays on legacy; it fails last of its wave (shadow_kit), so
+# the wave's early failure rate never crosses the halt threshold.
 FAILING = frozenset({"device-00012"})
 
 

@@ -38,7 +38,7 @@ from typer.testing import CliRunner
 from infra.sandbox.cli import sandbox_app
 from infra.sandbox.engine import ConnectPolicy
 from infra.sandbox.errors import PortUnavailableError
-from infra.sandbox.mqtt import ListenerPorts, check_bindable
+from infra.sandbox.mqtt import ListenerPorts
 from infra.sandbox.runtime import Sandbox
 
 pytestmark = [
@@ -60,14 +60,6 @@ SAMPLES_ENV = "CA_MIGRATE_SDK_SAMPLES"
 DRIVER = Path(__file__).with_name("sdk_jobs_sample.py")
 THING = "device-00001"
 WAIT = 60.0
-
-
-def _port_8883_problem() -> str | None:
-    try:
-        check_bindable(8883)
-    except PortUnavailableError as exc:
-        return str(exc)
-    return None
 
 
 def _free_port() -> int:
@@ -115,14 +107,30 @@ def _aws(env: dict[str, str], *args: str) -> dict[str, Any]:
     return answer
 
 
-def _world(tmp_path: Path, port: int) -> Iterator[StockWorld]:
+def _started(
+    state: Path, candidates: list[ListenerPorts], policy: ConnectPolicy
+) -> tuple[Sandbox, ListenerPorts]:
+    """A sandbox on the first ports it can bind (other tests may hold 8883 a moment)."""
+    problem: PortUnavailableError | None = None
+    for ports in candidates:
+        sandbox = Sandbox(work_dir=state, mqtt_ports=ports, connect_policy=policy)
+        try:
+            return sandbox.start(), ports
+        except PortUnavailableError as exc:
+            problem = exc
+    wanted = " and ".join(str(port) for port in candidates[0].fixed())
+    pytest.skip(f"port {wanted} cannot be bound here (the client connects only there): {problem}")
+
+
+def _world(
+    tmp_path: Path,
+    candidates: list[ListenerPorts],
+    policy: ConnectPolicy = ConnectPolicy.ANY_CLIENT_ID,
+) -> Iterator[StockWorld]:
     state = tmp_path / "state"
     store = tmp_path / "trust-store"
-    with Sandbox(
-        work_dir=state,
-        mqtt_ports=ListenerPorts(mqtt=port),
-        connect_policy=ConnectPolicy.ANY_CLIENT_ID,
-    ) as sandbox:
+    sandbox, ports = _started(state, candidates, policy)
+    try:
         trusted = CliRunner().invoke(
             sandbox_app, ["trust", "--state-dir", str(state), "--store-root", str(store)]
         )
@@ -144,21 +152,48 @@ def _world(tmp_path: Path, port: int) -> Iterator[StockWorld]:
         )
         env["SSL_CERT_FILE"] = str(store / "etc/ssl/certs/ca-certificates.crt")
         env["PYTHONUNBUFFERED"] = "1"
+        # The ALPN listener when it was asked for (the SDK uses ALPN on 443), else MQTT/TLS.
+        port = ports.alpn or sandbox.endpoints["ats"].port
         yield StockWorld(sandbox, port, env, str(cert), str(key))
+    finally:
+        sandbox.stop()
 
 
 @pytest.fixture
 def on_8883(tmp_path: Path) -> Iterator[StockWorld]:
-    if (problem := _port_8883_problem()) is not None:
-        pytest.skip(
-            f"port 8883 cannot be bound here, and the sample connects only there: {problem}"
-        )
-    yield from _world(tmp_path, 8883)
+    yield from _world(tmp_path, [ListenerPorts(mqtt=8883)])
 
 
 @pytest.fixture
 def on_any_port(tmp_path: Path) -> Iterator[StockWorld]:
-    yield from _world(tmp_path, 8883 if _port_8883_problem() is None else _free_port())
+    yield from _world(tmp_path, [ListenerPorts(mqtt=8883), ListenerPorts(mqtt=_free_port())])
+
+
+@pytest.fixture
+def under_the_device_policy(tmp_path: Path) -> Iterator[StockWorld]:
+    yield from _world(tmp_path, [ListenerPorts(mqtt=_free_port())], ConnectPolicy.THING_NAME)
+
+
+@pytest.fixture
+def on_443(tmp_path: Path) -> Iterator[StockWorld]:
+    yield from _world(tmp_path, [ListenerPorts(alpn=443)])
+
+
+def _run_driver(world: StockWorld) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(DRIVER),
+            *("--endpoint", world.host, "--cert", world.cert, "--key", world.key),
+            *("--thing", THING, "--region", world.sandbox.region, "--port", str(world.port)),
+        ],
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    return done, [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
 def _assert_completed_over_ats(world: StockWorld, job_id: str) -> None:
@@ -177,20 +212,7 @@ def test_the_sample_s_sdk_calls_complete_a_job_with_the_system_trust_store(
     on_any_port: StockWorld,
 ) -> None:
     world = on_any_port
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(DRIVER),
-            *("--endpoint", world.host, "--cert", world.cert, "--key", world.key),
-            *("--thing", THING, "--region", world.sandbox.region, "--port", str(world.port)),
-        ],
-        env=world.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    done, steps = _run_driver(world)
     assert done.returncode == 0, (steps, done.stderr[-2000:])
     assert [s["step"] for s in steps if s["step"] != "changed"] == [
         "connected",
@@ -203,6 +225,24 @@ def test_the_sample_s_sdk_calls_complete_a_job_with_the_system_trust_store(
     assert start["status"] == "IN_PROGRESS"
     assert start["document"] == {"ToDo": "Reboot"}
     _assert_completed_over_ats(world, "stock-sample-job")
+
+
+def test_the_sample_s_sdk_calls_complete_a_job_on_443_with_alpn(on_443: StockWorld) -> None:
+    """The SDK's builders default to 443, where they offer ALPN x-amzn-mqtt-ca."""
+    done, steps = _run_driver(on_443)
+    assert done.returncode == 0, (steps, done.stderr[-2000:])
+    assert steps[-1] == {"step": "done"}
+    _assert_completed_over_ats(on_443, "stock-sample-job")
+
+
+def test_the_device_policy_refuses_the_sample_s_empty_client_id(
+    under_the_device_policy: StockWorld,
+) -> None:
+    """Why `--connect-policy any-client-id`: the project's policy wants the thing name."""
+    done, steps = _run_driver(under_the_device_policy)
+    assert done.returncode != 0
+    assert steps == []
+    assert "MQTT5_CONNACK_CONNECTION_REFUSED" in done.stderr
 
 
 class _Lines:

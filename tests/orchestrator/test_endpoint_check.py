@@ -213,6 +213,48 @@ def test_a_server_that_never_answers_the_handshake_times_out_within_the_bound(ro
     assert elapsed < 2
 
 
+def test_a_server_that_trickles_its_handshake_is_cut_off_at_the_bound(root) -> None:
+    """A byte every 50 ms would keep a per-read timeout alive; the handshake's bound holds.
+
+    (Python's TLS handshake takes its socket's timeout as the bound of the whole call.)
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # a 16 KiB handshake record, never sent
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b"\x00")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        error = failure(
+            lambda: check_endpoint(
+                HOST,
+                8883,
+                trusted(root),
+                connect_to={f"{HOST}:8883": ("127.0.0.1", port)},
+                timeout=0.5,
+            )
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+    assert time.monotonic() - started < 2
+    assert error.reason == CheckFailure.UNREACHABLE
+    assert "timed out" in str(error)
+
+
 def test_port_443_offers_alpn_x_amzn_mqtt_ca_and_needs_it_selected(root, leaf, tmp_path) -> None:
     with serving(server_context(leaf, tmp_path, alpn=[ALPN_MQTT])) as server:
         proof = check_endpoint(HOST, 443, trusted(root), connect_to=via(server, port=443))
@@ -235,15 +277,81 @@ def test_a_server_that_requires_a_client_certificate_still_proves_its_identity_o
     assert proof.tls_version == "TLSv1.3"
 
 
-def test_a_tls12_only_server_that_requires_a_client_certificate_is_a_handshake_failure(
+def test_a_tls12_server_that_requires_a_client_certificate_passes_once_it_verified(
     root, leaf, tmp_path
 ) -> None:
-    """Over TLS 1.2 the server ends the handshake itself: the check says so, never 'passed'."""
+    """Over TLS 1.2 the server ends the handshake itself, after the check verified it."""
     device_ca = make_root_ca("Device CA")
     context = server_context(leaf, tmp_path, client_ca=device_ca, maximum=ssl.TLSVersion.TLSv1_2)
     with serving(context) as server:
-        error = failure(lambda: check_endpoint(HOST, 8883, trusted(root), connect_to=via(server)))
+        proof = check_endpoint(HOST, 8883, trusted(root), connect_to=via(server))
+    assert proof.client_certificate_required is True
+    assert proof.tls_version == "TLSv1.2"
+    assert "presented a certificate that verified" in proof.describe()
+
+
+@pytest.mark.parametrize(
+    ("trust", "name", "reason"),
+    [
+        ("other", HOST, CheckFailure.WRONG_CHAIN),
+        ("root", "a1other-ats.iot.us-east-1.amazonaws.com", CheckFailure.HOSTNAME_MISMATCH),
+    ],
+)
+def test_a_tls12_server_that_requires_a_client_certificate_still_fails_verification(
+    root, other_root, leaf, tmp_path, trust: str, name: str, reason: CheckFailure
+) -> None:
+    """Its refusal is no pass unless the client verified the server first."""
+    device_ca = make_root_ca("Device CA")
+    context = server_context(leaf, tmp_path, client_ca=device_ca, maximum=ssl.TLSVersion.TLSv1_2)
+    roots = trusted(root if trust == "root" else other_root)
+    with serving(context) as server:
+        error = failure(lambda: check_endpoint(name, 8883, roots, connect_to=via(server, name)))
+    assert error.reason == reason
+
+
+def test_a_tls12_server_on_443_that_requires_a_client_certificate_still_needs_the_alpn(
+    root, leaf, tmp_path
+) -> None:
+    device_ca = make_root_ca("Device CA")
+    for alpn, passes in (([ALPN_MQTT], True), (["h2"], False)):
+        context = server_context(
+            leaf, tmp_path, alpn=alpn, client_ca=device_ca, maximum=ssl.TLSVersion.TLSv1_2
+        )
+        with serving(context) as server:
+            check = lambda: check_endpoint(  # noqa: E731
+                HOST, 443, trusted(root), connect_to=via(server, port=443)
+            )
+            if passes:
+                assert check().alpn == ALPN_MQTT
+            else:
+                assert failure(check).reason == CheckFailure.ALPN
+
+
+def test_a_server_that_speaks_no_tls_is_a_handshake_failure(root) -> None:
+    """An HTTP port (the control plane's, say) answers bytes that are no TLS record."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer() -> None:
+        for _ in range(2):  # the check, then its TLS 1.2 retry
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        error = failure(
+            lambda: check_endpoint(
+                HOST, 8883, trusted(root), connect_to={f"{HOST}:8883": ("127.0.0.1", port)}
+            )
+        )
+    finally:
+        thread.join(timeout=5)
+        listener.close()
     assert error.reason == CheckFailure.HANDSHAKE
+    assert "iot:Data-ATS endpoint and port" in str(error)
 
 
 def test_the_host_name_of_connect_to_is_matched_without_case(root, leaf, tmp_path) -> None:

@@ -23,6 +23,7 @@ from orchestrator.model import CampaignStatus
 from orchestrator.planner import JobObservation
 from orchestrator.reconcile import Reconciler
 from orchestrator.regional import RegionalJobs, arn_region, check_job_region
+from orchestrator.report import render_html, render_markdown, report_data
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
 from tests.e2e.campaign_kit import without_listener
@@ -41,6 +42,8 @@ waves:
     thing_groups: [fleet]
     gate: {min_success_rate: 0.5, min_completed: 3, confidence: 0.6}
 """
+
+ONE_REGION = TWO_REGIONS.replace("    region: eu-west-1\n", "")
 
 
 # -- the campaign file --------------------------------------------------------------------
@@ -266,6 +269,10 @@ def test_the_reconciler_runs_each_wave_in_its_region_to_completion(sandbox, tmp_
     assert started.data["endpoints"]["eu-west-1"] == (
         "a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com"
     )
+    assert started.reason.startswith(
+        "endpoints eu-west-1 a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com, "
+        "us-east-1 a1sandbox2demo-ats.iot.us-east-1.amazonaws.com;"
+    )
     state = rec.step("global").state
     west_job = state.wave("west-canary").job_id
     assert west_job is not None
@@ -294,6 +301,11 @@ def test_the_reconciler_runs_each_wave_in_its_region_to_completion(sandbox, tmp_
             break
     assert state.status is CampaignStatus.COMPLETED
     assert clients.regions == ("eu-west-1", "us-east-1")
+    data = report_data(state, rec.store.events("global"), None, spec=spec)
+    assert [w["region"] for w in data["settings"]["waves"]] == ["eu-west-1", "us-east-1"]
+    assert "wave west-canary: groups canary;" in render_markdown(data)
+    assert "; in eu-west-1" in render_markdown(data)
+    assert "<td>eu-west-1</td>" in render_html(data)
 
 
 def test_a_client_that_reaches_the_wrong_region_stops_the_step(sandbox, tmp_path) -> None:
@@ -317,3 +329,92 @@ def test_a_client_that_reaches_the_wrong_region_stops_the_step(sandbox, tmp_path
     with pytest.raises(WrongRegionError, match="runs in eu-west-1"):
         Reconciler(store, wrong, sandbox.engine.clock).step("global")
     assert store.load("global").state == before
+
+
+def test_census_of_a_campaign_counts_only_the_waves_of_its_region(sandbox, tmp_path) -> None:
+    from orchestrator.census import INDEXING_CONFIGURATION
+
+    state = tmp_path / "s.sqlite"
+    rec = Reconciler(
+        SqliteStateStore(state),
+        RegionalJobs(lambda region: IotJobsAdapter(sandbox.iot_client(region=region))),
+        sandbox.engine.clock,
+    )
+    rec.start(parse_spec(TWO_REGIONS), TWO_REGIONS, None)
+    for region in ("us-east-1", "eu-west-1"):
+        sandbox.iot_client(region=region).update_indexing_configuration(
+            thingIndexingConfiguration=INDEXING_CONFIGURATION
+        )
+    east = cli(sandbox, state, "census", "--campaign", "global", "--output", "json")
+    assert east.code == 0, east.stderr
+    assert list(json.loads(east.stdout)["waves"]) == ["east"]
+    assert json.loads(east.stdout)["total"] == 3  # us-east-1's three things only
+    assert "wave west-canary runs in eu-west-1" in east.stderr
+    west = cli(
+        sandbox, state, "census", "--campaign", "global", "--region", "eu-west-1", "-o", "json"
+    )
+    assert west.code == 0, west.stderr
+    assert list(json.loads(west.stdout)["waves"]) == ["west-canary"]
+    assert "wave east runs in us-east-1" in west.stderr
+
+
+def test_plan_says_which_regions_the_endpoint_serves_when_a_wave_is_elsewhere(
+    sandbox, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(TWO_REGIONS.replace("region: eu-west-1", "region: us-west-2"))
+    ran = cli(sandbox, tmp_path / "s.sqlite", "plan", str(path))
+    assert ran.code == 1
+    assert "not us-west-2" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize(("text", "shown"), [(TWO_REGIONS, True), (ONE_REGION, False)])
+def test_the_live_table_has_a_region_column_only_over_several_regions(text, shown) -> None:
+    import io
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from orchestrator.cli._live import FollowView
+    from orchestrator.planner import initial_state
+
+    spec = parse_spec(text)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    state = initial_state(
+        spec, {w.name: ("{}", f"{i:064x}") for i, w in enumerate(spec.waves)}, now
+    )
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, color_system=None)
+    with FollowView(spec, "live", console=console) as view:
+        view.show(state, now)
+    header = next(line for line in out.getvalue().splitlines() if "phase" in line)
+    assert ("region" in header) is shown
+    assert ("eu-west-1" in out.getvalue()) is shown
+
+
+def test_start_and_run_from_the_cli_complete_a_campaign_over_two_regions(sandbox, tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(TWO_REGIONS)
+    state = tmp_path / "s.sqlite"
+    started = cli(sandbox, state, "start", str(path), "--output", "json")
+    assert started.code == 0, started.stderr
+    west = [j["jobId"] for j in sandbox.engine_for("eu-west-1").list_jobs({})["jobs"]]
+    assert len(west) == 1
+    assert sandbox.engine_for("us-east-1").list_jobs({})["jobs"] == []
+    _succeed_all(sandbox, "eu-west-1", "west")
+    for _ in range(4):
+        ran = cli(sandbox, state, "run", "global", "--output", "json")
+        assert ran.code == 0, ran.stderr
+        if sandbox.engine_for("us-east-1").list_jobs({})["jobs"]:
+            break
+    _succeed_all(sandbox, "us-east-1", "east")
+    for _ in range(4):
+        ran = cli(sandbox, state, "run", "global", "--output", "json")
+        if json.loads(ran.stdout)["status"] == "COMPLETED":
+            break
+    assert json.loads(ran.stdout)["status"] == "COMPLETED"
+    # --region may only name the campaign's own region
+    wrong = cli(sandbox, state, "--region", "eu-west-1", "run", "global")
+    assert wrong.code == 2
+    assert "drop --region" in wrong.stderr

@@ -30,8 +30,24 @@ sizes_strategy = st.dictionaries(
         ({"a": 50, "b": 30, "c": 20}, 2, {"a": 1, "b": 1, "c": 0}),
         # more asked than there are: everything
         ({"a": 3, "b": 1}, 10, {"a": 3, "b": 1}),
+        # as many as there are strata: one each, the largest giving two of its three
+        ({"a": 98, "b": 1, "c": 1}, 3, {"a": 1, "b": 1, "c": 1}),
+        # the donor is the stratum furthest above its quota (b: 2 for 1.9), not the largest
+        ({"a": 60, "b": 38, "c": 1, "d": 1}, 5, {"a": 2, "b": 1, "c": 1, "d": 1}),
+        # one device: the largest quota
+        ({"a": 5, "b": 3}, 1, {"a": 1, "b": 0}),
     ],
-    ids=["exact", "tie-by-value", "largest-remainder", "floor-of-one", "no-floor", "everything"],
+    ids=[
+        "exact",
+        "tie-by-value",
+        "largest-remainder",
+        "floor-of-one",
+        "no-floor",
+        "everything",
+        "one-per-stratum",
+        "donor-above-quota",
+        "one",
+    ],
 )
 def test_allocation_is_proportional_with_largest_remainder_and_a_floor_of_one(
     sizes: dict[str, int], count: int, expected: dict[str, int]

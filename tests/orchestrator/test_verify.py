@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.model import (
@@ -134,7 +134,7 @@ def test_a_wave_whose_document_is_not_stored_is_not_checked() -> None:
     state = replace(state, documents={})
     checks, skipped = wave_checks(spec, state)
     assert checks == []
-    assert "endpoint is unknown" in skipped["w"]
+    assert skipped == {"w": "its job document is not stored, so its endpoint is unknown"}
 
 
 def test_the_off_target_query_excludes_the_target_and_devices_that_never_reported() -> None:
@@ -162,6 +162,12 @@ def _shadow_doc(thing: str, reported: Any) -> dict[str, Any]:
         ({"thingName": "d1", "shadow": "{not json"}, DeviceReport("d1", None)),
         ({"thingName": "d1", "shadow": '{"name": []}'}, DeviceReport("d1", None)),
         ({"thingName": "d1"}, DeviceReport("d1", None)),
+        ({"thingName": "d1", "shadow": "[1, 2]"}, DeviceReport("d1", None)),
+        (
+            _shadow_doc("d1", {"endpoint": LEGACY, "lastJob": {"jobId": 7}}),
+            DeviceReport("d1", LEGACY),
+        ),
+        (_shadow_doc("d1", {"endpoint": "", "lastJob": {"jobId": ""}}), DeviceReport("d1", None)),
         ({"shadow": "{}"}, None),
         ({"thingName": ""}, None),
     ],
@@ -217,6 +223,7 @@ def test_drift_is_sorted_by_thing_and_names_the_endpoint_kind() -> None:
         # the same with 500 moved back: listing the 392 pages of successes is cheaper
         (2500, 98_000, {"FAILED": 2000}, "list-succeeded"),
         (3, 98_000, {"FAILED": 2000}, "describe"),
+        (3, 2 * LIST_PAGE, {"FAILED": 3}, "list-others"),  # no suspect: one page, no read
         (300, 98_000, {"FAILED": 200, "TIMED_OUT": 90, "QUEUED": 10}, "list-others"),
     ],
 )
@@ -232,6 +239,18 @@ def test_the_other_statuses_come_from_the_waves_counts() -> None:
     spec, state = _campaign(_wave("w", WavePhase.PASSED, 5, counts=counts))
     (check,), _ = wave_checks(spec, state)
     assert check.others == {"QUEUED": 3, "FAILED": 2, "TIMED_OUT": 1, "REMOVED": 1}
+    every = Counts(1, 2, 3, 4, 5, 6, 7, 8)
+    spec, state = _campaign(_wave("w", WavePhase.PASSED, 3, counts=every))
+    (check,), _ = wave_checks(spec, state)
+    assert check.others == {  # ListJobExecutionsForJob's status names, each with its count
+        "QUEUED": 1,
+        "IN_PROGRESS": 2,
+        "FAILED": 4,
+        "REJECTED": 5,
+        "TIMED_OUT": 6,
+        "CANCELED": 7,
+        "REMOVED": 8,
+    }
 
 
 def _verification() -> Verification:
@@ -264,8 +283,13 @@ def test_the_text_names_drifted_devices_or_says_there_is_none() -> None:
     assert "d9  w1  moved back after its job succeeded" in text
     assert "w2: not checked, no device has succeeded yet" in text
     assert "3 of 5 devices" in text
-    clean = render_text(Verification("c", REGION, ()))
+    clean = render_text(
+        replace(_verification(), waves=(replace(_verification().waves[0], drift=()),))
+    )
     assert "no drift" in clean
+    nothing = render_text(Verification("c", REGION, ()))
+    assert "nothing to verify yet" in nothing
+    assert "no drift" not in nothing
 
 
 def test_each_wave_is_checked_in_its_own_region() -> None:
@@ -285,6 +309,7 @@ _STATUSES = st.sampled_from(
 _ENDPOINTS = st.sampled_from([None, ATS, LEGACY, OTHER_ATS, "mqtt.example.com"])
 
 
+@settings(deadline=None)  # the first example loads the region table; the machine is shared
 @given(
     devices=st.dictionaries(
         st.text("abcdef0123", min_size=1, max_size=6),
@@ -309,6 +334,7 @@ def test_drift_is_exactly_the_succeeded_devices_reporting_another_endpoint(
         assert (drift.kind is DriftKind.MOVED_BACK) == (last == JOB)
 
 
+@settings(deadline=None)
 @given(
     candidates=st.integers(0, 5000),
     succeeded=st.integers(0, 100_000),
@@ -330,3 +356,16 @@ def test_the_plan_taken_never_costs_more_than_reading_each_device(
     }
     assert cost[plan] <= candidates
     assert cost[plan] == min(cost.values())
+
+
+def test_a_query_or_sample_wave_is_checked_over_the_groups_the_campaign_made() -> None:
+    spec, state = _campaign(_wave("q", WavePhase.PASSED, 2))
+    query_wave = replace(spec.waves[0], thing_groups=(), query="attributes.model:m1")
+    spec = replace(spec, waves=(query_wave,))
+    (check,), _ = wave_checks(spec, state)
+    assert check.thing_groups == ("ca-migrate-c-q-query",)
+    assert off_target_query(check).startswith('(thingGroupNames:"ca-migrate-c-q-query") AND ')
+    no_groups = replace(spec, waves=(replace(query_wave, query=None),))
+    checks, skipped = wave_checks(no_groups, state)
+    assert checks == []
+    assert skipped == {"q": "it targets no thing group"}  # never the whole fleet

@@ -221,6 +221,29 @@ def test_a_certificate_that_leaves_active_loses_its_live_connection(sandbox, iot
     assert refused_or_accepted(sandbox, cert, key, thing) == "closed"
 
 
+def test_a_created_certificate_still_connects_after_a_restart_from_the_state_dir(
+    tmp_path: Path, files
+):
+    state = tmp_path / "state"
+    with Sandbox(state_dir=state) as first:
+        iot = first.iot_client()
+        thing = new_thing(iot)
+        created = device_certificate(iot)
+        iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
+        engine = first.engine
+        assert len(engine._state.certificate_listeners) == 3  # legacy, ATS, ATS on 443
+    # Stopped fronts no longer hear of certificates.
+    assert engine._state.certificate_listeners == []
+    cert, key = files(created["certificatePem"], created["keyPair"]["PrivateKey"])
+    with Sandbox(state_dir=state) as second:
+        assert refused_or_accepted(second, cert, key, thing) == "accepted"
+        second.iot_client().update_certificate(
+            certificateId=created["certificateId"], newStatus="REVOKED"
+        )
+    with Sandbox(state_dir=state) as third:
+        assert refused_or_accepted(third, cert, key, thing, level=5) == "refused 0x87"
+
+
 @pytest.mark.parametrize(
     "first",
     [

@@ -126,6 +126,18 @@ def test_the_rules_aws_sets_for_dynamic_groups(iot) -> None:
     assert _code(static_update) == "InvalidRequestException"
 
 
+def test_a_query_nested_past_the_bound_is_an_invalid_query_not_a_crash(models) -> None:
+    deep = "(" * 500 + "thingName:t1" + ")" * 500
+    for call in (
+        lambda: models.search_index(queryString=deep),
+        lambda: models.create_dynamic_thing_group(thingGroupName="deep", queryString=deep),
+    ):
+        with pytest.raises(ClientError) as caught:
+            call()
+        assert _code(caught) == "InvalidQueryException"
+        assert "deeper than" in str(caught.value)
+
+
 def test_an_account_has_at_most_a_hundred_dynamic_groups(iot) -> None:
     iot.update_indexing_configuration(thingIndexingConfiguration=REGISTRY)
     for index in range(d.MAX_DYNAMIC_GROUPS):
@@ -220,3 +232,18 @@ def test_dynamic_groups_survive_an_export_and_import(sandbox: Sandbox, models) -
     )
     models.update_thing(thingName="t1", attributePayload={"attributes": {"model": "m2"}})
     assert _members(models, "m2s") == ["t1", "t3", "t5"]
+
+
+def test_update_thing_replaces_or_merges_attributes_and_checks_the_version(iot) -> None:
+    iot.create_thing(thingName="t", attributePayload={"attributes": {"model": "m1", "hw": "2"}})
+    iot.update_thing(
+        thingName="t", attributePayload={"attributes": {"fw": "9", "hw": ""}, "merge": True}
+    )
+    described = iot.describe_thing(thingName="t")
+    assert described["attributes"] == {"model": "m1", "fw": "9"}
+    assert described["version"] == 2
+    iot.update_thing(thingName="t", attributePayload={"attributes": {"site": "x"}})
+    assert iot.describe_thing(thingName="t")["attributes"] == {"site": "x"}
+    with pytest.raises(ClientError) as stale:
+        iot.update_thing(thingName="t", expectedVersion=1, attributePayload={"attributes": {}})
+    assert _code(stale) == "VersionConflictException"

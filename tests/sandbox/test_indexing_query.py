@@ -6,6 +6,7 @@ import pytest
 
 from infra.sandbox.indexing.evaluate import flatten, matches
 from infra.sandbox.indexing.query import QueryError, parse
+from job_documents.fleet_query import MAX_NESTING
 
 THING = {
     "thingName": ["device-00042"],
@@ -93,11 +94,22 @@ def test_a_query_matches_as_the_developer_guide_describes(query: str, hit: bool)
         "thingName:a OR",
         "thingName:",
         "thingName:(attributes.x:1)",
+        "(" * 33 + "thingName:a" + ")" * 33,
+        "NOT " * 33 + "thingName:a",
+        "-" * 2000 + "a",
     ],
 )
 def test_a_query_that_does_not_parse_says_so(query: str) -> None:
     with pytest.raises(QueryError):
         parse(query)
+
+
+def test_nesting_is_bounded_below_the_stack_and_up_to_the_bound_it_parses() -> None:
+    """A hostile query nests hundreds deep: refused by name, never a RecursionError."""
+    assert parse("(" * MAX_NESTING + "thingName:a" + ")" * MAX_NESTING)
+    for depth in (MAX_NESTING + 1, 500, 1000):
+        with pytest.raises(QueryError, match="deeper than"):
+            parse("(" * depth + "thingName:a" + ")" * depth)
 
 
 def test_arrays_give_one_value_per_element() -> None:

@@ -8,6 +8,7 @@ before anything starts (exit 2), never moved elsewhere.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import ssl
@@ -135,6 +136,17 @@ def test_fixed_ports_serve_the_ats_endpoint_over_tls_and_alpn(tmp_path: Path) ->
 
 
 @pytest.mark.mqtt
+def test_fixed_ports_go_to_the_first_region_only(tmp_path: Path) -> None:
+    (mqtt_port,) = _free_ports(1)
+    with Sandbox(
+        work_dir=tmp_path, regions=["eu-west-1"], mqtt_ports=ListenerPorts(mqtt=mqtt_port)
+    ) as sandbox:
+        regions = sandbox.describe()["regions"]
+        assert regions["us-east-1"]["endpoints"]["ats"]["port"] == mqtt_port
+        assert regions["eu-west-1"]["endpoints"]["ats"]["port"] not in (0, mqtt_port)
+
+
+@pytest.mark.mqtt
 def test_a_sandbox_whose_port_is_taken_does_not_start(tmp_path: Path) -> None:
     with _held_port() as port:
         sandbox = Sandbox(work_dir=tmp_path, mqtt_ports=ListenerPorts(mqtt=port))
@@ -142,6 +154,28 @@ def test_a_sandbox_whose_port_is_taken_does_not_start(tmp_path: Path) -> None:
             sandbox.start()
     assert sandbox.endpoints == {}
     assert not (tmp_path / "mqtt" / "ats" / "mosquitto.conf").exists()
+
+
+@pytest.mark.mqtt
+def test_sandbox_up_serves_and_describes_the_ports_it_was_given(tmp_path: Path) -> None:
+    (mqtt_port,) = _free_ports(1)
+    command = [
+        *(sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--output", "json"),
+        *("--state-dir", str(tmp_path), "--mqtt-port", str(mqtt_port)),
+        *("--connect-policy", "any-client-id"),
+    ]
+    up = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert up.stdout is not None
+        description = json.loads(up.stdout.readline())
+    finally:
+        up.terminate()
+        up.wait(timeout=30)
+    ats = description["endpoints"]["ats"]
+    assert ats["port"] == mqtt_port
+    assert ats["alpn_port"] not in (0, mqtt_port)  # the ALPN listener was not moved
+    assert description["connect_policy"] == "any-client-id"
+    assert up.returncode == 0
 
 
 @pytest.mark.mqtt
@@ -181,10 +215,12 @@ def _bindable(port: int) -> str | None:
 
 @pytest.mark.mqtt
 def test_the_aws_ports_8883_and_443_serve_the_ats_endpoint_when_free(tmp_path: Path) -> None:
-    for port in (8883, 443):
-        if (why := _bindable(port)) is not None:
-            pytest.skip(f"port {port} cannot be bound here: {why}")
-    with Sandbox(work_dir=tmp_path, mqtt_ports=listener_ports([8883, 443])) as sandbox:
+    sandbox = Sandbox(work_dir=tmp_path, mqtt_ports=listener_ports([8883, 443]))
+    try:
+        sandbox.start()
+    except PortUnavailableError as exc:  # another program (or test) holds one of them
+        pytest.skip(f"port 8883 or 443 cannot be bound here: {exc}")
+    try:
         assert sandbox.pki is not None
         sandbox.provision(1)
         ats = sandbox.endpoints["ats"]
@@ -196,6 +232,8 @@ def test_the_aws_ports_8883_and_443_serve_the_ats_endpoint_when_free(tmp_path: P
         plain = tls_context(sandbox.pki, "device-00001", sandbox.pki.ats_root_pems[ATS_ROOT])
         with handshake(ats.host, 8883, plain) as tls:
             assert tls.selected_alpn_protocol() is None
+    finally:
+        sandbox.stop()
 
 
 @pytest.mark.mqtt

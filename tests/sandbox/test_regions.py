@@ -5,10 +5,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +19,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+import job_documents as jd
+from infra.sandbox.connection import region_description, write_connection_files
+from infra.sandbox.errors import SandboxError
 from infra.sandbox.runtime import Sandbox
 from infra.sandbox.sigv4 import signed_region
 from job_documents.clock import ManualClock
@@ -325,3 +331,128 @@ def test_sandbox_up_refuses_a_region_that_is_not_a_region_name():
     )
     assert answer.returncode == 2
     assert "--region 'Mars-1' is not an AWS region name" in answer.stderr
+
+
+WEST_ATS = "a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com"
+
+
+def _resolves(host: str) -> bool:
+    try:
+        return "127.0.0.1" in {a[4][0] for a in socket.getaddrinfo(host, 8883)}
+    except OSError:
+        return False
+
+
+def test_region_description_is_the_regions_own_view_and_refuses_an_unserved_one() -> None:
+    described = {
+        "region": "us-east-1",
+        "endpoints": {"ats": {"host": "east", "port": 1}},
+        "regions": {
+            "us-east-1": {"endpoints": {"ats": {"host": "east", "port": 1}}},
+            "eu-west-1": {"endpoints": {"ats": {"host": "west", "port": 2}}},
+        },
+    }
+    assert region_description(described, None) is described
+    west = region_description(described, "eu-west-1")
+    assert (west["region"], west["endpoints"]) == (
+        "eu-west-1",
+        {"ats": {"host": "west", "port": 2}},
+    )
+    with pytest.raises(SandboxError, match="serves us-east-1, eu-west-1, not ap-south-1"):
+        region_description(described, "ap-south-1")
+
+
+@pytest.mark.e2e
+@pytest.mark.mqtt
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
+@pytest.mark.skipif(
+    not _resolves(WEST_ATS),
+    reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
+)
+def test_sandbox_fleet_runs_the_devices_of_the_second_region_over_its_listeners(tmp_path):
+    """Real SDK agents of eu-west-1 take an eu-west-1 job and acknowledge it over its ATS host."""
+    state = tmp_path / "sbx"
+    with Sandbox(time_scale=60, state_dir=state, regions=["eu-west-1"]) as sandbox:
+        write_connection_files(state, sandbox.describe())
+        sandbox.provision(2, [("g", None)], region="eu-west-1")
+        command = [sys.executable, "-m", "orchestrator.cli", "sandbox", "fleet"]
+        command += ["--state-dir", str(state), "--group", "g", "--region", "eu-west-1"]
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
+        try:
+            _lines_until(proc, lambda line: "2 connected" in line, timeout=60)
+            assert sandbox.pki is not None
+            catalog = jd.load_catalog(sandbox.pki.ats_catalog)
+            doc = jd.build_document(
+                operation="migrate",
+                region="eu-west-1",
+                campaign="t",
+                wave="w",
+                endpoint=jd.Endpoint(host=WEST_ATS),
+                roots=[catalog.get("amazon-root-ca-1")],
+                catalog=catalog,
+            )
+            west = sandbox.engine_for("eu-west-1")
+            west.create_job(
+                {
+                    "jobId": "w",
+                    "targets": ["arn:aws:iot:eu-west-1:123456789012:thinggroup/g"],
+                    "document": doc.text,
+                }
+            )
+            _lines_until(proc, lambda line: "2 succeeded" in line, timeout=90)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        history = west.execution_history(job_id="w")
+        assert {h["status"] for h in history} == {"SUCCEEDED"}
+        assert {h["history"][-1]["via"] for h in history} == {"ats"}  # the new connection
+        assert sandbox.engine_for("us-east-1").list_things({})["things"] == []
+    assert "stopped: devices 2" in out
+    assert (state / "fleet-eu-west-1" / "device-00001" / "device.toml").is_file()
+    assert not (state / "fleet").exists()
+
+
+def test_sandbox_fleet_refuses_a_region_the_sandbox_does_not_serve(tmp_path):
+    state = tmp_path / "sbx"
+    with Sandbox(mqtt=False, state_dir=state) as sandbox:
+        write_connection_files(state, sandbox.describe())
+        ran = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "sandbox",
+                "fleet",
+                "--state-dir",
+                str(state),
+                "--region",
+                "eu-west-1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert ran.returncode == 2
+    assert "serves us-east-1, not eu-west-1" in ran.stderr
+
+
+def _lines_until(proc: subprocess.Popen[str], predicate, timeout: float) -> list[str]:
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            seen.append(line)
+            if predicate(line):
+                return seen
+            continue
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"not seen within {timeout} s; output: {''.join(seen)}")

@@ -10,8 +10,11 @@ store is never touched.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import ssl
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -243,8 +246,29 @@ def test_a_store_that_cannot_be_written_exits_2_saying_what_to_do(
         assert "nothing changed" in result.output
         return
     assert result.exit_code == 2
-    assert "sudo" in result.output
+    assert "must be a directory that only `sandbox trust` writes in" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_store_root_may_not_write_exits_2_saying_sudo(tmp_path: Path) -> None:
+    """Run as a user who may not write the store (a child that drops to `nobody` as root)."""
+    store = tmp_path / "root"
+    store.mkdir(mode=0o755)
+    SandboxPki.create_or_load(tmp_path / "state" / "pki")
+    drop = "os.setgid(65534); os.setuid(65534)" if os.geteuid() == 0 else "pass"
+    code = (
+        "import os, sys\n"
+        "from infra.sandbox.truststore import DebianTrustStore, TrustStoreError, trust\n"
+        f"{drop}\n"
+        "try:\n"
+        f"    trust([], DebianTrustStore(__import__('pathlib').Path({str(store)!r})))\n"
+        "except TrustStoreError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "run the command with sudo" in done.stdout
 
 
 def test_untrust_of_a_state_dir_without_a_pki_exits_2(tmp_path: Path) -> None:
@@ -255,3 +279,51 @@ def test_untrust_of_a_state_dir_without_a_pki_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "there is no sandbox PKI" in result.output
     assert not (tmp_path / "none").exists()
+
+
+def test_trust_warns_when_clients_are_pointed_at_another_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "root"
+    args = ["trust", "--state-dir", str(tmp_path / "state"), "--store-root", str(store)]
+    monkeypatch.setenv("SSL_CERT_FILE", str(store / "etc/ssl/certs/ca-certificates.crt"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(store / "etc/ssl/certs"))
+    quiet = CliRunner().invoke(sandbox_app, args)
+    assert "warning" not in quiet.output
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "elsewhere.pem"))
+    warned = CliRunner().invoke(sandbox_app, args)
+    assert warned.exit_code == 0
+    assert f"warning: SSL_CERT_FILE is set ({tmp_path / 'elsewhere.pem'})" in warned.output
+
+
+def test_trust_reports_which_default_ca_files_hold_the_roots(
+    pki: SandboxPki, store: DebianTrustStore
+) -> None:
+    """OpenSSL's default file (a link to the bundle on Debian) and awscrt's probes."""
+    openssl_default = store.root / "usr/lib/ssl/cert.pem"
+    openssl_default.parent.mkdir(parents=True)
+    openssl_default.symlink_to("/etc/ssl/certs/ca-certificates.crt")  # absolute: in the root
+    stale = store.root / "etc/pki/tls/certs/ca-bundle.crt"
+    _foreign_root(stale)
+    change = trust(sandbox_anchors(pki), store)
+    readers = dict(change.readers)
+    assert readers[store.bundle] is True
+    assert readers[stale] is False
+    assert len(readers) == 2  # the link resolves to the bundle itself
+
+
+def test_trust_of_an_existing_pki_only_reads_it(tmp_path: Path) -> None:
+    """`sudo ca-migrate sandbox trust` must not leave root-owned files in the user's PKI.
+
+    (A PKI of another region would otherwise get server certificates for us-east-1.)
+    """
+    pki = SandboxPki.create_or_load(tmp_path / "state" / "pki", region="eu-west-1")
+    before = {p: p.stat().st_mtime_ns for p in pki.directory.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(
+        sandbox_app,
+        ["trust", "--state-dir", str(tmp_path / "state"), "--store-root", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "created the sandbox PKI" not in result.output
+    after = {p: p.stat().st_mtime_ns for p in pki.directory.rglob("*") if p.is_file()}
+    assert after == before

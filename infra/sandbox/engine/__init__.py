@@ -17,8 +17,9 @@ over them:
 - `_schedule`: schedulingConfig (start, end, windows);
 - `_policies`: retry, abort, completion, cancel;
 - `_registry`: things, thing groups, membership;
-- `_certificates` (records in `_identity`): certificates as principals attached to
-  things, and the device policy's connect rule;
+- `_certificates` (records in `_identity`): certificates: registration, status,
+  deletion, listing;
+- `_principals`: certificates attached to things, and the device policy's connect rule;
 - `_control`: the jobs control plane;
 - `_devices`: the device data plane;
 - `_inspection`: counters, recount, execution history;

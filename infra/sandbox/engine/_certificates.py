@@ -1,14 +1,10 @@
-"""Certificates as principals: registration, status, things attached, and the connect rule.
+"""Certificates: registration, issuing, status, deletion, listing, and their persistence.
 
 The control plane's certificate calls (CreateKeysAndCertificate,
 RegisterCertificate, RegisterCertificateWithoutCA, DescribeCertificate,
-ListCertificates, UpdateCertificate, DeleteCertificate) and the thing-principal
-calls (AttachThingPrincipal, DetachThingPrincipal, ListThingPrincipals(V2),
-ListPrincipalThings), with AWS's shapes and errors; and `authorize_connection`,
-the device policy's `iot:Connect` rule that the MQTT front applies to every
-CONNECT: the client certificate is registered and ACTIVE, attached to a thing,
-and the client id is that thing's name (`iot:Connection.Thing.ThingName` with
-`iot:Connection.Thing.IsAttached`, infra/aws/device-policy.yaml).
+ListCertificates, UpdateCertificate, DeleteCertificate) with AWS's shapes and
+errors, and what the MQTT front reads of them (status, PEM, trust anchors).
+Attaching certificates to things and the connect rule are `_principals`.
 
 Invariants:
 - A certificate's id is the SHA-256 of its DER encoding; its ARN is
@@ -25,11 +21,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -38,19 +33,12 @@ from cryptography.hazmat.primitives import serialization
 from infra.sandbox import decisions as d
 from infra.sandbox.engine._identity import (
     SETTABLE_STATUSES,
-    ConnectionRefusedByPolicyError,
-    ConnectPolicy,
     IssuedKeys,
     _Certificate,
 )
-from infra.sandbox.engine._records import paginate
 from infra.sandbox.engine._state import EngineState
 from infra.sandbox.errors import ServiceError, already_exists, invalid_request, not_found
 from job_documents.x509_issuer import issue_ca, issue_leaf, new_key, subject_name
-
-CERT_ARN: Final = re.compile(r"arn:(aws[a-z-]*):iot:([a-z0-9-]+):(\d{12}):cert/([0-9a-f]{64})")
-_EXCLUSIVE: Final = "EXCLUSIVE_THING"
-_NON_EXCLUSIVE: Final = "NON_EXCLUSIVE_THING"
 
 
 def _validation(message: str) -> ServiceError:
@@ -95,6 +83,12 @@ def _announce(state: EngineState, certificate_id: str) -> None:
 def add_listener(state: EngineState, listener: Callable[[str], None]) -> None:
     with state.lock:
         state.certificate_listeners.append(listener)
+
+
+def remove_listener(state: EngineState, listener: Callable[[str], None]) -> None:
+    with state.lock:
+        if listener in state.certificate_listeners:
+            state.certificate_listeners.remove(listener)
 
 
 def _registration_status(params: Mapping[str, Any], *, default: str = "INACTIVE") -> str:
@@ -382,141 +376,6 @@ def delete_certificate(state: EngineState, params: Mapping[str, Any]) -> dict[st
         state.changed()
     _announce(state, c.certificate_id)
     return {}
-
-
-# ----------------------------------------------------------------- attachments
-def _principal(state: EngineState, principal: str) -> _Certificate:
-    match = CERT_ARN.fullmatch(principal)
-    if match is None:
-        raise invalid_request(
-            f"The principal {principal} is not a certificate ARN "
-            "(arn:aws:iot:<region>:<account>:cert/<certificateId>); the sandbox attaches "
-            "only certificates"
-        )
-    if match.group(2) != state.region or match.group(3) != state.account_id:
-        raise not_found(f"The principal {principal} cannot be found in this account and region.")
-    record = state.certificates.get(match.group(4))
-    if record is None:
-        raise not_found(f"The principal {principal} cannot be found.")
-    return record
-
-
-def attach_thing_principal(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
-    kind = params.get("thingPrincipalType") or _NON_EXCLUSIVE
-    with state.lock:
-        thing = state.thing(params["thingName"])
-        c = _principal(state, params["principal"])
-        others = [name for name in c.things if name != thing.name]
-        if others and (kind == _EXCLUSIVE or _EXCLUSIVE in c.things.values()):
-            raise invalid_request(
-                f"The certificate {c.certificate_id} is attached to {', '.join(others)}; an "
-                "exclusive attachment allows one thing only: detach it there first"
-            )
-        if thing.name not in c.things:
-            state.thing_principals.setdefault(thing.name, []).append(c.certificate_id)
-        c.things[thing.name] = kind
-        state.changed()
-    return {}
-
-
-def detach_thing_principal(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
-    with state.lock:
-        thing = state.thing(params["thingName"])
-        c = _principal(state, params["principal"])
-        if c.things.pop(thing.name, None) is not None:
-            _unindex(state, thing.name, c.certificate_id)
-            state.changed()
-    return {}
-
-
-def _unindex(state: EngineState, thing_name: str, certificate_id: str) -> None:
-    ids = state.thing_principals.get(thing_name, [])
-    if certificate_id in ids:
-        ids.remove(certificate_id)
-    if not ids:
-        state.thing_principals.pop(thing_name, None)
-
-
-def forget_thing(state: EngineState, thing_name: str) -> None:
-    """DeleteThing: the thing's certificates are detached from it (caller holds the lock)."""
-    for certificate_id in state.thing_principals.pop(thing_name, []):
-        record = state.certificates.get(certificate_id)
-        if record is not None:
-            record.things.pop(thing_name, None)
-
-
-def list_thing_principals(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
-    with state.lock:
-        thing = state.thing(params["thingName"])
-        arns = [state.certificates[i].arn for i in state.thing_principals.get(thing.name, [])]
-        page, token = paginate(arns, params)
-    return {"principals": page} | ({"nextToken": token} if token else {})
-
-
-def list_thing_principals_v2(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
-    wanted = params.get("thingPrincipalType")
-    with state.lock:
-        thing = state.thing(params["thingName"])
-        objects = []
-        for certificate_id in state.thing_principals.get(thing.name, []):
-            record = state.certificates[certificate_id]
-            kind = record.things[thing.name]
-            if wanted is None or kind == wanted:
-                objects.append({"principal": record.arn, "thingPrincipalType": kind})
-        page, token = paginate(objects, params)
-    return {"thingPrincipalObjects": page} | ({"nextToken": token} if token else {})
-
-
-def list_principal_things(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
-    with state.lock:
-        c = _principal(state, params["principal"])
-        page, token = paginate(list(c.things), params)
-    return {"things": page} | ({"nextToken": token} if token else {})
-
-
-# ----------------------------------------------------------------- the connect rule
-def authorize_connection(state: EngineState, certificate_der: bytes, client_id: str) -> str:
-    """The thing a CONNECT with this client certificate and client id connects as.
-
-    Raises `ConnectionRefusedByPolicyError` when the device policy refuses it.
-    """
-    certificate_id = hashlib.sha256(certificate_der).hexdigest()
-    with state.lock:
-        record = state.certificates.get(certificate_id)
-        if record is None:
-            raise ConnectionRefusedByPolicyError(
-                "unregistered", f"certificate {certificate_id} is not registered"
-            )
-        if record.status != "ACTIVE":
-            raise ConnectionRefusedByPolicyError(
-                record.status.lower(), f"certificate {certificate_id} is {record.status}"
-            )
-        if not record.things:
-            raise ConnectionRefusedByPolicyError(
-                "unattached", f"certificate {certificate_id} is attached to no thing"
-            )
-        if state.connect_policy is ConnectPolicy.ANY_CLIENT_ID:
-            return _only_thing(state, record.things, certificate_id)
-        if client_id not in record.things or client_id not in state.things:
-            raise ConnectionRefusedByPolicyError(
-                "client-id",
-                f"client id {client_id!r} is not the name of a thing certificate "
-                f"{certificate_id} is attached to",
-            )
-        return client_id
-
-
-def _only_thing(state: EngineState, attached: Iterable[str], certificate_id: str) -> str:
-    """The one thing an any-client-id connection acts as (its topics are the ones it may use)."""
-    things = [name for name in attached if name in state.things]
-    if len(things) != 1:
-        raise ConnectionRefusedByPolicyError(
-            "things",
-            f"certificate {certificate_id} is attached to {len(things)} things; the "
-            "any-client-id connect policy needs exactly one (detach the others, or connect "
-            "with --connect-policy thing-name and the thing name as client id)",
-        )
-    return things[0]
 
 
 def certificate_status(state: EngineState, certificate_id: str) -> str | None:

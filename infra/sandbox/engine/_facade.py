@@ -21,6 +21,7 @@ from infra.sandbox.engine import (
     _indexing,
     _inspection,
     _persistence,
+    _principals,
     _registry,
     _timers,
 )
@@ -263,19 +264,19 @@ class JobsEngine:
         return _certificates.delete_certificate(self._state, params)
 
     def attach_thing_principal(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return _certificates.attach_thing_principal(self._state, params)
+        return _principals.attach_thing_principal(self._state, params)
 
     def detach_thing_principal(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return _certificates.detach_thing_principal(self._state, params)
+        return _principals.detach_thing_principal(self._state, params)
 
     def list_thing_principals(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return _certificates.list_thing_principals(self._state, params)
+        return _principals.list_thing_principals(self._state, params)
 
     def list_thing_principals_v2(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return _certificates.list_thing_principals_v2(self._state, params)
+        return _principals.list_thing_principals_v2(self._state, params)
 
     def list_principal_things(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return _certificates.list_principal_things(self._state, params)
+        return _principals.list_principal_things(self._state, params)
 
     def trust_ca_certificate(self, pem: str) -> str:
         """Let devices be registered under this CA certificate (sandbox set-up); its id."""
@@ -290,6 +291,10 @@ class JobsEngine:
         """Call `listener(certificate_id)` after a certificate is registered, changes or goes."""
         _certificates.add_listener(self._state, listener)
 
+    def unwatch_certificates(self, listener: Callable[[str], None]) -> None:
+        """Stop calling a listener given to `watch_certificates`."""
+        _certificates.remove_listener(self._state, listener)
+
     def set_connect_policy(self, policy: ConnectPolicy) -> None:
         """Which AWS IoT policy authorizes CONNECTs from now on (`sandbox up --connect-policy`)."""
         with self._state.lock:
@@ -297,7 +302,7 @@ class JobsEngine:
 
     def authorize_connection(self, certificate_der: bytes, client_id: str) -> str:
         """The thing an MQTT CONNECT connects as; `ConnectionRefusedByPolicyError` if refused."""
-        return _certificates.authorize_connection(self._state, certificate_der, client_id)
+        return _principals.authorize_connection(self._state, certificate_der, client_id)
 
     def certificate_status(self, certificate_id: str) -> str | None:
         """A certificate's status, None when it is not (or no longer) registered."""

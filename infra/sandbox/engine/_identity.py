@@ -3,8 +3,8 @@
 A certificate is a principal: registered (RegisterCertificate,
 RegisterCertificateWithoutCA) or created (CreateKeysAndCertificate), identified
 by the SHA-256 of its DER encoding, and attached to things
-(AttachThingPrincipal). Only the `_certificates` mechanism changes these
-records, under the engine's lock.
+(AttachThingPrincipal). Only the `_certificates` and `_principals` mechanisms
+change these records, under the engine's lock.
 
 Invariants:
 - `_Certificate.things` and `EngineState.thing_principals` mirror each other

@@ -73,14 +73,25 @@ def parsed(query: str) -> Node:
         raise ServiceError("InvalidQueryException", f"Syntax error in query: {exc}", 400) from exc
 
 
-def _indexed(state: EngineState, thing: _Thing) -> indexing.IndexedThing:
+def _indexed_shadow_names(state: EngineState) -> tuple[str, ...]:
+    """The named shadows the index holds (at most ten): all a query can see of a thing."""
+    config = state.indexing["thingIndexingConfiguration"]
+    if config.get("namedShadowIndexingMode") != "ON":
+        return ()
+    return tuple((config.get("filter") or {}).get("namedShadowNames") or ())
+
+
+def _indexed(state: EngineState, thing: _Thing, shadows: Sequence[str]) -> indexing.IndexedThing:
+    # Looked up by name, not by scanning the shadow table: a fleet's shadow reports each
+    # settle one thing, and must not cost a pass over every shadow of the fleet.
+    documents = state.shadows.documents
     return indexing.IndexedThing(
         name=thing.name,
         thing_id=thing.thing_id,
         version=thing.version,
         attributes=dict(thing.attributes),
         groups=tuple(thing.groups),
-        shadows=state.shadows.of_thing(thing.name),
+        shadows={n: documents[thing.name, n] for n in shadows if (thing.name, n) in documents},
     )
 
 
@@ -91,7 +102,8 @@ def refresh(
     queries = [(g, parsed(g.query)) for g in groups if g.query is not None]
     if not queries:
         return
-    entries = indexing.build_entries(state.indexing, [_indexed(state, t) for t in things])
+    shadows = _indexed_shadow_names(state)
+    entries = indexing.build_entries(state.indexing, [_indexed(state, t, shadows) for t in things])
     for indexed, fields in entries:
         thing = state.things[indexed.name]
         for group, node in queries:

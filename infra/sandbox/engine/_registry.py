@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from infra.sandbox import decisions as d
-from infra.sandbox.engine import _certificates, _dynamic, _membership, _policies
+from infra.sandbox.engine import _dynamic, _membership, _policies, _principals
 from infra.sandbox.engine._records import PENDING, _Group, _Thing, name_from_arn, paginate
 from infra.sandbox.engine._state import EngineState
 from infra.sandbox.engine._timers import op
@@ -170,7 +170,7 @@ def delete_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any
             if ex.status in PENDING:
                 state.set_status(ex, "REMOVED", now, "control-plane")
                 _policies.after_outcome(state, ex, now)
-        _certificates.forget_thing(state, name)
+        _principals.forget_thing(state, name)
         del state.things[name]
         state.changed()
     return {}

@@ -208,6 +208,7 @@ class FleetBase:
         seed: int,
         timing: FleetTiming | None,
         share_validation: bool,
+        verify_key: Path | None = None,
     ) -> None:
         self.pki = pki
         self.clock = clock
@@ -223,8 +224,11 @@ class FleetBase:
         self._legacy_render = self.legacy.render()
         self._factory = RealFileOps()  # the files a device left the factory with
         self._vias = {pki.hosts["legacy"]: "legacy", pki.hosts["ats"]: "ats"}
+        # `verify_key`: the devices pin a document-signing key and take only what it signed.
         normal = make_validator(
-            ValidationSettings(region=pki.region, catalog=pki.ats_catalog, clock=clock)
+            ValidationSettings(
+                region=pki.region, catalog=pki.ats_catalog, verify_key=verify_key, clock=clock
+            )
         )
         # Firmware that pins the roots it accepts: only the one it shipped with.
         pinned = make_validator(
@@ -232,6 +236,7 @@ class FleetBase:
                 region=pki.region,
                 catalog=pki.ats_catalog,
                 allowed_fingerprints=frozenset({certificate_fingerprint(self._legacy_bundle)}),
+                verify_key=verify_key,
                 clock=clock,
             )
         )

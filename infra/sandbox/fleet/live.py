@@ -333,12 +333,17 @@ def _sandbox_now(admin_url: str) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-def fetch_credentials(admin_url: str, things: Iterable[str]) -> dict[str, dict[str, str]]:
-    """Certificate and key files of `things` from the sandbox's PKI (idempotent)."""
+def fetch_credentials(
+    admin_url: str, things: Iterable[str], region: str | None = None
+) -> dict[str, dict[str, str]]:
+    """Certificate and key files of `things` (of `region`) from the sandbox's PKI (idempotent)."""
     names = list(things)
     out: dict[str, dict[str, str]] = {}
     for start in range(0, len(names), 500):
-        body = json.dumps({"things": names[start : start + 500]}).encode()
+        ask: dict[str, Any] = {"things": names[start : start + 500]}
+        if region is not None:
+            ask["region"] = region
+        body = json.dumps(ask).encode()
         request = Request(  # noqa: S310 - the sandbox's own http:// URL
             admin_url + "/credentials",
             data=body,

@@ -113,6 +113,7 @@ class MemoryFleet(FleetBase):
         share_validation: bool = True,
         device_client_things: frozenset[str] = frozenset(),
         broker_overrides: Mapping[str, str] | None = None,
+        verify_key: Path | None = None,
     ) -> None:
         """A fleet of `profiles`' devices; `device_client_things` run AWS IoT Device Client.
 
@@ -129,6 +130,7 @@ class MemoryFleet(FleetBase):
             seed=seed,
             timing=timing,
             share_validation=share_validation,
+            verify_key=verify_key,
         )
         self.engine = engine
         self._fs: FileOps = RealFileOps() if durable else NoSyncFileOps()

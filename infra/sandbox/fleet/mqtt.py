@@ -100,6 +100,7 @@ class MqttFleet(FleetBase):
         connect_timeout: float = 30.0,
         boot_spacing_seconds: float = 0.02,
         idle_wait_seconds: float = 1.0,
+        verify_key: Path | None = None,
     ) -> None:
         super().__init__(
             pki,
@@ -109,6 +110,7 @@ class MqttFleet(FleetBase):
             seed=seed,
             timing=timing,
             share_validation=True,
+            verify_key=verify_key,
         )
         self.time_scale = time_scale
         self.protocol = protocol

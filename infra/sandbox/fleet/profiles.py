@@ -105,6 +105,9 @@ class FleetSpec:
     groups: tuple[GroupSpec, ...]
     seed: int = 7
     timing: FleetTiming = field(default_factory=FleetTiming)
+    #: The document-signing public key every agent device pins (its `signing_public_key`):
+    #: such devices take only documents that key signed. None: signatures are not required.
+    signing_public_key: Path | None = None
 
     @property
     def size(self) -> int:

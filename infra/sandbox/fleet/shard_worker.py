@@ -71,6 +71,7 @@ class ShardConfig:
     share_validation: bool
     start: float
     setup: Callable[[], None] | None
+    verify_key: Path | None = None
 
 
 class _Closing(BaseException):
@@ -216,6 +217,7 @@ def _build(conn: Connection, config: ShardConfig) -> tuple[ManualClock, _RemoteE
         timing=config.timing,
         durable=config.durable,
         share_validation=config.share_validation,
+        verify_key=config.verify_key,
     )
     return clock, engine, fleet
 

@@ -134,6 +134,7 @@ class ShardedFleet:
         share_validation: bool = True,
         worker_setup: Callable[[], None] | None = None,
         processes: WorkerProcesses | None = None,
+        verify_key: Path | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a sharded fleet needs at least one worker process")
@@ -180,6 +181,7 @@ class ShardedFleet:
                         share_validation=share_validation,
                         start=start,
                         setup=worker_setup,
+                        verify_key=verify_key,
                     )
                 )
                 for index, share in enumerate(shares)

@@ -71,6 +71,10 @@ class DeviceIdentity(Protocol):
         """Call `listener(certificate_id)` after a certificate is registered, changes or goes."""
         ...
 
+    def unwatch_certificates(self, listener: Callable[[str], None]) -> None:
+        """Stop calling a listener given to `watch_certificates`."""
+        ...
+
     def certificate_status(self, certificate_id: str) -> str | None:
         """The certificate's status, None when it is not registered."""
         ...
@@ -236,6 +240,7 @@ class DeviceFront:
 
     def stop(self) -> None:
         self._stop.set()
+        self._identity.unwatch_certificates(self._certificate_changed)
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()

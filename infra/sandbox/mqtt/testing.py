@@ -195,6 +195,9 @@ class FakeEngine:
     def watch_certificates(self, listener: Callable[[str], None]) -> None:
         """Certificates never change here."""
 
+    def unwatch_certificates(self, listener: Callable[[str], None]) -> None:
+        """Certificates never change here."""
+
     def certificate_status(self, certificate_id: str) -> str | None:  # noqa: ARG002
         return "ACTIVE"
 
