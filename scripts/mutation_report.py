@@ -269,11 +269,84 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 "only rate_baseline, which only this loop reads; the rate never falls"
             ),
         ),
-        "release_batch: if thing is None or not state.notifiable(job, None):": (
+        **dict.fromkeys(
+            [
+                "release_batch: if thing is None or not state.notifiable(job, None):",
+                "_release: if thing is None or not state.notifiable(job, None):",
+            ],
+            (
+                EQUIVALENT,
+                (
+                    "a name waits in rollout_pending only while notifiable: enqueue_targets adds "
+                    "only notifiable names and only this loop gives them an execution"
+                ),
+            ),
+        ),
+        **dict.fromkeys(
+            [
+                "enqueue_targets: if state.notifiable(job, None):",
+                "enqueue_targets: state.notify(job, state.things[name], None)",
+                "enqueue_targets: if state.notifiable(job, name) or name not in job.rollout_queued:",
+                "enqueue_targets: if state.notifiable(job, None) and name not in job.rollout_queued:",
+                "_default_budget: return 1",
+            ],
+            (
+                TESTED,
+                "tests/sandbox/test_rollout_pace.py::test_a_thing_that_already_has_the_job_is_not_notified_again (planted: fails)",
+            ),
+        ),
+        **dict.fromkeys(
+            [
+                "enqueue_targets: if job.rollout_pending and was_idle or not job.rollout:",
+                "enqueue_targets: if job.rollout_pending or was_idle and not job.rollout:",
+            ],
+            (
+                TESTED,
+                "tests/sandbox/test_rollout_pace.py::test_late_things_take_the_next_slot_exactly_one_batch_at_a_time (planted: fails)",
+            ),
+        ),
+        **dict.fromkeys(
+            [
+                "enqueue_targets: if job.end_at is not None and now > job.end_at:",
+            ],
+            (
+                TESTED,
+                "tests/sandbox/test_rollout_pace.py::test_a_thing_joining_at_the_scheduled_end_is_not_notified (planted: fails)",
+            ),
+        ),
+        **dict.fromkeys(
+            [
+                "enqueue_targets: if job.next_rollout_at is not None and now <= job.next_rollout_at:",
+            ],
+            (
+                TESTED,
+                "tests/sandbox/test_rollout_pace.py::test_things_joining_exactly_at_a_default_batch_start_a_new_minute (planted: fails)",
+            ),
+        ),
+        **dict.fromkeys(
+            [
+                "enqueue_targets: if job.rollout_config is not None and job.windows is None and state.default_per_minute is None:",
+                "enqueue_targets: if job.rollout_config is None and job.windows is not None and state.default_per_minute is None:",
+                "release_batch: batch = None",
+            ],
+            (
+                TESTED,
+                "tests/sandbox/test_rollout_pace.py::test_without_the_default_pace_rates_and_windows_still_apply (planted: fails)",
+            ),
+        ),
+        "enqueue_targets: was_idle = job.rollout_pending": (
             EQUIVALENT,
             (
-                "a name waits in rollout_pending only while notifiable: enqueue_targets adds "
-                "only notifiable names and only this loop gives them an execution"
+                "was_idle is then the pending deque itself, true once the names are appended; "
+                "it differs only when things were pending with the rollout not running, which "
+                "never happens: pending things always have their batch armed (job.rollout)"
+            ),
+        ),
+        "enqueue_targets: _after_release(state, job, None)": (
+            EQUIVALENT,
+            (
+                "the time is read only by maybe_complete, to complete a SNAPSHOT job; only a "
+                "CONTINUOUS job takes things between batches (_membership.join)"
             ),
         ),
     },

@@ -96,11 +96,10 @@ def _default_budget(state: EngineState, job: _Job) -> int:
     DEFAULT_PER_MINUTE is not used up (the pace is a ceiling, not a clock tick).
     An explicit rate keeps its batch slots (decisions.py).
     """
-    if job.rollout_config is not None or job.windows is not None:
+    per_minute = state.default_per_minute
+    if job.rollout_config is not None or job.windows is not None or per_minute is None:
         return 0
-    if state.default_per_minute is None:
-        return 0
-    return max(0, state.default_per_minute - job.period_released)
+    return max(0, per_minute - job.period_released)
 
 
 def enqueue_targets(state: EngineState, job: _Job, names: Iterable[str], now: float) -> None:
