@@ -222,8 +222,11 @@ CERTIFICATES_PAGE_SIZE: Final = 25
 # REGISTER_INACTIVE are refused with InvalidRequestException by both calls and by
 # UpdateCertificate. A certificate whose issuer is not a registered CA is refused by
 # RegisterCertificate with CertificateValidationException. DetachThingPrincipal of a
-# certificate that is not attached succeeds (idempotent); DeleteThing detaches the
-# thing's certificates. UpdateCertificate out of ACTIVE closes the certificate's live
+# certificate that is not attached succeeds (idempotent), and takes effect at once (AWS:
+# "asynchronous. It might take several seconds for the detachment to propagate"): a
+# DeleteThing right after the last detach succeeds here. (DeleteThing of a thing with a
+# principal attached is refused as AWS refuses it: docs/sandbox.md, behaviour table.)
+# UpdateCertificate out of ACTIVE closes the certificate's live
 # MQTT connections at once (AWS: "within a few minutes"); DetachThingPrincipal does not
 # close them (the policy is evaluated at CONNECT).
 # A CONNECT the device policy refuses: MQTT 5 gets CONNACK reason 0x87 (Not authorized)

@@ -297,17 +297,27 @@ def rehearse(
         except OSError as exc:
             raise UsageError(f"cannot read the campaign file {campaign}: {exc.strerror}") from exc
         spec = load_fleet_spec(fleet)
+        obj = ctx.find_root().obj
         settings = RunSettings(
             time_scale=time_scale,
             throttle_rate=throttle_rate,
             report=report,
             workers=workers,
             worker_setup=setup,
+            # a campaign that signs is signed as `start` would: its key file, or its KMS key
+            profile=obj.profile if obj is not None else None,
         )
         result = _run(
             output,
             f"rehearsal of {campaign.name}",
-            lambda view: run_campaign(text, spec, settings, source=str(campaign), on_progress=view),
+            lambda view: run_campaign(
+                text,
+                spec,
+                settings,
+                source=str(campaign),
+                on_progress=view,
+                base_dir=campaign.parent,
+            ),
         )
     if output == "json":
         print(json.dumps({"rehearsal": str(campaign), **result.to_json()}, sort_keys=True))

@@ -25,11 +25,12 @@ from typing import Self
 
 import structlog
 
-from infra.sandbox.fleet import FleetSpec, MemoryFleet, assign_profiles
+from infra.sandbox.fleet import FleetSpec, MemoryFleet, assign_profiles, device_client_things
 from infra.sandbox.pki import SandboxPki
 from infra.sandbox.runtime import Sandbox
 from job_documents.clock import ManualClock
 from orchestrator.demo.run_types import RunSettings, SimulatedFleet
+from orchestrator.demo.worlds import broker_overrides
 from orchestrator.errors import SpecError, SpecProblem, UsageError
 from orchestrator.model import CampaignSpec
 
@@ -111,8 +112,11 @@ def regional_memory_world(
     where = group_regions(spec)
     regions = tuple(dict.fromkeys((spec.region, *spec.regions)))
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    # Device Client devices run the real handler, whose probe is a real handshake and MQTT
+    # CONNECT: they need each region's brokers, which serve the sandbox's own PKI.
+    device_clients = any(g.runtime == "device-client" for g in fleet.groups)
     sandbox = Sandbox(
-        mqtt=False,
+        mqtt=device_clients,
         clock=clock,
         region=regions[0],
         regions=regions[1:],
@@ -131,16 +135,22 @@ def regional_memory_world(
             prefix=f"{region}-device",
             region=region,
         )
+        # one PKI directory: the same stand-in roots, each region's host names
+        pki = SandboxPki.create_or_load(
+            sandbox.work_dir / "pki" if sandbox.pki and sandbox.work_dir else work / "pki",
+            region=region,
+        )
         memory = MemoryFleet(
             sandbox.engine_for(region),
-            # one PKI directory: the same stand-in roots, each region's host names
-            SandboxPki.create_or_load(work / "pki", region=region),
+            pki,
             assign_profiles(part, provisioned.groups),
             root=work / "devices" / region,
             seed=fleet.seed,
             timing=fleet.timing,
             durable=settings.durable_device_files,
             verify_key=fleet.signing_public_key,
+            device_client_things=device_client_things(part, provisioned.groups),
+            broker_overrides=broker_overrides(pki, sandbox.endpoints_for(region)),
         )
         stack.callback(memory.close)
         fleets[region] = memory

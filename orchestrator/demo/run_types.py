@@ -45,6 +45,8 @@ class RunSettings:
     worker_setup: Callable[[], None] | None = None
     # Sign every document with a demo key the devices pin (`orchestrator.demo.signed`).
     signed: bool = False
+    # The AWS profile that opens a campaign's KMS signing key (`--profile`); None: the default.
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

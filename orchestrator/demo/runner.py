@@ -46,12 +46,12 @@ from orchestrator.demo.campaign_text import prepare_campaign_text
 from orchestrator.demo.driver import drive
 from orchestrator.demo.regional_world import regional_memory_world
 from orchestrator.demo.run_types import CampaignRun, Progress, RunResult, RunSettings
-from orchestrator.demo.signed import make_demo_signing, with_signing
+from orchestrator.demo.signed import make_demo_signing, pin_public_key, with_signing
 from orchestrator.demo.summary import counting, minutes, wave_rows
 from orchestrator.demo.worlds import default_work_dir, fleet_workers, memory_world, mqtt_world
 from orchestrator.errors import SpecError, SpecProblem, UsageError
-from orchestrator.model import CampaignSpec, CampaignState
-from orchestrator.reconcile import Reconciler
+from orchestrator.model import CampaignSpec, CampaignState, SigningSpec
+from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener
 from orchestrator.regional import RegionalJobs
 from orchestrator.report import render_html, report_data
 from orchestrator.signing import open_signer
@@ -136,6 +136,27 @@ def _write_report(
     return str(path)
 
 
+def _campaign_signer(
+    spec: CampaignSpec, fleet: FleetSpec, directory: Path, profile: str | None
+) -> tuple[SignerOpener | None, FleetSpec]:
+    """The signer of a campaign that signs (as `start` opens it), and the fleet pinning it.
+
+    Opened once, before anything runs: a key that cannot sign stops the run with the
+    `SigningKeyError` `start` would raise. A fleet that pins a key of its own keeps it (a
+    rehearsal of devices that pin another key shows them refusing every document).
+    """
+    if spec.signing is None:
+        return None, fleet
+    key = open_signer(spec.signing, spec.region, profile)
+    if fleet.signing_public_key is None:
+        fleet = replace(fleet, signing_public_key=pin_public_key(key, directory))
+
+    def opened(_signing: SigningSpec, _region: str) -> DocumentKey:
+        return key
+
+    return opened, fleet
+
+
 def run_campaign(
     campaign_text: str,
     fleet: FleetSpec,
@@ -145,11 +166,16 @@ def run_campaign(
     on_progress: Callable[[Progress], None] | None = None,
     inspect: Callable[[CampaignRun], None] | None = None,
     work_dir: Path | None = None,
+    base_dir: Path | None = None,
 ) -> RunResult:
-    """Run `campaign_text` against `fleet` in a fresh sandbox; return the summary."""
+    """Run `campaign_text` against `fleet` in a fresh sandbox; return the summary.
+
+    `base_dir`: where the campaign file is (its relative `signing.key_file` is read from
+    there, as `start` reads it).
+    """
     if settings.transport not in ("memory", "mqtt"):
         raise UsageError(f"unknown transport {settings.transport!r}; use memory or mqtt")
-    first = parse_spec(campaign_text, source)
+    first = parse_spec(campaign_text, source, base_dir)
     _check_groups(first, fleet)
     started_wall = time.monotonic()
     with ExitStack() as stack:
@@ -159,8 +185,13 @@ def run_campaign(
         if owned:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
         signing = make_demo_signing(work / "signing") if settings.signed else None
+        signer: SignerOpener | None = None
         if signing is not None:
             fleet = replace(fleet, signing_public_key=signing.public_key)
+            # the demo key is a file in this run's directory: no KMS, no profile
+            signer = open_signer
+        else:
+            signer, fleet = _campaign_signer(first, fleet, work / "signing", settings.profile)
         if len({first.region, *first.regions}) > 1:
             sandbox, sim = regional_memory_world(stack, work, first, fleet, settings)
         elif settings.transport == "mqtt":
@@ -176,7 +207,7 @@ def run_campaign(
         text = prepare_campaign_text(campaign_text, source, catalog=pki.ats_catalog)
         if signing is not None:
             text = with_signing(text, source, signing)
-        spec = parse_spec(text, source)
+        spec = parse_spec(text, source, base_dir)
         if settings.throttle_rate:
             assert sandbox.faults is not None  # noqa: S101 - set by start()
             sandbox.faults.update(throttle_rate=settings.throttle_rate)
@@ -188,10 +219,9 @@ def run_campaign(
             store,
             RegionalJobs(lambda r: IotJobsAdapter(clients[r])),
             clock,
-            # the demo key is a file in this run's directory: no KMS, no profile
-            signer=None if signing is None else open_signer,
+            signer=signer,
         )
-        state = rec.start(spec, text, None)
+        state = rec.start(spec, text, None if base_dir is None else str(base_dir))
         halted_at = drive(rec, spec, state.name, sim, sandbox, settings, on_progress)
         final = store.load(state.name).state
         report_path = _write_report(settings.report, final, store, spec)

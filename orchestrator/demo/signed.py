@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from orchestrator.errors import SpecError, SpecProblem
+from orchestrator.reconcile import DocumentKey
 
-__all__ = ["DEMO_KEY_ID", "DemoSigning", "make_demo_signing", "with_signing"]
+__all__ = ["DEMO_KEY_ID", "DemoSigning", "make_demo_signing", "pin_public_key", "with_signing"]
 
 #: The key id the demo's documents carry (signature.keyId).
 DEMO_KEY_ID: Final = "ca-migrate-demo"
@@ -79,3 +80,20 @@ def with_signing(text: str, source: str, signing: DemoSigning) -> str:
         )
     block = {"key_id": signing.key_id, "key_file": str(signing.key_file)}
     return text.rstrip("\n") + f"\nsigning: {json.dumps(block)}\n"
+
+
+def pin_public_key(key: DocumentKey, directory: Path) -> Path:
+    """The public key of the campaign's own signer, as a PEM file devices can pin.
+
+    A rehearsal of a campaign that signs (a key file, or a KMS key through the
+    configured client) pins what `start` would sign with: the simulated devices then
+    verify exactly the signatures production devices would.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / "campaign-signing.pub"
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path

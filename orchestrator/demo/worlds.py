@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import tempfile
+from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -28,11 +29,15 @@ from orchestrator.errors import UsageError
 __all__ = [
     "AUTO_WORKERS",
     "AUTO_WORKERS_FROM",
+    "broker_overrides",
     "default_work_dir",
     "fleet_workers",
     "memory_world",
     "mqtt_world",
 ]
+
+if TYPE_CHECKING:
+    from infra.sandbox.mqtt import Endpoint
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +68,21 @@ def fleet_workers(devices: int, requested: int | None) -> int:
             raise UsageError(f"--workers must be 0 or more, not {requested}")
         return requested
     return AUTO_WORKERS if devices >= AUTO_WORKERS_FROM else 0
+
+
+def broker_overrides(pki: SandboxPki, endpoints: Mapping[str, Endpoint]) -> dict[str, str]:
+    """Where a region's endpoints really listen, as device.toml's `[connect_override]` says it.
+
+    The host on 8883 goes to its TLS listener; on 443, to its ALPN listener (the ATS
+    endpoint's), so a device told `endpoint_port: 443` probes with the ALPN where AWS
+    would serve it.
+    """
+    overrides: dict[str, str] = {}
+    for kind, endpoint in endpoints.items():
+        overrides[f"{pki.hosts[kind]}:8883"] = f"127.0.0.1:{endpoint.port}"
+        if endpoint.alpn_port:
+            overrides[f"{pki.hosts[kind]}:443"] = f"127.0.0.1:{endpoint.alpn_port}"
+    return overrides
 
 
 def memory_world(
@@ -126,10 +146,7 @@ def memory_world(
             verify_key=fleet.signing_public_key,
             durable=settings.durable_device_files,
             device_client_things=device_client_things(fleet, provisioned.groups),
-            broker_overrides={
-                f"{pki.hosts[kind]}:8883": f"127.0.0.1:{endpoint.port}"
-                for kind, endpoint in sandbox.endpoints.items()
-            },
+            broker_overrides=broker_overrides(pki, sandbox.endpoints),
         )
         stack.callback(memory.close)
         sim = memory

@@ -325,14 +325,32 @@ def test_list_principal_things_of_an_unknown_certificate_is_not_found(iot):
     assert _code(exc) == ("ResourceNotFoundException", 404)
 
 
-def test_deleting_a_thing_detaches_its_certificates(iot):
+def test_a_thing_with_a_principal_attached_cannot_be_deleted_until_detached(iot):
+    """AWS: `InvalidRequestException: Cannot delete. Thing <name> is still attached to one
+    or more principals`; nothing changes, and after DetachThingPrincipal the delete goes."""
     arn = iot.create_keys_and_certificate()["certificateArn"]
     iot.create_thing(thingName="thing-a")
     iot.attach_thing_principal(thingName="thing-a", principal=arn)
+    with pytest.raises(ClientError) as refused:
+        iot.delete_thing(thingName="thing-a")
+    assert _code(refused) == ("InvalidRequestException", 400)
+    assert refused.value.response["Error"]["Message"] == (
+        "Cannot delete. Thing thing-a is still attached to one or more principals"
+    )
+    assert iot.describe_thing(thingName="thing-a")["thingName"] == "thing-a"
+    assert iot.list_principal_things(principal=arn)["things"] == ["thing-a"]
+    iot.detach_thing_principal(thingName="thing-a", principal=arn)
     iot.delete_thing(thingName="thing-a")
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_thing(thingName="thing-a")
     assert iot.list_principal_things(principal=arn)["things"] == []
-    iot.create_thing(thingName="thing-a")
-    assert iot.list_thing_principals(thingName="thing-a")["principals"] == []
+
+
+def test_deleting_a_thing_that_does_not_exist_succeeds(iot):
+    """AWS: DeleteThing "returns successfully with no error if ... you specify a thing that
+    doesn't exist"."""
+    iot.delete_thing(thingName="never-created")
+    iot.delete_thing(thingName="never-created", expectedVersion=3)
 
 
 # ------------------------------------------------------------------ listing
@@ -461,6 +479,16 @@ def test_the_aws_cli_creates_attaches_revokes_and_sees_the_errors(sandbox: Sandb
         assert done.returncode == 0, done.stderr
     things = _aws(sandbox, "list-principal-things", "--principal", answer["certificateArn"])
     assert json.loads(things.stdout)["things"] == ["cli-thing"]
+    attached_thing = _aws(sandbox, "delete-thing", "--thing-name", "cli-thing")
+    assert attached_thing.returncode != 0
+    assert (
+        "An error occurred (InvalidRequestException) when calling the DeleteThing operation: "
+        "Cannot delete. Thing cli-thing is still attached to one or more principals"
+    ) in attached_thing.stderr
+    for verb in ("detach-thing-principal", "delete-thing"):
+        principal = ("--principal", answer["certificateArn"]) if verb.startswith("detach") else ()
+        done = _aws(sandbox, verb, "--thing-name", "cli-thing", *principal)
+        assert done.returncode == 0, done.stderr
     twice = _aws(sandbox, "register-certificate-without-ca", "--certificate-pem", own)
     assert twice.returncode != 0
     assert "ResourceAlreadyExistsException" in twice.stderr
@@ -488,7 +516,7 @@ def _der(pem: str) -> bytes:
         ("detached", "unattached"),
         ("other thing's name", "client-id"),
         ("attached elsewhere", "client-id"),
-        ("thing deleted", "unattached"),
+        ("detached and thing deleted", "unattached"),
     ],
 )
 def test_the_engine_admits_only_an_active_certificate_attached_to_the_client_ids_thing(
@@ -509,7 +537,8 @@ def test_the_engine_admits_only_an_active_certificate_attached_to_the_client_ids
             iot.detach_thing_principal(thingName="thing-a", principal=arn)
         if case == "revoked":
             iot.update_certificate(certificateId=registered["certificateId"], newStatus="REVOKED")
-        if case == "thing deleted":
+        if case == "detached and thing deleted":
+            iot.detach_thing_principal(thingName="thing-a", principal=arn)
             iot.delete_thing(thingName="thing-a")
     client_id = "thing-b" if case == "other thing's name" else "thing-a"
     if reason is None:

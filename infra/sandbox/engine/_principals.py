@@ -1,7 +1,9 @@
 """Certificates as principals of things, and the device policy's connect rule.
 
 The thing-principal calls (AttachThingPrincipal, DetachThingPrincipal,
-ListThingPrincipals(V2), ListPrincipalThings) with AWS's shapes and errors, and
+ListThingPrincipals(V2), ListPrincipalThings) with AWS's shapes and errors,
+DeleteThing's refusal while a principal is attached (AWS answers
+`InvalidRequestException`; callers detach first), and
 `authorize_connection`, the `iot:Connect` rule the MQTT front applies to every
 CONNECT: the client certificate is registered and ACTIVE, attached to a thing,
 and the client id is that thing's name (`iot:Connection.Thing.ThingName` with
@@ -87,12 +89,15 @@ def _unindex(state: EngineState, thing_name: str, certificate_id: str) -> None:
         state.thing_principals.pop(thing_name, None)
 
 
-def forget_thing(state: EngineState, thing_name: str) -> None:
-    """DeleteThing: the thing's certificates are detached from it (caller holds the lock)."""
-    for certificate_id in state.thing_principals.pop(thing_name, []):
-        record = state.certificates.get(certificate_id)
-        if record is not None:
-            record.things.pop(thing_name, None)
+def refuse_delete_while_attached(state: EngineState, thing_name: str) -> None:
+    """DeleteThing's check (caller holds the lock): AWS refuses a thing with principals.
+
+    The message is the service's own, as AWS SDKs report it.
+    """
+    if state.thing_principals.get(thing_name):
+        raise invalid_request(
+            f"Cannot delete. Thing {thing_name} is still attached to one or more principals"
+        )
 
 
 def list_thing_principals(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:

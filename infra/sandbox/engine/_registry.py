@@ -15,6 +15,7 @@ Invariants:
 - `thing.groups` and `group.things` mirror each other.
 - A thing is in at most one group of each hierarchy (groups under one root).
 - A deleted thing's pending executions become REMOVED; the jobs keep them.
+- A thing with principals attached is never deleted (AWS refuses it: detach first).
 """
 
 from __future__ import annotations
@@ -152,9 +153,12 @@ def list_things(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]
 
 
 def delete_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:
+    """DeleteThing: a thing that does not exist is success; one with principals is refused."""
     name = params["thingName"]
     with op(state) as now:
-        thing = state.thing(name)
+        thing = state.things.get(name)
+        if thing is None:
+            return {}
         expected = params.get("expectedVersion")
         if expected is not None and expected != thing.version:
             raise ServiceError(
@@ -162,6 +166,7 @@ def delete_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any
                 f"expectedVersion {expected} does not match the thing's version {thing.version}",
                 409,
             )
+        _principals.refuse_delete_while_attached(state, name)
         for group in list(thing.groups):
             state.groups[group].things.discard(name)
         # The jobs keep the executions (REMOVED if they were pending), so
@@ -170,7 +175,6 @@ def delete_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any
             if ex.status in PENDING:
                 state.set_status(ex, "REMOVED", now, "control-plane")
                 _policies.after_outcome(state, ex, now)
-        _principals.forget_thing(state, name)
         del state.things[name]
         state.changed()
     return {}

@@ -222,6 +222,7 @@ class DeviceClientDevice:
         *,
         overrides: Mapping[str, str],
         timeout: float = 120.0,
+        verify_key: Path | None = None,
     ) -> None:
         self.thing = thing
         self.root = root
@@ -229,6 +230,8 @@ class DeviceClientDevice:
         self._pki = pki
         self._overrides = dict(overrides)
         self._timeout = timeout
+        # the document-signing public key the device pins (device.toml `signing_public_key`)
+        self._verify_key = verify_key
         self._vias = {pki.hosts["legacy"]: "legacy", pki.hosts["ats"]: "ats"}
         self.connected_host: str | None = None  # what Device Client connected to at start
 
@@ -269,6 +272,11 @@ class DeviceClientDevice:
             + "\n"
         )
         overrides = "".join(f'"{k}" = "{v}"\n' for k, v in sorted(self._overrides.items()))
+        pinned = (
+            ""
+            if self._verify_key is None
+            else f'signing_public_key = "{self._verify_key.resolve()}"\n'
+        )
         toml.parent.mkdir(parents=True, exist_ok=True)
         toml.write_text(
             f'thing_name = "{self.thing}"\n'
@@ -279,6 +287,7 @@ class DeviceClientDevice:
             f'trust_bundle = "{up}/bundle.pem"\n'
             f'state_dir = "{up}/state"\n'
             f'catalog = "{self._pki.ats_catalog}"\n'
+            f"{pinned}"
             "dead_man_seconds = 30\n"
             "connect_timeout_seconds = 5\n"
             "max_attempts = 2\n"

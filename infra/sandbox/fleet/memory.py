@@ -159,7 +159,13 @@ class MemoryFleet(FleetBase):
         self._started = False
         self.outcomes: Counter[str] = Counter()
         self._device_clients = {
-            name: DeviceClientDevice(name, self.root / name, pki, overrides=broker_overrides or {})
+            name: DeviceClientDevice(
+                name,
+                self.root / name,
+                pki,
+                overrides=broker_overrides or {},
+                verify_key=verify_key,
+            )
             for name in device_client_things
         }
 
