@@ -51,6 +51,7 @@ PROTOCOLS = frozenset({"mqtt5", "mqtt311"})
 
 
 def _plain_execution(data: Any) -> JobExecution:
+    # Reads no thing name and no timer: AWS leaves both out of MQTT executions.
     document = data.job_document if data.job_document is not None else {}
     return JobExecution(
         job_id=str(data.job_id),

@@ -42,6 +42,34 @@ STATUS_DETAILS_VALUE_MAX: Final = 1024
 # for jobs with a scheduling configuration; the sandbox keeps the stricter 10.
 MAX_PENDING_LISTED: Final = 10
 
+# --- the execution object over MQTT (render.mqtt_execution) ----------------
+# AWS documents one JobExecution for the MQTT and HTTPS device APIs (the developer
+# guide's "Jobs device MQTT and HTTPS data types": jobId, thingName, jobDocument,
+# status, statusDetails, queuedAt, startedAt, lastUpdatedAt, versionNumber,
+# executionNumber; the API reference adds approximateSecondsBeforeTimedOut). The
+# service's MQTT answers disagree: the developer guide's notify-next examples, and the
+# start-next/accepted and notify-next messages captured against AWS in the AWS IoT
+# Device SDK v2 jobs sample walkthrough (samples/service_clients/jobs.md,
+# `thing_name=None`, `status_details=None`), carry no thingName, and an empty
+# statusDetails is left out. Over MQTT (start-next, `{jobId}/get`, notify-next alike)
+# the sandbox sends these fields only, so a device that reads thingName or
+# approximateSecondsBeforeTimedOut from an MQTT execution fails here as it may on AWS
+# (the SDK's JobExecutionData has no field for the latter). Over HTTPS
+# (iot-jobs-data) the execution keeps both, as the AWS CLI's examples show.
+MQTT_EXECUTION_FIELDS: Final = frozenset(
+    {
+        "jobId",
+        "jobDocument",
+        "status",
+        "statusDetails",
+        "queuedAt",
+        "startedAt",
+        "lastUpdatedAt",
+        "versionNumber",
+        "executionNumber",
+    }
+)
+
 # --- execution state machine ---------------------------------------------
 # The device may go QUEUED -> SUCCEEDED | FAILED | REJECTED without IN_PROGRESS.
 DEVICE_MAY_SKIP_IN_PROGRESS: Final = True

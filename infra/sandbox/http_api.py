@@ -467,9 +467,7 @@ def _jobs_data_call(
         return (
             {}
             if snapshot is None
-            else {
-                "execution": render.data_execution(snapshot, document="string", empty_details=True)
-            }
+            else {"execution": render.data_execution(snapshot, include_document=True)}
         )
     if operation == "DescribeJobExecution":
         snapshot = engine.describe_execution(
@@ -477,11 +475,7 @@ def _jobs_data_call(
         )
         # "Unless set to false, the response contains the job document."
         include = bool(params.get("includeJobDocument", True))
-        return {
-            "execution": render.data_execution(
-                snapshot, document="string" if include else None, empty_details=True
-            )
-        }
+        return {"execution": render.data_execution(snapshot, include_document=include)}
     snapshot = engine.update_execution(
         thing,
         params["jobId"],

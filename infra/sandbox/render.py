@@ -2,10 +2,11 @@
 
 The MQTT bridge, the `iot-jobs-data` HTTPS API and the `iot` control plane
 all show an `ExecutionSnapshot`; the fields they share are rendered here once
-(`execution_fields`), and each flavour adds what its API documents: the data
-plane the thing name, statusDetails and (optionally) the document, as a JSON
-object over MQTT and as a string over HTTPS; the control plane the thing's ARN,
-forceCanceled and statusDetails as `detailsMap`.
+(`execution_fields`), and each flavour adds what its API sends: over HTTPS the
+thing name, statusDetails and (optionally) the document as a string; over MQTT
+only `decisions.MQTT_EXECUTION_FIELDS` (no thing name: AWS sends none there),
+the document as a JSON object; the control plane the thing's ARN, forceCanceled
+and statusDetails as `detailsMap`.
 
 Pure functions, no I/O. Times are integer epoch seconds; fields that do not
 apply are left out (never null).
@@ -14,8 +15,9 @@ apply are left out (never null).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
+from infra.sandbox import decisions as d
 from infra.sandbox.dataplane import ExecutionSnapshot
 
 __all__ = [
@@ -23,10 +25,9 @@ __all__ = [
     "data_execution",
     "execution_fields",
     "execution_state",
+    "mqtt_execution",
     "summary",
 ]
-
-DocumentForm = Literal["object", "string"]
 
 
 def _document_object(text: str) -> Any:
@@ -55,22 +56,32 @@ def execution_fields(snapshot: ExecutionSnapshot) -> dict[str, Any]:
     return out
 
 
-def data_execution(
-    snapshot: ExecutionSnapshot, *, document: DocumentForm | None, empty_details: bool
-) -> dict[str, Any]:
-    """A data-plane JobExecution (start-next, `{jobId}/get`, notify-next, HTTPS).
+def data_execution(snapshot: ExecutionSnapshot, *, include_document: bool) -> dict[str, Any]:
+    """An HTTPS (`iot-jobs-data`) JobExecution: StartNextPendingJobExecution, DescribeJobExecution.
 
-    `document` says whether and how `jobDocument` is included; `empty_details`
-    whether an empty statusDetails is shown (HTTPS) or left out (MQTT).
+    The thing name and statusDetails (empty too) are shown; the document, when asked,
+    as a string.
     """
     out = execution_fields(snapshot)
     out["thingName"] = snapshot.thing_name
-    if snapshot.status_details or empty_details:
-        out["statusDetails"] = dict(snapshot.status_details)
-    if document == "object":
-        out["jobDocument"] = _document_object(snapshot.job_document)
-    elif document == "string":
+    out["statusDetails"] = dict(snapshot.status_details)
+    if include_document:
         out["jobDocument"] = snapshot.job_document
+    return out
+
+
+def mqtt_execution(snapshot: ExecutionSnapshot, *, include_document: bool) -> dict[str, Any]:
+    """The MQTT JobExecution: start-next, `{jobId}/get` and notify-next.
+
+    Only `decisions.MQTT_EXECUTION_FIELDS`: no thingName, no
+    approximateSecondsBeforeTimedOut, an empty statusDetails left out; the document,
+    when asked, as a JSON object.
+    """
+    out = {k: v for k, v in execution_fields(snapshot).items() if k in d.MQTT_EXECUTION_FIELDS}
+    if snapshot.status_details:
+        out["statusDetails"] = dict(snapshot.status_details)
+    if include_document:
+        out["jobDocument"] = _document_object(snapshot.job_document)
     return out
 
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.sandbox.dataplane import DataPlaneError
+from infra.sandbox import render
+from infra.sandbox.dataplane import DataPlaneError, ExecutionSnapshot
 from infra.sandbox.mqtt._jobs import JobsTopics, NotifyTracker, Outgoing, parse_jobs_topic
 from infra.sandbox.mqtt._shadow import ShadowStore
 from infra.sandbox.mqtt.testing import FakeEngine
@@ -80,6 +81,62 @@ def test_describe_next_and_without_document(topics):
     bare = ask(topics, f"{T}/job-b/get", {"includeJobDocument": False})
     assert "jobDocument" not in bare.payload["execution"]
     assert "clientToken" not in bare.payload
+
+
+# The MQTT execution object: what AWS sends (decisions.MQTT_EXECUTION_FIELDS): never
+# thingName (the SDK sample's captured start-next and notify-next: `thing_name=None`),
+# never approximateSecondsBeforeTimedOut, statusDetails only when there are any.
+MQTT_BASE = {"jobId", "status", "queuedAt", "lastUpdatedAt", "versionNumber", "executionNumber"}
+
+
+def test_start_next_and_describe_send_only_the_fields_aws_sends_over_mqtt(topics):
+    started = ask(topics, f"{T}/start-next", {"statusDetails": {"step": "1"}})
+    assert set(started.payload["execution"]) == MQTT_BASE | {
+        "startedAt",
+        "statusDetails",
+        "jobDocument",
+    }
+    nxt = ask(topics, f"{T}/$next/get", {})
+    assert set(nxt.payload["execution"]) == MQTT_BASE | {
+        "startedAt",
+        "statusDetails",
+        "jobDocument",
+    }
+    queued = ask(topics, f"{T}/job-b/get", {})
+    assert set(queued.payload["execution"]) == MQTT_BASE | {"jobDocument"}
+    bare = ask(topics, f"{T}/job-b/get", {"includeJobDocument": False})
+    assert set(bare.payload["execution"]) == MQTT_BASE
+
+
+def test_notify_next_sends_only_the_fields_aws_sends_over_mqtt(engine):
+    (_, head) = NotifyTracker(now).changes("thing-1", engine.get_pending("thing-1"))
+    assert head.topic == f"{T}/notify-next"
+    assert set(head.payload) == {"timestamp", "execution"}
+    assert set(head.payload["execution"]) == MQTT_BASE | {"jobDocument"}
+
+
+def test_an_execution_with_a_timer_and_a_thing_shows_neither_over_mqtt_but_both_over_https():
+    snapshot = ExecutionSnapshot(
+        job_id="j",
+        thing_name="thing-1",
+        status="IN_PROGRESS",
+        status_details={},
+        queued_at=NOW - 9,
+        started_at=NOW - 5,
+        last_updated_at=NOW - 5,
+        version_number=2,
+        execution_number=1,
+        approximate_seconds_before_timed_out=295,
+        job_document='{"a": 1}',
+    )
+    over_mqtt = render.mqtt_execution(snapshot, include_document=True)
+    assert set(over_mqtt) == MQTT_BASE | {"startedAt", "jobDocument"}
+    assert over_mqtt["jobDocument"] == {"a": 1}
+    over_https = render.data_execution(snapshot, include_document=True)
+    assert over_https["thingName"] == "thing-1"
+    assert over_https["approximateSecondsBeforeTimedOut"] == 295
+    assert over_https["statusDetails"] == {}
+    assert over_https["jobDocument"] == '{"a": 1}'
 
 
 def test_update_includes_state_and_document_only_when_asked(topics, engine):

@@ -41,7 +41,7 @@ def iot(sandbox: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def things(sandbox: Any) -> dict[str, dict[str, str]]:
-    return dict(sandbox.provision(things=6).credentials)
+    return dict(sandbox.provision(things=7).credentials)
 
 
 def sdk_device(
@@ -170,6 +170,35 @@ def test_sdk_v2_parses_a_version_mismatch_rejection(sandbox, iot, things):
             "sdk-mismatch", "SUCCEEDED", expected_version=execution.version_number
         )
         assert accepted.execution_state.status == "SUCCEEDED"
+    finally:
+        device.stop()
+
+
+def test_sdk_v2_sees_no_thing_name_in_notify_next_and_start_next_as_on_aws(sandbox, iot, things):
+    """AWS's own capture (the SDK's jobs sample walkthrough) shows `thing_name=None` and
+    `status_details=None` in NextJobExecutionChanged and the start-next response."""
+    thing = sorted(things)[6]
+    root = sandbox.pki.ats_root_pems["amazon-root-ca-1"]
+    device = sdk_device(sandbox, things[thing], thing, "ats", root, timeout=10)
+    device.start()
+    try:
+        arn = iot.describe_thing(thingName=thing)["thingArn"]
+        iot.create_job(
+            jobId="sdk-fields",
+            targets=[arn],
+            document=json.dumps({"ToDo": "Reboot"}),
+            timeoutConfig={"inProgressTimeoutInMinutes": 5},
+        )
+        notified = device.next_execution()
+        started = device.start_next()
+        for execution in (notified, started):
+            assert execution.job_id == "sdk-fields"
+            assert execution.thing_name is None
+            assert execution.status_details is None
+            assert execution.job_document == {"ToDo": "Reboot"}
+        assert (notified.status, started.status) == ("QUEUED", "IN_PROGRESS")
+        assert started.started_at is not None
+        device.update("sdk-fields", "SUCCEEDED")
     finally:
         device.stop()
 

@@ -32,9 +32,7 @@ _CLIENT_TOKEN_MAX = 64
 
 def execution(snapshot: ExecutionSnapshot, *, include_document: bool = True) -> dict[str, Any]:
     """The `execution` object of start-next, `{jobId}/get` and notify-next."""
-    return render.data_execution(
-        snapshot, document="object" if include_document else None, empty_details=False
-    )
+    return render.mqtt_execution(snapshot, include_document=include_document)
 
 
 def summary(snapshot: ExecutionSnapshot) -> dict[str, Any]:
