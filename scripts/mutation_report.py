@@ -334,6 +334,14 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 "tests/sandbox/test_rollout_pace.py::test_without_the_default_pace_rates_and_windows_still_apply (planted: fails)",
             ),
         ),
+        "process_due: _membership.settle(state, None)": (
+            TESTED,
+            (
+                "tests/sandbox/test_rollout_pace.py::"
+                "test_a_thing_a_shadow_moves_into_a_dynamic_target_is_queued_when_the_clock_settles_it"
+                " (planted: fails)"
+            ),
+        ),
         "enqueue_targets: was_idle = job.rollout_pending": (
             EQUIVALENT,
             (

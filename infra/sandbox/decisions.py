@@ -291,3 +291,10 @@ DEVICE_CLIENT_RUN_COMMAND: Final = "runCommand steps are not simulated; use runH
 # names, and keeps that connection (and reports over it) until `restart()`; the fleet
 # restarts a device once its job SUCCEEDED, as an operator is told to (docs/runbook.md).
 DEVICE_CLIENT_RESTARTS_AFTER_SUCCESS: Final = True
+# Device Client's configuration has no port: it sets only the endpoint on the CRT's
+# connection builder (SharedCrtResourceManager.cpp), which picks 443 with ALPN
+# x-amzn-mqtt-ca where the TLS stack has ALPN (Linux) and 8883 elsewhere. The simulated
+# Device Client's own connection is modelled by host only (which endpoint it reports via);
+# the port is what the handler's probe uses: the document's (443 goes to the ATS endpoint's
+# ALPN listener through device.toml's [connect_override]). A simulated device pins the
+# document-signing key the fleet pins (device.toml `signing_public_key`), as agents do.

@@ -292,3 +292,52 @@ def test_rehearse_runs_the_operators_signed_campaign_to_completed(
         "eu-sensors",
     ]
     assert "PRIVATE KEY" not in ran.stdout + ran.stderr
+
+
+def test_rehearse_signs_with_the_campaigns_kms_key_through_the_configured_client(
+    files: dict[str, Path], kms_server: Any
+) -> None:
+    """KMS found as `start` finds it (here AWS_ENDPOINT_URL_KMS); devices pin GetPublicKey's."""
+    key = kms_server.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    kms_server.create_alias(AliasName="alias/ca-migrate-rehearsal", TargetKeyId=key["KeyId"])
+    campaign = files["campaign"]
+    campaign.write_text(
+        campaign.read_text().replace(
+            "signing: {key_file: keys/ops.key,", "signing: {kms_key: alias/ca-migrate-rehearsal,"
+        )
+    )
+    ran = CliRunner().invoke(
+        app, ["rehearse", str(campaign), "--fleet", str(files["fleet"]), "-o", "json"]
+    )
+    structlog.reset_defaults()
+    assert ran.exit_code == 0, ran.output[-2000:]
+    body = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert body["status"] == "COMPLETED"
+    assert all(w["executions"]["succeeded"] for w in body["waves"])
+
+
+@pytest.mark.parametrize(
+    ("key_file", "message"),
+    [
+        ("keys/p384.key", "P-256"),
+        ("keys/missing.key", "keys/missing.key: No such file or directory"),
+    ],
+    ids=["p384", "missing"],
+)
+def test_rehearse_refuses_a_signing_key_that_cannot_sign_with_exit_2(
+    files: dict[str, Path], key_file: str, message: str
+) -> None:
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (files["campaign"].parent / "keys" / "p384.key").write_bytes(pem)
+    campaign = files["campaign"]
+    campaign.write_text(campaign.read_text().replace("keys/ops.key", key_file))
+    ran = CliRunner().invoke(app, ["rehearse", str(campaign), "--fleet", str(files["fleet"])])
+    structlog.reset_defaults()
+    assert ran.exit_code == 2, ran.output
+    assert message in ran.stderr
+    assert "Traceback" not in ran.output
+    assert pem.decode().splitlines()[1] not in ran.output

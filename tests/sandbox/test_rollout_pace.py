@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from infra.sandbox.engine import JobsEngine
+from infra.sandbox.mqtt._shadow import ShadowStore
 from job_documents.clock import ManualClock
 
 from .conftest import START
@@ -133,3 +134,29 @@ def test_things_joining_exactly_at_a_default_batch_start_a_new_minute() -> None:
     assert engine.counts("c")["QUEUED"] == 3  # t0, then two in the new minute
     engine.advance(60)
     assert engine.counts("c")["QUEUED"] == 4
+
+
+def test_a_thing_a_shadow_moves_into_a_dynamic_target_is_queued_when_the_clock_settles_it() -> None:
+    """Membership a shadow changed is settled by the next deadline pass, at that pass's time."""
+    engine = _engine(["a"], ())
+    shadow = "ca-migration"
+    engine.update_indexing_configuration(
+        {
+            "thingIndexingConfiguration": {
+                "thingIndexingMode": "REGISTRY_AND_SHADOW",
+                "namedShadowIndexingMode": "ON",
+                "filter": {"namedShadowNames": [shadow]},
+            }
+        }
+    )
+    engine.create_dynamic_thing_group(
+        {"thingGroupName": "on443", "queryString": f"shadow.name.{shadow}.reported.port:443"}
+    )
+    _continuous(engine, ("on443",))
+    engine.advance(20)
+    ShadowStore(lambda: int(T0), engine.named_shadows).handle(
+        f"$aws/things/a/shadow/name/{shadow}/update",
+        json.dumps({"state": {"reported": {"port": 443}}}).encode(),
+    )
+    engine.advance(10)
+    assert _execution(engine, "a")["queuedAt"] == T0 + 30
