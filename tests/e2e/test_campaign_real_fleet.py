@@ -35,6 +35,7 @@ from job_documents import load_verify_key
 from job_documents._signature import signature_problem
 from orchestrator.cli import app
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
+from orchestrator.demo.scenarios import demo_fleet, scenario
 
 from .campaign_kit import in_process
 
@@ -341,3 +342,28 @@ def test_rehearse_refuses_a_signing_key_that_cannot_sign_with_exit_2(
     assert message in ran.stderr
     assert "Traceback" not in ran.output
     assert pem.decode().splitlines()[1] not in ran.output
+
+
+def test_ca_migrate_demo_real_fleet_completes_signed_over_two_regions() -> None:
+    fleet = demo_fleet(scenario("real-fleet"), 50)
+    assert {g.name for g in fleet.groups if g.runtime == "device-client"} == {
+        "demo-eu-gateways",
+        "demo-us-gateways",
+    }
+    ran = CliRunner().invoke(
+        app,
+        ["demo", "--scenario", "real-fleet", "--devices", "50", "--time-scale", "0", "-o", "json"],
+    )
+    structlog.reset_defaults()
+    assert ran.exit_code == 0, ran.output[-2000:]
+    body = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert body["status"] == "COMPLETED"
+    assert body["as_expected"] is True
+    assert body["signed"]["key_id"] == "ca-migrate-demo"  # signed without --signed
+    assert [(w["name"], w["phase"]) for w in body["waves"]] == [
+        ("eu-canary", "PASSED"),
+        ("eu-gateways", "PASSED"),
+        ("us-fleet", "PASSED"),
+        ("us-gateways", "PASSED"),
+    ]
+    assert sum(w["executions"]["succeeded"] for w in body["waves"]) == 50
