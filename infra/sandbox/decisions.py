@@ -191,6 +191,10 @@ MAX_DYNAMIC_GROUPS: Final = 100
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
 # IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.
 # CreateJob naming a thing or group that does not exist: ResourceNotFoundException.
+# CreateThingGroup under a parent that does not exist: ResourceNotFoundException (404),
+# although botocore's model lists no ResourceNotFoundException for CreateThingGroup;
+# AWS's answer is unconfirmed (tests/sandbox/test_modeled_errors.py keeps this the one
+# error outside the model among the identity, registry and group calls).
 # documentSource (S3) is refused: the sandbox cannot read S3.
 # The job document must be a JSON object (devices get it as one over MQTT).
 # A thing that leaves the last targeted group (AWS: "no longer scheduled to execute
