@@ -325,6 +325,12 @@ def rehearse(
         print(json.dumps({"rehearsal": str(campaign), **result.to_json()}, sort_keys=True))
         return
     lines = []
+    signed = result.extra.get("signed")
+    if signed:
+        lines.append(
+            f"signed as start would sign (key id {signed['key_id']}, {signed['source']}); "
+            "every simulated device pinned its public key"
+        )
     for wave in result.waves:
         when = _at(wave["finished_after_minutes"])
         if wave["phase"] == "PASSED":

@@ -286,6 +286,7 @@ def test_rehearse_runs_the_operators_signed_campaign_to_completed(
     assert ran.exit_code == 0, ran.output[-2000:]
     body = json.loads(ran.stdout.strip().splitlines()[-1])
     assert body["status"] == "COMPLETED"
+    assert body["signed"] == {"key_id": KEY_ID, "source": "key-file"}
     assert [w["name"] for w in body["waves"]] == [
         "us-gateways",
         "us-sensors",
@@ -314,7 +315,12 @@ def test_rehearse_signs_with_the_campaigns_kms_key_through_the_configured_client
     assert ran.exit_code == 0, ran.output[-2000:]
     body = json.loads(ran.stdout.strip().splitlines()[-1])
     assert body["status"] == "COMPLETED"
+    assert body["signed"] == {"key_id": KEY_ID, "source": "kms"}
     assert all(w["executions"]["succeeded"] for w in body["waves"])
+    text = CliRunner().invoke(app, ["rehearse", str(campaign), "--fleet", str(files["fleet"])])
+    structlog.reset_defaults()
+    assert text.exit_code == 0, text.output[-2000:]
+    assert f"signed as start would sign (key id {KEY_ID}, kms)" in text.stdout
 
 
 @pytest.mark.parametrize(
