@@ -167,8 +167,8 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 
 # --- dynamic thing groups -----------------------------------------------------
 # AWS builds a dynamic group's membership in the background (status BUILDING, then
-# ACTIVE) and updates it as the index changes, eventually. The sandbox builds it at
-# once (status always ACTIVE) and re-evaluates a thing when its registry entry or
+# ACTIVE: DYNAMIC_GROUP_BUILD_SECONDS below) and updates it as the index changes,
+# eventually. Once built, the sandbox re-evaluates a thing when its registry entry or
 # static groups change (before the operation returns) or its named shadows change
 # (by the next operation or the scheduler thread). Joining a dynamic group does not
 # itself re-evaluate the thing against the other dynamic groups (a query on
@@ -182,6 +182,14 @@ UPDATABLE_JOB_STATUSES: Final = frozenset({"IN_PROGRESS", "SCHEDULED"})
 # CreateThingGroup does); another query, or a static group of that name, is
 # ResourceAlreadyExistsException. The account limit is AWS's documented quota.
 MAX_DYNAMIC_GROUPS: Final = 100
+# "Dynamic thing group creation is not instantaneous ... the status of the group is set
+# to BUILDING. When the backfill is complete, the status changes to ACTIVE"; an update of
+# the query is REBUILDING the same way; "Dynamic thing groups with BUILDING and
+# REBUILDING statuses might not include all of the things that match" (AWS). The
+# backfill takes this many sandbox seconds; meanwhile a new group has no members and a
+# rebuilding one keeps its old query's members (the least AWS promises), then the group
+# is evaluated afresh and is ACTIVE. A job may target it at any time, as on AWS.
+DYNAMIC_GROUP_BUILD_SECONDS: Final = 2.0
 # A query nesting parentheses or NOT deeper than job_documents.fleet_query.MAX_NESTING
 # (32) levels is InvalidQueryException (SearchIndex, the aggregations, dynamic groups):
 # AWS documents no such bound; the sandbox needs one so that a hostile query cannot

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from infra.sandbox.decisions import DYNAMIC_GROUP_BUILD_SECONDS
 from infra.sandbox.mqtt._shadow import ShadowStore
 from infra.sandbox.runtime import Sandbox
 from job_documents import ManualClock
@@ -40,9 +41,11 @@ def _indexing_on(sandbox: Sandbox) -> None:
 
 def test_a_dynamic_group_is_made_once_and_adopted_after(sandbox: Sandbox, groups) -> None:
     _indexing_on(sandbox)
+    # As on AWS, a new dynamic group is BUILDING until its backfill completes.
     assert groups.ensure_dynamic_group("ca-migrate-x-w-query", "attributes.model:m1", "d") == (
-        "ACTIVE"
+        "BUILDING"
     )
+    sandbox.engine.advance(DYNAMIC_GROUP_BUILD_SECONDS)
     assert groups.ensure_dynamic_group("ca-migrate-x-w-query", "attributes.model:m1", "d") == (
         "ACTIVE"
     )

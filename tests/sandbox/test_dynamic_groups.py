@@ -30,6 +30,11 @@ def _code(error: pytest.ExceptionInfo[ClientError]) -> str:
     return str(error.value.response["Error"]["Code"])
 
 
+def _built(sandbox: Sandbox) -> None:
+    """Let a dynamic group's backfill complete (BUILDING or REBUILDING, then ACTIVE)."""
+    sandbox.engine.advance(d.DYNAMIC_GROUP_BUILD_SECONDS)
+
+
 def _members(iot, group: str) -> list[str]:
     return sorted(iot.list_things_in_thing_group(thingGroupName=group)["things"])
 
@@ -43,12 +48,15 @@ def models(iot):
     return iot
 
 
-def test_a_dynamic_group_holds_what_its_query_matches_and_describes_itself(models) -> None:
+def test_a_dynamic_group_holds_what_its_query_matches_and_describes_itself(
+    sandbox: Sandbox, models
+) -> None:
     created = models.create_dynamic_thing_group(
         thingGroupName="m2s", queryString="attributes.model:m2"
     )
     assert created["thingGroupArn"] == f"{ARN}:thinggroup/m2s"
     assert (created["indexName"], created["queryVersion"]) == ("AWS_Things", "2017-09-30")
+    _built(sandbox)
     assert _members(models, "m2s") == ["t3", "t5"]
     described = models.describe_thing_group(thingGroupName="m2s")
     assert described["queryString"] == "attributes.model:m2"
@@ -61,8 +69,35 @@ def test_a_dynamic_group_holds_what_its_query_matches_and_describes_itself(model
     assert models.search_index(queryString="thingGroupNames:m2s")["things"][0]["thingName"] == "t3"
 
 
-def test_membership_follows_the_registry(models) -> None:
+def test_a_new_group_is_building_and_empty_until_its_backfill_completes(
+    sandbox: Sandbox, models
+) -> None:
+    """AWS: "Dynamic thing group creation is not instantaneous": BUILDING, then ACTIVE;
+    a BUILDING or REBUILDING group "might not include all of the things that match"."""
+    models.create_dynamic_thing_group(thingGroupName="m2s", queryString="attributes.model:m2")
+    assert models.describe_thing_group(thingGroupName="m2s")["status"] == "BUILDING"
+    assert _members(models, "m2s") == []
+    sandbox.engine.advance(d.DYNAMIC_GROUP_BUILD_SECONDS - 1)
+    models.update_thing(thingName="t1", attributePayload={"attributes": {"model": "m2"}})
+    assert _members(models, "m2s") == []
+    sandbox.engine.advance(1)
+    assert models.describe_thing_group(thingGroupName="m2s")["status"] == "ACTIVE"
+    assert _members(models, "m2s") == ["t1", "t3", "t5"]
+    models.update_dynamic_thing_group(
+        thingGroupName="m2s", thingGroupProperties={}, queryString="thingName:t2"
+    )
+    assert models.describe_thing_group(thingGroupName="m2s")["status"] == "REBUILDING"
+    assert _members(models, "m2s") == ["t1", "t3", "t5"]  # the old query's, meanwhile
+    saved = sandbox.engine.export_state()  # a restart while rebuilding finishes it
+    sandbox.engine.import_state(json.loads(json.dumps(saved)))
+    _built(sandbox)
+    assert models.describe_thing_group(thingGroupName="m2s")["status"] == "ACTIVE"
+    assert _members(models, "m2s") == ["t2"]
+
+
+def test_membership_follows_the_registry(sandbox: Sandbox, models) -> None:
     models.create_dynamic_thing_group(thingGroupName="m1s", queryString="attributes.model:m1")
+    _built(sandbox)
     models.update_thing(thingName="t1", attributePayload={"attributes": {"model": "m2"}})
     models.create_thing(thingName="t6", attributePayload={"attributes": {"model": "m1"}})
     assert _members(models, "m1s") == ["t2", "t4", "t6"]
@@ -80,12 +115,13 @@ def test_membership_follows_named_shadows_by_the_next_operation(sandbox: Sandbox
     iot.create_dynamic_thing_group(
         thingGroupName="legacy", queryString=f"shadow.name.{SHADOW}.reported.port:443"
     )
+    _built(sandbox)
     assert _members(iot, "legacy") == []
     store = ShadowStore(lambda: 1_700_000_000, sandbox.engine.named_shadows)
     for thing, port in (("a", 443), ("b", 8883)):
         topic = f"$aws/things/{thing}/shadow/name/{SHADOW}/update"
         store.handle(topic, json.dumps({"state": {"reported": {"port": port}}}).encode())
-    iot.describe_endpoint(endpointType="iot:Data-ATS")  # any operation settles membership
+    iot.list_jobs()  # a Jobs operation settles membership in its prologue
     assert _members(iot, "legacy") == ["a"]
 
 
@@ -147,8 +183,11 @@ def test_an_account_has_at_most_a_hundred_dynamic_groups(iot) -> None:
     assert _code(limit) == "LimitExceededException"
 
 
-def test_update_changes_the_query_and_the_members_and_checks_the_version(models) -> None:
+def test_update_changes_the_query_and_the_members_and_checks_the_version(
+    sandbox: Sandbox, models
+) -> None:
     models.create_dynamic_thing_group(thingGroupName="g", queryString="attributes.model:m2")
+    _built(sandbox)
     with pytest.raises(ClientError) as stale:
         models.update_dynamic_thing_group(
             thingGroupName="g", thingGroupProperties={}, expectedVersion=7, queryString="t1"
@@ -158,6 +197,7 @@ def test_update_changes_the_query_and_the_members_and_checks_the_version(models)
         thingGroupName="g", thingGroupProperties={}, queryString="thingName:t1 OR thingName:t2"
     )
     assert answer["version"] == 2
+    _built(sandbox)
     assert _members(models, "g") == ["t1", "t2"]
     assert models.describe_thing_group(thingGroupName="g")["queryString"].startswith("thingName")
 
@@ -175,9 +215,10 @@ def test_delete_takes_the_things_out_and_is_quiet_when_the_group_is_gone(models)
 
 
 def test_a_thing_leaving_a_continuous_jobs_dynamic_group_has_its_execution_removed(
-    models, jobs_data
+    sandbox: Sandbox, models, jobs_data
 ) -> None:
     models.create_dynamic_thing_group(thingGroupName="m2s", queryString="attributes.model:m2")
+    _built(sandbox)
     models.create_job(
         jobId="cont",
         targets=[f"{ARN}:thinggroup/m2s"],
@@ -195,9 +236,10 @@ def test_a_thing_leaving_a_continuous_jobs_dynamic_group_has_its_execution_remov
 
 
 def test_a_snapshot_job_on_a_dynamic_group_keeps_its_things_but_drops_queued_leavers(
-    models,
+    sandbox: Sandbox, models
 ) -> None:
     models.create_dynamic_thing_group(thingGroupName="m1s", queryString="attributes.model:m1")
+    _built(sandbox)
     models.create_job(jobId="snap", targets=[f"{ARN}:thinggroup/m1s"], document=DOCUMENT)
     models.update_thing(thingName="t1", attributePayload={"attributes": {"model": "m2"}})
     models.update_thing(thingName="t3", attributePayload={"attributes": {"model": "m1"}})
@@ -206,12 +248,15 @@ def test_a_snapshot_job_on_a_dynamic_group_keeps_its_things_but_drops_queued_lea
     assert (details["numberOfRemovedThings"], details["numberOfQueuedThings"]) == (1, 2)
 
 
-def test_a_thing_in_ten_groups_joins_no_more_and_override_makes_room(models) -> None:
+def test_a_thing_in_ten_groups_joins_no_more_and_override_makes_room(
+    sandbox: Sandbox, models
+) -> None:
     for index in range(9):
         models.create_thing_group(thingGroupName=f"s{index}")
         models.add_thing_to_thing_group(thingGroupName=f"s{index}", thingName="t1")
     models.create_dynamic_thing_group(thingGroupName="dyn", queryString="thingName:t1")
     models.create_dynamic_thing_group(thingGroupName="full", queryString="thingName:t1")
+    _built(sandbox)
     assert _members(models, "dyn") == ["t1"]
     assert _members(models, "full") == []  # ten groups already
     models.create_thing_group(thingGroupName="s9")
@@ -225,6 +270,7 @@ def test_a_thing_in_ten_groups_joins_no_more_and_override_makes_room(models) -> 
 
 def test_dynamic_groups_survive_an_export_and_import(sandbox: Sandbox, models) -> None:
     models.create_dynamic_thing_group(thingGroupName="m2s", queryString="attributes.model:m2")
+    _built(sandbox)
     saved = sandbox.engine.export_state()
     sandbox.engine.import_state(json.loads(json.dumps(saved)))
     assert models.describe_thing_group(thingGroupName="m2s")["queryString"] == (

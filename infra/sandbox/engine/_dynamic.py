@@ -22,8 +22,9 @@ dynamic group has its pending execution REMOVED.
 Invariants:
 - after `settle`, a dynamic group's `things` are exactly the indexed things its
   query matches (but for things already in `MAX_GROUPS_PER_THING` groups);
-- the sandbox builds a group's membership at once: DescribeThingGroup's status is
-  always ACTIVE (AWS: BUILDING, then ACTIVE; decisions.py).
+- a new group is BUILDING (no members) and a group whose query changed REBUILDING (its
+  old members) for `decisions.DYNAMIC_GROUP_BUILD_SECONDS`, then evaluated afresh and
+  ACTIVE (`_membership.finish_build`, by the deadline pass), as AWS backfills it.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def create_dynamic_thing_group(state: EngineState, params: Mapping[str, Any]) ->
             group.query_version = version
             state.groups[name] = group
             state.changed()
-            _membership.refresh(state, [group], list(state.things.values()), now)
+            _membership.start_build(state, group, "BUILDING", now)
         return {
             "thingGroupName": name,
             "thingGroupArn": group.arn,
@@ -141,7 +142,7 @@ def update_dynamic_thing_group(state: EngineState, params: Mapping[str, Any]) ->
         group.version += 1
         state.changed()
         if changed_query:
-            _membership.refresh(state, [group], list(state.things.values()), now)
+            _membership.start_build(state, group, "REBUILDING", now)
         return {"version": group.version}
 
 
@@ -199,5 +200,5 @@ def describe_fields(group: _Group) -> dict[str, Any]:
         "indexName": group.index_name,
         "queryString": group.query,
         "queryVersion": group.query_version,
-        "status": "ACTIVE",
+        "status": group.build_status,
     }

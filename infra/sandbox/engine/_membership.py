@@ -11,6 +11,8 @@ starts to match the group's query; either way the jobs see the same thing:
 
 `refresh` and `settle` evaluate dynamic groups' queries (`_dynamic` holds their
 operations): a thing joins or leaves a dynamic group as its indexed fields match.
+`start_build` / `finish_build` are a group's backfill: `settle` leaves a BUILDING or
+REBUILDING group alone until its deadline evaluates every thing afresh.
 Callers hold the lock.
 """
 
@@ -121,13 +123,30 @@ def refresh(
                     leave(state, thing, group, now)
 
 
+def start_build(state: EngineState, group: _Group, status: str, now: float) -> None:
+    """Begin a dynamic group's backfill (BUILDING or REBUILDING); lock held."""
+    group.build_status = status
+    group.built_at = now + d.DYNAMIC_GROUP_BUILD_SECONDS
+    state.push_deadline(group.built_at, "group-built", group, 0)
+
+
+def finish_build(state: EngineState, group: _Group, when: float) -> None:
+    """The backfill's deadline: evaluate every thing against the query, then ACTIVE."""
+    if state.groups.get(group.name) is not group or group.built_at != when:
+        return  # deleted, or rebuilt again since: a later deadline finishes it
+    group.build_status = "ACTIVE"
+    group.built_at = None
+    state.changed()
+    refresh(state, [group], list(state.things.values()), when)
+
+
 def settle(state: EngineState, now: float) -> None:
     """Bring dynamic group membership up to date with the things marked changed (lock held)."""
     stale = state.index_stale
     if stale is not None and not stale:
         return
     state.index_stale = set()
-    groups = [g for g in state.groups.values() if g.dynamic]
+    groups = [g for g in state.groups.values() if g.dynamic and g.build_status == "ACTIVE"]
     if not groups:
         return
     if stale is None:

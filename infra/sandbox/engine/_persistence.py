@@ -53,6 +53,8 @@ def export_state(state: EngineState) -> dict[str, Any]:
                     "query": g.query,
                     "index_name": g.index_name,
                     "query_version": g.query_version,
+                    "build_status": g.build_status,
+                    "built_at": g.built_at,
                 }
                 for g in state.groups.values()
             ],
@@ -86,6 +88,10 @@ def import_state(state: EngineState, saved: Mapping[str, Any]) -> None:
             group.query = g.get("query")
             group.index_name = g.get("index_name")
             group.query_version = g.get("query_version")
+            if g.get("built_at") is not None:
+                group.build_status = g["build_status"]
+                group.built_at = g["built_at"]
+                state.push_deadline(g["built_at"], "group-built", group, 0)
             state.groups[group.name] = group
         for group in state.groups.values():
             if group.parent is not None:

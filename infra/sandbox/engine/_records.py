@@ -74,6 +74,8 @@ class _Thing:
 class _Group:
     __slots__ = (
         "arn",
+        "build_status",
+        "built_at",
         "children",
         "created_at",
         "description",
@@ -103,6 +105,10 @@ class _Group:
         self.query: str | None = None
         self.index_name: str | None = None
         self.query_version: str | None = None
+        # A dynamic group's backfill (`_membership.finish_build`): ACTIVE, or BUILDING /
+        # REBUILDING until `built_at` (sandbox time).
+        self.build_status = "ACTIVE"
+        self.built_at: float | None = None
 
     @property
     def dynamic(self) -> bool:

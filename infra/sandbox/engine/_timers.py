@@ -63,6 +63,9 @@ def process_due(state: EngineState, now: float) -> None:
         if kind == "timeout":
             _execution_timeout(state, ref, when, token)
             continue
+        if kind == "group-built":
+            _membership.finish_build(state, ref, when)
+            continue
         job: _Job = ref
         if state.jobs.get(job.job_id) is job:  # the job is still this one
             _JOB_DEADLINES[kind](state, job, when)
@@ -138,7 +141,12 @@ def run_scheduler(state: EngineState, stop: threading.Event) -> None:
             else:
                 delay = (state.deadlines[0][0] - state.now()) / state.time_scale
                 timeout = None if delay <= 0 else min(delay, 60.0)
-            if timeout is None and (manual or not state.deadlines):
+            # Work marked while this thread was busy outside the lock (flushing) rang no
+            # bell it could hear: settle it before sleeping.
+            settling = state.index_stale is None or bool(state.index_stale)
+            if settling:
+                pass
+            elif timeout is None and (manual or not state.deadlines):
                 state.wake.wait()
             elif timeout is not None:
                 state.wake.wait(timeout)
