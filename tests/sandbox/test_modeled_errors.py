@@ -1,14 +1,15 @@
-"""Every error the identity, registry and group calls answer is one AWS's model lists.
+"""Every error the registry, group, identity and Jobs calls answer is one AWS's model lists.
 
 A caller that handles an exception the service never raises for an operation (or
 misses one it does) would pass a rehearsal here and fail on AWS. Each case drives
 the sandbox through boto3 and checks the code and HTTP status against botocore's
-`iot` model for that operation (`errors` of the operation, `httpStatusCode` of the
-shape).
+`iot` or `iot-jobs-data` model for that operation (`errors` of the operation,
+`httpStatusCode` of the shape).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,7 +26,8 @@ from .conftest import NO_RETRY
 
 ARN = "arn:aws:iot:us-east-1:123456789012"
 UNKNOWN_CERT = f"{ARN}:cert/{'a' * 64}"
-MODEL = botocore.session.get_session().get_service_model("iot")
+SESSION = botocore.session.get_session()
+DOCUMENT = json.dumps({"operation": "rotate"})
 
 # Where the sandbox answers outside the model, knowingly (infra/sandbox/decisions.py):
 # CreateThingGroup under a parent that does not exist is ResourceNotFoundException,
@@ -46,7 +48,12 @@ def world() -> Iterator[dict[str, Any]]:
         iot.create_dynamic_thing_group(thingGroupName="dyn", queryString="thingName:t*")
         iot.create_thing_group(thingGroupName="g")
         iot.attach_thing_principal(thingName="t2", principal=active["certificateArn"])
-        yield {"iot": iot, "active": active}
+        jobs_data = sandbox.jobs_data_client(config=NO_RETRY)
+        for job_id, thing in (("queued", "t1"), ("running", "t2"), ("done", "t1")):
+            iot.create_job(jobId=job_id, targets=[f"{ARN}:thing/{thing}"], document=DOCUMENT)
+        jobs_data.start_next_pending_job_execution(thingName="t2")
+        jobs_data.update_job_execution(thingName="t1", jobId="done", status="SUCCEEDED")
+        yield {"iot": iot, "iot-jobs-data": jobs_data, "active": active}
 
 
 CASES: list[tuple[str, str, dict[str, Any]]] = [
@@ -193,6 +200,91 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
+JOBS_CASES: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("iot", "CreateJob", "ResourceAlreadyExistsException", {"jobId": "queued"}),
+    ("iot", "CreateJob", "ResourceNotFoundException", {"jobId": "x", "thing": "no"}),
+    ("iot", "CreateJob", "InvalidRequestException", {"jobId": "x", "document": "not json"}),
+    ("iot", "DescribeJob", "ResourceNotFoundException", {"jobId": "no"}),
+    ("iot", "UpdateJob", "ResourceNotFoundException", {"jobId": "no", "description": "d"}),
+    ("iot", "UpdateJob", "InvalidRequestException", {"jobId": "done", "description": "d"}),
+    ("iot", "CancelJob", "ResourceNotFoundException", {"jobId": "no"}),
+    ("iot", "CancelJob", "InvalidRequestException", {"jobId": "done"}),
+    ("iot", "DeleteJob", "ResourceNotFoundException", {"jobId": "no"}),
+    ("iot", "DeleteJob", "InvalidStateTransitionException", {"jobId": "queued"}),
+    ("iot", "GetJobDocument", "ResourceNotFoundException", {"jobId": "no"}),
+    (
+        "iot",
+        "DescribeJobExecution",
+        "ResourceNotFoundException",
+        {"jobId": "queued", "thingName": "t2"},
+    ),
+    (
+        "iot",
+        "CancelJobExecution",
+        "InvalidStateTransitionException",
+        {"jobId": "running", "thingName": "t2"},
+    ),
+    (
+        "iot",
+        "CancelJobExecution",
+        "VersionConflictException",
+        {"jobId": "queued", "thingName": "t1", "expectedVersion": 9},
+    ),
+    ("iot", "CancelJobExecution", "ResourceNotFoundException", {"jobId": "no", "thingName": "t1"}),
+    ("iot", "ListJobExecutionsForJob", "ResourceNotFoundException", {"jobId": "no"}),
+    ("iot", "ListJobExecutionsForThing", "ResourceNotFoundException", {"thingName": "no"}),
+    ("iot", "ListJobs", "InvalidRequestException", {"nextToken": "zzz"}),
+    ("iot-jobs-data", "GetPendingJobExecutions", "ResourceNotFoundException", {"thingName": "no"}),
+    (
+        "iot-jobs-data",
+        "StartNextPendingJobExecution",
+        "ResourceNotFoundException",
+        {"thingName": "no"},
+    ),
+    (
+        "iot-jobs-data",
+        "DescribeJobExecution",
+        "ResourceNotFoundException",
+        {"thingName": "t1", "jobId": "no"},
+    ),
+    (
+        "iot-jobs-data",
+        "UpdateJobExecution",
+        "InvalidStateTransitionException",
+        {"thingName": "t1", "jobId": "done", "status": "SUCCEEDED"},
+    ),
+    (
+        "iot-jobs-data",
+        "UpdateJobExecution",
+        "InvalidStateTransitionException",
+        {"thingName": "t2", "jobId": "running", "status": "SUCCEEDED", "expectedVersion": 9},
+    ),
+    (
+        "iot-jobs-data",
+        "UpdateJobExecution",
+        "ResourceNotFoundException",
+        {"thingName": "t1", "jobId": "no", "status": "SUCCEEDED"},
+    ),
+    (
+        "iot-jobs-data",
+        "UpdateJobExecution",
+        "InvalidRequestException",
+        {"thingName": "t1", "jobId": "queued", "status": "QUEUED"},
+    ),
+    (
+        "iot-jobs-data",
+        "UpdateJobExecution",
+        "InvalidRequestException",
+        {
+            "thingName": "t1",
+            "jobId": "queued",
+            "status": "IN_PROGRESS",
+            "statusDetails": {"bad key!": "v"},
+        },
+    ),
+]
+
+
 def _method(operation: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", operation.replace("CA", "Ca")).lower()
 
@@ -204,16 +296,14 @@ def _params(world: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         "$active_id": active["certificateId"],
         "$active_pem": active["certificatePem"],
     }
-    return {k: named.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+    out = {k: named.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+    if "thing" in out:  # CreateJob: its one target
+        out["targets"] = [f"{ARN}:thing/{out.pop('thing')}"]
+    return out
 
 
-@pytest.mark.parametrize(
-    ("operation", "code", "params"),
-    CASES,
-    ids=[f"{op}-{code}-{i}" for i, (op, code, _) in enumerate(CASES)],
-)
-def test_each_error_is_one_the_model_lists_for_the_operation(world, operation, code, params):
-    call = getattr(world["iot"], _method(operation))
+def _check(world: dict[str, Any], service: str, operation: str, code: str, params: Any) -> None:
+    call = getattr(world[service], _method(operation))
     with pytest.raises(ClientError) as caught:
         call(**_params(world, params))
     error = caught.value.response
@@ -222,7 +312,28 @@ def test_each_error_is_one_the_model_lists_for_the_operation(world, operation, c
         return
     modeled = {
         shape.name: shape.metadata["error"]["httpStatusCode"]
-        for shape in MODEL.operation_model(operation).error_shapes
+        for shape in SESSION.get_service_model(service).operation_model(operation).error_shapes
     }
     assert code in modeled, f"{operation} never raises {code} on AWS (model: {sorted(modeled)})"
     assert error["ResponseMetadata"]["HTTPStatusCode"] == modeled[code]
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "params"),
+    CASES,
+    ids=[f"{op}-{code}-{i}" for i, (op, code, _) in enumerate(CASES)],
+)
+def test_each_error_is_one_the_model_lists_for_the_operation(world, operation, code, params):
+    _check(world, "iot", operation, code, params)
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "code", "params"),
+    JOBS_CASES,
+    ids=[f"{op}-{code}-{i}" for i, (_, op, code, _) in enumerate(JOBS_CASES)],
+)
+def test_each_jobs_error_is_one_the_model_lists_for_the_operation(
+    world, service, operation, code, params
+):
+    defaults = {"CreateJob": {"document": DOCUMENT, "thing": "t1"}}.get(operation, {})
+    _check(world, service, operation, code, defaults | params)
