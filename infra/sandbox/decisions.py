@@ -191,6 +191,10 @@ MAX_DYNAMIC_GROUPS: Final = 100
 # CancelJob on a CANCELED job succeeds (with force it also cancels what is still
 # IN_PROGRESS); on a COMPLETED job it is InvalidRequestException.
 # CreateJob naming a thing or group that does not exist: ResourceNotFoundException.
+# CreateThingGroup under a parent that does not exist: ResourceNotFoundException (404),
+# although botocore's model lists no ResourceNotFoundException for CreateThingGroup;
+# AWS's answer is unconfirmed (tests/sandbox/test_modeled_errors.py keeps this the one
+# error outside the model among the identity, registry and group calls).
 # documentSource (S3) is refused: the sandbox cannot read S3.
 # The job document must be a JSON object (devices get it as one over MQTT).
 # A thing that leaves the last targeted group (AWS: "no longer scheduled to execute
@@ -250,10 +254,8 @@ CERTIFICATES_PAGE_SIZE: Final = 25
 # REGISTER_INACTIVE are refused with InvalidRequestException by both calls and by
 # UpdateCertificate. A certificate whose issuer is not a registered CA is refused by
 # RegisterCertificate with CertificateValidationException. DetachThingPrincipal of a
-# certificate that is not attached succeeds (idempotent), and takes effect at once (AWS:
-# "asynchronous. It might take several seconds for the detachment to propagate"): a
-# DeleteThing right after the last detach succeeds here. (DeleteThing of a thing with a
-# principal attached is refused as AWS refuses it: docs/sandbox.md, behaviour table.)
+# certificate that is not attached succeeds (idempotent). DeleteThing of a thing with a
+# principal attached is refused as AWS refuses it (docs/sandbox.md, behaviour table).
 # UpdateCertificate out of ACTIVE closes the certificate's live
 # MQTT connections at once (AWS: "within a few minutes"); DetachThingPrincipal does not
 # close them (the policy is evaluated at CONNECT).
@@ -261,6 +263,12 @@ CERTIFICATES_PAGE_SIZE: Final = 25
 # and the connection is closed; MQTT 3.1.1 gets no CONNACK: the connection is closed
 # (clients see the broker hang up).
 CONNECT_REFUSED_V5_REASON: Final = 0x87
+# DetachThingPrincipal "is asynchronous. It might take several seconds for the
+# detachment to propagate" (AWS), and a DeleteThing right after it can still be refused
+# as attached (aws/aws-connected-device-framework#76). The sandbox makes "several" this
+# many sandbox seconds after a thing's last detach, for DeleteThing only: a teardown must
+# wait (or retry) here as on AWS. List calls and the connect rule see the detach at once.
+DETACH_PROPAGATION_SECONDS: Final = 5.0
 # Under `--connect-policy any-client-id` (the SDK samples' policy: iot:Connect on client/*,
 # topics of a thing named in the policy) the sandbox, which keeps no policy documents, lets
 # a connection use the topics of the one thing its certificate is attached to; a
@@ -287,3 +295,10 @@ DEVICE_CLIENT_RUN_COMMAND: Final = "runCommand steps are not simulated; use runH
 # names, and keeps that connection (and reports over it) until `restart()`; the fleet
 # restarts a device once its job SUCCEEDED, as an operator is told to (docs/runbook.md).
 DEVICE_CLIENT_RESTARTS_AFTER_SUCCESS: Final = True
+# Device Client's configuration has no port: it sets only the endpoint on the CRT's
+# connection builder (SharedCrtResourceManager.cpp), which picks 443 with ALPN
+# x-amzn-mqtt-ca where the TLS stack has ALPN (Linux) and 8883 elsewhere. The simulated
+# Device Client's own connection is modelled by host only (which endpoint it reports via);
+# the port is what the handler's probe uses: the document's (443 goes to the ATS endpoint's
+# ALPN listener through device.toml's [connect_override]). A simulated device pins the
+# document-signing key the fleet pins (device.toml `signing_public_key`), as agents do.

@@ -1,12 +1,12 @@
 """`ca-migrate demo` and `ca-migrate rehearse`: whole campaigns against the local sandbox.
 
 `demo` runs the bundled campaign over a simulated fleet shaped by a scenario
-(happy, bad-canary, offline, throttled, device-client, rollback, multi-region) and shows it live; it
-answers "what does a gated rollout look like, and would the gates stop a bad
-one?" without touching AWS. `rehearse` runs the operator's own campaign file
-against a described fleet (groups, sizes, fault profiles) and reports when
-each gate would promote or halt, and how many devices a halt would have
-exposed.
+(happy, bad-canary, offline, throttled, device-client, rollback, multi-region,
+real-fleet) and shows it live; it answers "what does a gated rollout look like,
+and would the gates stop a bad one?" without touching AWS. `rehearse` runs the
+operator's own campaign file against a described fleet (groups, sizes, fault
+profiles) and reports when each gate would promote or halt, and how many
+devices a halt would have exposed.
 
 Both exit 0 when the run finished (`demo`: and reached the outcome its
 scenario is built for), 2 on invalid input, 1 otherwise. With `--output json`
@@ -176,7 +176,8 @@ def demo(
     scenario: Annotated[
         str,
         typer.Option(
-            help="happy, bad-canary, offline, throttled, device-client, rollback or multi-region."
+            help="happy, bad-canary, offline, throttled, device-client, rollback, multi-region "
+            "or real-fleet."
         ),
     ] = "happy",
     time_scale: Annotated[
@@ -215,6 +216,7 @@ def demo(
     collector = simulation_gc() if transport == "memory" else contextlib.nullcontext()
     with _exit_codes(), collector:
         chosen = find_scenario(scenario)
+        signed = signed or chosen.signed  # a scenario may be signed by design
         fleet = demo_fleet(chosen, devices, seed)
         # one file per scenario and transport: an MQTT run never overwrites a memory run's report
         path = report or Path(tempfile.gettempdir()) / (
@@ -260,8 +262,8 @@ def demo(
         if signed:
             lines.append(
                 f"signed: every document carries an Ed25519 signature (key id "
-                f"{result.extra['signed']['key_id']}); every agent device pins the demo public "
-                "key and verified it before acting"
+                f"{result.extra['signed']['key_id']}); every device (agent or Device Client) pins "
+                "the demo public key and verified it before acting"
             )
         _summary(console, result, lines)
     if not as_expected:
@@ -323,6 +325,12 @@ def rehearse(
         print(json.dumps({"rehearsal": str(campaign), **result.to_json()}, sort_keys=True))
         return
     lines = []
+    signed = result.extra.get("signed")
+    if signed:
+        lines.append(
+            f"signed as start would sign (key id {signed['key_id']}, {signed['source']}); "
+            "every simulated device pinned its public key"
+        )
     for wave in result.waves:
         when = _at(wave["finished_after_minutes"])
         if wave["phase"] == "PASSED":

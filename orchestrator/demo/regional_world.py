@@ -13,6 +13,8 @@ Invariants:
 - Thing names carry their region (`eu-west-1-device-00001`), so the summary and the
   report never show two devices under one name.
 - Devices run in this process (no worker processes) and over the memory transport.
+- A fleet with Device Client groups gets every region's brokers: their handler's probe
+  is a real handshake with its own region's endpoints (`broker_overrides`).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from infra.sandbox.fleet import FleetSpec
 from infra.sandbox.fleet.device_client import LAYOUT
@@ -46,7 +47,7 @@ from orchestrator.demo.campaign_text import prepare_campaign_text
 from orchestrator.demo.driver import drive
 from orchestrator.demo.regional_world import regional_memory_world
 from orchestrator.demo.run_types import CampaignRun, Progress, RunResult, RunSettings
-from orchestrator.demo.signed import make_demo_signing, pin_public_key, with_signing
+from orchestrator.demo.signed import DemoSigning, make_demo_signing, pin_public_key, with_signing
 from orchestrator.demo.summary import counting, minutes, wave_rows
 from orchestrator.demo.worlds import default_work_dir, fleet_workers, memory_world, mqtt_world
 from orchestrator.errors import SpecError, SpecProblem, UsageError
@@ -157,6 +158,16 @@ def _campaign_signer(
     return opened, fleet
 
 
+def _signed(spec: CampaignSpec, demo: DemoSigning | None) -> dict[str, Any]:
+    """The summary's `signed` member: the demo key's, or the campaign's own signer's."""
+    if demo is not None:
+        return {"signed": {"key_id": demo.key_id, "algorithm": "Ed25519"}}
+    if spec.signing is None:
+        return {}
+    source = "kms" if spec.signing.kms_key is not None else "key-file"
+    return {"signed": {"key_id": spec.signing.key_id, "source": source}}
+
+
 def run_campaign(
     campaign_text: str,
     fleet: FleetSpec,
@@ -243,7 +254,6 @@ def run_campaign(
             http_requests=counts["http_requests"],
             profiles=sim.profile_counts(),
             report=report_path,
-            extra={"fleet_workers": getattr(sim, "workers", 0)}
-            | ({"signed": {"key_id": signing.key_id, "algorithm": "Ed25519"}} if signing else {}),
+            extra={"fleet_workers": getattr(sim, "workers", 0)} | _signed(spec, signing),
         )
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack re-raises or returns

@@ -2,7 +2,8 @@
 
 Each scenario describes the fleet as a `FleetSpec` over the groups of its
 bundled campaign (`campaign.yaml` beside this module; `multi_region.yaml` for the
-campaign over two regions) for any number of devices, plus control-plane
+campaign over two regions; `real_fleet.yaml` for the one with every real-fleet
+feature) for any number of devices, plus control-plane
 faults and whether the operator rolls back once the campaign halts. `expected`
 is the final campaign status the scenario is built to reach; the demo reports
 whether it did.
@@ -23,6 +24,8 @@ __all__ = [
     "GROUPS",
     "MULTI_REGION_FILE",
     "MULTI_REGION_GROUPS",
+    "REAL_FLEET_FILE",
+    "REAL_FLEET_GROUPS",
     "SCENARIOS",
     "Scenario",
     "campaign_text",
@@ -33,6 +36,7 @@ __all__ = [
 
 CAMPAIGN_FILE = Path(__file__).resolve().parent / "campaign.yaml"
 MULTI_REGION_FILE = Path(__file__).resolve().parent / "multi_region.yaml"
+REAL_FLEET_FILE = Path(__file__).resolve().parent / "real_fleet.yaml"
 
 GROUPS: tuple[tuple[str, float], ...] = (
     ("demo-canary", 0.02),
@@ -49,6 +53,14 @@ MULTI_REGION_GROUPS: tuple[tuple[str, float], ...] = (
     ("demo-us-fleet", 0.0),  # us-east-1: the rest
 )
 """The multi-region campaign's groups (their regions are the waves' in multi_region.yaml)."""
+
+REAL_FLEET_GROUPS: tuple[tuple[str, float], ...] = (
+    ("demo-eu-canary", 0.05),  # eu-west-1, the canary region
+    ("demo-eu-gateways", 0.01),  # eu-west-1, AWS IoT Device Client
+    ("demo-us-gateways", 0.01),  # us-east-1, AWS IoT Device Client
+    ("demo-us-fleet", 0.0),  # us-east-1: the rest
+)
+"""The real-fleet campaign's groups (regions and runtimes are the waves' in real_fleet.yaml)."""
 
 MIN_WAVE = 5
 MIN_DEVICES = 50
@@ -90,6 +102,10 @@ class Scenario:
     device_clients: int = 0  # devices of an extra wave that run AWS IoT Device Client
     campaign: Path = CAMPAIGN_FILE
     groups: tuple[tuple[str, float], ...] = GROUPS
+    # groups of `groups` whose devices run AWS IoT Device Client (no fault profiles)
+    device_client_groups: frozenset[str] = frozenset()
+    # documents signed with the demo's key, which every device pins (as `--signed`)
+    signed: bool = False
 
 
 _BENIGN: Mapping[Profile, float] = {
@@ -165,6 +181,19 @@ SCENARIOS: dict[str, Scenario] = {
             campaign=MULTI_REGION_FILE,
             groups=MULTI_REGION_GROUPS,
         ),
+        Scenario(
+            name="real-fleet",
+            description="every real-fleet feature in one campaign: signed documents every "
+            "device verifies, port 443 with ALPN, two regions (eu-west-1 first), and in each "
+            "a wave of agents and a wave of AWS IoT Device Client devices",
+            canary=_BENIGN,
+            rest=_BENIGN,
+            expected="COMPLETED",
+            campaign=REAL_FLEET_FILE,
+            groups=REAL_FLEET_GROUPS,
+            device_client_groups=frozenset({"demo-eu-gateways", "demo-us-gateways"}),
+            signed=True,
+        ),
     )
 }
 
@@ -218,7 +247,9 @@ def demo_fleet(chosen: Scenario, devices: int, seed: int = 7) -> FleetSpec:
             f"{devices + MIN_WAVE - sizes[last]}"
         )
     groups = tuple(
-        GroupSpec(
+        GroupSpec(name=name, size=size, runtime="device-client")
+        if name in chosen.device_client_groups
+        else GroupSpec(
             name=name,
             size=size,
             profiles=dict(chosen.canary if name == chosen.groups[0][0] else chosen.rest),

@@ -2,14 +2,14 @@
 
 The campaign signs its documents with a key file (ECDSA P-256, generated here), moves
 devices to the ATS endpoint on port 443 (ALPN x-amzn-mqtt-ca), runs a wave of AWS IoT
-Device Client devices in each region and a wave of agents in each region. `plan` runs
-against a two-region sandbox with its MQTT listeners (the endpoint pre-flight included);
-the run is the rehearsal machinery (`ca-migrate rehearse`): the sandbox serving both
-regions, the real boto3 adapter per region, agents running the real transaction and
-Device Client devices running the real handler script, whose probe is a real TLS
-handshake (with the ALPN, on the ATS endpoint's 443 listener) and MQTT CONNECT. Every
-device pins the campaign's public key. Assertions read the sandbox's jobs and the
-devices' files.
+Device Client devices in each region and a wave of agents in each region. `plan` and
+`start` run against a two-region sandbox with its MQTT listeners (the endpoint
+pre-flight included); the run to COMPLETED is the rehearsal machinery (`ca-migrate
+rehearse`): the sandbox serving both regions, the real boto3 adapter per region, agents
+running the real transaction and Device Client devices running the real handler script,
+whose probe is a real TLS handshake (with the ALPN, on the ATS endpoint's 443 listener)
+and MQTT CONNECT. Every device pins the campaign's public key. Assertions read the
+sandbox's jobs and the devices' files.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from job_documents import load_verify_key
 from job_documents._signature import signature_problem
 from orchestrator.cli import app
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
+from orchestrator.demo.scenarios import demo_fleet, scenario
 
 from .campaign_kit import in_process
 
@@ -141,7 +142,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"campaign": campaign, "fleet": fleet, "public": public}
 
 
-def test_plan_on_a_two_region_sandbox_shows_both_endpoints_the_handler_document_key_and_port(
+def test_plan_on_two_regions_shows_both_endpoints_the_handler_document_key_and_port_then_start(
     files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
@@ -162,6 +163,19 @@ def test_plan_on_a_two_region_sandbox_shows_both_endpoints_the_handler_document_
         campaign.write_text(CAMPAIGN.replace("CATALOG", str(sandbox.pki.ats_catalog)))
         state = tmp_path / "state.sqlite"
         planned = in_process(sandbox, state, "plan", "-o", "json", str(campaign))
+        # `start` as the operator runs it: the pre-flight again, then the first wave's job
+        started = in_process(sandbox, state, "start", str(campaign))
+        assert started.returncode == 0, started.stderr
+        jobs = {r: sandbox.iot_client(region=r).list_jobs()["jobs"] for r in REGIONS}
+        assert [j["jobId"].split("-m")[0] for j in jobs["us-east-1"]] == ["real-fleet-us-gateways"]
+        assert jobs["eu-west-1"] == []
+        job_id = jobs["us-east-1"][0]["jobId"]
+        wrapped = json.loads(
+            sandbox.iot_client(region="us-east-1").get_job_document(jobId=job_id)["document"]
+        )
+    embedded = json.loads(wrapped["steps"][0]["action"]["input"]["args"][-1])
+    assert signature_problem(embedded, load_verify_key(files["public"])) is None
+    assert embedded["endpoint"]["port"] == 443
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
     assert plan["endpoints"] == {region: _ats(region) for region in REGIONS}
@@ -172,8 +186,11 @@ def test_plan_on_a_two_region_sandbox_shows_both_endpoints_the_handler_document_
         "source": "key-file",
         "key": str(tmp_path / "keys" / "ops.key"),
     }
-    # the pre-flight ran: a TLS handshake with each region's ATS endpoint, on 443
+    # the pre-flight ran: a TLS handshake with each region's ATS endpoint, on 443 with the ALPN
     assert plan["endpoint_check"]["passed"] is True
+    assert {(e["host"], e["port"], e["alpn"]) for e in plan["endpoint_check"]["endpoints"]} == {
+        (_ats(region), 443, "x-amzn-mqtt-ca") for region in REGIONS
+    }
     waves = {w["wave"]: w for w in plan["waves"]}
     assert {w: waves[w]["region"] for w in waves} == {
         "us-gateways": "us-east-1",
@@ -285,6 +302,7 @@ def test_rehearse_runs_the_operators_signed_campaign_to_completed(
     assert ran.exit_code == 0, ran.output[-2000:]
     body = json.loads(ran.stdout.strip().splitlines()[-1])
     assert body["status"] == "COMPLETED"
+    assert body["signed"] == {"key_id": KEY_ID, "source": "key-file"}
     assert [w["name"] for w in body["waves"]] == [
         "us-gateways",
         "us-sensors",
@@ -292,3 +310,82 @@ def test_rehearse_runs_the_operators_signed_campaign_to_completed(
         "eu-sensors",
     ]
     assert "PRIVATE KEY" not in ran.stdout + ran.stderr
+
+
+def test_rehearse_signs_with_the_campaigns_kms_key_through_the_configured_client(
+    files: dict[str, Path], kms_server: Any
+) -> None:
+    """KMS found as `start` finds it (here AWS_ENDPOINT_URL_KMS); devices pin GetPublicKey's."""
+    key = kms_server.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    kms_server.create_alias(AliasName="alias/ca-migrate-rehearsal", TargetKeyId=key["KeyId"])
+    campaign = files["campaign"]
+    campaign.write_text(
+        campaign.read_text().replace(
+            "signing: {key_file: keys/ops.key,", "signing: {kms_key: alias/ca-migrate-rehearsal,"
+        )
+    )
+    ran = CliRunner().invoke(
+        app, ["rehearse", str(campaign), "--fleet", str(files["fleet"]), "-o", "json"]
+    )
+    structlog.reset_defaults()
+    assert ran.exit_code == 0, ran.output[-2000:]
+    body = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert body["status"] == "COMPLETED"
+    assert body["signed"] == {"key_id": KEY_ID, "source": "kms"}
+    assert all(w["executions"]["succeeded"] for w in body["waves"])
+    text = CliRunner().invoke(app, ["rehearse", str(campaign), "--fleet", str(files["fleet"])])
+    structlog.reset_defaults()
+    assert text.exit_code == 0, text.output[-2000:]
+    assert f"signed as start would sign (key id {KEY_ID}, kms)" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("key_file", "message"),
+    [
+        ("keys/p384.key", "P-256"),
+        ("keys/missing.key", "keys/missing.key: No such file or directory"),
+    ],
+    ids=["p384", "missing"],
+)
+def test_rehearse_refuses_a_signing_key_that_cannot_sign_with_exit_2(
+    files: dict[str, Path], key_file: str, message: str
+) -> None:
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (files["campaign"].parent / "keys" / "p384.key").write_bytes(pem)
+    campaign = files["campaign"]
+    campaign.write_text(campaign.read_text().replace("keys/ops.key", key_file))
+    ran = CliRunner().invoke(app, ["rehearse", str(campaign), "--fleet", str(files["fleet"])])
+    structlog.reset_defaults()
+    assert ran.exit_code == 2, ran.output
+    assert message in ran.stderr
+    assert "Traceback" not in ran.output
+    assert pem.decode().splitlines()[1] not in ran.output
+
+
+def test_ca_migrate_demo_real_fleet_completes_signed_over_two_regions() -> None:
+    fleet = demo_fleet(scenario("real-fleet"), 50)
+    assert {g.name for g in fleet.groups if g.runtime == "device-client"} == {
+        "demo-eu-gateways",
+        "demo-us-gateways",
+    }
+    ran = CliRunner().invoke(
+        app,
+        ["demo", "--scenario", "real-fleet", "--devices", "50", "--time-scale", "0", "-o", "json"],
+    )
+    structlog.reset_defaults()
+    assert ran.exit_code == 0, ran.output[-2000:]
+    body = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert body["status"] == "COMPLETED"
+    assert body["as_expected"] is True
+    assert body["signed"]["key_id"] == "ca-migrate-demo"  # signed without --signed
+    assert [(w["name"], w["phase"]) for w in body["waves"]] == [
+        ("eu-canary", "PASSED"),
+        ("eu-gateways", "PASSED"),
+        ("us-fleet", "PASSED"),
+        ("us-gateways", "PASSED"),
+    ]
+    assert sum(w["executions"]["succeeded"] for w in body["waves"]) == 50

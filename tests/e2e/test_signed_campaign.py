@@ -6,12 +6,9 @@ verifying every document the sandbox hands out with the public key pinned from G
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -22,31 +19,6 @@ from orchestrator.store.sqlite import SqliteStateStore
 from .campaign_kit import campaign_text, cli, in_process
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def kms_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto's KMS as an HTTP server on 127.0.0.1; yields a boto3 KMS client of it."""
-    server_module = pytest.importorskip("moto.server", reason="moto[server] (flask) not installed")
-    port = _free_port()
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
-        yield boto3.client("kms", region_name="us-east-1", endpoint_url=url)
-    finally:
-        server.stop()
 
 
 def _pin(kms: Any, key: str, path: Path) -> Path:

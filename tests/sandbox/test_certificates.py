@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from infra.sandbox.decisions import DETACH_PROPAGATION_SECONDS
 from infra.sandbox.engine import ConnectionRefusedByPolicyError, ConnectPolicy, JobsEngine
 from infra.sandbox.runtime import Sandbox
 from job_documents.clock import ManualClock
@@ -325,9 +326,10 @@ def test_list_principal_things_of_an_unknown_certificate_is_not_found(iot):
     assert _code(exc) == ("ResourceNotFoundException", 404)
 
 
-def test_a_thing_with_a_principal_attached_cannot_be_deleted_until_detached(iot):
+def test_a_thing_with_a_principal_attached_cannot_be_deleted_until_detached(iot, sandbox):
     """AWS: `InvalidRequestException: Cannot delete. Thing <name> is still attached to one
-    or more principals`; nothing changes, and after DetachThingPrincipal the delete goes."""
+    or more principals`; nothing changes. DetachThingPrincipal "might take several seconds
+    to propagate": DeleteThing is refused until it has, then the delete goes."""
     arn = iot.create_keys_and_certificate()["certificateArn"]
     iot.create_thing(thingName="thing-a")
     iot.attach_thing_principal(thingName="thing-a", principal=arn)
@@ -340,10 +342,14 @@ def test_a_thing_with_a_principal_attached_cannot_be_deleted_until_detached(iot)
     assert iot.describe_thing(thingName="thing-a")["thingName"] == "thing-a"
     assert iot.list_principal_things(principal=arn)["things"] == ["thing-a"]
     iot.detach_thing_principal(thingName="thing-a", principal=arn)
+    assert iot.list_principal_things(principal=arn)["things"] == []
+    sandbox.engine.advance(DETACH_PROPAGATION_SECONDS - 1)
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="still attached"):
+        iot.delete_thing(thingName="thing-a")
+    sandbox.engine.advance(1)
     iot.delete_thing(thingName="thing-a")
     with pytest.raises(iot.exceptions.ResourceNotFoundException):
         iot.describe_thing(thingName="thing-a")
-    assert iot.list_principal_things(principal=arn)["things"] == []
 
 
 def test_deleting_a_thing_that_does_not_exist_succeeds(iot):
@@ -485,10 +491,18 @@ def test_the_aws_cli_creates_attaches_revokes_and_sees_the_errors(sandbox: Sandb
         "An error occurred (InvalidRequestException) when calling the DeleteThing operation: "
         "Cannot delete. Thing cli-thing is still attached to one or more principals"
     ) in attached_thing.stderr
-    for verb in ("detach-thing-principal", "delete-thing"):
-        principal = ("--principal", answer["certificateArn"]) if verb.startswith("detach") else ()
-        done = _aws(sandbox, verb, "--thing-name", "cli-thing", *principal)
-        assert done.returncode == 0, done.stderr
+    detached = _aws(
+        sandbox,
+        "detach-thing-principal",
+        "--thing-name",
+        "cli-thing",
+        "--principal",
+        answer["certificateArn"],
+    )
+    assert detached.returncode == 0, detached.stderr
+    sandbox.engine.advance(DETACH_PROPAGATION_SECONDS)
+    deleted = _aws(sandbox, "delete-thing", "--thing-name", "cli-thing")
+    assert deleted.returncode == 0, deleted.stderr
     twice = _aws(sandbox, "register-certificate-without-ca", "--certificate-pem", own)
     assert twice.returncode != 0
     assert "ResourceAlreadyExistsException" in twice.stderr
@@ -539,6 +553,7 @@ def test_the_engine_admits_only_an_active_certificate_attached_to_the_client_ids
             iot.update_certificate(certificateId=registered["certificateId"], newStatus="REVOKED")
         if case == "detached and thing deleted":
             iot.detach_thing_principal(thingName="thing-a", principal=arn)
+            sandbox.engine.advance(DETACH_PROPAGATION_SECONDS)
             iot.delete_thing(thingName="thing-a")
     client_id = "thing-b" if case == "other thing's name" else "thing-a"
     if reason is None:

@@ -424,6 +424,7 @@ def import_certificates(state: EngineState, saved: list[Mapping[str, Any]]) -> N
     """Replace the certificates with `export_certificates` data (caller holds the lock)."""
     state.certificates.clear()
     state.thing_principals.clear()
+    state.detaching_until.clear()
     for s in saved:
         record = _Certificate(
             s["certificate_id"],

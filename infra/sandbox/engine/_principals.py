@@ -2,8 +2,8 @@
 
 The thing-principal calls (AttachThingPrincipal, DetachThingPrincipal,
 ListThingPrincipals(V2), ListPrincipalThings) with AWS's shapes and errors,
-DeleteThing's refusal while a principal is attached (AWS answers
-`InvalidRequestException`; callers detach first), and
+DeleteThing's refusal while a principal is attached or its detach is still
+propagating (AWS answers `InvalidRequestException`; callers detach, then wait), and
 `authorize_connection`, the `iot:Connect` rule the MQTT front applies to every
 CONNECT: the client certificate is registered and ACTIVE, attached to a thing,
 and the client id is that thing's name (`iot:Connection.Thing.ThingName` with
@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from infra.sandbox import decisions as d
 from infra.sandbox.engine._identity import (
     ConnectionRefusedByPolicyError,
     ConnectPolicy,
@@ -77,6 +78,7 @@ def detach_thing_principal(state: EngineState, params: Mapping[str, Any]) -> dic
         c = _principal(state, params["principal"])
         if c.things.pop(thing.name, None) is not None:
             _unindex(state, thing.name, c.certificate_id)
+            state.detaching_until[thing.name] = state.now() + d.DETACH_PROPAGATION_SECONDS
             state.changed()
     return {}
 
@@ -89,15 +91,17 @@ def _unindex(state: EngineState, thing_name: str, certificate_id: str) -> None:
         state.thing_principals.pop(thing_name, None)
 
 
-def refuse_delete_while_attached(state: EngineState, thing_name: str) -> None:
+def refuse_delete_while_attached(state: EngineState, thing_name: str, now: float) -> None:
     """DeleteThing's check (caller holds the lock): AWS refuses a thing with principals.
 
-    The message is the service's own, as AWS SDKs report it.
+    A detach still propagating (`decisions.DETACH_PROPAGATION_SECONDS`) counts as
+    attached. The message is the service's own, as AWS SDKs report it.
     """
-    if state.thing_principals.get(thing_name):
+    if state.thing_principals.get(thing_name) or state.detaching_until.get(thing_name, 0) > now:
         raise invalid_request(
             f"Cannot delete. Thing {thing_name} is still attached to one or more principals"
         )
+    state.detaching_until.pop(thing_name, None)
 
 
 def list_thing_principals(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any]:

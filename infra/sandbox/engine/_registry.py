@@ -166,7 +166,7 @@ def delete_thing(state: EngineState, params: Mapping[str, Any]) -> dict[str, Any
                 f"expectedVersion {expected} does not match the thing's version {thing.version}",
                 409,
             )
-        _principals.refuse_delete_while_attached(state, name)
+        _principals.refuse_delete_while_attached(state, name, now)
         for group in list(thing.groups):
             state.groups[group].things.discard(name)
         # The jobs keep the executions (REMOVED if they were pending), so

@@ -91,6 +91,9 @@ class EngineState:
         # of a certificate's registration, status change or deletion (outside the lock).
         self.certificates: dict[str, _Certificate] = {}
         self.thing_principals: dict[str, list[str]] = {}
+        # Thing name -> sandbox time until which its last DetachThingPrincipal is still
+        # propagating (DeleteThing refuses it meanwhile); transient, never persisted.
+        self.detaching_until: dict[str, float] = {}
         self.ca_certificates: dict[str, str] = {}
         self.certificate_issuer: CertificateIssuer | None = None
         self.certificate_listeners: list[Callable[[str], None]] = []
