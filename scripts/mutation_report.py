@@ -334,6 +334,14 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
                 "tests/sandbox/test_rollout_pace.py::test_without_the_default_pace_rates_and_windows_still_apply (planted: fails)",
             ),
         ),
+        "_default_budget: if job.rollout_config is not None or job.windows is not None and per_minute is None:": (
+            TESTED,
+            (
+                "tests/sandbox/test_rollout_pace.py::"
+                "test_a_thing_joining_a_windowed_job_between_batches_waits_for_the_next_batch"
+                " (planted: fails)"
+            ),
+        ),
         "process_due: _membership.settle(state, None)": (
             TESTED,
             (

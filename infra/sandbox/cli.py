@@ -371,6 +371,13 @@ def fleet(
             help="The things of this region of a sandbox serving several (default: its first)."
         ),
     ] = None,
+    signing_public_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="A document-signing public key (PEM, Ed25519 or P-256) every device pins, as "
+            "device.toml's signing_public_key: they take only documents it signed."
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every device event on stderr.")
     ] = False,
@@ -393,6 +400,7 @@ def fleet(
         seed=seed,
         verbose=verbose,
         region=region,
+        signing_public_key=signing_public_key,
     )
     if code:
         raise typer.Exit(code)

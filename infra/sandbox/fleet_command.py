@@ -47,6 +47,20 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)  # noqa: T201 - same
 
 
+def _key_usable(path: Path | None) -> bool:
+    """Whether the key the devices are to pin is a public key they can load (else say why)."""
+    if path is None:
+        return True
+    from job_documents import SigningKeyError, load_verify_key
+
+    try:
+        load_verify_key(path)
+    except SigningKeyError as exc:
+        _error(f"--signing-public-key: {exc}")
+        return False
+    return True
+
+
 def run_fleet(
     *,
     state_dir: Path,
@@ -57,10 +71,12 @@ def run_fleet(
     seed: int,
     verbose: bool,
     region: str | None = None,
+    signing_public_key: Path | None = None,
 ) -> int:
     """Run the fleet until SIGINT or SIGTERM; the command's exit code.
 
     `region`: the things of that region of a sandbox serving several (default: the first).
+    `signing_public_key`: the document-signing key every device pins; checked first.
     """
     from infra.sandbox.fleet.live import FleetSelectionError, LiveFleet, fetch_credentials
 
@@ -68,6 +84,8 @@ def run_fleet(
     if not verbose:
         # Device events would scroll the live line away; warnings and errors stay.
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if not _key_usable(signing_public_key):
+        return EXIT_INVALID
     try:
         description = read_description(state_dir)
     except SandboxNotRunningError as exc:
@@ -102,6 +120,7 @@ def run_fleet(
             credentials=credentials,
             root=fleet_dir,
             seed=seed,
+            verify_key=signing_public_key,
         )
         fleet.boot_spacing_seconds = BOOT_SPACING_SECONDS
         fleet.write_configs()

@@ -2,14 +2,14 @@
 
 The campaign signs its documents with a key file (ECDSA P-256, generated here), moves
 devices to the ATS endpoint on port 443 (ALPN x-amzn-mqtt-ca), runs a wave of AWS IoT
-Device Client devices in each region and a wave of agents in each region. `plan` runs
-against a two-region sandbox with its MQTT listeners (the endpoint pre-flight included);
-the run is the rehearsal machinery (`ca-migrate rehearse`): the sandbox serving both
-regions, the real boto3 adapter per region, agents running the real transaction and
-Device Client devices running the real handler script, whose probe is a real TLS
-handshake (with the ALPN, on the ATS endpoint's 443 listener) and MQTT CONNECT. Every
-device pins the campaign's public key. Assertions read the sandbox's jobs and the
-devices' files.
+Device Client devices in each region and a wave of agents in each region. `plan` and
+`start` run against a two-region sandbox with its MQTT listeners (the endpoint
+pre-flight included); the run to COMPLETED is the rehearsal machinery (`ca-migrate
+rehearse`): the sandbox serving both regions, the real boto3 adapter per region, agents
+running the real transaction and Device Client devices running the real handler script,
+whose probe is a real TLS handshake (with the ALPN, on the ATS endpoint's 443 listener)
+and MQTT CONNECT. Every device pins the campaign's public key. Assertions read the
+sandbox's jobs and the devices' files.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"campaign": campaign, "fleet": fleet, "public": public}
 
 
-def test_plan_on_a_two_region_sandbox_shows_both_endpoints_the_handler_document_key_and_port(
+def test_plan_on_two_regions_shows_both_endpoints_the_handler_document_key_and_port_then_start(
     files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
@@ -163,6 +163,19 @@ def test_plan_on_a_two_region_sandbox_shows_both_endpoints_the_handler_document_
         campaign.write_text(CAMPAIGN.replace("CATALOG", str(sandbox.pki.ats_catalog)))
         state = tmp_path / "state.sqlite"
         planned = in_process(sandbox, state, "plan", "-o", "json", str(campaign))
+        # `start` as the operator runs it: the pre-flight again, then the first wave's job
+        started = in_process(sandbox, state, "start", str(campaign))
+        assert started.returncode == 0, started.stderr
+        jobs = {r: sandbox.iot_client(region=r).list_jobs()["jobs"] for r in REGIONS}
+        assert [j["jobId"].split("-m")[0] for j in jobs["us-east-1"]] == ["real-fleet-us-gateways"]
+        assert jobs["eu-west-1"] == []
+        job_id = jobs["us-east-1"][0]["jobId"]
+        wrapped = json.loads(
+            sandbox.iot_client(region="us-east-1").get_job_document(jobId=job_id)["document"]
+        )
+    embedded = json.loads(wrapped["steps"][0]["action"]["input"]["args"][-1])
+    assert signature_problem(embedded, load_verify_key(files["public"])) is None
+    assert embedded["endpoint"]["port"] == 443
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
     assert plan["endpoints"] == {region: _ats(region) for region in REGIONS}
@@ -173,8 +186,11 @@ def test_plan_on_a_two_region_sandbox_shows_both_endpoints_the_handler_document_
         "source": "key-file",
         "key": str(tmp_path / "keys" / "ops.key"),
     }
-    # the pre-flight ran: a TLS handshake with each region's ATS endpoint, on 443
+    # the pre-flight ran: a TLS handshake with each region's ATS endpoint, on 443 with the ALPN
     assert plan["endpoint_check"]["passed"] is True
+    assert {(e["host"], e["port"], e["alpn"]) for e in plan["endpoint_check"]["endpoints"]} == {
+        (_ats(region), 443, "x-amzn-mqtt-ca") for region in REGIONS
+    }
     waves = {w["wave"]: w for w in plan["waves"]}
     assert {w: waves[w]["region"] for w in waves} == {
         "us-gateways": "us-east-1",

@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import job_documents as jd
 from device_handler.config import load_config
@@ -29,9 +31,11 @@ from infra.sandbox.connection import (
 from infra.sandbox.fleet import Profile
 from infra.sandbox.fleet.live import (
     FleetSelectionError,
+    device_config_text,
     parse_offline,
     pick_profiles,
 )
+from infra.sandbox.fleet_command import run_fleet
 from infra.sandbox.runtime import Sandbox
 
 ATS = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
@@ -285,3 +289,115 @@ def test_on_a_terminal_the_fleet_is_one_line_rewritten_in_place(tmp_path: Path) 
     assert b"(sandbox time)" not in seen  # the event lines are for pipes and files
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+# -- pinning a document-signing key ---------------------------------------------------------------
+
+
+def _signing_key(directory: Path) -> tuple[Ed25519PrivateKey, Path]:
+    key = Ed25519PrivateKey.generate()
+    public = directory / "ops.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return key, public
+
+
+def test_a_pinned_key_is_the_device_toml_signing_public_key(tmp_path: Path) -> None:
+    _, public = _signing_key(tmp_path)
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("x")
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text("{}")
+    text = device_config_text(
+        thing="device-00001",
+        region="us-east-1",
+        credentials={"cert_pem": str(tmp_path / "cert.pem"), "key_pem": str(tmp_path / "key.pem")},
+        catalog=catalog,
+        overrides={},
+        signing_public_key=public,
+    )
+    (tmp_path / "device.toml").write_text(text)
+    assert load_config(tmp_path / "device.toml").signing_public_key == public.resolve()
+
+
+@pytest.mark.parametrize("content", [b"not a key", None], ids=["not-pem", "missing"])
+def test_sandbox_fleet_refuses_a_key_devices_cannot_pin_with_exit_2_before_anything(
+    tmp_path: Path, content: bytes | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "ops.pub"
+    if content is not None:
+        key.write_bytes(content)
+    code = run_fleet(
+        state_dir=tmp_path / "sbx",  # no sandbox there: the key is checked first
+        groups=[],
+        things=[],
+        fail_rate=0.0,
+        offline=None,
+        seed=7,
+        verbose=False,
+        signing_public_key=key,
+    )
+    assert code == 2
+    assert "--signing-public-key" in capsys.readouterr().err
+    assert not (tmp_path / "sbx").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.mqtt
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
+@pytest.mark.skipif(
+    not _resolves(ATS),
+    reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
+)
+def test_sandbox_fleet_devices_pinning_a_key_take_what_it_signed_and_reject_the_rest(
+    tmp_path: Path,
+) -> None:
+    key, public = _signing_key(tmp_path)
+    state = tmp_path / "sbx"
+    with Sandbox(mqtt=True, time_scale=60, state_dir=state) as sandbox:
+        write_connection_files(state, sandbox.describe())
+        sandbox.provision(2, [("g", None)])
+        command = [
+            *(sys.executable, "-m", "orchestrator.cli", "sandbox", "fleet"),
+            *("--state-dir", str(state), "--group", "g", "--signing-public-key", str(public)),
+        ]
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
+        try:
+            _lines_until(proc, lambda line: "2 connected" in line, timeout=60)
+            pki = sandbox.pki
+            assert pki is not None
+            catalog = jd.load_catalog(pki.ats_catalog)
+
+            def document(*, sign: bool) -> str:
+                return jd.build_document(
+                    operation="migrate",
+                    region="us-east-1",
+                    campaign="t",
+                    wave="w",
+                    endpoint=jd.Endpoint(host=pki.hosts["ats"]),
+                    roots=[catalog.get("amazon-root-ca-1")],
+                    catalog=catalog,
+                    sign_key=key if sign else None,
+                    key_id="ops" if sign else None,
+                ).text
+
+            target = [ARN + "g"]
+            unsigned_doc = document(sign=False)
+            sandbox.engine.create_job({"jobId": "u", "targets": target, "document": unsigned_doc})
+            _lines_until(proc, lambda line: "0 succeeded, 2 failed" in line, timeout=60)
+            signed_doc = document(sign=True)
+            sandbox.engine.create_job({"jobId": "s", "targets": target, "document": signed_doc})
+            _lines_until(proc, lambda line: "2 succeeded, 2 failed" in line, timeout=90)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        unsigned = {h["status"] for h in sandbox.engine.execution_history(job_id="u")}
+        signed = {h["status"] for h in sandbox.engine.execution_history(job_id="s")}
+    assert unsigned == {"REJECTED"}
+    assert signed == {"SUCCEEDED"}

@@ -160,3 +160,17 @@ def test_a_thing_a_shadow_moves_into_a_dynamic_target_is_queued_when_the_clock_s
     )
     engine.advance(10)
     assert _execution(engine, "a")["queuedAt"] == T0 + 30
+
+
+def test_a_thing_joining_a_windowed_job_between_batches_waits_for_the_next_batch() -> None:
+    """Maintenance windows pace a job in batches even at the default pace: no minute budget."""
+    engine = _engine(["t0", "t1"], ("g",))
+    engine.add_things_to_group("g", ["t0"])
+    # START is 12:00 UTC; the window opens at 14:00 for five minutes
+    window = {"startTime": "cron(0 14 ? * * *)", "durationInMinutes": 5}
+    _continuous(engine, ("g",), schedulingConfig={"maintenanceWindows": [window]})
+    engine.advance(2 * 3600)  # 14:00: t0, the first batch
+    engine.advance(30)
+    engine.add_things_to_group("g", ["t1"])
+    engine.advance(30)  # 14:01: the next batch
+    assert _execution(engine, "t1")["queuedAt"] == T0 + 2 * 3600 + 60

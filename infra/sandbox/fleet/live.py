@@ -187,8 +187,13 @@ def device_config_text(
     catalog: Path,
     overrides: Mapping[str, str],
     note: str | None = None,
+    signing_public_key: Path | None = None,
 ) -> str:
-    """The device.toml of one live device (paths of its own files relative to the file)."""
+    """The device.toml of one live device (paths of its own files relative to the file).
+
+    `signing_public_key`: the document-signing key the device pins (it then takes only
+    documents that key signed).
+    """
     lines = [
         f"# {thing}: run by `ca-migrate sandbox fleet`; `ca-migrate-device run --config` accepts",
         "# this file as it is (stop the fleet first: one agent per device). docs/device-handler.md",
@@ -201,6 +206,11 @@ def device_config_text(
         'state_dir = "state"',
         "# the sandbox's stand-in Amazon Trust Services roots; a real device leaves this out",
         f"catalog = {_toml_string(str(catalog))}",
+        *(
+            []
+            if signing_public_key is None
+            else [f"signing_public_key = {_toml_string(str(signing_public_key.resolve()))}"]
+        ),
         f"dead_man_seconds = {DEAD_MAN_SECONDS:g}",
         f"connect_timeout_seconds = {CONNECT_TIMEOUT_SECONDS:g}",
         f"poll_seconds = {IDLE_WAIT_SECONDS:g}",
@@ -246,6 +256,7 @@ class LiveFleet(MqttFleet):
         credentials: Mapping[str, Mapping[str, str]],
         root: Path,
         seed: int,
+        verify_key: Path | None = None,
     ) -> None:
         ca_dir = description.get("ca_dir")
         if not ca_dir or not description.get("endpoints"):
@@ -276,8 +287,10 @@ class LiveFleet(MqttFleet):
             dead_man_seconds=DEAD_MAN_SECONDS,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             idle_wait_seconds=IDLE_WAIT_SECONDS,
+            verify_key=verify_key,
         )
         self.region = str(description["region"])
+        self._verify_key = verify_key
 
     def write_configs(self) -> None:
         """Each device's device.toml, beside its files (fsynced, renamed into place)."""
@@ -299,6 +312,7 @@ class LiveFleet(MqttFleet):
                     if profile is Profile.OFFLINE
                     else None
                 ),
+                signing_public_key=self._verify_key,
             )
             directory = self.root / name
             directory.mkdir(parents=True, exist_ok=True)
