@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -339,7 +340,32 @@ def provision(
     for group_name, members in membership.items():
         print(f"  group {group_name}: {len(members)} things")
     if credentials:
-        print(f"credentials for {len(credentials)} things, e.g. {next(iter(credentials.values()))}")
+        print(_credentials_line(credentials))
+
+
+def _credentials_line(credentials: Mapping[str, Any]) -> str:
+    """Where the things' certificates and keys were written, and how many: never a PEM.
+
+    The admin API answers file paths; only the directories that hold them are named
+    (one per thing, with cert.pem and key.pem), so no certificate or key, nor any part
+    of one, reaches the terminal even if an answer carried a PEM body.
+    """
+    roots: set[str] = set()
+    for files in credentials.values():
+        paths = files.values() if isinstance(files, Mapping) else ()
+        for path in paths:
+            text = str(path)
+            if "-----" in text or "\n" in text or not Path(text).is_absolute():
+                continue  # not a file path: never print it
+            roots.add(str(Path(text).parent.parent))
+    count = len(credentials)
+    if len(roots) == 1:
+        where = roots.pop()
+        return (
+            f"credentials for {count} things written under {where} "
+            f"(one directory per thing: cert.pem, key.pem)"
+        )
+    return f"credentials for {count} things written by the sandbox PKI (--output json lists them)"
 
 
 @sandbox_app.command("fleet")
