@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from rich.live import Live
 from rich.table import Table
 
 from infra.sandbox.errors import SandboxError
-from orchestrator.cli._live import wave_table
+from orchestrator.cli._live import ChangeLines, wave_table
 from orchestrator.cli._logging import LogFormat, configure_logging
 from orchestrator.cli._signals import stops_on_signals
 from orchestrator.cli.exits import EXIT_FAILURE, exit_codes
@@ -165,7 +166,10 @@ def _run(
         raise UsageError(f"unknown --output {output!r}; use text or json")
     console = Console(stderr=output == "json")
     if not console.is_terminal:
-        return job(None)
+        # a pipe, CI, a file: plain lines, on stderr when stdout carries the JSON
+        lines = ChangeLines(sys.stderr if output == "json" else sys.stdout)
+        print(f"{heading}: starting", file=lines.stream, flush=True)
+        return job(lambda p: lines.show(p.state, p.simulated_seconds))
     with _LiveView(console, heading) as view:
         return job(view)
 
