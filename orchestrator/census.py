@@ -35,6 +35,7 @@ __all__ = [
     "counts_json",
     "endpoint_query",
     "indexing_hint",
+    "name_roots",
     "never_reported_query",
     "render_text",
     "reported_query",
@@ -257,7 +258,27 @@ def _table(title: str, counts: Mapping[str, int]) -> list[str]:
     return lines
 
 
-def render_text(census: Census) -> str:
+def name_roots(roots: Mapping[str, int], catalog: Mapping[str, str]) -> dict[str, int]:
+    """Root buckets keyed by catalog name where the catalog knows the root.
+
+    Devices report a root by the name their own catalog gives it, else as
+    `sha256:<first 16 hex>`; `catalog` (full SHA-256 -> name) names the latter when one
+    of its fingerprints starts with those hex digits. Unknown roots keep their hash.
+    """
+    named: dict[str, int] = {}
+    for key, count in roots.items():
+        name = key
+        if key.startswith("sha256:") and len(key) > len("sha256:"):
+            prefix = key.removeprefix("sha256:").lower()
+            matches = {n for sha, n in catalog.items() if sha.startswith(prefix)}
+            if len(matches) == 1:
+                name = matches.pop()
+        named[name] = named.get(name, 0) + count
+    return named
+
+
+def render_text(census: Census, root_names: Mapping[str, str] | None = None) -> str:
+    """The census as text; `root_names` (SHA-256 -> catalog name) names reported hashes."""
     scope = ", ".join(census.groups_asked) if census.groups_asked else "all things"
     kinds = census.by_endpoint_kind
     lines = [
@@ -267,7 +288,7 @@ def render_text(census: Census) -> str:
         f"  other endpoint    {kinds['other']}",
         f"  never reported    {census.never_reported}",
     ]
-    lines += _table("roots held", census.roots)
+    lines += _table("roots held", name_roots(census.roots, root_names or {}))
     lines += _table("phases", census.phases)
     lines += _table("agent versions", census.agent_versions)
     if census.groups:
@@ -276,6 +297,13 @@ def render_text(census: Census) -> str:
         lines.extend(
             f"  {name:<{width}}  {c.total} / {c.legacy} / {c.ats} / {c.other} / {c.never_reported}"
             for name, c in census.groups.items()
+        )
+    if census.waves:
+        lines.append("waves (total / legacy / ATS / other / never reported):")
+        width = max(len(w) for w in census.waves)
+        lines.extend(
+            f"  {name:<{width}}  {c.total} / {c.legacy} / {c.ats} / {c.other} / {c.never_reported}"
+            for name, c in census.waves.items()
         )
     if census.never_reported_names:
         shown = len(census.never_reported_names)

@@ -127,8 +127,11 @@ def _write_list(path: Path, names: list[str]) -> None:
 
 def _campaign_waves(
     ctx: typer.Context, name: str
-) -> tuple[dict[str, list[str]], str, dict[str, str]]:
-    """Each wave's thing groups, the campaign's region and each wave's; exit 2 when unknown."""
+) -> tuple[dict[str, list[str]], str, dict[str, str], str | None]:
+    """Each wave's thing groups, the campaign's region, each wave's, and its catalog file.
+
+    Exit 2 when the campaign is unknown.
+    """
     from orchestrator.cli.campaign import _options, _spec_of, _store
 
     try:
@@ -140,7 +143,20 @@ def _campaign_waves(
         {w.name: list(wave_groups(spec, w)) for w in spec.waves},
         spec.region,
         {w.name: spec.region_of(w) for w in spec.waves},
+        spec.catalog,
     )
+
+
+def _root_names(catalog_file: str | None) -> dict[str, str]:
+    """SHA-256 -> catalog name of the campaign's catalog (else the packaged one); exit 2."""
+    from job_documents import JobDocumentError, load_catalog
+
+    try:
+        catalog = load_catalog(Path(catalog_file) if catalog_file else None)
+    except JobDocumentError as exc:
+        print(f"error: the campaign's catalog: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from exc
+    return {root.sha256: root.name for root in catalog.roots}
 
 
 def _waves_here(
@@ -192,8 +208,9 @@ def census_command(
     waves: dict[str, list[str]] = {}
     campaign_region: str | None = None
     wave_regions: dict[str, str] = {}
+    catalog_file: str | None = None
     if campaign is not None:
-        waves, campaign_region, wave_regions = _campaign_waves(ctx, campaign)
+        waves, campaign_region, wave_regions, catalog_file = _campaign_waves(ctx, campaign)
     where = region or campaign_region or (root.region if root is not None else None)
     if not where:
         print("error: give --region (or AWS_REGION)", file=sys.stderr)
@@ -231,4 +248,4 @@ def census_command(
     if output == "json":
         print(json.dumps(c.as_json(census), indent=2, sort_keys=True))
     else:
-        print(c.render_text(census))
+        print(c.render_text(census, _root_names(catalog_file)))

@@ -9,7 +9,8 @@ profiles) and reports when each gate would promote or halt, and how many
 devices a halt would have exposed.
 
 Both exit 0 when the run finished (`demo`: and reached the outcome its
-scenario is built for), 2 on invalid input, 1 otherwise. With `--output json`
+scenario is built for), 2 on invalid input, 1 otherwise; SIGINT (Ctrl-C) and
+SIGTERM stop the devices and the sandbox, then exit 130 and 143. With `--output json`
 the last line of stdout is one JSON object.
 """
 
@@ -33,6 +34,7 @@ from rich.table import Table
 from infra.sandbox.errors import SandboxError
 from orchestrator.cli._live import wave_table
 from orchestrator.cli._logging import LogFormat, configure_logging
+from orchestrator.cli._signals import stops_on_signals
 from orchestrator.cli.exits import EXIT_FAILURE, exit_codes
 from orchestrator.errors import UsageError
 from orchestrator.model import CampaignState
@@ -63,6 +65,8 @@ def _quiet_logs(ctx: typer.Context, verbose: bool) -> Callable[[], None]:
     setup()
     return setup
 
+
+_STOPPING = "stopping devices and the sandbox"
 
 _WORKERS_HELP = (
     "Worker processes for the memory transport's devices (0: all in this process; "
@@ -214,7 +218,7 @@ def demo(
     # The collector thresholds suit the memory transport only: the MQTT fleet's SDK clients
     # hold native connections that a collection frees, and fewer collections slow it.
     collector = simulation_gc() if transport == "memory" else contextlib.nullcontext()
-    with _exit_codes(), collector:
+    with stops_on_signals(_STOPPING), _exit_codes(), collector:
         chosen = find_scenario(scenario)
         signed = signed or chosen.signed  # a scenario may be signed by design
         fleet = demo_fleet(chosen, devices, seed)
@@ -293,7 +297,7 @@ def rehearse(
     from orchestrator.demo.runner import RunSettings, run_campaign
 
     setup = _quiet_logs(ctx, verbose)
-    with _exit_codes(), simulation_gc():
+    with stops_on_signals(_STOPPING), _exit_codes(), simulation_gc():
         try:
             text = campaign.read_text(encoding="utf-8")
         except OSError as exc:

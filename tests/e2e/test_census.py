@@ -66,6 +66,10 @@ def test_census_counts_legacy_and_ats_devices_before_and_after_a_campaign(
     waves = _census(sandbox, state, "--campaign", "e2e")["waves"]
     assert waves["canary"] == {"total": 4, "legacy": 0, "ats": 4, "other": 0, "neverReported": 0}
     assert waves["wave-2"] == after["thingGroups"]["fleet-b"]
+    text = in_process(sandbox, state, "census", "--region", "us-east-1", "--campaign", "e2e")
+    assert text.returncode == 0, text.stderr
+    assert "waves (total / legacy / ATS / other / never reported):" in text.stdout
+    assert "  canary  4 / 0 / 4 / 0 / 0\n" in text.stdout
     canary = _census(sandbox, state, "--group", "canary")
     assert canary["total"] == 4
     assert canary["byEndpoint"] == {"legacy": 0, "ats": 4, "other": 0, "neverReported": 0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,18 @@ from typer.testing import CliRunner
 
 from infra.sandbox.mqtt._shadow import ShadowStore
 from infra.sandbox.runtime import Sandbox
+from job_documents import default_catalog_path
 from orchestrator.census import (
     INDEXING_CONFIGURATION,
     assemble,
     base_query,
     classify_endpoint,
+    count_by_kind,
+    name_roots,
     render_text,
 )
 from orchestrator.cli import app
+from orchestrator.cli.census import _root_names
 
 REGION = "us-east-1"
 LEGACY = "a1sandbox2demo.iot.us-east-1.amazonaws.com"
@@ -78,9 +83,58 @@ def test_assemble_adds_endpoint_kinds_and_derives_never_reported_per_group() -> 
     assert "endpoint buckets hold 4" in render_text(short)
 
 
+#: The packaged catalog's amazon-root-ca-1, as a device whose catalog lacks it reports it.
+CA1_HASH = "sha256:8ecde6884f3d87b1"
+
+
+def test_reported_hashes_are_named_by_the_catalog_and_unknown_ones_kept() -> None:
+    catalog = {"8ecde6884f3d87b1" + "0" * 48: "amazon-root-ca-1", "ab" * 32: "other-root"}
+    roots = {CA1_HASH: 3, "amazon-root-ca-1": 2, "sha256:c4ce74aa692acf26": 4, "sha256:": 1}
+    assert name_roots(roots, catalog) == {
+        "amazon-root-ca-1": 5,
+        "sha256:c4ce74aa692acf26": 4,
+        "sha256:": 1,
+    }
+
+
+def test_text_census_has_a_waves_block_and_names_roots() -> None:
+    census = assemble(
+        region=REGION,
+        groups_asked=[],
+        total=10,
+        reported=8,
+        endpoints={LEGACY: 5, ATS: 3},
+        roots={CA1_HASH: 8},
+        phases={},
+        agent_versions={},
+        group_totals={},
+        group_endpoints={},
+        waves={"canary": (4, {ATS: 3}), "wave-1": (6, {LEGACY: 5})},
+    )
+    text = render_text(census, {"8ecde6884f3d87b1" + "0" * 48: "amazon-root-ca-1"})
+    assert "roots held:\n  amazon-root-ca-1  8\n" in text
+    assert (
+        "waves (total / legacy / ATS / other / never reported):\n"
+        "  canary  4 / 0 / 3 / 0 / 1\n"
+        "  wave-1  6 / 5 / 0 / 0 / 1\n"
+    ) in text
+    assert census.waves["canary"] == count_by_kind(4, {ATS: 3}, REGION)
+    assert CA1_HASH in render_text(census)  # no catalog: the hash
+
+
+def test_root_names_come_from_the_campaigns_catalog(tmp_path: Path) -> None:
+    packaged = default_catalog_path()
+    shutil.copytree(packaged.parent, tmp_path / "roots")
+    own = tmp_path / "roots" / packaged.name
+    own.write_text(own.read_text().replace('"amazon-root-ca-1"', '"our-root-1"'))
+    assert name_roots({CA1_HASH: 1}, _root_names(str(own))) == {"our-root-1": 1}
+    assert name_roots({CA1_HASH: 1}, _root_names(None)) == {"amazon-root-ca-1": 1}
+
+
 def _report(sandbox: Sandbox, thing: str, endpoint: str) -> None:
     store = ShadowStore(lambda: 0, sandbox.engine.named_shadows)
-    body = {"state": {"reported": {"endpoint": endpoint, "roots": ["r"], "phase": "idle"}}}
+    reported = {"endpoint": endpoint, "roots": ["r", CA1_HASH], "phase": "idle"}
+    body = {"state": {"reported": reported}}
     store.handle(f"$aws/things/{thing}/shadow/name/ca-migration/update", json.dumps(body).encode())
 
 
@@ -143,6 +197,8 @@ def test_census_text_and_list_file(
     assert "legacy endpoint   8" in result.stdout
     assert "ATS endpoint      8" in result.stdout
     assert "never reported    4" in result.stdout
+    assert "  amazon-root-ca-1  16\n" in result.stdout  # named by the packaged catalog
+    assert CA1_HASH not in result.stdout
     assert "(and 2 more; --list-file writes all)" in result.stdout
     assert listed.read_text().split() == [f"device-{i:05d}" for i in (5, 10, 15, 20)]
     assert _run(sandbox, monkeypatch, "--output", "yaml").exit_code == 2
