@@ -21,10 +21,12 @@ from rich.text import Text
 from orchestrator.model import ACTIVE_PHASES, CampaignSpec, CampaignState, Counts, WavePhase
 from orchestrator.report import follow_record, status_text, waits
 
-__all__ = ["ChangeLines", "FollowView", "bar", "wave_table"]
+__all__ = ["SETTLING", "ChangeLines", "FollowView", "bar", "wave_table"]
 
 #: Without a change, `ChangeLines` still says where the run is this often (real seconds).
 HEARTBEAT_SECONDS: Final = 5.0
+#: What a run does between the campaign's end and its own.
+SETTLING: Final = "waiting for the devices still in flight to finish, then stopping the fleet"
 
 
 _BAR = (
@@ -141,9 +143,13 @@ class ChangeLines:
         self._status = ""
         self._phases: dict[str, WavePhase] = {}
         self._last_line = 0.0
+        self._settling = False
 
-    def show(self, state: CampaignState, simulated_seconds: float, note: str = "") -> None:
-        """Print a line if something changed, or if nothing was printed for a while."""
+    def show(self, state: CampaignState, simulated_seconds: float, settling: bool = False) -> None:
+        """Print a line if something changed, or if nothing was printed for a while.
+
+        `settling`: the campaign has stopped and the run waits for devices in flight.
+        """
         at = f"t+{simulated_seconds / 60:.0f} min"
         parts: list[str] = []
         verdicts: list[str] = []
@@ -167,6 +173,9 @@ class ChangeLines:
             told = told or any(v in state.reason for v in verdicts)
             reason = "" if told else f" ({state.reason})"
             parts.insert(0, f"campaign {state.name} {self._status}{reason}")
+        if settling and not self._settling:
+            parts.append(f"{state.status.value}: {SETTLING}")
+        self._settling = settling
         now = time.monotonic()
         if not parts and now - self._last_line < self._heartbeat:
             return
@@ -176,8 +185,9 @@ class ChangeLines:
                 f"{w.counts.failures} failed"
                 for w in state.waves
                 if w.phase in ACTIVE_PHASES
-            ] or [f"campaign {state.name} {state.status.value}"]
-        if note:
-            parts.append(note)
+            ] or [
+                f"campaign {state.name} {state.status.value}"
+                + (": still waiting for the devices in flight" if settling else "")
+            ]
         self._last_line = now
         print(f"{at} {'; '.join(parts)}", file=self.stream, flush=True)

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -31,9 +32,10 @@ import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from infra.sandbox.errors import SandboxError
-from orchestrator.cli._live import ChangeLines, wave_table
+from orchestrator.cli._live import SETTLING, ChangeLines, wave_table
 from orchestrator.cli._logging import LogFormat, configure_logging
 from orchestrator.cli._signals import stops_on_signals
 from orchestrator.cli.exits import EXIT_FAILURE, exit_codes
@@ -83,6 +85,7 @@ class _LiveView:
         self._heading = heading
         self._live: Live | None = None
         self._last = 0.0
+        self._table: Table | None = None
 
     def __enter__(self) -> Self:
         self._live = Live(console=self._console, refresh_per_second=10, transient=False)
@@ -92,6 +95,13 @@ class _LiveView:
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.__exit__(None, None, None)
+
+    def step(self, text: str) -> None:
+        """A set-up step until the campaign starts; after it, a line under the last table."""
+        if self._live is None:
+            return
+        line = Text(f"{self._heading} — {text}…")
+        self._live.update(line if self._table is None else Group(self._table, line), refresh=True)
 
     def __call__(self, progress: Any) -> None:
         now = time.monotonic()
@@ -104,7 +114,11 @@ class _LiveView:
             f"{self._heading} — campaign {state.name} {state.status.value} — "
             f"{progress.devices} devices — t+{minutes:.0f} min (simulated)"
         )
-        self._live.update(Group(wave_table(state, title)))
+        self._table = wave_table(state, title)
+        if progress.settling:
+            self._live.update(Group(self._table, Text(f"{state.status.value}: {SETTLING}")))
+        else:
+            self._live.update(Group(self._table))
 
 
 def _summary(console: Console, result: Any, extra: list[str]) -> None:
@@ -160,8 +174,9 @@ def _at(minutes: float | None) -> str:
 def _run(
     output: str,
     heading: str,
-    job: Callable[[Callable[[Any], None] | None], Any],
+    job: Callable[[Callable[[Any], None], Callable[[str], None]], Any],
 ) -> Any:
+    """Run `job(on_progress, on_setup)` with a live view on a terminal, else plain lines."""
     if output not in ("text", "json"):
         raise UsageError(f"unknown --output {output!r}; use text or json")
     console = Console(stderr=output == "json")
@@ -169,9 +184,12 @@ def _run(
         # a pipe, CI, a file: plain lines, on stderr when stdout carries the JSON
         lines = ChangeLines(sys.stderr if output == "json" else sys.stdout)
         print(f"{heading}: starting", file=lines.stream, flush=True)
-        return job(lambda p: lines.show(p.state, p.simulated_seconds))
+        return job(
+            lambda p: lines.show(p.state, p.simulated_seconds, p.settling),
+            lambda step: print(f"{heading}: {step}", file=lines.stream, flush=True),
+        )
     with _LiveView(console, heading) as view:
-        return job(view)
+        return job(view, view.step)
 
 
 @app.command()
@@ -245,10 +263,10 @@ def demo(
         result = _run(
             output,
             f"demo {chosen.name}{' (signed)' if signed else ''}",
-            lambda view: run_campaign(
+            lambda view, step: run_campaign(
                 campaign_text(chosen),
                 fleet,
-                settings,
+                replace(settings, on_setup=step),
                 source=str(chosen.campaign),
                 on_progress=view,
             ),
@@ -320,10 +338,10 @@ def rehearse(
         result = _run(
             output,
             f"rehearsal of {campaign.name}",
-            lambda view: run_campaign(
+            lambda view, step: run_campaign(
                 text,
                 spec,
-                settings,
+                replace(settings, on_setup=step),
                 source=str(campaign),
                 on_progress=view,
                 base_dir=campaign.parent,

@@ -113,7 +113,8 @@ def drive(
         ):
             halted_at = now
         if on_progress is not None:
-            on_progress(Progress(state, (now - start).total_seconds(), devices))
+            elapsed = (now - start).total_seconds()
+            on_progress(Progress(state, elapsed, devices, settling=settle_until is not None))
         if state.status in STOPPED_STATUSES and not (
             state.status is CampaignStatus.HALTED and settings.rollback_on_halt
         ):

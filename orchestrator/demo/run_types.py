@@ -47,6 +47,8 @@ class RunSettings:
     signed: bool = False
     # The AWS profile that opens a campaign's KMS signing key (`--profile`); None: the default.
     profile: str | None = None
+    # Hears each set-up step in words ("provisioning 1000 things ..."), for live displays.
+    on_setup: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class Progress:
     state: CampaignState
     simulated_seconds: float
     devices: int
+    # The campaign has stopped; devices still in flight finish their step before the end.
+    settling: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from orchestrator.demo.worlds import (
     memory_world,
     mqtt_world,
     removed_when_gone,
+    say,
 )
 from orchestrator.errors import SpecError, SpecProblem, UsageError
 from orchestrator.model import CampaignSpec, CampaignState, SigningSpec
@@ -238,6 +239,8 @@ def run_campaign(
             signer=signer,
         )
         state = rec.start(spec, text, None if base_dir is None else str(base_dir))
+        # unwinding runs this first: the devices and the sandbox stop after it
+        stack.callback(say, settings, f"stopping {fleet.size} devices and the sandbox")
         halted_at = drive(rec, spec, state.name, sim, sandbox, settings, on_progress)
         final = store.load(state.name).state
         report_path = _write_report(settings.report, final, store, spec)

@@ -37,6 +37,7 @@ __all__ = [
     "memory_world",
     "mqtt_world",
     "removed_when_gone",
+    "say",
 ]
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ def memory_world(
     # Worker interpreters import the device code while this process provisions the things.
     processes = stack.enter_context(WorkerProcesses(workers)) if workers else None
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    say(settings, "starting the sandbox")
     # Device Client devices run the real handler, whose probe is a real handshake and MQTT
     # CONNECT: they need the sandbox's brokers (and its PKI, which the brokers serve).
     sandbox = Sandbox(
@@ -145,8 +147,10 @@ def memory_world(
     ).start()
     stack.callback(sandbox.stop)
     pki = sandbox.pki or SandboxPki.create_or_load(work / "pki", region=region)
+    say(settings, _provisioning(fleet))
     provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
     profiles = assign_profiles(fleet, provisioned.groups)
+    say(settings, f"starting {fleet.size} simulated devices")
     sim: MemoryFleet | ShardedFleet
     if workers:
         sharded = ShardedFleet(
@@ -199,11 +203,13 @@ def mqtt_world(
         )
 
     scale = settings.time_scale if settings.time_scale > 0 else MQTT_TIME_SCALE
+    say(settings, "starting the sandbox (HTTP APIs, two mosquitto brokers)")
     sandbox = Sandbox(mqtt=True, time_scale=scale, region=region, work_dir=work / "sandbox")
     sandbox.start()
     stack.callback(sandbox.stop)
     assert sandbox.pki is not None  # noqa: S101 - mqtt=True creates it
     _check_name_resolution(sandbox.pki.hosts["ats"])
+    say(settings, _provisioning(fleet))
     provisioned = sandbox.provision(fleet.size, [(g.name, g.size) for g in fleet.groups])
     sim = MqttFleet(
         sandbox.pki,
@@ -220,9 +226,24 @@ def mqtt_world(
     )
     stack.callback(sim.close)
     sim.start()
-    booted = sim.wait_booted(BOOT_TIMEOUT_SECONDS)
+    say(settings, "connecting the SDK devices over TLS")
+    booted = sim.wait_booted(
+        BOOT_TIMEOUT_SECONDS,
+        lambda done, total: say(settings, f"connecting devices {done}/{total}"),
+    )
+    say(settings, f"{booted} devices connected; starting the campaign")
     log.info("mqtt_fleet_booted", devices=booted)
     return sandbox, sim
+
+
+def say(settings: RunSettings, step: str) -> None:
+    """Tell the run's display a set-up (or tear-down) step, if it listens."""
+    if settings.on_setup is not None:
+        settings.on_setup(step)
+
+
+def _provisioning(fleet: FleetSpec) -> str:
+    return f"provisioning {fleet.size} things in {len(fleet.groups)} thing groups"
 
 
 def _check_name_resolution(host: str) -> None:

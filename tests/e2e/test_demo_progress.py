@@ -6,14 +6,19 @@ A real `ca-migrate` process with its output on pipes, as under `make demo | tee`
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
+from orchestrator.cli._live import SETTLING
+
 pytestmark = pytest.mark.e2e
 
-FAST = ("--devices", "50", "--time-scale", "0")
+FIFTY = ("--devices", "50")
+FAST = (*FIFTY, "--time-scale", "0")
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,3 +60,52 @@ def test_json_output_keeps_stdout_to_the_json_and_progress_on_stderr() -> None:
     assert "t+" not in run.stdout
     assert "canary PASSED; wave-1 LAUNCHING" in run.stderr
     assert "\x1b" not in run.stderr
+
+
+def test_piped_run_says_when_it_waits_for_devices_after_the_campaign_ended() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "demo", "--time-scale", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    done = next(i for i, line in enumerate(lines) if "campaign demo COMPLETED" in line)
+    assert lines[done + 1].endswith(f"COMPLETED: {SETTLING}"), lines[done:]
+    stopping = lines.index("demo happy: stopping 1000 devices and the sandbox")
+    assert stopping > done + 1
+    assert lines[stopping + 1].startswith("campaign demo: COMPLETED")  # then the summary
+
+
+def test_piped_mqtt_demo_tells_each_set_up_step_before_the_campaign() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "demo", "--transport", "mqtt", *FIFTY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(120, process.kill)
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if "devices connected; starting the campaign" in line:
+                break
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+        watchdog.cancel()
+    steps = [line.removeprefix("demo happy: ") for line in lines]
+    assert steps[:4] == [
+        "starting",
+        "starting the sandbox (HTTP APIs, two mosquitto brokers)",
+        "provisioning 50 things in 5 thing groups",
+        "connecting the SDK devices over TLS",
+    ], lines
+    assert steps[-1].endswith("devices connected; starting the campaign"), lines
+    counted = [s for s in steps if s.startswith("connecting devices ")]
+    assert all("/" in s for s in counted)

@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -171,12 +172,22 @@ class MqttFleet(FleetBase):
         log.info("mqtt_fleet_started", devices=len(self._threads), root=str(self.root))
         return self
 
-    def wait_booted(self, timeout: float) -> int:
+    def wait_booted(
+        self, timeout: float, progress: Callable[[int, int], None] | None = None
+    ) -> int:
         """Wait until every device that is online from the start has connected once.
 
         A campaign meets a fleet that is already up; returns how many have booted.
+        `progress(booted, expected)` hears how far it is, about once a second.
         """
-        self._all_booted.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not self._all_booted.wait(max(0.0, min(1.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                break
+            if progress is not None:
+                with self._lock:
+                    booted, expected = self._booted, self._expected_boots
+                progress(booted, expected)
         with self._lock:
             return self._booted
 
