@@ -9,9 +9,10 @@ profiles) and reports when each gate would promote or halt, and how many
 devices a halt would have exposed.
 
 Both exit 0 when the run finished (`demo`: and reached the outcome its
-scenario is built for), 2 on invalid input, 1 otherwise; for `rehearse` that
+scenario is built for), 2 on invalid input, 1 otherwise (for `rehearse` that
 includes a run that stopped at the simulated-time limit with the campaign not in a
-final state (waves still waiting), which it says, wave by wave, with a hint. With `--output json`
+final state, which it says wave by wave with a hint); SIGINT (Ctrl-C) and
+SIGTERM stop the devices and the sandbox, then exit 130 and 143. With `--output json`
 the last line of stdout is one JSON object.
 """
 
@@ -21,6 +22,7 @@ import contextlib
 import functools
 import json
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,8 +35,9 @@ from rich.live import Live
 from rich.table import Table
 
 from infra.sandbox.errors import SandboxError
-from orchestrator.cli._live import wave_table
+from orchestrator.cli._live import ChangeLines, wave_table
 from orchestrator.cli._logging import LogFormat, configure_logging
+from orchestrator.cli._signals import stops_on_signals
 from orchestrator.cli.exits import EXIT_FAILURE, exit_codes
 from orchestrator.errors import UsageError
 from orchestrator.model import CampaignState
@@ -65,6 +68,8 @@ def _quiet_logs(ctx: typer.Context, verbose: bool) -> Callable[[], None]:
     setup()
     return setup
 
+
+_STOPPING = "stopping devices and the sandbox"
 
 _WORKERS_HELP = (
     "Worker processes for the memory transport's devices (0: all in this process; "
@@ -163,7 +168,10 @@ def _run(
         raise UsageError(f"unknown --output {output!r}; use text or json")
     console = Console(stderr=output == "json")
     if not console.is_terminal:
-        return job(None)
+        # a pipe, CI, a file: plain lines, on stderr when stdout carries the JSON
+        lines = ChangeLines(sys.stderr if output == "json" else sys.stdout)
+        print(f"{heading}: starting", file=lines.stream, flush=True)
+        return job(lambda p: lines.show(p.state, p.simulated_seconds))
     with _LiveView(console, heading) as view:
         return job(view)
 
@@ -216,7 +224,7 @@ def demo(
     # The collector thresholds suit the memory transport only: the MQTT fleet's SDK clients
     # hold native connections that a collection frees, and fewer collections slow it.
     collector = simulation_gc() if transport == "memory" else contextlib.nullcontext()
-    with _exit_codes(), collector:
+    with stops_on_signals(_STOPPING), _exit_codes(), collector:
         chosen = find_scenario(scenario)
         signed = signed or chosen.signed  # a scenario may be signed by design
         fleet = demo_fleet(chosen, devices, seed)
@@ -295,7 +303,7 @@ def rehearse(
     from orchestrator.demo.runner import RunSettings, run_campaign
 
     setup = _quiet_logs(ctx, verbose)
-    with _exit_codes(), simulation_gc():
+    with stops_on_signals(_STOPPING), _exit_codes(), simulation_gc():
         try:
             text = campaign.read_text(encoding="utf-8")
         except OSError as exc:

@@ -31,7 +31,6 @@ Invariants:
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -49,7 +48,13 @@ from orchestrator.demo.regional_world import regional_memory_world
 from orchestrator.demo.run_types import CampaignRun, Progress, RunResult, RunSettings
 from orchestrator.demo.signed import DemoSigning, make_demo_signing, pin_public_key, with_signing
 from orchestrator.demo.summary import counting, minutes, unfinished_reason, wave_rows
-from orchestrator.demo.worlds import default_work_dir, fleet_workers, memory_world, mqtt_world
+from orchestrator.demo.worlds import (
+    default_work_dir,
+    fleet_workers,
+    memory_world,
+    mqtt_world,
+    removed_when_gone,
+)
 from orchestrator.errors import SpecError, SpecProblem, UsageError
 from orchestrator.model import STOPPED_STATUSES, CampaignSpec, CampaignState, SigningSpec
 from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener
@@ -194,7 +199,7 @@ def run_campaign(
         work = work_dir if work_dir is not None else default_work_dir()
         work.mkdir(parents=True, exist_ok=True)
         if owned:
-            stack.callback(shutil.rmtree, work, ignore_errors=True)
+            stack.enter_context(removed_when_gone(work))
         signing = make_demo_signing(work / "signing") if settings.signed else None
         signer: SignerOpener | None = None
         if signing is not None:

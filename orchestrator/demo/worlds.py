@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import tempfile
-from collections.abc import Mapping
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -34,6 +36,7 @@ __all__ = [
     "fleet_workers",
     "memory_world",
     "mqtt_world",
+    "removed_when_gone",
 ]
 
 if TYPE_CHECKING:
@@ -52,6 +55,33 @@ def default_work_dir() -> Path:
     shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp below it, not a fixed name
     base = str(shm) if shm.is_dir() else None
     return Path(tempfile.mkdtemp(prefix="ca-migrate-run-", dir=base))
+
+
+# Removes the run directory once its standard input ends: a pipe whose other end only
+# this process holds, so the directory goes even when this process is killed (SIGKILL).
+# Its own session: a Ctrl-C at the terminal does not reach it before the run has stopped.
+_REAPER = 'cat >/dev/null 2>&1; rm -rf -- "$1"'
+
+
+@contextmanager
+def removed_when_gone(work: Path) -> Iterator[None]:
+    """`work` is removed when the block ends, or by a watcher if this process dies first."""
+    reaper = subprocess.Popen(
+        ["/bin/sh", "-c", _REAPER, "sh", str(work)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        assert reaper.stdin is not None  # noqa: S101 - stdin=PIPE
+        with suppress(OSError):
+            reaper.stdin.close()
+        with suppress(subprocess.TimeoutExpired):
+            reaper.wait(timeout=5)
 
 
 def fleet_workers(devices: int, requested: int | None) -> int:
