@@ -52,6 +52,11 @@ def test_a_rehearsal_stopped_at_the_time_limit_says_why_and_exits_1(tmp_path: Pa
     assert "canary: RUNNING (never launched)" not in out
     assert "hint: " in out
     assert "deadline_minutes" in out
+    as_json = _rehearse(tmp_path, CAMPAIGN, "--output", "json")
+    assert as_json.exit_code == 1
+    body = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert body["finished"] is False
+    assert body["reason"].startswith("stopped at the simulated-time limit")
 
 
 def test_with_a_deadline_the_same_canary_decides_and_the_rehearsal_exits_0(
