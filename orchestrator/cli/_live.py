@@ -8,19 +8,23 @@ words. Piped output gets one JSON line per change instead (never redraws).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Self
+from typing import Final, Self, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.model import CampaignSpec, CampaignState, Counts
+from orchestrator.model import ACTIVE_PHASES, CampaignSpec, CampaignState, Counts, WavePhase
 from orchestrator.report import follow_record, status_text, waits
 
-__all__ = ["FollowView", "bar", "wave_table"]
+__all__ = ["ChangeLines", "FollowView", "bar", "wave_table"]
+
+#: Without a change, `ChangeLines` still says where the run is this often (real seconds).
+HEARTBEAT_SECONDS: Final = 5.0
 
 
 _BAR = (
@@ -120,3 +124,60 @@ class FollowView:
 
     def _clock(self, now: datetime) -> str:
         return now.strftime("%H:%M:%S") + (f" ({self._label})" if self._label else " UTC")
+
+
+class ChangeLines:
+    """A run's progress as plain lines, for output that is not a terminal (a pipe, CI, a file).
+
+    One line when the campaign's status or a wave's phase changes, e.g.
+    `t+16 min canary PASSED; wave-1 LAUNCHING`, with the halt's reason and the
+    wave waiting for approval; else, every `heartbeat` real seconds, where the
+    active waves stand. Never a terminal control code.
+    """
+
+    def __init__(self, stream: TextIO, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+        self.stream = stream
+        self._heartbeat = heartbeat
+        self._status = ""
+        self._phases: dict[str, WavePhase] = {}
+        self._last_line = 0.0
+
+    def show(self, state: CampaignState, simulated_seconds: float, note: str = "") -> None:
+        """Print a line if something changed, or if nothing was printed for a while."""
+        at = f"t+{simulated_seconds / 60:.0f} min"
+        parts: list[str] = []
+        verdicts: list[str] = []
+        for wave in state.waves:
+            if self._phases.get(wave.name) is wave.phase:
+                continue
+            before = self._phases.get(wave.name)
+            self._phases[wave.name] = wave.phase
+            if before is None and wave.phase is WavePhase.PENDING:
+                continue
+            text = f"{wave.name} {wave.phase.value}"
+            if wave.phase is WavePhase.AWAITING_APPROVAL:
+                text += " (waiting for approval)"
+            elif wave.phase is WavePhase.HALTED and wave.verdict:
+                text += f": {wave.verdict}"
+                verdicts.append(wave.verdict)
+            parts.append(text)
+        if state.status.value != self._status:
+            self._status = state.status.value
+            told = not state.reason or self._status == "RUNNING"
+            told = told or any(v in state.reason for v in verdicts)
+            reason = "" if told else f" ({state.reason})"
+            parts.insert(0, f"campaign {state.name} {self._status}{reason}")
+        now = time.monotonic()
+        if not parts and now - self._last_line < self._heartbeat:
+            return
+        if not parts:
+            parts = [
+                f"{w.name} {w.phase.value} {w.counts.succeeded}/{w.counts.targeted} ok, "
+                f"{w.counts.failures} failed"
+                for w in state.waves
+                if w.phase in ACTIVE_PHASES
+            ] or [f"campaign {state.name} {state.status.value}"]
+        if note:
+            parts.append(note)
+        self._last_line = now
+        print(f"{at} {'; '.join(parts)}", file=self.stream, flush=True)
