@@ -8,13 +8,10 @@ None. Other errors become `AwsError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from orchestrator.errors import AwsError
+from orchestrator.aws._errors import translated
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -30,24 +27,13 @@ class _NoExecutionError(Exception):
     pass
 
 
-@contextmanager
-def _translate(operation: str, job_id: str) -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        message = exc.response.get("Error", {}).get("Message", "")
+def _translate(operation: str, job_id: str) -> AbstractContextManager[None]:
+    def refine(code: str, _message: str) -> Exception | None:
         if operation == "DescribeJobExecution" and code == "ResourceNotFoundException":
-            raise _NoExecutionError from exc
-        raise AwsError(
-            f"AWS IoT {operation} failed ({code}: {message}) for job_id={job_id}; check the "
-            "credentials, region and endpoint (--region, --endpoint-url, --profile)",
-            code=code,
-        ) from exc
-    except BotoCoreError as exc:
-        raise AwsError(
-            f"AWS IoT {operation} could not be sent: {exc}; check the network and --endpoint-url"
-        ) from exc
+            return _NoExecutionError()
+        return None
+
+    return translated(operation, where=f"job_id={job_id}", refine=refine)
 
 
 class ExecutionReader:

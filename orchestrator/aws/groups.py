@@ -10,13 +10,13 @@ makes a second group nor takes over someone else's.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
+from orchestrator.aws._errors import translated
 from orchestrator.aws.indexing import INDEX
 from orchestrator.errors import AwsError, GroupConflictError, IndexingUnavailableError
 
@@ -31,31 +31,20 @@ _EXISTS = "ResourceAlreadyExistsException"
 _PAGE = 100  # SearchIndex maxResults' maximum
 
 
-@contextmanager
-def _translate(operation: str, group: str) -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        message = exc.response.get("Error", {}).get("Message", "")
+def _translate(operation: str, group: str) -> AbstractContextManager[None]:
+    def refine(code: str, message: str) -> Exception | None:
         if code == "IndexNotReadyException" or (
             operation == "SearchIndex" and code == "ResourceNotFoundException"
         ):
-            raise IndexingUnavailableError(
+            return IndexingUnavailableError(
                 f"fleet indexing is not available ({code}: {message}); waves chosen by query "
                 "or sample need it: turn thing indexing on (aws iot "
                 "update-indexing-configuration)",
                 code=code,
-            ) from exc
-        raise AwsError(
-            f"AWS IoT {operation} failed ({code}: {message}) for thing group {group}; check "
-            "the query, the credentials, region and endpoint",
-            code=code,
-        ) from exc
-    except BotoCoreError as exc:
-        raise AwsError(
-            f"AWS IoT {operation} could not be sent: {exc}; check the network and --endpoint-url"
-        ) from exc
+            )
+        return None
+
+    return translated(operation, where=f"thing group {group}", refine=refine, check="the query")
 
 
 def field_value(document: Any, field: str) -> str | None:

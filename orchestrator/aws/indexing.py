@@ -9,13 +9,11 @@ that turns indexing on. Every call is counted (`calls`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from orchestrator.errors import AwsError, IndexingUnavailableError
+from orchestrator.aws._errors import translated
+from orchestrator.errors import IndexingUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -29,30 +27,20 @@ MAX_BUCKETS = 10_000  # GetBucketsAggregation maxBuckets' maximum in the service
 _UNAVAILABLE = {"ResourceNotFoundException", "IndexNotReadyException"}
 
 
-@contextmanager
-def _translate(operation: str) -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        message = exc.response.get("Error", {}).get("Message", "")
-        if code in _UNAVAILABLE:
-            raise IndexingUnavailableError(
-                f"fleet indexing is not available ({code}: {message})", code=code
-            ) from exc
-        if code == "InvalidAggregationException":
-            raise IndexingUnavailableError(
-                f"fleet indexing cannot aggregate a field the census needs ({message})", code=code
-            ) from exc
-        raise AwsError(
-            f"AWS IoT {operation} failed ({code}: {message}); check the credentials, region "
-            "and endpoint (--region, --endpoint-url, --profile)",
-            code=code,
-        ) from exc
-    except BotoCoreError as exc:
-        raise AwsError(
-            f"AWS IoT {operation} could not be sent: {exc}; check the network and --endpoint-url"
-        ) from exc
+def _unavailable(code: str, message: str) -> Exception | None:
+    if code in _UNAVAILABLE:
+        return IndexingUnavailableError(
+            f"fleet indexing is not available ({code}: {message})", code=code
+        )
+    if code == "InvalidAggregationException":
+        return IndexingUnavailableError(
+            f"fleet indexing cannot aggregate a field the census needs ({message})", code=code
+        )
+    return None
+
+
+def _translate(operation: str) -> AbstractContextManager[None]:
+    return translated(operation, refine=_unavailable)
 
 
 class FleetIndexAdapter:

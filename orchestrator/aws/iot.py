@@ -10,8 +10,7 @@ exists.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -26,6 +25,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from orchestrator.aws._errors import translated
 from orchestrator.errors import AwsError, JobExistsError, UnknownThingGroupError
 from orchestrator.jobs import FailureSample
 from orchestrator.model import Counts
@@ -119,34 +119,20 @@ def preflight(*, region: str, endpoint_url: str | None = None, profile: str | No
         raise AwsError(f"AWS IoT at {where} could not be used: {exc}") from exc
 
 
-@contextmanager
-def _translate(operation: str, **context: str) -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        message = exc.response.get("Error", {}).get("Message", "")
+def _translate(operation: str, **context: str) -> AbstractContextManager[None]:
+    def refine(code: str, _message: str) -> Exception | None:
         if operation == "CreateJob" and code == "ResourceAlreadyExistsException":
-            raise JobExistsError(f"job {context.get('job_id')} exists", code=code) from exc
+            return JobExistsError(f"job {context.get('job_id')} exists", code=code)
         if operation == "DescribeThingGroup" and code == "ResourceNotFoundException":
-            raise UnknownThingGroupError(
+            return UnknownThingGroupError(
                 f"thing group {context.get('thing_group')} does not exist in this account and "
                 "region; fix thing_groups in the campaign file or create the group",
                 code=code,
-            ) from exc
-        where = ", ".join(f"{k}={v}" for k, v in context.items())
-        raise AwsError(
-            f"AWS IoT {operation} failed ({code}: {message}){' for ' + where if where else ''}; "
-            "check the credentials, region and endpoint (--region, --endpoint-url, --profile)",
-            code=code,
-        ) from exc
-    except BotoCoreError as exc:
-        hint = (
-            "set AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --profile)"
-            if isinstance(exc, NoCredentialsError)
-            else "check the network and --endpoint-url"
-        )
-        raise AwsError(f"AWS IoT {operation} could not be sent: {exc}; {hint}") from exc
+            )
+        return None
+
+    where = ", ".join(f"{k}={v}" for k, v in context.items())
+    return translated(operation, where=where, refine=refine)
 
 
 def _counts(details: Any) -> Counts:

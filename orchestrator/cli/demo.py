@@ -9,7 +9,9 @@ profiles) and reports when each gate would promote or halt, and how many
 devices a halt would have exposed.
 
 Both exit 0 when the run finished (`demo`: and reached the outcome its
-scenario is built for), 2 on invalid input, 1 otherwise; SIGINT (Ctrl-C) and
+scenario is built for), 2 on invalid input, 1 otherwise (for `rehearse` that
+includes a run that stopped at the simulated-time limit with the campaign not in a
+final state, which it says wave by wave with a hint); SIGINT (Ctrl-C) and
 SIGTERM stop the devices and the sandbox, then exit 130 and 143. With `--output json`
 the last line of stdout is one JSON object.
 """
@@ -349,6 +351,8 @@ def rehearse(
         )
     if output == "json":
         print(json.dumps({"rehearsal": str(campaign), **result.to_json()}, sort_keys=True))
+        if not result.finished:
+            raise typer.Exit(EXIT_FAILURE)
         return
     lines = []
     signed = result.extra.get("signed")
@@ -357,12 +361,32 @@ def rehearse(
             f"signed as start would sign (key id {signed['key_id']}, {signed['source']}); "
             "every simulated device pinned its public key"
         )
-    for wave in result.waves:
-        when = _at(wave["finished_after_minutes"])
-        if wave["phase"] == "PASSED":
-            lines.append(f"- {wave['name']}: promoted at {when}")
-        elif wave["phase"] == "HALTED":
-            lines.append(f"- {wave['name']}: HALTED at {when}: {wave['verdict']}")
-        else:
-            lines.append(f"- {wave['name']}: {wave['phase']} (never launched)")
+    lines.extend(_wave_line(wave) for wave in result.waves)
+    if not result.finished:
+        lines.append(UNFINISHED_HINT)
     _summary(Console(), result, lines)
+    if not result.finished:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+#: What to change when a rehearsal ends with waves still waiting (typically for devices
+#: that never complete: offline, or fewer than the gate's min_completed).
+UNFINISHED_HINT = (
+    "hint: a gate that waits for devices that never complete decides only at a deadline: "
+    "give the wave deadline_minutes (with offline: ignore, the default, never-started "
+    "devices then leave the completed fraction; a gate still unmet halts the wave), or a "
+    "gate.min_completed the reachable devices can meet"
+)
+
+
+def _wave_line(wave: dict[str, Any]) -> str:
+    """One wave of a rehearsal: promoted, halted, still undecided, or never launched."""
+    name, phase = wave["name"], wave["phase"]
+    if phase == "PASSED":
+        return f"- {name}: promoted at {_at(wave['finished_after_minutes'])}"
+    if phase == "HALTED":
+        return f"- {name}: HALTED at {_at(wave['finished_after_minutes'])}: {wave['verdict']}"
+    if wave["launched_after_minutes"] is None:
+        return f"- {name}: {phase} (never launched)"
+    verdict = wave["verdict"] or "no gate verdict yet"
+    return f"- {name}: {phase} since {_at(wave['launched_after_minutes'])}, unfinished: {verdict}"

@@ -81,11 +81,15 @@ class RunResult:
     profiles: dict[str, int]
     report: str | None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: False when the run stopped at its simulated-time limit with the campaign still live
+    #: (RUNNING, PAUSED, ROLLING_BACK): no final state, so no answer to "would it pass?".
+    finished: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
             "campaign": self.campaign,
             "status": self.status,
+            "finished": self.finished,
             "reason": self.reason,
             "devices": self.devices,
             "waves": self.waves,

@@ -47,7 +47,7 @@ from orchestrator.demo.driver import drive
 from orchestrator.demo.regional_world import regional_memory_world
 from orchestrator.demo.run_types import CampaignRun, Progress, RunResult, RunSettings
 from orchestrator.demo.signed import DemoSigning, make_demo_signing, pin_public_key, with_signing
-from orchestrator.demo.summary import counting, minutes, wave_rows
+from orchestrator.demo.summary import counting, minutes, unfinished_reason, wave_rows
 from orchestrator.demo.worlds import (
     default_work_dir,
     fleet_workers,
@@ -57,7 +57,7 @@ from orchestrator.demo.worlds import (
     say,
 )
 from orchestrator.errors import SpecError, SpecProblem, UsageError
-from orchestrator.model import CampaignSpec, CampaignState, SigningSpec
+from orchestrator.model import STOPPED_STATUSES, CampaignSpec, CampaignState, SigningSpec
 from orchestrator.reconcile import DocumentKey, Reconciler, SignerOpener
 from orchestrator.regional import RegionalJobs
 from orchestrator.report import render_html, report_data
@@ -247,10 +247,14 @@ def run_campaign(
         if inspect is not None:
             inspect(CampaignRun(sandbox, sim, rec, spec, work))
         simulated = (clock.now() - start).total_seconds() / 60
+        finished = final.status in STOPPED_STATUSES
         return RunResult(
             campaign=final.name,
             status=final.status.value,
-            reason=final.reason,
+            reason=final.reason
+            if finished
+            else unfinished_reason(final, settings.max_simulated_hours),
+            finished=finished,
             devices=fleet.size,
             waves=wave_rows(final, sandbox),
             endpoints=sim.endpoint_counts(),

@@ -9,9 +9,28 @@ from typing import Any
 
 from infra.sandbox.errors import ServiceError
 from infra.sandbox.runtime import Sandbox
-from orchestrator.model import CampaignState
+from orchestrator.model import CampaignState, WavePhase
 
-__all__ = ["counting", "minutes", "wave_rows"]
+__all__ = ["counting", "minutes", "unfinished_reason", "wave_rows"]
+
+#: The phases of a wave that has not decided yet (it waits for a gate, a bake or approval).
+_UNDECIDED = frozenset(
+    {WavePhase.AWAITING_APPROVAL, WavePhase.LAUNCHING, WavePhase.RUNNING, WavePhase.BAKING}
+)
+
+
+def unfinished_reason(state: CampaignState, limit_hours: float) -> str:
+    """Why a run ended without a final campaign state: the time limit, and who was waiting."""
+    text = (
+        f"stopped at the simulated-time limit ({limit_hours:g} h) with the campaign still "
+        f"{state.status.value}, not finished"
+    )
+    waiting = [w.name for w in state.waves if w.phase in _UNDECIDED]
+    if waiting:
+        text += f"; undecided: {', '.join(waiting)}"
+    if state.reason:
+        text += f"; {state.reason}"
+    return text
 
 
 @contextmanager
