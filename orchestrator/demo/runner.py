@@ -31,6 +31,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -42,6 +43,7 @@ from infra.sandbox.fleet import FleetSpec
 from infra.sandbox.fleet.device_client import LAYOUT
 from infra.sandbox.pki import SandboxPki
 from orchestrator.aws.iot import RETRY_CONFIG, IotJobsAdapter
+from orchestrator.demo.backoff import telling_backoffs
 from orchestrator.demo.campaign_text import prepare_campaign_text
 from orchestrator.demo.driver import drive
 from orchestrator.demo.regional_world import regional_memory_world
@@ -174,6 +176,12 @@ def _signed(spec: CampaignSpec, demo: DemoSigning | None) -> dict[str, Any]:
     return {"signed": {"key_id": spec.signing.key_id, "source": source}}
 
 
+def _watched(stack: ExitStack, settings: RunSettings, clients: list[Any]) -> dict[str, int]:
+    """Count the clients' calls for the summary; tell the display when they back off."""
+    stack.enter_context(telling_backoffs(functools.partial(say, settings), *clients))
+    return stack.enter_context(counting(*clients))
+
+
 def run_campaign(
     campaign_text: str,
     fleet: FleetSpec,
@@ -229,7 +237,7 @@ def run_campaign(
             assert sandbox.faults is not None  # noqa: S101 - set by start()
             sandbox.faults.update(throttle_rate=settings.throttle_rate)
         clients = {r: sandbox.iot_client(config=RETRY_CONFIG, region=r) for r in sandbox.regions}
-        counts = stack.enter_context(counting(*clients.values()))
+        counts = _watched(stack, settings, list(clients.values()))
         store = SqliteStateStore(work / "state.sqlite")
         stack.callback(store.close)
         rec = Reconciler(

@@ -12,8 +12,12 @@ import sys
 import threading
 
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
+from infra.sandbox.runtime import Sandbox
 from orchestrator.cli._live import SETTLING
+from orchestrator.demo.backoff import telling_backoffs
 
 pytestmark = pytest.mark.e2e
 
@@ -109,3 +113,19 @@ def test_piped_mqtt_demo_tells_each_set_up_step_before_the_campaign() -> None:
     assert steps[-1].endswith("devices connected; starting the campaign"), lines
     counted = [s for s in steps if s.startswith("connecting devices ")]
     assert all("/" in s for s in counted)
+
+
+def test_each_throttled_answer_is_told_with_the_retries_so_far() -> None:
+    told: list[str] = []
+    with Sandbox(mqtt=False, throttle_rate=1.0) as sandbox:
+        iot = sandbox.iot_client(config=Config(retries={"mode": "standard", "max_attempts": 3}))
+        with telling_backoffs(told.append, iot) as counts, pytest.raises(ClientError):
+            iot.list_things()
+        with pytest.raises(ClientError):
+            iot.list_things()  # the hook is gone after the block: no more lines
+    assert counts["retries"] == len(told) == 3  # max_attempts 3: four attempts, three retries
+    assert told == [
+        "control plane throttled (ThrottlingException): botocore backs off and retries "
+        f"({n} retries so far)"
+        for n in (1, 2, 3)
+    ]
