@@ -1,7 +1,8 @@
 """Stopping `ca-migrate demo --transport mqtt` from outside leaves nothing behind.
 
 A real `ca-migrate` process, real mosquitto brokers, real signals: SIGTERM stops it
-as Ctrl-C does (one line, the devices and the sandbox stopped, exit 143); SIGKILL
+as Ctrl-C (SIGINT) does (one line, the devices and the sandbox stopped, exit 143 and
+130); SIGKILL
 gives it no chance, and the brokers and the run directory still go.
 """
 
@@ -78,11 +79,12 @@ def _gone(brokers: list[int], run_dir: Path) -> bool:
     return False
 
 
-def test_sigterm_stops_the_devices_and_the_sandbox_then_exits_143() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_devices_and_the_sandbox_then_exits_128_plus_it(signum: int) -> None:
     process, brokers, run_dir = _started_demo()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert process.returncode == 128 + signum, stderr
     assert stderr.count("interrupted: stopping devices and the sandbox") == 1, stderr
     assert "Traceback" not in stderr
     assert _gone(brokers, run_dir), (brokers, run_dir)
