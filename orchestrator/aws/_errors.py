@@ -1,4 +1,4 @@
-"""One translation of botocore's errors into the orchestrator's, for every AWS IoT adapter.
+"""Botocore's errors as the orchestrator's, and a listing's pages, for every AWS IoT adapter.
 
 An adapter names the operation, what it acted on (`where`), and the codes that mean
 something of their own to it (`refine`: a code and message to an exception, or None); every
@@ -8,14 +8,19 @@ none were found.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from orchestrator.errors import AwsError
 
 Refine = Callable[[str, str], Exception | None]
+
+#: Pages any listing may take: millions of things at AWS's page sizes, far beyond any account's
+#: fleet, so an endpoint that hands out next tokens forever cannot hold a command for ever.
+MAX_PAGES: Final = 100_000
 
 
 @contextmanager
@@ -44,3 +49,26 @@ def translated(
             else "check the network and --endpoint-url"
         )
         raise AwsError(f"AWS IoT {operation} could not be sent: {exc}; {hint}") from exc
+
+
+def pages(
+    call: Callable[..., Mapping[str, Any]],
+    translate: Callable[[], AbstractContextManager[None]],
+    *,
+    counted: Callable[[], None] | None = None,
+    **request: Any,
+) -> Iterator[Mapping[str, Any]]:
+    """Each page of `call(**request)`, following `nextToken`, at most `MAX_PAGES` of them.
+
+    Every call runs inside `translate()`; `counted` is told before each call.
+    """
+    token: str | None = None
+    for _ in range(MAX_PAGES):
+        if counted is not None:
+            counted()
+        with translate():
+            page = call(**request, **({"nextToken": token} if token else {}))
+        yield page
+        token = page.get("nextToken")
+        if not token:
+            return

@@ -9,9 +9,9 @@ None. Other errors become `AwsError`.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-from orchestrator.aws._errors import translated
+from orchestrator.aws._errors import pages, translated
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["ExecutionReader"]
 
 PAGE = 250  # ListJobExecutionsForJob maxResults' maximum in the service model
-MAX_PAGES = 100_000
 
 
 class _NoExecutionError(Exception):
@@ -43,6 +42,9 @@ class ExecutionReader:
         self._iot = iot
         self.calls = 0
 
+    def _count(self) -> None:
+        self.calls += 1
+
     def status(self, job_id: str, thing: str) -> str | None:
         """The thing's latest execution status for the job; None when it has none."""
         self.calls += 1
@@ -57,22 +59,16 @@ class ExecutionReader:
     def listed(self, job_id: str, status: str) -> set[str]:
         """The names of the things whose execution of the job has this status."""
         names: set[str] = set()
-        token: str | None = None
-        for _ in range(MAX_PAGES):
-            self.calls += 1
-            kwargs: dict[str, Any] = {"nextToken": token} if token else {}
-            with _translate("ListJobExecutionsForJob", job_id):
-                page = self._iot.list_job_executions_for_job(
-                    jobId=job_id,
-                    status=cast("JobExecutionStatusType", status),
-                    maxResults=PAGE,
-                    **kwargs,
-                )
+        for page in pages(
+            self._iot.list_job_executions_for_job,
+            lambda: _translate("ListJobExecutionsForJob", job_id),
+            counted=self._count,
+            jobId=job_id,
+            status=cast("JobExecutionStatusType", status),
+            maxResults=PAGE,
+        ):
             for summary in page.get("executionSummaries", []):
                 arn = str(summary.get("thingArn", ""))
                 if arn:
                     names.add(arn.rsplit("/", 1)[-1])
-            token = page.get("nextToken")
-            if not token:
-                break
         return names

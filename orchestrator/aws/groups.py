@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from orchestrator.aws._errors import translated
+from orchestrator.aws._errors import pages, translated
 from orchestrator.aws.indexing import INDEX
 from orchestrator.errors import AwsError, GroupConflictError, IndexingUnavailableError
 
@@ -117,33 +117,28 @@ class ThingGroupsAdapter:
                 code=_EXISTS,
             )
         things: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"nextToken": token} if token else {}
-            with _translate("ListThingsInThingGroup", name):
-                page = self._iot.list_things_in_thing_group(
-                    thingGroupName=name, maxResults=250, **kwargs
-                )
+        for page in pages(
+            self._iot.list_things_in_thing_group,
+            lambda: _translate("ListThingsInThingGroup", name),
+            thingGroupName=name,
+            maxResults=250,
+        ):
             things.extend(page.get("things", []))
-            token = page.get("nextToken")
-            if not token:
-                return things
+        return things
 
     def indexed_values(self, query: str, field: str) -> dict[str, str | None]:
         values: dict[str, str | None] = {}
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"nextToken": token} if token else {}
-            with _translate("SearchIndex", "-"):
-                page = self._iot.search_index(
-                    indexName=INDEX, queryString=query, maxResults=_PAGE, **kwargs
-                )
+        for page in pages(
+            self._iot.search_index,
+            lambda: _translate("SearchIndex", "-"),
+            indexName=INDEX,
+            queryString=query,
+            maxResults=_PAGE,
+        ):
             for thing in page.get("things", []):
                 if "thingName" in thing:
                     values[str(thing["thingName"])] = field_value(thing, field)
-            token = page.get("nextToken")
-            if not token:
-                return values
+        return values
 
     def add_things(self, group: str, things: Sequence[str]) -> list[str]:
         refused: list[str] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.aws._errors import translated
+from orchestrator.aws._errors import MAX_PAGES, pages, translated
 from orchestrator.errors import IndexingUnavailableError
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ __all__ = ["INDEX", "FleetIndexAdapter"]
 
 INDEX = "AWS_Things"
 PAGE = 100  # SearchIndex maxResults' maximum (API reference: "cannot exceed 100")
-MAX_PAGES = 100_000  # ten million things: far beyond any account's fleet
 MAX_BUCKETS = 10_000  # GetBucketsAggregation maxBuckets' maximum in the service model
 _UNAVAILABLE = {"ResourceNotFoundException", "IndexNotReadyException"}
 
@@ -50,6 +49,9 @@ class FleetIndexAdapter:
         self._iot = iot
         self.calls = 0
 
+    def _count(self) -> None:
+        self.calls += 1
+
     def count(self, query: str) -> int:
         """How many things match (GetStatistics)."""
         self.calls += 1
@@ -73,18 +75,18 @@ class FleetIndexAdapter:
         """Names of matching things, sorted as the index returns them; all when limit is None."""
         out: list[str] = []
         token: str | None = None
-        while limit is None or len(out) < limit:
-            page_size = 100 if limit is None else max(1, min(100, limit - len(out)))
-            self.calls += 1
+        for _ in range(MAX_PAGES):
+            if limit is not None and len(out) >= limit:
+                break
+            page_size = PAGE if limit is None else max(1, min(PAGE, limit - len(out)))
+            self._count()
             with _translate("SearchIndex"):
-                if token is None:
-                    answer = self._iot.search_index(
-                        indexName=INDEX, queryString=query, maxResults=page_size
-                    )
-                else:
-                    answer = self._iot.search_index(
-                        indexName=INDEX, queryString=query, maxResults=page_size, nextToken=token
-                    )
+                answer = self._iot.search_index(
+                    indexName=INDEX,
+                    queryString=query,
+                    maxResults=page_size,
+                    **({"nextToken": token} if token else {}),
+                )
             out.extend(str(t["thingName"]) for t in answer.get("things", []) if "thingName" in t)
             token = answer.get("nextToken")
             if not token:
@@ -94,20 +96,13 @@ class FleetIndexAdapter:
     def documents(self, query: str) -> list[dict[str, Any]]:
         """Every matching thing's document (name, groups, indexed shadows), 100 a page."""
         out: list[dict[str, Any]] = []
-        token: str | None = None
-        for _ in range(MAX_PAGES):
-            self.calls += 1
-            with _translate("SearchIndex"):
-                if token is None:
-                    answer = self._iot.search_index(
-                        indexName=INDEX, queryString=query, maxResults=PAGE
-                    )
-                else:
-                    answer = self._iot.search_index(
-                        indexName=INDEX, queryString=query, maxResults=PAGE, nextToken=token
-                    )
-            out.extend(dict(thing) for thing in answer.get("things", []))
-            token = answer.get("nextToken")
-            if not token:
-                break
+        for page in pages(
+            self._iot.search_index,
+            lambda: _translate("SearchIndex"),
+            counted=self._count,
+            indexName=INDEX,
+            queryString=query,
+            maxResults=PAGE,
+        ):
+            out.extend(dict(thing) for thing in page.get("things", []))
         return out

@@ -25,7 +25,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from orchestrator.aws._errors import translated
+from orchestrator.aws._errors import pages, translated
 from orchestrator.errors import AwsError, JobExistsError, UnknownThingGroupError
 from orchestrator.jobs import FailureSample
 from orchestrator.model import Counts
@@ -230,17 +230,14 @@ class IotJobsAdapter:
     def thing_names(self, thing_group: str) -> list[str]:
         """The things in a group, recursively, as CreateJob targets them (plan only)."""
         names: list[str] = []
-        token: str | None = None
-        for _ in range(100_000):  # 25 million things: far beyond any account quota
-            kwargs: dict[str, Any] = {"nextToken": token} if token else {}
-            with _translate("ListThingsInThingGroup", thing_group=thing_group):
-                page = self._iot.list_things_in_thing_group(
-                    thingGroupName=thing_group, recursive=True, maxResults=250, **kwargs
-                )
+        for page in pages(
+            self._iot.list_things_in_thing_group,
+            lambda: _translate("ListThingsInThingGroup", thing_group=thing_group),
+            thingGroupName=thing_group,
+            recursive=True,
+            maxResults=250,
+        ):
             names.extend(page.get("things", []))
-            token = page.get("nextToken")
-            if not token:
-                break
         return names
 
     def create_job(self, job_id: str, document: str, config: JobConfig) -> None:

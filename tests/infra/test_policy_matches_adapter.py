@@ -1,11 +1,11 @@
 """The orchestrator policy grants exactly what the orchestrator's AWS adapter calls.
 
-The adapter (`orchestrator/aws.py` or the `orchestrator/aws/` package) calls boto3 clients as
-`self._iot.<method>(...)` and `self._ddb.<method>(...)`. Scanning its syntax tree for those calls
-(and for `get_paginator("<method>")`) gives the operations; botocore's own service model maps
-each method name to its API operation, which is the IAM action name. The policy must hold every
-one of them (nothing missing: the runner would fail with AccessDenied) and nothing else
-(nothing extra: least privilege).
+The adapter (`orchestrator/aws.py` or the `orchestrator/aws/` package) uses boto3 clients as
+`self._iot.<method>` and `self._ddb.<method>`, called or handed to the page walker. Scanning its
+syntax tree for those uses (and for `get_paginator("<method>")`) gives the operations;
+botocore's own service model maps each method name to its API operation, which is the IAM
+action name. The policy must hold every one of them (nothing missing: the runner would fail
+with AccessDenied) and nothing else (nothing extra: least privilege).
 """
 
 from __future__ import annotations
@@ -46,27 +46,33 @@ def _operations(service: str) -> dict[str, str]:
 
 
 def calls_on(attribute: str, files: list[Path]) -> set[str]:
-    """Method names called as `self.<attribute>.<method>(...)`, paginators included."""
+    """Methods used as `self.<attribute>.<method>`: called, or handed on to be called (a
+    listing's pages are walked by `orchestrator.aws._errors.pages`), paginators included."""
     methods: set[str] = set()
     for path in files:
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                continue
-            owner = node.func.value
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
             if not (
-                isinstance(owner, ast.Attribute)
-                and owner.attr == attribute
-                and isinstance(owner.value, ast.Name)
-                and owner.value.id == "self"
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == attribute
+                and isinstance(node.value.value, ast.Name)
+                and node.value.value.id == "self"
             ):
                 continue
-            method = node.func.attr
-            if method == "get_paginator":
+            if node.attr not in CLIENT_HELPERS and node.attr != "get_paginator":
+                methods.add(node.attr)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get_paginator"
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == attribute
+            ):
                 first = node.args[0] if node.args else None
                 assert isinstance(first, ast.Constant), f"{path}: paginator name must be literal"
                 methods.add(str(first.value))
-            elif method not in CLIENT_HELPERS:
-                methods.add(method)
     return methods
 
 

@@ -66,3 +66,25 @@ def test_every_adapter_asks_for_credentials_when_none_are_found(monkeypatch, ada
     }
     with pytest.raises(AwsError, match="set AWS credentials"):
         calls[adapter]()
+
+
+def test_pages_follow_next_tokens_translate_each_call_and_stop_at_the_bound(monkeypatch):
+    from contextlib import nullcontext
+
+    from orchestrator.aws import _errors
+
+    asked: list[dict[str, object]] = []
+    counted: list[None] = []
+
+    def endless(**request: object) -> dict[str, object]:
+        asked.append(request)
+        return {"things": [len(asked)], "nextToken": f"t{len(asked)}"}
+
+    monkeypatch.setattr(_errors, "MAX_PAGES", 3)
+    got = list(_errors.pages(endless, nullcontext, counted=lambda: counted.append(None), q="x"))
+    assert [page["things"] for page in got] == [[1], [2], [3]]  # bounded: never for ever
+    assert asked == [{"q": "x"}, {"q": "x", "nextToken": "t1"}, {"q": "x", "nextToken": "t2"}]
+    assert len(counted) == 3
+    with pytest.raises(AwsError, match="ListThings failed"):
+        list(_errors.pages(lambda **_: (_ for _ in ()).throw(_client_error("X")),
+                           lambda: translated("ListThings")))  # fmt: skip
