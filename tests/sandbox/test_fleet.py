@@ -3,6 +3,7 @@ driving the real device transaction against the Jobs engine (no HTTP, manual clo
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from device_handler.agent import DevicePaths
 from device_handler.errors import ProbeFailed
+from device_handler.fsops import RealFileOps
 from device_handler.transaction import Journal, Phase
 from device_handler.trust import EndpointConfig, TrustBundle
 from infra.sandbox.fleet import (
@@ -25,7 +27,7 @@ from infra.sandbox.fleet import (
     assign_profiles,
     parse_fleet_spec,
 )
-from infra.sandbox.fleet._base import device_paths
+from infra.sandbox.fleet._base import UNREADABLE, device_paths
 from infra.sandbox.fleet.profiles import _counts
 from infra.sandbox.pki import SandboxPki
 
@@ -167,6 +169,46 @@ def test_rsa_only_devices_succeed_when_an_rsa_root_is_added(pki, tmp_path) -> No
     world.job("both", ("amazon-root-ca-1", "amazon-root-ca-3"))
     world.fleet.run_due()
     assert world.statuses("both")["rsa-only"]["status"] == "SUCCEEDED"
+
+
+def test_an_endpoint_file_that_is_not_one_is_counted_not_raised(pki, tmp_path) -> None:
+    """The fleet's status line reads every endpoint file while devices run: a file that is
+    empty or edited by hand is counted as unreadable, and the fleet keeps going."""
+    world = World(pki, tmp_path, {"ok-1": Profile.OK, "ok-2": Profile.OK, "ok-3": Profile.OK})
+    world.job("j", ("amazon-root-ca-1",))
+    world.fleet.run_due()
+    assert world.fleet.endpoint_counts() == {"ats": 3}
+    world.fleet.paths("ok-2").endpoint_file.write_bytes(b"")
+    world.fleet.paths("ok-3").endpoint_file.write_bytes(b'{"port": 8883}')
+    assert world.fleet.endpoint_counts() == {"ats": 1, UNREADABLE: 2}
+    assert world.fleet.endpoint_of("ok-2") == UNREADABLE
+
+
+def test_a_device_leaves_the_factory_with_a_whole_endpoint_file(pki, tmp_path) -> None:
+    """The factory files appear whole (written beside, then renamed): a reader that looks
+    while a device boots never sees a half-written endpoint file."""
+    world = World(pki, tmp_path, {"ok": Profile.OK})
+    paths = world.fleet.paths("ok")
+    seen: list[bytes | None] = []
+
+    class HalfwayLooker(RealFileOps):
+        def write(self, path, data: bytes) -> None:  # type: ignore[no-untyped-def]
+            with open(path, "wb") as out:  # noqa: PTH123 - path may be a string
+                out.write(data[: len(data) // 2])
+                out.flush()
+                live = paths.endpoint_file
+                seen.append(live.read_bytes() if live.exists() else None)
+                out.write(data[len(data) // 2 :])
+
+    shutil.rmtree(paths.endpoint_file.parent, ignore_errors=True)  # booted or not yet
+    device = world.fleet._devices["ok"]
+    device.booted = False
+    world.fleet._factory = HalfwayLooker()
+    world.fleet._boot(device)
+    assert seen, "the factory wrote nothing"
+    for content in seen:
+        assert content is None or EndpointConfig.parse(content).host == pki.hosts["legacy"]
+    assert EndpointConfig.parse(paths.endpoint_file.read_bytes()).host == pki.hosts["legacy"]
 
 
 def test_late_devices_act_only_once_they_connect(pki, tmp_path) -> None:

@@ -38,6 +38,8 @@ from infra.sandbox.fleet.live import (
 from infra.sandbox.fleet_command import run_fleet
 from infra.sandbox.runtime import Sandbox
 
+from .proc_lines import lines_until
+
 ATS = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
 
 
@@ -145,24 +147,6 @@ def test_git_ignores_the_state_dir_keys_included(tmp_path: Path) -> None:
 # -- the command ----------------------------------------------------------------------------------
 
 
-def _lines_until(proc: subprocess.Popen[str], predicate, timeout: float) -> list[str]:
-    assert proc.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line:
-            seen.append(line)
-            if predicate(line):
-                return seen
-            continue
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"not seen within {timeout} s; output: {''.join(seen)}")
-
-
 @pytest.mark.e2e
 @pytest.mark.mqtt
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
@@ -198,7 +182,7 @@ def test_sandbox_fleet_migrates_real_devices_fails_its_share_and_stops_on_sigint
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
         )
         try:
-            _lines_until(proc, lambda line: "5 connected, 1 offline" in line, timeout=60)
+            lines_until(proc, lambda line: "5 connected, 1 offline" in line, timeout=60)
             pki = sandbox.pki
             assert pki is not None
             catalog = jd.load_catalog(pki.ats_catalog)
@@ -212,7 +196,7 @@ def test_sandbox_fleet_migrates_real_devices_fails_its_share_and_stops_on_sigint
                 catalog=catalog,
             )
             sandbox.engine.create_job({"jobId": "w", "targets": [ARN + "g"], "document": doc.text})
-            _lines_until(proc, lambda line: "3 succeeded, 2 failed" in line, timeout=90)
+            lines_until(proc, lambda line: "3 succeeded, 2 failed" in line, timeout=90)
         finally:
             asked = time.monotonic()
             proc.send_signal(signal.SIGINT)
@@ -368,7 +352,7 @@ def test_sandbox_fleet_devices_pinning_a_key_take_what_it_signed_and_reject_the_
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
         )
         try:
-            _lines_until(proc, lambda line: "2 connected" in line, timeout=60)
+            lines_until(proc, lambda line: "2 connected" in line, timeout=60)
             pki = sandbox.pki
             assert pki is not None
             catalog = jd.load_catalog(pki.ats_catalog)
@@ -389,10 +373,10 @@ def test_sandbox_fleet_devices_pinning_a_key_take_what_it_signed_and_reject_the_
             target = [ARN + "g"]
             unsigned_doc = document(sign=False)
             sandbox.engine.create_job({"jobId": "u", "targets": target, "document": unsigned_doc})
-            _lines_until(proc, lambda line: "0 succeeded, 2 failed" in line, timeout=60)
+            lines_until(proc, lambda line: "0 succeeded, 2 failed" in line, timeout=60)
             signed_doc = document(sign=True)
             sandbox.engine.create_job({"jobId": "s", "targets": target, "document": signed_doc})
-            _lines_until(proc, lambda line: "2 succeeded, 2 failed" in line, timeout=90)
+            lines_until(proc, lambda line: "2 succeeded, 2 failed" in line, timeout=90)
         finally:
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=60)

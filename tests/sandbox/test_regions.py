@@ -11,7 +11,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +24,8 @@ from infra.sandbox.errors import SandboxError
 from infra.sandbox.runtime import Sandbox
 from infra.sandbox.sigv4 import signed_region
 from job_documents.clock import ManualClock
+
+from .proc_lines import lines_until
 
 NO_RETRY = Config(retries={"max_attempts": 1, "mode": "standard"})
 DOCUMENT = json.dumps({"operation": "rotate"})
@@ -381,7 +382,7 @@ def test_sandbox_fleet_runs_the_devices_of_the_second_region_over_its_listeners(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
         )
         try:
-            _lines_until(proc, lambda line: "2 connected" in line, timeout=60)
+            lines_until(proc, lambda line: "2 connected" in line, timeout=60)
             assert sandbox.pki is not None
             catalog = jd.load_catalog(sandbox.pki.ats_catalog)
             doc = jd.build_document(
@@ -401,7 +402,7 @@ def test_sandbox_fleet_runs_the_devices_of_the_second_region_over_its_listeners(
                     "document": doc.text,
                 }
             )
-            _lines_until(proc, lambda line: "2 succeeded" in line, timeout=90)
+            lines_until(proc, lambda line: "2 succeeded" in line, timeout=90)
         finally:
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)
@@ -438,21 +439,3 @@ def test_sandbox_fleet_refuses_a_region_the_sandbox_does_not_serve(tmp_path):
         )
     assert ran.returncode == 2
     assert "serves us-east-1, not eu-west-1" in ran.stderr
-
-
-def _lines_until(proc: subprocess.Popen[str], predicate, timeout: float) -> list[str]:
-    assert proc.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line:
-            seen.append(line)
-            if predicate(line):
-                return seen
-            continue
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"not seen within {timeout} s; output: {''.join(seen)}")

@@ -26,7 +26,7 @@ from typing import Any, Final
 import structlog
 
 from device_handler.agent import DevicePaths
-from device_handler.errors import DocumentRejected
+from device_handler.errors import ConfigError, DocumentRejected
 from device_handler.fsops import RealFileOps, ensure_dir, parent_dir, read_bytes
 from device_handler.order import Order, Validator
 from device_handler.trust import EndpointConfig
@@ -38,6 +38,7 @@ from infra.sandbox.pki import SandboxPki
 from job_documents.clock import Clock
 
 __all__ = [
+    "UNREADABLE",
     "DeviceView",
     "FleetBase",
     "FleetTiming",
@@ -139,6 +140,8 @@ def shared_validator(validator: Validator) -> Validator:
 
 
 ENDPOINT_FILE: Final = "endpoint.json"
+#: What `endpoint_counts` names a device whose endpoint file is not an endpoint configuration.
+UNREADABLE: Final = "unreadable"
 
 
 def device_paths(root: str | Path, thing: str) -> DevicePaths:
@@ -314,7 +317,11 @@ class FleetBase:
             return paths  # files of an earlier run in a shared root: kept when complete
         ensure_dir(files.state_dir)
         self._factory.write(files.trust_bundle, self._legacy_bundle)
-        self._factory.write(files.endpoint_file, self._legacy_render)
+        # Whole or absent, never empty: the fleet's summary reads this file while the other
+        # devices boot, and an empty endpoint file is one no device would ever have.
+        factory = os.fspath(files.endpoint_file) + ".factory"
+        self._factory.write(factory, self._legacy_render)
+        os.replace(factory, files.endpoint_file)  # noqa: PTH105 - paths may be strings
         return paths
 
     # ------------------------------------------------------------------ results
@@ -342,14 +349,22 @@ class FleetBase:
         return os.path.join(self._root_text, thing, ENDPOINT_FILE)  # noqa: PTH118 - a str
 
     def _host_in(self, path: str, seen: dict[bytes, str]) -> str:
-        """The host in endpoint file `path`; `seen` remembers the files already parsed."""
+        """The host in endpoint file `path`; `seen` remembers the files already parsed.
+
+        A file that is not an endpoint configuration (edited by hand, say) counts as
+        UNREADABLE: the fleet's status line reports it instead of stopping the fleet.
+        """
         try:
             data = read_bytes(path)
         except FileNotFoundError:
             return self.legacy.host
         host = seen.get(data)
         if host is None:
-            host = seen[data] = EndpointConfig.parse(data, source=path).host
+            try:
+                host = EndpointConfig.parse(data, source=path).host
+            except ConfigError:
+                host = UNREADABLE
+            seen[data] = host
         return host
 
     def endpoint_counts(self) -> dict[str, int]:

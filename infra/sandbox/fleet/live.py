@@ -37,6 +37,7 @@ from urllib.request import Request, urlopen
 from device_handler.fsops import RealFileOps
 from infra.sandbox.clock import ScaledClock
 from infra.sandbox.errors import SandboxError
+from infra.sandbox.fleet._base import UNREADABLE
 from infra.sandbox.fleet.mqtt import CLOSED_PORT, MqttFleet
 from infra.sandbox.fleet.profiles import FleetSpec, GroupSpec, Profile, assign_profiles
 from infra.sandbox.pki import SandboxPki
@@ -236,11 +237,14 @@ class Summary:
     busy: int  # devices checking for work or running a job, not job executions
     succeeded: int
     failed: int
+    unreadable: int = 0  # devices whose endpoint file is not an endpoint configuration
 
     def line(self) -> str:
+        odd = f", {self.unreadable} unreadable endpoint file(s)" if self.unreadable else ""
         return (
             f"devices {self.devices}: {self.connected} connected, {self.offline} offline | "
-            f"legacy {self.legacy}, ATS {self.ats} | {self.busy} checking for or running a job | "
+            f"legacy {self.legacy}, ATS {self.ats}{odd} | "
+            f"{self.busy} checking for or running a job | "
             f"jobs: {self.succeeded} succeeded, {self.failed} failed"
         )
 
@@ -326,12 +330,14 @@ class LiveFleet(MqttFleet):
         endpoints = self.endpoint_counts()
         offline = sum(1 for name in self.things() if self.profile(name) is Profile.OFFLINE)
         ats = endpoints.get("ats", 0)
+        unreadable = endpoints.get(UNREADABLE, 0)
         return Summary(
             devices=len(self._devices),
             connected=connected,
             offline=offline,
-            legacy=len(self._devices) - ats,
+            legacy=len(self._devices) - ats - unreadable,
             ats=ats,
+            unreadable=unreadable,
             busy=busy,
             succeeded=outcomes.get("SUCCEEDED", 0),
             failed=outcomes.get("FAILED", 0) + outcomes.get("REJECTED", 0),
