@@ -9,9 +9,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -26,19 +24,15 @@ from device_handler.probe import ClientIdentity, probe
 from device_handler.testing import TestPki
 from device_handler.trust import EndpointConfig
 from job_documents import Endpoint, Operation, build_document, load_catalog
+from tests.machine import NEEDS_MOSQUITTO, NEEDS_NSS_WRAPPER
 
 runtime = pytest.importorskip("infra.sandbox.runtime")
 
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
+    NEEDS_MOSQUITTO,
 ]
 
-needs_nss_wrapper = pytest.mark.skipif(
-    "libnss_wrapper" not in os.environ.get("LD_PRELOAD", ""),
-    reason="the SDK resolves the sandbox's AWS-shaped names only under nss_wrapper: "
-    "run through `source scripts/env.sh`",
-)
 
 DOC = Path(__file__).parents[2] / "docs" / "device-handler.md"
 #: The placeholders the doc asks to replace with the ports `sandbox up` prints.
@@ -140,7 +134,7 @@ def _create_migrate_job(sandbox: Any, job_id: str, thing: str) -> None:
     sandbox.iot_client().create_job(jobId=job_id, targets=[arn], document=built.text)
 
 
-@needs_nss_wrapper
+@NEEDS_NSS_WRAPPER
 def test_the_documented_sandbox_device_migrates(sandbox: Any, workspace: Path):
     config_text = _with_ports(_doc_block("### On the sandbox", "toml"), sandbox)
     config = tomllib.loads(config_text)

@@ -8,8 +8,6 @@ that connected without the ALPN, or on 8883, would be refused or report via anot
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from orchestrator.model import CampaignStatus
 from orchestrator.reconcile import Reconciler
 from orchestrator.spec import parse_spec
 from orchestrator.store.sqlite import SqliteStateStore
+from tests.machine import NEEDS_MOSQUITTO, NEEDS_NSS_WRAPPER
 
 from .campaign_kit import RETRIES, drive
 
@@ -28,12 +27,8 @@ runtime = pytest.importorskip("infra.sandbox.runtime")
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
-    pytest.mark.skipif(
-        "libnss_wrapper" not in os.environ.get("LD_PRELOAD", ""),
-        reason="the SDK resolves the sandbox's AWS-shaped names only under nss_wrapper: "
-        "run through `source scripts/env.sh`",
-    ),
+    NEEDS_MOSQUITTO,
+    NEEDS_NSS_WRAPPER,
 ]
 
 DEVICES = 4

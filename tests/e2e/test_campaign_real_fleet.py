@@ -15,7 +15,6 @@ sandbox's jobs and the devices' files.
 from __future__ import annotations
 
 import json
-import shutil
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -36,13 +35,14 @@ from job_documents._signature import signature_problem
 from orchestrator.cli import app
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
 from orchestrator.demo.scenarios import demo_fleet, scenario
+from tests.machine import NEEDS_MOSQUITTO
 
 from .campaign_kit import in_process
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
+    NEEDS_MOSQUITTO,
 ]
 
 REGIONS = ("us-east-1", "eu-west-1")

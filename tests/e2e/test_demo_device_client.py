@@ -9,7 +9,6 @@ it started with. Assertions read the sandbox's executions and the devices' files
 from __future__ import annotations
 
 import json
-import shutil
 from typing import Any
 
 import pytest
@@ -22,11 +21,10 @@ from infra.sandbox.fleet.device_client import LAYOUT
 from orchestrator.cli import app
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
 from orchestrator.demo.scenarios import DEVICE_CLIENT_GROUP, campaign_text, demo_fleet, scenario
+from tests.machine import NEEDS_MOSQUITTO
 
 # The Device Client devices' handler probes the sandbox's brokers (mosquitto).
-needs_brokers = pytest.mark.skipif(
-    shutil.which("mosquitto") is None, reason="mosquitto is not installed"
-)
+needs_brokers = NEEDS_MOSQUITTO
 pytestmark = pytest.mark.e2e
 
 DEVICES = 50

@@ -4,8 +4,6 @@ handshake. Needs mosquitto and the sandbox host names resolving to 127.0.0.1 (sc
 
 from __future__ import annotations
 
-import shutil
-import socket
 from typing import Any
 
 import pytest
@@ -14,26 +12,17 @@ from device_handler.trust import EndpointConfig
 from infra.sandbox.fleet import Profile
 from orchestrator.demo.runner import CampaignRun, RunSettings, run_campaign
 from orchestrator.demo.scenarios import CAMPAIGN_FILE, demo_fleet, scenario
+from tests.machine import NEEDS_MOSQUITTO, needs_loopback_name
 
 ATS = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
 LEGACY = "a1sandbox2demo.iot.us-east-1.amazonaws.com"
 
 
-def _resolves(host: str) -> bool:
-    try:
-        return "127.0.0.1" in {a[4][0] for a in socket.getaddrinfo(host, 8883)}
-    except OSError:
-        return False
-
-
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
-    pytest.mark.skipif(
-        not _resolves(ATS),
-        reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
-    ),
+    NEEDS_MOSQUITTO,
+    needs_loopback_name(ATS),
 ]
 
 

@@ -18,17 +18,15 @@ from typing import Any
 
 import pytest
 
+from tests.machine import NEEDS_MOSQUITTO, NEEDS_NSS_WRAPPER
+
 runtime = pytest.importorskip("infra.sandbox.runtime")
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
-    pytest.mark.skipif(
-        "libnss_wrapper" not in os.environ.get("LD_PRELOAD", ""),
-        reason="the SDK resolves the sandbox's AWS-shaped names only under nss_wrapper: "
-        "run through `source scripts/env.sh`",
-    ),
+    NEEDS_MOSQUITTO,
+    NEEDS_NSS_WRAPPER,
 ]
 
 REGION = "us-east-1"

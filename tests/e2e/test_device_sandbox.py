@@ -9,7 +9,6 @@ listener each status update came through.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,16 +20,13 @@ import pytest
 
 from infra.sandbox import runtime
 from job_documents import Endpoint, Operation, build_document, load_catalog
+from tests.machine import NEEDS_MOSQUITTO, NEEDS_NSS_WRAPPER
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
-    pytest.mark.skipif(
-        "libnss_wrapper" not in os.environ.get("LD_PRELOAD", ""),
-        reason="the SDK resolves the sandbox's AWS-shaped names only under nss_wrapper: "
-        "run through `source scripts/env.sh`",
-    ),
+    NEEDS_MOSQUITTO,
+    NEEDS_NSS_WRAPPER,
 ]
 
 REGION = "us-east-1"

@@ -11,7 +11,6 @@ refused with exit 2 before anything is stored or any job exists.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +18,14 @@ import pytest
 
 from infra.sandbox import runtime
 from orchestrator.store.sqlite import SqliteStateStore
+from tests.machine import NEEDS_MOSQUITTO
 
 from .campaign_kit import in_process, jobs_in_sandbox
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
+    NEEDS_MOSQUITTO,
 ]
 
 CAMPAIGN = """\

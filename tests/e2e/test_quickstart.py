@@ -8,9 +8,7 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from infra.sandbox.pki import SandboxPki
 from infra.sandbox.runtime import Sandbox
 from orchestrator.census import INDEXING_CONFIGURATION
 from orchestrator.gates import wilson_bounds
+from tests.machine import NEEDS_MOSQUITTO, needs_loopback_name
 
 pytestmark = pytest.mark.e2e
 
@@ -159,13 +158,6 @@ SIMULATED_MINUTES = 15  # the bakes alone
 REAL_BOUND_SECONDS = 120  # the system clock would need 15 real minutes
 
 
-def _resolves(host: str) -> bool:
-    try:
-        return "127.0.0.1" in {a[4][0] for a in socket.getaddrinfo(host, 8883)}
-    except OSError:
-        return False
-
-
 def _read_env_file(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():
@@ -192,11 +184,8 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
 
 
 @pytest.mark.mqtt
-@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
-@pytest.mark.skipif(
-    not _resolves(ATS),
-    reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
-)
+@NEEDS_MOSQUITTO
+@needs_loopback_name(ATS)
 def test_quick_start_completes_on_the_sandbox_clock_with_separate_processes(
     tmp_path: Path,
 ) -> None:

@@ -40,16 +40,13 @@ from infra.sandbox.engine import ConnectPolicy
 from infra.sandbox.errors import PortUnavailableError
 from infra.sandbox.mqtt import ListenerPorts
 from infra.sandbox.runtime import Sandbox
+from tests.machine import NEEDS_MOSQUITTO, NEEDS_NSS_WRAPPER
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
-    pytest.mark.skipif(
-        "libnss_wrapper" not in os.environ.get("LD_PRELOAD", ""),
-        reason="the SDK resolves the sandbox's AWS-shaped names only under nss_wrapper: "
-        "run through `source scripts/env.sh`",
-    ),
+    NEEDS_MOSQUITTO,
+    NEEDS_NSS_WRAPPER,
     pytest.mark.skipif(
         shutil.which("update-ca-certificates", path="/usr/sbin:/usr/bin:/sbin") is None,
         reason="update-ca-certificates is not installed (Debian's ca-certificates)",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,17 +36,11 @@ from infra.sandbox.fleet.live import (
 )
 from infra.sandbox.fleet_command import run_fleet
 from infra.sandbox.runtime import Sandbox
+from tests.machine import NEEDS_MOSQUITTO, needs_loopback_name
 
 from .proc_lines import lines_until
 
 ATS = "a1sandbox2demo-ats.iot.us-east-1.amazonaws.com"
-
-
-def _resolves(host: str) -> bool:
-    try:
-        return "127.0.0.1" in {a[4][0] for a in socket.getaddrinfo(host, 8883)}
-    except OSError:
-        return False
 
 
 ARN = "arn:aws:iot:us-east-1:123456789012:thinggroup/"
@@ -149,11 +142,8 @@ def test_git_ignores_the_state_dir_keys_included(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.mqtt
-@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
-@pytest.mark.skipif(
-    not _resolves(ATS),
-    reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
-)
+@NEEDS_MOSQUITTO
+@needs_loopback_name(ATS)
 def test_sandbox_fleet_migrates_real_devices_fails_its_share_and_stops_on_sigint(
     tmp_path: Path,
 ) -> None:
@@ -228,11 +218,8 @@ def test_sandbox_fleet_migrates_real_devices_fails_its_share_and_stops_on_sigint
 
 @pytest.mark.e2e
 @pytest.mark.mqtt
-@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
-@pytest.mark.skipif(
-    not _resolves(ATS),
-    reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
-)
+@NEEDS_MOSQUITTO
+@needs_loopback_name(ATS)
 def test_on_a_terminal_the_fleet_is_one_line_rewritten_in_place(tmp_path: Path) -> None:
     import pty
 
@@ -331,11 +318,8 @@ def test_sandbox_fleet_refuses_a_key_devices_cannot_pin_with_exit_2_before_anyth
 
 @pytest.mark.e2e
 @pytest.mark.mqtt
-@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
-@pytest.mark.skipif(
-    not _resolves(ATS),
-    reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
-)
+@NEEDS_MOSQUITTO
+@needs_loopback_name(ATS)
 def test_sandbox_fleet_devices_pinning_a_key_take_what_it_signed_and_reject_the_rest(
     tmp_path: Path,
 ) -> None:

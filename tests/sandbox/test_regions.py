@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -24,6 +23,7 @@ from infra.sandbox.errors import SandboxError
 from infra.sandbox.runtime import Sandbox
 from infra.sandbox.sigv4 import signed_region
 from job_documents.clock import ManualClock
+from tests.machine import NEEDS_MOSQUITTO, needs_loopback_name
 
 from .proc_lines import lines_until
 
@@ -337,13 +337,6 @@ def test_sandbox_up_refuses_a_region_that_is_not_a_region_name():
 WEST_ATS = "a1sandbox2demo-ats.iot.eu-west-1.amazonaws.com"
 
 
-def _resolves(host: str) -> bool:
-    try:
-        return "127.0.0.1" in {a[4][0] for a in socket.getaddrinfo(host, 8883)}
-    except OSError:
-        return False
-
-
 def test_region_description_is_the_regions_own_view_and_refuses_an_unserved_one() -> None:
     described = {
         "region": "us-east-1",
@@ -365,11 +358,8 @@ def test_region_description_is_the_regions_own_view_and_refuses_an_unserved_one(
 
 @pytest.mark.e2e
 @pytest.mark.mqtt
-@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
-@pytest.mark.skipif(
-    not _resolves(WEST_ATS),
-    reason="sandbox host names do not resolve to 127.0.0.1: run under scripts/env.sh",
-)
+@NEEDS_MOSQUITTO
+@needs_loopback_name(WEST_ATS)
 def test_sandbox_fleet_runs_the_devices_of_the_second_region_over_its_listeners(tmp_path):
     """Real SDK agents of eu-west-1 take an eu-west-1 job and acknowledge it over its ATS host."""
     state = tmp_path / "sbx"
