@@ -258,6 +258,19 @@ def _table(title: str, counts: Mapping[str, int]) -> list[str]:
     return lines
 
 
+def _group_table(title: str, groups: Mapping[str, GroupCount]) -> list[str]:
+    """One line per group of `groups` with its endpoint counts; nothing when there are none."""
+    if not groups:
+        return []
+    width = max(len(name) for name in groups)
+    lines = [f"{title} (total / legacy / ATS / other / never reported):"]
+    lines.extend(
+        f"  {name:<{width}}  {c.total} / {c.legacy} / {c.ats} / {c.other} / {c.never_reported}"
+        for name, c in groups.items()
+    )
+    return lines
+
+
 def name_roots(roots: Mapping[str, int], catalog: Mapping[str, str]) -> dict[str, int]:
     """Root buckets keyed by catalog name where the catalog knows the root.
 
@@ -291,20 +304,8 @@ def render_text(census: Census, root_names: Mapping[str, str] | None = None) -> 
     lines += _table("roots held", name_roots(census.roots, root_names or {}))
     lines += _table("phases", census.phases)
     lines += _table("agent versions", census.agent_versions)
-    if census.groups:
-        lines.append("thing groups (total / legacy / ATS / other / never reported):")
-        width = max(len(g) for g in census.groups)
-        lines.extend(
-            f"  {name:<{width}}  {c.total} / {c.legacy} / {c.ats} / {c.other} / {c.never_reported}"
-            for name, c in census.groups.items()
-        )
-    if census.waves:
-        lines.append("waves (total / legacy / ATS / other / never reported):")
-        width = max(len(w) for w in census.waves)
-        lines.extend(
-            f"  {name:<{width}}  {c.total} / {c.legacy} / {c.ats} / {c.other} / {c.never_reported}"
-            for name, c in census.waves.items()
-        )
+    lines += _group_table("thing groups", census.groups)
+    lines += _group_table("waves", census.waves)
     if census.never_reported_names:
         shown = len(census.never_reported_names)
         more = census.never_reported - shown
